@@ -1,0 +1,176 @@
+"""The canonical job event: one schema for every vendor.
+
+Pure data, no I/O. Values are immutable ``msgspec`` Structs: measured here, building
+one costs ~0.1 us against ~2.7 us for a frozen dataclass, and ``msgspec.json`` encodes
+them in ~0.4 us, which matters at tens of thousands of events a second.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+
+UTC = timezone.utc
+
+
+class State(enum.StrEnum):
+    """Canonical run states. Every native vendor state maps to exactly one."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    STALE = "STALE"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED, State.SKIPPED})
+
+
+class InvalidEvent(ValueError):
+    """A JobEvent was built with a value that breaks the model's rules."""
+
+
+class RawRef(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """Where the raw vendor message sits in Kafka (for lineage and replays)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive values are refused.
+
+    Naive times are ambiguous: the vendor modules decide which zone they are in
+    (see ``vendors._common.parse_time``), the model never guesses.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidEvent(f"naive datetime {value.isoformat()} (no time zone)")
+    if value.utcoffset() == timedelta(0) and value.tzinfo is UTC:
+        return value
+    return value.astimezone(UTC)
+
+
+def make_event_id(vendor: str, *parts: object) -> str:
+    """Deterministic id: the same vendor event always gives the same id.
+
+    Vendors pass the fields that identify one native event (its own id when it has
+    one, else run id + state + time ...). 128-bit BLAKE2b, hex.
+    """
+    text = "\x1f".join([vendor, *("" if p is None else str(p) for p in parts)])
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+_TIME_FIELDS = ("occurred_at", "received_at", "started_at", "finished_at")
+
+
+class JobEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """One vendor event, in canonical form.
+
+    ``job_key`` is ``vendor:source:native job id``; ``run_key`` names one execution
+    (a session, a continuation token, a job id ...). ``attempt`` is the vendor's own
+    attempt number when it gives one; ``None`` lets the lifecycle infer it (a failed
+    run that becomes active again opens the next attempt). Vendor extras live in
+    ``attrs`` (never secrets: vendor modules drop credentials and arguments).
+    """
+
+    event_id: str
+    vendor: str
+    source: str
+    job_key: str
+    run_key: str
+    native_state: str
+    state: State
+    occurred_at: datetime
+    attempt: int | None = None
+    received_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float | None = None
+    rows: int | None = None
+    counts: dict[str, int] = {}
+    error_code: str | None = None
+    error_message: str | None = None
+    parent_run_key: str | None = None
+    raw_ref: RawRef | None = None
+    attrs: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        for name in ("event_id", "vendor", "source", "job_key", "run_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidEvent(f"{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.state, State):
+            try:
+                msgspec.structs.force_setattr(self, "state", State(self.state))
+            except ValueError:
+                raise InvalidEvent(f"state {self.state!r} is not a canonical state") from None
+        if not isinstance(self.native_state, str):
+            raise InvalidEvent(f"native_state must be a string, got {self.native_state!r}")
+        for name in _TIME_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                if name == "occurred_at":
+                    raise InvalidEvent("occurred_at is required")
+                continue
+            if not isinstance(value, datetime):
+                raise InvalidEvent(f"{name} must be a datetime, got {type(value).__name__}")
+            normalized = utc(value)
+            if normalized is not value:
+                msgspec.structs.force_setattr(self, name, normalized)
+        if self.attempt is not None and (
+            type(self.attempt) is not int or self.attempt < 1
+        ):
+            raise InvalidEvent(f"attempt must be an integer >= 1, got {self.attempt!r}")
+        if self.progress is not None:
+            if type(self.progress) not in (int, float) or not 0 <= self.progress <= 100:
+                raise InvalidEvent(f"progress must be a number in 0..100, got {self.progress!r}")
+        if self.rows is not None and (type(self.rows) is not int or self.rows < 0):
+            raise InvalidEvent(f"rows must be a non-negative integer, got {self.rows!r}")
+        for key, count in self.counts.items():
+            if type(count) is not int or count < 0:
+                raise InvalidEvent(f"counts[{key!r}] must be a non-negative integer, got {count!r}")
+
+
+class RawEnvelope(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """What ingestors put on ``raw.<vendor>``: the vendor's document, untouched.
+
+    ``payload`` is the vendor's JSON value; a body that is not valid JSON (the Zuora
+    seed's example is not) travels as a string and the vendor module parses it.
+    """
+
+    vendor: str
+    source: str
+    received_at: datetime
+    payload: Any
+
+
+_event_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(JobEvent)
+_envelope_decoder = msgspec.json.Decoder(RawEnvelope)
+
+
+def encode_event(event: JobEvent) -> bytes:
+    return _event_encoder.encode(event)
+
+
+def decode_event(data: bytes) -> JobEvent:
+    return _event_decoder.decode(data)
+
+
+def encode_envelope(envelope: RawEnvelope) -> bytes:
+    return _event_encoder.encode(envelope)
+
+
+def decode_envelope(data: bytes) -> RawEnvelope:
+    return _envelope_decoder.decode(data)

@@ -1,0 +1,73 @@
+"""One module per vendor, each with the same small surface.
+
+A vendor module ``pipeline/vendors/<name>.py`` defines:
+
+- ``VENDOR``: its name (also the suffix of its raw topic, ``raw.<name>``);
+- ``STATES``: the native-to-canonical state table (every documented native value);
+- ``normalize(doc, ctx=DEFAULT_CONTEXT) -> list[JobEvent]``: ``doc`` is the parsed JSON
+  value or the raw text/bytes (which the module parses, tolerantly where the vendor
+  needs it); raises ``Rejected`` with a one-line reason, never anything else;
+- ``split(doc) -> list``: the document cut into pieces that each concern one job, so a
+  producer can key each raw message by its job (see ``keyed_documents``).
+
+Adding a sixth vendor means adding one module here and one topic file in ``topics/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from pipeline.model import JobEvent
+from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
+
+VENDOR_NAMES: tuple[str, ...] = ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
+
+__all__ = ["VENDOR_NAMES", "Context", "Rejected", "get", "normalize", "keyed_documents"]
+
+
+class UnknownVendor(KeyError):
+    def __str__(self) -> str:
+        return f"unknown vendor {self.args[0]!r}; known: {', '.join(VENDOR_NAMES)}"
+
+
+def get(name: str) -> ModuleType:
+    """The vendor module called ``name``."""
+    if name not in VENDOR_NAMES:
+        raise UnknownVendor(name)
+    return importlib.import_module(f"pipeline.vendors.{name}")
+
+
+def normalize(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[JobEvent]:
+    """Normalize with any failure inside the vendor module turned into ``Rejected``.
+
+    The vendor modules are written to raise only ``Rejected``; this is the guard that
+    keeps one unforeseen document from ever stopping a stream.
+    """
+    module = get(vendor)
+    try:
+        return module.normalize(doc, ctx)
+    except Rejected:
+        raise
+    except RecursionError:
+        raise Rejected("document nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - the guard is the point
+        raise Rejected(f"unexpected {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def keyed_documents(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[tuple[str, Any]]:
+    """Cut ``doc`` into ``(job_key, piece)`` pairs, one job per piece.
+
+    Producers key raw messages by job so that one worker partition owns each job's
+    state. The key is the ``job_key`` the normalizer itself gives the piece.
+    """
+    module = get(vendor)
+    out: list[tuple[str, Any]] = []
+    for piece in module.split(doc):
+        events = normalize(vendor, piece, ctx)
+        keys = {event.job_key for event in events}
+        if len(keys) != 1:
+            raise Rejected(f"a {vendor} piece concerns {len(keys)} jobs, expected exactly one")
+        out.append((keys.pop(), piece))
+    return out

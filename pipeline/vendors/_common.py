@@ -1,0 +1,142 @@
+"""What every vendor module shares: the normalize context, the typed rejection,
+and tolerant parsers for the time and number formats vendors really send."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
+
+import msgspec
+import orjson
+
+from pipeline.model import UTC, RawRef
+
+
+class Rejected(ValueError):
+    """A vendor document that cannot be normalized. ``reason`` is one line for humans."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """What a normalizer knows besides the document itself.
+
+    ``source`` names the tenant / host / instance when the document does not (TrueNAS
+    jobs and Zuora queues do not name their host); ``tz`` is the zone of the vendor's
+    naive timestamps (Zuora writes ``2019-05-02 10:39:36.560855``).
+    """
+
+    source: str | None = None
+    received_at: datetime | None = None
+    raw_ref: RawRef | None = None
+    tz: tzinfo = UTC
+
+
+DEFAULT_CONTEXT = Context()
+
+
+def load_json(data: bytes | str) -> Any:
+    """Parse JSON text, turning every failure into a one-line ``Rejected``."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(f"not valid JSON: {exc}") from None
+
+
+def require(doc: dict[str, Any], field: str, kind: type | tuple[type, ...] = str) -> Any:
+    """Return ``doc[field]`` or reject with the field's name when it is missing or mistyped."""
+    value = doc.get(field)
+    if value is None or (kind is str and value == ""):
+        raise Rejected(f"missing required field {field!r}")
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise Rejected(f"field {field!r} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def as_dict(doc: Any, what: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise Rejected(f"{what} must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_time(value: Any, *, tz: tzinfo = UTC, field: str = "time") -> datetime | None:
+    """Parse a vendor timestamp into aware UTC, or ``None`` when absent.
+
+    Accepts ISO 8601 with ``Z`` or an offset, ``YYYY-MM-DD HH:MM:SS[.ffffff]``, any
+    number of fraction digits (Qlik writes 7), epoch milliseconds ints and the
+    ``{"$date": ms}`` wrapper. Naive times are read in ``tz``.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict) and "$date" in value:
+        value = value["$date"]
+    if isinstance(value, bool):
+        raise Rejected(f"{field} is not a time: {value!r}")
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Rejected(f"{field} epoch milliseconds out of range: {value!r}") from None
+    if not isinstance(value, str):
+        raise Rejected(f"{field} is not a time: {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Rejected(f"{field} is not a time: {value[:80]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
+
+
+_DURATION = re.compile(r"^(?:(\d+) days?, )?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+
+
+def parse_duration(value: Any, *, field: str = "duration") -> timedelta | None:
+    """Parse ``H:MM:SS[.ffffff]`` (Python's ``str(timedelta)``, as Zuora and QRS write it)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Rejected(f"{field} is not a duration: {type(value).__name__}")
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise Rejected(f"{field} is not a duration: {value[:80]!r}")
+    days, hours, minutes, seconds = match.groups()
+    return timedelta(
+        days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
+    )
+
+
+def optional_int(value: Any, *, field: str) -> int | None:
+    """An integer count, or ``None``. Numeric strings are accepted, negatives rejected."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise Rejected(f"{field} must be an integer, got a boolean")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int):
+        raise Rejected(f"{field} must be an integer, got {str(value)[:40]!r}")
+    if value < 0:
+        raise Rejected(f"{field} must not be negative, got {value}")
+    return value
+
+
+def source_of(ctx: Context, *candidates: Any, default: str = "default") -> str:
+    """The first non-empty candidate from the document, else the context's, else ``default``."""
+    for candidate in candidates:
+        if isinstance(candidate, (str, int)) and not isinstance(candidate, bool) and str(candidate):
+            return str(candidate)
+    return ctx.source or default
