@@ -1,0 +1,186 @@
+"""``pipeline``: the one command-line entry point.
+
+Every command reads ``Settings`` from ``JOBSTREAM_*`` environment variables and lets its
+flags override them. Errors that a user can fix are one line on stderr and a non-zero
+exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from pipeline import catalog, vendors
+from pipeline.settings import Settings, SettingsError
+
+app = typer.Typer(
+    help="Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+BootstrapOpt = Annotated[
+    Optional[str],
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap HOST:PORT [env JOBSTREAM_BOOTSTRAP; default localhost:9092]."),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def quiet_kafka_logs() -> None:
+    """aiokafka logs every failed connection attempt; the command says it once itself."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env().with_overrides(**overrides)
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the catalog: every topic with its partitions, cleanup policy and key."""
+    from rich.table import Table
+
+    table = Table("topic", "partitions", "cleanup", "key")
+    for spec in catalog.load().values():
+        table.add_row(spec.name, str(spec.partitions), spec.cleanup_policy, spec.key)
+    out.print(table)
+
+
+@topics_app.command("apply")
+def topics_apply(
+    bootstrap: BootstrapOpt = None,
+    partitions: Annotated[Optional[int], typer.Option(min=1, help="Override every topic's partition count.")] = None,
+    timeout: Annotated[float, typer.Option(min=0.5, help="Seconds to wait for the broker before giving up.")] = 10.0,
+) -> None:
+    """Create the catalog's missing topics on a broker; report partition mismatches.
+
+    Idempotent: a second run creates nothing. Exit 0 when the broker matches the
+    catalog, 1 on a mismatch or an unreachable broker.
+    """
+    settings = load_settings(bootstrap=bootstrap, partitions=partitions)
+    quiet_kafka_logs()
+    try:
+        report = asyncio.run(asyncio.wait_for(
+            catalog.apply(settings.bootstrap, timeout=timeout, partitions=settings.partitions),
+            timeout + 5,
+        ))
+    except catalog.CatalogError as exc:
+        raise fail(str(exc)) from None
+    except (asyncio.TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - one line, no traceback
+        reason = str(exc) or type(exc).__name__
+        raise fail(f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s ({reason})") from None
+    for name in report.created:
+        out.print(f"created  {name}")
+    for name in report.present:
+        out.print(f"present  {name}")
+    for line in report.mismatched:
+        err.print(f"[yellow]mismatch[/] {line}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def broker(
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on (default: a free one).")] = None,
+    apply_topics: Annotated[bool, typer.Option("--topics/--no-topics", help="Create the catalog's topics.")] = True,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
+    from pipeline.broker import BrokerError, EmbeddedBroker
+
+    try:
+        embedded = EmbeddedBroker(port=port).start()
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    try:
+        if apply_topics:
+            report = asyncio.run(catalog.apply(embedded.bootstrap))
+            out.print(f"topics: {len(report.created)} created")
+        out.print(f"broker ready at [bold]{embedded.bootstrap}[/] (memory only; Ctrl-C stops it)")
+        out.print(f"  export JOBSTREAM_BOOTSTRAP={embedded.bootstrap} JOBSTREAM_TANSU=1")
+        while embedded.running:
+            asyncio.run(asyncio.sleep(0.5))
+        raise fail("the broker exited")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+
+
+@app.command()
+def normalize(
+    vendor: Annotated[str, typer.Option("--vendor", "-v", help=f"One of: {', '.join(vendors.VENDOR_NAMES)}.")],
+    file: Annotated[str, typer.Argument(help="A file of JSON documents or JSON lines; '-' reads stdin.")] = "-",
+    source: Annotated[Optional[str], typer.Option(help="Tenant / host / instance when the documents do not name it.")] = None,
+    tz: Annotated[Optional[str], typer.Option(help="Time zone of the vendor's naive timestamps (default UTC).")] = None,
+) -> None:
+    """Print canonical job events (JSON lines) for a vendor's documents. No Kafka needed.
+
+    Each rejected document is reported on stderr with its position and a reason.
+    Exit 0 if every document was accepted, 1 if some were rejected, 2 on usage errors.
+    """
+    from pipeline.normalize_cli import run_normalize
+
+    if vendor not in vendors.VENDOR_NAMES:
+        raise fail(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}", 2)
+    if file == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(file).read_bytes()
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror or exc}", 2) from None
+    settings = load_settings(vendor_tz={**Settings.from_env().vendor_tz, vendor: tz} if tz else None)
+    try:
+        zone = settings.tz(vendor)
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    rejected = run_normalize(vendor, data, source=source, tz=zone, out=sys.stdout.buffer, err=err)
+    raise typer.Exit(1 if rejected else 0)
+
+
+@app.command()
+def worker(
+    bootstrap: BootstrapOpt = None,
+    store: Annotated[Optional[str], typer.Option(help="Table store: rocksdb:// (default) or memory://.")] = None,
+    datadir: Annotated[Optional[Path], typer.Option(help="Where RocksDB keeps its files [default data/worker].")] = None,
+    partitions: Annotated[Optional[int], typer.Option(min=1, help="Partitions of the table and its topics.")] = None,
+    stale_after: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds of event time without activity before a run is STALE [default 240]; per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
+    app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id [default jobstream].")] = None,
+    tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+) -> None:
+    """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
+    from pipeline.stream.app import run_worker
+
+    settings = load_settings(
+        bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
+        stale_after_s=stale_after, app_id=app_id, tansu=tansu,
+    )
+    run_worker(settings, loglevel=loglevel)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
