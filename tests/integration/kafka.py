@@ -1,0 +1,156 @@
+"""Kafka helpers and the session-wide worker for the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline import catalog
+from pipeline.broker import EmbeddedBroker
+from pipeline.model import UTC, RawEnvelope, encode_envelope
+
+
+async def produce(bootstrap: str, vendor: str, items: list[tuple[str | None, Any]], *, source: str = "test") -> None:
+    """Send ``(key, payload)`` pairs to ``raw.<vendor>`` in order, as RawEnvelopes.
+
+    A payload of type ``bytes`` is sent as it is (to test poison messages).
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        topic = catalog.raw_topic(vendor)
+        for key, payload in items:
+            if isinstance(payload, bytes):
+                value = payload
+            else:
+                value = encode_envelope(RawEnvelope(
+                    vendor=vendor, source=source, received_at=datetime.now(UTC), payload=payload,
+                ))
+            await producer.send_and_wait(topic, value, key=key.encode() if key else None)
+    finally:
+        await producer.stop()
+
+
+async def collect(
+    bootstrap: str, topic: str, want: Callable[[bytes | None, bytes], bool], *,
+    count: int, timeout: float = 60.0, settle: float = 1.0,
+) -> list[tuple[bytes | None, bytes]]:
+    """Read ``topic`` from the start until ``count`` records match ``want``, then keep
+    reading ``settle`` seconds more to catch extra (unexpected) matches."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        group_id=None, enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[tuple[bytes | None, bytes]] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    if want(record.key, record.value):
+                        found.append((record.key, record.value))
+            if settle_until is None and len(found) >= count:
+                settle_until = time.monotonic() + settle
+    finally:
+        await consumer.stop()
+    return found
+
+
+def decode(value: bytes) -> dict[str, Any]:
+    return msgspec.json.decode(value)
+
+
+class WorkerProcess:
+    """``pipeline worker`` in a subprocess, with its log kept for failures."""
+
+    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path, **env: str) -> None:
+        self.log = log
+        self.args = [
+            sys.executable, "-m", "pipeline", "worker", "--bootstrap", bootstrap,
+            "--store", "memory://", "--tansu", "--app-id", app_id, "--datadir", str(datadir),
+            "--loglevel", "warning",
+        ]
+        self.env = {**os.environ, **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "WorkerProcess":
+        with open(self.log, "ab") as output:
+            self.process = subprocess.Popen(
+                self.args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=self.env,
+            )
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def truenas_probe(job_id: int) -> dict[str, Any]:
+    return {
+        "id": job_id, "method": "probe.job", "state": "SUCCESS",
+        "time_started": {"$date": 1_700_000_000_000}, "time_finished": {"$date": 1_700_000_001_000},
+        "progress": {"percent": 100, "description": "done", "extra": None},
+    }
+
+
+async def wait_until_processing(bootstrap: str, source: str, timeout: float = 120.0) -> float:
+    """Send a probe job until the worker turns it into an event; return seconds taken."""
+    started = time.monotonic()
+    job_id = int(uuid.uuid4().int % 1_000_000_000)
+    await produce(bootstrap, "truenas", [(f"probe-{job_id}", truenas_probe(job_id))], source=source)
+    key = f"truenas:{source}:probe.job".encode()
+    found = await collect(
+        bootstrap, catalog.EVENTS, lambda k, v: k == key, count=1, timeout=timeout, settle=0,
+    )
+    if not found:
+        raise TimeoutError(f"the worker did not process a probe within {timeout:.0f} s")
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="session")
+def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> WorkerProcess:
+    """One worker for the session's scenario tests (each test uses its own sources)."""
+    folder = tmp_path_factory.mktemp("worker")
+    process = WorkerProcess(broker.bootstrap, "jobstream-test", folder / "data", folder / "worker.log").start()
+    try:
+        asyncio.run(wait_until_processing(broker.bootstrap, source=f"probe-{uuid.uuid4().hex[:8]}"))
+    except TimeoutError:
+        process.stop()
+        pytest.fail(f"worker never became ready; its log:\n{process.tail()}")
+    yield process
+    code = process.stop()
+    assert code in (0, -15, None), f"worker exited with {code}; its log:\n{process.tail()}"
