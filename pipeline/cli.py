@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -176,6 +177,113 @@ def worker(
         stale_after_s=stale_after, app_id=app_id, tansu=tansu,
     )
     run_worker(settings, loglevel=loglevel)
+
+
+@app.command()
+def replay(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Vendor documents (JSON or JSON lines). Default: the bundled samples.")] = None,
+    vendor: Annotated[Optional[str], typer.Option("--vendor", "-v", help="Vendor of FILES (default: from the folder or the name prefix, e.g. zuora/x.json).")] = None,
+    bootstrap: Annotated[Optional[str], typer.Option("--bootstrap", "-b", help="Send to this Kafka and stop (a backfill). Without it, everything runs embedded.")] = None,
+    source: Annotated[str, typer.Option(help="Tenant / host for documents that do not name one.")] = "local",
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the worker's output.")] = 180.0,
+) -> None:
+    """Replay vendor documents through the pipeline.
+
+    Without --bootstrap (the local run): starts the embedded broker, creates the topics,
+    starts a worker, sends the documents keyed by job, waits for every event to come out
+    and prints the lifecycles (runs, attempts, stale episodes, dead letters).
+    """
+    from pipeline import replay as replay_module
+
+    if vendor is not None and vendor not in vendors.VENDOR_NAMES:
+        raise fail(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}", 2)
+    chosen: list[tuple[str, Path]] = []
+    for path in files or []:
+        if not path.is_file():
+            raise fail(f"cannot read {path}: no such file", 2)
+        file_vendor = vendor or replay_module.vendor_of(path)
+        if file_vendor is None:
+            raise fail(f"cannot tell the vendor of {path}: pass --vendor or name it <vendor>-*.json", 2)
+        chosen.append((file_vendor, path))
+    if chosen:
+        plan = replay_module.plan(chosen, source=source)
+    else:
+        plan = replay_module.plan(
+            replay_module.sample_files(), source=source,
+            received_at=replay_module.SAMPLES_RECEIVED_AT, step=timedelta(seconds=10),
+        )
+        chosen = replay_module.sample_files()
+    for line in plan.rejected:
+        err.print(f"rejected {line}", markup=False)
+    out.print(f"{len(chosen)} files -> {len(plan.messages)} raw messages, {plan.expected_events} job events expected")
+    quiet_kafka_logs()
+    if bootstrap:
+        try:
+            asyncio.run(replay_module.send(bootstrap, plan.messages))
+        except Exception as exc:  # noqa: BLE001 - one line, no traceback
+            raise fail(f"sending to {bootstrap} failed: {exc}") from None
+        out.print(f"sent {len(plan.messages)} messages to {bootstrap}")
+        return
+    _replay_embedded(plan, timeout)
+
+
+def _replay_embedded(plan: "object", timeout: float) -> None:
+    import tempfile
+    import time
+
+    from rich.table import Table
+
+    from pipeline import replay as replay_module
+    from pipeline.broker import BrokerError, EmbeddedBroker
+
+    log = Path(tempfile.mkdtemp(prefix="jobstream-")) / "worker.log"
+    try:
+        embedded = EmbeddedBroker().start()
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    worker_process = None
+    try:
+        started = time.monotonic()
+        asyncio.run(catalog.apply(embedded.bootstrap))
+        out.print(f"embedded broker at {embedded.bootstrap}; starting the worker (log: {log})")
+        worker_process = replay_module.start_worker(embedded.bootstrap, app_id="jobstream-local", log=log, tansu=True)
+        asyncio.run(replay_module.send(embedded.bootstrap, plan.messages))
+        with out.status("waiting for the worker...") as status:
+            def progress(outcome: replay_module.Outcome) -> None:
+                status.update(
+                    f"events {outcome.events}/{plan.expected_events}  transitions {outcome.transitions}  "
+                    f"runs {len(outcome.runs)}  dead letters {outcome.dead_letters}"
+                )
+            outcome = asyncio.run(replay_module.watch(
+                embedded.bootstrap, expected_events=plan.expected_events, timeout=timeout, progress=progress,
+            ))
+        if worker_process.poll() is not None:
+            raise fail(f"the worker exited with status {worker_process.returncode}; see {log}")
+        table = Table("vendor", "run", "state", "attempt", "retries", "stale", "reactivated", "duration s")
+        for run in sorted(outcome.runs.values(), key=lambda r: (r["vendor"], r["run_key"])):
+            duration = run.get("duration_s")
+            table.add_row(
+                run["vendor"], run["run_key"].split(":", 2)[-1][:40], run["state"], str(run["attempt"]),
+                str(run.get("retries", "")), str(run.get("stale_episodes", "")), str(run.get("reactivations", "")),
+                "" if duration is None else f"{duration:.1f}",
+            )
+        out.print(table)
+        flagged = ", ".join(f"{n} {flag}" for flag, n in sorted(outcome.flagged.items())) or "none"
+        out.print(
+            f"{outcome.events} events, {outcome.transitions} transitions (flagged: {flagged}), "
+            f"{len(outcome.runs)} runs, {outcome.dead_letters} dead letters "
+            f"in {time.monotonic() - started:.1f} s"
+        )
+        if outcome.events < plan.expected_events:
+            raise fail(f"only {outcome.events} of {plan.expected_events} events came out within {timeout:g} s; see {log}")
+    finally:
+        if worker_process is not None and worker_process.poll() is None:
+            worker_process.terminate()
+            try:
+                worker_process.wait(timeout=15)
+            except Exception:  # noqa: BLE001
+                worker_process.kill()
+        embedded.stop()
 
 
 def main() -> None:

@@ -114,6 +114,18 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
 
+    async def ready(self, bootstrap: str, timeout: float = 120.0) -> float:
+        """Wait until the worker processes a probe; fail at once if it exits."""
+        probe = asyncio.ensure_future(
+            wait_until_processing(bootstrap, source=f"probe-{uuid.uuid4().hex[:8]}", timeout=timeout)
+        )
+        while not probe.done():
+            if self.process is not None and self.process.poll() is not None:
+                probe.cancel()
+                raise RuntimeError(f"the worker exited with status {self.process.returncode}")
+            await asyncio.sleep(0.2)
+        return probe.result()
+
     def tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -147,10 +159,57 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     folder = tmp_path_factory.mktemp("worker")
     process = WorkerProcess(broker.bootstrap, "jobstream-test", folder / "data", folder / "worker.log").start()
     try:
-        asyncio.run(wait_until_processing(broker.bootstrap, source=f"probe-{uuid.uuid4().hex[:8]}"))
-    except TimeoutError:
+        asyncio.run(process.ready(broker.bootstrap))
+    except (TimeoutError, RuntimeError) as exc:
         process.stop()
-        pytest.fail(f"worker never became ready; its log:\n{process.tail()}")
+        pytest.fail(f"{exc}; the worker's log:\n{process.tail()}")
     yield process
     code = process.stop()
     assert code in (0, -15, None), f"worker exited with {code}; its log:\n{process.tail()}"
+
+
+async def send_documents(bootstrap: str, vendor: str, docs: list[Any], *, source: str) -> None:
+    """Send vendor documents as producers will: cut per job, keyed by job_key.
+
+    ``bytes`` items are poison: sent raw (not even an envelope) under the key of the
+    document before them, so they land in the same partition as the job they interrupt.
+    """
+    from pipeline import vendors
+
+    ctx = vendors.Context(source=source, received_at=datetime.now(UTC))
+    items: list[tuple[str | None, Any]] = []
+    last_key: str | None = None
+    for doc in docs:
+        if isinstance(doc, bytes):
+            items.append((last_key, doc))
+            continue
+        for job_key, piece in vendors.keyed_documents(vendor, doc, ctx):
+            items.append((job_key, piece))
+            last_key = job_key
+    await produce(bootstrap, vendor, items, source=source)
+
+
+async def transitions_of(bootstrap: str, vendor: str, source: str, *, count: int, timeout: float = 60.0) -> dict[str, list[tuple]]:
+    """The transitions of one scenario's jobs, per run (native run id), in order."""
+    prefix = f"{vendor}:{source}:".encode()
+    found = await collect(
+        bootstrap, catalog.TRANSITIONS, lambda k, v: k is not None and k.startswith(prefix),
+        count=count, timeout=timeout, settle=2.0,
+    )
+    runs: dict[str, list[tuple]] = {}
+    for _key, value in found:
+        t = decode(value)
+        flags = tuple(flag for flag in ("late", "duplicate", "illegal") if t[flag])
+        runs.setdefault(t["run_key"].split(":", 2)[2], []).append(
+            (t["from_state"], t["to_state"], t["cause"], t["attempt"], *flags)
+        )
+    return runs
+
+
+async def dead_letters_of(bootstrap: str, vendor: str, *, source: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    prefix = f"{vendor}:{source}:".encode()
+    found = await collect(
+        bootstrap, catalog.DEADLETTER, lambda k, v: k is not None and k.startswith(prefix),
+        count=count, timeout=timeout, settle=1.0,
+    )
+    return [decode(value) for _key, value in found]

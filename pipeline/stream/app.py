@@ -1,0 +1,219 @@
+"""The Faust worker: one agent over every ``raw.<vendor>`` topic, one table.
+
+Per batch of consumed messages (numbered, the order is the guarantee):
+
+1. ``StreamCore.process`` normalizes, applies the lifecycle and expires stale runs, in
+   offset order per partition, and returns output records and table writes.
+2. The outputs (``jobs.events``, ``jobs.transitions``, ``jobs.runs``, ``jobs.deadletter``)
+   are sent and awaited (acks=all).
+3. The table entries are written to the local store and sent to the changelog, to the
+   partition of the raw messages that changed them, and awaited.
+4. Only then does the batch return to Faust, which acks its offsets; commits follow.
+
+| killed after step | what the restart sees |
+|---|---|
+| 1 | nothing was sent; the batch is consumed again and gives the same outputs |
+| 2 | outputs sent, state not stored: the batch is applied again and the same records (same deterministic ids) are sent again; downstream dedupes on event_id / transition_id |
+| 3 | state stored, offsets not committed: the entry remembers the applied offsets, so those messages are skipped (no output twice) |
+| 4 | offsets committed: nothing is consumed again |
+
+Anything unexpected in steps 2-3 (a broker that stops answering) ends the process with
+one clear line and exit status 70, before Faust can commit the batch's offsets: a
+supervisor restarts it and the table above applies.
+
+The table is written through its store and changelog directly rather than
+``table[key] = value``: Faust's per-message send path costs ~100 us a record (DESIGN.md),
+and the changelog record must go to the source partition, which ``take_events``
+batches cannot get from ``table[key]``. Recovery, standbys and partition ownership are
+still Faust's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from mode.utils.aiter import aiter  # noqa: F401  (faust needs it importable)
+
+from pipeline import catalog
+from pipeline.settings import Settings
+from pipeline.stream.core import Message, StreamCore
+
+log = logging.getLogger("pipeline.worker")
+
+TABLE_NAME = "lifecycle"
+EXIT_UNEXPECTED = 70
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app with its agent and table, configured from ``settings``."""
+    datadir = Path(settings.datadir)
+    datadir.mkdir(parents=True, exist_ok=True)
+    partitions = settings.partitions or catalog.topic(catalog.raw_topics()[0]).partitions
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store=settings.store,
+        datadir=str(datadir),
+        topic_partitions=partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 4, 0.5),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_disable_leader=True,
+        web_enabled=False,
+        stream_buffer_maxsize=settings.batch_max * 4,
+        recovery_consistency_check=not settings.tansu,
+        table_standby_replicas=settings.standby_replicas,
+    )
+    table = app.Table(
+        TABLE_NAME, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
+    )
+    raw = app.topic(
+        *catalog.raw_topics(), key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw",
+    )
+    core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: table.data.items())
+    shell = _Shell(app, table, settings)
+
+    @app.agent(raw, name="lifecycle")
+    async def lifecycle_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            try:
+                batch = core.process(
+                    Message(e.message.topic, e.message.partition, e.message.offset,
+                            e.message.key, e.message.value)
+                    for e in events
+                )
+                await shell.send(batch.outputs)
+                await shell.store(batch.writes, events)
+            except Exception as exc:  # noqa: BLE001 - see the failure table above
+                _die(exc)
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
+        core.reset_index()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
+        core.reset_index()
+
+    app.jobstream_core = core  # type: ignore[attr-defined]
+    return app
+
+
+class _Shell:
+    """Steps 2 and 3: durable sends, then durable state."""
+
+    def __init__(self, app: faust.App, table: faust.Table, settings: Settings) -> None:
+        self.app = app
+        self.table = table
+        self.settings = settings
+        self._changelog_producer: Any = None
+
+    async def send(self, outputs: list) -> None:
+        producer = self.app.producer
+        futures = [
+            await producer.send(topic, key, value, None, None, None) for topic, key, value in outputs
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def store(self, writes: dict[bytes, tuple[int, bytes]], events: list) -> None:
+        if not writes:
+            return
+        by_partition = {e.message.partition: e for e in events}
+        store = self.table.data
+        changelog = self.table.changelog_topic.get_topic_name()
+        producer = await self._producer()
+        futures = []
+        for key, (partition, value) in writes.items():
+            token = _current_event.set(weakref.ref(by_partition[partition]) if partition in by_partition else None)
+            try:
+                store[key] = value
+            finally:
+                _current_event.reset(token)
+            futures.append(await producer.send(changelog, key, value, partition, None, None))
+        results = await asyncio.gather(*futures)
+        for metadata in results:
+            store.set_persisted_offset(metadata.topic_partition, metadata.offset)
+
+    async def _producer(self) -> Any:
+        """Faust's producer, or on Tansu one that sends one record per batch.
+
+        Tansu answers ListOffsets with the last batch's base offset + 1, so a changelog
+        written in multi-record batches is recovered short of its tail (DESIGN.md).
+        Only the changelog pays for the workaround, never on real Kafka.
+        """
+        if not self.settings.tansu:
+            return self.app.producer
+        if self._changelog_producer is None:
+            self._changelog_producer = _SingleRecordProducer(self.settings.bootstrap)
+            await self._changelog_producer.start()
+        return self._changelog_producer
+
+
+class _SingleRecordProducer:
+    """An aiokafka producer with Faust's ``send`` signature and one record per batch."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+            max_batch_size=1, linger_ms=0, client_id="jobstream-changelog",
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int, timestamp: Any, headers: Any) -> Any:
+        return await self._producer.send(topic, value, key=key, partition=partition)
+
+
+def _die(exc: BaseException) -> None:
+    """End the process now: no commit may follow a batch whose records were not sent."""
+    print(
+        f"pipeline worker: stopping on an unexpected {type(exc).__name__}: {exc} "
+        f"(exit {EXIT_UNEXPECTED}; restart it, no acknowledged input is lost)",
+        file=sys.stderr, flush=True,
+    )
+    log.exception("unexpected error in the lifecycle agent")
+    logging.shutdown()
+    os._exit(EXIT_UNEXPECTED)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
+    """Run the worker in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
+    app = create_app(settings)
+    loop = "uvloop" if _has_uvloop() else "asyncio"
+    worker = faust.Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
+    worker.execute_from_commandline()
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop

@@ -1,0 +1,305 @@
+"""The worker's logic without Kafka: raw messages in, output records and state writes out.
+
+The Faust agent (``pipeline.stream.app``) is a thin shell around ``StreamCore``: it feeds
+batches of consumed messages in, sends what comes out, then stores the state. Keeping
+the logic here means it runs in an in-memory harness in tests, and a replay of the same
+messages always gives the same outputs (the consistency oracle relies on it).
+
+State is one ``Entry`` per raw message key (the job key): the jobs seen under that key,
+the raw offsets already applied, and the partition it lives in. Keying by the raw key
+keeps every changelog record in the partition of the message that caused it.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import msgspec
+
+from pipeline import catalog, lifecycle, vendors
+from pipeline.lifecycle import JobState
+from pipeline.model import UTC, RawRef, decode_envelope, encode_event
+from pipeline.settings import Settings
+from pipeline.vendors import Context, Rejected
+
+
+class Message(NamedTuple):
+    """One consumed raw record, as the agent hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Output(NamedTuple):
+    """One record to produce. ``partition`` None lets the producer's partitioner choose."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class Entry(msgspec.Struct, array_like=True, gc=False):
+    """The table value under one raw key: its jobs and how far its input was applied."""
+
+    partition: int
+    offsets: dict[str, int]
+    jobs: dict[str, JobState]
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """What ``jobs.deadletter`` holds: the original bytes and why they were refused."""
+
+    stage: str  # decode | normalize | lifecycle
+    error_type: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str | None
+    value_preview: str | None
+    vendor: str | None = None
+
+
+_entry_encoder = msgspec.msgpack.Encoder()
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+_json = msgspec.json.Encoder()
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return _entry_encoder.encode(entry)
+
+
+def decode_entry(data: bytes) -> Entry:
+    return _entry_decoder.decode(data)
+
+
+def run_snapshot(run: lifecycle.RunState) -> bytes:
+    """JSON of a run for ``jobs.runs`` (named fields, readable by analysts)."""
+    snapshot = {
+        name: getattr(run, name)
+        for name in run.__struct_fields__
+        if not name.startswith(("seen", "recent", "_"))
+    }
+    duration = run.duration
+    snapshot["duration_s"] = None if duration is None else duration.total_seconds()
+    return _json.encode(snapshot)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one call to ``process`` produced, in the order it must be made durable:
+    first ``outputs`` (events, transitions, run snapshots, dead letters), then ``writes``
+    (table entries, each to be stored and sent to the changelog partition given)."""
+
+    outputs: list[Output] = field(default_factory=list)
+    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    applied: int = 0
+    skipped: int = 0
+    dead: int = 0
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Event time and stale deadlines of one raw topic-partition."""
+
+    watermark: datetime | None = None
+    deadlines: list[tuple[datetime, bytes, str]] = field(default_factory=list)
+
+    def advance(self, at: datetime) -> None:
+        if self.watermark is None or at > self.watermark:
+            self.watermark = at
+
+
+class StreamCore:
+    """Normalize + lifecycle + stale expiry for the partitions one worker owns.
+
+    ``lookup(key)`` returns the stored entry bytes for a raw key (or None). Call
+    ``reset_index`` after a rebalance; the next ``process`` rebuilds the watermarks and
+    stale deadlines from the stored entries of ``entries()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        lookup: Callable[[bytes], bytes | None],
+        entries: Callable[[], Iterable[tuple[bytes, bytes]]] = lambda: (),
+    ) -> None:
+        self.settings = settings
+        self._lookup = lookup
+        self._entries = entries
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._indexed = False
+        self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
+        self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
+        self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
+
+    def reset_index(self) -> None:
+        self._partitions.clear()
+        self._indexed = False
+
+    def _rebuild_index(self) -> None:
+        """Watermarks and stale deadlines, from the state alone (after a restart or a
+        rebalance): a deadline index, never a scan of the table on every event."""
+        for key, data in self._entries():
+            entry = decode_entry(data)
+            for job in entry.jobs.values():
+                part = self._partition(catalog.raw_topic(job.vendor), entry.partition)
+                for run in job.runs.values():
+                    part.advance(run.last_event_at)
+                if job.deadline is not None:
+                    heapq.heappush(part.deadlines, (job.deadline, key, job.job_key))
+        self._indexed = True
+
+    def _partition(self, topic: str, partition: int) -> _Partition:
+        part = self._partitions.get((topic, partition))
+        if part is None:
+            part = self._partitions[(topic, partition)] = _Partition()
+        return part
+
+    def process(self, messages: Iterable[Message]) -> Batch:
+        if not self._indexed:
+            self._rebuild_index()
+        batch = Batch()
+        pending: dict[bytes, Entry] = {}
+        for message in messages:
+            self._process_one(message, pending, batch)
+        for key, entry in pending.items():
+            batch.writes[key] = (entry.partition, encode_entry(entry))
+        return batch
+
+    def _entry(self, key: bytes, partition: int, pending: dict[bytes, Entry]) -> Entry:
+        entry = pending.get(key)
+        if entry is None:
+            data = self._lookup(key)
+            entry = decode_entry(data) if data is not None else Entry(partition, {}, {})
+            pending[key] = entry
+        return entry
+
+    def _process_one(self, message: Message, pending: dict[bytes, Entry], batch: Batch) -> None:
+        vendor = self._vendor_of_topic.get(message.topic)
+        if vendor is None:
+            self._dead(batch, message, "decode", "UnknownTopic", f"{message.topic} is not a raw topic")
+            return
+        try:
+            if message.value is None:
+                raise Rejected("empty message (no value)")
+            envelope = decode_envelope(message.value)
+            if envelope.vendor != vendor:
+                raise Rejected(f"envelope says vendor {envelope.vendor!r} on {message.topic}")
+        except (msgspec.DecodeError, msgspec.ValidationError, Rejected) as exc:
+            self._dead(batch, message, "decode", type(exc).__name__, _one_line(exc), vendor)
+            return
+        ctx = Context(
+            source=envelope.source,
+            received_at=envelope.received_at,
+            raw_ref=RawRef(message.topic, message.partition, message.offset),
+            tz=self._tz[vendor],
+        )
+        try:
+            events = vendors.normalize(vendor, envelope.payload, ctx)
+        except Rejected as exc:
+            self._dead(batch, message, "normalize", "Rejected", exc.reason, vendor)
+            return
+        key = message.key or f"{message.topic}#{message.partition}:unkeyed".encode()
+        entry = self._entry(key, message.partition, pending)
+        part = self._partition(message.topic, message.partition)
+        if message.offset <= entry.offsets.get(message.topic, -1):
+            # Applied before a restart (its state is in the changelog, its outputs were
+            # sent first): only event time moves, so expiry stays what it was live.
+            for event in events:
+                self._advance(part, event.occurred_at, pending, batch)
+            batch.skipped += 1
+            return
+        stale_after = self._stale_after[vendor]
+        try:
+            for event in events:
+                self._advance(part, event.occurred_at, pending, batch)
+                batch.outputs.append(Output(catalog.EVENTS, event.job_key.encode(), encode_event(event)))
+                job = entry.jobs.get(event.job_key)
+                job, transitions = lifecycle.apply_job(job, event, stale_after=stale_after)
+                if part.watermark is not None:
+                    job = lifecycle.evict(job, part.watermark, retention=self.settings.run_retention)
+                entry.jobs[event.job_key] = job
+                self._emit(batch, job, event.run_key, transitions)
+                if job.deadline is not None:
+                    heapq.heappush(part.deadlines, (job.deadline, key, job.job_key))
+        except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
+            self._dead(batch, message, "lifecycle", type(exc).__name__, _one_line(exc), vendor)
+            return
+        entry.offsets[message.topic] = message.offset
+        batch.applied += 1
+
+    def _advance(self, part: _Partition, at: datetime, pending: dict[bytes, Entry], batch: Batch) -> None:
+        """Move event time forward and expire every job whose deadline it passed."""
+        part.advance(at)
+        watermark = part.watermark
+        while part.deadlines and part.deadlines[0][0] <= watermark:
+            deadline, key, job_key = heapq.heappop(part.deadlines)
+            entry = pending.get(key)
+            if entry is None:
+                data = self._lookup(key)
+                if data is None:
+                    continue
+                entry = decode_entry(data)
+            job = entry.jobs.get(job_key)
+            if job is None or job.deadline != deadline:
+                continue  # superseded: the job moved on since this deadline was indexed
+            vendor = job.vendor
+            job, transitions = lifecycle.expire_job(job, watermark, stale_after=self._stale_after[vendor])
+            entry.jobs[job_key] = job
+            pending[key] = entry
+            for transition in transitions:
+                self._emit(batch, job, transition.run_key, [transition])
+            if job.deadline is not None:
+                heapq.heappush(part.deadlines, (job.deadline, key, job_key))
+
+    def _emit(self, batch: Batch, job: JobState, run_key: str, transitions: list[lifecycle.Transition]) -> None:
+        key = job.job_key.encode()
+        for transition in transitions:
+            batch.outputs.append(Output(catalog.TRANSITIONS, key, lifecycle.encode_transition(transition)))
+        run = job.runs.get(run_key)
+        if run is not None:
+            batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_snapshot(run)))
+
+    def _dead(
+        self, batch: Batch, message: Message, stage: str, error_type: str, reason: str,
+        vendor: str | None = None,
+    ) -> None:
+        record = DeadLetter(
+            stage=stage, error_type=error_type, reason=reason, topic=message.topic,
+            partition=message.partition, offset=message.offset,
+            key_b64=_b64(message.key), value_b64=_b64(message.value),
+            value_preview=_preview(message.value), vendor=vendor,
+        )
+        batch.outputs.append(Output(catalog.DEADLETTER, message.key, _json.encode(record)))
+        batch.dead += 1
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _preview(data: bytes | None, limit: int = 200) -> str | None:
+    if data is None:
+        return None
+    return data[:limit].decode("utf-8", "replace")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500] or type(exc).__name__
+
+
+def decode_dead_letter(data: bytes) -> dict[str, Any]:
+    return msgspec.json.decode(data)
+
+
+__all__ = ["Batch", "DeadLetter", "Entry", "Message", "Output", "StreamCore", "UTC"]

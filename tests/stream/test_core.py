@@ -1,0 +1,146 @@
+"""The worker's logic in an in-memory harness: a dict is the table, lists are topics."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+
+from pipeline import catalog
+from pipeline.model import UTC, RawEnvelope, encode_envelope
+from pipeline.settings import Settings
+from pipeline.stream.core import Message, StreamCore, decode_entry
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+TOPIC = catalog.raw_topic("truenas")
+
+
+class Harness:
+    """A StreamCore over a dict store; ``restart()`` keeps the store, drops the rest."""
+
+    def __init__(self, **settings: object) -> None:
+        self.settings = Settings(**settings)
+        self.store: dict[bytes, bytes] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        self.core = StreamCore(self.settings, self.store.get, lambda: list(self.store.items()))
+
+    def feed(self, messages: list[Message]) -> list[tuple[str, bytes | None, dict]]:
+        batch = self.core.process(messages)
+        for key, (_partition, value) in batch.writes.items():
+            self.store[key] = value
+        return [(o.topic, o.key, msgspec.json.decode(o.value)) for o in batch.outputs]
+
+
+def truenas_job(job_id: int, state: str, *, method: str = "pool.scrub", finished: datetime | None = None,
+                percent: float | None = None) -> dict:
+    job = {"id": job_id, "method": method, "state": state,
+           "time_started": {"$date": int(T0.timestamp() * 1000)},
+           "progress": {"percent": percent, "description": None, "extra": None}}
+    if finished is not None:
+        job["time_finished"] = {"$date": int(finished.timestamp() * 1000)}
+    return job
+
+
+def message(offset: int, payload: object, *, at: datetime, key: bytes | None = None, partition: int = 0,
+            topic: str = TOPIC) -> Message:
+    value = encode_envelope(RawEnvelope(vendor="truenas", source="nas1", received_at=at, payload=payload))
+    return Message(topic, partition, offset, key if key is not None else b"truenas:nas1:pool.scrub", value)
+
+
+def transitions(outputs: list) -> list[tuple[str, str | None, str, str]]:
+    return [
+        (t["run_key"].rsplit(":", 1)[-1], t["from_state"], t["to_state"], t["cause"])
+        for topic, _key, t in outputs if topic == catalog.TRANSITIONS
+    ]
+
+
+def story() -> list[Message]:
+    """Job 1 runs, goes quiet for 300 s (stale), comes back and succeeds; job 2 fails."""
+    return [
+        message(0, truenas_job(1, "WAITING"), at=T0),
+        message(1, truenas_job(1, "RUNNING", percent=10), at=T0 + timedelta(seconds=5)),
+        message(2, truenas_job(2, "RUNNING", method="pool.scrub"), at=T0 + timedelta(seconds=305)),
+        message(3, truenas_job(1, "RUNNING", percent=50), at=T0 + timedelta(seconds=310)),
+        Message(TOPIC, 0, 4, b"truenas:nas1:pool.scrub", b"{not json"),
+        message(5, truenas_job(1, "SUCCESS", finished=T0 + timedelta(seconds=320)), at=T0 + timedelta(seconds=321)),
+        message(6, truenas_job(2, "FAILED", finished=T0 + timedelta(seconds=330)), at=T0 + timedelta(seconds=331)),
+    ]
+
+
+def test_story_gives_stale_reactivation_and_terminal_transitions():
+    outputs = Harness().feed(story())
+    assert transitions(outputs) == [
+        ("1", None, "PENDING", "vendor"),
+        ("1", "PENDING", "RUNNING", "vendor"),
+        ("1", "RUNNING", "STALE", "stale_timeout"),
+        ("2", None, "RUNNING", "vendor"),
+        ("1", "STALE", "RUNNING", "reactivation"),
+        ("1", "RUNNING", "SUCCEEDED", "vendor"),
+        ("2", "RUNNING", "FAILED", "vendor"),
+    ]
+    stale = [t for topic, _k, t in outputs if topic == catalog.TRANSITIONS and t["cause"] == "stale_timeout"]
+    assert stale[0]["at"].startswith("2026-01-01T12:04:05")  # last activity + 240 s, not the watermark
+    assert sum(1 for topic, *_ in outputs if topic == catalog.EVENTS) == 6
+
+
+def test_poison_message_goes_to_the_dead_letter_topic_and_the_rest_goes_on():
+    outputs = Harness().feed(story())
+    dead = [v for topic, _k, v in outputs if topic == catalog.DEADLETTER]
+    assert len(dead) == 1
+    assert dead[0]["stage"] == "decode" and dead[0]["offset"] == 4 and dead[0]["topic"] == TOPIC
+    assert dead[0]["value_preview"] == "{not json"
+
+
+def test_normalize_rejections_are_dead_letters_with_the_vendor_reason():
+    bad = message(0, {"msg": "changed", "collection": "core.get_jobs", "id": 9, "fields": {"state": "RUNNING"}}, at=T0)
+    wrong_vendor = Message(TOPIC, 0, 1, b"k", encode_envelope(RawEnvelope(vendor="zuora", source="x", received_at=T0, payload={})))
+    unknown_topic = Message("raw.nobody", 0, 0, b"k", b"{}")
+    empty = Message(TOPIC, 0, 2, b"k", None)
+    outputs = Harness().feed([bad, wrong_vendor, unknown_topic, empty])
+    dead = [v for topic, _k, v in outputs if topic == catalog.DEADLETTER]
+    assert [d["stage"] for d in dead] == ["normalize", "decode", "decode", "decode"]
+    assert "method" in dead[0]["reason"]
+    assert "zuora" in dead[1]["reason"]
+    assert all(d["reason"] for d in dead)
+
+
+def test_batching_does_not_change_the_outputs():
+    """The consistency oracle: one batch, or one message a batch, gives the same records."""
+    whole = Harness().feed(story())
+    one_by_one_harness = Harness()
+    one_by_one = [o for m in story() for o in one_by_one_harness.feed([m])]
+    assert transitions(whole) == transitions(one_by_one)
+    events = lambda outs: [v["event_id"] for t, _k, v in outs if t == catalog.EVENTS]  # noqa: E731
+    assert events(whole) == events(one_by_one)
+
+
+def test_a_restart_skips_what_was_applied_and_emits_nothing_twice():
+    harness = Harness()
+    messages = story()
+    first = harness.feed(messages[:4])  # offsets 0-3 applied and stored, not committed
+    harness.restart()  # same store: the changelog-recovered table
+    again = harness.feed(messages)  # Kafka redelivers from the last committed offset
+    assert transitions(again) == [
+        ("1", "RUNNING", "SUCCEEDED", "vendor"),
+        ("2", "RUNNING", "FAILED", "vendor"),
+    ]
+    assert transitions(first) + transitions(again) == transitions(Harness().feed(messages))
+
+
+def test_entries_remember_partition_offsets_and_jobs():
+    harness = Harness()
+    harness.feed(story())
+    entry = decode_entry(harness.store[b"truenas:nas1:pool.scrub"])
+    assert entry.partition == 0
+    assert entry.offsets == {TOPIC: 6}
+    assert set(entry.jobs) == {"truenas:nas1:pool.scrub"}
+
+
+def test_unkeyed_messages_are_kept_per_partition():
+    harness = Harness()
+    harness.feed([
+        message(0, truenas_job(7, "RUNNING"), at=T0, key=b"", partition=2),
+    ])
+    assert list(harness.store) == [f"{TOPIC}#2:unkeyed".encode()]
