@@ -28,8 +28,10 @@ Rules:
   and its 1,000-job memory), not how the job ended, which its last ``changed`` said.
   ``split`` drops it too, so nothing is keyed for it.
 - times are ``{"$date": epoch_ms}`` (ISO strings are accepted). occurred_at =
-  ``time_finished`` when the job has finished, else ``ctx.received_at`` (the messages
-  carry no event time), else ``time_started``. ``time_started`` is the creation time for
+  ``ctx.received_at``, else ``time_finished``, else ``time_started``: the messages carry
+  no event time, and taking the finish time from the NAS clock but the earlier updates'
+  times from the ingestor's would make a finish look older than the progress before it
+  whenever the two clocks differ (the lifecycle would then refuse it as late). ``time_started`` is the creation time for
   a WAITING job, so it becomes started_at only once the job left WAITING (before that
   it is kept as attrs["queued_at"]).
 - progress.percent is clamped to 0..100; non-numbers are dropped.
@@ -215,7 +217,7 @@ def _event(piece: _Piece, source: str, ctx: Context) -> JobEvent:
     started = parse_time(fields.get("time_started"), field="time_started")
     finished = parse_time(fields.get("time_finished"), field="time_finished")
     state = canonical_state(native, finished is not None)
-    occurred_at = finished or ctx.received_at or started
+    occurred_at = ctx.received_at or finished or started
     if occurred_at is None:
         raise Rejected(f"job {job_id} has no time and the context no received_at")
 

@@ -55,8 +55,8 @@ def test_successful_job_with_every_documented_field():
     assert event.run_key == "truenas:nas01:42"
     assert (event.native_state, event.state) == ("SUCCESS", State.SUCCEEDED)
     assert event.started_at == ms(1714640376560)
-    assert event.finished_at == event.occurred_at == ms(1714640976809)
-    assert event.received_at == RECEIVED
+    assert event.finished_at == ms(1714640976809)
+    assert event.received_at == event.occurred_at == RECEIVED
     assert event.progress == 100.0
     assert event.error_code is None and event.error_message is None
     assert event.attrs == {
