@@ -259,15 +259,16 @@ def _replay_embedded(plan: "object", timeout: float) -> None:
             ))
         if worker_process.poll() is not None:
             raise fail(f"the worker exited with status {worker_process.returncode}; see {log}")
-        table = Table("vendor", "run", "state", "attempt", "retries", "stale", "reactivated", "duration s")
+        table = Table("vendor", "run", "state", "attempt", "stale", "back", "secs", title="runs")
         for run in sorted(outcome.runs.values(), key=lambda r: (r["vendor"], r["run_key"])):
             duration = run.get("duration_s")
             table.add_row(
-                run["vendor"], run["run_key"].split(":", 2)[-1][:40], run["state"], str(run["attempt"]),
-                str(run.get("retries", "")), str(run.get("stale_episodes", "")), str(run.get("reactivations", "")),
-                "" if duration is None else f"{duration:.1f}",
+                run["vendor"], run["run_key"].split(":", 2)[-1][:13], run["state"], str(run["attempt"]),
+                str(run["stale_episodes"]), str(run["reactivations"]),
+                "" if duration is None else f"{duration:.0f}",
             )
         out.print(table)
+        out.print("stale: stale episodes; back: reactivations (stale -> running); secs: duration")
         flagged = ", ".join(f"{n} {flag}" for flag, n in sorted(outcome.flagged.items())) or "none"
         out.print(
             f"{outcome.events} events, {outcome.transitions} transitions (flagged: {flagged}), "

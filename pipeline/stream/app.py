@@ -106,6 +106,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
         core.reset_index()
+        raw_partitions = sorted({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
+        log.info("jobstream: assigned raw partitions %s", raw_partitions)
 
     app.jobstream_core = core  # type: ignore[attr-defined]
     return app

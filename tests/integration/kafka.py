@@ -114,6 +114,20 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
 
+    async def ready_from_log(self, timeout: float = 120.0) -> float:
+        """Wait for Faust's "Worker ready" line (needs --loglevel info); return seconds.
+
+        For workers beside the session worker, which would answer a probe for them.
+        """
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with status {self.process.returncode}")
+            if self.log.exists() and "Worker ready" in self.log.read_text(errors="replace"):
+                return time.monotonic() - started
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"the worker was not ready within {timeout:.0f} s")
+
     async def ready(self, bootstrap: str, timeout: float = 120.0) -> float:
         """Wait until the worker processes a probe; fail at once if it exits."""
         probe = asyncio.ensure_future(
@@ -190,15 +204,23 @@ async def send_documents(bootstrap: str, vendor: str, docs: list[Any], *, source
 
 
 async def transitions_of(bootstrap: str, vendor: str, source: str, *, count: int, timeout: float = 60.0) -> dict[str, list[tuple]]:
-    """The transitions of one scenario's jobs, per run (native run id), in order."""
+    """The transitions of one scenario's jobs, per run (native run id), in order.
+
+    Deduplicated by transition_id, as every consumer downstream does: the restart and
+    consumer-group tests run further workers that emit the same records again.
+    """
     prefix = f"{vendor}:{source}:".encode()
     found = await collect(
         bootstrap, catalog.TRANSITIONS, lambda k, v: k is not None and k.startswith(prefix),
         count=count, timeout=timeout, settle=2.0,
     )
     runs: dict[str, list[tuple]] = {}
+    seen: set[str] = set()
     for _key, value in found:
         t = decode(value)
+        if t["transition_id"] in seen:
+            continue
+        seen.add(t["transition_id"])
         flags = tuple(flag for flag in ("late", "duplicate", "illegal") if t[flag])
         runs.setdefault(t["run_key"].split(":", 2)[2], []).append(
             (t["from_state"], t["to_state"], t["cause"], t["attempt"], *flags)
@@ -212,4 +234,8 @@ async def dead_letters_of(bootstrap: str, vendor: str, *, source: str, count: in
         bootstrap, catalog.DEADLETTER, lambda k, v: k is not None and k.startswith(prefix),
         count=count, timeout=timeout, settle=1.0,
     )
-    return [decode(value) for _key, value in found]
+    letters = {}
+    for _key, value in found:
+        letter = decode(value)
+        letters.setdefault((letter["topic"], letter["partition"], letter["offset"]), letter)
+    return list(letters.values())

@@ -13,11 +13,17 @@ from datetime import datetime, timedelta
 import pytest
 
 from pipeline.model import UTC
-from tests.integration.kafka import dead_letters_of, send_documents, transitions_of
+from pipeline import catalog
+from tests.integration.kafka import collect, dead_letters_of, decode, produce, send_documents, transitions_of
 
 pytestmark = pytest.mark.integration
 
 POISON = b"\x00\xffnot an envelope"
+
+
+async def produce_rejected(bootstrap: str, vendor: str, key: str, payload: dict) -> None:
+    """A well-formed envelope whose document the vendor module rejects."""
+    await produce(bootstrap, vendor, [(key, payload)])
 
 
 def fresh_source(name: str) -> str:
@@ -96,3 +102,71 @@ async def test_zuora_token_goes_stale_and_returns_and_one_drains(broker, worker)
     }
     dead = await dead_letters_of(broker.bootstrap, "zuora", source=source, count=1)
     assert [d["stage"] for d in dead] == ["decode"]
+
+
+async def test_informatica_publication_with_child_subscriptions_one_in_error(broker, worker):
+    source = fresh_source("org")
+    t0 = datetime.now(UTC)
+    iso = lambda n: (t0 + timedelta(seconds=n)).isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+
+    def history(event_id: int, *steps: tuple[str, int, str]) -> list[dict]:
+        return [{"eventId": event_id, "timeStamp": iso(n), "eventStatusName": status, "comments": comment}
+                for status, n, comment in steps]
+
+    def child(event_id: int, name: str, status: str, end: int, comment: str) -> dict:
+        return {"eventId": event_id, "parentEventId": 5000, "eventType": "SUBSCRIPTION", "eventStatus": status,
+                "createTime": iso(40), "completionTime": iso(end), "descendantState": "NONE",
+                "applicationName": "DI_App", "pubSubName": name, "topicName": "DI_Topic",
+                "sourceSuccessCount": 0, "sourceFailedCount": 0, "targetSuccessCount": 5, "targetFailedCount": 0,
+                "runId": str(event_id),
+                "eventHistory": history(event_id, ("Processing", 41, ""), (status, end, comment))}
+
+    publication = {
+        "eventId": 5000, "eventType": "PUBLICATION", "eventStatus": "Complete", "descendantState": "ERROR",
+        "createTime": iso(0), "completionTime": iso(40), "applicationName": "DI_App", "pubSubName": "DSS_Pub",
+        "topicName": "DI_Topic", "sourceSuccessCount": 5, "sourceFailedCount": 0, "targetSuccessCount": 5,
+        "targetFailedCount": 0, "runId": "28",
+        "childEvents": [
+            child(5001, "DSS_Sub_A", "Completed", 60, "done"),
+            child(5002, "DSS_Sub_B", "Error", 65, "Subscription to topic failed. The job failed."),
+        ],
+        "eventHistory": history(5000, ("Processing", 1, ""), ("Complete", 40, "Publishing completed")),
+    }
+    await send_documents(broker.bootstrap, "informatica", [publication, POISON], source=source)
+    runs = await transitions_of(broker.bootstrap, "informatica", source, count=6)
+    assert runs == {
+        "5000": [(None, "RUNNING", "vendor", 1), ("RUNNING", "SUCCEEDED", "vendor", 1)],
+        "5001": [(None, "RUNNING", "vendor", 1), ("RUNNING", "SUCCEEDED", "vendor", 1)],
+        "5002": [(None, "RUNNING", "vendor", 1), ("RUNNING", "FAILED", "vendor", 1)],
+    }
+    prefix = f"informatica:{source}:".encode()
+    events = [decode(v) for _k, v in await collect(
+        broker.bootstrap, catalog.EVENTS, lambda k, v: k is not None and k.startswith(prefix), count=6, settle=0.5,
+    )]
+    parents = {e["run_key"].rsplit(":", 1)[1]: e["parent_run_key"] for e in events}
+    assert parents == {"5000": None, "5001": f"informatica:{source}:5000", "5002": f"informatica:{source}:5000"}
+    failed = [e for e in events if e["state"] == "FAILED"]
+    assert failed[0]["error_message"] == "Subscription to topic failed. The job failed."
+    dead = await dead_letters_of(broker.bootstrap, "informatica", source=source, count=1)
+    assert [d["stage"] for d in dead] == ["decode"]
+
+
+async def test_qlik_cloud_event_delivered_twice_is_one_run_and_a_flagged_duplicate(broker, worker):
+    tenant = fresh_source("tenant")
+    t0 = datetime.now(UTC)
+    event = {
+        "id": f"ce-{tenant}", "specversion": "1.0", "type": "com.qlik.v1.reload.finished",
+        "source": "com.qlik/reloads", "time": t0.isoformat().replace("+00:00", "Z"), "tenantid": tenant,
+        "datacontenttype": "application/json",
+        "data": {"id": "reload-1", "appId": "app-1", "userId": "user-1", "succeeded": False, "status": "FAILED",
+                 "type": "chronos", "errorCode": "EngineReloadFailed", "errorMessage": "script error",
+                 "startTime": (t0 - timedelta(seconds=30)).isoformat().replace("+00:00", "Z")},
+    }
+    broken = {**event, "id": f"ce-broken-{tenant}", "data": {"appId": "app-1"}}  # data.id missing
+    await send_documents(broker.bootstrap, "qlik_cloud", [event, POISON, event], source="unused")
+    await produce_rejected(broker.bootstrap, "qlik_cloud", f"qlik_cloud:{tenant}:app-1", broken)
+    runs = await transitions_of(broker.bootstrap, "qlik_cloud", tenant, count=2)
+    assert runs == {"reload-1": [(None, "FAILED", "vendor", 1), ("FAILED", "FAILED", "vendor", 1, "duplicate")]}
+    dead = await dead_letters_of(broker.bootstrap, "qlik_cloud", source=tenant, count=2)
+    assert sorted(d["stage"] for d in dead) == ["decode", "normalize"]
+    assert [d["reason"] for d in dead if d["stage"] == "normalize"] == ["missing required field 'data.id'"]
