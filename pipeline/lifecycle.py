@@ -63,8 +63,8 @@ R11 Reactivation. STALE -> PENDING/RUNNING within the same attempt is a REACTIVA
     heard from again stays STALE.
 R12 Flagged records (duplicate, late, illegal) have from_state == to_state == the
     current state: folding ``to_state`` over all records always gives the run's state.
-    ``transition_id`` is a hash of run key, event id (or the stale instant), to_state,
-    cause and flags, so re-emitting the same record gives the same id.
+    ``transition_id`` = make_event_id("transition", run key, event id (or the stale
+    instant, ISO), to_state, cause, flags), so re-emitting a record gives the same id.
 R13 Jobs. ``JobState`` counts over every run it has seen: runs, outcomes per attempt
     (succeeded/failed/canceled/skipped: each attempt's terminal state, counted once),
     retries, stale episodes, reactivations, events. Its deadline is the earliest of
@@ -503,10 +503,15 @@ def _last_error(run: RunState, event: JobEvent) -> tuple[str | None, str | None,
     return code, message, event.occurred_at
 
 
+_TRANSITION_HASH = hashlib.blake2b(b"transition\x1f", digest_size=16)
+
+
 def _transition_id(run_key: str, basis: str, to_state: State, cause: Cause, flags: str) -> str:
-    """R12: the make_event_id recipe (128-bit BLAKE2b of the parts), inlined for speed."""
-    text = "\x1f".join(("transition", run_key, basis, to_state, cause, flags))
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    """R12: the make_event_id recipe (128-bit BLAKE2b of the parts joined by \\x1f,
+    under the name "transition"), from a pre-seeded hasher: ~0.2 us cheaper."""
+    digest = _TRANSITION_HASH.copy()
+    digest.update("\x1f".join((run_key, basis, to_state, cause, flags)).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def _transition(run: RunState, event: JobEvent, from_state: State | None, cause: Cause) -> Transition:

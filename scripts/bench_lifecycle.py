@@ -11,6 +11,9 @@ swapped (late events). 2,000 jobs each start a run every 10 minutes; their event
 interleave (each job's in event-time order), evict keeps 1 h of finished runs.
 
     /work/venv/bin/python scripts/bench_lifecycle.py [--events 400000] [--repeat 5]
+
+Prints wall-clock and CPU-time rates: on a shared machine the CPU-time one is closer to
+what one dedicated core does (cache contention still slows both).
 """
 
 from __future__ import annotations

@@ -727,3 +727,9 @@ def test_the_module_does_no_io():
     called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not called & {"open", "print", "input", "exec", "eval"}
     assert "now(" not in ast.unparse(tree)
+
+
+def test_r12_transition_ids_use_the_make_event_id_recipe():
+    _, (opened,) = apply(None, ev(1, P, 0))
+    expected = make_event_id("transition", opened.run_key, opened.event_id, "PENDING", "vendor", "")
+    assert opened.transition_id == expected
