@@ -336,7 +336,7 @@ def _data_attrs(data: dict[str, Any], attrs: dict[str, Any]) -> None:
         if isinstance(text, str) and text:
             attrs[key] = _clean(text)[:_MAX_ID]
     weight = data.get("weight")
-    if type(weight) is int:
+    if type(weight) is int and -(2**63) <= weight < 2**63:
         attrs["weight"] = weight
     duration = data.get("durationSeconds")
     if isinstance(duration, (int, float)) and not isinstance(duration, bool) and math.isfinite(duration):

@@ -258,7 +258,7 @@ def _parsed(doc: Any) -> Any:
         doc = bytes(doc)
     if isinstance(doc, (str, bytes, bytearray)):
         text = doc.strip()
-        if _is_guid(text if isinstance(text, str) else text.decode("latin-1")):
+        if len(text) <= 40 and _is_guid(text if isinstance(text, str) else text.decode("latin-1")):
             raise Rejected(_BARE_START)
         return load_json(doc)
     return doc
@@ -412,7 +412,7 @@ class _Result:
         if isinstance(available, bool):
             self.attrs["script_log_available"] = available
         size = fields.get("scriptlogsize")
-        if type(size) is int and size >= 0:
+        if type(size) is int and 0 <= size < 2**63:
             self.attrs["script_log_size"] = size
         details = _details(fields.get("details"), tz)
         if details:
@@ -583,7 +583,7 @@ def _task_event(fields: dict[str, Any], ctx: Context) -> JobEvent | None:
     if type(task_type) is int:
         extra["task_type"] = TASK_TYPES.get(task_type, str(task_type))
     max_retries = fields.get("maxretries")
-    if type(max_retries) is int and max_retries >= 0:
+    if type(max_retries) is int and 0 <= max_retries < 2**31:
         extra["max_retries"] = max_retries
     operational = _lower(fields["operational"])
     next_execution = _time(operational.get("nextexecution"), "nextExecution", ctx.tz)

@@ -87,6 +87,18 @@ def test_execution_result_list_numbers_the_retries_of_one_session() -> None:
     assert running.run_key == f"qlik_qrs:qs-central:{SESSION2}"
 
 
+def test_a_result_listed_twice_is_one_attempt_not_two() -> None:
+    first, again = qlik_qrs.normalize([result(), result()], CTX)
+    assert first.attempt is again.attempt is None
+    assert first.event_id == again.event_id
+
+
+def test_results_not_started_yet_are_numbered_after_started_ones() -> None:
+    queued = result(id="r-2", status=3, startTime=NODATE, stopTime=NODATE)
+    events = qlik_qrs.normalize([queued, result(status=10)], CTX)
+    assert [(e.native_state, e.attempt) for e in events] == [("Queued", 2), ("Retry", 1)]
+
+
 def test_execution_result_fields_go_where_they_belong() -> None:
     event = only(load("executionresult_failed.json"))
     assert event.source == "qs-central"
