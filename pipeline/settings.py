@@ -42,6 +42,7 @@ class Settings:
     standby_replicas: int = 1
     batch_max: int = 1000
     batch_within_s: float = 0.05
+    entry_cache_size: int = 50_000
 
     def stale_after(self, vendor: str) -> timedelta:
         return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))

@@ -49,6 +49,7 @@ from pipeline.stream.core import Message, StreamCore
 log = logging.getLogger("pipeline.worker")
 
 TABLE_NAME = "lifecycle"
+TANSU_BARRIER_KEY = b"\x00jobstream:end-of-batch"
 EXIT_UNEXPECTED = 70
 
 
@@ -121,11 +122,16 @@ class _Shell:
         self.table = table
         self.settings = settings
         self._changelog_producer: Any = None
+        self._partition_counts = {
+            name: settings.partitions or spec.partitions for name, spec in catalog.load().items()
+        }
 
     async def send(self, outputs: list) -> None:
         producer = self.app.producer
+        sizes = self._partition_counts
         futures = [
-            await producer.send(topic, key, value, None, None, None) for topic, key, value in outputs
+            await producer.send(topic, key, value, partition if partition is not None and partition < sizes.get(topic, 0) else None, None, None)
+            for topic, key, value, partition in outputs
         ]
         if futures:
             await asyncio.gather(*futures)
@@ -136,7 +142,7 @@ class _Shell:
         by_partition = {e.message.partition: e for e in events}
         store = self.table.data
         changelog = self.table.changelog_topic.get_topic_name()
-        producer = await self._producer()
+        producer = self.app.producer
         futures = []
         for key, (partition, value) in writes.items():
             token = _current_event.set(weakref.ref(by_partition[partition]) if partition in by_partition else None)
@@ -146,22 +152,25 @@ class _Shell:
                 _current_event.reset(token)
             futures.append(await producer.send(changelog, key, value, partition, None, None))
         results = await asyncio.gather(*futures)
+        if self.settings.tansu:
+            await self._end_with_single_record_batches(changelog, {m.partition for m in results})
         for metadata in results:
             store.set_persisted_offset(metadata.topic_partition, metadata.offset)
 
-    async def _producer(self) -> Any:
-        """Faust's producer, or on Tansu one that sends one record per batch.
-
-        Tansu answers ListOffsets with the last batch's base offset + 1, so a changelog
-        written in multi-record batches is recovered short of its tail (DESIGN.md).
-        Only the changelog pays for the workaround, never on real Kafka.
-        """
-        if not self.settings.tansu:
-            return self.app.producer
+    async def _end_with_single_record_batches(self, changelog: str, partitions: set[int]) -> None:
+        """Tansu answers ListOffsets with the last batch's base offset + 1, so a changelog
+        whose last batch holds several records is recovered short of its tail
+        (DESIGN.md). Ending each written partition with a batch of one record (a
+        tombstone for a key that never exists) makes that answer right; one record per
+        partition and batch instead of every record alone. Never done on real Kafka."""
         if self._changelog_producer is None:
             self._changelog_producer = _SingleRecordProducer(self.settings.bootstrap)
             await self._changelog_producer.start()
-        return self._changelog_producer
+        futures = [
+            await self._changelog_producer.send(changelog, TANSU_BARRIER_KEY, None, partition, None, None)
+            for partition in sorted(partitions)
+        ]
+        await asyncio.gather(*futures)
 
 
 class _SingleRecordProducer:
@@ -178,7 +187,7 @@ class _SingleRecordProducer:
     async def start(self) -> None:
         await self._producer.start()
 
-    async def send(self, topic: str, key: bytes, value: bytes, partition: int, timestamp: Any, headers: Any) -> Any:
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, timestamp: Any, headers: Any) -> Any:
         return await self._producer.send(topic, value, key=key, partition=partition)
 
 

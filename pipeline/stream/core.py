@@ -39,11 +39,17 @@ class Message(NamedTuple):
 
 
 class Output(NamedTuple):
-    """One record to produce. ``partition`` None lets the producer's partitioner choose."""
+    """One record to produce.
+
+    ``partition`` is the partition of the raw message that caused it: records about a
+    job may go to that partition number of their topic (keyed by job, so one key always
+    lands in one partition) and skip the partitioner; None lets the producer choose.
+    """
 
     topic: str
     key: bytes | None
     value: bytes
+    partition: int | None = None
 
 
 class Entry(msgspec.Struct, array_like=True, gc=False):
@@ -84,11 +90,8 @@ def decode_entry(data: bytes) -> Entry:
 
 def run_snapshot(run: lifecycle.RunState) -> bytes:
     """JSON of a run for ``jobs.runs`` (named fields, readable by analysts)."""
-    snapshot = {
-        name: getattr(run, name)
-        for name in run.__struct_fields__
-        if not name.startswith(("seen", "recent", "_"))
-    }
+    snapshot = msgspec.structs.asdict(run)
+    del snapshot["recent_event_ids"]  # the duplicate memory is the worker's business
     duration = run.duration
     snapshot["duration_s"] = None if duration is None else duration.total_seconds()
     return _json.encode(snapshot)
@@ -102,6 +105,7 @@ class Batch:
 
     outputs: list[Output] = field(default_factory=list)
     writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    runs: dict[str, tuple[lifecycle.RunState, int]] = field(default_factory=dict)  # latest per run, sent last
     applied: int = 0
     skipped: int = 0
     dead: int = 0
@@ -111,6 +115,7 @@ class Batch:
 class _Partition:
     """Event time and stale deadlines of one raw topic-partition."""
 
+    number: int
     watermark: datetime | None = None
     deadlines: list[tuple[datetime, bytes, str]] = field(default_factory=list)
 
@@ -138,12 +143,16 @@ class StreamCore:
         self._entries = entries
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._indexed = False
+        # Decoded entries this worker wrote: it is their only writer while it owns their
+        # partition, so they stay valid until a rebalance (``reset_index``) clears them.
+        self._cache: dict[bytes, Entry] = {}
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
 
     def reset_index(self) -> None:
         self._partitions.clear()
+        self._cache.clear()
         self._indexed = False
 
     def _rebuild_index(self) -> None:
@@ -162,7 +171,7 @@ class StreamCore:
     def _partition(self, topic: str, partition: int) -> _Partition:
         part = self._partitions.get((topic, partition))
         if part is None:
-            part = self._partitions[(topic, partition)] = _Partition()
+            part = self._partitions[(topic, partition)] = _Partition(partition)
         return part
 
     def process(self, messages: Iterable[Message]) -> Batch:
@@ -172,16 +181,24 @@ class StreamCore:
         pending: dict[bytes, Entry] = {}
         for message in messages:
             self._process_one(message, pending, batch)
+        # jobs.runs is compacted: only each run's latest snapshot of the batch matters.
+        for run_key, (run, partition) in batch.runs.items():
+            batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_snapshot(run), partition))
         for key, entry in pending.items():
             batch.writes[key] = (entry.partition, encode_entry(entry))
+        for key in pending:
+            self._cache.pop(key, None)
+        self._cache.update(pending)
+        while len(self._cache) > self.settings.entry_cache_size:
+            del self._cache[next(iter(self._cache))]
         return batch
 
     def _entry(self, key: bytes, partition: int, pending: dict[bytes, Entry]) -> Entry:
-        entry = pending.get(key)
+        entry = pending.get(key) or self._cache.get(key)
         if entry is None:
             data = self._lookup(key)
             entry = decode_entry(data) if data is not None else Entry(partition, {}, {})
-            pending[key] = entry
+        pending[key] = entry
         return entry
 
     def _process_one(self, message: Message, pending: dict[bytes, Entry], batch: Batch) -> None:
@@ -223,13 +240,15 @@ class StreamCore:
         try:
             for event in events:
                 self._advance(part, event.occurred_at, pending, batch)
-                batch.outputs.append(Output(catalog.EVENTS, event.job_key.encode(), encode_event(event)))
+                batch.outputs.append(
+                    Output(catalog.EVENTS, event.job_key.encode(), encode_event(event), message.partition)
+                )
                 job = entry.jobs.get(event.job_key)
                 job, transitions = lifecycle.apply_job(job, event, stale_after=stale_after)
                 if part.watermark is not None:
                     job = lifecycle.evict(job, part.watermark, retention=self.settings.run_retention)
                 entry.jobs[event.job_key] = job
-                self._emit(batch, job, event.run_key, transitions)
+                self._emit(batch, job, event.run_key, transitions, message.partition)
                 if job.deadline is not None:
                     heapq.heappush(part.deadlines, (job.deadline, key, job.job_key))
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
@@ -244,7 +263,7 @@ class StreamCore:
         watermark = part.watermark
         while part.deadlines and part.deadlines[0][0] <= watermark:
             deadline, key, job_key = heapq.heappop(part.deadlines)
-            entry = pending.get(key)
+            entry = pending.get(key) or self._cache.get(key)
             if entry is None:
                 data = self._lookup(key)
                 if data is None:
@@ -258,17 +277,20 @@ class StreamCore:
             entry.jobs[job_key] = job
             pending[key] = entry
             for transition in transitions:
-                self._emit(batch, job, transition.run_key, [transition])
+                self._emit(batch, job, transition.run_key, [transition], part.number)
             if job.deadline is not None:
                 heapq.heappush(part.deadlines, (job.deadline, key, job_key))
 
-    def _emit(self, batch: Batch, job: JobState, run_key: str, transitions: list[lifecycle.Transition]) -> None:
+    def _emit(
+        self, batch: Batch, job: JobState, run_key: str, transitions: list[lifecycle.Transition], partition: int,
+    ) -> None:
         key = job.job_key.encode()
         for transition in transitions:
-            batch.outputs.append(Output(catalog.TRANSITIONS, key, lifecycle.encode_transition(transition)))
+            batch.outputs.append(Output(catalog.TRANSITIONS, key, lifecycle.encode_transition(transition), partition))
         run = job.runs.get(run_key)
         if run is not None:
-            batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_snapshot(run)))
+            batch.runs.pop(run_key, None)
+            batch.runs[run_key] = (run, partition)
 
     def _dead(
         self, batch: Batch, message: Message, stage: str, error_type: str, reason: str,
