@@ -76,12 +76,12 @@ names are matched case-insensitively, so database dumps in PascalCase work too):
   names no task and is rejected.
 - the poller's record that a session vanished: ``{"executionSessionId"|"id": ..,
   "taskId": .., "httpStatus": 404}`` (optional ``host``, ``time``). QRS deletes the
-  session when execution finishes, but the outcome is only in its execution results,
-  so the event (native_state ``SessionEnded``, attrs ``session_ended``) keeps the run
-  open as RUNNING and never claims success or failure; the results close it. If none
-  ever arrive the lifecycle's timer makes the run STALE, which is the truth: unknown.
-  (The lifecycle must not read a SessionEnded event after a terminal result as a new
-  attempt; pollers emit it before fetching the results.)
+  session when execution finishes, but the outcome is only in its execution results.
+  The record is checked (a malformed one is rejected) and gives no event: a RUNNING
+  "session ended" would either open a false retry after a FAILED result or, observed
+  after the results' modifiedDate, make the results look late so they could not close
+  the run. The poller's duty is to fetch the results next; if none ever arrive the
+  lifecycle's timer makes the run STALE, which is the truth: unknown. ``split`` drops it.
 
 Times: occurred_at = ``modifiedDate``, else stopTime, else startTime, else
 ``createdDate``, else ``ctx.received_at``; without any the document is rejected.
@@ -154,7 +154,6 @@ STATES: dict[str, State] = {
 RECORD_STATES: dict[str, State] = {
     "StartAccepted": State.PENDING,
     "StartRefused": State.FAILED,
-    "SessionEnded": State.RUNNING,
 }
 
 ABORT_REASONS: dict[int, str] = {0: "Undefined", 1: "Manual", 2: "Timeout", 3: "DeletedTask"}
@@ -322,7 +321,9 @@ def _job_id(piece: _Piece) -> str:
 
 
 def _emits(piece: _Piece) -> bool:
-    """False only for a reload task that never ran (it gives no event)."""
+    """False for a reload task that never ran and for a vanished-session record."""
+    if piece.kind == "vanished":
+        return False
     if piece.kind != "task":
         return True
     return _last_result(piece.fields) is not None
@@ -636,7 +637,8 @@ def _start_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
     )
 
 
-def _vanished_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
+def _vanished_event(fields: dict[str, Any], ctx: Context) -> None:
+    """Check a vanished-session record; it gives no event (see the module docstring)."""
     status = fields.get("httpstatus")
     if isinstance(status, str) and status.strip().isdigit():
         status = int(status.strip())
@@ -644,26 +646,14 @@ def _vanished_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
         raise Rejected(f"httpStatus {str(status)[:20]!r} is not the 404 that means the session finished")
     for key in ("executionsessionid", "sessionid", "executionid", "id"):
         if fields.get(key) not in (None, ""):
-            session_id = _guid_ident(fields[key], key)
+            _guid_ident(fields[key], key)
             break
     else:
         raise Rejected("vanished-session record has no executionSessionId")
-    task_id = _ident(fields.get("taskid"), "taskId")
-    source = _wrapper_source(fields, ctx)
-    occurred_at = _wrapper_time(fields, ctx, ("time", "observedat", "checkedat"))
-    return JobEvent(
-        event_id=make_event_id(VENDOR, source, "session-ended", session_id),
-        vendor=VENDOR,
-        source=source,
-        job_key=f"{VENDOR}:{source}:{task_id}",
-        run_key=f"{VENDOR}:{source}:{session_id}",
-        native_state="SessionEnded",
-        state=RECORD_STATES["SessionEnded"],
-        occurred_at=occurred_at,
-        received_at=ctx.received_at,
-        raw_ref=ctx.raw_ref,
-        attrs={"session_ended": True, "final_state_from": "execution results"},
-    )
+    _ident(fields.get("taskid"), "taskId")
+    _wrapper_source(fields, ctx)
+    _wrapper_time(fields, ctx, ("time", "observedat", "checkedat"))
+    return None
 
 
 # --- field helpers ---------------------------------------------------------------------
