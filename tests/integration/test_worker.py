@@ -170,3 +170,33 @@ async def test_qlik_cloud_event_delivered_twice_is_one_run_and_a_flagged_duplica
     dead = await dead_letters_of(broker.bootstrap, "qlik_cloud", source=tenant, count=2)
     assert sorted(d["stage"] for d in dead) == ["decode", "normalize"]
     assert [d["reason"] for d in dead if d["stage"] == "normalize"] == ["missing required field 'data.id'"]
+
+
+async def test_qrs_session_with_two_retries_ending_in_success(broker, worker):
+    host = fresh_source("qs")
+    t0 = datetime.now(UTC)
+    iso = lambda n: (t0 + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    session, task = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def result(number: int, status: int, start: int, stop: int | None = None) -> dict:
+        return {"id": f"a0000000-0000-4000-8000-00000000000{number}", "taskID": task, "executionID": session,
+                "appID": "app-1", "status": status, "startTime": iso(start),
+                "stopTime": iso(stop) if stop is not None else "1753-01-01T00:00:00.000Z",
+                "modifiedDate": iso(stop if stop is not None else start), "details": []}
+
+    vanished = {"executionSessionId": session, "taskId": task, "httpStatus": 404, "time": iso(51)}
+    await send_documents(broker.bootstrap, "qlik_qrs", [
+        result(1, 2, 0), result(1, 8, 0, 10),      # Started, FinishedFail
+        POISON,
+        result(2, 2, 20), result(2, 10, 20, 30),   # Started, Retry
+        result(3, "Started", 40), result(3, "FinishedSuccess", 40, 50),
+    ], source=host)
+    await produce(broker.bootstrap, "qlik_qrs", [(f"qlik_qrs:{host}:{task}", vanished)], source=host)
+    runs = await transitions_of(broker.bootstrap, "qlik_qrs", host, count=6)
+    assert runs == {session: [
+        (None, "RUNNING", "vendor", 1), ("RUNNING", "FAILED", "vendor", 1),
+        ("FAILED", "RUNNING", "retry", 2), ("RUNNING", "FAILED", "vendor", 2),
+        ("FAILED", "RUNNING", "retry", 3), ("RUNNING", "SUCCEEDED", "vendor", 3),
+    ]}
+    dead = await dead_letters_of(broker.bootstrap, "qlik_qrs", source=host, count=1)
+    assert [d["stage"] for d in dead] == ["decode"]
