@@ -1,0 +1,70 @@
+"""``pipeline replay``: planning (no Kafka) and the local run end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline import catalog, replay
+from pipeline.model import decode_envelope
+
+
+def test_every_vendor_has_bundled_samples():
+    assert {vendor for vendor, _path in replay.sample_files()} == {
+        "qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica"
+    }
+
+
+def test_plan_keys_each_piece_by_its_job_and_counts_the_events():
+    files = replay.sample_files()
+    plan = replay.plan(files, source="t", received_at=replay.SAMPLES_RECEIVED_AT, step=timedelta(seconds=10))
+    assert plan.rejected == []
+    assert plan.expected_events == 34
+    for topic, key, value in plan.messages:
+        envelope = decode_envelope(value)
+        assert topic == catalog.raw_topic(envelope.vendor)
+        assert key.decode().startswith(f"{envelope.vendor}:")
+
+
+def test_plan_reports_rejected_documents_with_their_position(tmp_path):
+    bad = tmp_path / "truenas-bad.jsonl"
+    bad.write_text('{"id": 1, "method": "a.b", "state": "RUNNING"}\n{"jsonrpc": "2.0", "error": {"code": 1}}\n')
+    plan = replay.plan([("truenas", bad)], source="t")
+    assert len(plan.messages) == 1
+    assert len(plan.rejected) == 1 and plan.rejected[0].startswith(f"{bad} line 2: ")
+
+
+@pytest.mark.parametrize(
+    "path, vendor",
+    [("zuora/x.json", "zuora"), ("qlik_qrs-results.jsonl", "qlik_qrs"), ("x/informatica.json", "informatica"), ("misc.json", None)],
+)
+def test_vendor_of_a_file(path, vendor):
+    assert replay.vendor_of(Path(path)) == vendor
+
+
+@pytest.mark.integration
+def test_the_local_run_replays_the_samples_and_prints_the_lifecycles():
+    """README's main-job command, minus the install."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "replay", "--timeout", "120"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "COLUMNS": "120"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = re.search(r"(\d+) events, (\d+) transitions .*?, (\d+) runs, (\d+) dead letters", result.stdout)
+    assert summary, result.stdout
+    assert summary.groups() == ("34", "33", "14", "0")
+    assert "SUCCEEDED" in result.stdout and "STALE" in result.stdout
+
+
+def test_replay_usage_errors_exit_2(tmp_path):
+    unknown = tmp_path / "notes.json"
+    unknown.write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "pipeline", "replay", str(unknown)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot tell the vendor" in result.stderr
