@@ -80,11 +80,11 @@ def decode(value: bytes) -> dict[str, Any]:
 class WorkerProcess:
     """``pipeline worker`` in a subprocess, with its log kept for failures."""
 
-    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path, **env: str) -> None:
+    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path, *, store: str = "memory://", **env: str) -> None:
         self.log = log
         self.args = [
             sys.executable, "-m", "pipeline", "worker", "--bootstrap", bootstrap,
-            "--store", "memory://", "--tansu", "--app-id", app_id, "--datadir", str(datadir),
+            "--store", store, "--tansu", "--app-id", app_id, "--datadir", str(datadir),
             "--loglevel", "warning",
         ]
         self.env = {**os.environ, **env}
