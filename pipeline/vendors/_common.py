@@ -96,7 +96,10 @@ def parse_time(value: Any, *, tz: tzinfo = UTC, field: str = "time") -> datetime
         raise Rejected(f"{field} is not a time: {value[:80]!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 or 9999-12-31T23:59-01:00 leave datetime's range
+        raise Rejected(f"{field} is out of range in UTC: {value[:80]!r}") from None
 
 
 _DURATION = re.compile(r"^(?:(\d+) days?, )?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
