@@ -418,12 +418,7 @@ def _time(fields: dict[str, Any], names: tuple[str, ...], ctx: Context, event_id
 
 
 def _parse(value: Any, ctx: Context, field: str) -> datetime | None:
-    try:
-        return parse_time(value, tz=ctx.tz, field=field)
-    except (OverflowError, ValueError) as exc:  # Rejected is a ValueError: keep its reason
-        if isinstance(exc, Rejected):
-            raise
-        raise Rejected(f"{field} is out of range: {str(value)[:80]!r}") from None
+    return parse_time(value, tz=ctx.tz, field=field)
 
 
 def _latest(first: datetime | None, second: datetime | None) -> datetime | None:
