@@ -1,0 +1,112 @@
+"""The vendor registry: lookup, the normalize guard, keyed documents, and the module contract."""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+
+import pytest
+
+from pipeline import vendors
+from pipeline.model import State
+from pipeline.vendors import informatica
+from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
+
+SEED = pathlib.Path(__file__).parent / "fixtures" / "informatica" / "seed_publication_with_child.json"
+
+
+def test_unknown_vendor_names_the_known_ones():
+    with pytest.raises(vendors.UnknownVendor) as caught:
+        vendors.get("sap")
+    assert isinstance(caught.value, KeyError)
+    assert str(caught.value) == (
+        "unknown vendor 'sap'; known: qlik_cloud, qlik_qrs, zuora, truenas, informatica"
+    )
+
+
+def test_unknown_vendor_in_normalize_and_keyed_documents():
+    with pytest.raises(vendors.UnknownVendor):
+        vendors.normalize("sap", {})
+    with pytest.raises(vendors.UnknownVendor):
+        vendors.keyed_documents("sap", {})
+
+
+def test_get_returns_the_vendor_module():
+    assert vendors.get("informatica") is informatica
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ZeroDivisionError("division by zero"), "unexpected ZeroDivisionError: division by zero"),
+        (KeyError("eventId"), "unexpected KeyError: 'eventId'"),
+        (RecursionError("maximum recursion depth exceeded"), "document nested too deeply"),
+        (TypeError("x" * 500), "unexpected TypeError: " + "x" * 200),
+    ],
+)
+def test_guard_turns_unexpected_exceptions_into_rejected(monkeypatch, error, reason):
+    def explode(doc, ctx=DEFAULT_CONTEXT):
+        raise error
+
+    monkeypatch.setattr(informatica, "normalize", explode)
+    with pytest.raises(Rejected) as caught:
+        vendors.normalize("informatica", b"{}")
+    assert caught.value.reason == reason
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_guard_passes_rejected_through_unchanged(monkeypatch):
+    original = Rejected("bad document")
+
+    def reject(doc, ctx=DEFAULT_CONTEXT):
+        raise original
+
+    monkeypatch.setattr(informatica, "normalize", reject)
+    with pytest.raises(Rejected) as caught:
+        vendors.normalize("informatica", b"{}")
+    assert caught.value is original
+
+
+def test_guard_passes_the_context_and_returns_the_events():
+    ctx = Context(source="org-1")
+    events = vendors.normalize("informatica", SEED.read_bytes(), ctx)
+    assert events == informatica.normalize(SEED.read_bytes(), ctx)
+    assert {event.source for event in events} == {"org-1"}
+
+
+def test_keyed_documents_one_key_per_piece():
+    keyed = vendors.keyed_documents("informatica", SEED.read_bytes(), Context(source="org-1"))
+    assert [key for key, _ in keyed] == ["informatica:org-1:DI_App/DSS_Pub", "informatica:org-1:DI_App/DSS_Sub"]
+    assert [piece["eventId"] for _, piece in keyed] == [32010, 32011]
+
+
+def test_keyed_documents_rejects_a_piece_with_several_jobs(monkeypatch):
+    monkeypatch.setattr(informatica, "split", lambda doc: [doc])
+    with pytest.raises(Rejected, match="concerns 2 jobs, expected exactly one"):
+        vendors.keyed_documents("informatica", SEED.read_bytes())
+
+
+def test_keyed_documents_rejects_a_piece_without_jobs(monkeypatch):
+    monkeypatch.setattr(informatica, "split", lambda doc: [[]])
+    with pytest.raises(Rejected, match="concerns 0 jobs"):
+        vendors.keyed_documents("informatica", b"[]")
+
+
+def test_keyed_documents_guards_normalize_of_each_piece(monkeypatch):
+    monkeypatch.setattr(informatica, "split", lambda doc: [{"eventId": 1}])
+    with pytest.raises(Rejected, match="no applicationName"):
+        vendors.keyed_documents("informatica", b"{}")
+
+
+@pytest.mark.parametrize("name", vendors.VENDOR_NAMES)
+def test_vendor_module_contract(name):
+    module = vendors.get(name)
+    assert module.VENDOR == name
+    assert isinstance(module.STATES, dict) and module.STATES
+    for native, state in module.STATES.items():
+        assert isinstance(native, str) and native, f"{name}: state key {native!r}"
+        assert isinstance(state, State), f"{name}: STATES[{native!r}] = {state!r} is not a State"
+    assert callable(module.normalize) and callable(module.split)
+    parameters = list(inspect.signature(module.normalize).parameters.values())
+    assert len(parameters) >= 2 and parameters[1].default is not inspect.Parameter.empty
+    assert len(inspect.signature(module.split).parameters) >= 1
