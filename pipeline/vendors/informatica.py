@@ -17,6 +17,8 @@ Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw te
 - the Event Status API answer (``GET /dih-console/api/v1/event/<eventId>``), which names
   the job ``publicationName`` / ``subscriptionName`` and gives epoch-millisecond
   ``eventStartTimeLong`` / ``eventEndTimeLong``; ``referencedEventsList`` goes to attrs;
+  the on-premises Data Integration Hub spellings (``eventTypeName``, ``startTime``,
+  ``completedTime``, ``descendantsEventState``) are read as the same fields;
 - ``eventHistory`` as a list of entries or as one entry object (the syntax block shows
   an object); ids as numbers or numeric strings ("Long"); times with or without ``Z``,
   with or without milliseconds, or epoch milliseconds. Naive times are read in ``ctx.tz``.
