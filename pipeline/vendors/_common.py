@@ -128,8 +128,8 @@ def optional_int(value: Any, *, field: str) -> int | None:
         raise Rejected(f"{field} must be an integer, got a boolean")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal() and value.isascii():
+        value = int(value)  # isdigit() would let "²" through to int() and a ValueError out
     if not isinstance(value, int):
         raise Rejected(f"{field} must be an integer, got {str(value)[:40]!r}")
     if value < 0:
