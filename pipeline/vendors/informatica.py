@@ -164,7 +164,7 @@ def _event_objects(doc: Any) -> list[dict[str, Any]]:
             raise Rejected(f"wrapper field {key!r} holds no events (got {type(inner).__name__})")
     detail = doc.get("message", doc.get("error", doc.get("responseCode")))
     if detail is not None:
-        raise Rejected(f"not an event but an API answer: {str(detail)[:200]}")
+        raise Rejected(f"not an event but an API answer: {_one_line(str(detail))}")
     raise Rejected("object has no eventId and no events list")
 
 
@@ -288,7 +288,7 @@ def _run_events(node: _Node, source: str, ctx: Context) -> list[JobEvent]:
     try:
         return [JobEvent(**kwargs, **common) for kwargs in planned.values()]
     except InvalidEvent as exc:
-        raise Rejected(f"event {event_id}: {str(exc)[:200]}") from None
+        raise Rejected(f"event {event_id}: {_one_line(str(exc))}") from None
 
 
 def _history(value: Any, event_id: str, ctx: Context) -> tuple[list[_Step], int]:
@@ -388,11 +388,16 @@ def _native_id(value: Any, field: str) -> str | None:
         return str(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isdecimal() and text.isascii():
             return str(int(text))
-        if text and len(text) <= 100:
+        if text and len(text) <= 100 and text.isprintable():
             return text
     raise Rejected(f"{field} must be an id, got {str(value)[:40]!r}")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Vendor text fit for a one-line rejection reason."""
+    return " ".join(text.split())[:limit]
 
 
 def _name(fields: dict[str, Any], names: tuple[str, ...], event_id: str, what: str) -> str:

@@ -397,13 +397,17 @@ REJECTIONS = [
     (event(targetSuccessCount=-1), "must not be negative"),
     (event(sourceFailedCount="many"), "must be an integer"),
     (event(parentEventId={"id": 1}), "parentEventId must be an id"),
+    (event(eventId="12\n34"), "eventId must be an id"),
+    (event(targetSuccessCount="²"), "must be an integer"),
+    ({"message": "Too many\nrequests"}, "API answer: Too many requests"),
 ]
 
 
 @pytest.mark.parametrize(("doc", "reason"), REJECTIONS, ids=[reason for _, reason in REJECTIONS])
 def test_rejections_name_the_problem(doc, reason):
-    with pytest.raises(Rejected, match=reason):
+    with pytest.raises(Rejected, match=reason) as caught:
         informatica.normalize(doc, CTX)
+    assert "\n" not in caught.value.reason
 
 
 def test_nesting_deeper_than_the_limit_is_rejected_without_recursion():
