@@ -40,7 +40,6 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
-from mode.utils.aiter import aiter  # noqa: F401  (faust needs it importable)
 
 from pipeline import catalog
 from pipeline.settings import Settings

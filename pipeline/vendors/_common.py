@@ -4,7 +4,7 @@ and tolerant parsers for the time and number formats vendors really send."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import msgspec

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import vendors
-from pipeline.model import JobEvent, decode_event, encode_event
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
+from tests.vendors.allowed import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 CONTEXTS = [DEFAULT_CONTEXT, Context(source="fuzz-src", received_at=datetime(2024, 1, 1, tzinfo=timezone.utc))]
@@ -107,24 +107,6 @@ REPLACEMENTS = {
     "deep list": lambda: nested(900, "list"),
     "deep object": lambda: nested(300, "object"),
 }
-
-
-def assert_allowed_outcome(vendor: str, doc: Any, ctx: Context) -> None:
-    """normalize returns JobEvents of this vendor that encode, or raises Rejected."""
-    module = vendors.get(vendor)
-    try:
-        events = module.normalize(doc, ctx)
-    except Rejected as exc:
-        assert isinstance(exc.reason, str) and exc.reason.strip()
-        return
-    assert isinstance(events, list)
-    for event in events:
-        assert isinstance(event, JobEvent)
-        assert event.vendor == vendor
-        assert event.job_key.startswith(f"{vendor}:")
-        assert event.run_key.startswith(f"{vendor}:")
-        encoded = encode_event(event)
-        assert decode_event(encoded).event_id == event.event_id
 
 
 def json_values(keys: list[str]) -> st.SearchStrategy[Any]:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pipeline.model import JobEvent, State, encode_event
 from pipeline.vendors import keyed_documents, qlik_cloud
 from pipeline.vendors._common import Context, Rejected
+from tests.vendors.allowed import assert_allowed_outcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qlik_cloud"
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -392,15 +393,7 @@ def _mutate(doc: Any, path: list[str], value: Any) -> Any:
 
 def _outcome(doc: Any) -> None:
     """The only allowed outcomes: a list of valid, encodable events, or Rejected."""
-    try:
-        events = qlik_cloud.normalize(doc, CTX)
-    except Rejected as exc:
-        assert exc.reason and "\n" not in exc.reason
-        return
-    assert isinstance(events, list)
-    for event in events:
-        assert isinstance(event, JobEvent)
-        encode_event(event)
+    assert_allowed_outcome("qlik_cloud", doc, CTX)
 
 
 _FIELDS = [

@@ -16,6 +16,7 @@ from pipeline import vendors
 from pipeline.model import JobEvent, State, encode_event
 from pipeline.vendors import truenas
 from pipeline.vendors._common import Context, Rejected
+from tests.vendors.allowed import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "truenas"
 RECEIVED = datetime(2024, 5, 2, 9, 30, tzinfo=timezone.utc)
@@ -429,15 +430,7 @@ def wrapped(kind: str, fields: dict) -> object:
 
 def outcome(doc: object) -> list[JobEvent] | Rejected:
     """The only two allowed outcomes; anything else fails the test."""
-    try:
-        events = truenas.normalize(doc, CTX)
-    except Rejected as exc:
-        assert exc.reason and "\n" not in exc.reason
-        return exc
-    for event in events:
-        assert isinstance(event, JobEvent)
-        encode_event(event)
-    return events
+    return assert_allowed_outcome("truenas", doc, CTX)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

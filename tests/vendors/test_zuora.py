@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import vendors
-from pipeline.model import JobEvent, State, encode_event
+from pipeline.model import JobEvent, State
 from pipeline.vendors import zuora
 from pipeline.vendors._common import Context, Rejected
+from tests.vendors.allowed import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "zuora"
 SEED = next(pathlib.Path("/work/shared/seeds").glob("002_*.txt"), None)
@@ -389,15 +390,7 @@ queues = st.sampled_from(["active", "stale", "draining", "completed", "result"])
 
 def outcome(doc: object) -> list[JobEvent] | Rejected:
     """The only two allowed outcomes; anything else fails the test."""
-    try:
-        events = zuora.normalize(doc, CTX)
-    except Rejected as exc:
-        assert exc.reason and "\n" not in exc.reason
-        return exc
-    for event in events:
-        assert isinstance(event, JobEvent)
-        encode_event(event)
-    return events
+    return assert_allowed_outcome("zuora", doc, CTX)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
