@@ -36,6 +36,7 @@ class Settings:
     stale_after_s: float = DEFAULT_STALE_AFTER_S
     stale_after_by_vendor: Mapping[str, float] = field(default_factory=dict)
     run_retention_s: float = 3600.0
+    stale_retention_s: float = 7 * 86400.0
     vendor_tz: Mapping[str, str] = field(default_factory=dict)
     tansu: bool = False
     session_timeout_s: float = 8.0
@@ -56,7 +57,15 @@ class Settings:
 
     @property
     def run_retention(self) -> timedelta:
+        """Finished runs leave the worker's table this long (event time) after their
+        last event; their history lives downstream."""
         return timedelta(seconds=self.run_retention_s)
+
+    @property
+    def stale_retention(self) -> timedelta:
+        """STALE runs silent this long leave too: a run that never resumes must not
+        keep state forever (its last record, STALE, is already downstream)."""
+        return timedelta(seconds=self.stale_retention_s)
 
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the flags that were given (``None`` means "not given")."""

@@ -149,6 +149,8 @@ class StreamCore:
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
+        self._run_retention = settings.run_retention
+        self._stale_retention = settings.stale_retention
 
     def reset_index(self) -> None:
         self._partitions.clear()
@@ -246,7 +248,9 @@ class StreamCore:
                 job = entry.jobs.get(event.job_key)
                 job, transitions = lifecycle.apply_job(job, event, stale_after=stale_after)
                 if part.watermark is not None:
-                    job = lifecycle.evict(job, part.watermark, retention=self.settings.run_retention)
+                    job = lifecycle.evict(
+                        job, part.watermark, retention=self._run_retention, stale_retention=self._stale_retention
+                    )
                 entry.jobs[event.job_key] = job
                 self._emit(batch, job, event.run_key, transitions, message.partition)
                 if job.deadline is not None:

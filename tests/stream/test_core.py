@@ -144,3 +144,17 @@ def test_unkeyed_messages_are_kept_per_partition():
         message(0, truenas_job(7, "RUNNING"), at=T0, key=b"", partition=2),
     ])
     assert list(harness.store) == [f"{TOPIC}#2:unkeyed".encode()]
+
+
+def test_finished_and_long_stale_runs_leave_the_table_but_counts_stay():
+    harness = Harness(run_retention_s=60, stale_retention_s=600)
+    harness.feed([
+        message(0, truenas_job(1, "SUCCESS", finished=T0), at=T0),
+        message(1, truenas_job(2, "RUNNING"), at=T0),
+        message(2, truenas_job(3, "RUNNING"), at=T0 + timedelta(seconds=700)),  # 1 leaves; 2 went stale at 240
+        message(3, truenas_job(4, "RUNNING"), at=T0 + timedelta(seconds=1000)),  # 2 silent > 600 s: leaves; 3 stale
+    ])
+    job = decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).jobs["truenas:nas1:pool.scrub"]
+    assert set(job.runs) == {"truenas:nas1:3", "truenas:nas1:4"}
+    assert job.runs["truenas:nas1:3"].state == "STALE"
+    assert (job.runs_seen, job.succeeded, job.stale_episodes) == (4, 1, 2)
