@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from pipeline import catalog, vendors
 from pipeline.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from pipeline.replay import ReplayPlan
 
 app = typer.Typer(
     help="Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
@@ -86,7 +90,7 @@ def topics_apply(
         ))
     except catalog.CatalogError as exc:
         raise fail(str(exc)) from None
-    except (asyncio.TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - one line, no traceback
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
         reason = str(exc) or type(exc).__name__
         raise fail(f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s ({reason})") from None
     for name in report.created:
@@ -113,12 +117,15 @@ def broker(
         raise fail(str(exc)) from None
     try:
         if apply_topics:
-            report = asyncio.run(catalog.apply(embedded.bootstrap))
+            try:
+                report = asyncio.run(catalog.apply(embedded.bootstrap))
+            except Exception as exc:  # noqa: BLE001 - one line, no traceback
+                raise fail(f"creating the topics failed: {exc}") from None
             out.print(f"topics: {len(report.created)} created")
         out.print(f"broker ready at [bold]{embedded.bootstrap}[/] (memory only; Ctrl-C stops it)")
         out.print(f"  export JOBSTREAM_BOOTSTRAP={embedded.bootstrap} JOBSTREAM_TANSU=1")
         while embedded.running:
-            asyncio.run(asyncio.sleep(0.5))
+            time.sleep(0.5)
         raise fail("the broker exited")
     except KeyboardInterrupt:
         pass
@@ -149,7 +156,9 @@ def normalize(
             data = Path(file).read_bytes()
         except OSError as exc:
             raise fail(f"cannot read {file}: {exc.strerror or exc}", 2) from None
-    settings = load_settings(vendor_tz={**Settings.from_env().vendor_tz, vendor: tz} if tz else None)
+    settings = load_settings()
+    if tz:
+        settings = settings.with_overrides(vendor_tz={**settings.vendor_tz, vendor: tz})
     try:
         zone = settings.tz(vendor)
     except SettingsError as exc:
@@ -170,13 +179,28 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
+    from pipeline.broker import kafka_api_versions
     from pipeline.stream.app import run_worker
 
     settings = load_settings(
         bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
         stale_after_s=stale_after, app_id=app_id, tansu=tansu,
     )
+    if not any(kafka_api_versions(*_host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
+        raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
+    try:
+        Path(settings.datadir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"cannot use --datadir {settings.datadir}: {exc.strerror or exc}", 2) from None
     run_worker(settings, loglevel=loglevel)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().removeprefix("kafka://").rpartition(":")
+    try:
+        return host or "localhost", int(port)
+    except ValueError:
+        raise fail(f"bootstrap address {address!r} is not HOST:PORT", 2) from None
 
 
 @app.command()
@@ -205,14 +229,16 @@ def replay(
         if file_vendor is None:
             raise fail(f"cannot tell the vendor of {path}: pass --vendor or name it <vendor>-*.json", 2)
         chosen.append((file_vendor, path))
-    if chosen:
-        plan = replay_module.plan(chosen, source=source)
-    else:
-        plan = replay_module.plan(
-            replay_module.sample_files(), source=source,
-            received_at=replay_module.SAMPLES_RECEIVED_AT, step=timedelta(seconds=10),
-        )
-        chosen = replay_module.sample_files()
+    try:
+        if chosen:
+            plan = replay_module.plan(chosen, source=source)
+        else:
+            chosen = replay_module.sample_files()
+            plan = replay_module.plan(
+                chosen, source=source, received_at=replay_module.SAMPLES_RECEIVED_AT, step=timedelta(seconds=10),
+            )
+    except OSError as exc:
+        raise fail(f"cannot read {exc.filename}: {exc.strerror or exc}", 2) from None
     for line in plan.rejected:
         err.print(f"rejected {line}", markup=False)
     out.print(f"{len(chosen)} files -> {len(plan.messages)} raw messages, {plan.expected_events} job events expected")
@@ -227,9 +253,8 @@ def replay(
     _replay_embedded(plan, timeout)
 
 
-def _replay_embedded(plan: "object", timeout: float) -> None:
+def _replay_embedded(plan: "ReplayPlan", timeout: float) -> None:
     import tempfile
-    import time
 
     from rich.table import Table
 
@@ -244,10 +269,13 @@ def _replay_embedded(plan: "object", timeout: float) -> None:
     worker_process = None
     try:
         started = time.monotonic()
-        asyncio.run(catalog.apply(embedded.bootstrap))
         out.print(f"embedded broker at {embedded.bootstrap}; starting the worker (log: {log})")
-        worker_process = replay_module.start_worker(embedded.bootstrap, app_id="jobstream-local", log=log, tansu=True)
-        asyncio.run(replay_module.send(embedded.bootstrap, plan.messages))
+        try:
+            asyncio.run(catalog.apply(embedded.bootstrap))
+            worker_process = replay_module.start_worker(embedded.bootstrap, app_id="jobstream-local", log=log, tansu=True)
+            asyncio.run(replay_module.send(embedded.bootstrap, plan.messages))
+        except Exception as exc:  # noqa: BLE001 - one line, no traceback
+            raise fail(f"the embedded broker refused the replay: {exc}") from None
         with out.status("waiting for the worker...") as status:
             def progress(outcome: replay_module.Outcome) -> None:
                 status.update(

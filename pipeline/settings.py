@@ -52,7 +52,7 @@ class Settings:
         name = self.vendor_tz.get(vendor, "UTC")
         try:
             return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise SettingsError(f"{ENV_PREFIX}TZ_{vendor.upper()}={name!r} is not a time zone") from None
 
     @property

@@ -35,3 +35,20 @@ def test_bad_environment_is_a_usage_error():
     result = runner.invoke(app, ["topics", "apply"], env={"JOBSTREAM_PARTITIONS": "x"})
     assert result.exit_code == 2
     assert "JOBSTREAM_PARTITIONS" in result.output
+
+
+def test_worker_against_an_unreachable_broker_is_one_line():
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "worker", "--bootstrap", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: cannot reach Kafka at 127.0.0.1:{port} (no broker answered within 5 s)"
+
+
+def test_a_bad_time_zone_flag_or_setting_is_a_usage_error_not_a_traceback():
+    for env, args in (({"JOBSTREAM_BATCH_MAX": "x"}, ["--tz", "UTC"]), ({}, ["--tz", "Etc"])):
+        result = runner.invoke(app, ["normalize", "--vendor", "zuora", *args, "/dev/null"], env=env)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output

@@ -109,6 +109,10 @@ def create_app(settings: Settings) -> faust.App:
         raw_partitions = sorted({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         log.info("jobstream: assigned raw partitions %s", raw_partitions)
 
+    @app.on_before_shutdown.connect
+    async def _stop_barrier_producer(app: faust.App, **kwargs: Any) -> None:
+        await shell.stop()
+
     app.jobstream_core = core  # type: ignore[attr-defined]
     return app
 
@@ -124,6 +128,11 @@ class _Shell:
         self._partition_counts = {
             name: settings.partitions or spec.partitions for name, spec in catalog.load().items()
         }
+
+    async def stop(self) -> None:
+        if self._changelog_producer is not None:
+            await self._changelog_producer.stop()
+            self._changelog_producer = None
 
     async def send(self, outputs: list) -> None:
         producer = self.app.producer
@@ -185,6 +194,9 @@ class _SingleRecordProducer:
 
     async def start(self) -> None:
         await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
 
     async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, timestamp: Any, headers: Any) -> Any:
         return await self._producer.send(topic, value, key=key, partition=partition)

@@ -60,10 +60,16 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     jobs: dict[str, JobState]
 
 
+# A dead letter must fit in one produce request (1 MB by default) or it would stop the
+# partition it was meant to unblock: beyond this the original bytes stay in the raw topic,
+# found by topic/partition/offset.
+DEAD_LETTER_MAX_BYTES = 256 * 1024
+
+
 class DeadLetter(msgspec.Struct, kw_only=True):
     """What ``jobs.deadletter`` holds: the original bytes and why they were refused."""
 
-    stage: str  # decode | normalize | lifecycle
+    stage: str  # decode | normalize | lifecycle | expiry
     error_type: str
     reason: str
     topic: str
@@ -72,6 +78,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     key_b64: str | None
     value_b64: str | None
     value_preview: str | None
+    value_size: int | None = None  # value_b64 is None when the value exceeds DEAD_LETTER_MAX_BYTES
     vendor: str | None = None
 
 
@@ -230,38 +237,65 @@ class StreamCore:
             return
         key = message.key or f"{message.topic}#{message.partition}:unkeyed".encode()
         entry = self._entry(key, message.partition, pending)
+        if entry.partition != message.partition:
+            self._dead(
+                batch, message, "lifecycle", "PartitionMismatch",
+                f"key arrived on partition {message.partition} but its state lives in partition "
+                f"{entry.partition}: the producer must use the default (murmur2) partitioner",
+                vendor,
+            )
+            return
         part = self._partition(message.topic, message.partition)
+        if events:
+            # Event time moves once per message, before any of its events apply: replay and
+            # live see the same expiries whatever the batching (and a skipped message too).
+            self._advance(part, max(event.occurred_at for event in events), message, pending, batch)
         if message.offset <= entry.offsets.get(message.topic, -1):
-            # Applied before a restart (its state is in the changelog, its outputs were
-            # sent first): only event time moves, so expiry stays what it was live.
-            for event in events:
-                self._advance(part, event.occurred_at, pending, batch)
+            # Applied before a restart: its state is stored and its outputs were sent first.
             batch.skipped += 1
             return
-        stale_after = self._stale_after[vendor]
+        entry.offsets[message.topic] = message.offset
         try:
-            for event in events:
-                self._advance(part, event.occurred_at, pending, batch)
-                batch.outputs.append(
-                    Output(catalog.EVENTS, event.job_key.encode(), encode_event(event), message.partition)
-                )
-                job = entry.jobs.get(event.job_key)
-                job, transitions = lifecycle.apply_job(job, event, stale_after=stale_after)
-                if part.watermark is not None:
-                    job = lifecycle.evict(
-                        job, part.watermark, retention=self._run_retention, stale_retention=self._stale_retention
-                    )
-                entry.jobs[event.job_key] = job
-                self._emit(batch, job, event.run_key, transitions, message.partition)
-                if job.deadline is not None:
-                    heapq.heappush(part.deadlines, (job.deadline, key, job.job_key))
+            staged, outputs, runs = self._apply(events, entry, part, message.partition)
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
+            # Nothing of the message is kept but its offset: a redelivery is skipped, so the
+            # dead letter and the outputs stay what they were live.
             self._dead(batch, message, "lifecycle", type(exc).__name__, _one_line(exc), vendor)
             return
-        entry.offsets[message.topic] = message.offset
+        for job_key, job in staged.items():
+            old_deadline = None if job_key not in entry.jobs else entry.jobs[job_key].deadline
+            entry.jobs[job_key] = job
+            if job.deadline is not None and job.deadline != old_deadline:
+                heapq.heappush(part.deadlines, (job.deadline, key, job_key))
+        batch.outputs.extend(outputs)
+        for run_key, snapshot in runs.items():
+            batch.runs.pop(run_key, None)
+            batch.runs[run_key] = snapshot
         batch.applied += 1
 
-    def _advance(self, part: _Partition, at: datetime, pending: dict[bytes, Entry], batch: Batch) -> None:
+    def _apply(
+        self, events: list, entry: Entry, part: _Partition, partition: int
+    ) -> tuple[dict[str, JobState], list[Output], dict[str, tuple[lifecycle.RunState, int]]]:
+        """One message's events through the lifecycle, staged: the caller keeps all of it
+        or, if anything raises, none of it."""
+        staged: dict[str, JobState] = {}
+        outputs: list[Output] = []
+        runs: dict[str, tuple[lifecycle.RunState, int]] = {}
+        for event in events:
+            stale_after = self._stale_after[event.vendor]
+            job = staged.get(event.job_key) or entry.jobs.get(event.job_key)
+            job, transitions = lifecycle.apply_job(job, event, stale_after=stale_after)
+            job = lifecycle.evict(
+                job, part.watermark, retention=self._run_retention, stale_retention=self._stale_retention
+            )
+            staged[event.job_key] = job
+            outputs.append(Output(catalog.EVENTS, event.job_key.encode(), encode_event(event), partition))
+            self._emit(outputs, runs, job, event.run_key, transitions, partition)
+        return staged, outputs, runs
+
+    def _advance(
+        self, part: _Partition, at: datetime, message: Message, pending: dict[bytes, Entry], batch: Batch,
+    ) -> None:
         """Move event time forward and expire every job whose deadline it passed."""
         part.advance(at)
         watermark = part.watermark
@@ -276,35 +310,46 @@ class StreamCore:
             job = entry.jobs.get(job_key)
             if job is None or job.deadline != deadline:
                 continue  # superseded: the job moved on since this deadline was indexed
-            vendor = job.vendor
-            job, transitions = lifecycle.expire_job(job, watermark, stale_after=self._stale_after[vendor])
+            try:
+                job, transitions = lifecycle.expire_job(job, watermark, stale_after=self._stale_after[job.vendor])
+            except Exception as exc:  # noqa: BLE001 - one job's bug must not stop the partition
+                self._dead(batch, message, "expiry", type(exc).__name__, f"expiring {job_key}: {_one_line(exc)}")
+                continue
             entry.jobs[job_key] = job
             pending[key] = entry
+            runs: dict[str, tuple[lifecycle.RunState, int]] = {}
             for transition in transitions:
-                self._emit(batch, job, transition.run_key, [transition], part.number)
+                self._emit(batch.outputs, runs, job, transition.run_key, [transition], part.number)
+            for run_key, snapshot in runs.items():
+                batch.runs.pop(run_key, None)
+                batch.runs[run_key] = snapshot
             if job.deadline is not None:
                 heapq.heappush(part.deadlines, (job.deadline, key, job_key))
 
     def _emit(
-        self, batch: Batch, job: JobState, run_key: str, transitions: list[lifecycle.Transition], partition: int,
+        self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,
+        run_key: str, transitions: list[lifecycle.Transition], partition: int,
     ) -> None:
         key = job.job_key.encode()
         for transition in transitions:
-            batch.outputs.append(Output(catalog.TRANSITIONS, key, lifecycle.encode_transition(transition), partition))
+            outputs.append(Output(catalog.TRANSITIONS, key, lifecycle.encode_transition(transition), partition))
         run = job.runs.get(run_key)
         if run is not None:
-            batch.runs.pop(run_key, None)
-            batch.runs[run_key] = (run, partition)
+            runs.pop(run_key, None)
+            runs[run_key] = (run, partition)
 
     def _dead(
         self, batch: Batch, message: Message, stage: str, error_type: str, reason: str,
         vendor: str | None = None,
     ) -> None:
+        value = message.value
         record = DeadLetter(
             stage=stage, error_type=error_type, reason=reason, topic=message.topic,
             partition=message.partition, offset=message.offset,
-            key_b64=_b64(message.key), value_b64=_b64(message.value),
-            value_preview=_preview(message.value), vendor=vendor,
+            key_b64=_b64(message.key[:DEAD_LETTER_MAX_BYTES] if message.key else message.key),
+            value_b64=_b64(value) if value is None or len(value) <= DEAD_LETTER_MAX_BYTES else None,
+            value_size=None if value is None else len(value),
+            value_preview=_preview(value), vendor=vendor,
         )
         batch.outputs.append(Output(catalog.DEADLETTER, message.key, _json.encode(record)))
         batch.dead += 1

@@ -158,3 +158,46 @@ def test_finished_and_long_stale_runs_leave_the_table_but_counts_stay():
     assert set(job.runs) == {"truenas:nas1:3", "truenas:nas1:4"}
     assert job.runs["truenas:nas1:3"].state == "STALE"
     assert (job.runs_seen, job.succeeded, job.stale_episodes) == (4, 1, 2)
+
+
+def test_a_lifecycle_failure_keeps_nothing_of_its_message_and_a_redelivery_changes_nothing(monkeypatch):
+    """A message whose second job makes the lifecycle raise: nothing of it is applied or
+    sent (not even its first job), one dead letter, and the same outputs after a restart."""
+    from pipeline.stream import core as core_module
+
+    real_apply_job = core_module.lifecycle.apply_job
+
+    def apply_job(job, event, **kwargs):
+        if event.run_key.endswith(":2"):
+            raise RuntimeError("lifecycle bug")
+        return real_apply_job(job, event, **kwargs)
+
+    monkeypatch.setattr(core_module.lifecycle, "apply_job", apply_job)
+    both = {"jsonrpc": "2.0", "id": 1, "result": [truenas_job(1, "RUNNING"), truenas_job(2, "RUNNING")]}
+    harness = Harness()
+    live = harness.feed([message(0, both, at=T0), message(1, truenas_job(3, "RUNNING"), at=T0)])
+    assert [(t, v.get("stage")) for t, _k, v in live if t != catalog.RUNS] == [
+        (catalog.DEADLETTER, "lifecycle"), (catalog.EVENTS, None), (catalog.TRANSITIONS, None),
+    ]
+    entry = decode_entry(harness.store[b"truenas:nas1:pool.scrub"])
+    assert set(entry.jobs["truenas:nas1:pool.scrub"].runs) == {"truenas:nas1:3"}
+    assert entry.offsets == {TOPIC: 1}
+    harness.restart()
+    assert harness.feed([message(0, both, at=T0), message(1, truenas_job(3, "RUNNING"), at=T0)]) == []
+
+
+def test_an_oversized_poison_message_gets_a_dead_letter_that_fits_in_one_request():
+    huge = b"{" + b"x" * 800_000
+    [(topic, _key, letter)] = Harness().feed([Message(TOPIC, 0, 0, b"k", huge)])
+    assert topic == catalog.DEADLETTER
+    assert letter["value_b64"] is None and letter["value_size"] == len(huge)
+    assert letter["value_preview"].startswith("{xxx")
+
+
+def test_a_key_seen_on_another_partition_is_refused_not_stored_in_the_wrong_one():
+    harness = Harness()
+    harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0, partition=0)])
+    outputs = harness.feed([message(0, truenas_job(1, "SUCCESS"), at=T0, partition=3)])
+    [(topic, _key, letter)] = outputs
+    assert topic == catalog.DEADLETTER and letter["error_type"] == "PartitionMismatch"
+    assert decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).partition == 0
