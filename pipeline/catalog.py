@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 EVENTS = "jobs.events"
 TRANSITIONS = "jobs.transitions"
@@ -65,10 +66,19 @@ def _parse(filename: str, text: str) -> TopicSpec:
     return TopicSpec(**data)
 
 
+def _folder() -> Traversable:
+    """``pipeline.topics`` when installed; the repository's ``topics/`` when the package
+    is imported from a source checkout (where the two are not joined)."""
+    try:
+        return resources.files("pipeline.topics")
+    except ModuleNotFoundError:
+        return resources.files("pipeline").joinpath("..", "topics")
+
+
 @cache
 def load() -> dict[str, TopicSpec]:
     """Every topic of the catalog, by name."""
-    folder = resources.files("pipeline.topics")
+    folder = _folder()
     specs = [
         _parse(entry.name, entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()

@@ -284,6 +284,7 @@ def _replay_embedded(plan: "ReplayPlan", timeout: float) -> None:
                 )
             outcome = asyncio.run(replay_module.watch(
                 embedded.bootstrap, expected_events=plan.expected_events, timeout=timeout, progress=progress,
+                alive=lambda: worker_process.poll() is None,
             ))
         if worker_process.poll() is not None:
             raise fail(f"the worker exited with status {worker_process.returncode}; see {log}")

@@ -113,9 +113,11 @@ class Outcome:
 async def watch(
     bootstrap: str, *, expected_events: int, timeout: float,
     progress: Callable[[Outcome], None] = lambda outcome: None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> Outcome:
     """Read the output topics until ``expected_events`` events came out and the
-    outputs have been quiet for a second, or ``timeout`` passes."""
+    outputs have been quiet for a second, ``timeout`` passes or ``alive()`` says the
+    worker is gone."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -128,7 +130,7 @@ async def watch(
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and alive():
             batches = await consumer.getmany(timeout_ms=250)
             for tp, records in batches.items():
                 for record in records:
@@ -162,8 +164,10 @@ def _count(outcome: Outcome, topic: str, value: bytes) -> None:
 def start_worker(bootstrap: str, *, app_id: str, log: Path, tansu: bool) -> subprocess.Popen[bytes]:
     """``pipeline worker`` in a child process (Faust owns its event loop and signals)."""
     datadir = Path(tempfile.mkdtemp(prefix="jobstream-worker-"))
+    # -P: not the current directory first on sys.path, where a source checkout's
+    # pipeline/ would shadow the installed package.
     args = [
-        sys.executable, "-m", "pipeline", "worker", "--bootstrap", bootstrap, "--store", "memory://",
+        sys.executable, "-P", "-m", "pipeline", "worker", "--bootstrap", bootstrap, "--store", "memory://",
         "--app-id", app_id, "--datadir", str(datadir), "--tansu" if tansu else "--no-tansu",
     ]
     with open(log, "ab") as output:

@@ -34,3 +34,21 @@ def test_unknown_topic_names_its_file():
 def test_malformed_topic_files_are_refused_with_a_reason(filename, text, reason):
     with pytest.raises(catalog.CatalogError, match=reason):
         catalog._parse(filename, text)
+
+
+def test_the_catalog_is_found_from_a_source_checkout_too(tmp_path):
+    """Without an install, pipeline/ and topics/ are separate folders of the checkout."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "topics", tmp_path / "topics", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "topics" / "__init__.py").unlink()  # as if pipeline.topics could not be imported
+    script = "from pipeline import catalog; print(len(catalog.load()))"
+    # -S: no site-packages, so no installed or editable pipeline.topics to find instead
+    result = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(len(catalog.load()))
