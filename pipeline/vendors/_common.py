@@ -143,3 +143,33 @@ def source_of(ctx: Context, *candidates: Any, default: str = "default") -> str:
         if isinstance(candidate, (str, int)) and not isinstance(candidate, bool) and str(candidate):
             return str(candidate)
     return ctx.source or default
+
+
+MAX_ID = 256
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates replaced, so the event always encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def identifier(value: Any, field: str, *, numbers: bool = False) -> str:
+    """A required identifier: non-empty text of at most ``MAX_ID`` characters (an
+    integer too, as text, when ``numbers``), or a one-line ``Rejected``."""
+    if value is None or value == "":
+        raise Rejected(f"missing required field {field!r}")
+    kinds = (str, int) if numbers else str
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise Rejected(f"{field} must be a string, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise Rejected(f"missing required field {field!r}")
+    if len(text) > MAX_ID:
+        raise Rejected(f"{field} is {len(text)} characters long (at most {MAX_ID})")
+    if clean_text(text) != text:
+        raise Rejected(f"{field} is not valid Unicode text")
+    return text

@@ -67,6 +67,9 @@ from typing import Any
 
 from pipeline.model import JobEvent, State, make_event_id
 from pipeline.vendors._common import (
+    MAX_ID,
+    clean_text,
+    identifier,
     DEFAULT_CONTEXT,
     Context,
     Rejected,
@@ -117,7 +120,7 @@ _KNOWN_DATA = frozenset(
 _SECRET_HINTS = ("auth", "claim", "token", "secret", "password", "credential", "session", "email")
 _SECRET_NAMES = frozenset({"ip", "originip", "clientip", "ipaddress", "remoteip"})
 
-_MAX_ID = 256
+
 _MAX_TEXT = 2000
 _MAX_EXTRA = 20
 
@@ -229,20 +232,20 @@ def _body(doc: dict[str, Any]) -> Any:
 
 
 def _event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
-    event_id = _ident(envelope.get("id"), "id")
-    event_source = _ident(envelope.get("source"), "source")
-    event_type = _ident(envelope.get("type"), "type")
-    specversion = _ident(envelope.get("specversion"), "specversion")
+    event_id = identifier(envelope.get("id"), "id")
+    event_source = identifier(envelope.get("source"), "source")
+    event_type = identifier(envelope.get("type"), "type")
+    specversion = identifier(envelope.get("specversion"), "specversion")
     if not (specversion == "1" or specversion.startswith("1.")):
         raise Rejected(f"specversion {specversion[:20]!r} is not CloudEvents 1.x")
     if event_type != EVENT_TYPE:
         raise Rejected(f"event type {event_type[:100]!r} is not {EVENT_TYPE}")
-    tenant = _ident(envelope.get("tenantid"), "tenantid")
+    tenant = identifier(envelope.get("tenantid"), "tenantid")
     data = _data(envelope)
 
-    reload_id = _ident(data.get("id"), "data.id")
-    app_id = _ident(data.get("appId"), "data.appId")
-    user_id = _ident(data.get("userId"), "data.userId")
+    reload_id = identifier(data.get("id"), "data.id")
+    app_id = identifier(data.get("appId"), "data.appId")
+    user_id = identifier(data.get("userId"), "data.userId")
     succeeded = data.get("succeeded")
     if not isinstance(succeeded, bool):
         if succeeded is None:
@@ -255,7 +258,7 @@ def _event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
         native = "SUCCEEDED" if succeeded else "FAILED"
         attrs["status_derived"] = True
     elif isinstance(status, str):
-        native = _clean(status.strip())[:100]
+        native = clean_text(status.strip())[:100]
     else:
         raise Rejected(f"data.status must be a string, got {type(status).__name__}")
     state = canonical_state(native, succeeded)
@@ -324,7 +327,7 @@ def _data(envelope: dict[str, Any]) -> dict[str, Any]:
 def _data_attrs(data: dict[str, Any], attrs: dict[str, Any]) -> None:
     reload_type = data.get("type")
     if isinstance(reload_type, str) and reload_type:
-        attrs["reload_type"] = _clean(reload_type)[:100]
+        attrs["reload_type"] = clean_text(reload_type)[:100]
         if reload_type not in RELOAD_TYPES:
             attrs["reload_type_unknown"] = True
     for name, key in (("partial", "partial"), ("crashedOnMaxSizeEngine", "crashed_on_max_size_engine")):
@@ -334,7 +337,7 @@ def _data_attrs(data: dict[str, Any], attrs: dict[str, Any]) -> None:
     for name, key in (("taskId", "task_id"), ("appUsage", "app_usage"), ("tenantId", "data_tenant_id")):
         text = data.get(name)
         if isinstance(text, str) and text:
-            attrs[key] = _clean(text)[:_MAX_ID]
+            attrs[key] = clean_text(text)[:MAX_ID]
     weight = data.get("weight")
     if type(weight) is int and -(2**63) <= weight < 2**63:
         attrs["weight"] = weight
@@ -349,7 +352,7 @@ def _data_attrs(data: dict[str, Any], attrs: dict[str, Any]) -> None:
             continue
         kept = _scalar(value)
         if kept is not None:
-            extra[_clean(name)[:100]] = kept
+            extra[clean_text(name)[:100]] = kept
     if extra:
         attrs["data_extra"] = extra
 
@@ -358,26 +361,10 @@ def _envelope_attrs(envelope: dict[str, Any], attrs: dict[str, Any]) -> None:
     for name in KEPT_ENVELOPE:
         value = envelope.get(name)
         if isinstance(value, str) and value:
-            attrs[name] = _clean(value)[:_MAX_TEXT]
+            attrs[name] = clean_text(value)[:_MAX_TEXT]
 
 
 # --- small helpers ---------------------------------------------------------------------
-
-
-def _ident(value: Any, field: str) -> str:
-    """A required identifier: a non-empty string of at most ``_MAX_ID`` characters."""
-    if value is None or value == "":
-        raise Rejected(f"missing required field {field!r}")
-    if not isinstance(value, str):
-        raise Rejected(f"{field} must be a string, got {type(value).__name__}")
-    text = value.strip()
-    if not text:
-        raise Rejected(f"missing required field {field!r}")
-    if len(text) > _MAX_ID:
-        raise Rejected(f"{field} is {len(text)} characters long (at most {_MAX_ID})")
-    if _clean(text) != text:
-        raise Rejected(f"{field} is not valid Unicode text")
-    return text
 
 
 def _optional_text(value: Any, field: str, limit: int) -> str | None:
@@ -385,7 +372,7 @@ def _optional_text(value: Any, field: str, limit: int) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Rejected(f"{field} must be a string, got {type(value).__name__}")
-    text = _clean(str(value))
+    text = clean_text(str(value))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -398,22 +385,13 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return _clean(value)[:_MAX_TEXT]
+        return clean_text(value)[:_MAX_TEXT]
     return None
 
 
 def _looks_secret(name: str) -> bool:
     lowered = name.lower()
     return lowered in _SECRET_NAMES or any(hint in lowered for hint in _SECRET_HINTS)
-
-
-def _clean(text: str) -> str:
-    """``text`` with lone surrogates replaced, so the event always encodes as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
 
 
 __all__ = ["VENDOR", "STATES", "EVENT_TYPE", "RELOAD_TYPES", "canonical_state", "normalize", "split"]

@@ -104,6 +104,8 @@ from typing import Any
 
 from pipeline.model import UTC, JobEvent, State, make_event_id
 from pipeline.vendors._common import (
+    clean_text,
+    identifier,
     DEFAULT_CONTEXT,
     Context,
     Rejected,
@@ -173,7 +175,6 @@ _TASK_KINDS = (
     ("usersynctask", "userSyncTask", "UserSync"),
 )
 _NO_DATE_YEAR = 1753
-_MAX_ID = 256
 _MAX_TEXT = 2000
 _MAX_DETAIL = 500
 _MAX_DETAILS = 20
@@ -193,7 +194,7 @@ def decode_status(value: Any) -> str | None:
     if isinstance(value, int):
         return STATUS_NAMES.get(value, str(value))
     if isinstance(value, str):
-        text = _clean(value.strip())[:100]
+        text = clean_text(value.strip())[:100]
         return _FOLDED_NAMES.get(_NOT_NAME.sub("", text).lower(), text)
     raise Rejected(f"status must be a number or a name, got {type(value).__name__}")
 
@@ -314,10 +315,10 @@ def _job_id(piece: _Piece) -> str:
     """The task id a piece concerns (for grouping in ``split``)."""
     fields = piece.fields
     if piece.kind == "task":
-        return _ident(fields.get("id"), "id")
+        return identifier(fields.get("id"), "id", numbers=True)
     if piece.kind == "session":
         return _session_task(fields)[0]
-    return _ident(fields.get("taskid"), "taskID")
+    return identifier(fields.get("taskid"), "taskID", numbers=True)
 
 
 def _emits(piece: _Piece) -> bool:
@@ -382,7 +383,7 @@ class _Result:
 
     def __init__(self, fields: dict[str, Any], tz: tzinfo) -> None:
         result_id = fields.get("id")
-        self.result_id = _ident(result_id, "id") if result_id not in (None, "") else None
+        self.result_id = identifier(result_id, "id", numbers=True) if result_id not in (None, "") else None
         self.native = decode_status(fields.get("status"))
         self.started = _time(fields.get("starttime"), "startTime", tz)
         self.stopped = _time(fields.get("stoptime"), "stopTime", tz)
@@ -408,7 +409,7 @@ class _Result:
         ):
             text = fields.get(name)
             if isinstance(text, str) and text and text != EMPTY_GUID:
-                self.attrs[key] = _clean(text)[:_MAX_TEXT]
+                self.attrs[key] = clean_text(text)[:_MAX_TEXT]
         available = fields.get("scriptlogavailable")
         if isinstance(available, bool):
             self.attrs["script_log_available"] = available
@@ -425,7 +426,7 @@ class _Result:
 
 
 def _result_event(fields: dict[str, Any], ctx: Context, attempt: int | None) -> JobEvent:
-    task_id = _ident(fields.get("taskid"), "taskID")
+    task_id = identifier(fields.get("taskid"), "taskID", numbers=True)
     execution_id = _guid_ident(fields.get("executionid"), "executionID")
     return _from_result(_Result(fields, ctx.tz), task_id, execution_id, _source(ctx), ctx, attempt, {})
 
@@ -442,12 +443,19 @@ def _from_result(
     occurred_at = result.occurred_at(ctx)
     if occurred_at is None:
         raise Rejected(f"execution result of task {task_id} has no time and the context no received_at")
-    attrs = {**result.attrs, **extra}
+    event_id = make_event_id(
+        VENDOR, source, "result", run_id, result.result_id, result.native, _iso(result.started), _iso(result.stopped),
+    )
+    return _result_job_event(result, event_id, source, task_id, run_id, attempt, occurred_at, ctx, {**result.attrs, **extra})
+
+
+def _result_job_event(
+    result: _Result, event_id: str, source: str, task_id: str, run_id: str, attempt: int | None,
+    occurred_at: datetime, ctx: Context, attrs: dict[str, Any],
+) -> JobEvent:
+    """The JobEvent of what an execution result says (a result's own, or a session's)."""
     return JobEvent(
-        event_id=make_event_id(
-            VENDOR, source, "result", run_id, result.result_id, result.native,
-            _iso(result.started), _iso(result.stopped),
-        ),
+        event_id=event_id,
         vendor=VENDOR,
         source=source,
         job_key=f"{VENDOR}:{source}:{task_id}",
@@ -478,7 +486,7 @@ def _session_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
     attrs["task_type"] = task_kind
     name = task.get("name")
     if isinstance(name, str) and name:
-        attrs["task_name"] = _clean(name)[:_MAX_TEXT]
+        attrs["task_name"] = clean_text(name)[:_MAX_TEXT]
     retries = fields.get("retries")
     attempt = retries + 1 if type(retries) is int and 0 <= retries < 10**6 else None
     if attempt is not None:
@@ -495,7 +503,7 @@ def _session_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
         for key, attr in (("hostname", "executing_node_host"), ("name", "executing_node_name"), ("id", "executing_node_id")):
             value = node_fields.get(key)
             if isinstance(value, str) and value:
-                attrs.setdefault(attr, _clean(value)[:_MAX_TEXT])
+                attrs.setdefault(attr, clean_text(value)[:_MAX_TEXT])
     _app_attrs(fields.get("app"), attrs)
 
     modified = _time(fields.get("modifieddate"), "modifiedDate", ctx.tz)
@@ -503,26 +511,11 @@ def _session_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
     occurred_at = modified or result.stopped or result.started or created or ctx.received_at
     if occurred_at is None:
         raise Rejected(f"execution session {session_id} has no time and the context no received_at")
-    return JobEvent(
-        event_id=make_event_id(
-            VENDOR, source, "session", session_id, result.native, retries if attempt else None,
-            result.result_id, _iso(result.started), _iso(result.stopped), _iso(abort_at),
-        ),
-        vendor=VENDOR,
-        source=source,
-        job_key=f"{VENDOR}:{source}:{task_id}",
-        run_key=f"{VENDOR}:{source}:{session_id}",
-        attempt=attempt,
-        native_state=result.native or "",
-        state=result.state,
-        occurred_at=occurred_at,
-        received_at=ctx.received_at,
-        started_at=result.started,
-        finished_at=result.stopped,
-        error_message=result.error,
-        raw_ref=ctx.raw_ref,
-        attrs=attrs,
+    event_id = make_event_id(
+        VENDOR, source, "session", session_id, result.native, retries if attempt else None,
+        result.result_id, _iso(result.started), _iso(result.stopped), _iso(abort_at),
     )
+    return _result_job_event(result, event_id, source, task_id, session_id, attempt, occurred_at, ctx, attrs)
 
 
 def _session_task(fields: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -535,7 +528,7 @@ def _session_task(fields: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
             raise Rejected(f"{name} must be an object, got {type(task).__name__}")
         task_fields = _lower(task)
         if task_fields.get("id") not in (None, ""):
-            return _ident(task_fields.get("id"), f"{name}.id"), kind, task_fields
+            return identifier(task_fields.get("id"), f"{name}.id", numbers=True), kind, task_fields
     raise Rejected("execution session names no task (reloadTask, externalProgramTask or userSyncTask with an id)")
 
 
@@ -559,7 +552,7 @@ def _last_result(fields: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _task_event(fields: dict[str, Any], ctx: Context) -> JobEvent | None:
-    task_id = _ident(fields.get("id"), "id")
+    task_id = identifier(fields.get("id"), "id", numbers=True)
     last = _last_result(fields)
     if last is None:
         return None
@@ -575,7 +568,7 @@ def _task_event(fields: dict[str, Any], ctx: Context) -> JobEvent | None:
         raise Rejected(f"reload task {task_id}: lastExecutionResult has neither executionID nor id")
     name = fields.get("name")
     if isinstance(name, str) and name:
-        extra["task_name"] = _clean(name)[:_MAX_TEXT]
+        extra["task_name"] = clean_text(name)[:_MAX_TEXT]
     for key, attr in (("enabled", "task_enabled"), ("ispartialreload", "is_partial_reload"), ("ismanuallytriggered", "is_manually_triggered")):
         flag = fields.get(key)
         if isinstance(flag, bool):
@@ -595,7 +588,7 @@ def _task_event(fields: dict[str, Any], ctx: Context) -> JobEvent | None:
 
 
 def _start_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
-    task_id = _ident(fields.get("taskid"), "taskId")
+    task_id = identifier(fields.get("taskid"), "taskId", numbers=True)
     response = fields["response"] if "response" in fields else fields.get("value")
     if isinstance(response, dict):
         response = _lower(response).get("value")
@@ -650,7 +643,7 @@ def _vanished_event(fields: dict[str, Any], ctx: Context) -> None:
             break
     else:
         raise Rejected("vanished-session record has no executionSessionId")
-    _ident(fields.get("taskid"), "taskId")
+    identifier(fields.get("taskid"), "taskId", numbers=True)
     _wrapper_source(fields, ctx)
     _wrapper_time(fields, ctx, ("time", "observedat", "checkedat"))
     return None
@@ -671,7 +664,7 @@ def _wrapper_source(fields: dict[str, Any], ctx: Context) -> str:
     for key in ("host", "source"):
         value = fields.get(key)
         if isinstance(value, str) and value.strip():
-            return _ident(value, key)
+            return identifier(value, key, numbers=True)
     return _source(ctx)
 
 
@@ -698,25 +691,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _ident(value: Any, field: str) -> str:
-    """A required identifier: non-empty text of at most ``_MAX_ID`` characters."""
-    if value is None or value == "":
-        raise Rejected(f"missing required field {field!r}")
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise Rejected(f"{field} must be a string, got {type(value).__name__}")
-    text = str(value).strip()
-    if not text:
-        raise Rejected(f"missing required field {field!r}")
-    if len(text) > _MAX_ID:
-        raise Rejected(f"{field} is {len(text)} characters long (at most {_MAX_ID})")
-    if _clean(text) != text:
-        raise Rejected(f"{field} is not valid Unicode text")
-    return text
-
-
 def _guid_ident(value: Any, field: str) -> str:
     """An execution/session id: any identifier, but never the empty GUID."""
-    text = _ident(value, field)
+    text = identifier(value, field, numbers=True)
     if text == EMPTY_GUID:
         raise Rejected(f"{field} is the empty GUID")
     return text
@@ -742,7 +719,7 @@ def _details(value: Any, tz: tzinfo) -> list[dict[str, Any]]:
         kind = fields.get("detailstype")
         detail: dict[str, Any] = {
             "type": DETAIL_TYPES.get(kind, str(kind)) if type(kind) is int else "Unknown",
-            "message": _clean(message)[:_MAX_DETAIL],
+            "message": clean_text(message)[:_MAX_DETAIL],
         }
         if created is not None:
             detail["at"] = created.isoformat()
@@ -765,16 +742,7 @@ def _app_attrs(app: Any, attrs: dict[str, Any]) -> None:
     for key, attr in (("id", "app_id"), ("name", "app_name")):
         value = fields.get(key)
         if isinstance(value, str) and value:
-            attrs.setdefault(attr, _clean(value)[:_MAX_TEXT])
-
-
-def _clean(text: str) -> str:
-    """``text`` with lone surrogates replaced, so the event always encodes as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
+            attrs.setdefault(attr, clean_text(value)[:_MAX_TEXT])
 
 
 __all__ = [
