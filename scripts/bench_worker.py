@@ -32,12 +32,12 @@ TANSU_FLAG = "--tansu"
 STATES = ("WAITING", "RUNNING", "RUNNING", "SUCCESS")
 
 
-def messages(count: int, jobs: int) -> list[tuple[bytes, bytes]]:
+def messages(count: int, jobs: int, keys: int) -> list[tuple[bytes, bytes]]:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     out = []
     for n in range(count):
         job, step = n % jobs, (n // jobs) % len(STATES)
-        method = f"bench.method{job % 500}"
+        method = f"bench.method{job % keys}"
         fields = {"id": job, "method": method, "state": STATES[step],
                   "time_started": {"$date": 1767225600000},
                   "progress": {"percent": step * 30, "description": None, "extra": None}}
@@ -92,7 +92,8 @@ def wait_ready(log: Path, since: int, timeout: float = 300) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=10_000, help="runs (TrueNAS job ids)")
+    parser.add_argument("--keys", type=int, default=500, help="jobs (TrueNAS methods): table entries")
     parser.add_argument("--no-tansu", action="store_true", help="Without the Tansu changelog workaround (to see its cost).")
     args = parser.parse_args()
     global TANSU_FLAG
@@ -101,7 +102,7 @@ def main() -> None:
     log = folder / "worker.log"
     with EmbeddedBroker() as broker:
         asyncio.run(catalog.apply(broker.bootstrap))
-        records = messages(args.messages, args.jobs)
+        records = messages(args.messages, args.jobs, args.keys)
         began = time.monotonic()
         asyncio.run(preload(broker.bootstrap, records))
         print(f"preloaded {len(records)} raw messages in {time.monotonic() - began:.1f} s")
@@ -117,7 +118,9 @@ def main() -> None:
         restarted = start(broker.bootstrap, log, folder / "data")
         launched = time.monotonic()
         ready = wait_ready(log, 1)
-        print(f"restart to ready with {min(args.jobs, 500)} table entries ({args.jobs} runs): {ready - launched:.1f} s")
+        recovered = re.findall(r"Done reading from changelog topics", log.read_text(errors="replace"))
+        print(f"restart to ready with {min(args.jobs, args.keys)} table entries ({args.jobs} runs): "
+              f"{ready - launched:.1f} s ({len(recovered)} changelog reads logged)")
         restarted.terminate()
         restarted.wait(timeout=60)
 
