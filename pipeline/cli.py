@@ -38,7 +38,7 @@ out = Console(highlight=False, soft_wrap=True)
 
 BootstrapOpt = Annotated[
     Optional[str],
-    typer.Option("--bootstrap", "-b", help="Kafka bootstrap HOST:PORT [env JOBSTREAM_BOOTSTRAP; default localhost:9092]."),
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap HOST:PORT (env JOBSTREAM_BOOTSTRAP; default localhost:9092)."),
 ]
 
 
@@ -171,10 +171,10 @@ def normalize(
 def worker(
     bootstrap: BootstrapOpt = None,
     store: Annotated[Optional[str], typer.Option(help="Table store: rocksdb:// (default) or memory://.")] = None,
-    datadir: Annotated[Optional[Path], typer.Option(help="Where RocksDB keeps its files [default data/worker].")] = None,
+    datadir: Annotated[Optional[Path], typer.Option(help="Where RocksDB keeps its files (default data/worker).")] = None,
     partitions: Annotated[Optional[int], typer.Option(min=1, help="Partitions of the table and its topics.")] = None,
-    stale_after: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds of event time without activity before a run is STALE [default 240]; per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
-    app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id [default jobstream].")] = None,
+    stale_after: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
+    app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
 ) -> None:
