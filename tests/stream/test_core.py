@@ -201,3 +201,14 @@ def test_a_key_seen_on_another_partition_is_refused_not_stored_in_the_wrong_one(
     [(topic, _key, letter)] = outputs
     assert topic == catalog.DEADLETTER and letter["error_type"] == "PartitionMismatch"
     assert decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).partition == 0
+
+
+def test_killed_after_sending_but_before_storing_gives_the_same_records_again():
+    """Failure table, row 2: outputs were sent, the state was not stored. The batch is
+    consumed again and gives records with the same ids, which downstream dedupes."""
+    harness = Harness()
+    batch = harness.core.process(story())  # steps 1-2 happened; step 3 (store) never did
+    first = [(o.topic, o.key, o.value) for o in batch.outputs]
+    harness.restart()
+    again = harness.core.process(story())
+    assert [(o.topic, o.key, o.value) for o in again.outputs] == first
