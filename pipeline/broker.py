@@ -9,10 +9,13 @@ the project builds leaves those off (see ``pipeline.settings.KafkaSettings``).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,6 +65,9 @@ def kafka_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:
 class EmbeddedBroker:
     """One Tansu process on a free loopback port. Use as a context manager or start/stop.
 
+    Tansu never outlives its starter: ``stop`` at exit, and on Linux the kernel ends it
+    when the thread that started it ends (so start it from a thread that lives as long).
+
     >>> with EmbeddedBroker() as broker:
     ...     broker.bootstrap  # '127.0.0.1:40123'
     """
@@ -86,7 +92,7 @@ class EmbeddedBroker:
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/", "--cluster-id", "jobstream"],
                 stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise BrokerError(f"could not run the Tansu binary {binary}: {exc}") from None
@@ -129,3 +135,24 @@ class EmbeddedBroker:
 
 
 _TANSU_ENV = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
+
+
+def _find_prctl() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once here: the child between fork and exec should only make the call.
+_PRCTL = _find_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, have the kernel stop Tansu when the process
+    that started it dies, even by SIGKILL, when neither ``stop`` nor atexit can run."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))

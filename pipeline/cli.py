@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -50,6 +51,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def quiet_kafka_logs() -> None:
     """aiokafka logs every failed connection attempt; the command says it once itself."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM exits through SystemExit, so ``finally`` blocks stop the embedded broker
+    and the worker child (Python's default would end the process on the spot)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -111,6 +118,7 @@ def broker(
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
     from pipeline.broker import BrokerError, EmbeddedBroker
 
+    exit_on_sigterm()
     try:
         embedded = EmbeddedBroker(port=port).start()
     except BrokerError as exc:
@@ -262,6 +270,7 @@ def _replay_embedded(plan: "ReplayPlan", timeout: float) -> None:
     from pipeline.broker import BrokerError, EmbeddedBroker
 
     log = Path(tempfile.mkdtemp(prefix="jobstream-")) / "worker.log"
+    exit_on_sigterm()
     try:
         embedded = EmbeddedBroker().start()
     except BrokerError as exc:

@@ -44,3 +44,27 @@ def test_stop_is_idempotent_and_free_port_is_bindable():
     embedded.start().stop()
     embedded.stop()
     assert broker_module.find_tansu()
+
+
+def test_the_broker_does_not_outlive_pipeline_broker_on_sigterm_or_sigkill():
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        port = free_port()
+        command = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "broker", "--port", str(port), "--no-topics"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = command.stdout.readline()
+        assert re.search(rf"broker ready at 127.0.0.1:{port}", line), line
+        assert kafka_api_versions("127.0.0.1", port)
+        command.send_signal(stop)
+        command.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while kafka_api_versions("127.0.0.1", port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not kafka_api_versions("127.0.0.1", port, timeout=0.2), f"Tansu still answers after {stop.name}"
