@@ -202,11 +202,16 @@ class StreamCore:
             del self._cache[next(iter(self._cache))]
         return batch
 
-    def _entry(self, key: bytes, partition: int, pending: dict[bytes, Entry]) -> Entry:
+    def _stored(self, key: bytes, pending: dict[bytes, Entry]) -> Entry | None:
+        """The entry under ``key`` as this batch left it, else as cached, else as stored."""
         entry = pending.get(key) or self._cache.get(key)
         if entry is None:
             data = self._lookup(key)
-            entry = decode_entry(data) if data is not None else Entry(partition, {}, {})
+            entry = decode_entry(data) if data is not None else None
+        return entry
+
+    def _entry(self, key: bytes, partition: int, pending: dict[bytes, Entry]) -> Entry:
+        entry = self._stored(key, pending) or Entry(partition, {}, {})
         pending[key] = entry
         return entry
 
@@ -301,12 +306,9 @@ class StreamCore:
         watermark = part.watermark
         while part.deadlines and part.deadlines[0][0] <= watermark:
             deadline, key, job_key = heapq.heappop(part.deadlines)
-            entry = pending.get(key) or self._cache.get(key)
+            entry = self._stored(key, pending)
             if entry is None:
-                data = self._lookup(key)
-                if data is None:
-                    continue
-                entry = decode_entry(data)
+                continue
             job = entry.jobs.get(job_key)
             if job is None or job.deadline != deadline:
                 continue  # superseded: the job moved on since this deadline was indexed
