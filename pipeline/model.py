@@ -147,12 +147,27 @@ class RawEnvelope(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
     ``payload`` is the vendor's JSON value; a body that is not valid JSON (the Zuora
     seed's example is not) travels as a string and the vendor module parses it.
+
+    A *heartbeat* (``heartbeat=True``, ``payload`` None) says "source was polled or
+    connected at ``received_at``": ingestors write one to every partition of their raw
+    topic at each poll (or every few seconds), keyed ``heartbeat_key(source)``, so the
+    worker's event time moves on a quiet partition and a replay stays deterministic
+    (the heartbeats are in the log, not in a wall clock). It carries no job.
     """
 
     vendor: str
     source: str
     received_at: datetime
-    payload: Any
+    payload: Any = None
+    heartbeat: bool = False
+
+
+HEARTBEAT_KEY_PREFIX = b"\x00heartbeat:"
+"""Heartbeat keys start with a NUL byte, which no job key does (job keys are text)."""
+
+
+def heartbeat_key(source: str) -> bytes:
+    return HEARTBEAT_KEY_PREFIX + source.encode("utf-8", "surrogatepass")
 
 
 _event_encoder = msgspec.json.Encoder()

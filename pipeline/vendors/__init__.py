@@ -1,6 +1,6 @@
 """One module per vendor, each with the same small surface.
 
-A vendor module ``pipeline/vendors/<name>.py`` defines:
+A vendor package ``pipeline/vendors/<name>/`` holds ``normalize.py``, which defines:
 
 - ``VENDOR``: its name (also the suffix of its raw topic, ``raw.<name>``);
 - ``STATES``: the native-to-canonical state table (every documented native value);
@@ -10,7 +10,7 @@ A vendor module ``pipeline/vendors/<name>.py`` defines:
 - ``split(doc) -> list``: the document cut into pieces that each concern one job, so a
   producer can key each raw message by its job (see ``keyed_documents``).
 
-Adding a sixth vendor means adding one module here and one topic file in ``topics/``.
+Adding a sixth vendor means adding one package here and one topic file in ``topics/``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def get(name: str) -> ModuleType:
     """The vendor module called ``name``."""
     if name not in VENDOR_NAMES:
         raise UnknownVendor(name)
-    return importlib.import_module(f"pipeline.vendors.{name}")
+    return importlib.import_module(f"pipeline.vendors.{name}.normalize")
 
 
 def normalize(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[JobEvent]:

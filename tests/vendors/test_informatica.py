@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline import vendors
 from pipeline.model import JobEvent, State, encode_event
-from pipeline.vendors import informatica
+from pipeline.vendors.informatica import normalize as informatica
 from pipeline.vendors._common import Context, Rejected
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "informatica"

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.model import JobEvent, State, encode_event
-from pipeline.vendors import keyed_documents, qlik_qrs
+from pipeline.vendors import keyed_documents
+from pipeline.vendors.qlik_qrs import normalize as qlik_qrs
 from pipeline.vendors._common import Context, Rejected
 from tests.vendors.allowed import assert_allowed_outcome
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import vendors
 from pipeline.model import State
-from pipeline.vendors import informatica
+from pipeline.vendors.informatica import normalize as informatica
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
 
 SEED = pathlib.Path(__file__).parent / "fixtures" / "informatica" / "seed_publication_with_child.json"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipeline import vendors
 from pipeline.model import JobEvent, State, encode_event
-from pipeline.vendors import truenas
+from pipeline.vendors.truenas import normalize as truenas
 from pipeline.vendors._common import Context, Rejected
 from tests.vendors.allowed import assert_allowed_outcome
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline import vendors
 from pipeline.model import JobEvent, State
-from pipeline.vendors import zuora
+from pipeline.vendors.zuora import normalize as zuora
 from pipeline.vendors._common import Context, Rejected
 from tests.vendors.allowed import assert_allowed_outcome
 

@@ -1,0 +1,1 @@
+"""informatica: normalize.py (pure: raw document -> JobEvents); its ingestor and simulator join it here."""
