@@ -18,6 +18,8 @@ EVENTS = "jobs.events"
 TRANSITIONS = "jobs.transitions"
 RUNS = "jobs.runs"
 DEADLETTER = "jobs.deadletter"
+ALERTS = "jobs.alerts"
+CURSORS = "ingest.cursors"
 RAW_PREFIX = "raw."
 
 

@@ -7,8 +7,10 @@ from pipeline.vendors import VENDOR_NAMES
 def test_catalog_has_every_topic_of_the_design():
     names = set(catalog.load())
     assert names == {f"raw.{v}" for v in VENDOR_NAMES} | {
-        "jobs.events", "jobs.transitions", "jobs.runs", "jobs.deadletter"
+        "jobs.events", "jobs.transitions", "jobs.runs", "jobs.deadletter", "jobs.alerts",
+        "ingest.cursors",
     }
+    assert catalog.topic(catalog.CURSORS).cleanup_policy == "compact"
     assert catalog.topic(catalog.RUNS).cleanup_policy == "compact"
     assert catalog.topic(catalog.RUNS).config == {"cleanup.policy": "compact"}
     assert catalog.topic(catalog.EVENTS).config["retention.ms"] == "604800000"
