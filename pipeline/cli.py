@@ -325,6 +325,91 @@ def _replay_embedded(plan: "ReplayPlan", timeout: float) -> None:
         embedded.stop()
 
 
+# --- DuckDB sink and SQL (pipeline/sink/) -------------------------------------------
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="The analytics DuckDB file (env JOBSTREAM_DB_PATH; default data/jobstream.duckdb).")]
+
+
+@app.command()
+def sink(
+    bootstrap: BootstrapOpt = None,
+    db: DbOpt = None,
+    quack_host: Annotated[Optional[str], typer.Option(help="Address live SQL listens on (default localhost; anything else is reachable from other hosts).")] = None,
+    quack_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over Quack (default 9494; 0 turns it off).")] = None,
+) -> None:
+    """Write the jobs.* topics into DuckDB, exactly once, and serve it for live SQL.
+
+    The single writer of the file: each batch and its Kafka offsets go in one transaction
+    (the commit protocol: pipeline/sink/consumer.py). The Quack token comes from
+    JOBSTREAM_QUACK_TOKEN or is generated into <db>.quack-token (mode 0600).
+    """
+    from pipeline.sink.consumer import run_sink
+    from pipeline.sink.writer import SinkError
+
+    settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port)
+    quiet_kafka_logs()
+    try:
+        run_sink(settings, echo=lambda line: out.print(line, markup=False))
+    except SinkError as exc:
+        raise fail(str(exc)) from None
+    except (OSError, ConnectionError) as exc:
+        raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors; one line, no traceback
+        if type(exc).__module__.startswith("aiokafka"):
+            raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc or type(exc).__name__})") from None
+        raise
+
+
+@app.command()
+def sql(
+    query: Annotated[Optional[str], typer.Argument(help='A SELECT query, e.g. "FROM active_runs".')] = None,
+    db: DbOpt = None,
+    quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="table, csv or json (JSON lines).")] = "table",
+    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database, and exit.")] = False,
+) -> None:
+    """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
+
+    Views: jobs, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
+    dead_letter_reasons (README "Analysts' views"). Writes are refused.
+    """
+    import os
+    import shutil
+
+    from pipeline.sink import quack, sql as sql_module
+
+    settings = load_settings(db_path=db)
+    address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    if attach:
+        try:
+            line = sql_module.attach_command(address, token_file, bool(os.environ.get(quack.TOKEN_ENV)))
+        except quack.QuackError as exc:
+            raise fail(str(exc)) from None
+        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
+        return
+    if not query:
+        raise fail('give a query, e.g. pipeline sql "FROM active_runs", or --attach', 2)
+    if output not in ("table", "csv", "json"):
+        raise fail(f"--format must be table, csv or json, not {output!r}", 2)
+    try:
+        result = sql_module.run_query(settings.db_path, address, token_file, query)
+    except sql_module.SqlError as exc:
+        raise fail(str(exc)) from None
+    if output == "csv":
+        sys.stdout.write(sql_module.render_csv(result))
+    elif output == "json":
+        sys.stdout.write(sql_module.render_json(result))
+    else:
+        from rich.table import Table
+
+        table = Table(*result.columns, caption=f"{len(result.rows)} rows from {result.source}")
+        for row in result.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
 def main() -> None:
     app()
 

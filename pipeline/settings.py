@@ -44,6 +44,15 @@ class Settings:
     batch_max: int = 1000
     batch_within_s: float = 0.05
     entry_cache_size: int = 50_000
+    # The DuckDB sink (pipeline/sink/) and `pipeline sql`. quack_port 0 turns live SQL off;
+    # the token file defaults to <db_path>.quack-token (the token itself comes from
+    # JOBSTREAM_QUACK_TOKEN or is generated: it is never a setting, so never printed).
+    db_path: Path = Path("data/jobstream.duckdb")
+    quack_host: str = "localhost"
+    quack_port: int = 9494
+    quack_token_file: Path | None = None
+    sink_batch_max: int = 50_000
+    sink_fetch_wait_ms: int = 100
 
     def stale_after(self, vendor: str) -> timedelta:
         return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))

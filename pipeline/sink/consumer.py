@@ -1,0 +1,156 @@
+"""``pipeline sink``: the ``jobs.*`` topics -> DuckDB, exactly once, without Kafka transactions.
+
+Commit protocol (one pass per batch; the sink is the single writer of its file, so it
+takes every partition of the ``jobs.*`` topics itself, without a consumer group):
+
+1. Open the file, apply the migrations, start Quack on it.
+2. Assign every partition; seek each to its ``next_offset`` in ``kafka_offsets``, or to the
+   beginning when the file has none (offsets live only in DuckDB, never in Kafka).
+3. Fetch a batch (``getmany``).
+4. Decode it in memory: contract-v1 records to Arrow tables, deduplicated within the
+   batch; records that do not decode become ``dead_letters`` rows (``records.py``).
+5. In ONE DuckDB transaction: insert the rows (anti-join on ids for the append tables,
+   highest version wins for runs and alerts) and upsert each partition's next offset
+   into ``kafka_offsets``; COMMIT. Then back to step 3.
+
+Killed after step k -> what the restart sees (tests/sink/test_commit_protocol.py, one
+test per row, named after it):
+
+| killed after | in the file                              | the restart                                   |
+|--------------|------------------------------------------|-----------------------------------------------|
+| 1 or 2       | schema, no rows or offsets of the batch  | seeks to the stored offsets (or the start)    |
+| 3 or 4       | nothing of the batch                     | fetches the same records again, same rows     |
+| 5, before COMMIT | nothing of the batch (DuckDB rolls back the uncommitted WAL) | as above |
+| 5, after COMMIT  | the rows and their offsets               | seeks past them: no row twice, none missing |
+
+A re-sent record (the worker re-emits records with the same ids after its own crash)
+sits at a new offset: the anti-join and version rules keep the tables right whatever
+the broker re-delivers. A failure to write (full disk, file lost) rolls the transaction
+back and ends the process with one line and a non-zero status; its supervisor restarts
+it at step 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.settings import Settings
+from pipeline.sink import quack
+from pipeline.sink.records import TOPIC_TABLES, Batch, KafkaRecord, decode_batch
+from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
+
+log = logging.getLogger("pipeline.sink")
+
+TOPICS = tuple(TOPIC_TABLES)
+
+
+@dataclass(slots=True)
+class SinkStats:
+    batches: int = 0
+    records: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+
+
+async def consume(
+    settings: Settings,
+    writer: SinkWriter,
+    *,
+    stop: asyncio.Event,
+    on_commit: Callable[[Batch], None] | None = None,
+) -> SinkStats:
+    """Steps 2 to 5 until ``stop`` is set; returns what was written."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        fetch_max_wait_ms=settings.sink_fetch_wait_ms,
+    )
+    await consumer.start()
+    stats = SinkStats()
+    try:
+        partitions = await _partitions(consumer)
+        consumer.assign(partitions)
+        stored = writer.read_offsets()
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=200, max_records=settings.sink_batch_max)
+            if not fetched:
+                continue
+            records = [
+                KafkaRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                for messages in fetched.values() for r in messages
+            ]
+            batch = decode_batch(records)
+            await asyncio.to_thread(writer.write, batch)
+            stats.batches += 1
+            stats.records += batch.records
+            stats.rows += batch.rows
+            letters = batch.tables.get("dead_letters")
+            stats.dead_letters += 0 if letters is None else letters.num_rows
+            if on_commit is not None:
+                on_commit(batch)
+    finally:
+        await consumer.stop()
+    return stats
+
+
+async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    deadline = time.monotonic() + 10
+    while True:
+        missing = [t for t in TOPICS if not consumer.partitions_for_topic(t)]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise SinkError(f"topics {', '.join(missing)} do not exist: run `pipeline topics apply` first")
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+        await asyncio.sleep(0.2)
+    return [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t))]
+
+
+def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> SinkStats:
+    """Step 1, then the loop until SIGINT/SIGTERM; errors surface as ``SinkError``."""
+    writer = DuckDBWriter(settings.db_path).open()
+    server = None
+    try:
+        if settings.quack_port:
+            token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+            token = quack.resolve_token(token_file)
+            try:
+                server = quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token)
+            except quack.QuackError as exc:
+                raise SinkError(str(exc)) from None
+            where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
+            echo(f"sink: live SQL on {server.uri} (token in {where})")
+        echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")
+
+        async def main() -> SinkStats:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            return await consume(settings, writer, stop=stop)
+
+        stats = asyncio.run(main())
+        echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters")
+        return stats
+    finally:
+        if server is not None:
+            server.stop()
+        writer.close()
