@@ -103,13 +103,17 @@ class DuckDBWriter:
             con.register("o", offsets)
             con.execute('INSERT OR REPLACE INTO kafka_offsets SELECT topic, "partition", next_offset, now() FROM o')
             con.unregister("o")
-            con.execute("COMMIT")
+            self._commit(con)
         except duckdb.Error as exc:
             try:
                 con.execute("ROLLBACK")
             except duckdb.Error:
                 pass
             raise SinkError(explain(self.path, exc) + "; the batch was not committed") from None
+
+    def _commit(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The one instant the batch becomes durable (the commit protocol's step 5)."""
+        con.execute("COMMIT")
 
     @staticmethod
     def _write_table(con: duckdb.DuckDBPyConnection, table: str) -> None:

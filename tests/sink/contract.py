@@ -125,8 +125,9 @@ async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | byte
 class SinkProcess:
     """``pipeline sink`` in a subprocess with its own file, Quack port and token."""
 
-    def __init__(self, bootstrap: str, db: Path, *, token: str = "test-token-1234") -> None:
+    def __init__(self, bootstrap: str, db: Path, *, token: str = "test-token-1234", env: dict[str, str] | None = None) -> None:
         self.db = db
+        self.env = env or {}
         self.port = free_port()
         self.token = token
         self.log = db.with_suffix(".log")
@@ -141,7 +142,7 @@ class SinkProcess:
         return quack.uri("localhost", self.port)
 
     def start(self) -> "SinkProcess":
-        env = {**os.environ, quack.TOKEN_ENV: self.token}
+        env = {**os.environ, quack.TOKEN_ENV: self.token, **self.env}
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(self.args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env)
         return self
@@ -163,13 +164,15 @@ class SinkProcess:
                 time.sleep(0.1)
 
     def wait_for(self, sql: str, expected: Any, timeout: float = 60.0) -> None:
-        """Poll ``sql`` over Quack until it answers ``expected`` (an exact count or value)."""
+        """Poll ``sql`` over Quack until it answers ``expected`` (an exact value, or a
+        predicate on the answer), with a deadline."""
+        accept = expected if callable(expected) else (lambda got: got == expected)
         con = self.connect()
         deadline = time.monotonic() + timeout
         try:
             while True:
                 got = con.execute(sql).fetchone()[0]
-                if got == expected:
+                if accept(got):
                     return
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{sql} answered {got!r}, not {expected!r}, within {timeout:.0f} s; {self.tail()}")
