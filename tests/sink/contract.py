@@ -125,7 +125,7 @@ async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | byte
 class SinkProcess:
     """``pipeline sink`` in a subprocess with its own file, Quack port and token."""
 
-    def __init__(self, bootstrap: str, db: Path, *, token: str = "test-token-1234", env: dict[str, str] | None = None) -> None:
+    def __init__(self, bootstrap: str, db: Path, *, token: str | None = "test-token-1234", env: dict[str, str] | None = None) -> None:
         self.db = db
         self.env = env or {}
         self.port = free_port()
@@ -142,7 +142,9 @@ class SinkProcess:
         return quack.uri("localhost", self.port)
 
     def start(self) -> "SinkProcess":
-        env = {**os.environ, quack.TOKEN_ENV: self.token, **self.env}
+        env = {k: v for k, v in os.environ.items() if k != quack.TOKEN_ENV} | self.env
+        if self.token is not None:
+            env[quack.TOKEN_ENV] = self.token
         with open(self.log, "ab") as output:
             self.process = subprocess.Popen(self.args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env)
         return self
@@ -155,7 +157,8 @@ class SinkProcess:
                 raise RuntimeError(f"the sink exited with {self.process.returncode}: {self.tail()}")
             con = duckdb.connect()
             try:
-                quack.attach(con, self.uri, self.token)
+                token = self.token or quack.read_token(quack.token_file_for(self.db), env={}) or "none"
+                quack.attach(con, self.uri, token)
                 return con
             except duckdb.Error:
                 con.close()
