@@ -44,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.settings import Settings
 from pipeline.sink import quack
-from pipeline.sink.records import TOPIC_TABLES, Batch, KafkaRecord, decode_batch
+from pipeline.sink.records import TOPIC_TABLES, Batch, decode_batch
 from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
 
 log = logging.getLogger("pipeline.sink")
@@ -89,23 +89,33 @@ async def consume(
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
-        while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=200, max_records=settings.sink_batch_max)
-            if not fetched:
-                continue
-            records = [
-                KafkaRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
-                for messages in fetched.values() for r in messages
-            ]
-            batch = decode_batch(records)
+        writing: asyncio.Task[None] | None = None
+
+        async def write(batch: Batch) -> None:
             await asyncio.to_thread(writer.write, batch)
             stats.batches += 1
             stats.records += batch.records
             stats.rows += batch.rows
-            letters = batch.tables.get("dead_letters")
-            stats.dead_letters += 0 if letters is None else letters.num_rows
+            letters = [batch.tables.get(t) for t in ("dead_letters", "sink_dead_letters")]
+            stats.dead_letters += sum(t.num_rows for t in letters if t is not None)
             if on_commit is not None:
                 on_commit(batch)
+
+        # While DuckDB writes batch n (in a thread, without the GIL), batch n+1 is fetched
+        # and decoded; writes stay one at a time and in order.
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=200, max_records=settings.sink_batch_max)
+            if writing is not None and writing.done():
+                await writing  # raises what the write raised
+                writing = None
+            if not fetched:
+                continue
+            batch = decode_batch(record for messages in fetched.values() for record in messages)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(write(batch))
+        if writing is not None:
+            await writing
     finally:
         await consumer.stop()
     return stats

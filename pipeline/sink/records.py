@@ -1,10 +1,11 @@
 """Contract-v1 records (docs/records.md) -> rows for the sink's tables. Pure, no I/O.
 
-``decode_batch`` turns the Kafka records of one batch into a ``Rows`` per table, already
-deduplicated within the batch: events by ``event_id``, transitions by ``transition_id``,
+``decode_batch`` validates the Kafka records of one batch and keeps, per table, the JSON
+of the records that count, deduplicated within the batch: events by ``event_id``, transitions by ``transition_id``,
 dead letters by ``dead_letter_id`` (first wins: re-sent records are identical), runs by
 ``run_key`` keeping the highest ``version`` whatever the order, alerts by ``alert_id``
 keeping the latest status (a final status beats ``fired``; then the later offset wins).
+``SELECT_ROWS`` is the SQL that turns that JSON into the table's columns inside DuckDB.
 Deduplication against rows already in the database is the writer's job.
 
 A record that does not decode, lacks ``schema_version`` or carries a version newer than
@@ -18,9 +19,10 @@ import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+import orjson
 import pyarrow as pa
 
 from pipeline import catalog
@@ -31,14 +33,21 @@ SCHEMA_VERSION = 1
 MAX_DEAD_VALUE = 256 * 1024
 
 
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
+"""Bounded like the DuckDB columns they fill, so a record msgspec accepts always casts
+(and times must say their zone: records.md writes them in UTC)."""
+
+
 class _Versioned(msgspec.Struct, kw_only=True, gc=False):
     schema_version: int
 
 
 class RawRef(msgspec.Struct, kw_only=True, gc=False):
     topic: str
-    partition: int
-    offset: int
+    partition: Int32
+    offset: Int64
 
 
 class EventRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -50,13 +59,13 @@ class EventRecord(msgspec.Struct, kw_only=True, gc=False):
     run_key: str
     native_state: str
     state: str
-    occurred_at: datetime
-    attempt: int | None = None
-    received_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    occurred_at: Time
+    attempt: Int32 | None = None
+    received_at: Time | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
     progress: float | None = None
-    rows: int | None = None
+    rows: Int64 | None = None
     counts: msgspec.Raw = msgspec.Raw(b"{}")
     error_code: str | None = None
     error_message: str | None = None
@@ -73,10 +82,10 @@ class TransitionRecord(msgspec.Struct, kw_only=True, gc=False):
     vendor: str
     job_key: str
     run_key: str
-    attempt: int
+    attempt: Int32
     from_state: str | None
     to_state: str
-    at: datetime
+    at: Time
     cause: str
     event_id: str | None = None
     late: bool = False
@@ -89,46 +98,46 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
     run_key: str
     job_key: str
     vendor: str
-    version: int
+    version: Int64
     state: str
-    attempt: int
+    attempt: Int32
     source: str | None = None
     parent_run_key: str | None = None
-    retries: int = 0
-    first_event_at: datetime | None = None
-    last_event_at: datetime | None = None
-    current_at: datetime | None = None
-    queued_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    retries: Int32 = 0
+    first_event_at: Time | None = None
+    last_event_at: Time | None = None
+    current_at: Time | None = None
+    queued_at: Time | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
     duration_s: float | None = None
     queue_s: float | None = None
     native_state: str | None = None
     progress: float | None = None
-    rows: int | None = None
-    stale_episodes: int = 0
-    reactivations: int = 0
-    events: int = 0
+    rows: Int64 | None = None
+    stale_episodes: Int32 = 0
+    reactivations: Int32 = 0
+    events: Int64 = 0
     last_error_code: str | None = None
     last_error_message: str | None = None
-    last_error_at: datetime | None = None
-    deadline: datetime | None = None
+    last_error_at: Time | None = None
+    deadline: Time | None = None
 
 
 class DeadLetterRecord(msgspec.Struct, kw_only=True, gc=False):
     schema_version: int
     dead_letter_id: str
-    at: datetime | None
+    at: Time | None
     stage: str
     error_type: str
     reason: str
     topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
+    partition: Int32 | None = None
+    offset: Int64 | None = None
     vendor: str | None = None
     key_b64: str | None = None
     value_b64: str | None = None
-    value_size: int | None = None
+    value_size: Int64 | None = None
     value_preview: str | None = None
 
 
@@ -137,60 +146,19 @@ class AlertRecord(msgspec.Struct, kw_only=True, gc=False):
     alert_id: str
     rule: str
     status: str
-    at: datetime | None = None
+    at: Time | None = None
     reason: str | None = None
     vendor: str | None = None
     source: str | None = None
     job_key: str | None = None
     run_key: str | None = None
-    attempt: int | None = None
+    attempt: Int32 | None = None
     transition_id: str | None = None
     state: str | None = None
-    delivered_at: datetime | None = None
+    delivered_at: Time | None = None
     channels: list[str] = []
     message: str | None = None
 
-
-_TS = pa.timestamp("us", tz="UTC")
-_S, _I32, _I64, _F, _B = pa.string(), pa.int32(), pa.int64(), pa.float64(), pa.bool_()
-
-# Arrow column types per table, in table column order (schema.py holds the same tables).
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "job_events": pa.schema([
-        ("event_id", _S), ("vendor", _S), ("source", _S), ("job_key", _S), ("run_key", _S),
-        ("attempt", _I32), ("native_state", _S), ("state", _S), ("occurred_at", _TS),
-        ("received_at", _TS), ("started_at", _TS), ("finished_at", _TS), ("progress", _F),
-        ("rows", _I64), ("counts", _S), ("error_code", _S), ("error_message", _S),
-        ("parent_run_key", _S), ("raw_topic", _S), ("raw_partition", _I32), ("raw_offset", _I64),
-        ("attrs", _S), ("late", _B), ("skewed", _B), ("schema_version", _I32),
-    ]),
-    "job_transitions": pa.schema([
-        ("transition_id", _S), ("vendor", _S), ("job_key", _S), ("run_key", _S), ("attempt", _I32),
-        ("from_state", _S), ("to_state", _S), ("at", _TS), ("cause", _S), ("event_id", _S),
-        ("late", _B), ("duplicate", _B), ("illegal", _B), ("schema_version", _I32),
-    ]),
-    "job_runs": pa.schema([
-        ("run_key", _S), ("job_key", _S), ("vendor", _S), ("source", _S), ("parent_run_key", _S),
-        ("version", _I64), ("state", _S), ("attempt", _I32), ("retries", _I32),
-        ("first_event_at", _TS), ("last_event_at", _TS), ("current_at", _TS), ("queued_at", _TS),
-        ("started_at", _TS), ("finished_at", _TS), ("duration_s", _F), ("queue_s", _F),
-        ("native_state", _S), ("progress", _F), ("rows", _I64), ("stale_episodes", _I32),
-        ("reactivations", _I32), ("events", _I64), ("last_error_code", _S),
-        ("last_error_message", _S), ("last_error_at", _TS), ("deadline", _TS), ("schema_version", _I32),
-    ]),
-    "dead_letters": pa.schema([
-        ("dead_letter_id", _S), ("at", _TS), ("stage", _S), ("error_type", _S), ("reason", _S),
-        ("topic", _S), ("partition", _I32), ("offset", _I64), ("vendor", _S), ("key_b64", _S),
-        ("value_b64", _S), ("value_size", _I64), ("value_preview", _S), ("schema_version", _I32),
-    ]),
-    "alerts": pa.schema([
-        ("alert_id", _S), ("rule", _S), ("status", _S), ("reason", _S), ("vendor", _S),
-        ("source", _S), ("job_key", _S), ("run_key", _S), ("attempt", _I32), ("transition_id", _S),
-        ("state", _S), ("at", _TS), ("delivered_at", _TS), ("channels", pa.list_(_S)),
-        ("message", _S), ("schema_version", _I32), ("status_rank", _I32),
-        ("kafka_partition", _I32), ("kafka_offset", _I64),
-    ]),
-}
 
 TOPIC_TABLES: dict[str, str] = {
     catalog.EVENTS: "job_events",
@@ -215,19 +183,22 @@ _FINAL_ALERT_STATUSES = frozenset({"delivered", "suppressed", "failed"})
 
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
-    """What the sink needs of one consumed record (aiokafka's ConsumerRecord has it)."""
+    """What the sink reads of one consumed record: aiokafka's ``ConsumerRecord`` has the
+    same attributes and is passed as it is (no copy per record on the hot path)."""
 
     topic: str
     partition: int
     offset: int
-    timestamp_ms: int
+    timestamp: int
     key: bytes | None
     value: bytes | None
 
 
 @dataclass(slots=True)
 class Batch:
-    """One batch decoded: Arrow tables per table name, and the next offset per partition."""
+    """One batch decoded: per table, an Arrow table of the kept records' JSON (``value``,
+    plus ``status_rank``/``kafka_partition``/``kafka_offset`` for alerts), the sink's own
+    dead letters as rows, and the next offset per partition."""
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -239,62 +210,101 @@ class Batch:
 
 
 def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
-    """Decode, dead-letter and deduplicate one batch of records from the ``jobs.*`` topics."""
-    events: dict[str, EventRecord] = {}
-    transitions: dict[str, TransitionRecord] = {}
-    runs: dict[str, RunRecord] = {}
-    letters: dict[str, list[Any]] = {}
-    alerts: dict[str, tuple[tuple[int, int], AlertRecord, KafkaRecord]] = {}
+    """Validate, dead-letter and deduplicate one batch of records from the ``jobs.*`` topics.
+
+    msgspec validates each record against its Struct (the same work a bare
+    ``orjson.loads`` does); only the raw JSON of the records kept goes on, and DuckDB
+    turns it into columns (``SELECT_ROWS``) in its own threads, without the GIL.
+    """
+    events: dict[str, bytes] = {}
+    transitions: dict[str, bytes] = {}
+    runs: dict[str, tuple[int, bytes]] = {}
+    letters: dict[str, bytes] = {}
+    sink_letters: list[list[Any]] = []
+    alerts: dict[str, tuple[tuple[int, int], bytes, int]] = {}
     batch = Batch()
+    next_offsets = batch.next_offsets
     for record in records:
         batch.records += 1
         position = (record.topic, record.partition)
-        if record.offset + 1 > batch.next_offsets.get(position, -1):
-            batch.next_offsets[position] = record.offset + 1
+        if record.offset >= next_offsets.get(position, 0):
+            next_offsets[position] = record.offset + 1
         decoder = _DECODERS.get(record.topic)
         if decoder is None:
             raise ValueError(f"the sink does not read topic {record.topic!r}")
+        data = record.value
         try:
-            if record.value is None:
+            if data is None:
                 raise msgspec.DecodeError("the record has no value (a tombstone)")
-            value = decoder.decode(record.value)
+            value = decoder.decode(data)
             if value.schema_version != SCHEMA_VERSION:
                 raise _UnknownVersion(value.schema_version)
         except (msgspec.DecodeError, msgspec.ValidationError, _UnknownVersion) as exc:
-            letter = sink_dead_letter(record, exc)
-            letters.setdefault(letter[0], letter)
+            sink_letters.append(sink_dead_letter(record, exc))
             continue
-        if record.topic == catalog.EVENTS:
-            events.setdefault(value.event_id, value)
-        elif record.topic == catalog.TRANSITIONS:
-            transitions.setdefault(value.transition_id, value)
-        elif record.topic == catalog.RUNS:
+        topic = record.topic
+        if topic == _EVENTS:
+            events.setdefault(value.event_id, data)
+        elif topic == _TRANSITIONS:
+            transitions.setdefault(value.transition_id, data)
+        elif topic == _RUNS:
             held = runs.get(value.run_key)
-            if held is None or value.version > held.version:
-                runs[value.run_key] = value
-        elif record.topic == catalog.DEADLETTER:
-            letters.setdefault(value.dead_letter_id, _dead_letter_row(value))
+            if held is None or value.version > held[0]:
+                runs[value.run_key] = (value.version, data)
+        elif topic == _DEADLETTER:
+            letters.setdefault(value.dead_letter_id, data)
         else:
             rank = (1 if value.status in _FINAL_ALERT_STATUSES else 0, record.offset)
             held_alert = alerts.get(value.alert_id)
             if held_alert is None or rank > held_alert[0]:
-                alerts[value.alert_id] = (rank, value, record)
+                alerts[value.alert_id] = (rank, data, record.partition)
     if events:
-        batch.tables["job_events"] = _events_table(events.values())
+        batch.tables["job_events"] = _values(list(events.values()))
     if transitions:
-        batch.tables["job_transitions"] = _table("job_transitions", [_transition_row(t) for t in transitions.values()])
+        batch.tables["job_transitions"] = _values(list(transitions.values()))
     if runs:
-        batch.tables["job_runs"] = _table("job_runs", [_run_row(r) for r in runs.values()])
+        batch.tables["job_runs"] = _values([data for _, data in runs.values()])
     if letters:
-        batch.tables["dead_letters"] = _table("dead_letters", list(letters.values()))
+        batch.tables["dead_letters"] = _values(list(letters.values()))
+    if sink_letters:
+        batch.tables["sink_dead_letters"] = pa.Table.from_arrays(
+            [pa.array(column, type=f.type) for column, f in zip(zip(*sink_letters), SINK_DEAD_LETTER_SCHEMA)],
+            schema=SINK_DEAD_LETTER_SCHEMA,
+        )
     if alerts:
-        batch.tables["alerts"] = _table("alerts", [_alert_row(a, rank[0], rec) for rank, a, rec in alerts.values()])
+        kept = list(alerts.values())
+        batch.tables["alerts"] = pa.table({
+            "value": pa.array([data for _, data, _ in kept], pa.string()),
+            "status_rank": pa.array([rank[0] for rank, _, _ in kept], pa.int32()),
+            "kafka_partition": pa.array([partition for _, _, partition in kept], pa.int32()),
+            "kafka_offset": pa.array([rank[1] for rank, _, _ in kept], pa.int64()),
+        })
     return batch
+
+
+ARROW_CHUNK = 8192
+"""Rows per Arrow record batch: DuckDB parses the JSON of several batches in parallel."""
+
+
+def _values(values: list[bytes]) -> pa.Table:
+    table = pa.table({"value": pa.array(values, pa.string())})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK))
+
+
+_EVENTS, _TRANSITIONS, _RUNS, _DEADLETTER = catalog.EVENTS, catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER
 
 
 class _UnknownVersion(Exception):
     def __init__(self, version: int) -> None:
         super().__init__(f"schema_version {version} is not {SCHEMA_VERSION}, the version this sink reads")
+
+
+SINK_DEAD_LETTER_SCHEMA = pa.schema([
+    ("dead_letter_id", pa.string()), ("at", pa.timestamp("us", tz="UTC")), ("stage", pa.string()),
+    ("error_type", pa.string()), ("reason", pa.string()), ("topic", pa.string()), ("partition", pa.int32()),
+    ("offset", pa.int64()), ("vendor", pa.string()), ("key_b64", pa.string()), ("value_b64", pa.string()),
+    ("value_size", pa.int64()), ("value_preview", pa.string()), ("schema_version", pa.int32()),
+])
 
 
 def sink_dead_letter(record: KafkaRecord, exc: Exception) -> list[Any]:
@@ -312,7 +322,7 @@ def sink_dead_letter(record: KafkaRecord, exc: Exception) -> list[Any]:
     error_type = "UnknownSchemaVersion" if isinstance(exc, _UnknownVersion) else type(exc).__name__
     return [
         f"{record.topic}:{record.partition}:{record.offset}",
-        datetime.fromtimestamp(record.timestamp_ms / 1000, tz=timezone.utc) if record.timestamp_ms >= 0 else None,
+        datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc) if record.timestamp >= 0 else None,
         "sink", error_type, " ".join(reason.split()), record.topic, record.partition, record.offset, None,
         None if record.key is None else base64.b64encode(record.key).decode(),
         base64.b64encode(value).decode() if len(value) <= MAX_DEAD_VALUE else None,
@@ -320,61 +330,58 @@ def sink_dead_letter(record: KafkaRecord, exc: Exception) -> list[Any]:
     ]
 
 
-def _raw_text(raw: msgspec.Raw) -> str | None:
-    text = bytes(raw).decode()
-    return None if text == "null" else text
+def _structure(fields: dict[str, Any]) -> str:
+    return orjson.dumps(fields).decode().replace("'", "''")
 
 
-def _events_table(events: Iterable[EventRecord]) -> pa.Table:
-    rows = []
-    for e in events:
-        ref = e.raw_ref
-        rows.append([
-            e.event_id, e.vendor, e.source, e.job_key, e.run_key, e.attempt, e.native_state, e.state,
-            e.occurred_at, e.received_at, e.started_at, e.finished_at, e.progress, e.rows,
-            _raw_text(e.counts), e.error_code, e.error_message, e.parent_run_key,
-            None if ref is None else ref.topic, None if ref is None else ref.partition,
-            None if ref is None else ref.offset, _raw_text(e.attrs), e.late, e.skewed, e.schema_version,
-        ])
-    return _table("job_events", rows)
+_S, _I, _L, _F, _B, _T, _J = "VARCHAR", "INTEGER", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMPTZ", "JSON"
 
+# What DuckDB reads from each record's JSON (from_json never fails: a field it cannot
+# cast is NULL, and msgspec's bounds above keep valid records castable).
+_JSON_FIELDS: dict[str, dict[str, Any]] = {
+    "job_events": {
+        "event_id": _S, "vendor": _S, "source": _S, "job_key": _S, "run_key": _S, "attempt": _I,
+        "native_state": _S, "state": _S, "occurred_at": _T, "received_at": _T, "started_at": _T,
+        "finished_at": _T, "progress": _F, "rows": _L, "counts": _J, "error_code": _S,
+        "error_message": _S, "parent_run_key": _S, "raw_ref": {"topic": _S, "partition": _I, "offset": _L},
+        "attrs": _J, "late": _B, "skewed": _B, "schema_version": _I,
+    },
+    "job_transitions": {
+        "transition_id": _S, "vendor": _S, "job_key": _S, "run_key": _S, "attempt": _I, "from_state": _S,
+        "to_state": _S, "at": _T, "cause": _S, "event_id": _S, "late": _B, "duplicate": _B, "illegal": _B,
+        "schema_version": _I,
+    },
+    "job_runs": {
+        "run_key": _S, "job_key": _S, "vendor": _S, "source": _S, "parent_run_key": _S, "version": _L,
+        "state": _S, "attempt": _I, "retries": _I, "first_event_at": _T, "last_event_at": _T,
+        "current_at": _T, "queued_at": _T, "started_at": _T, "finished_at": _T, "duration_s": _F,
+        "queue_s": _F, "native_state": _S, "progress": _F, "rows": _L, "stale_episodes": _I,
+        "reactivations": _I, "events": _L, "last_error_code": _S, "last_error_message": _S,
+        "last_error_at": _T, "deadline": _T, "schema_version": _I,
+    },
+    "dead_letters": {
+        "dead_letter_id": _S, "at": _T, "stage": _S, "error_type": _S, "reason": _S, "topic": _S,
+        "partition": _I, "offset": _L, "vendor": _S, "key_b64": _S, "value_b64": _S, "value_size": _L,
+        "value_preview": _S, "schema_version": _I,
+    },
+    "alerts": {
+        "alert_id": _S, "rule": _S, "status": _S, "reason": _S, "vendor": _S, "source": _S, "job_key": _S,
+        "run_key": _S, "attempt": _I, "transition_id": _S, "state": _S, "at": _T, "delivered_at": _T,
+        "channels": [_S], "message": _S, "schema_version": _I,
+    },
+}
 
-def _transition_row(t: TransitionRecord) -> list[Any]:
-    return [
-        t.transition_id, t.vendor, t.job_key, t.run_key, t.attempt, t.from_state, t.to_state, t.at,
-        t.cause, t.event_id, t.late, t.duplicate, t.illegal, t.schema_version,
-    ]
+_EXTRA_COLUMNS = {
+    "job_events": ", j.raw_ref.topic AS raw_topic, j.raw_ref.partition AS raw_partition, j.raw_ref.offset AS raw_offset",
+    "alerts": ", b.status_rank, b.kafka_partition, b.kafka_offset",
+}
 
-
-def _run_row(r: RunRecord) -> list[Any]:
-    return [
-        r.run_key, r.job_key, r.vendor, r.source, r.parent_run_key, r.version, r.state, r.attempt,
-        r.retries, r.first_event_at, r.last_event_at, r.current_at, r.queued_at, r.started_at,
-        r.finished_at, r.duration_s, r.queue_s, r.native_state, r.progress, r.rows, r.stale_episodes,
-        r.reactivations, r.events, r.last_error_code, r.last_error_message, r.last_error_at,
-        r.deadline, r.schema_version,
-    ]
-
-
-def _dead_letter_row(d: DeadLetterRecord) -> list[Any]:
-    return [
-        d.dead_letter_id, d.at, d.stage, d.error_type, d.reason, d.topic, d.partition, d.offset,
-        d.vendor, d.key_b64, d.value_b64, d.value_size, d.value_preview, d.schema_version,
-    ]
-
-
-def _alert_row(a: AlertRecord, status_rank: int, record: KafkaRecord) -> list[Any]:
-    return [
-        a.alert_id, a.rule, a.status, a.reason, a.vendor, a.source, a.job_key, a.run_key, a.attempt,
-        a.transition_id, a.state, a.at, a.delivered_at, a.channels, a.message, a.schema_version,
-        status_rank, record.partition, record.offset,
-    ]
-
-
-def _table(name: str, rows: list[list[Any]]) -> pa.Table:
-    """Rows (lists in column order) -> an Arrow table of the table's schema."""
-    schema = ARROW_SCHEMAS[name]
-    columns = list(zip(*rows))
-    return pa.Table.from_arrays(
-        [pa.array(column, type=f.type) for column, f in zip(columns, schema)], schema=schema,
+SELECT_ROWS: dict[str, str] = {
+    table: (
+        f"SELECT j.* {'EXCLUDE (raw_ref)' if table == 'job_events' else ''}{_EXTRA_COLUMNS.get(table, '')} "
+        f"FROM (SELECT from_json(value, '{_structure(fields)}') AS j, * FROM b) AS b"
     )
+    for table, fields in _JSON_FIELDS.items()
+}
+"""Per table: a SELECT over the registered Arrow table ``b`` giving the table's columns by name."""
+SELECT_ROWS["sink_dead_letters"] = "SELECT * FROM b"

@@ -124,7 +124,7 @@ WITH moves AS (
            lead(cause) OVER w AS next_cause,
            lead(event_id) OVER w AS next_event_id
     FROM job_transitions
-    WHERE NOT (late OR duplicate OR illegal)
+    WHERE NOT coalesce(late OR duplicate OR illegal, false)
     WINDOW w AS (PARTITION BY run_key ORDER BY "at", transition_id)
 )
 SELECT m.vendor, m.run_key, m."at" AS stale_at, m.next_at AS ended_at,

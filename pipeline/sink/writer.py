@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.sink import schema
-from pipeline.sink.records import Batch
+from pipeline.sink.records import SELECT_ROWS, Batch
 
 
 class SinkError(RuntimeError):
@@ -41,7 +41,12 @@ class SinkWriter(Protocol):
     def close(self) -> None: ...
 
 
-_APPEND_IDS = {"job_events": "event_id", "job_transitions": "transition_id", "dead_letters": "dead_letter_id"}
+_APPEND_IDS = {
+    "job_events": ("job_events", "event_id"),
+    "job_transitions": ("job_transitions", "transition_id"),
+    "dead_letters": ("dead_letters", "dead_letter_id"),
+    "sink_dead_letters": ("dead_letters", "dead_letter_id"),
+}
 
 _NEWER = {
     "job_runs": ("run_key", "b.version > t.version"),
@@ -117,19 +122,22 @@ class DuckDBWriter:
 
     @staticmethod
     def _write_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+        rows = SELECT_ROWS[table]
         if table in _APPEND_IDS:
-            key = _APPEND_IDS[table]
+            target, key = _APPEND_IDS[table]
             con.execute(
-                f"INSERT INTO {table} BY NAME SELECT * FROM b "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = b.{key})"
+                f"INSERT INTO {target} BY NAME SELECT * FROM ({rows}) AS b "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{key} = b.{key})"
             )
             return
         key, newer = _NEWER[table]
-        con.execute(f"DELETE FROM {table} t USING b WHERE t.{key} = b.{key} AND ({newer})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE batch_rows AS {rows}")
+        con.execute(f"DELETE FROM {table} t USING batch_rows b WHERE t.{key} = b.{key} AND ({newer})")
         con.execute(
-            f"INSERT INTO {table} BY NAME SELECT * FROM b "
+            f"INSERT INTO {table} BY NAME SELECT * FROM batch_rows b "
             f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = b.{key})"
         )
+        con.execute("DROP TABLE batch_rows")
 
     def close(self) -> None:
         if self._con is not None:

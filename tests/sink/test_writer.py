@@ -159,3 +159,42 @@ def test_a_full_disk_fails_with_one_line_and_never_leaves_half_a_batch(tiny_disk
         reopened.close()
     assert rows == committed * 100
     assert offset == committed * 100
+
+
+def test_every_field_of_each_record_lands_in_its_column(writer):
+    s = Story()
+    event = s.event(
+        "j", "r", 1, "FAILED", attempt=2, started_at="2026-11-30T08:59:00.250Z", finished_at="2026-11-30T09:00:00Z",
+        progress=99.5, rows=12, counts={"pages": 3}, error_code="E1", error_message="boom", parent_run_key="p",
+        attrs={"queue": "draining"}, late=True, skewed=True,
+    )
+    transition = s.transition("j", "r", 1, "RUNNING", "FAILED", cause="retry", duplicate=True)
+    run = s.run("j", "r", 7, "FAILED", queued_at="2026-11-30T08:58:00Z", duration_s=60.0, queue_s=60.0, rows=12,
+                retries=1, stale_episodes=2, reactivations=1, last_error_code="E1", last_error_message="boom",
+                last_error_at="2026-11-30T09:00:00Z", deadline="2026-11-30T09:04:00Z", progress=99.5)
+    letter = s.dead_letter(1)
+    alert = s.alert(1, "delivered")
+    writer.write(batch_of((catalog.EVENTS, 0, event), (catalog.TRANSITIONS, 0, transition), (catalog.RUNS, 0, run),
+                          (catalog.DEADLETTER, 0, letter), (catalog.ALERTS, 0, alert)))
+
+    def row(table: str) -> dict:
+        cursor = writer.connection.execute(f"SELECT * FROM {table}")
+        names = [d[0] for d in cursor.description]
+        (values,) = cursor.fetchall()
+        return {n: v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v for n, v in zip(names, values)}
+
+    stored = row("job_events")
+    ref = event.pop("raw_ref")
+    assert {k: stored[k] for k in event if k not in ("counts", "attrs")} == {
+        **{k: v for k, v in event.items() if k not in ("counts", "attrs")},
+        "started_at": "2026-11-30T08:59:00.250000Z", "occurred_at": "2026-11-30T09:00:00Z", "received_at": "2026-11-30T09:00:00Z",
+        "finished_at": "2026-11-30T09:00:00Z",
+    }
+    assert (stored["raw_topic"], stored["raw_partition"], stored["raw_offset"]) == (ref["topic"], ref["partition"], ref["offset"])
+    assert orjson.loads(stored["counts"]) == {"pages": 3} and orjson.loads(stored["attrs"]) == {"queue": "draining"}
+    assert row("job_transitions") == {**transition, "at": "2026-11-30T09:00:00Z"}
+    assert row("job_runs") == {**run, "first_event_at": "2026-11-30T09:00:00Z", "last_event_at": "2026-11-30T09:00:00Z",
+                               "current_at": "2026-11-30T09:00:00Z", "started_at": "2026-11-30T09:00:00Z"}
+    assert row("dead_letters") == {**letter, "at": "2026-11-30T09:00:00Z"}
+    assert row("alerts") == {**alert, "at": "2026-11-30T09:00:00Z", "delivered_at": "2026-11-30T09:00:00Z",
+                             "status_rank": 1, "kafka_partition": 0, "kafka_offset": 0}
