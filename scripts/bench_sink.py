@@ -190,9 +190,9 @@ def freshness(bootstrap: str, rate: int, seconds: float, folder: Path) -> None:
     def poll() -> None:
         lowest = 0
         while not stop.is_set() and len(seen) < total:
-            rows = client.execute(
-                "SELECT raw_offset FROM job_events WHERE source = ? AND raw_offset >= ?", [source, lowest]
-            ).fetchall()
+            # quack_query runs the filter in the sink (an attached table would be pulled whole).
+            query = f"SELECT raw_offset FROM job_events WHERE source = ''{source}'' AND raw_offset >= {lowest}"
+            rows = client.execute(f"FROM quack_query('{address}', '{query}', token => '{token}')").fetchall()
             now = time.perf_counter()
             for (n,) in rows:
                 seen.setdefault(n, now)
