@@ -111,3 +111,20 @@ def test_dead_letter_reasons_count_per_vendor_stage_and_reason(db):
     assert db.connection.execute(
         "SELECT vendor, stage, reason, dead_letters FROM dead_letter_reasons ORDER BY stage"
     ).fetchall() == [("zuora", "decode", "not JSON", 1), ("zuora", "normalize", "no job id", 2)]
+
+
+def test_every_example_query_in_the_readme_runs(db):
+    import re
+    from pathlib import Path
+
+    s = Story()
+    write(db, [
+        (catalog.RUNS, finished(s, "a", "r1", "FAILED", 10)),
+        (catalog.TRANSITIONS, s.transition("j", "x", 1, "RUNNING", "STALE", cause="stale_timeout", event_id=None)),
+        (catalog.DEADLETTER, s.dead_letter(1)),
+    ])
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)\n```", readme, re.S)
+    assert len(queries) >= 7
+    for query in queries:
+        assert db.connection.execute(query).fetchall() is not None, query
