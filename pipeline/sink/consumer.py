@@ -77,9 +77,10 @@ async def consume(
         fetch_max_bytes=64 * 1024 * 1024,
         fetch_max_wait_ms=settings.sink_fetch_wait_ms,
     )
-    await consumer.start()
     stats = SinkStats()
+    writing: asyncio.Future[None] | None = None
     try:
+        await consumer.start()
         partitions = await _partitions(consumer)
         consumer.assign(partitions)
         stored = writer.read_offsets()
@@ -89,7 +90,6 @@ async def consume(
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
-        writing: asyncio.Task[None] | None = None
 
         async def write(batch: Batch) -> None:
             await asyncio.to_thread(writer.write, batch)
@@ -116,7 +116,10 @@ async def consume(
             writing = asyncio.ensure_future(write(batch))
         if writing is not None:
             await writing
+            writing = None
     finally:
+        if writing is not None:  # an error elsewhere: let the write in flight end before closing
+            await asyncio.wait([writing])
         await consumer.stop()
     return stats
 
