@@ -194,7 +194,7 @@ class KafkaRecord:
     value: bytes | None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Batch:
     """One batch decoded: per table, an Arrow table of the kept records' JSON (``value``,
     plus ``status_rank``/``kafka_partition``/``kafka_offset`` for alerts), the sink's own
@@ -222,10 +222,11 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
     letters: dict[str, bytes] = {}
     sink_letters: list[list[Any]] = []
     alerts: dict[str, tuple[tuple[int, int], bytes, int]] = {}
-    batch = Batch()
-    next_offsets = batch.next_offsets
+    tables: dict[str, pa.Table] = {}
+    next_offsets: dict[tuple[str, int], int] = {}
+    count = 0
     for record in records:
-        batch.records += 1
+        count += 1
         position = (record.topic, record.partition)
         if record.offset >= next_offsets.get(position, 0):
             next_offsets[position] = record.offset + 1
@@ -259,27 +260,27 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
             if held_alert is None or rank > held_alert[0]:
                 alerts[value.alert_id] = (rank, data, record.partition)
     if events:
-        batch.tables["job_events"] = _values(list(events.values()))
+        tables["job_events"] = _values(list(events.values()))
     if transitions:
-        batch.tables["job_transitions"] = _values(list(transitions.values()))
+        tables["job_transitions"] = _values(list(transitions.values()))
     if runs:
-        batch.tables["job_runs"] = _values([data for _, data in runs.values()])
+        tables["job_runs"] = _values([data for _, data in runs.values()])
     if letters:
-        batch.tables["dead_letters"] = _values(list(letters.values()))
+        tables["dead_letters"] = _values(list(letters.values()))
     if sink_letters:
-        batch.tables["sink_dead_letters"] = pa.Table.from_arrays(
+        tables["sink_dead_letters"] = pa.Table.from_arrays(
             [pa.array(column, type=f.type) for column, f in zip(zip(*sink_letters), SINK_DEAD_LETTER_SCHEMA)],
             schema=SINK_DEAD_LETTER_SCHEMA,
         )
     if alerts:
         kept = list(alerts.values())
-        batch.tables["alerts"] = pa.table({
+        tables["alerts"] = pa.table({
             "value": pa.array([data for _, data, _ in kept], pa.string()),
             "status_rank": pa.array([rank[0] for rank, _, _ in kept], pa.int32()),
             "kafka_partition": pa.array([partition for _, _, partition in kept], pa.int32()),
             "kafka_offset": pa.array([rank[1] for rank, _, _ in kept], pa.int64()),
         })
-    return batch
+    return Batch(tables, next_offsets, count)
 
 
 ARROW_CHUNK = 8192
