@@ -92,7 +92,7 @@ class EmbeddedBroker:
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/", "--cluster-id", "jobstream"],
                 stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise BrokerError(f"could not run the Tansu binary {binary}: {exc}") from None
@@ -151,7 +151,7 @@ _PRCTL = _find_prctl()
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: on Linux, have the kernel stop Tansu when the process
     that started it dies, even by SIGKILL, when neither ``stop`` nor atexit can run."""
     if _PRCTL is not None:

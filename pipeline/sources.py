@@ -1,0 +1,381 @@
+"""The one surface every ingestor implements, and the pieces they all share.
+
+A *poller* (QRS, Zuora, Informatica) is a ``PollingSource``: given the cursor it last
+stored, one ``poll`` returns the raw records it found, the cursor that covers them, and
+when it wants to run next (bytewax's ``StatefulSourcePartition``: ``next_batch``,
+``next_awake``, ``snapshot``, with the snapshot made explicit). ``run_poller`` drives it:
+
+1. ``poll(cursor)`` -> ``Poll(records, cursor', next_in)`` (no side effect on Kafka);
+2. the records go to ``raw.<vendor>`` and every one is acknowledged (acks=all);
+3. heartbeats go to every partition of the raw topic (the worker's event time moves on
+   quiet partitions, docs/records.md);
+4. ``cursor'`` is stored in ``ingest.cursors`` and acknowledged;
+5. only then is ``cursor'`` the cursor of the next poll.
+
+| killed after step | what the restart sees |
+|---|---|
+| 1 | nothing sent: the same window is polled again |
+| 2 or 3 | records sent, cursor not stored: the window is polled and sent again; the worker drops the repeats by their deterministic event ids |
+| 4 | the cursor is stored: polling resumes after it |
+
+A *push receiver* (Qlik Cloud webhooks, TrueNAS websocket) has no cursor of its own to
+poll from: it uses ``RawProducer`` and acknowledges its sender only after Kafka did.
+
+Errors: ``TransientError`` (timeouts, connection errors, 5xx, 429; may carry
+``retry_after``) backs off with jitter and never earlier than the vendor asked;
+``TerminalError`` (401/403, 405 API not enabled, a configured task that does not exist)
+ends the ingestor with one clear line. Secrets never reach a log line: every message
+passes through ``Redactor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from pipeline import catalog, vendors
+from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
+from pipeline.vendors import Context, Rejected
+
+log = logging.getLogger("pipeline.ingest")
+
+MAX_REQUEST_BYTES = 1_048_576
+"""Kafka's default ``max.request.size``: a raw record larger than this cannot be sent."""
+
+_RECORD_OVERHEAD = 512  # record and batch headers, generous
+
+
+class SourceError(Exception):
+    """Something went wrong talking to a vendor; the message is already redacted."""
+
+
+class TransientError(SourceError):
+    """Worth retrying: timeouts, refused connections, 5xx, 429, "page is not cached"."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TerminalError(SourceError):
+    """Retrying cannot help (bad credentials, API not enabled, unknown task): stop."""
+
+
+class DocumentTooLarge(SourceError):
+    """One raw record would exceed the broker's request size; it is reported and skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, never shorter than a vendor's Retry-After."""
+
+    initial_s: float = 1.0
+    maximum_s: float = 60.0
+    factor: float = 2.0
+
+    def delay(self, failures: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (1 = the first)."""
+        ceiling = min(self.maximum_s, self.initial_s * self.factor ** max(failures - 1, 0))
+        jittered = (rng or random).uniform(ceiling / 2, ceiling)
+        return max(jittered, retry_after or 0.0)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(seconds, 0.0)
+
+
+class Redactor:
+    """Replaces every known secret in a text by ``***``; also a logging filter.
+
+    Secrets shorter than 4 characters are not replaced (they would mangle every
+    message) and are refused by the settings that read them.
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> None:
+        for secret in secrets:
+            if secret and len(secret) >= 4 and secret not in self._secrets:
+                self._secrets.append(secret)
+        self._secrets.sort(key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self(record.getMessage())
+        record.args = None
+        return True
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """One raw document piece to send, keyed by the job it concerns (None: unkeyable)."""
+
+    key: str | None
+    payload: Any
+    received_at: datetime
+
+
+def records_for(vendor: str, doc: Any, ctx: Context) -> list[Record]:
+    """Cut a vendor document into one record per job, keyed by its job key.
+
+    A document the vendor module refuses is still sent, whole and unkeyed: the worker
+    dead-letters it with the reason and its bytes, so nothing received is lost.
+    """
+    received_at = ctx.received_at or datetime.now(UTC)
+    try:
+        pieces = vendors.keyed_documents(vendor, doc, ctx)
+    except Rejected:
+        return [Record(key=None, payload=doc, received_at=received_at)]
+    return [Record(key=key, payload=piece, received_at=received_at) for key, piece in pieces]
+
+
+@dataclass(slots=True)
+class SendReport:
+    sent: int = 0
+    too_large: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+
+
+class RawProducer:
+    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, no idempotence (Tansu has
+    no InitProducerId), every send awaited before the caller moves its cursor."""
+
+    def __init__(
+        self, bootstrap: str, vendor: str, source: str, *, client_id: str | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES, request_timeout_s: float = 30.0,
+    ) -> None:
+        self.vendor = vendor
+        self.source = source
+        self.topic = catalog.raw_topic(vendor)
+        self.max_request_bytes = max_request_bytes
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+            client_id=client_id or f"jobstream-ingest-{vendor}", max_request_size=max_request_bytes,
+            request_timeout_ms=int(request_timeout_s * 1000), linger_ms=5,
+        )
+
+    async def start(self) -> "RawProducer":
+        await self._producer.start()
+        return self
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> "RawProducer":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def encode(self, record: Record) -> bytes:
+        """The envelope bytes, or DocumentTooLarge when they cannot fit one request."""
+        value = encode_envelope(RawEnvelope(
+            vendor=self.vendor, source=self.source, received_at=record.received_at, payload=record.payload,
+        ))
+        size = len(value) + len(record.key or "") * 4 + _RECORD_OVERHEAD
+        if size > self.max_request_bytes:
+            raise DocumentTooLarge(
+                f"a {self.vendor} record of {size:,} bytes exceeds the {self.max_request_bytes:,}-byte request limit"
+            )
+        return value
+
+    async def send(self, records: Sequence[Record]) -> SendReport:
+        """Send every record and wait until Kafka acknowledged all of them.
+
+        Records too large to send are skipped and listed in the report (with their
+        index) so the caller can log them; any other failure raises and nothing of
+        this call may be taken as sent.
+        """
+        report = SendReport()
+        futures = []
+        for index, record in enumerate(records):
+            try:
+                value = self.encode(record)
+            except DocumentTooLarge as exc:
+                report.too_large.append((index, str(exc)))
+                continue
+            key = record.key.encode("utf-8", "surrogatepass") if record.key is not None else None
+            futures.append(await self._producer.send(self.topic, value, key=key))
+        if futures:
+            await asyncio.gather(*futures)
+        report.sent = len(futures)
+        return report
+
+    async def heartbeat(self, at: datetime | None = None) -> int:
+        """One heartbeat per partition of the raw topic; returns how many were sent."""
+        at = at or datetime.now(UTC)
+        value = encode_envelope(RawEnvelope(
+            vendor=self.vendor, source=self.source, received_at=at, payload=None, heartbeat=True,
+        ))
+        partitions = await self._producer.partitions_for(self.topic)
+        key = heartbeat_key(self.source)
+        futures = [
+            await self._producer.send(self.topic, value, key=key, partition=partition)
+            for partition in sorted(partitions)
+        ]
+        await asyncio.gather(*futures)
+        return len(futures)
+
+
+class CursorStore:
+    """Cursors in the compacted ``ingest.cursors`` topic, keyed ``<ingestor>:<source>``
+    (where Kafka Connect keeps source offsets): they survive restarts and redeploys."""
+
+    def __init__(self, bootstrap: str, *, request_timeout_s: float = 30.0) -> None:
+        self.bootstrap = bootstrap
+        self.topic = catalog.CURSORS
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+            client_id="jobstream-cursors", request_timeout_ms=int(request_timeout_s * 1000),
+        )
+
+    async def start(self) -> "CursorStore":
+        await self._producer.start()
+        return self
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def save(self, key: str, cursor: Any) -> None:
+        await self._producer.send_and_wait(self.topic, orjson.dumps(cursor), key=key.encode())
+
+    async def load(self, key: str, *, timeout_s: float = 30.0) -> Any | None:
+        """The last cursor stored under ``key``, read from the start of the topic to its
+        end (found with the fetch high-water mark, which Tansu answers right)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            wanted = key.encode()
+            found: Any | None = None
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                batches = await consumer.getmany(*partitions, timeout_ms=300)
+                for records in batches.values():
+                    for record in records:
+                        if record.key == wanted:
+                            found = None if record.value is None else orjson.loads(record.value)
+                if not batches and await _at_end(consumer, partitions):
+                    return found
+            raise TransientError(f"reading {self.topic} did not reach its end within {timeout_s:.0f} s")
+        finally:
+            await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
+
+
+class Poll(msgspec.Struct, frozen=True, kw_only=True):
+    """What one poll found: records to send, the cursor covering them, when to poll next."""
+
+    records: list[Record]
+    cursor: Any
+    next_in_s: float
+
+
+class PollingSource(Protocol):
+    """What each poller implements (pure of Kafka: ``run_poller`` does the sending)."""
+
+    vendor: str
+    source: str
+
+    @property
+    def cursor_key(self) -> str: ...
+
+    def initial_cursor(self) -> Any: ...
+
+    async def poll(self, cursor: Any) -> Poll: ...
+
+
+async def run_poller(
+    source: PollingSource,
+    producer: RawProducer,
+    cursors: CursorStore,
+    *,
+    stop: asyncio.Event,
+    backoff: Backoff = Backoff(),
+    redact: Redactor | None = None,
+    on_poll: Callable[[Poll, SendReport], Awaitable[None] | None] | None = None,
+) -> None:
+    """Poll, send, heartbeat, store the cursor, in that order, until ``stop`` is set.
+
+    A ``TerminalError`` propagates (the command prints one line and exits non-zero);
+    transient errors back off and retry from the last stored cursor.
+    """
+    redact = redact or Redactor()
+    cursor = await cursors.load(source.cursor_key)
+    if cursor is None:
+        cursor = source.initial_cursor()
+    failures = 0
+    while not stop.is_set():
+        try:
+            poll = await source.poll(cursor)
+            report = await producer.send(poll.records)
+            for index, reason in report.too_large:
+                log.error("%s: record %d of this poll not sent: %s", source.cursor_key, index, reason)
+            await producer.heartbeat()
+            await cursors.save(source.cursor_key, poll.cursor)
+        except (TransientError, KafkaError, asyncio.TimeoutError) as exc:
+            # Kafka not acknowledging is transient too: the cursor did not move.
+            failures += 1
+            wait = backoff.delay(failures, getattr(exc, "retry_after", None))
+            log.warning("%s: %s; retrying in %.1f s", source.cursor_key, redact(str(exc) or type(exc).__name__), wait)
+            await _sleep_unless(stop, wait)
+            continue
+        failures = 0
+        cursor = poll.cursor
+        if on_poll is not None:
+            result = on_poll(poll, report)
+            if asyncio.iscoroutine(result):
+                await result
+        await _sleep_unless(stop, poll.next_in_s)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
+    except asyncio.TimeoutError:
+        pass
