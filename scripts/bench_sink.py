@@ -1,13 +1,15 @@
 """Sink numbers on the embedded broker: throughput, freshness, and the dedupe choice.
 
-    python scripts/bench_sink.py [--records 200000] [--rate 2000] [--seconds 20] [--table-rows 2000000]
+    python scripts/bench_sink.py [--records 200000] [--repeat 3] [--rate 2000] [--seconds 20] [--table-rows 2000000]
 
 1. Throughput: pre-loads jobs.events / jobs.transitions / jobs.runs with ``--records``
    contract-v1 records (half events, a quarter each transitions and runs, no duplicates),
    then, in this process and over the same records, times (a) a bare aiokafka
    ``getmany`` + ``orjson.loads`` loop and (b) the sink's own loop (decode, Arrow, one
-   DuckDB transaction with offsets per batch) until the last batch is committed.
-2. Freshness: starts ``pipeline sink`` as its own process, produces events at ``--rate``
+   DuckDB transaction with offsets per batch) until the last batch is committed, each
+   ``--repeat`` times, alternately (the machine is shared: the ratio is per run).
+2. Freshness: starts ``pipeline sink`` as its own process on the file the last throughput
+   run left (so it starts caught up), produces events at ``--rate``
    per second for ``--seconds`` (acks=all), and a Quack client polls the live database
    every 10 ms; freshness = first seen by the client - acknowledged by Kafka.
 3. Dedupe: one batch of 20,000 rows (1% already present) into a table of
@@ -153,18 +155,26 @@ async def sink_loop(bootstrap: str, db: Path, want: int) -> tuple[float, int, in
     return elapsed, stored, done["batches"]
 
 
-def throughput(bootstrap: str, count: int, folder: Path) -> None:
+def throughput(bootstrap: str, count: int, folder: Path, repeat: int) -> Path:
+    """Bare loop and sink alternately, ``repeat`` times each; returns the last sink's file
+    (caught up with every topic, so the freshness run starts at the end)."""
     print(f"preloading {count:,} records ...", flush=True)
     asyncio.run(preload(bootstrap, records(count, "bench")))
-    bare = asyncio.run(bare_loop(bootstrap, count))
-    elapsed, stored, batches = asyncio.run(sink_loop(bootstrap, folder / "throughput.duckdb", count))
-    print(f"bare aiokafka getmany + orjson: {count / bare:,.0f} records/s ({bare:.2f} s)")
-    print(f"sink, Kafka -> committed DuckDB rows: {stored / elapsed:,.0f} rows/s ({stored:,} rows, {batches} batches, {elapsed:.2f} s)")
-    print(f"sink / bare: {(stored / elapsed) / (count / bare):.2f}")
+    ratios = []
+    for n in range(repeat):
+        bare = asyncio.run(bare_loop(bootstrap, count))
+        db = folder / f"throughput{n}.duckdb"
+        elapsed, stored, batches = asyncio.run(sink_loop(bootstrap, db, count))
+        ratios.append((stored / elapsed) / (count / bare))
+        print(f"run {n + 1}: bare aiokafka getmany + orjson {count / bare:,.0f} records/s ({bare:.2f} s); "
+              f"sink, Kafka -> committed DuckDB rows {stored / elapsed:,.0f} rows/s ({stored:,} rows, {batches} batches, "
+              f"{elapsed:.2f} s); sink / bare {ratios[-1]:.2f}", flush=True)
+    print(f"sink / bare, median of {repeat}: {statistics.median(ratios):.2f}")
+    return db
 
 
-def freshness(bootstrap: str, rate: int, seconds: float, folder: Path) -> None:
-    token, port, db = uuid.uuid4().hex, free_port(), folder / "fresh.duckdb"
+def freshness(bootstrap: str, rate: int, seconds: float, db: Path) -> None:
+    token, port = uuid.uuid4().hex, free_port()
     source = f"fresh{uuid.uuid4().hex[:6]}"
     env = {**os.environ, quack.TOKEN_ENV: token}
     sink = subprocess.Popen(
@@ -267,16 +277,18 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--table-rows", type=int, default=2_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="Throughput runs (bare and sink alternately).")
     parser.add_argument("--skip", choices=["throughput", "freshness", "dedupe"], action="append", default=[])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-sink-"))
     broker = EmbeddedBroker(log=folder / "tansu.log").start()
     try:
         asyncio.run(catalog.apply(broker.bootstrap))
+        db = folder / "fresh.duckdb"
         if "throughput" not in args.skip:
-            throughput(broker.bootstrap, args.records, folder)
+            db = throughput(broker.bootstrap, args.records, folder, args.repeat)
         if "freshness" not in args.skip:
-            freshness(broker.bootstrap, args.rate, args.seconds, folder)
+            freshness(broker.bootstrap, args.rate, args.seconds, db)
     finally:
         broker.stop()
     if "dedupe" not in args.skip:
