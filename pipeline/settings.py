@@ -53,6 +53,7 @@ class Settings:
     quack_token_file: Path | None = None
     sink_batch_max: int = 50_000
     sink_fetch_wait_ms: int = 100
+    sink_threads: int | None = None  # DuckDB's threads; None: one core less than the machine has
 
     def stale_after(self, vendor: str) -> timedelta:
         return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))

@@ -132,7 +132,7 @@ async def bare_loop(bootstrap: str, want: int) -> float:
 
 
 async def sink_loop(bootstrap: str, db: Path, want: int) -> tuple[float, int, int]:
-    writer = DuckDBWriter(db).open()
+    writer = DuckDBWriter(db).open()  # threads as `pipeline sink` sets them
     stop = asyncio.Event()
     done = {"records": 0, "rows": 0, "batches": 0}
 

@@ -139,7 +139,7 @@ async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
 
 def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> SinkStats:
     """Step 1, then the loop until SIGINT/SIGTERM; errors surface as ``SinkError``."""
-    writer = DuckDBWriter(settings.db_path).open()
+    writer = DuckDBWriter(settings.db_path, settings.sink_threads).open()
     server = None
     try:
         if settings.quack_port:

@@ -13,6 +13,7 @@ these against a PRIMARY KEY with ``INSERT OR IGNORE`` (README "Sink numbers").
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -60,10 +61,16 @@ _OFFSETS_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), 
 
 
 class DuckDBWriter:
-    """Single writer of one DuckDB file (DuckDB allows one process per file)."""
+    """Single writer of one DuckDB file (DuckDB allows one process per file).
 
-    def __init__(self, path: Path) -> None:
+    DuckDB gets one core less than the machine has: the consumer loop's Python thread
+    needs the other, and on the 2-core machine here one DuckDB thread wrote 1.4-2x more
+    rows/s than two (scripts/bench_sink.py).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         self.path = Path(path)
+        self.threads = threads if threads else max(1, (os.cpu_count() or 2) - 1)
         self._con: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -77,7 +84,7 @@ class DuckDBWriter:
             raise SinkError(f"{self.path} is a directory, not a database file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path))
+            self._con = duckdb.connect(str(self.path), config={"threads": self.threads})
             schema.migrate(self._con)
         except schema.SchemaError as exc:
             self.close()
