@@ -14,7 +14,9 @@ this module. Facts it relies on (DESIGN.md, and measured with duckdb 1.5.5):
   with "Authorization failed", without the reason.
 
 ``READ_ONLY`` passes reads through and turns every other statement into
-``SELECT error('jobstream: ... read-only ...')``, so the client sees why. A read is a
+``SELECT error('jobstream: ... read-only ...')``, so the client sees why. Once serving,
+the database also turns off file access (``enable_external_access``: no reading the
+server's files with read_csv or glob) and locks its configuration. A read is a
 statement ``json_serialize_sql`` accepts (it serializes SELECT only, including
 DESCRIBE / SHOW / SUMMARIZE) that calls none of the functions in ``_DENIED_FUNCTIONS``,
 or a bare BEGIN / COMMIT / ROLLBACK. One exception: an INSERT through an attached
@@ -135,6 +137,10 @@ class QuackServer:
                 "CALL quack_serve(?, token => ?, allow_other_hostname => ?)",
                 [address, token, host not in ("localhost", "127.0.0.1", "::1")],
             ).fetchall()
+            # Clients must not read the server's files (read_csv('/etc/...'), glob) nor
+            # change settings: the sink itself needs neither once it serves.
+            server.execute("SET enable_external_access = false")
+            server.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
             server.close()
             text = " ".join(str(exc).split())

@@ -124,6 +124,14 @@ def test_every_kind_of_write_sent_as_sql_is_refused_with_the_reason_and_changes_
     assert client.execute(f"FROM quack_query('{server.uri}', 'SELECT count(*) FROM job_events', token => '{TOKEN}')").fetchone() == (3,)
 
 
+@pytest.mark.parametrize("query", ["SELECT * FROM read_csv('/etc/hostname')", "SELECT * FROM glob('/etc/*')", "SELECT * FROM read_text('/etc/hostname')"])
+def test_the_servers_files_cannot_be_read_over_quack(served, client, query):
+    _, server = served
+    statement = query.replace("'", "''")
+    with pytest.raises(duckdb.Error, match="file system operations are disabled by configuration"):
+        client.execute(f"FROM quack_query('{server.uri}', '{statement}', token => '{TOKEN}')").fetchall()
+
+
 def test_a_wrong_token_is_refused(served):
     _, server = served
     con = duckdb.connect()
