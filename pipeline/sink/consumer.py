@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from pipeline.settings import Settings
 from pipeline.sink import quack
@@ -72,7 +73,7 @@ async def consume(
         bootstrap_servers=settings.bootstrap,
         group_id=None,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset="none",  # a stored offset Kafka no longer has is an error, never a silent jump
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
         fetch_max_wait_ms=settings.sink_fetch_wait_ms,
@@ -104,7 +105,10 @@ async def consume(
         # While DuckDB writes batch n (in a thread, without the GIL), batch n+1 is fetched
         # and decoded; writes stay one at a time and in order.
         while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=200, max_records=settings.sink_batch_max)
+            try:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=settings.sink_batch_max)
+            except OffsetOutOfRangeError as exc:
+                raise SinkError(_out_of_range(exc)) from None
             if writing is not None and writing.done():
                 await writing  # raises what the write raised
                 writing = None
@@ -122,6 +126,14 @@ async def consume(
             await asyncio.wait([writing])
         await consumer.stop()
     return stats
+
+
+def _out_of_range(exc: OffsetOutOfRangeError) -> str:
+    where = ", ".join(f"{tp.topic}:{tp.partition} at {offset}" for tp, offset in (exc.args[0] or {}).items())
+    return (
+        f"Kafka no longer has the offsets stored in the database ({where}): records were deleted "
+        "by retention before the sink read them, or this is another Kafka than the file was written from"
+    )
 
 
 async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:

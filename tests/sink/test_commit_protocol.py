@@ -175,3 +175,4 @@ def test_sigkill_of_pipeline_sink_mid_stream_then_restart_gives_the_rows_of_a_ru
     assert killed_rows == clean
     assert {t: len(killed_rows[t]) for t in EXPECTED} == EXPECTED
     assert len(killed_rows["dead_letters"]) == 5
+
