@@ -57,6 +57,12 @@ _NEWER = {
     ),
 }
 
+CHECKPOINT_THRESHOLD = "64MB"
+"""WAL size that triggers a checkpoint (DuckDB's default is 16 MB). Each checkpoint
+rewrites the table's last, partly filled row group; at 16 MB that happened every ~25,000
+rows and cost 20-30% of the write time over 800,000 rows. The price: a restart after a
+crash replays up to 64 MB of WAL."""
+
 _OFFSETS_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("next_offset", pa.int64())])
 
 
@@ -84,7 +90,7 @@ class DuckDBWriter:
             raise SinkError(f"{self.path} is a directory, not a database file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path), config={"threads": self.threads})
+            self._con = duckdb.connect(str(self.path), config={"threads": self.threads, "checkpoint_threshold": CHECKPOINT_THRESHOLD})
             schema.migrate(self._con)
         except schema.SchemaError as exc:
             self.close()
