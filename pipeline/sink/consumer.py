@@ -13,15 +13,19 @@ takes every partition of the ``jobs.*`` topics itself, without a consumer group)
    highest version wins for runs and alerts) and upsert each partition's next offset
    into ``kafka_offsets``; COMMIT. Then back to step 3.
 
-Killed after step k -> what the restart sees (tests/sink/test_commit_protocol.py, one
-test per row, named after it):
+Steps 3-4 of batch n+1 run while step 5 of batch n is in DuckDB's hands (in a thread);
+step 5 of n+1 starts only after n committed, so offsets only ever move forward.
 
-| killed after | in the file                              | the restart                                   |
-|--------------|------------------------------------------|-----------------------------------------------|
-| 1 or 2       | schema, no rows or offsets of the batch  | seeks to the stored offsets (or the start)    |
-| 3 or 4       | nothing of the batch                     | fetches the same records again, same rows     |
-| 5, before COMMIT | nothing of the batch (DuckDB rolls back the uncommitted WAL) | as above |
-| 5, after COMMIT  | the rows and their offsets               | seeks past them: no row twice, none missing |
+Killed after step k -> what the restart sees (tests/sink/test_commit_protocol.py: each
+row is a child sink that SIGKILLs itself there, then a restart compared with a sink that
+was never killed; plus a SIGKILL of `pipeline sink` from outside, mid-stream):
+
+| killed after     | in the file                              | the restart                                 | test (point)       |
+|------------------|------------------------------------------|---------------------------------------------|--------------------|
+| 1 or 2           | schema, no rows or offsets of the batch  | seeks to the stored offsets (or the start)  | after_assign       |
+| 3 or 4           | nothing of the batch (it was in memory)  | fetches the same records again, same rows   | before_write       |
+| 5, before COMMIT | nothing of the batch (DuckDB drops the uncommitted WAL) | as above                     | before_commit      |
+| 5, after COMMIT  | the rows and their offsets               | seeks past them: no row twice, none missing | after_commit       |
 
 A re-sent record (the worker re-emits records with the same ids after its own crash)
 sits at a new offset: the anti-join and version rules keep the tables right whatever
@@ -33,7 +37,6 @@ it at step 1.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import time
@@ -47,8 +50,6 @@ from pipeline.settings import Settings
 from pipeline.sink import quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, decode_batch
 from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
-
-log = logging.getLogger("pipeline.sink")
 
 TOPICS = tuple(TOPIC_TABLES)
 
