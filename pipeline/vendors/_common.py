@@ -115,9 +115,12 @@ def parse_duration(value: Any, *, field: str = "duration") -> timedelta | None:
     if not match:
         raise Rejected(f"{field} is not a duration: {value[:80]!r}")
     days, hours, minutes, seconds = match.groups()
-    return timedelta(
-        days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
-    )
+    try:
+        return timedelta(
+            days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
+        )
+    except OverflowError:  # "99999999999:00:00": more than timedelta's 999,999,999 days
+        raise Rejected(f"{field} is out of range: {value[:80]!r}") from None
 
 
 def optional_int(value: Any, *, field: str) -> int | None:

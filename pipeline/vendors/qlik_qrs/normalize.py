@@ -189,7 +189,7 @@ def decode_status(value: Any) -> str | None:
         raise Rejected("status must be a number or a name, got a boolean")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _is_ascii_number(value.strip()):
         value = int(value.strip())
     if isinstance(value, int):
         return STATUS_NAMES.get(value, str(value))
@@ -633,7 +633,7 @@ def _start_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
 def _vanished_event(fields: dict[str, Any], ctx: Context) -> None:
     """Check a vanished-session record; it gives no event (see the module docstring)."""
     status = fields.get("httpstatus")
-    if isinstance(status, str) and status.strip().isdigit():
+    if isinstance(status, str) and _is_ascii_number(status.strip()):
         status = int(status.strip())
     if status != 404 or isinstance(status, bool):
         raise Rejected(f"httpStatus {str(status)[:20]!r} is not the 404 that means the session finished")
@@ -697,6 +697,11 @@ def _guid_ident(value: Any, field: str) -> str:
     if text == EMPTY_GUID:
         raise Rejected(f"{field} is the empty GUID")
     return text
+
+
+def _is_ascii_number(text: str) -> bool:
+    """ASCII decimal digits only: ``isdigit()`` also accepts "²", which ``int()`` refuses."""
+    return text.isascii() and text.isdecimal() and len(text) <= 18
 
 
 def _is_guid(text: str) -> bool:

@@ -114,7 +114,10 @@ def status_key(status: str) -> tuple[str, int | None]:
     text = status.strip().upper()
     match = _PAGE_STATUS.match(text)
     if match:
-        return f"{match.group(1)}-PAGE-n", int(match.group(2))
+        page = int(match.group(2))
+        if page > _MAX_COUNT:
+            raise Rejected(f"status {text[:60]!r}: page number out of range")
+        return f"{match.group(1)}-PAGE-n", page
     return text, None
 
 
