@@ -175,8 +175,8 @@ def test_r03_every_non_duplicate_event_counts_and_merges_order_free_facts():
     run, _ = fold(events)
     assert (run.events, run.first_event_at, run.last_event_at) == (4, at(10), at(60))
     assert (run.started_at, run.finished_at, run.duration) == (at(15), at(58), timedelta(seconds=43))
-    late_start, _ = apply(run, ev(5, R, 5, started=1))  # late, still the earliest start seen
-    assert (late_start.started_at, late_start.first_event_at, late_start.events) == (at(1), at(5), 5)
+    late_start, _ = apply(run, ev(5, R, 12, started=11))  # late, still the earliest start seen
+    assert (late_start.started_at, late_start.first_event_at, late_start.events) == (at(11), at(10), 5)
 
 
 def test_r03_the_last_error_is_the_latest_by_event_time_whatever_the_arrival_order():
@@ -645,7 +645,7 @@ def check_invariants(job: JobState, transitions: list[Transition]) -> None:
         active = run.state in (P, R)
         assert run.retries == run.attempt - 1
         assert (run.finished_at is not None) == (run.state in TERMINAL)
-        assert run.deadline == (run.last_event_at + DEFAULT_STALE_AFTER if active else None)
+        assert run.deadline == (run.activity_at + DEFAULT_STALE_AFTER if active else None)
         assert run.first_event_at <= run.current_at <= run.last_event_at
         assert 1 <= len(run.recent_event_ids) <= RECENT_EVENT_IDS
     deadlines = [r.deadline for r in job.runs.values() if r.deadline is not None]
