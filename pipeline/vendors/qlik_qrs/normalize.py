@@ -49,12 +49,15 @@ Shapes accepted (``normalize``/``split`` take the parsed value or raw text/bytes
 names are matched case-insensitively, so database dumps in PascalCase work too):
 
 - ExecutionResult (``/qrs/executionresult/full``): job = ``taskID``, run =
-  ``executionID``, attempt None (results carry no retry index). When a list holds
-  several distinct results of one session they are numbered 1..n by ``startTime``
-  (results not started yet last): that is only right when the list holds all the
-  session's results, as ``/qrs/executionresult/full?filter=ExecutionId eq {id}``
-  does; a poller that reads results by a modifiedDate cursor should send them one by
-  one to leave numbering to the lifecycle.
+  ``executionID``, attempt None. Attempts are never numbered here: a result carries no
+  retry index (each retry is a new result of the same executionID), and numbering the
+  results of one list would depend on how the poller windows its reads (a
+  modifiedDate cursor that returns ``[r2 failed, r3 started]`` would call r2 attempt 1).
+  The lifecycle infers them instead (its R7: a FAILED run whose next result started
+  after the failure opens the next attempt), which needs the results in time order:
+  ``normalize`` returns each run's events sorted by occurred_at, so a list gives
+  the same attempts as its results sent one by one, and polls with a modifiedDate
+  cursor (which QRS answers in no particular order) arrive in time order.
 - ExecutionSession (``/qrs/executionsession/full``: a session exists while its task
   executes; ``id`` is the executionID): job = ``reloadTask.id`` (or
   ``externalProgramTask``/``userSyncTask``), state from ``executionResult.status``
@@ -211,18 +214,28 @@ def canonical_state(native: str | None, stopped: bool) -> State:
 def normalize(doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[JobEvent]:
     """One event per entity or record in the document; none for tasks that never ran."""
     pieces = _pieces(_parsed(doc))
-    attempts = _attempt_numbers(pieces)
     events: list[JobEvent] = []
     for index, piece in enumerate(pieces):
         try:
-            event = _event(piece, ctx, attempts.get(index))
+            event = _event(piece, ctx)
         except Rejected as exc:
             if len(pieces) == 1:
                 raise
             raise Rejected(f"item {index}: {exc.reason}") from None
         if event is not None:
             events.append(event)
-    return events
+    return _in_time_order_per_run(events)
+
+
+def _in_time_order_per_run(events: list[JobEvent]) -> list[JobEvent]:
+    """Each run's events sorted by occurred_at (list order breaks ties), runs in the
+    order they first appear: the lifecycle infers attempts in arrival order."""
+    if len(events) < 2:
+        return events
+    runs: dict[str, list[JobEvent]] = {}
+    for event in events:
+        runs.setdefault(event.run_key, []).append(event)
+    return [event for run in runs.values() for event in sorted(run, key=lambda event: event.occurred_at)]
 
 
 def split(doc: Any) -> list[Any]:
@@ -330,43 +343,12 @@ def _emits(piece: _Piece) -> bool:
     return _last_result(piece.fields) is not None
 
 
-def _attempt_numbers(pieces: list[_Piece]) -> dict[int, int]:
-    """Attempt numbers (by piece index) for the results of each session that the
-    list holds several distinct results of, ordered by startTime."""
-    sessions: dict[tuple[str, str], dict[str, tuple[datetime | None, int]]] = {}
-    membership: dict[int, tuple[tuple[str, str], str]] = {}
-    for index, piece in enumerate(pieces):
-        fields = piece.fields
-        task, execution = fields.get("taskid"), fields.get("executionid")
-        if piece.kind != "result" or not isinstance(task, str) or not isinstance(execution, str):
-            continue
-        result_id = fields.get("id")
-        result_key = result_id if isinstance(result_id, str) and result_id else f"#{index}"
-        try:
-            started = _time(fields.get("starttime"), "startTime")
-        except Rejected:
-            started = None  # the item's own event rejects it with the reason
-        sessions.setdefault((task, execution), {}).setdefault(result_key, (started, index))
-        membership[index] = ((task, execution), result_key)
-    ranks: dict[tuple[str, str], dict[str, int]] = {}
-    for session, results in sessions.items():
-        if len(results) > 1:
-            ordered = sorted(results, key=lambda key: _start_order(*results[key]))
-            ranks[session] = {key: number for number, key in enumerate(ordered, start=1)}
-    return {index: ranks[session][key] for index, (session, key) in membership.items() if session in ranks}
-
-
-def _start_order(started: datetime | None, index: int) -> tuple[bool, str, int]:
-    """Sort key: started results by time, then the ones not started yet, in list order."""
-    return (started is None, started.isoformat() if started else "", index)
-
-
 # --- events --------------------------------------------------------------------------
 
 
-def _event(piece: _Piece, ctx: Context, attempt: int | None) -> JobEvent | None:
+def _event(piece: _Piece, ctx: Context) -> JobEvent | None:
     if piece.kind == "result":
-        return _result_event(piece.fields, ctx, attempt)
+        return _result_event(piece.fields, ctx)
     if piece.kind == "session":
         return _session_event(piece.fields, ctx)
     if piece.kind == "task":
@@ -425,10 +407,10 @@ class _Result:
         return self.modified or self.stopped or self.started or self.created or ctx.received_at
 
 
-def _result_event(fields: dict[str, Any], ctx: Context, attempt: int | None) -> JobEvent:
+def _result_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
     task_id = identifier(fields.get("taskid"), "taskID", numbers=True)
     execution_id = _guid_ident(fields.get("executionid"), "executionID")
-    return _from_result(_Result(fields, ctx.tz), task_id, execution_id, _source(ctx), ctx, attempt, {})
+    return _from_result(_Result(fields, ctx.tz), task_id, execution_id, _source(ctx), ctx, None, {})
 
 
 def _from_result(
