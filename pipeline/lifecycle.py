@@ -97,6 +97,14 @@ R15 Order. (a) Re-deliveries of already-seen events, interleaved anywhere, leave
     terminal run stays in its terminal state unless a new attempt opens.
 R16 Serialization. ``encode_job`` is msgpack of array-like structs (no field names;
     datetimes as msgpack timestamps); transitions are JSON with field names.
+R17 One run, several names. Some vendors name one execution differently in different
+    documents (QRS: executionID in results and sessions, only the result id in a reload
+    task's last result). An event may list other keys of its run in
+    ``attrs["same_run_as"]``; a run answers to those and to every key its events used
+    (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an event whose run key
+    the job does not hold to the run that answers to its key or one of its names, under
+    that run's key (the first name the job saw), so the execution counts once in either
+    arrival order. Only runs still in the job are found this way (R14).
 """
 
 from __future__ import annotations
@@ -115,7 +123,9 @@ RECENT_EVENT_IDS = 8
 """How many distinct event ids a run remembers for duplicate detection (R2)."""
 MAX_OUTCOMES = 32
 """How many attempts' counted outcomes a run remembers (R13), by attempt; the lowest go first."""
-INTERNAL_RUN_FIELDS = ("recent_event_ids", "running_at", "alive_at", "outcomes")
+MAX_ALIASES = 8
+"""How many other run keys a run answers to (R17); the oldest go first."""
+INTERNAL_RUN_FIELDS = ("recent_event_ids", "running_at", "alive_at", "outcomes", "aliases")
 """RunState fields that are the worker's bookkeeping, not part of a ``jobs.runs`` snapshot."""
 
 
@@ -180,6 +190,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     running_at: datetime | None = None
     alive_at: datetime | None = None
     outcomes: tuple[tuple[int, State], ...] = ()
+    aliases: tuple[str, ...] = ()
 
     @property
     def duration(self) -> timedelta | None:
@@ -301,14 +312,20 @@ def expire(
 def apply_job(
     job: JobState | None, event: JobEvent, *, stale_after: timedelta = DEFAULT_STALE_AFTER
 ) -> tuple[JobState, list[Transition]]:
-    """``apply`` on the event's run within its job, keeping the job's counts (R13)."""
+    """``apply`` on the event's run within its job, keeping the job's counts (R13); an
+    event whose run the job knows by another name goes to that run (R17)."""
     if job is None:
         job = JobState(job_key=event.job_key, vendor=event.vendor)
-    old = job.runs.get(event.run_key)
+    named = event.run_key
+    old = job.runs.get(named)
+    if old is None and job.runs:
+        old = _run_also_named(job, event)
+        if old is not None:
+            event = replace(event, run_key=old.run_key)
     run, transitions = apply(old, event, stale_after=stale_after)
     if run is old:
         return job, transitions
-    return _with_run(job, old, run), transitions
+    return _with_run(job, old, _with_aliases(run, named, event)), transitions
 
 
 def expire_job(
@@ -718,6 +735,31 @@ def _with_run(job: JobState, old: RunState | None, run: RunState) -> JobState:
         finished_quiet_since=finished_quiet_since,
         stale_quiet_since=stale_quiet_since,
     )
+
+
+def _other_names(event: JobEvent) -> tuple[str, ...]:
+    """R17: the run keys the event's vendor says name the same run (``same_run_as``)."""
+    names = event.attrs.get("same_run_as") if event.attrs else None
+    if not isinstance(names, list):
+        return ()
+    return tuple(name for name in names if isinstance(name, str) and name)
+
+
+def _run_also_named(job: JobState, event: JobEvent) -> RunState | None:
+    """R17: the job's run that the event names under another key, if any."""
+    names = {event.run_key, *_other_names(event)}
+    for run in job.runs.values():
+        if run.run_key in names or any(alias in names for alias in run.aliases):
+            return run
+    return None
+
+
+def _with_aliases(run: RunState, named: str, event: JobEvent) -> RunState:
+    """R17: ``run`` also answering to the key the event used and the names it gave."""
+    new = [name for name in (named, *_other_names(event)) if name != run.run_key and name not in run.aliases]
+    if not new:
+        return run
+    return replace(run, aliases=(*run.aliases, *dict.fromkeys(new))[-MAX_ALIASES:])
 
 
 def _earliest_deadline(runs: dict[str, RunState]) -> datetime | None:

@@ -64,10 +64,17 @@ names are matched case-insensitively, so database dumps in PascalCase work too):
   (RUNNING when the session has no result yet), attempt = ``retries`` + 1.
 - ReloadTask (``/qrs/reloadtask/full``): one event for ``operational.lastExecutionResult``;
   none for a task that never ran (NeverStarted without startTime; ``split`` drops it).
-  That condensed result carries no executionID, so unless one is present the run is
-  keyed by the result's own id (``<source>:result:<id>``, attrs ``run_key_basis``): it
-  cannot be joined with the session's run; pollers should read runs from
-  executionresult/executionsession and use reloadtask/full for discovery.
+  That condensed result carries no executionID (public clients such as Qlik-Cli read
+  its ``id`` and fetch ``/qrs/executionresult/{id}`` for the rest), so unless one is
+  present the run is keyed by the result's own id (``<source>:result:<id>``, attrs
+  ``run_key_basis``).
+
+One execution, one run, whichever endpoint shows it: the result id is the one name all
+three endpoints carry (a result's ``id``, a session's ``executionResult.id``, the
+condensed result's ``id``). Every event that knows both names its run by executionID and
+lists ``<source>:result:<result id>`` in ``attrs["same_run_as"]``; the lifecycle applies
+an event whose run key it does not hold to the run that answers to that name (its R17),
+in either arrival order.
 - lists of any of these, mixed (the ``/full`` endpoints return lists).
 - the start-task response wrapped with the task it started: ``{"taskId": .., "value":
   guid}`` or ``{"taskId": .., "response": guid | {"value": guid}}`` (optional ``host``,
@@ -436,6 +443,8 @@ def _result_job_event(
     occurred_at: datetime, ctx: Context, attrs: dict[str, Any],
 ) -> JobEvent:
     """The JobEvent of what an execution result says (a result's own, or a session's)."""
+    if result.result_id is not None and run_id != f"result:{result.result_id}":
+        attrs["same_run_as"] = [f"{VENDOR}:{source}:result:{result.result_id}"]
     return JobEvent(
         event_id=event_id,
         vendor=VENDOR,
