@@ -63,6 +63,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from datetime import timedelta
 from typing import Any
 
 from pipeline.model import JobEvent, State, make_event_id
@@ -78,6 +79,11 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "qlik_cloud"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). Qlik Cloud pushes one event per finished reload: a run
+# opens and ends in that one event and never waits on a timer, so the default serves.
+STALE_AFTER = timedelta(seconds=240)
 EVENT_TYPE = "com.qlik.v1.reload.finished"
 
 STATES: dict[str, State] = {

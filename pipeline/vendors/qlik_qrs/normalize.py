@@ -109,7 +109,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from pipeline.model import UTC, JobEvent, State, make_event_id
@@ -124,6 +124,12 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "qlik_qrs"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). A reload shows no progress: while it runs, the
+# poller's reads of /qrs/executionsession/full (about every 30 s) are what confirm it,
+# so a run is STALE after ten missed polls, not after 4 minutes of unchanged state.
+STALE_AFTER = timedelta(seconds=300)
 
 # TaskExecutionStatus, number -> name.
 STATUS_NAMES: dict[int, str] = {

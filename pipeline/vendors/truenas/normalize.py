@@ -48,6 +48,7 @@ Rules:
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -64,6 +65,12 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "truenas"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). middlewared pushes a job only when its state or progress
+# changes, and many long jobs (replication, scrub) report no progress for many minutes;
+# between pushes the ingestor's ``core.get_jobs`` resync (every few minutes) confirms them.
+STALE_AFTER = timedelta(seconds=900)
 COLLECTION = "core.get_jobs"
 
 STATES: dict[str, State] = {
