@@ -104,7 +104,8 @@ R17 One run, several names. Some vendors name one execution differently in diffe
     (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an event whose run key
     the job does not hold to the run that answers to its key or one of its names, under
     that run's key (the first name the job saw), so the execution counts once in either
-    arrival order. Only runs still in the job are found this way (R14).
+    arrival order. Only runs still in the job are found this way (R14), and two runs
+    already opened under names nothing had connected are not merged afterwards.
 """
 
 from __future__ import annotations
