@@ -486,3 +486,17 @@ def test_fuzz_invalid_utf8_bytes(raw: bytes) -> None:
 def test_deeply_nested_json_text_is_rejected_not_crashing() -> None:
     with pytest.raises(Rejected):
         qlik_qrs.normalize(b'{"a":' * 3000 + b"1" + b"}" * 3000, CTX)
+
+
+def test_qlik_cli_output_statuses_by_name_and_slashed_dates() -> None:
+    """Qlik-Cli prints ``Status: FinishedSuccess`` (or with a space) and ``2020/03/03 19:45``."""
+    cli = {"id": "a1", "taskID": "t1", "executionID": "e1", "status": "FinishedSuccess",
+           "startTime": "2020/03/03 19:40", "stopTime": "2020/03/03 19:45", "modifiedDate": "2020/03/03 19:45"}
+    event = only(cli)
+    assert (event.native_state, event.state) == ("FinishedSuccess", State.SUCCEEDED)
+    assert (event.started_at, event.finished_at) == (
+        datetime(2020, 3, 3, 19, 40, tzinfo=timezone.utc), datetime(2020, 3, 3, 19, 45, tzinfo=timezone.utc))
+    spaced = only({**cli, "status": "Finished Success", "startTime": "2020-03-03T19:40:00.000Z"})
+    assert (spaced.native_state, spaced.started_at) == ("FinishedSuccess", event.started_at)
+    with pytest.raises(Rejected, match="startTime is not a time"):
+        qlik_qrs.normalize({**cli, "startTime": "2020/13/03 19:40"}, CTX)

@@ -677,7 +677,8 @@ def _wrapper_time(fields: dict[str, Any], ctx: Context, keys: tuple[str, ...]) -
 
 def _time(value: Any, field: str, tz: tzinfo = UTC) -> datetime | None:
     """A QRS time; its "no date" (1753-01-01, or anything that early) is None.
-    The API writes UTC with ``Z``; naive times (database dumps) are read in ``tz``."""
+    The API writes UTC with ``Z``; naive times (database dumps, Qlik-Cli's
+    ``2020/03/03 19:45``) are read in ``tz``."""
     parsed = parse_time(value, field=field, tz=tz)
     if parsed is None or parsed.year <= _NO_DATE_YEAR:
         return None
