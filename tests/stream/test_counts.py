@@ -255,3 +255,50 @@ def test_case7_documents_that_broke_a_conversion_are_dead_letters_with_the_vendo
     assert [(d["stage"], d["error_type"]) for d in dead] == [("normalize", "Rejected")] * 2
     assert "httpStatus" in dead[0]["reason"] and "elapsed_time is out of range" in dead[1]["reason"]
     assert not any("unexpected" in d["reason"] for d in dead)
+
+
+# --- from the ingestor issues: TrueNAS restarts, Zuora polls --------------------------------
+
+
+def test_a_truenas_job_id_reused_after_a_middleware_restart_is_a_second_run():
+    """Boot 1: job 7 runs and is never heard of again (STALE). Boot 2: a new job gets id 7
+    and succeeds. Before: one run, 'reactivated' by the other job. A person counts two
+    runs: one went stale, one succeeded, no reactivation."""
+    def update(state: str, created: datetime, **fields: Any) -> dict:
+        return {"msg": "changed", "collection": "core.get_jobs", "id": 7,
+                "fields": {"id": 7, "method": "replication.run", "state": state,
+                           "time_started": {"$date": int(created.timestamp() * 1000)}, **fields}}
+
+    boot2 = at(7200)
+    harness, feed = Harness(), Feed("truenas", "nas1")
+    harness.feed(feed.messages(update("RUNNING", NOON, progress={"percent": 30}), NOON))
+    harness.feed(feed.messages(update("RUNNING", boot2, progress={"percent": 1}), boot2))
+    done = update("SUCCESS", boot2, time_finished={"$date": int(at(7380).timestamp() * 1000)})
+    harness.feed(feed.messages(done, at(7380)))
+    job = job_state(harness, "truenas:nas1:replication.run")
+    assert counts(job) == {"runs_seen": 2, "succeeded": 1, "failed": 0, "canceled": 0, "skipped": 0,
+                           "retries": 0, "stale_episodes": 1, "reactivations": 0}
+
+
+def test_a_zuora_token_polled_late_counts_only_the_vendors_stale_episode():
+    """Polls at 09:15, 09:20, 09:25, 09:26 show a token active (last activity 09:00:10),
+    in Zuora's stale queue, active again (09:04:50), completed. Before: 2 stale episodes
+    (two timer timeouts measured from last_activity, although each poll confirmed the
+    token). A person counts 1 stale episode (Zuora's) and 1 reactivation."""
+    def token(queue: str, status: str, last: str, task: str = "tok-1", view: str = "RPRO_BI3_LN_V") -> dict:
+        return {queue: [{"task_id": task, "status": status, "accumulate": 10, "metric": 10,
+                         "query_config": {"object_name": view},
+                         "activity_tracker": {"initated_time": "2026-11-20 09:00:00", "last_activity": last}}]}
+
+    harness, feed = Harness(stale_after_by_vendor={"zuora": 600.0}), Feed("zuora", "tenant1")
+    for doc, minute in ((token("active", "SCANNING-PAGE-1", "2026-11-20 09:00:10"), 15),
+                        (token("stale", "SCANNING-PAGE-1", "2026-11-20 09:00:10"), 20),
+                        (token("active", "SCANNING-PAGE-2", "2026-11-20 09:04:50"), 25),
+                        (token("completed", "COMPLETED", "2026-11-20 09:05:00"), 26)):
+        now = at(60 * minute)
+        busy = token("active", f"SCANNING-PAGE-{minute}", now.strftime("%Y-%m-%d %H:%M:%S"), f"other-{minute}", "OTHER_V")
+        harness.feed(feed.messages(busy, now) + feed.messages(doc, now))  # another query moves event time
+    job = next(job for entry in map(decode_entry, harness.store.values())
+               for key, job in entry.jobs.items() if key.endswith("RPRO_BI3_LN_V"))
+    assert counts(job) == {"runs_seen": 1, "succeeded": 1, "failed": 0, "canceled": 0, "skipped": 0,
+                           "retries": 0, "stale_episodes": 1, "reactivations": 1}
