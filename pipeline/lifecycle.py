@@ -99,11 +99,11 @@ R16 Serialization. ``encode_job`` is msgpack of array-like structs (no field nam
     datetimes as msgpack timestamps); transitions are JSON with field names.
 R17 One run, several names. Some vendors name one execution differently in different
     documents (QRS: executionID in results and sessions, only the result id in a reload
-    task's last result). An event may list other keys of its run in
-    ``attrs["same_run_as"]``; a run answers to those and to every key its events used
-    (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an event whose run key
-    the job does not hold to the run that answers to its key or one of its names, under
-    that run's key (the first name the job saw), so the execution counts once in either
+    task's last result). An event may list keys of its run in ``attrs["same_run_as"]``
+    (its own key too, to be looked up by it); a run answers to those and to every key
+    its events used (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an
+    event that lists names and whose run key the job does not hold to the run that
+    answers to its key or one of its names, under that run's key (the first name seen), so the execution counts once in either
     arrival order. Only runs still in the job are found this way (R14), and two runs
     already opened under names nothing had connected are not merged afterwards.
 """
@@ -319,7 +319,7 @@ def apply_job(
         job = JobState(job_key=event.job_key, vendor=event.vendor)
     named = event.run_key
     old = job.runs.get(named)
-    if old is None and job.runs:
+    if old is None and job.runs and event.attrs and "same_run_as" in event.attrs:
         old = _run_also_named(job, event)
         if old is not None:
             event = replace(event, run_key=old.run_key)

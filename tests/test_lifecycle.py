@@ -823,7 +823,7 @@ def test_r13_the_outcome_memory_is_bounded_by_attempt():
 
 def test_r17_one_run_known_by_two_keys_counts_once_in_either_order():
     by_execution = ev(1, OK, 300, run="exec-1", started=0, finished=300, same_run_as=["test:src:result:r1"])
-    by_result = ev(2, OK, 300, run="result:r1", started=0, finished=300)
+    by_result = ev(2, OK, 300, run="result:r1", started=0, finished=300, same_run_as=["test:src:result:r1"])
     later_attempt = ev(3, R, 400, run="exec-1", attempt=2, same_run_as=["test:src:result:r2"])
     for order in ([by_execution, by_result, later_attempt], [by_result, by_execution, later_attempt],
                   [by_execution, later_attempt, by_result]):

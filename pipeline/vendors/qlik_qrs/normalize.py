@@ -71,10 +71,10 @@ names are matched case-insensitively, so database dumps in PascalCase work too):
 
 One execution, one run, whichever endpoint shows it: the result id is the one name all
 three endpoints carry (a result's ``id``, a session's ``executionResult.id``, the
-condensed result's ``id``). Every event that knows both names its run by executionID and
-lists ``<source>:result:<result id>`` in ``attrs["same_run_as"]``; the lifecycle applies
-an event whose run key it does not hold to the run that answers to that name (its R17),
-in either arrival order.
+condensed result's ``id``). Every event that knows both names its run by executionID, and
+every event lists ``<source>:result:<result id>`` in ``attrs["same_run_as"]`` (for the
+condensed result, its own key); the lifecycle applies an event whose run key it does not
+hold to the run that answers to that name (its R17), in either arrival order.
 - lists of any of these, mixed (the ``/full`` endpoints return lists).
 - the start-task response wrapped with the task it started: ``{"taskId": .., "value":
   guid}`` or ``{"taskId": .., "response": guid | {"value": guid}}`` (optional ``host``,
@@ -449,7 +449,7 @@ def _result_job_event(
     occurred_at: datetime, ctx: Context, attrs: dict[str, Any],
 ) -> JobEvent:
     """The JobEvent of what an execution result says (a result's own, or a session's)."""
-    if result.result_id is not None and run_id != f"result:{result.result_id}":
+    if result.result_id is not None:  # the lifecycle's R17: the name every endpoint shares
         attrs["same_run_as"] = [f"{VENDOR}:{source}:result:{result.result_id}"]
     return JobEvent(
         event_id=event_id,
