@@ -88,12 +88,16 @@ R14 Eviction. ``evict`` drops terminal runs whose last event is older than
     for that long); counts stay. An event for an evicted run opens it again (R1), so
     retention must exceed the lateness the vendors show.
 R15 Order. (a) Re-deliveries of already-seen events, interleaved anywhere, leave exactly
-    the same final state. (b) For a consistent history (explicit attempts, or a single
-    attempt; distinct event times), every arrival order gives the same state, attempt,
-    retries, times, finished/started, latest-value facts, event count and last error;
-    stale_episodes and reactivations count the episodes seen in arrival order, so a
-    STALE report that arrives after the run moved on is not one. With attempt None,
-    retries are inferred from arrival order (R7). (c) Counts never decrease. (d) A
+    the same final state while the duplicate memory holds them; beyond it (R2) every
+    count but ``events`` stays exact: runs, attempts, retries, outcomes, stale episodes
+    and reactivations are what a person reads in the history, also with inferred
+    attempts (attempt None) delivered in time order. (b) For a consistent history
+    (explicit attempts, or a single attempt; distinct event times), every arrival order
+    gives the same state, attempt, retries, times, finished/started/queued, latest-value
+    facts, event count, last error and the job's outcome counts (R13); stale_episodes
+    and reactivations count the episodes seen in arrival order, so a STALE report that
+    arrives after the run moved on is not one. With attempt None, retries are inferred
+    from arrival order (R7). (c) Counts never decrease. (d) A
     terminal run stays in its terminal state unless a new attempt opens.
 R16 Serialization. ``encode_job`` is msgpack of array-like structs (no field names;
     datetimes as msgpack timestamps); transitions are JSON with field names.
