@@ -66,8 +66,9 @@ R10 Stale timeout. ``expire(run, watermark)``: a PENDING or RUNNING run whose
     activity_at (the later of last_event_at and alive_at, R2) + stale_after <= watermark
     becomes STALE (cause STALE_TIMEOUT, event_id None): STALE means the vendor stopped
     confirming the run, not that its state stopped changing. The transition's ``at`` is
-    activity_at + stale_after, not the watermark, so replay == live. ``run.deadline`` is that instant while the run is
-    PENDING/RUNNING, else None (STALE and terminal runs cannot time out).
+    activity_at + stale_after, not the watermark, so replay == live. ``run.deadline``
+    is that instant while the run is PENDING/RUNNING, else None (STALE and terminal
+    runs cannot time out).
 R11 Reactivation. STALE -> PENDING/RUNNING within the same attempt is a REACTIVATION,
     counted; STALE -> terminal is an ordinary vendor transition; a run that is never
     heard from again stays STALE.
@@ -81,8 +82,8 @@ R13 Jobs. ``JobState`` counts over every run it has seen: runs, outcomes per att
     outcomes it counted (``outcomes``, the last ``MAX_OUTCOMES`` attempts): an attempt's
     outcome is its first terminal state, in order (R6) or from a late event of an older,
     explicitly numbered attempt (R4), so a late attempt-1 FAILED that arrives after
-    attempt 2 opened still counts, once, in any arrival order. Its deadline is the earliest of
-    its runs' deadlines.
+    attempt 2 opened still counts, once, in any arrival order. Its deadline is the
+    earliest of its runs' deadlines.
 R14 Eviction. ``evict`` drops terminal runs whose last event is older than
     watermark - retention (and, only if ``stale_retention`` is given, STALE runs silent
     for that long); counts stay. An event for an evicted run opens it again (R1), so
@@ -97,8 +98,8 @@ R15 Order. (a) Re-deliveries of already-seen events, interleaved anywhere, leave
     facts, event count, last error and the job's outcome counts (R13); stale_episodes
     and reactivations count the episodes seen in arrival order, so a STALE report that
     arrives after the run moved on is not one. With attempt None, retries are inferred
-    from arrival order (R7). (c) Counts never decrease. (d) A
-    terminal run stays in its terminal state unless a new attempt opens.
+    from arrival order (R7). (c) Counts never decrease. (d) A terminal run stays in its
+    terminal state unless a new attempt opens.
 R16 Serialization. ``encode_job`` is msgpack of array-like structs (no field names;
     datetimes as msgpack timestamps); transitions are JSON with field names.
 R17 One run, several names. Some vendors name one execution differently in different
@@ -107,9 +108,10 @@ R17 One run, several names. Some vendors name one execution differently in diffe
     (its own key too, to be looked up by it); a run answers to those and to every key
     its events used (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an
     event that lists names and whose run key the job does not hold to the run that
-    answers to its key or one of its names, under that run's key (the first name seen), so the execution counts once in either
-    arrival order. Only runs still in the job are found this way (R14), and two runs
-    already opened under names nothing had connected are not merged afterwards.
+    answers to its key or one of its names, under that run's key (the first name
+    seen), so the execution counts once in either arrival order. Only runs still in
+    the job are found this way (R14), and two runs already opened under names nothing
+    had connected are not merged afterwards.
 """
 
 from __future__ import annotations
@@ -450,7 +452,7 @@ def _open(event: JobEvent, stale_after: timedelta) -> tuple[RunState, list[Trans
         last_error_code=event.error_code,
         last_error_message=event.error_message,
         last_error_at=occurred if has_error else None,
-        deadline=(alive_at if alive_at is not None and alive_at > occurred else occurred) + stale_after if active else None,
+        deadline=_later(occurred, alive_at) + stale_after if active else None,
         recent_event_ids=(event_key(event.event_id),),
         queued_at=queued_at,
         running_at=running_at,
@@ -486,7 +488,7 @@ def _merge(run: RunState, event: JobEvent, key: int, stale_after: timedelta, *, 
         last_error_code=error_code,
         last_error_message=error_message,
         last_error_at=error_at,
-        deadline=(alive_at if alive_at is not None and alive_at > last else last) + stale_after if active else None,
+        deadline=_later(last, alive_at) + stale_after if active else None,
         recent_event_ids=(*run.recent_event_ids[1 - RECENT_EVENT_IDS :], key),
         queued_at=queued_at,
         running_at=running_at,
@@ -528,7 +530,7 @@ def _move(
         last_error_code=error_code,
         last_error_message=error_message,
         last_error_at=error_at,
-        deadline=(alive_at if alive_at is not None and alive_at > last else last) + stale_after if active else None,
+        deadline=_later(last, alive_at) + stale_after if active else None,
         recent_event_ids=(*run.recent_event_ids[1 - RECENT_EVENT_IDS :], key),
         queued_at=queued_at,
         running_at=running_at,
@@ -569,7 +571,10 @@ def _refreshed(run: RunState, received: datetime, stale_after: timedelta) -> Run
     return replace(run, alive_at=received, deadline=received + stale_after)
 
 
-def _with_outcome(outcomes: tuple[tuple[int, State], ...], attempt: int, state: State) -> tuple[tuple[int, State], ...]:
+Outcomes = tuple[tuple[int, State], ...]
+
+
+def _with_outcome(outcomes: Outcomes, attempt: int, state: State) -> Outcomes:
     """R13: ``outcomes`` with ``attempt``'s outcome, unless it already has one."""
     for counted, _ in outcomes:
         if counted == attempt:
@@ -609,7 +614,7 @@ def _start_facts(
 
 
 def _later(first: datetime | None, second: datetime | None) -> datetime | None:
-    """The later of two times (None when neither is given)."""
+    """The later of two times (None only when neither is given)."""
     if first is None:
         return second
     if second is None or second <= first:
