@@ -500,3 +500,17 @@ def test_qlik_cli_output_statuses_by_name_and_slashed_dates() -> None:
     assert (spaced.native_state, spaced.started_at) == ("FinishedSuccess", event.started_at)
     with pytest.raises(Rejected, match="startTime is not a time"):
         qlik_qrs.normalize({**cli, "startTime": "2020/13/03 19:40"}, CTX)
+
+
+def test_every_endpoint_names_the_run_by_the_result_id_too() -> None:
+    """ExecutionResult, ExecutionSession and a reload task's lastExecutionResult share one
+    name, ``<source>:result:<result id>`` (the lifecycle's R17 joins them on it)."""
+    name = ["qlik_qrs:qs-central:result:r-1"]
+    by_result = only(result())
+    by_session = only({"id": "s-1", "reloadTask": {"id": "t-1"}, "retries": 0,
+                       "executionResult": {"id": "r-1", "status": 2, "startTime": "2024-01-01T00:00:00.000Z"}})
+    by_task = only({"id": "t-1", "operational": {"lastExecutionResult": {
+        "id": "r-1", "status": 7, "startTime": "2024-01-01T00:00:00.000Z", "stopTime": "2024-01-01T00:01:00.000Z"}}})
+    assert by_result.run_key == by_session.run_key == "qlik_qrs:qs-central:s-1"
+    assert by_task.run_key == name[0]
+    assert by_result.attrs["same_run_as"] == by_session.attrs["same_run_as"] == by_task.attrs["same_run_as"] == name

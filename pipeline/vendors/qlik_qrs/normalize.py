@@ -68,13 +68,6 @@ names are matched case-insensitively, so database dumps in PascalCase work too):
   its ``id`` and fetch ``/qrs/executionresult/{id}`` for the rest), so unless one is
   present the run is keyed by the result's own id (``<source>:result:<id>``, attrs
   ``run_key_basis``).
-
-One execution, one run, whichever endpoint shows it: the result id is the one name all
-three endpoints carry (a result's ``id``, a session's ``executionResult.id``, the
-condensed result's ``id``). Every event that knows both names its run by executionID, and
-every event lists ``<source>:result:<result id>`` in ``attrs["same_run_as"]`` (for the
-condensed result, its own key); the lifecycle applies an event whose run key it does not
-hold to the run that answers to that name (its R17), in either arrival order.
 - lists of any of these, mixed (the ``/full`` endpoints return lists).
 - the start-task response wrapped with the task it started: ``{"taskId": .., "value":
   guid}`` or ``{"taskId": .., "response": guid | {"value": guid}}`` (optional ``host``,
@@ -93,6 +86,13 @@ hold to the run that answers to that name (its R17), in either arrival order.
   the run. The poller's duty is to fetch the results next; if none ever arrive the
   lifecycle's timer makes the run STALE, which is the truth: unknown. ``split`` drops it.
 
+One execution, one run, whichever endpoint shows it: the result id is the one name all
+three endpoints carry (a result's ``id``, a session's ``executionResult.id``, the
+condensed result's ``id``). Every event that knows both names its run by executionID, and
+every event lists ``<source>:result:<result id>`` in ``attrs["same_run_as"]`` (for the
+condensed result, its own key); the lifecycle applies an event whose run key it does not
+hold to the run that answers to that name (its R17), in either arrival order.
+
 Times: occurred_at = ``modifiedDate``, else stopTime, else startTime, else
 ``createdDate``, else ``ctx.received_at``; without any the document is rejected.
 started_at/finished_at = startTime/stopTime. Details (sorted by detailCreatedDate,
@@ -102,7 +102,8 @@ ids go to attrs; error_message = the last Error detail of a failed or aborted re
 
 event_id = source + entity id + the fields that make a snapshot distinct (status,
 start/stop, retries ...): polling the same state twice gives the same id, any state
-change a new one.
+change a new one (a repeated poll of a running session is how the lifecycle hears that
+the run is still alive, its R2).
 """
 
 from __future__ import annotations
