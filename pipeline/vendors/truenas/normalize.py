@@ -31,9 +31,14 @@ Rules:
   ``ctx.received_at``, else ``time_finished``, else ``time_started``: the messages carry
   no event time, and taking the finish time from the NAS clock but the earlier updates'
   times from the ingestor's would make a finish look older than the progress before it
-  whenever the two clocks differ (the lifecycle would then refuse it as late). ``time_started`` is the creation time for
-  a WAITING job, so it becomes started_at only once the job left WAITING (before that
-  it is kept as attrs["queued_at"]).
+  whenever the two clocks differ (the lifecycle would then refuse it as late).
+- ``time_started`` is set once, when middlewared creates the job, not when it starts to
+  run. A WAITING job keeps it as attrs["queued_at"] (started_at None); later updates
+  report it as started_at, and the lifecycle (its R3) reads a reported start at or
+  before the run's first PENDING event as that creation time: a job seen waiting
+  starts at its first RUNNING update, so its duration leaves out the queue time,
+  which ``jobs.runs`` reports as ``queue_s``. A job first seen running has only
+  ``time_started`` to go by.
 - progress.percent is clamped to 0..100; non-numbers are dropped.
 - error_code = ``exc_info.type`` (with ``:errno`` when there is one); error_message =
   ``error``; exc_info.repr, the traceback tail, logs excerpt and small results go to attrs.
