@@ -366,6 +366,8 @@ def alert(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
+        raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
 
 
 def main() -> None:

@@ -420,4 +420,8 @@ async def _stop_all(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, runs
 
 def run(settings: Settings, rules: RuleSet) -> None:
     """Run the alerter until stopped (SIGTERM, Ctrl-C)."""
-    asyncio.run(Alerter(settings, rules).run())
+
+    async def main() -> None:
+        await Alerter(settings, rules).run()
+
+    asyncio.run(main())
