@@ -12,7 +12,7 @@ Commit protocol, one batch of transitions and dead letters at a time:
   2. wait up to ``alert_context_wait_s`` for the runs those transitions belong to to
      show up in the runs table (the worker writes both topics; either may come first);
   3. evaluate the rules, in offset order; add the slow-run wake-ups that are due;
-  4. write a ``fired`` record per alert to ``jobs.alerts``;
+  4. write a ``fired`` record per alert to ``jobs.alerts`` and wait until Kafka has it;
   5. deliver (bounded retries per channel), or suppress by rate limit;
   6. write the outcome record per alert (``delivered`` | ``suppressed`` | ``failed``
      with the reason) and any dead letters, and wait until Kafka has them all;
@@ -299,6 +299,8 @@ class Alerter:
         for firing in unique:
             await producer.send(catalog.ALERTS, encode(self._record(firing, "fired", None, None)), key=firing.alert_id.encode())
             self.counts["fired"] += 1
+        if unique:
+            await producer.flush()  # "fired" is in Kafka before anyone is told
         plan = limits.plan(self.rules, unique, self.limiter, self.clock(), delivery.scheme_of)
         outcomes = {f.alert_id: _Outcome([], list(plan.suppressed.get(f.alert_id, []))) for f in unique}
         for send in plan.sends:
