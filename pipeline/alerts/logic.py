@@ -227,7 +227,7 @@ def _slow_firing(
 
 def wake_for_run(rule: Rule, memory: JobMemory, run: RunSnapshot) -> Wake | None:
     """A running run seen in ``jobs.runs`` (at start, or while running): when to look again."""
-    if rule.kind != "slow" or run.state in TERMINAL_STATES or run.started_at is None:
+    if rule.kind != "slow" or run.state != State.RUNNING or run.started_at is None:
         return None
     if not rule.matches(run.vendor, run.job_key, run.state):
         return None
@@ -238,8 +238,9 @@ def wake_for_run(rule: Rule, memory: JobMemory, run: RunSnapshot) -> Wake | None
 
 
 def on_wake(rule: Rule, memory: JobMemory, wake: Wake, run: RunSnapshot | None) -> Firing | None:
-    """The run is still going at ``wake.when``: it is slow (unless it ended meanwhile)."""
-    if run is None or run.state in TERMINAL_STATES or run.attempt != wake.attempt or run.started_at is None:
+    """The run is still RUNNING at ``wake.when``: it is slow (unless it ended or went
+    STALE meanwhile: the stale rule speaks for those; if it comes back, a new wake-up)."""
+    if run is None or run.state != State.RUNNING or run.attempt != wake.attempt or run.started_at is None:
         return None
     usual = memory.usual_duration(exclude=run.run_key, min_runs=rule.min_runs)
     if usual is None:

@@ -52,7 +52,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
@@ -99,6 +99,7 @@ class RunTable:
     async def start(self, timeout: float) -> None:
         """Read every partition to its end, then keep reading in the background."""
         await self._consumer.start()
+        await self._consumer.topics()  # loads every topic's metadata
         partitions = self._consumer.partitions_for_topic(catalog.RUNS) or set()
         tps = [TopicPartition(catalog.RUNS, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
@@ -244,7 +245,9 @@ class Alerter:
                     dead_letters.append(self._dead_letter(record, exc))
         wanted = [
             t for _record, t in transitions
-            if not t.flagged and any(rule.matches(t.vendor, t.job_key, t.to_state) for rule in self.rules.rules)
+            if not t.flagged and any(
+                rule.kind != "dead_letters" and rule.matches(t.vendor, t.job_key, t.to_state) for rule in self.rules.rules
+            )
         ]
         if wanted:
             deadline = time.monotonic() + self.settings.alert_context_wait_s
@@ -301,8 +304,14 @@ class Alerter:
             self.counts["fired"] += 1
         if unique:
             await producer.flush()  # "fired" is in Kafka before anyone is told
-        plan = limits.plan(self.rules, unique, self.limiter, self.clock(), delivery.scheme_of)
+        oldest = datetime.now(UTC) - timedelta(seconds=self.settings.alert_max_age_s)
+        old_news = {f.alert_id for f in unique if f.at < oldest}
+        plan = limits.plan(self.rules, [f for f in unique if f.alert_id not in old_news], self.limiter, self.clock(), delivery.scheme_of)
         outcomes = {f.alert_id: _Outcome([], list(plan.suppressed.get(f.alert_id, []))) for f in unique}
+        for alert in old_news:
+            outcomes[alert].notes.append(
+                f"too old to send: happened more than {self.settings.alert_max_age_s:g} s ago (JOBSTREAM_ALERT_MAX_AGE_S)"
+            )
         for send in plan.sends:
             channel = self.channels[send.channel]
             if send.digest:

@@ -131,6 +131,8 @@ def test_slow_run_wakes_and_fires_only_if_still_running() -> None:
     assert firing is not None and firing.alert_id == logic.alert_id("slow", running.run_key, 1)
     finished = r(JOB, "slow-1", "SUCCEEDED", version=2, started_at=T0 + minutes(10), finished_at=T0 + minutes(12))
     assert logic.on_wake(RULES.by_name("slow"), memory, wakes[0], finished) is None
+    stale = r(JOB, "slow-1", "STALE", version=2, started_at=T0 + minutes(10))
+    assert logic.on_wake(RULES.by_name("slow"), memory, wakes[0], stale) is None
 
 
 def test_slow_run_noticed_at_its_end_has_the_same_id_as_its_wake_up() -> None:

@@ -120,6 +120,9 @@ async def test_rules_fire_on_known_transitions_and_every_alert_is_recorded(
         ],
         state="RUNNING", version=3, started_at=t0, last_event_at=t0 + timedelta(minutes=21),
     )
+    items += run_and_transitions(  # old news: recorded, not sent
+        job, "tok-0", [("RUNNING", "FAILED", now - timedelta(days=2), {})], state="FAILED",
+    )
     await produce(broker.bootstrap, items)
     rules = rules_for(source, webhook.url, """
 [[rules]]
@@ -138,7 +141,10 @@ stale_minutes = 10
 """)
     async with alerter_running(settings_for(broker.bootstrap), rules):
         received = await webhook.wait_for_async(3, timeout=60, settle=1.5)
-        found = await alerts_of(broker.bootstrap, source, count=6)
+        found = await alerts_of(broker.bootstrap, source, count=8)
+    old = [r for r in found if r["run_key"].endswith(":tok-0")]
+    assert [r["status"] for r in old] == ["fired", "suppressed"] and "too old to send" in old[1]["reason"]
+    found = [r for r in found if r not in old]
     assert sorted(d.body["title"].split(":")[0] for d in received) == [
         "[jobstream] run FAILED", "[jobstream] run STALE", "[jobstream] run reactivated after 15m 00s STALE",
     ]
@@ -231,7 +237,9 @@ async def test_a_slow_run_is_noticed_while_it_runs(broker: EmbeddedBroker, webho
 
 
 async def test_dead_letters_over_the_limit_in_one_minute(broker: EmbeddedBroker, webhook: WebhookReceiver) -> None:
-    minute = datetime(2001, 1, 1, 0, 0, tzinfo=UTC) + timedelta(minutes=uuid.uuid4().int % 100_000)
+    # a minute of its own, hours back (other tests' dead letters carry their real times)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    minute = now - timedelta(hours=3, minutes=uuid.uuid4().int % 120)
     letters = [(catalog.DEADLETTER, f"raw.zuora:0:{n}", dead_letter_record(n, minute + timedelta(seconds=n))) for n in range(4)]
     await produce(broker.bootstrap, letters)
     rules = f'[defaults]\nurls = ["{webhook.url}"]\n[[rules]]\nname = "dead"\nkind = "dead_letters"\nper_minute = 3\n'
