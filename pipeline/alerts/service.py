@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from pipeline import catalog
 from pipeline.alerts import delivery, limits, logic, message
@@ -372,9 +373,9 @@ class Alerter:
             await asyncio.wait_for(producer.start(), start_timeout)
             await asyncio.wait_for(self.runs.start(start_timeout), start_timeout * 2)
             await asyncio.wait_for(consumer.start(), start_timeout)
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, KafkaConnectionError) as exc:
             await _stop_all(producer, consumer, self.runs)
-            raise AlerterError(f"cannot reach Kafka at {settings.bootstrap} ({exc or type(exc).__name__})") from None
+            raise AlerterError(f"cannot reach Kafka at {settings.bootstrap} ({type(exc).__name__})") from None
         except Exception as exc:
             await _stop_all(producer, consumer, self.runs)
             raise AlerterError(f"cannot start on Kafka at {settings.bootstrap}: {exc or type(exc).__name__}") from None
