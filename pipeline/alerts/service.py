@@ -69,7 +69,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.alerts")
 
-RUNS_KEPT = 100_000  # run snapshots in the runs table (least recently changed leave first)
+RUNS_KEPT = 50_000  # run snapshots in the runs table (least recently changed leave first; ~1 KB each)
 JOBS_KEPT = 100_000  # per-job memories
 SLOW_FIRED_KEPT = 10_000  # slow alerts already sent by this process (a wake-up and the finish)
 
@@ -103,6 +103,8 @@ class RunTable:
         await self._consumer.topics()  # loads every topic's metadata
         partitions = self._consumer.partitions_for_topic(catalog.RUNS) or set()
         tps = [TopicPartition(catalog.RUNS, p) for p in sorted(partitions)]
+        if not tps:
+            raise AlerterError(f"topic {catalog.RUNS} has no partitions")
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         ends = await self._consumer.end_offsets(tps)
@@ -370,21 +372,32 @@ class Alerter:
             max_poll_interval_ms=600_000,
         )
         try:
-            await asyncio.wait_for(producer.start(), start_timeout)
-            await asyncio.wait_for(self.runs.start(start_timeout), start_timeout * 2)
-            await asyncio.wait_for(consumer.start(), start_timeout)
-        except (TimeoutError, OSError, KafkaConnectionError) as exc:
+            await self._start(producer, consumer, start_timeout)
+        except BaseException:
             await _stop_all(producer, consumer, self.runs)
-            raise AlerterError(f"cannot reach Kafka at {settings.bootstrap} ({type(exc).__name__})") from None
-        except Exception as exc:
-            await _stop_all(producer, consumer, self.runs)
-            raise AlerterError(f"cannot start on Kafka at {settings.bootstrap}: {exc or type(exc).__name__}") from None
+            raise
         consumer.subscribe([catalog.TRANSITIONS, catalog.DEADLETTER], listener=_ReadyLog(self))
         try:
             while stop is None or not stop.is_set():
                 await self._one_batch(consumer, producer)
         finally:
             await _stop_all(producer, consumer, self.runs)
+
+    async def _start(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, timeout: float) -> None:
+        """Connect, check the topics are there, read the runs table to its end."""
+        bootstrap = self.settings.bootstrap
+        try:
+            await asyncio.wait_for(producer.start(), timeout)
+            await asyncio.wait_for(consumer.start(), timeout)
+            missing = {catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER, catalog.ALERTS} - await consumer.topics()
+        except (TimeoutError, OSError, KafkaConnectionError) as exc:
+            raise AlerterError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+        if missing:
+            raise AlerterError(
+                f"topics {', '.join(sorted(missing))} are not on {bootstrap}: "
+                f"run 'pipeline topics apply --bootstrap {bootstrap}' first"
+            )
+        await asyncio.wait_for(self.runs.start(timeout), timeout * 2)
 
     async def _one_batch(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         batch = await consumer.getmany(timeout_ms=500, max_records=500)

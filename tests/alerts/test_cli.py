@@ -63,3 +63,19 @@ def test_an_unreachable_kafka_is_one_line() -> None:
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Kafka at 127.0.0.1:" in errors[0]
+
+
+def test_a_broker_without_the_topics_says_to_apply_them() -> None:
+    from pipeline.broker import EmbeddedBroker
+
+    empty = EmbeddedBroker().start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "alert", "--url", "json://127.0.0.1:9/hook", "--bootstrap", empty.bootstrap],
+            capture_output=True, text=True, timeout=90,
+        )
+    finally:
+        empty.stop()
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pipeline topics apply" in errors[0], result.stderr
