@@ -43,7 +43,7 @@ def transitions(count: int, jobs: int, rng: random.Random, source: str = "bench"
         at = T0 + timedelta(milliseconds=n)
         n += 1
 
-        def t(from_state, to_state, cause="vendor", attempt=1, offset=0):
+        def t(from_state, to_state, cause="vendor", attempt=1, offset=0, job=job, run=run, at=at):
             return msgspec.json.encode({
                 "transition_id": uuid.uuid4().hex, "vendor": "qlik_qrs", "job_key": job, "run_key": run,
                 "attempt": attempt, "from_state": from_state, "to_state": to_state,

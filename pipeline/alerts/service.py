@@ -94,8 +94,8 @@ class RunTable:
     def get(self, run_key: str) -> RunSnapshot | None:
         return self._runs.get(run_key)
 
-    def __iter__(self):
-        return iter(list(self._runs.values()))
+    def __len__(self) -> int:
+        return len(self._runs)
 
     async def start(self, timeout: float) -> None:
         """Read every partition to its end, then keep reading in the background."""
@@ -431,7 +431,7 @@ class _ReadyLog(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         log.info(
             "alerter ready: %d partitions assigned, %d rules, %d runs known",
-            len(assigned), len(self.alerter.rules.rules), len(self.alerter.runs._runs),
+            len(assigned), len(self.alerter.rules.rules), len(self.alerter.runs),
         )
 
 
