@@ -51,3 +51,11 @@ def test_an_unusable_url_is_named_by_scheme_only() -> None:
     with pytest.raises(delivery.DeliveryError) as caught:
         delivery.open_channel("nosuchscheme://user:hunter2@host/x", "rule r")
     assert "nosuchscheme://" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+async def test_the_local_receiver_counts_a_repeat_once(webhook: WebhookReceiver) -> None:
+    channel = delivery.open_channel(webhook.url, "test")
+    for alert in ("a1", "a2", "a1"):
+        assert await delivery.send(channel, "t", "b", alert, attempts=1, retry_base_s=0) is None
+    assert len(webhook.received()) == 3
+    assert webhook.alert_ids() == ["a1", "a2"]
