@@ -70,7 +70,7 @@ class Wake:
 
 
 def source_of(job_key: str, run: RunSnapshot | None) -> str | None:
-    if run is not None:
+    if run is not None and run.source is not None:
         return run.source
     parts = job_key.split(":", 2)
     return parts[1] if len(parts) == 3 else None

@@ -45,13 +45,17 @@ class TransitionRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of a ``jobs.runs`` snapshot an alert message and the rules need."""
+    """The part of a ``jobs.runs`` snapshot an alert message and the rules need.
+
+    ``source`` and ``version`` have defaults so snapshots of a worker older than
+    contract version 1 still give context (source then comes from the job key).
+    """
 
     run_key: str
     job_key: str
     vendor: str
-    source: str
-    version: int
+    source: str | None = None
+    version: int = 0
     state: State
     attempt: int
     retries: int = 0

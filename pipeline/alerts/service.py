@@ -130,7 +130,7 @@ class RunTable:
                     log.warning("jobs.runs %d:%d skipped: %s", record.partition, record.offset, exc)
                     continue
                 known = self._runs.get(run.run_key)
-                if known is not None and known.version >= run.version:
+                if known is not None and known.version > run.version:  # an older one, arriving late
                     continue
                 self._runs[run.run_key] = run
                 self._runs.move_to_end(run.run_key)

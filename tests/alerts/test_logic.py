@@ -168,3 +168,11 @@ def test_job_memory_stays_bounded() -> None:
         memory = logic.remember_transition(memory, t(JOB, f"ok-{n}", "FAILED", "RUNNING", T0 + timedelta(seconds=n), attempt=2, cause="retry"))
     assert len(memory.durations) == logic.DURATIONS_KEPT
     assert len(memory.retry_times) == logic.RETRIES_KEPT
+
+
+def test_a_snapshot_without_source_and_version_still_gives_context() -> None:
+    older = run_snapshot(JOB, "tok-1", "FAILED", started_at=T0, finished_at=T0 + timedelta(seconds=5))
+    del older["source"], older["version"]
+    run = decode_run(msgspec.json.encode(older))
+    firing = fired(logic.JobMemory(), t(JOB, "tok-1", "RUNNING", "FAILED", T0), run)[2][0]
+    assert firing.source == "acme" and firing.run is run
