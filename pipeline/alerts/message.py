@@ -21,6 +21,13 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _error(firing: Firing) -> str:
+    run = firing.run
+    if run is None:
+        return ""
+    return " ".join(part for part in (run.last_error_code, run.last_error_message) if part)
+
+
 def history_sql(firing: Firing) -> list[str]:
     """Queries against the sink's ``job_transitions`` / ``job_runs`` tables."""
     if firing.run_key is None:
@@ -55,14 +62,14 @@ def body(firing: Firing) -> str:
         lines.append(f"What:     {firing.headline}")
     lines.append(f"When:     {_time(firing.at)}")
     if run is not None:
-        error = " ".join(part for part in (run.last_error_code, run.last_error_message) if part)
+        error = _error(firing)
         if error:
             lines.append(f"Error:    {error}")
         if run.duration_s is not None:
             lines.append(f"Duration: {human_seconds(run.duration_s)} ({_time(run.started_at)} -> {_time(run.finished_at)})")
         elif run.started_at is not None:
             lines.append(f"Duration: running since {_time(run.started_at)} ({human_seconds((firing.at - run.started_at).total_seconds())} at alert time)")
-        lines.append(f"State:    {run.state} (vendor: {run.native_state or '-'}), retries {run.retries}")
+        lines.append(f"Run now:  {run.state} (vendor: {run.native_state or '-'}), retries {run.retries}")
     for label, value in firing.facts:
         lines.append(f"{label + ':':<9} {value}")
     sql = history_sql(firing)
@@ -83,9 +90,11 @@ def digest_body(rule: str, firings: list[Firing]) -> str:
     jobs = sorted({f.job_key for f in firings if f.job_key})
     lines = [f"Rule {rule} fired {len(firings)} times at once, for {len(jobs)} jobs:"]
     for firing in firings[:DIGEST_LINES]:
+        error = _error(firing)
         lines.append(
             f"- {_time(firing.at)} {firing.headline} | {firing.job_key or '-'} | run {firing.run_key or '-'} "
-            f"| attempt {firing.attempt if firing.attempt is not None else '-'} | alert {firing.alert_id}"
+            f"| attempt {firing.attempt if firing.attempt is not None else '-'}"
+            + (f" | {error[:100]}" if error else "") + f" | alert {firing.alert_id}"
         )
     if len(firings) > DIGEST_LINES:
         lines.append(f"... and {len(firings) - DIGEST_LINES} more (SELECT * FROM alerts WHERE rule = {_sql_text(rule)})")

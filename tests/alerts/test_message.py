@@ -51,4 +51,5 @@ def test_a_digest_lists_each_alert_with_its_id_and_stays_short() -> None:
     text = message.digest_body("run-failed", many)
     assert "fired 30 times at once, for 30 jobs" in text
     assert "alert id0" in text and "alert id19" in text and "alert id20" not in text
+    assert "| E42 Page is not cached |" in text
     assert "... and 10 more" in text
