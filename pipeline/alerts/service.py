@@ -27,7 +27,8 @@ Killed after step k, the restart reads the batch again from the last commit:
   - after 6: same as after 5, with one more outcome record of the same id;
   - after 7: nothing is repeated.
 Nothing acknowledged is lost: an offset is committed only after the outcome record of
-every alert of its batch is in Kafka.
+every alert of its batch is in Kafka. A commit refused after a rebalance ends the process
+(one line, non-zero exit); its supervisor restarts it and the batch repeats as above.
 
 What survives a restart, and how (the alerter has no state topic of its own):
   - run context, each job's usual duration (median of its last 20 successful runs) and
