@@ -350,9 +350,8 @@ def alert(
     except rules_module.RulesError as exc:
         raise fail(str(exc), 2) from None
     if show_rules:
-        for rule in rule_set.rules:
-            schemes = ", ".join(sorted({u.split("://", 1)[0] for u in rule.urls}))
-            out.print(f"{rule.name:<20} {rule.kind:<13} -> {schemes}", markup=False)
+        for line in rules_module.describe(rule_set):
+            out.print(line, markup=False)
         return
     if settings.alert_delivery_attempts < 1:
         raise fail("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1", 2)

@@ -187,3 +187,16 @@ def _urls(value: object, where: str, env: dict[str, str]) -> list[str]:
 def split_urls(text: str | None) -> tuple[str, ...]:
     """``JOBSTREAM_ALERT_URLS``: Apprise URLs separated by commas or whitespace."""
     return tuple(part for part in re.split(r"[\s,]+", text or "") if part)
+
+
+def describe(rule_set: RuleSet) -> list[str]:
+    """One line per rule for ``--show-rules``: name, kind, match, and URL schemes only."""
+    lines = []
+    for rule in rule_set.rules:
+        match = " ".join(filter(None, (
+            ",".join(sorted(rule.vendors)), rule.jobs if rule.jobs != "*" else "",
+            ",".join(sorted(rule.states)),
+        ))) or "all runs"
+        schemes = ", ".join(sorted({u.split("://", 1)[0] for u in rule.urls}))
+        lines.append(f"{rule.name:<20} {rule.kind:<13} {match:<30} -> {schemes}")
+    return lines
