@@ -6,6 +6,9 @@ Streams GlobalKTable) for each run's context: source, error, duration, and each 
 usual duration. The rules (``logic``) decide, ``limits`` rate-limits and digests,
 ``delivery`` sends through Apprise, and every alert becomes records on ``jobs.alerts``.
 
+Several alerters in one group split the jobs between them (transitions are keyed by
+job, so each job's memory lives in one process); each reads the whole runs table.
+
 Commit protocol, one batch of transitions and dead letters at a time:
   1. read a batch (plus up to ``alert_digest_window_s`` more when something fired, so
      a rule firing for many jobs at once becomes one digest);
