@@ -325,6 +325,50 @@ def _replay_embedded(plan: "ReplayPlan", timeout: float) -> None:
         embedded.stop()
 
 
+@app.command()
+def alert(
+    rules: Annotated[Optional[Path], typer.Option("--rules", "-r", help="Rules file (TOML). Default: the rules shipped with the package (see --show-rules).")] = None,
+    bootstrap: BootstrapOpt = None,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for rules that name none (repeatable; env JOBSTREAM_ALERT_URLS). Example: json://host:8080/hook, mailto://user:pass@smtp.example.com?to=ops@example.com.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Consumer group (default jobstream-alerts).")] = None,
+    show_rules: Annotated[bool, typer.Option("--show-rules", help="Print the rules (URLs shown by scheme only) and exit.")] = False,
+) -> None:
+    """Run the alerter: jobs.transitions -> rules -> Slack / Teams / email / webhooks
+    (Apprise URLs), with every alert recorded on jobs.alerts.
+
+    Rules fire on a failed run, a stale run, a run reactivated after a long stale spell,
+    retry storms, runs slower than their usual duration, and dead letters per minute.
+    Rate limits per rule and job: 300 s for chat and webhooks, 600 s for email.
+    """
+    from pipeline.alerts import rules as rules_module
+    from pipeline.alerts import service
+
+    settings = load_settings(bootstrap=bootstrap, alert_group=group)
+    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
+    try:
+        rule_set = rules_module.load(rules, extra_urls=extra)
+    except rules_module.RulesError as exc:
+        raise fail(str(exc), 2) from None
+    if show_rules:
+        for line in rules_module.describe(rule_set):
+            out.print(line, markup=False)
+        return
+    if settings.alert_delivery_attempts < 1:
+        raise fail("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1", 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
+    quiet_kafka_logs()
+    exit_on_sigterm()
+    try:
+        service.run(settings, rule_set)
+    except service.AlerterError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
+        raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
+
+
 def main() -> None:
     app()
 

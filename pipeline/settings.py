@@ -44,6 +44,19 @@ class Settings:
     batch_max: int = 1000
     batch_within_s: float = 0.05
     entry_cache_size: int = 50_000
+    # The alerter (pipeline/alerts/): its consumer group, Apprise URLs for rules that
+    # name none (comma or space separated; may hold secrets: never logged), delivery
+    # retries (attempts, first delay doubling), how long a transition waits for its run
+    # snapshot, how long a batch that fired waits for more (one digest, not a flood), and
+    # the age past which an alert is recorded but not sent (a first start on a week of
+    # history, a replay: no flood of old news).
+    alert_group: str = "jobstream-alerts"
+    alert_urls: str = field(default="", repr=False)
+    alert_delivery_attempts: int = 4
+    alert_retry_base_s: float = 0.5
+    alert_context_wait_s: float = 2.0
+    alert_digest_window_s: float = 1.0
+    alert_max_age_s: float = 6 * 3600.0
 
     def stale_after(self, vendor: str) -> timedelta:
         return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))
