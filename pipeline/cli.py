@@ -61,9 +61,20 @@ def exit_on_sigterm() -> None:
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings.from_env().with_overrides(**overrides)
+        return Settings.from_env().with_overrides(stale_after_defaults=_vendor_stale_defaults(), **overrides)
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
+
+
+def _vendor_stale_defaults() -> dict[str, float]:
+    """Each vendor's own default ``STALE_AFTER`` (a timedelta in its normalize module),
+    where it declares one; the environment and flags still win."""
+    found = {}
+    for name in vendors.VENDOR_NAMES:
+        value = getattr(vendors.get(name), "STALE_AFTER", None)
+        if value is not None:
+            found[name] = value.total_seconds()
+    return found
 
 
 @topics_app.command("list")
@@ -181,7 +192,7 @@ def worker(
     store: Annotated[Optional[str], typer.Option(help="Table store: rocksdb:// (default) or memory://.")] = None,
     datadir: Annotated[Optional[Path], typer.Option(help="Where RocksDB keeps its files (default data/worker).")] = None,
     partitions: Annotated[Optional[int], typer.Option(min=1, help="Partitions of the table and its topics.")] = None,
-    stale_after: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
+    stale_after: Annotated[Optional[float], typer.Option(help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
     app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
