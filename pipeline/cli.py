@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from pipeline import catalog, vendors
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import Settings, SettingsError, host_port
 
 if TYPE_CHECKING:
     from pipeline.replay import ReplayPlan
@@ -94,7 +94,10 @@ def topics_apply(
     partitions: Annotated[Optional[int], typer.Option(min=1, help="Override every topic's partition count.")] = None,
     timeout: Annotated[float, typer.Option(min=0.5, help="Seconds to wait for the broker before giving up.")] = 10.0,
 ) -> None:
-    """Create the catalog's missing topics on a broker; report partition mismatches.
+    """Create the catalog's missing topics on a broker; report every mismatch.
+
+    A topic already there is compared with the catalog: its partition count and each
+    setting its file states (cleanup policy, retention); nothing is changed.
 
     Idempotent: a second run creates nothing. Exit 0 when the broker matches the
     catalog, 1 on a mismatch or an unreachable broker.
@@ -205,21 +208,22 @@ def worker(
         bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
         stale_after_s=stale_after, app_id=app_id, tansu=tansu,
     )
-    if not any(kafka_api_versions(*_host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
+    if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
         raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
+    quiet_kafka_logs()
+    try:
+        problems = asyncio.run(catalog.raw_partition_problems(settings.bootstrap, settings.partitions))
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        raise fail(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    if problems:
+        more = f"; {len(problems) - 1} more raw topics alike" if len(problems) > 1 else ""
+        raise fail(f"{problems[0]} (the worker's table needs that count on every raw topic: "
+                   f"set --partitions / JOBSTREAM_PARTITIONS to match, or fix the topic){more}")
     try:
         Path(settings.datadir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"cannot use --datadir {settings.datadir}: {exc.strerror or exc}", 2) from None
     run_worker(settings, loglevel=loglevel)
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.strip().removeprefix("kafka://").rpartition(":")
-    try:
-        return host or "localhost", int(port)
-    except ValueError:
-        raise fail(f"bootstrap address {address!r} is not HOST:PORT", 2) from None
 
 
 @app.command()

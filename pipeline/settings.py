@@ -143,18 +143,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+        env = os.environ if env is None else env  # an empty variable counts as unset
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None or f.name in ("stale_after_by_vendor", "stale_after_defaults", "vendor_tz"):
+            if not raw or f.name in ("stale_after_by_vendor", "stale_after_defaults", "vendor_tz"):
                 continue
             values[f.name] = _convert(f.name, f.type, raw)
         stale = {}
         zones = {}
         for vendor in VENDOR_NAMES:
             raw = env.get(f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}")
-            if raw is not None:
+            if raw:
                 stale[vendor] = _convert(f"stale_after_{vendor}", "float", raw)
             if f"{ENV_PREFIX}TZ_{vendor.upper()}" in env:
                 zones[vendor] = env[f"{ENV_PREFIX}TZ_{vendor.upper()}"]
