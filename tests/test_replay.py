@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import catalog, replay
+from pipeline import backfill, catalog, replay
 from pipeline.model import decode_envelope
 
 
@@ -21,23 +21,18 @@ def test_every_vendor_has_bundled_samples():
     }
 
 
-def test_plan_keys_each_piece_by_its_job_and_counts_the_events():
-    files = replay.sample_files()
-    plan = replay.plan(files, source="t", received_at=replay.SAMPLES_RECEIVED_AT, step=timedelta(seconds=10))
-    assert plan.rejected == []
-    assert plan.expected_events == 34
-    for topic, key, value in plan.messages:
-        envelope = decode_envelope(value)
-        assert topic == catalog.raw_topic(envelope.vendor)
-        assert key.decode().startswith(f"{envelope.vendor}:")
-
-
-def test_plan_reports_rejected_documents_with_their_position(tmp_path):
-    bad = tmp_path / "truenas-bad.jsonl"
-    bad.write_text('{"id": 1, "method": "a.b", "state": "RUNNING"}\n{"jsonrpc": "2.0", "error": {"code": 1}}\n')
-    plan = replay.plan([("truenas", bad)], source="t")
-    assert len(plan.messages) == 1
-    assert len(plan.rejected) == 1 and plan.rejected[0].startswith(f"{bad} line 2: ")
+def test_the_samples_give_keyed_records_and_the_expected_event_count():
+    clock = backfill.EnvelopeClock(replay.SAMPLES_RECEIVED_AT, timedelta(seconds=10))
+    events = 0
+    for vendor, path in replay.sample_files():
+        for document in backfill.read_documents(path):
+            for record in backfill.records_of(vendor, document, where=str(path), source="t", received_at=clock.next()):
+                assert isinstance(record, backfill.RawRecord), record
+                envelope = decode_envelope(record.value)
+                assert record.topic == catalog.raw_topic(envelope.vendor)
+                assert record.key.decode().startswith(f"{envelope.vendor}:")
+                events += record.events
+    assert events == 34
 
 
 @pytest.mark.parametrize(
