@@ -255,9 +255,9 @@ _PRCTL = _find_prctl()
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """In a child, before exec (``preexec_fn``): on Linux, have the kernel stop it when
     the process that started it dies, even by SIGKILL, when neither ``stop`` nor atexit
     can run. Used for Tansu and for the worker child of ``pipeline replay``."""
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        _PRCTL(_PR_SET_PDEATHSIG, int(signum))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,8 +124,9 @@ def _count(outcome: Outcome, topic: str, value: bytes) -> None:
 
 def start_worker(bootstrap: str, *, app_id: str, datadir: Path, log: Path, tansu: bool) -> subprocess.Popen[bytes]:
     """``pipeline worker`` in a child process (Faust owns its event loop and signals),
-    with its settings given explicitly and its life tied to ours (on Linux the kernel
-    stops it if we die, even by SIGKILL)."""
+    with its settings given explicitly and its life tied to ours: on Linux the kernel
+    kills it if we die, even by SIGKILL (its store is memory and its broker dies with
+    us, so there is nothing to flush)."""
     # -P: not the current directory first on sys.path, where a source checkout's
     # pipeline/ would shadow the installed package.
     args = [
@@ -134,8 +136,12 @@ def start_worker(bootstrap: str, *, app_id: str, datadir: Path, log: Path, tansu
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX) or k.startswith(_KEPT_FROM_ENV)}
     with open(log, "ab") as output:
         return subprocess.Popen(
-            args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent,
+            args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_us,
         )
+
+
+def _die_with_us() -> None:
+    die_with_parent(signal.SIGKILL)
 
 
 def run_local(
