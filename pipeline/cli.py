@@ -197,6 +197,7 @@ def worker(
     stale_after: Annotated[Optional[float], typer.Option(help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
     app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
+    send_timeout: Annotated[Optional[float], typer.Option(help="Seconds Kafka has to acknowledge a batch's records before the worker exits 70 (default 30).")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
@@ -205,7 +206,7 @@ def worker(
 
     settings = load_settings(
         bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
-        stale_after_s=stale_after, app_id=app_id, tansu=tansu,
+        stale_after_s=stale_after, app_id=app_id, tansu=tansu, send_timeout_s=send_timeout,
     )
     if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
         raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")

@@ -195,3 +195,21 @@ def test_ingest_file_usage_errors_exit_2(tmp_path):
     assert pipeline("ingest", "file", str(tmp_path / "missing.jsonl"), "--vendor", "zuora").returncode == 2
     bad_rate = pipeline("ingest", "file", str(SAMPLES / "zuora"), "--rate", "fast")
     assert bad_rate.returncode == 2 and "--rate 'fast'" in bad_rate.stderr
+
+
+@pytest.mark.integration
+async def test_heartbeats_at_the_start_while_running_and_at_the_end_with_the_envelope_time(broker, tmp_path):
+    source = f"beats-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "qrs.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(qrs_result(n)) for n in (1, 2, 3)) + b"\n")
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    report = await backfill.run(
+        broker.bootstrap, [("qlik_qrs", path)], source=source,
+        clock=backfill.EnvelopeClock(start, timedelta(seconds=10)), heartbeat_every_s=0,
+    )
+    partitions = catalog.topic(catalog.raw_topic("qlik_qrs")).partitions
+    # every_s=0: one round after each document, besides the first and the last
+    assert (report.records, report.heartbeats) == (3, partitions * (1 + 3 + 1))
+    found = await raw_records_of(broker.bootstrap, "qlik_qrs", source, count=3 + report.heartbeats)
+    times = [value["received_at"] for key, value in found if key == heartbeat_key(source)]
+    assert sorted(set(times)) == ["2001-01-01T00:00:00Z", "2001-01-01T00:00:10Z", "2001-01-01T00:00:20Z"]
