@@ -14,13 +14,16 @@ import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from pipeline import catalog, vendors
 from pipeline.settings import Settings, SettingsError, host_port
+
+if TYPE_CHECKING:
+    from pipeline import backfill
 
 app = typer.Typer(
     help="Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
@@ -210,11 +213,15 @@ def worker(
     )
     if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
         raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
-    quiet_kafka_logs()
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    quiet_kafka_logs()  # for the check only: the worker itself logs what its clients say
     try:
         problems = asyncio.run(catalog.raw_partition_problems(settings.bootstrap, settings.partitions))
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
         raise fail(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    finally:
+        kafka_log.setLevel(level)
     if problems:
         more = f"; {len(problems) - 1} more raw topics alike" if len(problems) > 1 else ""
         raise fail(f"{problems[0]} (the worker's table needs that count on every raw topic: "
@@ -315,7 +322,10 @@ def _files_of(paths: list[Path], vendor: str | None) -> list[tuple[str, Path]]:
     return chosen
 
 
-def _backfill(settings: Settings, files: list[tuple[str, Path]], *, source: str, clock: object, rate: float | None, heartbeats: bool = True) -> object:
+def _backfill(
+    settings: Settings, files: list[tuple[str, Path]], *, source: str, clock: "backfill.EnvelopeClock",
+    rate: float | None, heartbeats: bool = True,
+) -> "backfill.Report":
     """Run the backfill with a progress bar on stderr and a summary line on stdout."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -213,3 +213,52 @@ async def test_heartbeats_at_the_start_while_running_and_at_the_end_with_the_env
     found = await raw_records_of(broker.bootstrap, "qlik_qrs", source, count=3 + report.heartbeats)
     times = [value["received_at"] for key, value in found if key == heartbeat_key(source)]
     assert sorted(set(times)) == ["2001-01-01T00:00:00Z", "2001-01-01T00:00:10Z", "2001-01-01T00:00:20Z"]
+
+
+def truenas_lines(path: Path, megabytes: float) -> None:
+    """Finished TrueNAS jobs, one JSON line each, until the file holds ``megabytes``."""
+    with open(path, "wb") as out:
+        job = 0
+        while out.tell() < megabytes * 1_000_000:
+            job += 1
+            fields = {"id": job, "method": "pool.scrub.scrub", "state": "SUCCESS", "description": "x" * 200,
+                      "time_started": {"$date": 1_700_000_000_000}, "time_finished": {"$date": 1_700_000_060_000},
+                      "progress": {"percent": 100, "description": "done", "extra": None}}
+            out.write(orjson.dumps({"msg": "changed", "collection": "core.get_jobs", "id": job, "fields": fields}) + b"\n")
+
+
+def peak_rss_kb(args: list[str]) -> tuple[int, int]:
+    """Run ``pipeline ARGS``; return its exit status and peak resident memory (KB)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    _pid, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, usage.ru_maxrss
+
+
+@pytest.fixture(scope="module")
+def load_broker():
+    """A broker without a worker: the memory test's 40,000 records stay off the session
+    worker that the scenario tests share."""
+    from pipeline.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as embedded:
+        asyncio.run(catalog.apply(embedded.bootstrap))
+        yield embedded
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs wait4 for a child's peak memory")
+def test_backfill_memory_does_not_grow_with_the_input(load_broker, tmp_path):
+    """Issue 27.9: RSS was about 4.5 times the file size. Now a 20 MB file costs
+    (far) less than 20 MB more than a tiny one."""
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    truenas_lines(small, 0.01)
+    truenas_lines(large, 20)
+    common = ["ingest", "file", "--vendor", "truenas", "-b", load_broker.bootstrap, "--no-heartbeats"]
+    code_small, rss_small = peak_rss_kb([*common, str(small)])
+    code_large, rss_large = peak_rss_kb([*common, str(large)])
+    assert (code_small, code_large) == (0, 0)
+    assert rss_large - rss_small < 20_000, f"peak RSS {rss_small} KB for 10 kB of input, {rss_large} KB for 20 MB"
