@@ -147,6 +147,7 @@ class EmbeddedBroker:
         self.cluster_id = f"jobstream-{uuid.uuid4().hex[:12]}"
         self._process: subprocess.Popen[bytes] | None = None
         self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
+        self._reader: threading.Thread | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -170,7 +171,8 @@ class EmbeddedBroker:
             )
         except OSError as exc:
             raise BrokerError(f"could not run the Tansu binary {binary}: {exc}") from None
-        threading.Thread(target=self._keep_output, args=(self._process.stdout,), daemon=True).start()
+        self._reader = threading.Thread(target=self._keep_output, args=(self._process.stdout,), daemon=True)
+        self._reader.start()
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -206,7 +208,9 @@ class EmbeddedBroker:
                 sink.close()
 
     def _tail(self) -> str:
-        time.sleep(0.05)  # let the reader take Tansu's last words
+        """Tansu's last lines, once it has ended (its output closes, the reader ends)."""
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
         lines = [_ANSI.sub("", line) for line in self._output if line.strip()]
         return "; Tansu said: " + " | ".join(lines[-5:]) if lines else ""
 
@@ -223,11 +227,7 @@ class EmbeddedBroker:
 
     @property
     def running(self) -> bool:
-        """Our child is alive and still the Kafka that answers on its address."""
-        return (
-            self._process is not None and self._process.poll() is None
-            and kafka_cluster_id(self.host, self.port, timeout=2.0) == self.cluster_id
-        )
+        return self._process is not None and self._process.poll() is None
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

@@ -193,8 +193,20 @@ def test_replay_to_an_unreachable_kafka_is_one_line_without_warnings(tmp_path):
 
 def test_ingest_file_usage_errors_exit_2(tmp_path):
     assert pipeline("ingest", "file", str(tmp_path / "missing.jsonl"), "--vendor", "zuora").returncode == 2
-    bad_rate = pipeline("ingest", "file", str(SAMPLES / "zuora"), "--rate", "fast")
-    assert bad_rate.returncode == 2 and "--rate 'fast'" in bad_rate.stderr
+    for rate in ("fast", "0/s", "-5", "inf"):
+        bad_rate = pipeline("ingest", "file", str(SAMPLES / "zuora"), "--rate", rate)
+        assert bad_rate.returncode == 2 and f"--rate {rate!r}" in bad_rate.stderr
+
+
+@pytest.mark.integration
+def test_ingest_file_at_a_rate_sends_everything(broker):
+    source = f"rate-{uuid.uuid4().hex[:8]}"
+    result = pipeline(
+        "ingest", "file", str(SAMPLES / "zuora" / "status-polls.jsonl"), "-b", broker.bootstrap, "--rate", "1000/s",
+        "--source", source, "--received-at", "2001-01-01T00:00:00Z", "--no-heartbeats",
+    )
+    assert result.returncode == 0, result.stderr
+    assert ", 0 heartbeats, 0 rejected, in " in result.stdout
 
 
 @pytest.mark.integration
