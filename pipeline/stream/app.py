@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,20 +91,17 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
-        try:
-            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                try:
-                    batch = core.process(
-                        Message(e.message.topic, e.message.partition, e.message.offset,
-                                e.message.key, e.message.value)
-                        for e in events
-                    )
-                    await _within(settings.send_timeout_s, "step 2 (sending the outputs)", shell.send(batch.outputs))
-                    await _within(settings.send_timeout_s, "step 3 (storing the state)", shell.store(batch.writes, events))
-                except Exception as exc:  # noqa: BLE001 - see the failure table above
-                    _die(exc)
-        except Exception as exc:  # noqa: BLE001 - a crashed agent must not leave a live, idle process
-            _die(exc)
+        async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
+            try:
+                batch = core.process(
+                    Message(e.message.topic, e.message.partition, e.message.offset,
+                            e.message.key, e.message.value)
+                    for e in events
+                )
+                await _within(settings.send_timeout_s, "step 2 (sending the outputs)", shell.send(batch.outputs))
+                await _within(settings.send_timeout_s, "step 3 (storing the state)", shell.store(batch.writes, events))
+            except Exception as exc:  # noqa: BLE001 - see the failure table above
+                _die(exc)
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
@@ -206,6 +204,16 @@ class _SingleRecordProducer:
 
     async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, timestamp: Any, headers: Any) -> Any:
         return await self._producer.send(topic, value, key=key, partition=partition)
+
+
+async def _or_die(batches: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The agent's batches; a crash of the stream itself (not of one batch's work) ends
+    the process with exit 70 instead of leaving a live worker that consumes nothing."""
+    try:
+        async for batch in batches:
+            yield batch
+    except Exception as exc:  # noqa: BLE001 - any crash of the agent is fatal
+        _die(exc)
 
 
 class DeadlineExceeded(RuntimeError):
