@@ -40,7 +40,8 @@ from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 MAX_WHOLE_DOCUMENT_BYTES = 32 << 20  # a file read as one document (not JSON lines)
 MAX_LINE_BYTES = 32 << 20
 MAX_RECORD_BYTES = 1_000_000  # under Kafka's default message.max.bytes (1 MiB + 12)
-DEFAULT_MAX_IN_FLIGHT = 1000
+DEFAULT_MAX_IN_FLIGHT = 5000  # records sent and not yet acknowledged
+BATCH_BYTES = 256 << 10  # one Kafka batch per partition, sent when full
 DEFAULT_HEARTBEAT_EVERY_S = 5.0
 _SNIFF_LINES = 8
 
@@ -306,6 +307,77 @@ def heartbeat_record(vendor: str, source: str, at: datetime) -> tuple[str, bytes
 ProgressFn = Callable[[int, int], None]  # (bytes read so far in all files, records sent)
 
 
+class _Sender:
+    """Records gathered into one Kafka batch per partition and sent when full, with at
+    most ``max_in_flight`` records unacknowledged. Batches (aiokafka's ``create_batch`` /
+    ``send_batch``, partitioned by key exactly as ``producer.send`` does) cost about a
+    third of the CPU a record of ``producer.send`` does, which bounds a backfill's speed.
+    """
+
+    def __init__(self, producer: Any, bootstrap: str, max_in_flight: int, timeout_s: float) -> None:
+        from aiokafka.partitioner import DefaultPartitioner
+
+        self._producer = producer
+        self._bootstrap = bootstrap
+        self._max_in_flight = max_in_flight
+        self._timeout_s = timeout_s
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+        self._open: dict[tuple[str, int], tuple[Any, list[str]]] = {}  # batch, where its records came from
+        self._pending: collections.deque[tuple[str, int, asyncio.Future[Any]]] = collections.deque()
+        self._in_flight = 0
+
+    async def partitions(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            found = await asyncio.wait_for(self._producer.partitions_for(topic), self._timeout_s)
+            self._partitions[topic] = sorted(found)
+        return self._partitions[topic]
+
+    async def add(self, topic: str, key: bytes, value: bytes, where: str, partition: int | None = None) -> None:
+        if partition is None:
+            every = await self.partitions(topic)
+            partition = self._partitioner(key, every, every)
+        slot = (topic, partition)
+        if slot not in self._open:
+            self._open[slot] = (self._producer.create_batch(), [])
+        batch, origins = self._open[slot]
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full (a first record always fits)
+            await self._send(slot)
+            self._open[slot] = (self._producer.create_batch(), [])
+            batch, origins = self._open[slot]
+            batch.append(key=key, value=value, timestamp=None)
+        origins.append(where)
+
+    async def flush(self) -> None:
+        """Send every open batch (before a pause, a heartbeat round, the end)."""
+        for slot in list(self._open):
+            await self._send(slot)
+
+    async def settle(self, limit: int = 0) -> None:
+        """Wait for acknowledgements until at most ``limit`` records are in flight."""
+        while self._in_flight > limit:
+            where, count, future = self._pending.popleft()
+            self._in_flight -= count
+            try:
+                await future
+            except Exception as exc:  # noqa: BLE001 - KafkaError or a timeout, both one line
+                raise BackfillError(f"Kafka at {self._bootstrap} did not acknowledge {where}: {exc or type(exc).__name__}") from None
+
+    def cancel(self) -> None:
+        for _where, _count, future in self._pending:
+            future.cancel()
+
+    async def _send(self, slot: tuple[str, int]) -> None:
+        batch, origins = self._open.pop(slot)
+        if not origins:
+            return
+        await self.settle(max(self._max_in_flight - len(origins), 0))
+        future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
+        where = origins[0] if len(origins) == 1 else f"{len(origins)} records from {origins[0]} on"
+        self._pending.append((where, len(origins), future))
+        self._in_flight += len(origins)
+
+
 async def run(
     bootstrap: str,
     files: list[tuple[str, Path]],
@@ -324,7 +396,8 @@ async def run(
     """Send every document of ``files`` (``(vendor, path)`` pairs) to ``bootstrap``.
 
     At most ``max_in_flight`` records are unacknowledged at once; ``rate`` caps records
-    per second. Raises ``BackfillError`` when Kafka is unreachable or refuses a record.
+    per second (each is then sent at once, not gathered). Raises ``BackfillError`` when
+    Kafka is unreachable or refuses a record.
     """
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
@@ -334,32 +407,21 @@ async def run(
     started = time.monotonic()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5,
-        request_timeout_ms=int(connect_timeout_s * 1000), client_id="jobstream-backfill",
+        max_batch_size=BATCH_BYTES, request_timeout_ms=int(connect_timeout_s * 1000), client_id="jobstream-backfill",
     )
-    pending: collections.deque[tuple[str, asyncio.Future[Any]]] = collections.deque()
+    sender = _Sender(producer, bootstrap, max_in_flight, connect_timeout_s)
 
-    async def settle(limit: int) -> None:
-        while len(pending) > limit:
-            where, future = pending.popleft()
-            try:
-                await future
-            except KafkaError as exc:
-                raise BackfillError(f"Kafka at {bootstrap} did not acknowledge {where}: {exc}") from None
-
-    async def send(topic: str, key: bytes, value: bytes, where: str, partition: int | None = None) -> None:
-        await settle(max_in_flight - 1)
-        pending.append((where, await producer.send(topic, value, key=key, partition=partition)))
-
-    partitions: dict[str, list[int]] = {}
+    def reject(rejection: Rejection) -> None:
+        report.rejected.append(rejection)
+        on_rejected(rejection)
 
     async def beat() -> None:
         for vendor in sorted({vendor for vendor, _ in files}):
             topic, key, value = heartbeat_record(vendor, source, clock.current)
-            if topic not in partitions:
-                partitions[topic] = sorted(await asyncio.wait_for(producer.partitions_for(topic), connect_timeout_s))
-            for partition in partitions[topic]:
-                await send(topic, key, value, f"the heartbeat to {topic}[{partition}]", partition)
+            for partition in await sender.partitions(topic):
+                await sender.add(topic, key, value, f"the heartbeat to {topic}[{partition}]", partition)
                 report.heartbeats += 1
+        await sender.flush()
 
     try:
         try:
@@ -378,14 +440,15 @@ async def run(
                     received_at = clock.next()
                     for item in records_of(vendor, document, where=str(path), source=source, received_at=received_at, tz=zone):
                         if isinstance(item, Rejection):
-                            report.rejected.append(item)
-                            on_rejected(item)
+                            reject(item)
                             continue
                         if rate:
                             delay = started + report.records / rate - time.monotonic()
                             if delay > 0:
                                 await asyncio.sleep(delay)
-                        await send(item.topic, item.key, item.value, f"{path} {document.position}")
+                        await sender.add(item.topic, item.key, item.value, f"{path} {document.position}")
+                        if rate:
+                            await sender.flush()
                         report.records += 1
                         report.expected_events += item.events
                     progress(done_bytes + document.end, report.records)
@@ -393,25 +456,21 @@ async def run(
                         await beat()
                         last_beat = time.monotonic()
             except DocumentTooLarge as exc:
-                rejection = Rejection(str(path), str(exc))
-                report.rejected.append(rejection)
-                on_rejected(rejection)
+                reject(Rejection(str(path), str(exc)))
             except OSError as exc:
-                rejection = Rejection(str(path), f"cannot read it: {exc.strerror or exc}")
-                report.rejected.append(rejection)
-                on_rejected(rejection)
+                reject(Rejection(str(path), f"cannot read it: {exc.strerror or exc}"))
             done_bytes += _size(path)
             report.bytes_read = done_bytes
         if heartbeats:
             await beat()
-        await settle(0)
+        await sender.flush()
+        await sender.settle(0)
     except asyncio.TimeoutError:
         raise BackfillError(f"Kafka at {bootstrap} did not answer within {connect_timeout_s:g} s") from None
     except KafkaError as exc:
         raise BackfillError(f"Kafka at {bootstrap} refused the backfill: {exc}") from None
     finally:
-        for _where, future in pending:
-            future.cancel()
+        sender.cancel()
         await producer.stop()
     report.seconds = time.monotonic() - started
     return report
