@@ -323,7 +323,7 @@ class _Sender:
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
-        self._open: dict[tuple[str, int], tuple[Any, list[str]]] = {}  # batch, where its records came from
+        self._open: dict[tuple[str, int], _OpenBatch] = {}
         self._pending: collections.deque[tuple[str, int, asyncio.Future[Any]]] = collections.deque()
         self._in_flight = 0
 
@@ -338,15 +338,13 @@ class _Sender:
             every = await self.partitions(topic)
             partition = self._partitioner(key, every, every)
         slot = (topic, partition)
-        if slot not in self._open:
-            self._open[slot] = (self._producer.create_batch(), [])
-        batch, origins = self._open[slot]
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full (a first record always fits)
+        if slot in self._open and self._open[slot].batch.append(key=key, value=value, timestamp=None) is not None:
+            self._open[slot].count += 1
+            return
+        if slot in self._open:  # full: send it, start the next (a first record always fits)
             await self._send(slot)
-            self._open[slot] = (self._producer.create_batch(), [])
-            batch, origins = self._open[slot]
-            batch.append(key=key, value=value, timestamp=None)
-        origins.append(where)
+        self._open[slot] = _OpenBatch(self._producer.create_batch(), where, 1)
+        self._open[slot].batch.append(key=key, value=value, timestamp=None)
 
     async def flush(self) -> None:
         """Send every open batch (before a pause, a heartbeat round, the end)."""
@@ -368,14 +366,19 @@ class _Sender:
             future.cancel()
 
     async def _send(self, slot: tuple[str, int]) -> None:
-        batch, origins = self._open.pop(slot)
-        if not origins:
-            return
-        await self.settle(max(self._max_in_flight - len(origins), 0))
-        future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
-        where = origins[0] if len(origins) == 1 else f"{len(origins)} records from {origins[0]} on"
-        self._pending.append((where, len(origins), future))
-        self._in_flight += len(origins)
+        batch = self._open.pop(slot)
+        await self.settle(max(self._max_in_flight - batch.count, 0))
+        future = await self._producer.send_batch(batch.batch, slot[0], partition=slot[1])
+        where = batch.first if batch.count == 1 else f"{batch.count} records from {batch.first} on"
+        self._pending.append((where, batch.count, future))
+        self._in_flight += batch.count
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    batch: Any  # aiokafka BatchBuilder
+    first: str  # where its first record came from, for errors
+    count: int
 
 
 async def run(
