@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,7 +150,8 @@ def run_local(
     worker_log: Path | None, out: Console, err: Console,
 ) -> backfill.Report:
     """The local run, start to summary. Raises ``ReplayError`` with one line."""
-    with tempfile.TemporaryDirectory(prefix="jobstream-replay-") as scratch:
+    _remove_leftovers()
+    with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         log = worker_log or Path(scratch) / "worker.log"
         try:
             embedded = EmbeddedBroker().start()
@@ -203,6 +205,28 @@ def run_local(
                     worker.kill()
                     worker.wait()
             embedded.stop()
+
+
+_SCRATCH_PREFIX = "jobstream-replay-"
+
+
+def _remove_leftovers() -> None:
+    """Remove the scratch folders of local runs that were killed (SIGKILL leaves no
+    chance to clean up): each is named after its process, gone ones are removed."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _log_hint(log: Path, kept: Path | None) -> str:

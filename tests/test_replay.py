@@ -103,7 +103,8 @@ def test_a_killed_local_run_leaves_no_worker_or_broker_behind(tmp_path):
     import signal
     import time
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    # its scratch folder cannot be removed by a SIGKILLed process: keep it in tmp_path
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}, "TMPDIR": str(tmp_path)}
     command = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "replay", "--timeout", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -124,6 +125,12 @@ def test_a_killed_local_run_leaves_no_worker_or_broker_behind(tmp_path):
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.1)
     assert not [children[pid] for pid in children if _alive(pid)]
+    # the next local run removes the killed one's scratch folder
+    assert [p.name.split("-")[2] for p in tmp_path.glob("jobstream-replay-*")] == [str(command.pid)]
+    bad = tmp_path / "truenas-bad.jsonl"
+    bad.write_text('{"jsonrpc": "2.0", "error": {"code": 1}}\n')
+    subprocess.run([sys.executable, "-m", "pipeline", "replay", str(bad)], capture_output=True, timeout=120, env=env)
+    assert list(tmp_path.glob("jobstream-replay-*")) == []
 
 
 @pytest.mark.integration
