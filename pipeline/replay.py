@@ -166,7 +166,10 @@ def run_local(
                 asyncio.run(catalog.apply(embedded.bootstrap))
             except Exception as exc:  # noqa: BLE001 - one line, no traceback
                 raise ReplayError(f"creating the topics on the embedded broker failed: {exc}") from None
-            worker = start_worker(embedded.bootstrap, app_id=LOCAL_APP_ID, datadir=Path(scratch) / "worker", log=log, tansu=True)
+            try:
+                worker = start_worker(embedded.bootstrap, app_id=LOCAL_APP_ID, datadir=Path(scratch) / "worker", log=log, tansu=True)
+            except OSError as exc:
+                raise ReplayError(f"cannot start the worker with its log in {log}: {exc.strerror or exc}") from None
             try:
                 report = asyncio.run(backfill.run(
                     embedded.bootstrap, files, source=source, clock=clock, heartbeats=False,
