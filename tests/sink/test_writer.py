@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import msgspec
 import orjson
 import pytest
 
@@ -198,3 +199,34 @@ def test_every_field_of_each_record_lands_in_its_column(writer):
     assert row("dead_letters") == {**letter, "at": "2026-11-30T09:00:00Z"}
     assert row("alerts") == {**alert, "at": "2026-11-30T09:00:00Z", "delivered_at": "2026-11-30T09:00:00Z",
                              "status_rank": 1, "kafka_partition": 0, "kafka_offset": 0}
+
+
+def test_the_alerters_own_records_land_in_alerts_and_dead_letters(writer):
+    """The alerter (pipeline/alerts/) writes jobs.alerts and jobs.deadletter from the same
+    contract: its encoder's output is what the sink reads."""
+    from datetime import datetime, timezone
+
+    from pipeline.alerts import records as alerting
+
+    at = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    fired = alerting.Alert(
+        alert_id="a1", rule="run_failed", status="fired", reason=None, vendor="zuora", source="s",
+        job_key="zuora:s:j", run_key="zuora:s:j/r", attempt=1, transition_id="t1", state="FAILED", at=at,
+        delivered_at=None, channels=["slack"], message="run failed",
+    )
+    delivered = msgspec.structs.replace(fired, status="delivered", delivered_at=at)
+    letter = alerting.DeadLetter(
+        dead_letter_id="jobs.transitions:0:7", at=at, stage="alerts", error_type="DecodeError", reason="not JSON",
+        topic="jobs.transitions", partition=0, offset=7, vendor=None, key_b64=None, value_b64="eA==", value_size=1,
+        value_preview="x",
+    )
+    writer.write(batch_of(
+        (catalog.ALERTS, 0, alerting.encode(fired)), (catalog.ALERTS, 1, alerting.encode(delivered)),
+        (catalog.DEADLETTER, 0, alerting.encode(letter)),
+    ))
+    assert writer.connection.execute("SELECT alert_id, status, delivered_at, channels FROM alerts").fetchall() == [
+        ("a1", "delivered", at, ["slack"]),
+    ]
+    assert writer.connection.execute("SELECT dead_letter_id, stage, reason FROM dead_letters").fetchall() == [
+        ("jobs.transitions:0:7", "alerts", "not JSON"),
+    ]
