@@ -44,6 +44,16 @@ class Settings:
     batch_max: int = 1000
     batch_within_s: float = 0.05
     entry_cache_size: int = 50_000
+    # Push ingestors (Qlik Cloud webhooks, TrueNAS websocket). Secrets come from the
+    # environment or from a file, never from a flag, and never appear in a repr.
+    qlik_webhook_secret: str | None = field(default=None, repr=False)
+    qlik_webhook_secret_file: Path | None = None
+    webhook_max_body_bytes: int = 262_144
+    truenas_username: str = "root"
+    truenas_api_key: str | None = field(default=None, repr=False)
+    truenas_api_key_file: Path | None = None
+    heartbeat_every_s: float = 5.0
+    kafka_ack_timeout_s: float = 10.0
 
     def stale_after(self, vendor: str) -> timedelta:
         return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))
@@ -66,6 +76,14 @@ class Settings:
         """STALE runs silent this long leave too: a run that never resumes must not
         keep state forever (its last record, STALE, is already downstream)."""
         return timedelta(seconds=self.stale_retention_s)
+
+    def qlik_secret(self) -> str | None:
+        """The webhook secret (env, else file), or None when none is configured."""
+        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET")
+
+    def truenas_key(self) -> str | None:
+        """The TrueNAS API key (env, else file), or None when none is configured."""
+        return read_secret(self.truenas_api_key, self.truenas_api_key_file, "TRUENAS_API_KEY")
 
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the flags that were given (``None`` means "not given")."""
@@ -92,6 +110,22 @@ class Settings:
         for vendor in zones:
             settings.tz(vendor)
         return settings
+
+
+def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
+    """A secret given directly or as a file (first line, stripped); at least 4
+    characters, since shorter ones cannot be redacted from logs."""
+    if value is None and file is not None:
+        try:
+            value = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(f"{ENV_PREFIX}{name}_FILE={str(file)!r} cannot be read ({reason})") from None
+    if value is None or value == "":
+        return None
+    if len(value) < 4:
+        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than 4 characters")
+    return value
 
 
 def _convert(name: str, kind: object, raw: str) -> object:
