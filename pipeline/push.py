@@ -16,7 +16,7 @@ from datetime import datetime
 
 from aiokafka.errors import KafkaError
 
-from pipeline.sources import RawProducer, Record, SendReport
+from pipeline.sources import RawProducer, Record, Redactor, SendReport
 
 log = logging.getLogger("pipeline.ingest")
 
@@ -118,3 +118,32 @@ async def _quietly_stop(producer: RawProducer) -> None:
         await asyncio.wait_for(producer.stop(), 5.0)
     except Exception as exc:  # noqa: BLE001 - a producer that failed may fail to stop too
         log.debug("stopping a failed producer: %s", exc)
+
+
+def log_to_stderr(redact: Redactor, level: int = logging.INFO) -> None:
+    """One line per log record on stderr, every line through ``redact``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(redact)
+    root = logging.getLogger("pipeline")
+    root.handlers = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``, so the receivers close cleanly."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:PORT`` means all interfaces) -> (host, port), or ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {value!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)

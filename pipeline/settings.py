@@ -115,7 +115,7 @@ class Settings:
 def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
     """A secret given directly or as a file (first line, stripped); at least 4
     characters, since shorter ones cannot be redacted from logs."""
-    if value is None and file is not None:
+    if not value and file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -40,6 +40,9 @@ from pipeline.model import UTC
 from pipeline.push import KafkaLink, KafkaUnavailable
 from pipeline.sources import Record, Redactor, records_for
 from pipeline.vendors import Context
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 VENDOR = "qlik_cloud"
 SIGNATURE_HEADER = "Qlik-Signature"
@@ -210,3 +213,26 @@ async def serve(
             await asyncio.gather(heartbeats, return_exceptions=True)
         await runner.cleanup()
         await receiver.link.close()
+
+
+async def run(settings: "Settings", *, host: str, port: int, source: str) -> None:
+    """``pipeline ingest qlik-cloud``: receive until SIGINT/SIGTERM."""
+    from pipeline.push import log_to_stderr, stop_on_signals
+
+    secret = settings.qlik_secret()
+    redact = Redactor([secret])
+    log_to_stderr(redact)
+    if secret is None:
+        log.warning("no webhook secret configured (JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]): deliveries are not verified")
+    link = KafkaLink(settings.bootstrap, VENDOR, source, ack_timeout_s=settings.kafka_ack_timeout_s,
+                     client_id="jobstream-ingest-qlik-cloud")
+    receiver = Receiver(link, ReceiverConfig(secret, settings.webhook_max_body_bytes, settings.heartbeat_every_s), redact)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    ready.add_done_callback(lambda f: log.info(
+        "receiving Qlik Cloud webhooks on http://%s:%d/ (healthz: /healthz) -> %s at %s",
+        host, f.result(), link.vendor, settings.bootstrap,
+    ))
+    await serve(receiver, host, port, stop, ready=ready)
+    log.info("stopped: %d deliveries accepted, %d refused", receiver.accepted, receiver.refused)

@@ -184,3 +184,11 @@ class WebhookSender:
                 if position and interval_s:
                     await asyncio.sleep(interval_s / self.clock)
         return report
+
+
+async def run(url: str, *, secret: str | None, events: int, tenant: str, clock: float, faults: Faults,
+              interval_s: float = 30.0, seed: int = 0) -> SenderReport:
+    """``pipeline simulate qlik-cloud``: send ``events`` reloads to ``url``, then report."""
+    start = datetime.now(UTC) - timedelta(seconds=interval_s * events)
+    batch = reload_events(events, tenant=tenant, start=start, step_s=interval_s, seed=seed)
+    return await WebhookSender(url, secret=secret, clock=clock).run(batch, faults, interval_s=interval_s)

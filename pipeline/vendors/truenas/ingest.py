@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -53,6 +53,9 @@ from pipeline.model import UTC
 from pipeline.push import KafkaLink, KafkaUnavailable
 from pipeline.sources import Backoff, CursorStore, Record, Redactor, TerminalError, TransientError, records_for
 from pipeline.vendors import Context
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 VENDOR = "truenas"
 COLLECTION = "core.get_jobs"
@@ -431,6 +434,13 @@ def check_url(url: str) -> str:
     return url
 
 
+def check_host(host: str) -> str:
+    """A host name usable in ``source`` (job keys are split on ':', the marker follows '@')."""
+    if not host or any(char in host for char in ":@ \t\n") or len(host) > 200:
+        raise ValueError(f"--host {host!r} must be a non-empty name without ':', '@' or spaces")
+    return host
+
+
 @dataclass(slots=True)
 class IngestStats:
     connections: int = 0
@@ -587,3 +597,57 @@ class TruenasIngestor:
     async def _save_cursor(self) -> None:
         if self.cursors is not None and self.book is not None:
             await asyncio.wait_for(self.cursors.save(self.cursor_key, self.book.cursor()), self.link.ack_timeout_s)
+
+
+async def run(settings: "Settings", config: TruenasConfig) -> IngestStats:
+    """``pipeline ingest truenas``: follow the middleware until SIGINT/SIGTERM.
+
+    A refused API key raises ``TerminalError`` (the command prints it and exits 1).
+    """
+    from pipeline.push import log_to_stderr, stop_on_signals
+
+    redact = Redactor([config.api_key])
+    log_to_stderr(redact)
+    link = KafkaLink(settings.bootstrap, VENDOR, config.source_host, ack_timeout_s=settings.kafka_ack_timeout_s,
+                     client_id="jobstream-ingest-truenas")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    log.info("following %s (%s API) -> raw.truenas at %s", config.url, "legacy" if config.legacy else "current",
+             settings.bootstrap)
+    cursors = await _started_cursors(settings, stop, redact)
+    ingestor = TruenasIngestor(config, link, cursors, redact=redact)
+    try:
+        if cursors is not None:
+            await ingestor.run(stop)
+    finally:
+        await link.close()
+        if cursors is not None:
+            await cursors.stop()
+    log.info("stopped: %d connections, %d records, %d heartbeats, %d middleware restarts detected",
+             ingestor.stats.connections, ingestor.stats.records, ingestor.stats.heartbeats,
+             ingestor.stats.restarts_detected)
+    return ingestor.stats
+
+
+async def _started_cursors(settings: "Settings", stop: asyncio.Event, redact: Redactor) -> CursorStore | None:
+    """A started cursor store, retried with backoff while Kafka is away (None: stopped)."""
+    backoff = Backoff(initial_s=1.0, maximum_s=30.0)
+    failures = 0
+    while not stop.is_set():
+        cursors = CursorStore(settings.bootstrap, request_timeout_s=settings.kafka_ack_timeout_s)
+        try:
+            return await asyncio.wait_for(cursors.start(), settings.kafka_ack_timeout_s + 5)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            try:
+                await asyncio.wait_for(cursors.stop(), 5)
+            except Exception:  # noqa: BLE001 - it never started
+                pass
+            failures += 1
+            wait = backoff.delay(failures)
+            log.warning("Kafka at %s not reachable (%s); retrying in %.1f s", settings.bootstrap,
+                        redact(str(exc) or type(exc).__name__), wait)
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+    return None

@@ -346,3 +346,22 @@ class _CallError(Exception):
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(job)
+
+
+async def run(*, host: str, port: int, api_key: str, username: str, clock: float, every_s: float,
+              on_ready: Any = None) -> MiddlewareSimulator:
+    """``pipeline simulate truenas``: serve a middleware running jobs until SIGINT/SIGTERM."""
+    from pipeline.push import stop_on_signals
+
+    simulator = MiddlewareSimulator(api_key=api_key, username=username, clock=clock)
+    await simulator.start(host, port)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    simulator.workload(every_s=every_s)
+    if on_ready is not None:
+        on_ready(simulator)
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    return simulator
