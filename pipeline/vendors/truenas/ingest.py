@@ -62,6 +62,7 @@ COLLECTION = "core.get_jobs"
 SECRET_FIELDS = ("credentials", "arguments")
 _MEMORY = 2000  # jobs remembered (the middleware keeps at most 1,000)
 _CURSOR_IDENTITIES = 64
+_BATCH = 1000  # notifications sent to Kafka in one acknowledged batch at most
 
 log = logging.getLogger("pipeline.ingest.truenas")
 
@@ -541,11 +542,12 @@ class TruenasIngestor:
                 getting = asyncio.ensure_future(client.notifications.get())
                 done, _ = await asyncio.wait({getting, stopping}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if getting in done:
-                    note = getting.result()
-                    if note is None:
+                    notes = [getting.result()]
+                    while len(notes) < _BATCH and not client.notifications.empty():
+                        notes.append(client.notifications.get_nowait())
+                    await self._notified([note for note in notes if note is not None and note.seq > barrier])
+                    if None in notes:
                         raise _Closed("the middleware closed the connection")
-                    if note.seq > barrier:
-                        await self._notified(note)
                 else:
                     getting.cancel()
                 if loop.time() >= next_ping:
@@ -557,23 +559,30 @@ class TruenasIngestor:
         finally:
             stopping.cancel()
 
-    async def _notified(self, note: Notification) -> None:
+    async def _notified(self, notes: list[Notification]) -> None:
+        """Send the notifications already queued as one acknowledged batch; a restart
+        found among them first flushes what belongs to the previous middleware run."""
         book = self.book
         assert book is not None
-        payload_fields, restarted = book.update(note.kind, note.job_id, note.fields)
-        if restarted:
-            self.stats.restarts_detected += 1
-            self.link.source = book.source
-            log.warning("truenas %s: job id %s came back: middleware restart; runs now under source %s",
-                        book.host, note.job_id, book.source)
-            await self._save_cursor()
-        if payload_fields is None:
-            return
-        body = {"msg": note.kind, "collection": COLLECTION, "id": note.job_id, "fields": payload_fields}
-        payload = body if self.config.legacy else {"jsonrpc": "2.0", "method": "collection_update", "params": body}
-        await self._send([payload])
+        payloads: list[Any] = []
+        for note in notes:
+            fields, restarted = book.update(note.kind, note.job_id, note.fields)
+            if restarted:
+                await self._send(payloads)
+                payloads = []
+                self.stats.restarts_detected += 1
+                self.link.source = book.source
+                log.warning("truenas %s: job id %s came back: middleware restart; runs now under source %s",
+                            book.host, note.job_id, book.source)
+                await self._save_cursor()
+            if fields is None:
+                continue
+            body = {"msg": note.kind, "collection": COLLECTION, "id": note.job_id, "fields": fields}
+            payloads.append(body if self.config.legacy else {"jsonrpc": "2.0", "method": "collection_update", "params": body})
+        await self._send(payloads)
 
     async def _send(self, payloads: list[Any]) -> None:
+        """Records under the current source, sent and acknowledged (acks=all)."""
         if not payloads:
             return
         book = self.book
