@@ -20,6 +20,9 @@ from pipeline.sources import RawProducer, Record, Redactor, SendReport
 
 log = logging.getLogger("pipeline.ingest")
 
+RETRY_CONNECT_S = 1.0
+"""After a failed connect, the next attempt waits this long; callers meanwhile fail at once."""
+
 
 class KafkaUnavailable(Exception):
     """Kafka did not acknowledge in time (or could not be reached); nothing was confirmed."""
@@ -39,6 +42,7 @@ class KafkaLink:
         self.client_id = client_id
         self._producer: RawProducer | None = None
         self._lock = asyncio.Lock()
+        self._down_until = 0.0
         self.last_error: str | None = None
 
     @property
@@ -56,8 +60,16 @@ class KafkaLink:
         """True while a producer is connected and its last send was acknowledged."""
         return self._producer is not None
 
+    def _fail_fast(self) -> None:
+        """Right after a failed connect, callers fail at once instead of queueing for
+        another attempt (a webhook sender must get its 503 quickly)."""
+        if self._producer is None and asyncio.get_running_loop().time() < self._down_until:
+            raise KafkaUnavailable(f"Kafka at {self.bootstrap} did not acknowledge: {self.last_error}")
+
     async def _ready(self) -> RawProducer:
+        self._fail_fast()
         async with self._lock:
+            self._fail_fast()
             if self._producer is None:
                 producer = RawProducer(
                     self.bootstrap, self.vendor, self._source, client_id=self.client_id,
@@ -67,6 +79,7 @@ class KafkaLink:
                     await asyncio.wait_for(producer.start(), self.ack_timeout_s)
                 except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                     await _quietly_stop(producer)
+                    self._down_until = asyncio.get_running_loop().time() + RETRY_CONNECT_S
                     raise self._failed(exc) from None
                 self._producer = producer
                 self.last_error = None

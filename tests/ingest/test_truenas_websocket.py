@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from pipeline import catalog, vendors
+from pipeline.broker import free_port
 from pipeline.model import decode_envelope
 from pipeline.push import KafkaLink
 from pipeline.sources import Backoff, CursorStore, TerminalError
@@ -45,11 +46,13 @@ def test_partial_changes_are_merged_into_the_last_snapshot_without_secrets():
     assert book.update("removed", 1, None) == (None, False)
 
 
-def test_resync_sends_only_what_changed_since_it_was_last_sent():
+def test_resync_sends_what_kafka_has_not_acknowledged_yet():
     book = JobBook("nas")
     listing = [job(1, state="SUCCESS", finished=2000), job(2)]
     book.connect("boot-aaaaaaaa", listing)
     assert [j["id"] for j in book.resync(listing)] == [1, 2]
+    assert [j["id"] for j in book.resync(listing)] == [1, 2]  # the send failed: again
+    book.acknowledged(book.resync(listing))
     assert book.resync(listing) == []
     moved = [listing[0], job(2, state="SUCCESS", finished=3000)]
     assert [j["state"] for j in book.resync(moved)] == ["SUCCESS"]
@@ -272,3 +275,37 @@ async def test_a_refused_api_key_ends_the_ingestor_with_one_clear_error(broker):
         await cursors.stop()
     finally:
         await sim.stop()
+
+
+@pytest.mark.integration
+async def test_job_changes_kafka_did_not_acknowledge_are_sent_after_it_comes_back(broker):
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY)
+    await sim.start()
+    cursors = await CursorStore(broker.bootstrap).start()
+    config = TruenasConfig(url=sim.url, api_key=API_KEY, host=host, ping_every_s=0.3, heartbeat_every_s=0.5, call_timeout_s=5)
+    link = KafkaLink(f"127.0.0.1:{free_port()}", "truenas", host, ack_timeout_s=2)  # nothing listens there
+    ingestor = TruenasIngestor(config, link, cursors, backoff=Backoff(initial_s=0.05, maximum_s=0.2))
+    stop = asyncio.Event()
+    done = sim.add_job("pool.scrub.scrub")
+    sim.update_job(done, state="SUCCESS")
+    task = asyncio.create_task(ingestor.run(stop))
+    try:
+        for _ in range(200):
+            if ingestor.stats.connections >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert ingestor.stats.connections >= 2 and ingestor.stats.records == 0
+        link.bootstrap = broker.bootstrap  # Kafka is back
+        await connected(ingestor)
+        running = sim.add_job("replication.run")
+        sim.update_job(running, state="RUNNING", percent=30)
+        records = await records_of(broker.bootstrap, host, 3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await link.close()
+        await cursors.stop()
+        await sim.stop()
+    seen = [(fields_of(e.payload)["id"], fields_of(e.payload)["state"]) for _, e in records]
+    assert seen == [(done, "SUCCESS"), (running, "WAITING"), (running, "RUNNING")]

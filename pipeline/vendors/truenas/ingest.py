@@ -186,15 +186,14 @@ class JobBook:
                 self.identities.pop(old, None)
                 self.sent.pop(old, None)
 
-    def _changed_since_sent(self, job: dict[str, Any]) -> bool:
-        encoded = orjson.dumps(job, option=orjson.OPT_SORT_KEYS)
-        if self.sent.get(job["id"]) == encoded:
-            return False
-        self.sent[job["id"]] = encoded
-        return True
+    def acknowledged(self, jobs: list[dict[str, Any]]) -> None:
+        """Kafka acknowledged these snapshots: a resync need not send them again."""
+        for job in jobs:
+            if isinstance(job, dict) and isinstance(job.get("id"), int):
+                self.sent[job["id"]] = orjson.dumps(job, option=orjson.OPT_SORT_KEYS)
 
     def resync(self, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The listed jobs that differ from what was last sent (all of them after a start)."""
+        """The listed jobs that differ from what Kafka last acknowledged (all after a start)."""
         out = []
         for raw in listed:
             if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
@@ -202,7 +201,7 @@ class JobBook:
                 continue
             job = without_secrets(raw)
             self._remember(job)
-            if self._changed_since_sent(job):
+            if self.sent.get(job["id"]) != orjson.dumps(job, option=orjson.OPT_SORT_KEYS):
                 out.append(job)
         return out
 
@@ -221,8 +220,16 @@ class JobBook:
             restarted = True
         merged = {**self.snapshots.get(job_id, {}), **fields, "id": job_id}
         self._remember(merged)
-        self._changed_since_sent(merged)
         return merged, restarted
+
+
+def _job_of(payload: Any) -> Any:
+    """The job snapshot inside a payload this ingestor built (notification or listed job)."""
+    if isinstance(payload, dict):
+        body = payload.get("params", payload)
+        if isinstance(body, dict) and "fields" in body:
+            return body["fields"]
+    return payload
 
 
 # --- the websocket side ------------------------------------------------------------------
@@ -582,7 +589,8 @@ class TruenasIngestor:
         await self._send(payloads)
 
     async def _send(self, payloads: list[Any]) -> None:
-        """Records under the current source, sent and acknowledged (acks=all)."""
+        """Records under the current source, sent and acknowledged (acks=all); only then
+        are the jobs in them marked as sent (a failure leaves them to the next resync)."""
         if not payloads:
             return
         book = self.book
@@ -592,6 +600,7 @@ class TruenasIngestor:
         for payload in payloads:
             records.extend(records_for(VENDOR, payload, ctx))
         report = await self.link.send(records)
+        book.acknowledged([_job_of(payload) for payload in payloads])
         for index, reason in report.too_large:
             log.error("truenas %s: a job record was not sent: %s", book.host, reason)
         self.stats.records += report.sent
