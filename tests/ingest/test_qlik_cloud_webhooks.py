@@ -232,3 +232,15 @@ async def test_the_sender_retries_5xx_until_the_receiver_takes_the_event():
         await runner.cleanup()
     assert (report.delivered, report.retries, report.statuses) == (1, 2, {503: 1, 502: 1, 200: 1})
     assert len(set(bodies)) == 1
+
+
+async def test_a_chunked_body_without_length_is_cut_off_at_the_limit(broker):
+    async def chunks():
+        for _ in range(100):
+            yield b"x" * 1000
+
+    async with running(broker.bootstrap, max_body=65_536) as url:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "/", data=chunks(), headers={"Content-Type": "application/json"}) as answer:
+                assert answer.status == 413
+                assert (await answer.json())["error"] == "body exceeds the 65,536-byte limit"
