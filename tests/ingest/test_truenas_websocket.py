@@ -309,3 +309,18 @@ async def test_job_changes_kafka_did_not_acknowledge_are_sent_after_it_comes_bac
         await sim.stop()
     seen = [(fields_of(e.payload)["id"], fields_of(e.payload)["state"]) for _, e in records]
     assert seen == [(done, "SUCCESS"), (running, "WAITING"), (running, "RUNNING")]
+
+
+@pytest.mark.integration
+async def test_a_server_without_login_ex_is_logged_into_with_login_with_api_key(broker):
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY, login_ex=False)
+    await sim.start()
+    try:
+        async with ingesting(broker.bootstrap, sim, host) as ingestor:
+            await connected(ingestor)
+            sim.add_job("update.download")
+            [(_, envelope)] = await records_of(broker.bootstrap, host, 1)
+    finally:
+        await sim.stop()
+    assert sim.logins == 1 and envelope.payload["params"]["msg"] == "added"

@@ -364,7 +364,15 @@ class _Client:
             if ok is not True:
                 raise TerminalError("TrueNAS refused the API key (auth.login_with_api_key answered false)")
             return
-        answer, _ = await self.call("auth.login_ex", [{"mechanism": "API_KEY_PLAIN", "username": username, "api_key": api_key}])
+        try:
+            answer, _ = await self.call("auth.login_ex", [{"mechanism": "API_KEY_PLAIN", "username": username, "api_key": api_key}])
+        except CallFailed as exc:
+            if not exc.no_such_method:
+                raise
+            ok, _ = await self.call("auth.login_with_api_key", [api_key])  # servers before auth.login_ex
+            if ok is not True:
+                raise TerminalError("TrueNAS refused the API key (auth.login_with_api_key answered false)") from None
+            return
         response = answer.get("response_type") if isinstance(answer, dict) else answer
         if response != "SUCCESS":
             raise TerminalError(f"TrueNAS refused the API key for user {username!r} (auth.login_ex: {response})")
@@ -406,6 +414,8 @@ class CallFailed(TransientError):
         else:
             detail, code = error, None
         super().__init__(f"{method} failed ({code}): {str(detail)[:200]}")
+        text = str(detail).lower()
+        self.no_such_method = str(code) in ("-32601", "ENOMETHOD") or "does not exist" in text or "not found" in text
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ Jobs go WAITING -> RUNNING (progress) -> SUCCESS / FAILED / ABORTED, either step
 Faults: ``drop_connections`` (mid-job), ``pause``/``resume`` (refuse connections for a
 while), ``restart`` (every job forgotten, ids back to 1; a new ``system.boot_id`` unless
 ``kernel_boot_id``, as newer middleware reads the kernel's, which a middleware restart
-keeps), ``partial_updates`` (``changed`` with only the fields that changed).
+keeps), ``partial_updates`` (``changed`` with only the fields that changed), ``login_ex=False``
+(an older server that only knows ``auth.login_with_api_key``).
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ class MiddlewareSimulator:
 
     def __init__(
         self, *, api_key: str, username: str = "root", clock: float = 1.0, kernel_boot_id: bool = False,
-        partial_updates: bool = False, seed: int = 0,
+        partial_updates: bool = False, login_ex: bool = True, seed: int = 0,
     ) -> None:
         self.api_key = api_key
         self.username = username
         self.clock = clock
         self.kernel_boot_id = kernel_boot_id
         self.partial_updates = partial_updates
+        self.login_ex = login_ex  # False: an older server without auth.login_ex
         self.rng = random.Random(seed)
         self.boot_id = str(uuid.UUID(int=self.rng.getrandbits(128)))
         self.jobs: dict[int, dict[str, Any]] = {}
@@ -175,7 +177,13 @@ class MiddlewareSimulator:
                 return
             session.push({"msg": "result", "id": message.get("id"), "result": result})
 
+    def _methods(self) -> set[str]:
+        known = {"core.set_options", "core.ping", "auth.login_with_api_key", "system.boot_id", "core.subscribe", "core.get_jobs"}
+        return known | {"auth.login_ex"} if self.login_ex else known
+
     def _call(self, session: _Session, method: Any, params: list[Any]) -> Any:
+        if method not in self._methods():
+            raise _CallError(-32601, "ENOMETHOD", "Method does not exist")
         if method == "core.set_options":
             return None
         if method == "core.ping":
@@ -200,9 +208,7 @@ class MiddlewareSimulator:
                 raise _CallError(-32001, "EINVAL", f"unknown event {params[:1]}")
             session.subscribed = True
             return str(uuid.uuid4())
-        if method == "core.get_jobs":
-            return [_public(job) for job in self.jobs.values()]
-        raise _CallError(-32601, "ENOMETHOD", f"Method {method!r} not found")
+        return [_public(job) for job in self.jobs.values()]  # core.get_jobs
 
     # --- jobs -------------------------------------------------------------------------
 
