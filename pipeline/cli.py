@@ -445,6 +445,8 @@ def simulate_truenas(
     listen: ListenOpt = "127.0.0.1:8781",
     clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 runs a simulated minute per second.")] = 10.0,
     every: Annotated[float, typer.Option(min=0.1, help="Simulated seconds between new jobs (on average).")] = 20.0,
+    drop_every: Annotated[float, typer.Option(min=0, help="Drop every connection every N simulated seconds (0: never).")] = 0.0,
+    restart_every: Annotated[float, typer.Option(min=0, help="Restart the middleware (job ids back to 1) every N simulated seconds (0: never).")] = 0.0,
     username: Annotated[Optional[str], typer.Option(help="User the API key belongs to (default root).")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key to accept (else env JOBSTREAM_TRUENAS_API_KEY[_FILE]).")] = None,
 ) -> None:
@@ -466,7 +468,8 @@ def simulate_truenas(
 
     try:
         asyncio.run(simulator.run(host=host, port=port, api_key=key, username=settings.truenas_username,
-                                  clock=clock, every_s=every, on_ready=ready))
+                                  clock=clock, every_s=every, drop_every_s=drop_every,
+                                  restart_every_s=restart_every, on_ready=ready))
     except OSError as exc:
         raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 

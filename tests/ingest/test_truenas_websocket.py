@@ -324,3 +324,30 @@ async def test_a_server_without_login_ex_is_logged_into_with_login_with_api_key(
     finally:
         await sim.stop()
     assert sim.logins == 1 and envelope.payload["params"]["msg"] == "added"
+
+
+@pytest.mark.integration
+async def test_the_ingestor_follows_a_busy_middleware_through_drops_and_restarts(broker):
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY, clock=100, seed=5)
+    await sim.start()
+    try:
+        async with ingesting(broker.bootstrap, sim, host) as ingestor:
+            await connected(ingestor)
+            sim.workload(every_s=2.0)
+            sim.faults(drop_every_s=50, restart_every_s=120)
+            for _ in range(300):  # 30 s at most
+                if ingestor.stats.restarts_detected >= 2 and ingestor.stats.connections >= 5:
+                    break
+                await asyncio.sleep(0.1)
+            sent = ingestor.stats.records
+            assert ingestor.stats.restarts_detected >= 2 and ingestor.stats.connections >= 5, ingestor.stats
+            records = await records_of(broker.bootstrap, host, sent)
+    finally:
+        await sim.stop()
+    assert len(records) >= sent > 0
+    sources = {envelope.source for _, envelope in records}
+    assert len(sources) >= 3  # one per middleware run
+    for _, envelope in records:  # every record is a job the normalizer accepts, keyed by its run
+        [event] = vendors.normalize("truenas", envelope.payload, vendors.Context(source=envelope.source))
+        assert event.run_key.startswith(f"truenas:{envelope.source}:")

@@ -77,6 +77,9 @@ class MiddlewareSimulator:
         self.sessions: set[_Session] = set()
         self.logins = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._fault_task: asyncio.Task[None] | None = None
+        self.workload_every_s = 0.0
+        self.workload_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -102,6 +105,8 @@ class MiddlewareSimulator:
         return f"ws://{self.host}:{self.port}/websocket"
 
     async def stop(self) -> None:
+        if self._fault_task is not None:
+            self._fault_task.cancel()
         self._cancel_jobs()
         await self.drop_connections()
         if self._runner is not None:
@@ -290,6 +295,8 @@ class MiddlewareSimulator:
     def workload(self, *, every_s: float = 20.0, count: int | None = None) -> asyncio.Task[None]:
         """Start jobs every ``every_s`` (simulated), outcomes mostly SUCCESS, until stopped."""
 
+        self.workload_every_s = every_s
+
         async def loop() -> None:
             started = 0
             while count is None or started < count:
@@ -301,6 +308,30 @@ class MiddlewareSimulator:
                 await self._sleep(self.rng.uniform(every_s / 2, every_s * 1.5))
 
         return self._spawn(loop())
+
+    def faults(self, *, drop_every_s: float = 0.0, restart_every_s: float = 0.0) -> asyncio.Task[None]:
+        """Drop every connection every ``drop_every_s`` and restart every ``restart_every_s``
+        (simulated seconds; 0 = never), for demos of what the ingestor survives."""
+
+        async def loop() -> None:
+            now = 0.0
+            next_drop = drop_every_s or float("inf")
+            next_restart = restart_every_s or float("inf")
+            while next_drop != float("inf") or next_restart != float("inf"):
+                wake = min(next_drop, next_restart)
+                await self._sleep(wake - now)
+                now = wake
+                if now >= next_restart:
+                    await self.restart()
+                    self.workload_task = self.workload(every_s=self.workload_every_s) if self.workload_every_s else None
+                    next_restart += restart_every_s
+                if now >= next_drop:
+                    await self.drop_connections()
+                    next_drop += drop_every_s
+
+        task = asyncio.ensure_future(loop())
+        self._fault_task = task
+        return task
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
@@ -355,7 +386,7 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run(*, host: str, port: int, api_key: str, username: str, clock: float, every_s: float,
-              on_ready: Any = None) -> MiddlewareSimulator:
+              drop_every_s: float = 0.0, restart_every_s: float = 0.0, on_ready: Any = None) -> MiddlewareSimulator:
     """``pipeline simulate truenas``: serve a middleware running jobs until SIGINT/SIGTERM."""
     from pipeline.push import stop_on_signals
 
@@ -364,6 +395,7 @@ async def run(*, host: str, port: int, api_key: str, username: str, clock: float
     stop = asyncio.Event()
     stop_on_signals(stop)
     simulator.workload(every_s=every_s)
+    simulator.faults(drop_every_s=drop_every_s, restart_every_s=restart_every_s)
     if on_ready is not None:
         on_ready(simulator)
     try:
