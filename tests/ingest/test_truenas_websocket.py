@@ -151,7 +151,9 @@ async def records_of(bootstrap: str, host: str, count: int) -> list[tuple[bytes 
         bootstrap, catalog.raw_topic("truenas"),
         lambda key, value: marker in value and b'"heartbeat":false' in value, count=count, timeout=30, settle=1.0,
     )
-    return [(key, decode_envelope(value)) for key, value in found]
+    records = [(key, decode_envelope(value)) for key, value in found]
+    # partitions are read in any order; one key's records keep their log order
+    return sorted(records, key=lambda record: record[1].received_at)
 
 
 def fields_of(payload: Any) -> dict[str, Any]:
@@ -351,3 +353,40 @@ async def test_the_ingestor_follows_a_busy_middleware_through_drops_and_restarts
     for _, envelope in records:  # every record is a job the normalizer accepts, keyed by its run
         [event] = vendors.normalize("truenas", envelope.payload, vendors.Context(source=envelope.source))
         assert event.run_key.startswith(f"truenas:{envelope.source}:")
+
+
+class _CountingBackoff(Backoff):
+    """Records the failure count the ingestor asks a delay for."""
+
+    __slots__ = ()
+    asked: list[int] = []
+
+    def delay(self, failures: int, retry_after: float | None = None, rng: Any = None) -> float:
+        _CountingBackoff.asked.append(failures)
+        return 0.05
+
+
+@pytest.mark.integration
+async def test_each_drop_after_a_good_connection_starts_the_backoff_over(broker):
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY)
+    await sim.start()
+    _CountingBackoff.asked.clear()
+    cursors = await CursorStore(broker.bootstrap).start()
+    config = TruenasConfig(url=sim.url, api_key=API_KEY, host=host, heartbeat_every_s=0.5, call_timeout_s=5)
+    ingestor = TruenasIngestor(config, KafkaLink(broker.bootstrap, "truenas", host), cursors, backoff=_CountingBackoff())
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingestor.run(stop))
+    try:
+        for _ in range(3):
+            await connected(ingestor)
+            ingestor.connected.clear()
+            await sim.drop_connections()
+        await connected(ingestor)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await ingestor.link.close()
+        await cursors.stop()
+        await sim.stop()
+    assert _CountingBackoff.asked == [1, 1, 1]

@@ -494,6 +494,7 @@ class TruenasIngestor:
         """Until ``stop``; a ``TerminalError`` (bad API key) propagates."""
         failures = 0
         while not stop.is_set():
+            resyncs = self.stats.resyncs
             try:
                 if self.book is None:
                     cursor = await self.cursors.load(self.cursor_key, timeout_s=30) if self.cursors else None
@@ -504,7 +505,8 @@ class TruenasIngestor:
             except TerminalError:
                 raise
             except (TransientError, KafkaUnavailable, KafkaError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-                failures += 1
+                # a connection that got through its resync was a success: start the backoff over
+                failures = 1 if self.stats.resyncs > resyncs else failures + 1
                 wait = self.backoff.delay(failures)
                 log.warning("truenas %s: %s; reconnecting in %.1f s", self.config.source_host,
                             self.redact(str(exc) or type(exc).__name__), wait)
