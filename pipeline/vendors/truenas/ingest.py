@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -485,6 +484,7 @@ class TruenasIngestor:
         self.stats = IngestStats()
         self.on_sent = on_sent
         self.connected = asyncio.Event()
+        self._saved_cursor: dict[str, Any] | None = None
 
     @property
     def cursor_key(self) -> str:
@@ -518,11 +518,12 @@ class TruenasIngestor:
                 self.connected.clear()
 
     async def _session(self, stop: asyncio.Event) -> None:
-        ssl_context: ssl.SSLContext | bool = True if self.config.verify_tls else False
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.call_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
-                ws = await http.ws_connect(self.config.url, ssl=ssl_context, heartbeat=None, max_msg_size=64 * 1024 * 1024)
+                ws = await http.ws_connect(
+                    self.config.url, ssl=self.config.verify_tls, heartbeat=None, max_msg_size=64 * 1024 * 1024,
+                )
             except aiohttp.WSServerHandshakeError as exc:
                 raise TransientError(f"websocket handshake with {self.config.url} failed: HTTP {exc.status}") from None
             client = _Client(ws, legacy=self.config.legacy, call_timeout_s=self.config.call_timeout_s)
@@ -625,8 +626,14 @@ class TruenasIngestor:
         await self._save_cursor()
 
     async def _save_cursor(self) -> None:
-        if self.cursors is not None and self.book is not None:
-            await asyncio.wait_for(self.cursors.save(self.cursor_key, self.book.cursor()), self.link.ack_timeout_s)
+        """The boot marker state to ``ingest.cursors``, when it changed since last saved."""
+        if self.cursors is None or self.book is None:
+            return
+        cursor = self.book.cursor()
+        if cursor == self._saved_cursor:
+            return
+        await asyncio.wait_for(self.cursors.save(self.cursor_key, cursor), self.link.ack_timeout_s)
+        self._saved_cursor = cursor
 
 
 async def run(settings: "Settings", config: TruenasConfig) -> IngestStats:
