@@ -377,6 +377,7 @@ def ingest_truenas(
     username: Annotated[Optional[str], typer.Option(help="User owning the API key (current API; default root; env JOBSTREAM_TRUENAS_USERNAME).")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Host name in the records' source (default: the URL's host).")] = None,
+    ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the NAS's certificate (env JOBSTREAM_TRUENAS_CA_FILE).")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS).")] = False,
 ) -> None:
     """Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.
@@ -394,7 +395,10 @@ def ingest_truenas(
             ingest.check_host(host)
     except ValueError as exc:
         raise fail(str(exc), 2) from None
-    settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file)
+    settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
+                             truenas_ca_file=ca_file)
+    if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
+        raise fail(f"--ca-file {settings.truenas_ca_file}: no such file", 2)
     try:
         key = settings.truenas_key()
     except SettingsError as exc:
@@ -402,7 +406,8 @@ def ingest_truenas(
     if key is None:
         raise fail("no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", 2)
     config = ingest.TruenasConfig(url=url, api_key=key, username=settings.truenas_username, host=host,
-                                  heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure)
+                                  heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,
+                                  ca_file=str(settings.truenas_ca_file) if settings.truenas_ca_file else None)
     try:
         asyncio.run(ingest.run(settings, config))
     except TerminalError as exc:

@@ -52,6 +52,7 @@ class Settings:
     truenas_username: str = "root"
     truenas_api_key: str | None = field(default=None, repr=False)
     truenas_api_key_file: Path | None = None
+    truenas_ca_file: Path | None = None
     heartbeat_every_s: float = 5.0
     kafka_ack_timeout_s: float = 10.0
 

@@ -390,3 +390,61 @@ async def test_each_drop_after_a_good_connection_starts_the_backoff_over(broker)
         await cursors.stop()
         await sim.stop()
     assert _CountingBackoff.asked == [1, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
+    """A test CA and a server certificate for 127.0.0.1 (trustme)."""
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server)
+    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    return server, str(ca_file)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trust", ["ca-file", "insecure"])
+async def test_wss_with_the_nas_ca_or_insecure(broker, tls, trust):
+    server_context, ca_file = tls
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY)
+    await sim.start(ssl_context=server_context)
+    cursors = await CursorStore(broker.bootstrap).start()
+    config = TruenasConfig(url=sim.url, api_key=API_KEY, host=host, heartbeat_every_s=0.5, call_timeout_s=5,
+                           ca_file=ca_file if trust == "ca-file" else None, verify_tls=trust != "insecure")
+    ingestor = TruenasIngestor(config, KafkaLink(broker.bootstrap, "truenas", host), cursors)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingestor.run(stop))
+    try:
+        await connected(ingestor)
+        sim.add_job("pool.scrub.scrub")
+        [(_, envelope)] = await records_of(broker.bootstrap, host, 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await ingestor.link.close()
+        await cursors.stop()
+        await sim.stop()
+    assert sim.url.startswith("wss://") and envelope.payload["params"]["fields"]["method"] == "pool.scrub.scrub"
+
+
+@pytest.mark.integration
+async def test_an_untrusted_certificate_ends_the_ingestor_with_what_to_do(broker, tls):
+    server_context, _ = tls
+    sim = MiddlewareSimulator(api_key=API_KEY)
+    await sim.start(ssl_context=server_context)
+    cursors = await CursorStore(broker.bootstrap).start()
+    ingestor = TruenasIngestor(TruenasConfig(url=sim.url, api_key=API_KEY, host="nas-untrusted", call_timeout_s=5),
+                               KafkaLink(broker.bootstrap, "truenas", "x"), cursors)
+    try:
+        with pytest.raises(TerminalError, match="is not trusted .*pass --ca-file with the NAS's CA, or --insecure"):
+            await asyncio.wait_for(ingestor.run(asyncio.Event()), 20)
+    finally:
+        await ingestor.link.close()
+        await cursors.stop()
+        await sim.stop()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -427,6 +428,15 @@ class TruenasConfig:
     heartbeat_every_s: float = 5.0
     call_timeout_s: float = 30.0
     verify_tls: bool = True
+    ca_file: str | None = None
+
+    def ssl(self) -> ssl.SSLContext | bool:
+        """What aiohttp gets: the system's CAs, a CA file of the NAS's own, or no check."""
+        if not self.verify_tls:
+            return False
+        if self.ca_file:
+            return ssl.create_default_context(cafile=self.ca_file)
+        return True
 
     @property
     def legacy(self) -> bool:
@@ -522,10 +532,15 @@ class TruenasIngestor:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
                 ws = await http.ws_connect(
-                    self.config.url, ssl=self.config.verify_tls, heartbeat=None, max_msg_size=64 * 1024 * 1024,
+                    self.config.url, ssl=self.config.ssl(), heartbeat=None, max_msg_size=64 * 1024 * 1024,
                 )
             except aiohttp.WSServerHandshakeError as exc:
                 raise TransientError(f"websocket handshake with {self.config.url} failed: HTTP {exc.status}") from None
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise TerminalError(
+                    f"the TLS certificate of {self.config.url} is not trusted ({exc.certificate_error}); "
+                    "pass --ca-file with the NAS's CA, or --insecure"
+                ) from None
             client = _Client(ws, legacy=self.config.legacy, call_timeout_s=self.config.call_timeout_s)
             client.start()
             try:

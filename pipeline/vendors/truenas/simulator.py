@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -85,24 +86,26 @@ class MiddlewareSimulator:
 
     # --- server -------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen (``wss://`` with ``ssl_context``); returns the port."""
         app = web.Application()
         app.router.add_get("/api/current", self._current)
         app.router.add_get("/websocket", self._legacy)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         self.port = self._runner.addresses[0][1]
         self.host = host
+        self.scheme = "wss" if ssl_context is not None else "ws"
         return self.port
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/api/current"
+        return f"{self.scheme}://{self.host}:{self.port}/api/current"
 
     @property
     def legacy_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/websocket"
+        return f"{self.scheme}://{self.host}:{self.port}/websocket"
 
     async def stop(self) -> None:
         if self._fault_task is not None:
