@@ -349,6 +349,8 @@ def ingest_qlik_cloud(
     source: Annotated[str, typer.Option(help="Names this receiver in the records and heartbeats.")] = "qlik-cloud-webhook",
     secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET or JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE).")] = None,
     max_body: Annotated[Optional[int], typer.Option(min=1024, help="Largest body accepted, in bytes (default 262144; larger: 413).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve https with this certificate chain (PEM; env JOBSTREAM_WEBHOOK_TLS_CERT). Qlik Cloud delivers only to https URLs: this, or a TLS proxy in front.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM; env JOBSTREAM_WEBHOOK_TLS_KEY).")] = None,
 ) -> None:
     """Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.
 
@@ -360,7 +362,8 @@ def ingest_qlik_cloud(
     from pipeline.vendors.qlik_cloud import ingest
 
     host, port = _listen(listen)
-    settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body)
+    settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
+                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key)
     try:
         settings.qlik_secret()
         asyncio.run(ingest.run(settings, host=host, port=port, source=source))

@@ -49,6 +49,8 @@ class Settings:
     qlik_webhook_secret: str | None = field(default=None, repr=False)
     qlik_webhook_secret_file: Path | None = None
     webhook_max_body_bytes: int = 262_144
+    webhook_tls_cert: Path | None = None
+    webhook_tls_key: Path | None = None
     truenas_username: str = "root"
     truenas_api_key: str | None = field(default=None, repr=False)
     truenas_api_key_file: Path | None = None

@@ -23,6 +23,9 @@ runner = CliRunner()
     (["ingest", "qlik-cloud", "--listen", "nowhere"], {}, "is not HOST:PORT"),
     (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0"], {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "abc"}, "shorter than 4"),
     (["simulate", "truenas", "--listen", "127.0.0.1:0"], {}, "no API key to accept"),
+    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/c.pem"], {}, "go together"),
+    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], {},
+     "cannot load the TLS certificate and key"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, env, message):
     result = runner.invoke(app, args, env={"JOBSTREAM_TRUENAS_API_KEY": "", "JOBSTREAM_QLIK_WEBHOOK_SECRET": "", **env})

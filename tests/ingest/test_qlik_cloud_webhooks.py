@@ -28,15 +28,16 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def running(bootstrap: str, *, secret: str | None = SECRET, max_body: int = 65_536, source: str = "qlik-test") -> AsyncIterator[str]:
+async def running(bootstrap: str, *, secret: str | None = SECRET, max_body: int = 65_536, source: str = "qlik-test",
+                  ssl_context: Any = None) -> AsyncIterator[str]:
     link = KafkaLink(bootstrap, "qlik_cloud", source, ack_timeout_s=3.0)
     receiver = Receiver(link, ReceiverConfig(secret=secret, max_body_bytes=max_body, heartbeat_every_s=0.5))
     stop = asyncio.Event()
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(receiver, "127.0.0.1", 0, stop, ready=ready))
+    task = asyncio.create_task(serve(receiver, "127.0.0.1", 0, stop, ready=ready, ssl_context=ssl_context))
     port = await asyncio.wait_for(ready, 10)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
@@ -244,3 +245,26 @@ async def test_a_chunked_body_without_length_is_cut_off_at_the_limit(broker):
             async with session.post(url + "/", data=chunks(), headers={"Content-Type": "application/json"}) as answer:
                 assert answer.status == 413
                 assert (await answer.json())["error"] == "body exceeds the 65,536-byte limit"
+
+
+async def test_https_with_a_certificate_and_key(broker, tmp_path):
+    import ssl
+
+    import trustme
+
+    from pipeline.vendors.qlik_cloud.ingest import tls_context
+
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    body, headers = structured(event(tenant), SECRET)
+    async with running(broker.bootstrap, ssl_context=tls_context(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))) as url:
+        assert url.startswith("https://")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "/", data=body, headers=headers, ssl=client) as answer:
+                assert answer.status == 200
+    assert len(await raw_records(broker.bootstrap, tenant, 1)) == 1

@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,8 @@ from pipeline.model import UTC
 from pipeline.push import KafkaLink, KafkaUnavailable
 from pipeline.sources import Record, Redactor, records_for
 from pipeline.vendors import Context
+
+from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -192,13 +195,21 @@ def _keyed(records: list[Record]) -> int:
     return sum(1 for record in records if record.key is not None)
 
 
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server TLS context (Qlik Cloud delivers only to https:// URLs), or OSError/SSLError."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 async def serve(
     receiver: Receiver, host: str, port: int, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Listen until ``stop`` is set; ``ready`` gets the bound port (0 picks a free one)."""
     runner = web.AppRunner(receiver.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     heartbeats = None
     try:
         await site.start()
@@ -216,10 +227,18 @@ async def serve(
 
 
 async def run(settings: "Settings", *, host: str, port: int, source: str) -> None:
-    """``pipeline ingest qlik-cloud``: receive until SIGINT/SIGTERM."""
+    """``pipeline ingest qlik-cloud``: receive until SIGINT/SIGTERM (https with a cert)."""
     from pipeline.push import log_to_stderr, stop_on_signals
 
     secret = settings.qlik_secret()
+    context = None
+    if settings.webhook_tls_cert or settings.webhook_tls_key:
+        if not (settings.webhook_tls_cert and settings.webhook_tls_key):
+            raise SettingsError("--tls-cert and --tls-key go together")
+        try:
+            context = tls_context(str(settings.webhook_tls_cert), str(settings.webhook_tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"cannot load the TLS certificate and key: {getattr(exc, 'strerror', None) or exc}") from None
     redact = Redactor([secret])
     log_to_stderr(redact)
     if secret is None:
@@ -230,9 +249,10 @@ async def run(settings: "Settings", *, host: str, port: int, source: str) -> Non
     stop = asyncio.Event()
     stop_on_signals(stop)
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    scheme = "https" if context else "http"
     ready.add_done_callback(lambda f: log.info(
-        "receiving Qlik Cloud webhooks on http://%s:%d/ (healthz: /healthz) -> %s at %s",
-        host, f.result(), link.vendor, settings.bootstrap,
+        "receiving Qlik Cloud webhooks on %s://%s:%d/ (healthz: /healthz) -> %s at %s",
+        scheme, host, f.result(), link.vendor, settings.bootstrap,
     ))
-    await serve(receiver, host, port, stop, ready=ready)
+    await serve(receiver, host, port, stop, ready=ready, ssl_context=context)
     log.info("stopped: %d deliveries accepted, %d refused", receiver.accepted, receiver.refused)
