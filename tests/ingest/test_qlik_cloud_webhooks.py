@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pipeline import catalog, vendors
 from pipeline.broker import free_port
-from pipeline.model import UTC, decode_envelope
+from pipeline.model import UTC
 from pipeline.push import KafkaLink
 from pipeline.vendors.qlik_cloud.ingest import Receiver, ReceiverConfig, serve, signature, signature_matches
 from pipeline.vendors.qlik_cloud.simulator import Faults, WebhookSender, binary, delivery_plan, reload_events, structured
