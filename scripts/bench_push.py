@@ -10,6 +10,8 @@ truenas: the middleware simulator runs ``--jobs`` jobs through WAITING, RUNNING,
 progress updates and SUCCESS as fast as it can (6 notifications each); reports how long
 the ingestor took until every one was acknowledged by Kafka.
 
+kafka away: a receiver whose Kafka cannot be reached; how fast a sender gets its 503.
+
 Everything runs in this one process (simulator, ingestor, clients share one event loop
 and the machine's cores with the broker), so the numbers are a floor, not a ceiling.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import sys
 import time
@@ -76,6 +79,32 @@ async def bench_webhooks(bootstrap: str, count: int, senders: int) -> None:
           f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms")
 
 
+async def bench_kafka_away(count: int) -> None:
+    """How fast senders get their 503 while Kafka cannot be reached."""
+    from pipeline.broker import free_port
+
+    receiver = Receiver(KafkaLink(f"127.0.0.1:{free_port()}", "qlik_cloud", "bench", ack_timeout_s=5.0),
+                        ReceiverConfig(secret=SECRET))
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve(receiver, "127.0.0.1", 0, stop, ready=ready))
+    url = f"http://127.0.0.1:{await ready}/"
+    body, headers = structured(reload_events(1, tenant="away", start=datetime(2026, 1, 1, tzinfo=UTC))[0], SECRET)
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            began = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as answer:
+                await answer.read()
+                assert answer.status == 503
+            latencies.append(time.perf_counter() - began)
+    stop.set()
+    await server
+    latencies.sort()
+    print(f"kafka away: {count} deliveries answered 503; latency p50 {statistics.median(latencies) * 1000:.1f} ms, "
+          f"max {latencies[-1] * 1000:.1f} ms")
+
+
 async def sender_warmup(session: aiohttp.ClientSession, url: str) -> None:
     body, headers = structured(reload_events(1, tenant="warmup", start=datetime(2026, 1, 1, tzinfo=UTC))[0], SECRET)
     async with session.post(url, data=body, headers=headers) as answer:
@@ -121,11 +150,13 @@ async def bench_truenas(bootstrap: str, jobs: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    logging.getLogger("pipeline").setLevel(logging.ERROR)  # one warning per 503 is noise here
     broker = EmbeddedBroker().start()
     try:
         await catalog.apply(broker.bootstrap)
         await bench_webhooks(broker.bootstrap, args.webhooks, args.senders)
         await bench_truenas(broker.bootstrap, args.jobs)
+        await bench_kafka_away(200)
     finally:
         broker.stop()
 
