@@ -151,6 +151,7 @@ async def bench_truenas(bootstrap: str, jobs: int) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     logging.getLogger("pipeline").setLevel(logging.ERROR)  # one warning per 503 is noise here
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     broker = EmbeddedBroker().start()
     try:
         await catalog.apply(broker.bootstrap)

@@ -448,3 +448,39 @@ async def test_an_untrusted_certificate_ends_the_ingestor_with_what_to_do(broker
         await ingestor.link.close()
         await cursors.stop()
         await sim.stop()
+
+
+@pytest.mark.integration
+async def test_through_the_worker_job_1_before_and_after_a_restart_are_two_runs(broker, worker):
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY, kernel_boot_id=True)
+    await sim.start()
+    try:
+        async with ingesting(broker.bootstrap, sim, host) as ingestor:
+            await connected(ingestor)
+            before = sim.add_job("pool.scrub.scrub")
+            sim.update_job(before, state="RUNNING", percent=50)
+            sim.update_job(before, state="SUCCESS")
+            await records_of(broker.bootstrap, host, 3)
+            ingestor.connected.clear()
+            await sim.restart()
+            await connected(ingestor)
+            after = sim.add_job("pool.scrub.scrub")
+            sim.update_job(after, state="RUNNING", percent=50)
+            sim.update_job(after, state="FAILED")
+            await records_of(broker.bootstrap, host, 6)
+    finally:
+        await sim.stop()
+    prefix = f"truenas:{host}@".encode()
+    marker = sim.boot_id[:8]
+    want = {f"truenas:{host}@{marker}:1": "SUCCEEDED", f"truenas:{host}@{marker}.1:1": "FAILED"}
+    latest: dict[str, str] = {}
+    deadline = asyncio.get_running_loop().time() + 60
+    while latest != want and asyncio.get_running_loop().time() < deadline:
+        found = await collect(broker.bootstrap, catalog.RUNS, lambda key, value: key is not None and key.startswith(prefix),
+                              count=2, timeout=10, settle=0.5)
+        latest = {}
+        for key, value in found:  # one run key lives in one partition: the last read is the latest
+            run = orjson.loads(value)
+            latest[run["run_key"]] = run["state"]
+    assert latest == want
