@@ -77,6 +77,15 @@ def test_a_restart_under_the_same_boot_id_is_seen_from_the_job_ids():
     assert book.source == "nas@aaaaaaaa.1"
 
 
+def test_a_waiting_job_1_created_at_another_time_is_another_run():
+    book = JobBook("nas")
+    listing = [job(1, state="WAITING", started=1000)]
+    book.connect("aaaaaaaa", listing)
+    book.resync(listing)
+    assert not book.connect("aaaaaaaa", [job(1, state="RUNNING", started=1000)])  # same job, now running
+    assert book.connect("aaaaaaaa", [job(1, state="WAITING", started=7000)])
+
+
 def test_a_kept_job_that_vanished_without_newer_jobs_means_a_restart_but_a_transient_one_does_not():
     book = JobBook("nas")
     listing = [job(1, state="SUCCESS", finished=2), job(2, state="SUCCESS", finished=3, transient=True)]

@@ -26,7 +26,7 @@ records' ``source`` (the normalizer's run key is ``truenas:<source>:<id>``) is
 ``<host>@<boot marker>``: the first 8 characters of ``system.boot_id``, plus ``.N`` for
 the N-th restart detected under the same boot id (newer middleware answers the kernel's
 boot id, which a middleware restart keeps). A restart is detected when a job id comes
-back with another method, another start or finish time after it ran or finished, when an
+back with another method, creation time (``time_started``) or finish time, when an
 ``added`` id is not above every id seen, or when a kept (non-transient) job vanished from
 a listing without newer jobs. The marker state is stored in ``ingest.cursors``, so an
 ingestor restart keeps the same source.
@@ -80,14 +80,14 @@ def _identity(job: dict[str, Any]) -> list[Any]:
 
 
 def _same_run(known: list[Any], job: dict[str, Any]) -> bool:
-    method, started, finished, state = known
+    """Whether ``job`` can be the job ``known`` describes: middlewared sets a job's
+    ``time_started`` once, when it creates it, and its ``time_finished`` once."""
+    method, started, finished, _state = known
     if job.get("method", method) != method:
         return False
-    if finished is not None:  # a finished job never changes again
-        return _ms(job.get("time_finished")) == finished
-    if state not in (None, "WAITING") and "time_started" in job:
-        return _ms(job.get("time_started")) == started
-    return True
+    if "time_started" in job and started is not None and _ms(job.get("time_started")) != started:
+        return False
+    return finished is None or _ms(job.get("time_finished")) == finished
 
 
 def without_secrets(fields: dict[str, Any]) -> dict[str, Any]:

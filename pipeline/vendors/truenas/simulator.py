@@ -233,13 +233,15 @@ class MiddlewareSimulator:
                 session.push({"jsonrpc": "2.0", "method": "collection_update", "params": body})
 
     def add_job(self, method: str, *, description: str | None = None, transient: bool = False) -> int:
-        """A new job in WAITING; subscribers get ``added``."""
+        """A new job in WAITING (``time_started`` is its creation time and never
+        changes, as in middlewared); subscribers get ``added``."""
         job_id = self.next_id
         self.next_id += 1
         job = {
-            "id": job_id, "method": method, "arguments": ["tank", {"password": "never-leaves-the-nas"}],
+            "id": job_id, "message_ids": [], "method": method,
+            "arguments": ["tank", {"password": "never-leaves-the-nas"}],
             "transient": transient, "description": description, "abortable": True, "logs_path": None,
-            "logs_excerpt": None, "progress": {"percent": None, "description": "", "extra": None},
+            "logs_excerpt": None, "progress": {"percent": 0, "description": "", "extra": None},
             "result": None, "result_encoding_error": None, "error": None, "exception": None,
             "exc_info": None, "state": "WAITING", "time_started": {"$date": _now_ms()}, "time_finished": None,
             "credentials": {"type": "LOGIN_PASSWORD", "data": {"username": "root"}},
@@ -255,8 +257,6 @@ class MiddlewareSimulator:
         changed: dict[str, Any] = {"id": job_id}
         if state is not None:
             job["state"] = changed["state"] = state
-            if state == "RUNNING":
-                job["time_started"] = changed["time_started"] = {"$date": _now_ms()}
             if state in OUTCOMES:
                 job["time_finished"] = changed["time_finished"] = {"$date": _now_ms()}
             if state == "FAILED":
