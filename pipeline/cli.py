@@ -388,6 +388,8 @@ def ingest_truenas(
     Resyncs with core.get_jobs after every (re)connect, so nothing changed while
     disconnected is lost; records carry <host>@<boot marker> as their source, so job
     ids that restart at 1 after a middleware restart never merge with earlier runs.
+    The API key's user must see every job (full or read-only admin): middlewared shows
+    other users only their own.
     """
     from pipeline.sources import TerminalError
     from pipeline.vendors.truenas import ingest
