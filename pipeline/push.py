@@ -55,11 +55,6 @@ class KafkaLink:
         if self._producer is not None:
             self._producer.source = value
 
-    @property
-    def up(self) -> bool:
-        """True while a producer is connected and its last send was acknowledged."""
-        return self._producer is not None
-
     def _fail_fast(self) -> None:
         """Right after a failed connect, callers fail at once instead of queueing for
         another attempt (a webhook sender must get its 503 quickly)."""
