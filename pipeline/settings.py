@@ -1,8 +1,15 @@
 """All configuration in one typed object, read from ``JOBSTREAM_*`` environment variables
-and overridden by command-line flags (flags win)."""
+and overridden by command-line flags (flags win).
+
+Every value is checked in one place, ``Settings.__post_init__``, whichever way it came
+in (environment, flag, or code): finite, in range, a store scheme the worker knows. A bad
+value is a ``SettingsError`` naming the variable, never a process that starts and then
+misbehaves (a NaN batch window, a zero session timeout that loops forever).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -10,14 +17,58 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.vendors import VENDOR_NAMES
+from pipeline.vendor_names import VENDOR_NAMES
 
 ENV_PREFIX = "JOBSTREAM_"
 DEFAULT_STALE_AFTER_S = 240.0
+DEFAULT_KAFKA_PORT = 9092
+STORE_SCHEMES = ("rocksdb://", "memory://")
+_YEAR_S = 365 * 86400.0
 
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """Allowed values of a number setting: finite, ``low`` (excluded when ``open_low``)
+    up to ``high``."""
+
+    low: float
+    high: float
+    open_low: bool = False
+
+    def problem(self, value: float) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if value < self.low or (self.open_low and value == self.low):
+            return f"must be {'greater than' if self.open_low else 'at least'} {self.low:g}"
+        if value > self.high:
+            return f"must be at most {self.high:g}"
+        return None
+
+
+_RANGES: dict[str, _Range] = {
+    "partitions": _Range(1, 10_000),
+    "stale_after_s": _Range(0, 10 * _YEAR_S, open_low=True),
+    "run_retention_s": _Range(0, 100 * _YEAR_S),
+    "stale_retention_s": _Range(0, 100 * _YEAR_S),
+    "session_timeout_s": _Range(1, 1800),
+    "standby_replicas": _Range(0, 100),
+    "batch_max": _Range(1, 1_000_000),
+    "batch_within_s": _Range(0, 60, open_low=True),
+    "entry_cache_size": _Range(0, 100_000_000),
+    "send_timeout_s": _Range(0, 600, open_low=True),
+    "alert_delivery_attempts": _Range(1, 100),
+    "alert_retry_base_s": _Range(0, 600),
+    "alert_context_wait_s": _Range(0, 600),
+    "alert_digest_window_s": _Range(0, 600),
+    "alert_max_age_s": _Range(0, 100 * _YEAR_S, open_low=True),
+    "webhook_max_body_bytes": _Range(1024, 100_000_000),
+    "heartbeat_every_s": _Range(0, 3600, open_low=True),
+    "kafka_ack_timeout_s": _Range(0, 600, open_low=True),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +77,18 @@ class Settings:
 
     ``tansu`` turns on the workarounds for the embedded broker's ListOffsets bug
     (DESIGN.md): never needed, and never turned on, against real Kafka.
+    ``stale_after_s`` None means each vendor's own default (``stale_after_defaults``,
+    filled from the vendor registry by the command line), else 240 s.
     """
 
-    bootstrap: str = "localhost:9092"
+    bootstrap: str = f"localhost:{DEFAULT_KAFKA_PORT}"
     app_id: str = "jobstream"
     store: str = "rocksdb://"
     datadir: Path = Path("data/worker")
     partitions: int | None = None
-    stale_after_s: float = DEFAULT_STALE_AFTER_S
+    stale_after_s: float | None = None
     stale_after_by_vendor: Mapping[str, float] = field(default_factory=dict)
+    stale_after_defaults: Mapping[str, float] = field(default_factory=dict)
     run_retention_s: float = 3600.0
     stale_retention_s: float = 7 * 86400.0
     vendor_tz: Mapping[str, str] = field(default_factory=dict)
@@ -44,6 +98,21 @@ class Settings:
     batch_max: int = 1000
     batch_within_s: float = 0.05
     entry_cache_size: int = 50_000
+    send_timeout_s: float = 30.0
+    # The alerter (pipeline/alerts/): its consumer group, Apprise URLs for rules that
+    # name none (comma or space separated; may hold secrets: never logged), delivery
+    # retries (attempts, first delay doubling), how long a transition waits for its run
+    # snapshot, how long a batch that fired waits for more (one digest, not a flood), and
+    # the age past which an alert is recorded but not sent (a first start on a week of
+    # history, a replay: no flood of old news).
+    alert_group: str = "jobstream-alerts"
+    alert_urls: str = field(default="", repr=False)
+    alert_delivery_attempts: int = 4
+    alert_retry_base_s: float = 0.5
+    alert_context_wait_s: float = 2.0
+    alert_digest_window_s: float = 1.0
+    alert_max_age_s: float = 6 * 3600.0
+
     # Push ingestors (Qlik Cloud webhooks, TrueNAS websocket). Secrets come from the
     # environment or from a file, never from a flag, and never appear in a repr.
     qlik_webhook_secret: str | None = field(default=None, repr=False)
@@ -58,8 +127,30 @@ class Settings:
     heartbeat_every_s: float = 5.0
     kafka_ack_timeout_s: float = 10.0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap))
+        if not self.app_id.strip():
+            raise SettingsError(f"{ENV_PREFIX}APP_ID: must not be empty")
+        if self.store not in STORE_SCHEMES:
+            raise SettingsError(
+                f"{ENV_PREFIX}STORE={self.store!r}: unknown table store; use one of {', '.join(STORE_SCHEMES)}"
+            )
+        for name, allowed in _RANGES.items():
+            value = getattr(self, name)
+            if value is not None:
+                _check(name, value, allowed)
+        for group, values in (("STALE_AFTER", self.stale_after_by_vendor), ("STALE_AFTER", self.stale_after_defaults)):
+            for vendor, value in values.items():
+                _check(f"{group.lower()}_{vendor}", value, _RANGES["stale_after_s"])
+
     def stale_after(self, vendor: str) -> timedelta:
-        return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))
+        """The vendor's own variable, else the global one, else the vendor's default."""
+        seconds = self.stale_after_by_vendor.get(vendor)
+        if seconds is None:
+            seconds = self.stale_after_s
+        if seconds is None:
+            seconds = self.stale_after_defaults.get(vendor, DEFAULT_STALE_AFTER_S)
+        return timedelta(seconds=seconds)
 
     def tz(self, vendor: str) -> tzinfo:
         name = self.vendor_tz.get(vendor, "UTC")
@@ -89,23 +180,24 @@ class Settings:
         return read_secret(self.truenas_api_key, self.truenas_api_key_file, "TRUENAS_API_KEY")
 
     def with_overrides(self, **overrides: object) -> "Settings":
-        """A copy with the flags that were given (``None`` means "not given")."""
+        """A copy with the flags that were given (``None`` means "not given"), checked
+        by the same rules as the environment."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+        env = os.environ if env is None else env  # an empty variable counts as unset
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None or f.name in ("stale_after_by_vendor", "vendor_tz"):
+            if not raw or f.name in ("stale_after_by_vendor", "stale_after_defaults", "vendor_tz"):
                 continue
             values[f.name] = _convert(f.name, f.type, raw)
         stale = {}
         zones = {}
         for vendor in VENDOR_NAMES:
             raw = env.get(f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}")
-            if raw is not None:
+            if raw:
                 stale[vendor] = _convert(f"stale_after_{vendor}", "float", raw)
             if f"{ENV_PREFIX}TZ_{vendor.upper()}" in env:
                 zones[vendor] = env[f"{ENV_PREFIX}TZ_{vendor.upper()}"]
@@ -131,6 +223,43 @@ def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
     return value
 
 
+def given(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment sets ``name`` (a field of Settings) at all: some commands
+    behave differently when nothing was configured (``replay`` runs embedded)."""
+    env = os.environ if env is None else env
+    return bool(env.get(ENV_PREFIX + name.upper(), "").strip())
+
+
+def normalize_bootstrap(value: str) -> str:
+    """``HOST[:PORT][,...]`` with the port Kafka clients assume (9092) filled in."""
+    addresses = []
+    for address in value.split(","):
+        address = address.strip().removeprefix("kafka://")
+        if address.startswith("["):  # an IPv6 literal: [::1] or [::1]:9092
+            host, _, rest = address.partition("]")
+            host, port, ok = host + "]", rest.removeprefix(":"), rest == "" or rest.startswith(":")
+        else:
+            host, _, port = address.partition(":")
+            ok = address.count(":") <= 1
+        port = port or str(DEFAULT_KAFKA_PORT)
+        if not ok or host in ("", "]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{ENV_PREFIX}BOOTSTRAP={value!r}: {address!r} is not HOST[:PORT]")
+        addresses.append(f"{host}:{int(port)}")
+    return ",".join(addresses)
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """One normalized bootstrap address as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _check(name: str, value: float, allowed: _Range) -> None:
+    problem = allowed.problem(value)
+    if problem:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={value!r} (or its flag): {problem}")
+
+
 def _convert(name: str, kind: object, raw: str) -> object:
     kind = str(kind)
     try:
@@ -143,13 +272,9 @@ def _convert(name: str, kind: object, raw: str) -> object:
         if "Path" in kind:
             return Path(raw)
         if kind.startswith("int"):
-            value: object = int(raw)
-        elif kind.startswith("float"):
-            value = float(raw)
-        else:
-            return raw
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        return raw
     except ValueError:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-    if isinstance(value, (int, float)) and value < 0:
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} must not be negative")
-    return value

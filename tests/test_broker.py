@@ -1,9 +1,12 @@
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
 from pipeline import broker as broker_module
-from pipeline.broker import BrokerError, EmbeddedBroker, free_port, kafka_api_versions
+from pipeline.broker import BrokerError, EmbeddedBroker, free_port, kafka_api_versions, kafka_cluster_id
 
 
 def test_embedded_broker_starts_answers_kafka_and_stops():
@@ -29,13 +32,51 @@ def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path):
         EmbeddedBroker().start()
 
 
-def test_a_binary_that_exits_at_once_is_reported(monkeypatch, tmp_path):
+def test_a_binary_that_exits_at_once_is_reported_with_its_last_words(monkeypatch, tmp_path):
     fake = tmp_path / "tansu"
-    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.write_text("#!/bin/sh\necho starting\necho 'error: invalid storage engine' >&2\nexit 3\n")
     fake.chmod(0o755)
     monkeypatch.setenv("CALF_TANSU_BIN", str(fake))
-    with pytest.raises(BrokerError, match="exited with status 3"):
+    with pytest.raises(BrokerError, match="exited with status 3.*Tansu said: starting | error: invalid storage engine"):
         EmbeddedBroker().start()
+
+
+def test_a_port_answered_by_another_kafka_is_refused_before_starting(broker):
+    """Issue 27.1: the other Kafka is the session broker; nothing is created on it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "broker", "--port", str(broker.port)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""  # no "topics: 9 created", no export hint
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: port {broker.port} on 127.0.0.1 is taken: a Kafka (cluster id {broker.cluster_id}) "
+        "already answers there; choose another --port"
+    )
+
+
+def test_a_kafka_that_is_not_our_child_is_never_taken_for_it(broker, monkeypatch):
+    """Should the port be taken between the check and Tansu's bind, the answer from the
+    other Kafka (another cluster id) is refused instead of reported ready."""
+    monkeypatch.setattr(broker_module, "port_is_free", lambda host, port: True)
+    embedded = EmbeddedBroker(port=broker.port)
+    with pytest.raises(BrokerError, match=rf"(another Kafka \(cluster id {broker.cluster_id}\)|Tansu exited with status)"):
+        embedded.start()
+    assert not embedded.running
+    assert kafka_cluster_id(broker.host, broker.port) == broker.cluster_id
+
+
+def test_an_unwritable_home_is_one_line_not_a_traceback():
+    env = {k: v for k, v in os.environ.items() if k != "CALF_TANSU_BIN"}
+    env["HOME"] = "/proc/no-such-home"  # cannot be created, even by root
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "broker"], capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot unpack the Tansu binary into /proc/no-such-home")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_stop_is_idempotent_and_free_port_is_bindable():

@@ -54,3 +54,60 @@ def test_the_catalog_is_found_from_a_source_checkout_too(tmp_path):
     result = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(len(catalog.load()))
+
+
+def test_config_mismatches_name_each_stated_setting():
+    runs = catalog.topic(catalog.RUNS)
+    assert catalog.config_mismatches(runs, {"cleanup.policy": "compact", "retention.ms": "60000"}) == []
+    assert catalog.config_mismatches(runs, {"cleanup.policy": "delete"}) == [
+        "jobs.runs: cleanup.policy is delete on the broker, compact in the catalog"
+    ]
+    events = catalog.topic(catalog.EVENTS)
+    assert catalog.config_mismatches(events, {"cleanup.policy": "delete"}) == [
+        "jobs.events: retention.ms is not set on the broker (its default applies), 604800000 in the catalog"
+    ]
+
+
+@pytest.fixture
+def bare_broker():
+    """A broker of its own, without the catalog's topics: the test creates one topic
+    wrongly, which the session broker must never see."""
+    from pipeline.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as embedded:
+        yield embedded
+
+
+def test_topics_apply_reports_a_topic_created_with_other_settings(bare_broker):
+    """Issue 27.7: jobs.runs made with delete + one minute retention was 'present', exit 0."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create_wrong_runs_topic() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bare_broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(
+                catalog.RUNS, 4, 1, topic_configs={"cleanup.policy": "delete", "retention.ms": "60000"},
+            )])
+        finally:
+            await admin.close()
+
+    asyncio.run(create_wrong_runs_topic())
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "topics", "apply", "--bootstrap", bare_broker.bootstrap],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "present  jobs.runs" in result.stdout
+    assert [line for line in result.stderr.splitlines() if line.startswith("mismatch")] == [
+        "mismatch jobs.runs: cleanup.policy is delete on the broker, compact in the catalog",
+    ]
+    again = subprocess.run(
+        [sys.executable, "-m", "pipeline", "topics", "apply", "--bootstrap", bare_broker.bootstrap],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert again.returncode == 1 and "created" not in again.stdout

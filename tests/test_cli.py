@@ -1,3 +1,4 @@
+import pytest
 import subprocess
 import sys
 import time
@@ -52,3 +53,53 @@ def test_a_bad_time_zone_flag_or_setting_is_a_usage_error_not_a_traceback():
         result = runner.invoke(app, ["normalize", "--vendor", "zuora", *args, "/dev/null"], env=env)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
+
+
+def _pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_worker_refuses_raw_topics_with_another_partition_count(broker):
+    """Issue 27.8: the worker started, then died at the first message of a partition its
+    table lacked, saying "restart it". Now one line before it starts."""
+    result = _pipeline("worker", "--bootstrap", broker.bootstrap, "--partitions", "2", "--app-id", "jobstream-test-27-8", "--store", "memory://")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: raw.informatica: 4 partitions on the broker, 2 expected (the worker's table needs that "
+        "count on every raw topic: set --partitions / JOBSTREAM_PARTITIONS to match, or fix the topic); "
+        "4 more raw topics alike"
+    )
+
+
+@pytest.mark.parametrize(
+    "env, args, message",
+    [
+        ({"JOBSTREAM_BATCH_WITHIN_S": "nan"}, [], "error: JOBSTREAM_BATCH_WITHIN_S=nan (or its flag): must be a finite number"),
+        ({"JOBSTREAM_STALE_AFTER_S": "nan"}, [], "error: JOBSTREAM_STALE_AFTER_S=nan (or its flag): must be a finite number"),
+        ({"JOBSTREAM_RUN_RETENTION_S": "1e300"}, [], "error: JOBSTREAM_RUN_RETENTION_S=1e+300 (or its flag): must be at most 3.1536e+09"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "inf"}, [], "error: JOBSTREAM_SESSION_TIMEOUT_S=inf (or its flag): must be a finite number"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "0"}, [], "error: JOBSTREAM_SESSION_TIMEOUT_S=0.0 (or its flag): must be at least 1"),
+        ({"JOBSTREAM_STALE_AFTER_S": "0"}, [], "error: JOBSTREAM_STALE_AFTER_S=0.0 (or its flag): must be greater than 0"),
+        ({}, ["--stale-after", "0"], "error: JOBSTREAM_STALE_AFTER_S=0.0 (or its flag): must be greater than 0"),
+        ({}, ["--store", "bogus://"], "error: JOBSTREAM_STORE='bogus://': unknown table store; use one of rocksdb://, memory://"),
+    ],
+)
+def test_worker_refuses_bad_settings_in_one_line_before_it_starts(env, args, message):
+    """Issue 27.6: a NaN batch window made a live worker that consumed nothing; the
+    others were tracebacks or an endless loop. Env and flags follow one rule."""
+    port = free_port()  # never reached: settings are checked first
+    result = _pipeline("worker", "--bootstrap", f"127.0.0.1:{port}", *args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == message
+
+
+def test_bootstrap_localhost_means_port_9092():
+    """Issue 27.10: `-b localhost` was refused."""
+    result = _pipeline("topics", "apply", "-b", "localhost", "--timeout", "1", env={"JOBSTREAM_BOOTSTRAP": ""})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot reach Kafka at localhost:9092 within 1 s"), result.stderr

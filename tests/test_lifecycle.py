@@ -64,6 +64,8 @@ def ev(
     error: str | None = None,
     message: str | None = None,
     native: str | None = None,
+    received: float | None = None,
+    same_run_as: list[str] | None = None,
 ) -> JobEvent:
     """An event named ``n`` (its id is derived from run and n: same n, same id)."""
     return JobEvent(
@@ -82,6 +84,8 @@ def ev(
         rows=rows,
         error_code=error,
         error_message=message,
+        received_at=None if received is None else at(received),
+        attrs={} if same_run_as is None else {"same_run_as": same_run_as},
     )
 
 
@@ -175,8 +179,8 @@ def test_r03_every_non_duplicate_event_counts_and_merges_order_free_facts():
     run, _ = fold(events)
     assert (run.events, run.first_event_at, run.last_event_at) == (4, at(10), at(60))
     assert (run.started_at, run.finished_at, run.duration) == (at(15), at(58), timedelta(seconds=43))
-    late_start, _ = apply(run, ev(5, R, 5, started=1))  # late, still the earliest start seen
-    assert (late_start.started_at, late_start.first_event_at, late_start.events) == (at(1), at(5), 5)
+    late_start, _ = apply(run, ev(5, R, 12, started=11))  # late, still the earliest start seen
+    assert (late_start.started_at, late_start.first_event_at, late_start.events) == (at(11), at(10), 5)
 
 
 def test_r03_the_last_error_is_the_latest_by_event_time_whatever_the_arrival_order():
@@ -526,9 +530,12 @@ def test_r14_an_event_for_an_evicted_run_opens_it_again():
 
 
 @st.composite
-def histories(draw: st.DrawFn, *, explicit_attempts: bool, max_attempts: int = 3) -> list[JobEvent]:
-    """A consistent run history in event-time order (at most RECENT_EVENT_IDS events, so
-    the duplicate memory holds them all): per attempt [PENDING] RUNNING [RUNNING..]
+def histories(
+    draw: st.DrawFn, *, explicit_attempts: bool, max_attempts: int = 3, max_events: int | None = RECENT_EVENT_IDS
+) -> list[JobEvent]:
+    """A consistent run history in event-time order (by default at most RECENT_EVENT_IDS
+    events, so the duplicate memory holds them all; ``max_events=None`` keeps every
+    attempt whole): per attempt [PENDING] RUNNING [RUNNING..]
     [STALE RUNNING] and a FAILED that leads to the next attempt; the last attempt ends
     in any terminal state or stays open."""
     attempts = draw(st.integers(1, max_attempts))
@@ -558,7 +565,7 @@ def histories(draw: st.DrawFn, *, explicit_attempts: bool, max_attempts: int = 3
                 rows=draw(st.none() | st.integers(0, 10**6)),
                 error=f"E{len(events)}" if state is FAIL else None,
             ))
-    return events[:RECENT_EVENT_IDS]
+    return events if max_events is None else events[:max_events]
 
 
 @st.composite
@@ -625,6 +632,7 @@ def chaos(draw: st.DrawFn) -> list[tuple[str, object]]:
             run=draw(st.sampled_from(["a", "b"])),
             started=draw(st.none() | st.integers(0, 600)),
             error=draw(st.none() | st.sampled_from(["E1", "E2"])),
+            received=draw(st.none() | st.integers(0, 900)),
         )
         for n in range(draw(st.integers(1, 12)))
     ]
@@ -645,7 +653,7 @@ def check_invariants(job: JobState, transitions: list[Transition]) -> None:
         active = run.state in (P, R)
         assert run.retries == run.attempt - 1
         assert (run.finished_at is not None) == (run.state in TERMINAL)
-        assert run.deadline == (run.last_event_at + DEFAULT_STALE_AFTER if active else None)
+        assert run.deadline == (run.activity_at + DEFAULT_STALE_AFTER if active else None)
         assert run.first_event_at <= run.current_at <= run.last_event_at
         assert 1 <= len(run.recent_event_ids) <= RECENT_EVENT_IDS
     deadlines = [r.deadline for r in job.runs.values() if r.deadline is not None]
@@ -733,3 +741,163 @@ def test_r12_transition_ids_use_the_make_event_id_recipe():
     _, (opened,) = apply(None, ev(1, P, 0))
     expected = make_event_id("transition", opened.run_key, opened.event_id, "PENDING", "vendor", "")
     assert opened.transition_id == expected
+
+
+# --- issue 26: counts an analyst can trust ----------------------------------------------------
+
+
+def test_r02_a_repeated_poll_of_a_live_run_refreshes_its_deadline_and_records_nothing():
+    run, _ = fold([ev(1, R, 0, received=0)])
+    assert run.deadline == at(240)
+    polled, transitions = apply(run, ev(1, R, 0, received=30))
+    assert transitions == [] and polled.events == 1 and polled.reactivations == 0
+    assert (polled.alive_at, polled.activity_at, polled.deadline) == (at(30), at(30), at(270))
+    assert expire(polled, at(260))[1] == []
+    stale, [timeout] = expire(polled, at(270))
+    assert stale.state is S and timeout.at == at(270)
+
+
+def test_r02_a_redelivery_or_a_poll_that_does_not_show_the_run_as_it_is_stays_a_flagged_duplicate():
+    run, _ = fold([ev(1, P, 0, received=0), ev(2, R, 10, received=10)])
+    for again in (ev(2, R, 10, received=10), ev(1, P, 0, received=60)):  # same receipt; an old state
+        same, [record] = apply(run, again)
+        assert same is run and record.duplicate
+    stale, _ = expire(run, at(10_000))
+    same, [record] = apply(stale, ev(2, R, 10, received=20_000))  # STALE: a poll is no reactivation
+    assert same is stale and record.duplicate and same.reactivations == 0
+
+
+def test_r03_queue_time_is_apart_from_the_duration_in_any_arrival_order():
+    """TrueNAS: time_started is the creation time, reported on every later event."""
+    history = [
+        ev(1, P, 0),
+        ev(2, R, 600, started=0),
+        ev(3, OK, 660, started=0, finished=660),
+    ]
+    for order in ([0, 1, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]):
+        run, _ = fold([history[i] for i in order])
+        assert (run.queued_at, run.started_at, run.finished_at) == (at(0), at(600), at(660)), order
+        assert (run.queue_time, run.duration) == (timedelta(seconds=600), timedelta(seconds=60)), order
+
+
+def test_r03_without_a_pending_event_the_reported_start_is_the_start():
+    run, _ = fold([ev(1, R, 600, started=0), ev(2, OK, 660, finished=660)])
+    assert (run.queued_at, run.started_at, run.queue_time) == (None, at(0), None)
+
+
+def test_r10_expire_counts_from_the_last_confirmation():
+    run, _ = fold([ev(1, R, 0, received=100)])  # received long after the vendor's time
+    assert run.deadline == at(340)
+    assert expire(run, at(339))[1] == []
+    assert expire(run, at(340))[1][0].at == at(340)
+
+
+def test_r13_a_late_outcome_of_an_older_attempt_counts_once():
+    history = [ev(1, R, 0, attempt=1), ev(2, FAIL, 10, attempt=1, finished=10), ev(3, R, 20, attempt=2),
+               ev(4, OK, 30, attempt=2, finished=30)]
+    for order in ([0, 1, 2, 3], [0, 2, 1, 3], [2, 3, 0, 1], [3, 1, 2, 0]):
+        job, _ = job_of([history[i] for i in order])
+        assert (job.failed, job.succeeded, job.retries) == (1, 1, 1), order
+        assert job.runs["test:src:run-1"].outcomes == ((1, FAIL), (2, OK))
+    # re-delivered long after the duplicate memory forgot it: still counted once
+    job, _ = job_of([*history, *(ev(10 + n, R, 31 + n, attempt=2) for n in range(RECENT_EVENT_IDS)), history[1]])
+    assert (job.failed, job.succeeded) == (1, 1)
+
+
+def test_r13_a_late_terminal_of_the_current_attempt_is_not_its_outcome():
+    job, transitions = job_of([ev(1, R, 0, attempt=1), ev(2, R, 20, attempt=1), ev(3, FAIL, 10, attempt=1)])
+    assert job.failed == 0 and transitions[-1].late  # the run is still RUNNING: no outcome yet
+    job, _ = apply_job(job, ev(4, OK, 30, attempt=1))
+    assert (job.failed, job.succeeded) == (0, 1)
+
+
+def test_r13_the_outcome_memory_is_bounded_by_attempt():
+    events = [ev(n, FAIL, n, attempt=n, finished=n) for n in range(1, lifecycle.MAX_OUTCOMES + 6)]
+    job, _ = job_of(events)
+    run = job.runs["test:src:run-1"]
+    assert len(run.outcomes) == lifecycle.MAX_OUTCOMES and run.outcomes[0][0] == 6
+    assert job.failed == len(events)
+    job, _ = apply_job(job, ev(1, FAIL, 1, attempt=1, finished=1))  # beyond the memory, a duplicate: nothing
+    assert job.failed == len(events)
+
+
+def test_r17_one_run_known_by_two_keys_counts_once_in_either_order():
+    by_execution = ev(1, OK, 300, run="exec-1", started=0, finished=300, same_run_as=["test:src:result:r1"])
+    by_result = ev(2, OK, 300, run="result:r1", started=0, finished=300, same_run_as=["test:src:result:r1"])
+    later_attempt = ev(3, R, 400, run="exec-1", attempt=2, same_run_as=["test:src:result:r2"])
+    for order in ([by_execution, by_result, later_attempt], [by_result, by_execution, later_attempt],
+                  [by_execution, later_attempt, by_result]):
+        job, transitions = job_of(order)
+        assert (job.runs_seen, job.succeeded, len(job.runs)) == (1, 1, 1)
+        [run] = job.runs.values()
+        assert {run.run_key, *run.aliases} == {"test:src:exec-1", "test:src:result:r1", "test:src:result:r2"}
+        assert {t.run_key for t in transitions} == {run.run_key}
+        assert (run.state, run.attempt) == (R, 2)
+
+
+def test_r17_runs_without_shared_names_stay_apart():
+    job, _ = job_of([ev(1, OK, 0, run="a", same_run_as=["test:src:x"]), ev(2, OK, 0, run="b"),
+                     ev(3, OK, 0, run="c", same_run_as=["test:src:y"])])
+    assert job.runs_seen == 3
+    # two runs opened under names nothing connected yet are not merged later (R17)
+    job, _ = job_of([ev(1, OK, 300, run="result:r1"), ev(2, R, 400, run="exec-1", attempt=2),
+                     ev(3, OK, 300, run="exec-1", same_run_as=["test:src:result:r1"])])
+    assert job.runs_seen == 2
+
+
+def person_counts(history: list[JobEvent]) -> dict[str, int]:
+    """What a person counts reading a consistent history (``histories``) in time order."""
+    terminal = [e.state for e in history if e.state in TERMINAL]
+    attempts = 1 + sum(1 for e in history if e.state is FAIL and e is not history[-1])
+    return {
+        "runs_seen": 1, "retries": attempts - 1,
+        "succeeded": terminal.count(OK), "failed": terminal.count(FAIL),
+        "canceled": terminal.count(CANCEL), "skipped": terminal.count(SKIP),
+        "stale_episodes": sum(1 for e in history if e.state is S),
+        "reactivations": sum(1 for e in history if e.state is S),
+    }
+
+
+def job_counts(job: JobState) -> dict[str, int]:
+    return {name: getattr(job, name) for name in JOB_COUNTS if name != "events"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.booleans())
+def test_r15a_long_histories_with_redeliveries_give_the_counts_a_person_reads(data: st.DataObject, explicit: bool):
+    """Up to five attempts (inferred or explicit), whole, so the duplicate memory
+    overflows; re-deliveries of anything already seen, anywhere. Every count but
+    ``events`` is exact; ``events`` counts a re-delivery the memory forgot (R2)."""
+    history = data.draw(histories(explicit_attempts=explicit, max_attempts=5, max_events=None))
+    noisy = data.draw(with_redeliveries(history))
+    job, _ = job_of(noisy)
+    assert job_counts(job) == person_counts(history)
+    assert len(history) <= job.events <= len(noisy)
+    [run] = job.runs.values()
+    in_order = fold(history)[0]
+    assert (run.state, run.attempt, run.started_at, run.finished_at) == (
+        in_order.state, in_order.attempt, in_order.started_at, in_order.finished_at)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_r15a_three_or_more_inferred_attempts_survive_redeliveries(data: st.DataObject):
+    history = data.draw(histories(explicit_attempts=False, max_attempts=5, max_events=None).filter(
+        lambda events: sum(e.state is FAIL for e in events[:-1]) >= 2))
+    noisy = data.draw(with_redeliveries(history))
+    job, _ = job_of(noisy)
+    assert job.retries >= 2 and job_counts(job) == person_counts(history)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_r15b_job_counters_of_explicit_attempts_do_not_depend_on_arrival_order(data: st.DataObject):
+    """Outcomes, retries and runs, for long histories in any order (issue 26 case 4)."""
+    history = data.draw(histories(explicit_attempts=True, max_attempts=5, max_events=None))
+    shuffled = data.draw(st.permutations(history))
+    job, _ = job_of(shuffled)
+    expected = person_counts(history)
+    outcome_names = ("runs_seen", "retries", "succeeded", "failed", "canceled", "skipped")
+    assert {name: getattr(job, name) for name in outcome_names} == {name: expected[name] for name in outcome_names}
+    forget = lambda run: replace(order_free(run), recent_event_ids=())  # noqa: E731 - which 8 ids: arrival order
+    assert forget(job.runs["test:src:run-1"]) == forget(fold(history)[0])

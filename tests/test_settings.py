@@ -26,16 +26,58 @@ def test_flags_override_the_environment_and_none_means_not_given():
     assert settings.bootstrap == "b:2" and settings.store == "rocksdb://"
 
 
+def test_stale_after_vendor_variable_then_global_then_vendor_default():
+    defaults = {"zuora": 300.0, "truenas": 60.0}
+    plain = Settings(stale_after_defaults=defaults)
+    assert plain.stale_after("zuora") == timedelta(seconds=300)
+    assert plain.stale_after("informatica") == timedelta(seconds=240)
+    overall = Settings(stale_after_s=90, stale_after_defaults=defaults)
+    assert overall.stale_after("zuora") == timedelta(seconds=90)
+    own = Settings(stale_after_s=90, stale_after_by_vendor={"zuora": 10}, stale_after_defaults=defaults)
+    assert own.stale_after("zuora") == timedelta(seconds=10)
+
+
+@pytest.mark.parametrize(
+    "value, address",
+    [("localhost", "localhost:9092"), ("a:1, b", "a:1,b:9092"), ("[::1]", "[::1]:9092"), ("kafka://k:9093", "k:9093")],
+)
+def test_bootstrap_without_a_port_means_9092(value, address):
+    assert Settings.from_env({"JOBSTREAM_BOOTSTRAP": value}).bootstrap == address
+    assert Settings().with_overrides(bootstrap=value).bootstrap == address
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
         ({"JOBSTREAM_PARTITIONS": "many"}, "JOBSTREAM_PARTITIONS='many' is not a valid"),
-        ({"JOBSTREAM_STALE_AFTER_S": "-1"}, "must not be negative"),
+        ({"JOBSTREAM_STALE_AFTER_S": "-1"}, "must be greater than 0"),
         ({"JOBSTREAM_TANSU": "maybe"}, "JOBSTREAM_TANSU"),
         ({"JOBSTREAM_TZ_ZUORA": "Mars/Olympus"}, "not a time zone"),
         ({"JOBSTREAM_STALE_AFTER_TRUENAS": "soon"}, "STALE_AFTER_TRUENAS"),
+        ({"JOBSTREAM_STALE_AFTER_TRUENAS": "0"}, "STALE_AFTER_TRUENAS=0.0 .*greater than 0"),
+        ({"JOBSTREAM_BATCH_WITHIN_S": "nan"}, "JOBSTREAM_BATCH_WITHIN_S=nan .*finite"),
+        ({"JOBSTREAM_STALE_AFTER_S": "nan"}, "JOBSTREAM_STALE_AFTER_S=nan .*finite"),
+        ({"JOBSTREAM_RUN_RETENTION_S": "1e300"}, "JOBSTREAM_RUN_RETENTION_S=1e\\+300 .*at most"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "inf"}, "JOBSTREAM_SESSION_TIMEOUT_S=inf .*finite"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "0"}, "JOBSTREAM_SESSION_TIMEOUT_S=0.0 .*at least 1"),
+        ({"JOBSTREAM_STORE": "bogus://"}, "JOBSTREAM_STORE='bogus://': unknown table store"),
+        ({"JOBSTREAM_BOOTSTRAP": "host:port"}, "is not HOST"),
+        ({"JOBSTREAM_SEND_TIMEOUT_S": "0"}, "JOBSTREAM_SEND_TIMEOUT_S"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("stale_after_s", 0.0), ("batch_within_s", float("nan")), ("store", "bogus://"), ("session_timeout_s", 0.0)],
+)
+def test_flags_follow_the_same_rules_as_the_environment(name, value):
+    env = {f"JOBSTREAM_{name.upper()}": str(value)}
+    with pytest.raises(SettingsError) as from_env:
+        Settings.from_env(env)
+    with pytest.raises(SettingsError) as from_flag:
+        Settings().with_overrides(**{name: value})
+    assert str(from_env.value) == str(from_flag.value)

@@ -34,7 +34,10 @@ import asyncio
 import logging
 import os
 import sys
+import threading
+import time
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=max(settings.session_timeout_s / 4, 0.5),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_request_timeout=settings.send_timeout_s,
         topic_disable_leader=True,
         web_enabled=False,
         stream_buffer_maxsize=settings.batch_max * 4,
@@ -87,15 +91,15 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
             try:
                 batch = core.process(
                     Message(e.message.topic, e.message.partition, e.message.offset,
                             e.message.key, e.message.value)
                     for e in events
                 )
-                await shell.send(batch.outputs)
-                await shell.store(batch.writes, events)
+                await _within(settings.send_timeout_s, "step 2 (sending the outputs)", shell.send(batch.outputs))
+                await _within(settings.send_timeout_s, "step 3 (storing the state)", shell.store(batch.writes, events))
             except Exception as exc:  # noqa: BLE001 - see the failure table above
                 _die(exc)
 
@@ -202,14 +206,39 @@ class _SingleRecordProducer:
         return await self._producer.send(topic, value, key=key, partition=partition)
 
 
+async def _or_die(batches: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The agent's batches; a crash of the stream itself (not of one batch's work) ends
+    the process with exit 70 instead of leaving a live worker that consumes nothing."""
+    try:
+        async for batch in batches:
+            yield batch
+    except Exception as exc:  # noqa: BLE001 - any crash of the agent is fatal
+        _die(exc)
+
+
+class DeadlineExceeded(RuntimeError):
+    """Kafka did not acknowledge a step of the commit protocol in time."""
+
+
+async def _within(seconds: float, step: str, awaitable: Any) -> None:
+    """Await one step of the commit protocol, for at most ``seconds`` (the setting
+    ``send_timeout_s``): a broker that stops answering ends the worker, not hangs it."""
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise DeadlineExceeded(f"Kafka did not acknowledge {step} within {seconds:g} s") from None
+
+
 def _die(exc: BaseException) -> None:
     """End the process now: no commit may follow a batch whose records were not sent."""
+    what = str(exc) if isinstance(exc, DeadlineExceeded) else f"an unexpected {type(exc).__name__}: {exc}"
     print(
-        f"pipeline worker: stopping on an unexpected {type(exc).__name__}: {exc} "
+        f"pipeline worker: stopping on {what} "
         f"(exit {EXIT_UNEXPECTED}; restart it, no acknowledged input is lost)",
-        file=sys.stderr, flush=True,
+        file=sys.__stderr__, flush=True,  # the real stderr: Faust turns sys.stderr into log lines
     )
-    log.exception("unexpected error in the lifecycle agent")
+    if not isinstance(exc, DeadlineExceeded):
+        log.error("unexpected error in the lifecycle agent", exc_info=exc)
     logging.shutdown()
     os._exit(EXIT_UNEXPECTED)
 
@@ -218,8 +247,56 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
     app = create_app(settings)
     loop = "uvloop" if _has_uvloop() else "asyncio"
-    worker = faust.Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
+    worker = _Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
     worker.execute_from_commandline()
+
+
+SHUTDOWN_GRACE_S = 15.0
+EXIT_SIGTERM = 128 + 15
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, with SIGTERM always honoured and repeated log lines bounded."""
+
+    def _on_sigterm(self) -> None:
+        """A graceful stop first; if it hangs (a broker that stopped answering), the
+        process ends anyway after ``SHUTDOWN_GRACE_S``, or at once on a second SIGTERM."""
+        if self._signal_stop_time:
+            os._exit(EXIT_SIGTERM)
+        timer = threading.Timer(SHUTDOWN_GRACE_S, os._exit, args=(EXIT_SIGTERM,))
+        timer.daemon = True
+        timer.start()
+        super()._on_sigterm()
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        for handler in logger.handlers:
+            handler.addFilter(RepeatedLinesFilter())
+
+
+class RepeatedLinesFilter(logging.Filter):
+    """At most one warning or error line per logger and message template every
+    ``every_s``, then a count of the ones held back: a dead broker made aiokafka log
+    ~100 lines a second."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        last, held = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, held + 1)
+            return False
+        self._last[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {now - last:.0f} s)"
+        return True
 
 
 def _has_uvloop() -> bool:

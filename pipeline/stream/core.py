@@ -98,9 +98,12 @@ def decode_entry(data: bytes) -> Entry:
 def run_snapshot(run: lifecycle.RunState) -> bytes:
     """JSON of a run for ``jobs.runs`` (named fields, readable by analysts)."""
     snapshot = msgspec.structs.asdict(run)
-    del snapshot["recent_event_ids"]  # the duplicate memory is the worker's business
+    for name in lifecycle.INTERNAL_RUN_FIELDS:  # duplicate memory, liveness...: the worker's business
+        del snapshot[name]
     duration = run.duration
     snapshot["duration_s"] = None if duration is None else duration.total_seconds()
+    queue_time = run.queue_time
+    snapshot["queue_s"] = None if queue_time is None else queue_time.total_seconds()
     return _json.encode(snapshot)
 
 

@@ -20,9 +20,8 @@ from types import ModuleType
 from typing import Any
 
 from pipeline.model import JobEvent
+from pipeline.vendor_names import VENDOR_NAMES
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
-
-VENDOR_NAMES: tuple[str, ...] = ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
 
 __all__ = ["VENDOR_NAMES", "Context", "Rejected", "get", "normalize", "keyed_documents"]
 

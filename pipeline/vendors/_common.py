@@ -64,14 +64,16 @@ def as_dict(doc: Any, what: str) -> dict[str, Any]:
 
 
 _FRACTION = re.compile(r"\.(\d+)")
+_SLASHED = re.compile(r"^(\d{4})/(\d{2})/(\d{2})([ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)$", re.ASCII)
 
 
 def parse_time(value: Any, *, tz: tzinfo = UTC, field: str = "time") -> datetime | None:
     """Parse a vendor timestamp into aware UTC, or ``None`` when absent.
 
     Accepts ISO 8601 with ``Z`` or an offset, ``YYYY-MM-DD HH:MM:SS[.ffffff]``, any
-    number of fraction digits (Qlik writes 7), epoch milliseconds ints and the
-    ``{"$date": ms}`` wrapper. Naive times are read in ``tz``.
+    number of fraction digits (Qlik writes 7), Qlik-Cli's ``YYYY/MM/DD HH:MM[:SS]``,
+    epoch milliseconds ints and the ``{"$date": ms}`` wrapper. Naive times are read
+    in ``tz``.
     """
     if value is None or value == "":
         return None
@@ -87,6 +89,10 @@ def parse_time(value: Any, *, tz: tzinfo = UTC, field: str = "time") -> datetime
     if not isinstance(value, str):
         raise Rejected(f"{field} is not a time: {type(value).__name__}")
     text = value.strip()
+    slashed = _SLASHED.match(text)
+    if slashed:  # Qlik-Cli prints "2020/03/03 19:45" (no seconds, no zone)
+        year, month, day, clock = slashed.groups()
+        text = f"{year}-{month}-{day}{clock}"
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
@@ -115,9 +121,12 @@ def parse_duration(value: Any, *, field: str = "duration") -> timedelta | None:
     if not match:
         raise Rejected(f"{field} is not a duration: {value[:80]!r}")
     days, hours, minutes, seconds = match.groups()
-    return timedelta(
-        days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
-    )
+    try:
+        return timedelta(
+            days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
+        )
+    except OverflowError:  # "99999999999:00:00": more than timedelta's 999,999,999 days
+        raise Rejected(f"{field} is out of range: {value[:80]!r}") from None
 
 
 def optional_int(value: Any, *, field: str) -> int | None:

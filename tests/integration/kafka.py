@@ -222,7 +222,7 @@ async def transitions_of(bootstrap: str, vendor: str, source: str, *, count: int
             continue
         seen.add(t["transition_id"])
         flags = tuple(flag for flag in ("late", "duplicate", "illegal") if t[flag])
-        runs.setdefault(t["run_key"].split(":", 2)[2], []).append(
+        runs.setdefault(t["run_key"].rsplit(":", 1)[1], []).append(  # the native id: the key's last part
             (t["from_state"], t["to_state"], t["cause"], t["attempt"], *flags)
         )
     return runs

@@ -218,3 +218,39 @@ def test_invalid_utf8(vendor):
         assert_allowed_outcome(vendor, bad + noise, ctx)
 
     check()
+
+
+# Values that look like numbers, times or durations to a quick check and then break a
+# conversion: "²" passes str.isdigit() but not int(); a 12-digit hour count overflows
+# timedelta; a 26-digit page number overflows a BIGINT.
+TRICKY_VALUES = [
+    "²", " ² ", "١٢", "99999999999:00:00", "999999999 days, 0:00:00",
+    "SCANNING-PAGE-99999999999999999999999999", "COMMITING-PAGE-²", 10**30, -(10**30), 1e308,
+    "2020/03/03 19:45", "+99999-01-01T00:00:00Z",
+]
+
+
+@pytest.mark.parametrize("vendor", FIXTURE_VENDORS)
+def test_tricky_scalars_at_every_field_of_every_fixture(vendor):
+    """Exhaustive, not sampled: each tricky value at each field of each fixture."""
+    for _name, doc, paths in ((n, d, paths_in(d)) for n, d in fixture_docs(vendor)):
+        for path in paths:
+            for value in TRICKY_VALUES:
+                assert_allowed_outcome(vendor, replaced(doc, path, value), CONTEXTS[1])
+
+
+@pytest.mark.parametrize("vendor", vendors.VENDOR_NAMES)
+def test_random_json_with_tricky_scalars(vendor):
+    """Any JSON value, its scalars drawn from the tricky ones too, gives events or Rejected."""
+    keys = sorted(keys_in([doc for _, doc in fixture_docs(vendor)]))
+    scalars = json_values(keys) | st.sampled_from(TRICKY_VALUES)
+    values = st.recursive(
+        scalars, lambda children: st.dictionaries(st.sampled_from(keys or ["id"]), children, max_size=8), max_leaves=30
+    )
+
+    @FUZZ
+    @given(doc=values, ctx=st.sampled_from(CONTEXTS))
+    def check(doc: Any, ctx: Context) -> None:
+        assert_allowed_outcome(vendor, doc, ctx)
+
+    check()

@@ -277,7 +277,7 @@ def _without(path: str) -> dict[str, Any]:
         (minimal(startTime="yesterday"), "data.startTime is not a time"),
         (minimal(errorMessage={"text": "x"}), "data.errorMessage must be a string"),
         (dict(minimal(), specversion="0.3"), "is not CloudEvents 1.x"),
-        (dict(minimal(), type="com.qlik.v1.app.reload.finished"), "is not com.qlik.v1.reload.finished"),
+        (dict(minimal(), type="com.qlik.v1.app.created"), "is not com.qlik.v1.reload.finished"),
         (dict(minimal(), data=[1, 2]), "data must be a JSON object"),
         (dict(minimal(), data="{not json"), "not valid JSON"),
         (dict(minimal(), tenantid="x" * 300), "tenantid is 300 characters long"),
@@ -299,7 +299,12 @@ def test_rejections_name_the_reason(doc: Any, reason: str) -> None:
 
 
 def test_other_event_type_fixture_is_rejected() -> None:
-    with pytest.raises(Rejected, match="com.qlik.v1.app.reload.finished"):
+    with pytest.raises(Rejected, match="com.qlik.v1.app.created"):
+        qlik_cloud.normalize({**load("other_event_type.json"), "type": "com.qlik.v1.app.created"}, CTX)
+
+
+def test_an_app_reload_finished_with_the_new_data_shape_names_what_is_missing() -> None:
+    with pytest.raises(Rejected, match="data.reloadId"):
         qlik_cloud.normalize(load("other_event_type.json"), CTX)
 
 
@@ -437,3 +442,39 @@ def test_fuzz_invalid_utf8_bytes(raw: bytes) -> None:
 def test_deeply_nested_json_text_is_rejected_not_crashing() -> None:
     with pytest.raises(Rejected):
         qlik_cloud.normalize(b"[" * 5000 + b"]" * 5000, CTX)
+
+
+# --- com.qlik.v1.app.reload.finished (legacy and hybrid envelopes) --------------------------
+
+
+def test_legacy_app_reload_finished_is_a_run_of_its_app() -> None:
+    event = only(load("app_reload_finished_legacy.json"))
+    assert (event.source, event.job_key, event.run_key) == ("t1", "qlik_cloud:t1:app-1", "qlik_cloud:t1:r-1")
+    assert (event.native_state, event.state, event.error_message) == ("error", State.FAILED, "Field not found")
+    assert event.finished_at == datetime(2025, 11, 20, 9, 0, 40, tzinfo=timezone.utc) == event.occurred_at
+    assert event.started_at == datetime(2025, 11, 20, 9, 0, 0, tzinfo=timezone.utc)  # eventTime - "40s"
+    assert event.attrs["peak_memory_bytes"] == 123 and event.attrs["app_name"] == "Sales"
+
+
+def test_hybrid_envelope_reads_the_cloudevents_attributes_first() -> None:
+    event = only(load("app_reload_finished_hybrid.json"))
+    assert (event.job_key, event.run_key, event.state) == ("qlik_cloud:t1:app-1", "qlik_cloud:t1:r-2", State.SUCCEEDED)
+    assert event.started_at is None and event.finished_at == datetime(2025, 11, 20, 9, 5, tzinfo=timezone.utc)
+
+
+def test_the_legacy_and_hybrid_forms_of_one_reload_are_one_event() -> None:
+    legacy = load("app_reload_finished_legacy.json")
+    hybrid = {**legacy, "id": "ce-1", "time": legacy["eventTime"], "type": legacy["eventType"],
+              "specversion": "1.0.2", "tenantid": "t1", "toplevelresourceid": "app-1"}
+    assert only(legacy).event_id == only(hybrid).event_id
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"data": {"status": "ok"}}, "data.reloadId"),
+    ({"extensions": {"tenantId": "t1"}}, "topLevelResourceId"),
+    ({"extensions": "t1"}, "extensions must be an object"),
+    ({"data": {"reloadId": "r", "status": 1}}, "data.status"),
+])
+def test_legacy_events_missing_what_identifies_the_run_are_rejected(change: dict, reason: str) -> None:
+    with pytest.raises(Rejected, match=reason):
+        qlik_cloud.normalize({**load("app_reload_finished_legacy.json"), **change}, CTX)

@@ -72,7 +72,7 @@ def result(**overrides: Any) -> dict[str, Any]:
 # --- fixtures ------------------------------------------------------------------------------
 
 
-def test_execution_result_list_numbers_the_retries_of_one_session() -> None:
+def test_execution_result_list_leaves_the_retries_of_one_session_to_the_lifecycle() -> None:
     events = qlik_qrs.normalize(load("executionresult_full_list.json"), CTX)
     by_result = {e.attrs["execution_result_id"]: e for e in events}
     retry = by_result["a0000000-0000-4000-8000-000000000001"]
@@ -80,11 +80,11 @@ def test_execution_result_list_numbers_the_retries_of_one_session() -> None:
     running = by_result["a0000000-0000-4000-8000-000000000003"]
     assert retry.run_key == success.run_key == f"qlik_qrs:qs-central:{SESSION}"
     assert retry.job_key == success.job_key == f"qlik_qrs:qs-central:{TASK}"
-    assert (retry.attempt, retry.native_state, retry.state) == (1, "Retry", State.FAILED)
-    assert (success.attempt, success.native_state, success.state) == (2, "FinishedSuccess", State.SUCCEEDED)
+    assert (retry.attempt, retry.native_state, retry.state) == (None, "Retry", State.FAILED)
+    assert (success.attempt, success.native_state, success.state) == (None, "FinishedSuccess", State.SUCCEEDED)
+    assert events.index(retry) < events.index(success)  # time order: the lifecycle numbers them
     assert retry.error_message.startswith("The reload failed: Connector reply error")
     assert success.error_message is None
-    # a lone result of its session is not numbered: the lifecycle infers it
     assert (running.attempt, running.state, running.finished_at) == (None, State.RUNNING, None)
     assert running.run_key == f"qlik_qrs:qs-central:{SESSION2}"
 
@@ -95,10 +95,11 @@ def test_a_result_listed_twice_is_one_attempt_not_two() -> None:
     assert first.event_id == again.event_id
 
 
-def test_results_not_started_yet_are_numbered_after_started_ones() -> None:
-    queued = result(id="r-2", status=3, startTime=NODATE, stopTime=NODATE)
-    events = qlik_qrs.normalize([queued, result(status=10)], CTX)
-    assert [(e.native_state, e.attempt) for e in events] == [("Queued", 2), ("Retry", 1)]
+def test_a_documents_results_come_out_in_time_order_whatever_the_list_order() -> None:
+    queued = result(id="r-2", status=3, startTime=NODATE, stopTime=NODATE, modifiedDate="2024-05-01T22:05:00Z")
+    retry = result(status=10, modifiedDate="2024-05-01T22:01:00Z")
+    events = qlik_qrs.normalize([queued, retry], CTX)
+    assert [(e.native_state, e.attempt) for e in events] == [("Retry", None), ("Queued", None)]
 
 
 def test_execution_result_fields_go_where_they_belong() -> None:
@@ -375,8 +376,7 @@ def test_split_groups_a_list_by_task_and_keeps_sessions_together() -> None:
     assert len(pieces) == 2
     together = next(piece for piece in pieces if isinstance(piece, list))
     assert {item["executionID"] for item in together} == {SESSION}
-    # numbering survives the split
-    assert sorted(e.attempt for e in qlik_qrs.normalize(together, CTX)) == [1, 2]
+    assert [e.native_state for e in qlik_qrs.normalize(together, CTX)] == ["Retry", "FinishedSuccess"]
     keys = [key for key, _ in keyed_documents("qlik_qrs", doc, CTX)]
     assert keys == [f"qlik_qrs:qs-central:{TASK}", f"qlik_qrs:qs-central:{TASK2}"]
 
@@ -486,3 +486,31 @@ def test_fuzz_invalid_utf8_bytes(raw: bytes) -> None:
 def test_deeply_nested_json_text_is_rejected_not_crashing() -> None:
     with pytest.raises(Rejected):
         qlik_qrs.normalize(b'{"a":' * 3000 + b"1" + b"}" * 3000, CTX)
+
+
+def test_qlik_cli_output_statuses_by_name_and_slashed_dates() -> None:
+    """Qlik-Cli prints ``Status: FinishedSuccess`` (or with a space) and ``2020/03/03 19:45``."""
+    cli = {"id": "a1", "taskID": "t1", "executionID": "e1", "status": "FinishedSuccess",
+           "startTime": "2020/03/03 19:40", "stopTime": "2020/03/03 19:45", "modifiedDate": "2020/03/03 19:45"}
+    event = only(cli)
+    assert (event.native_state, event.state) == ("FinishedSuccess", State.SUCCEEDED)
+    assert (event.started_at, event.finished_at) == (
+        datetime(2020, 3, 3, 19, 40, tzinfo=timezone.utc), datetime(2020, 3, 3, 19, 45, tzinfo=timezone.utc))
+    spaced = only({**cli, "status": "Finished Success", "startTime": "2020-03-03T19:40:00.000Z"})
+    assert (spaced.native_state, spaced.started_at) == ("FinishedSuccess", event.started_at)
+    with pytest.raises(Rejected, match="startTime is not a time"):
+        qlik_qrs.normalize({**cli, "startTime": "2020/13/03 19:40"}, CTX)
+
+
+def test_every_endpoint_names_the_run_by_the_result_id_too() -> None:
+    """ExecutionResult, ExecutionSession and a reload task's lastExecutionResult share one
+    name, ``<source>:result:<result id>`` (the lifecycle's R17 joins them on it)."""
+    name = ["qlik_qrs:qs-central:result:r-1"]
+    by_result = only(result())
+    by_session = only({"id": "s-1", "reloadTask": {"id": "t-1"}, "retries": 0,
+                       "executionResult": {"id": "r-1", "status": 2, "startTime": "2024-01-01T00:00:00.000Z"}})
+    by_task = only({"id": "t-1", "operational": {"lastExecutionResult": {
+        "id": "r-1", "status": 7, "startTime": "2024-01-01T00:00:00.000Z", "stopTime": "2024-01-01T00:01:00.000Z"}}})
+    assert by_result.run_key == by_session.run_key == "qlik_qrs:qs-central:s-1"
+    assert by_task.run_key == name[0]
+    assert by_result.attrs["same_run_as"] == by_session.attrs["same_run_as"] == by_task.attrs["same_run_as"] == name

@@ -110,3 +110,15 @@ def test_vendor_module_contract(name):
     parameters = list(inspect.signature(module.normalize).parameters.values())
     assert len(parameters) >= 2 and parameters[1].default is not inspect.Parameter.empty
     assert len(inspect.signature(module.split).parameters) >= 1
+
+
+@pytest.mark.parametrize("name", vendors.VENDOR_NAMES)
+def test_every_vendor_gives_a_default_stale_after_and_says_why(name):
+    """Case 5 of issue 26: the settings read each vendor's default through the registry."""
+    from datetime import timedelta
+
+    module = vendors.get(name)
+    assert isinstance(module.STALE_AFTER, timedelta) and module.STALE_AFTER >= timedelta(seconds=60)
+    source = inspect.getsource(module)
+    comment = source[: source.index("STALE_AFTER = ")].rsplit("\n\n", 1)[-1]
+    assert comment.lstrip().startswith("#") and "STALE" in comment

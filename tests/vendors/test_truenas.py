@@ -53,7 +53,7 @@ def test_successful_job_with_every_documented_field():
     [event] = truenas.normalize(load("job_success_all_fields.json"), CTX)
     assert (event.vendor, event.source) == ("truenas", "nas01")
     assert event.job_key == "truenas:nas01:pool.scrub.scrub"
-    assert event.run_key == "truenas:nas01:42"
+    assert event.run_key == "truenas:nas01:1714640376560:42"  # host, time_started (creation), id
     assert (event.native_state, event.state) == ("SUCCESS", State.SUCCEEDED)
     assert event.started_at == ms(1714640376560)
     assert event.finished_at == ms(1714640976809)
@@ -144,15 +144,15 @@ def test_core_get_jobs_answers_give_the_same_events_as_the_jobs_alone(name):
 
 def test_legacy_websocket_result_answer():
     events = truenas.normalize(load("get_jobs_legacy_result.json"), CTX)
-    assert [e.run_key for e in events] == ["truenas:nas01:42", "truenas:nas01:43"]
+    assert [e.run_key.rsplit(":", 1)[1] for e in events] == ["42", "43"]
     [one] = truenas.normalize({"jsonrpc": "2.0", "id": 3, "result": job()}, CTX)
-    assert one.run_key == "truenas:nas01:47"
+    assert one.run_key == "truenas:nas01:1714640900000:47"
 
 
 def test_added_and_changed_notifications_in_json_rpc_form():
     [added] = truenas.normalize(load("update_added_jsonrpc.json"), CTX)
     [changed] = truenas.normalize(load("update_changed_jsonrpc.json"), CTX)
-    assert added.run_key == changed.run_key == "truenas:nas01:48"
+    assert added.run_key == changed.run_key and added.run_key.endswith(":48")
     assert added.job_key == changed.job_key == "truenas:nas01:zfs.snapshot.create"
     assert (added.state, changed.state) == (State.PENDING, State.SUCCEEDED)
     assert (added.attrs["update"], changed.attrs["update"]) == ("added", "changed")
@@ -161,14 +161,15 @@ def test_added_and_changed_notifications_in_json_rpc_form():
 
 def test_changed_notification_in_legacy_form():
     [event] = truenas.normalize(load("update_changed_legacy.json"), CTX)
-    assert (event.state, event.progress, event.run_key) == (State.RUNNING, 71.0, "truenas:nas01:47")
+    assert (event.state, event.progress, event.run_key.rsplit(":", 1)[1]) == (State.RUNNING, 71.0, "47")
 
 
 def test_partial_changed_without_state_is_a_running_progress_event():
     [event] = truenas.normalize(load("update_changed_partial_legacy.json"), CTX)
     assert (event.state, event.native_state) == (State.RUNNING, "")
     assert event.progress == 80.0
-    assert event.run_key == "truenas:nas01:47"  # id taken from the message
+    assert event.run_key == "truenas:nas01:47"  # id taken from the message; no time_started to key by
+    assert event.attrs["run_key_basis"] == "job_id"
     assert event.occurred_at == RECEIVED and event.started_at is None
 
 
@@ -472,3 +473,14 @@ def test_fuzz_deep_nesting_and_huge_strings(depth):
     outcome(job(progress={"percent": 1, "extra": nested}))
     outcome(job(result=nested, error="x" * 1_000_000, method="m" * 100_000))
     outcome(b'{"id": 1, "method": "\xc3\x28", "state": "RUNNING"}')
+
+
+def test_a_job_id_reused_after_a_middleware_restart_is_another_run():
+    """Job ids restart at 1 with middlewared; time_started (set at creation) tells them apart."""
+    before = job(id=1, time_started={"$date": 1763629200000})
+    after = job(id=1, time_started={"$date": 1763715600000})
+    [first], [second] = truenas.normalize(before, CTX), truenas.normalize(after, CTX)
+    assert first.run_key != second.run_key and first.job_key == second.job_key
+    waiting = job("job_waiting.json", id=1, time_started={"$date": 1763629200000})
+    [queued] = truenas.normalize(waiting, CTX)
+    assert queued.run_key == first.run_key  # WAITING keeps time_started as its queue time, same run

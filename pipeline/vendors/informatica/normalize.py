@@ -51,7 +51,7 @@ Rules:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.model import InvalidEvent, JobEvent, State, make_event_id
@@ -66,6 +66,12 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "informatica"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). The events API allows 5 calls a minute for every
+# publication and subscription of a hub, so a poller revisits a Processing event only
+# every few minutes; a run is STALE after about three missed revisits.
+STALE_AFTER = timedelta(seconds=600)
 
 STATES: dict[str, State] = {
     "Pending": State.PENDING,

@@ -1,4 +1,5 @@
-"""Qlik Cloud ``com.qlik.v1.reload.finished`` CloudEvents -> JobEvents.
+"""Qlik Cloud ``com.qlik.v1.reload.finished`` CloudEvents (and the older
+``com.qlik.v1.app.reload.finished``) -> JobEvents.
 
 Names used here: source = the tenant (``tenantid``), job = the app
 (``qlik_cloud:<tenant>:<data.appId>``), run = the reload (``data.id``). Qlik publishes
@@ -53,6 +54,18 @@ Rules:
 - never copied anywhere: ``authclaims`` (the principal's claims: name, e-mail),
   ``originip``, ``sessionid`` and any HTTP header that is not a ``ce-`` attribute.
 - error_code / error_message = ``data.errorCode`` / ``data.errorMessage``.
+- the older ``com.qlik.v1.app.reload.finished`` (``LEGACY_EVENT_TYPE``), in its legacy
+  envelope ``{eventType, eventTypeVersion, eventTime, source, extensions: {tenantId,
+  userId, ownerId, spaceId, topLevelResourceId}, data: {status, reloadId, name, duration,
+  errors, warnings, isPartialReload, peakMemoryBytes}}`` or the hybrid one Qlik migrates
+  through (the same plus CloudEvents 1.0.2 ``id``, ``time``, ``type``, ``specversion``
+  and lowercase extensions at the top level, which win): job = the app
+  (``topLevelResourceId``), run = ``data.reloadId``; status ``ok`` -> SUCCEEDED,
+  ``error`` -> FAILED (anything else FAILED, ``attrs["status_unknown"]``);
+  finished_at = the event time, started_at = finished_at - ``duration`` when it is a Go
+  duration ("40s", "1m20.5s"); error_message = the ``errors`` joined by "; ". Its
+  event_id is (tenant, type, reloadId), so the legacy and hybrid forms of one reload
+  are one event.
 - event_id = (tenant, CloudEvent source, CloudEvent id): CloudEvents makes id+source
   unique, so a redelivery gives the same event_id whether it came structured, binary
   or in a batch.
@@ -63,6 +76,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
+from datetime import timedelta
 from typing import Any
 
 from pipeline.model import JobEvent, State, make_event_id
@@ -78,7 +93,14 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "qlik_cloud"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). Qlik Cloud pushes one event per finished reload: a run
+# opens and ends in that one event and never waits on a timer, so the default serves.
+STALE_AFTER = timedelta(seconds=240)
 EVENT_TYPE = "com.qlik.v1.reload.finished"
+LEGACY_EVENT_TYPE = "com.qlik.v1.app.reload.finished"
+LEGACY_STATES: dict[str, State] = {"ok": State.SUCCEEDED, "error": State.FAILED}
 
 STATES: dict[str, State] = {
     "SUCCEEDED": State.SUCCEEDED,
@@ -232,6 +254,8 @@ def _body(doc: dict[str, Any]) -> Any:
 
 
 def _event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
+    if envelope.get("type", envelope.get("eventType")) == LEGACY_EVENT_TYPE:
+        return _legacy_event(envelope, ctx)
     event_id = identifier(envelope.get("id"), "id")
     event_source = identifier(envelope.get("source"), "source")
     event_type = identifier(envelope.get("type"), "type")
@@ -239,7 +263,7 @@ def _event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
     if not (specversion == "1" or specversion.startswith("1.")):
         raise Rejected(f"specversion {specversion[:20]!r} is not CloudEvents 1.x")
     if event_type != EVENT_TYPE:
-        raise Rejected(f"event type {event_type[:100]!r} is not {EVENT_TYPE}")
+        raise Rejected(f"event type {event_type[:100]!r} is not {EVENT_TYPE} (nor {LEGACY_EVENT_TYPE})")
     tenant = identifier(envelope.get("tenantid"), "tenantid")
     data = _data(envelope)
 
@@ -301,6 +325,106 @@ def _event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
         raw_ref=ctx.raw_ref,
         attrs=attrs,
     )
+
+
+def _legacy_event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
+    """``com.qlik.v1.app.reload.finished``: the legacy envelope, or the hybrid one that
+    also carries CloudEvents 1.0.2 attributes (which win where both are given)."""
+    extensions = envelope.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise Rejected(f"extensions must be an object, got {type(extensions).__name__}")
+    legacy = {key.lower(): value for key, value in (extensions or {}).items() if isinstance(key, str)}
+
+    def attribute(name: str) -> Any:
+        value = envelope.get(name)
+        return legacy.get(name) if value is None or value == "" else value
+
+    tenant = identifier(attribute("tenantid"), "tenantid")
+    app_id = identifier(attribute("toplevelresourceid"), "topLevelResourceId")
+    data = _data(envelope)
+    reload_id = identifier(data.get("reloadId"), "data.reloadId")
+    status = data.get("status")
+    if not isinstance(status, str) or not status.strip():
+        raise Rejected("data.status must be 'ok' or 'error'")
+    native = clean_text(status.strip())[:100]
+    state = LEGACY_STATES.get(native.lower(), State.FAILED)
+
+    event_time = parse_time(envelope.get("time") or envelope.get("eventTime"), field="eventTime", tz=ctx.tz)
+    occurred_at = event_time or ctx.received_at
+    if occurred_at is None:
+        raise Rejected("event has no time and the context no received_at")
+    attrs: dict[str, Any] = {"event_type": LEGACY_EVENT_TYPE}
+    if native.lower() not in LEGACY_STATES:
+        attrs["status_unknown"] = True
+    if event_time is None:
+        attrs["time_from"] = "received_at"
+    for name, key in (("userid", "user_id"), ("ownerid", "ownerid"), ("spaceid", "spaceid")):
+        value = attribute(name)
+        if isinstance(value, str) and value:
+            attrs[key] = clean_text(value)[:MAX_ID]
+    name = data.get("name")
+    if isinstance(name, str) and name:
+        attrs["app_name"] = clean_text(name)[:_MAX_TEXT]
+    partial = data.get("isPartialReload")
+    if isinstance(partial, bool):
+        attrs["partial"] = partial
+    memory = data.get("peakMemoryBytes")
+    if type(memory) is int and 0 <= memory < 2**63:
+        attrs["peak_memory_bytes"] = memory
+    warnings = _messages(data.get("warnings"))
+    if warnings:
+        attrs["warnings"] = warnings
+    errors = _messages(data.get("errors"))
+    duration = _go_duration(data.get("duration"))
+    if duration is not None:
+        attrs["duration_seconds"] = duration.total_seconds()
+    finished = event_time
+    return JobEvent(
+        # one finished event per reload: the legacy and the hybrid form of it are the same event
+        event_id=make_event_id(VENDOR, tenant, LEGACY_EVENT_TYPE, reload_id),
+        vendor=VENDOR,
+        source=tenant,
+        job_key=f"{VENDOR}:{tenant}:{app_id}",
+        run_key=f"{VENDOR}:{tenant}:{reload_id}",
+        native_state=native,
+        state=state,
+        occurred_at=occurred_at,
+        received_at=ctx.received_at,
+        started_at=finished - duration if finished is not None and duration is not None else None,
+        finished_at=finished,
+        error_message=("; ".join(errors))[:_MAX_TEXT] if errors else None,
+        raw_ref=ctx.raw_ref,
+        attrs=attrs,
+    )
+
+
+def _messages(value: Any) -> list[str]:
+    """A legacy event's errors or warnings as short texts (strings, or objects' messages)."""
+    if not isinstance(value, list):
+        return []
+    texts = []
+    for item in value[:_MAX_EXTRA]:
+        if isinstance(item, dict):
+            item = item.get("message", item.get("errorMessage"))
+        if isinstance(item, str) and item:
+            texts.append(clean_text(item)[:500])
+    return texts
+
+
+_GO_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?$", re.ASCII)
+
+
+def _go_duration(value: Any) -> timedelta | None:
+    """A duration as Go prints it ("40s", "1m20.5s", "2h0m3s"), else None (kept out)."""
+    if not isinstance(value, str) or not value:
+        return None
+    match = _GO_DURATION.match(value.strip())
+    if match is None or not any(match.groups()):
+        return None
+    hours, minutes, seconds = match.groups()
+    if len(hours or "") > 6:
+        return None
+    return timedelta(hours=int(hours or 0), minutes=int(minutes or 0), seconds=float(seconds or 0))
 
 
 def _data(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -394,4 +518,4 @@ def _looks_secret(name: str) -> bool:
     return lowered in _SECRET_NAMES or any(hint in lowered for hint in _SECRET_HINTS)
 
 
-__all__ = ["VENDOR", "STATES", "EVENT_TYPE", "RELOAD_TYPES", "canonical_state", "normalize", "split"]
+__all__ = ["VENDOR", "STATES", "EVENT_TYPE", "LEGACY_EVENT_TYPE", "LEGACY_STATES", "RELOAD_TYPES", "canonical_state", "normalize", "split"]

@@ -49,22 +49,25 @@ Shapes accepted (``normalize``/``split`` take the parsed value or raw text/bytes
 names are matched case-insensitively, so database dumps in PascalCase work too):
 
 - ExecutionResult (``/qrs/executionresult/full``): job = ``taskID``, run =
-  ``executionID``, attempt None (results carry no retry index). When a list holds
-  several distinct results of one session they are numbered 1..n by ``startTime``
-  (results not started yet last): that is only right when the list holds all the
-  session's results, as ``/qrs/executionresult/full?filter=ExecutionId eq {id}``
-  does; a poller that reads results by a modifiedDate cursor should send them one by
-  one to leave numbering to the lifecycle.
+  ``executionID``, attempt None. Attempts are never numbered here: a result carries no
+  retry index (each retry is a new result of the same executionID), and numbering the
+  results of one list would depend on how the poller windows its reads (a
+  modifiedDate cursor that returns ``[r2 failed, r3 started]`` would call r2 attempt 1).
+  The lifecycle infers them instead (its R7: a FAILED run whose next result started
+  after the failure opens the next attempt), which needs the results in time order:
+  ``normalize`` returns each run's events sorted by occurred_at, so a list gives
+  the same attempts as its results sent one by one, and polls with a modifiedDate
+  cursor (which QRS answers in no particular order) arrive in time order.
 - ExecutionSession (``/qrs/executionsession/full``: a session exists while its task
   executes; ``id`` is the executionID): job = ``reloadTask.id`` (or
   ``externalProgramTask``/``userSyncTask``), state from ``executionResult.status``
   (RUNNING when the session has no result yet), attempt = ``retries`` + 1.
 - ReloadTask (``/qrs/reloadtask/full``): one event for ``operational.lastExecutionResult``;
   none for a task that never ran (NeverStarted without startTime; ``split`` drops it).
-  That condensed result carries no executionID, so unless one is present the run is
-  keyed by the result's own id (``<source>:result:<id>``, attrs ``run_key_basis``): it
-  cannot be joined with the session's run; pollers should read runs from
-  executionresult/executionsession and use reloadtask/full for discovery.
+  That condensed result carries no executionID (public clients such as Qlik-Cli read
+  its ``id`` and fetch ``/qrs/executionresult/{id}`` for the rest), so unless one is
+  present the run is keyed by the result's own id (``<source>:result:<id>``, attrs
+  ``run_key_basis``).
 - lists of any of these, mixed (the ``/full`` endpoints return lists).
 - the start-task response wrapped with the task it started: ``{"taskId": .., "value":
   guid}`` or ``{"taskId": .., "response": guid | {"value": guid}}`` (optional ``host``,
@@ -83,6 +86,13 @@ names are matched case-insensitively, so database dumps in PascalCase work too):
   the run. The poller's duty is to fetch the results next; if none ever arrive the
   lifecycle's timer makes the run STALE, which is the truth: unknown. ``split`` drops it.
 
+One execution, one run, whichever endpoint shows it: the result id is the one name all
+three endpoints carry (a result's ``id``, a session's ``executionResult.id``, the
+condensed result's ``id``). Every event that knows both names its run by executionID, and
+every event lists ``<source>:result:<result id>`` in ``attrs["same_run_as"]`` (for the
+condensed result, its own key); the lifecycle applies an event whose run key it does not
+hold to the run that answers to that name (its R17), in either arrival order.
+
 Times: occurred_at = ``modifiedDate``, else stopTime, else startTime, else
 ``createdDate``, else ``ctx.received_at``; without any the document is rejected.
 started_at/finished_at = startTime/stopTime. Details (sorted by detailCreatedDate,
@@ -92,14 +102,15 @@ ids go to attrs; error_message = the last Error detail of a failed or aborted re
 
 event_id = source + entity id + the fields that make a snapshot distinct (status,
 start/stop, retries ...): polling the same state twice gives the same id, any state
-change a new one.
+change a new one (a repeated poll of a running session is how the lifecycle hears that
+the run is still alive, its R2).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from pipeline.model import UTC, JobEvent, State, make_event_id
@@ -114,6 +125,12 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "qlik_qrs"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). A reload shows no progress: while it runs, the
+# poller's reads of /qrs/executionsession/full (about every 30 s) are what confirm it,
+# so a run is STALE after ten missed polls, not after 4 minutes of unchanged state.
+STALE_AFTER = timedelta(seconds=300)
 
 # TaskExecutionStatus, number -> name.
 STATUS_NAMES: dict[int, str] = {
@@ -189,7 +206,7 @@ def decode_status(value: Any) -> str | None:
         raise Rejected("status must be a number or a name, got a boolean")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _is_ascii_number(value.strip()):
         value = int(value.strip())
     if isinstance(value, int):
         return STATUS_NAMES.get(value, str(value))
@@ -211,18 +228,28 @@ def canonical_state(native: str | None, stopped: bool) -> State:
 def normalize(doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[JobEvent]:
     """One event per entity or record in the document; none for tasks that never ran."""
     pieces = _pieces(_parsed(doc))
-    attempts = _attempt_numbers(pieces)
     events: list[JobEvent] = []
     for index, piece in enumerate(pieces):
         try:
-            event = _event(piece, ctx, attempts.get(index))
+            event = _event(piece, ctx)
         except Rejected as exc:
             if len(pieces) == 1:
                 raise
             raise Rejected(f"item {index}: {exc.reason}") from None
         if event is not None:
             events.append(event)
-    return events
+    return _in_time_order_per_run(events)
+
+
+def _in_time_order_per_run(events: list[JobEvent]) -> list[JobEvent]:
+    """Each run's events sorted by occurred_at (list order breaks ties), runs in the
+    order they first appear: the lifecycle infers attempts in arrival order."""
+    if len(events) < 2:
+        return events
+    runs: dict[str, list[JobEvent]] = {}
+    for event in events:
+        runs.setdefault(event.run_key, []).append(event)
+    return [event for run in runs.values() for event in sorted(run, key=lambda event: event.occurred_at)]
 
 
 def split(doc: Any) -> list[Any]:
@@ -330,43 +357,12 @@ def _emits(piece: _Piece) -> bool:
     return _last_result(piece.fields) is not None
 
 
-def _attempt_numbers(pieces: list[_Piece]) -> dict[int, int]:
-    """Attempt numbers (by piece index) for the results of each session that the
-    list holds several distinct results of, ordered by startTime."""
-    sessions: dict[tuple[str, str], dict[str, tuple[datetime | None, int]]] = {}
-    membership: dict[int, tuple[tuple[str, str], str]] = {}
-    for index, piece in enumerate(pieces):
-        fields = piece.fields
-        task, execution = fields.get("taskid"), fields.get("executionid")
-        if piece.kind != "result" or not isinstance(task, str) or not isinstance(execution, str):
-            continue
-        result_id = fields.get("id")
-        result_key = result_id if isinstance(result_id, str) and result_id else f"#{index}"
-        try:
-            started = _time(fields.get("starttime"), "startTime")
-        except Rejected:
-            started = None  # the item's own event rejects it with the reason
-        sessions.setdefault((task, execution), {}).setdefault(result_key, (started, index))
-        membership[index] = ((task, execution), result_key)
-    ranks: dict[tuple[str, str], dict[str, int]] = {}
-    for session, results in sessions.items():
-        if len(results) > 1:
-            ordered = sorted(results, key=lambda key: _start_order(*results[key]))
-            ranks[session] = {key: number for number, key in enumerate(ordered, start=1)}
-    return {index: ranks[session][key] for index, (session, key) in membership.items() if session in ranks}
-
-
-def _start_order(started: datetime | None, index: int) -> tuple[bool, str, int]:
-    """Sort key: started results by time, then the ones not started yet, in list order."""
-    return (started is None, started.isoformat() if started else "", index)
-
-
 # --- events --------------------------------------------------------------------------
 
 
-def _event(piece: _Piece, ctx: Context, attempt: int | None) -> JobEvent | None:
+def _event(piece: _Piece, ctx: Context) -> JobEvent | None:
     if piece.kind == "result":
-        return _result_event(piece.fields, ctx, attempt)
+        return _result_event(piece.fields, ctx)
     if piece.kind == "session":
         return _session_event(piece.fields, ctx)
     if piece.kind == "task":
@@ -425,10 +421,10 @@ class _Result:
         return self.modified or self.stopped or self.started or self.created or ctx.received_at
 
 
-def _result_event(fields: dict[str, Any], ctx: Context, attempt: int | None) -> JobEvent:
+def _result_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
     task_id = identifier(fields.get("taskid"), "taskID", numbers=True)
     execution_id = _guid_ident(fields.get("executionid"), "executionID")
-    return _from_result(_Result(fields, ctx.tz), task_id, execution_id, _source(ctx), ctx, attempt, {})
+    return _from_result(_Result(fields, ctx.tz), task_id, execution_id, _source(ctx), ctx, None, {})
 
 
 def _from_result(
@@ -454,6 +450,8 @@ def _result_job_event(
     occurred_at: datetime, ctx: Context, attrs: dict[str, Any],
 ) -> JobEvent:
     """The JobEvent of what an execution result says (a result's own, or a session's)."""
+    if result.result_id is not None:  # the lifecycle's R17: the name every endpoint shares
+        attrs["same_run_as"] = [f"{VENDOR}:{source}:result:{result.result_id}"]
     return JobEvent(
         event_id=event_id,
         vendor=VENDOR,
@@ -633,7 +631,7 @@ def _start_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
 def _vanished_event(fields: dict[str, Any], ctx: Context) -> None:
     """Check a vanished-session record; it gives no event (see the module docstring)."""
     status = fields.get("httpstatus")
-    if isinstance(status, str) and status.strip().isdigit():
+    if isinstance(status, str) and _is_ascii_number(status.strip()):
         status = int(status.strip())
     if status != 404 or isinstance(status, bool):
         raise Rejected(f"httpStatus {str(status)[:20]!r} is not the 404 that means the session finished")
@@ -680,7 +678,8 @@ def _wrapper_time(fields: dict[str, Any], ctx: Context, keys: tuple[str, ...]) -
 
 def _time(value: Any, field: str, tz: tzinfo = UTC) -> datetime | None:
     """A QRS time; its "no date" (1753-01-01, or anything that early) is None.
-    The API writes UTC with ``Z``; naive times (database dumps) are read in ``tz``."""
+    The API writes UTC with ``Z``; naive times (database dumps, Qlik-Cli's
+    ``2020/03/03 19:45``) are read in ``tz``."""
     parsed = parse_time(value, field=field, tz=tz)
     if parsed is None or parsed.year <= _NO_DATE_YEAR:
         return None
@@ -697,6 +696,11 @@ def _guid_ident(value: Any, field: str) -> str:
     if text == EMPTY_GUID:
         raise Rejected(f"{field} is the empty GUID")
     return text
+
+
+def _is_ascii_number(text: str) -> bool:
+    """ASCII decimal digits only: ``isdigit()`` also accepts "²", which ``int()`` refuses."""
+    return text.isascii() and text.isdecimal() and len(text) <= 18
 
 
 def _is_guid(text: str) -> bool:

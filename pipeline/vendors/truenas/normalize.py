@@ -31,9 +31,14 @@ Rules:
   ``ctx.received_at``, else ``time_finished``, else ``time_started``: the messages carry
   no event time, and taking the finish time from the NAS clock but the earlier updates'
   times from the ingestor's would make a finish look older than the progress before it
-  whenever the two clocks differ (the lifecycle would then refuse it as late). ``time_started`` is the creation time for
-  a WAITING job, so it becomes started_at only once the job left WAITING (before that
-  it is kept as attrs["queued_at"]).
+  whenever the two clocks differ (the lifecycle would then refuse it as late).
+- ``time_started`` is set once, when middlewared creates the job, not when it starts to
+  run. A WAITING job keeps it as attrs["queued_at"] (started_at None); later updates
+  report it as started_at, and the lifecycle (its R3) reads a reported start at or
+  before the run's first PENDING event as that creation time: a job seen waiting
+  starts at its first RUNNING update, so its duration leaves out the queue time,
+  which ``jobs.runs`` reports as ``queue_s``. A job first seen running has only
+  ``time_started`` to go by.
 - progress.percent is clamped to 0..100; non-numbers are dropped.
 - error_code = ``exc_info.type`` (with ``:errno`` when there is one); error_message =
   ``error``; exc_info.repr, the traceback tail, logs excerpt and small results go to attrs.
@@ -41,13 +46,19 @@ Rules:
 - event_id = host + job id + a fingerprint of the job's fields (without credentials and
   arguments): the same snapshot gives the same id whether it came as ``added``,
   ``changed`` or in a ``core.get_jobs`` list, and any change of the job gives a new one.
-  Job ids restart at 1 when the middleware restarts: an ingestor that wants distinct runs
-  across reboots has to put a boot marker into ``ctx.source``.
+  Job ids restart at 1 when the middleware restarts (and it keeps at most 1,000 jobs),
+  so the run is keyed by (host, ``time_started`` in epoch ms, id):
+  ``truenas:<host>:<time_started ms>:<id>``. ``time_started`` is set once, when the job
+  is created, so every update of one job carries it and a job that reuses an id after
+  a restart is another run. A partial update without ``time_started`` falls back to
+  ``truenas:<host>:<id>`` (``attrs["run_key_basis"] = "job_id"``): merge partial updates
+  into the job's last snapshot first, as for ``method``.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -64,6 +75,12 @@ from pipeline.vendors._common import (
 )
 
 VENDOR = "truenas"
+
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). middlewared pushes a job only when its state or progress
+# changes, and many long jobs (replication, scrub) report no progress for many minutes;
+# between pushes the ingestor's ``core.get_jobs`` resync (every few minutes) confirms them.
+STALE_AFTER = timedelta(seconds=900)
 COLLECTION = "core.get_jobs"
 
 STATES: dict[str, State] = {
@@ -224,20 +241,24 @@ def _event(piece: _Piece, source: str, ctx: Context) -> JobEvent:
     attrs: dict[str, Any] = {}
     if piece.update is not None:
         attrs["update"] = piece.update
+    queued_at = None
     if state is State.PENDING and started is not None:
         attrs["queued_at"] = started.isoformat()
-        started = None
+        queued_at, started = started, None
     progress = _progress(fields.get("progress"), attrs, job_id)
     error_code = _exc_info(fields.get("exc_info"), attrs, job_id)
     error_message = _text(fields.get("error"), "error", job_id)
     _copy_extras(fields, attrs, job_id)
 
+    created = queued_at if queued_at is not None else started
+    if created is None:
+        attrs["run_key_basis"] = "job_id"  # a partial update without time_started
     return JobEvent(
         event_id=make_event_id(VENDOR, source, job_id, _fingerprint(fields, job_id)),
         vendor=VENDOR,
         source=source,
         job_key=f"{VENDOR}:{source}:{method}",
-        run_key=f"{VENDOR}:{source}:{job_id}",
+        run_key=f"{VENDOR}:{source}:{job_id}" if created is None else f"{VENDOR}:{source}:{_epoch_ms(created)}:{job_id}",
         native_state=native or "",
         state=state,
         occurred_at=occurred_at,
@@ -250,6 +271,13 @@ def _event(piece: _Piece, source: str, ctx: Context) -> JobEvent:
         raw_ref=ctx.raw_ref,
         attrs=attrs,
     )
+
+
+def _epoch_ms(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _native_state(value: Any, job_id: int) -> str | None:

@@ -67,6 +67,12 @@ from pipeline.vendors._common import (
 
 VENDOR = "zuora"
 
+# How long a run may go unconfirmed before it is STALE (the settings read it through
+# ``vendors.get(v).STALE_AFTER``). Zuora moves a token to its own stale queue after 240 s
+# without activity, and that queue is the vendor's word: the timer is only the fallback
+# for a poller that stopped confirming the token, so it waits two and a half times that.
+STALE_AFTER = timedelta(seconds=600)
+
 QUEUES: tuple[str, ...] = ("active", "stale", "draining", "completed")
 
 IN_PROGRESS_STATUSES: tuple[str, ...] = (
@@ -114,7 +120,10 @@ def status_key(status: str) -> tuple[str, int | None]:
     text = status.strip().upper()
     match = _PAGE_STATUS.match(text)
     if match:
-        return f"{match.group(1)}-PAGE-n", int(match.group(2))
+        page = int(match.group(2))
+        if page > _MAX_COUNT:
+            raise Rejected(f"status {text[:60]!r}: page number out of range")
+        return f"{match.group(1)}-PAGE-n", page
     return text, None
 
 

@@ -1,0 +1,1 @@
+"""`pipeline bench`: every stage against its bare baseline, in one run."""

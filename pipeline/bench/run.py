@@ -1,0 +1,105 @@
+"""``pipeline bench``: every stage against its bare baseline, measured in one run.
+
+Absolute numbers on a shared 2-core machine drift by 2x from day to day; ratios measured
+in the same run do not. So one run starts the embedded broker, loads one seeded workload
+(``workload.documents``: all five vendors) into the raw topics, and measures each stage
+over that same input, each the median of ``repeats``:
+
+1. bare aiokafka: read the raw topics and orjson-parse every value;
+2. bare Faust: an agent loop over the raw topics doing nothing per event;
+3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O);
+4. normalize alone, per vendor (parse included).
+
+It prints a table with the ratios and writes the numbers as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline import catalog
+from pipeline.bench import stages
+from pipeline.bench.workload import documents
+from pipeline.broker import EmbeddedBroker
+
+SAMPLE_FOR_PURE_STAGES = 50_000
+"""The pure stages time a sample: their rate does not depend on the input's length."""
+
+
+def run(events: int, *, repeats: int = 3, seed: int = 1, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every stage; returns the JSON-ready numbers."""
+    results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats}
+    sample = list(itertools.islice(documents(events, seed=seed), min(events, SAMPLE_FOR_PURE_STAGES)))
+
+    say(f"normalize alone over {len(sample):,} documents ...")
+    per_vendor = [stages.normalize_rates(sample) for _ in range(repeats)]
+    results["normalize_eps_by_vendor"] = {
+        vendor: statistics.median(r[vendor] for r in per_vendor) for vendor in per_vendor[0]
+    }
+    results["normalize_eps"] = statistics.median(_overall(sample, r) for r in per_vendor)
+
+    say("lifecycle alone ...")
+    results["lifecycle_eps"] = statistics.median(stages.lifecycle_rate(sample) for _ in range(repeats))
+
+    with EmbeddedBroker() as broker:
+        asyncio.run(catalog.apply(broker.bootstrap))
+        say(f"loading {events:,} documents into the raw topics ...")
+        began = time.perf_counter()
+        loaded = asyncio.run(stages.load(broker.bootstrap, documents(events, seed=seed),
+                                         progress=lambda n: say(f"  {n:,} raw records sent")))
+        results["raw_records"] = loaded
+        results["load_eps"] = loaded / (time.perf_counter() - began)
+
+        say("bare aiokafka consume + orjson parse ...")
+        results["bare_aiokafka_eps"] = statistics.median(
+            asyncio.run(stages.bare_aiokafka(broker.bootstrap, loaded)) for _ in range(repeats)
+        )
+        say("bare faust agent loop ...")
+        results["bare_faust_eps"] = statistics.median(stages.bare_faust(broker.bootstrap, loaded) for _ in range(repeats))
+    return results
+
+
+def _overall(sample: list, rates: dict[str, float]) -> float:
+    """All vendors' events over the time all vendors took (not a mean of rates)."""
+    counts: dict[str, int] = {}
+    from pipeline import vendors
+    from pipeline.vendors import Context
+
+    for doc in sample:
+        counts[doc.vendor] = counts.get(doc.vendor, 0) + len(
+            vendors.normalize(doc.vendor, doc.payload, Context(source=doc.source, received_at=doc.at))
+        )
+    seconds = sum(counts[v] / rates[v] for v in counts)
+    return sum(counts.values()) / seconds
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The printed table: each stage, its rate, and its ratio to the baseline it is judged by."""
+    bare_kafka = results.get("bare_aiokafka_eps")
+    bare_faust = results.get("bare_faust_eps")
+    rows = [
+        ("bare aiokafka + orjson", results.get("bare_aiokafka_eps"), None, ""),
+        ("bare faust agent loop", bare_faust, bare_kafka, "of bare aiokafka"),
+        ("lifecycle alone", results.get("lifecycle_eps"), None, ""),
+        ("normalize alone (all vendors)", results.get("normalize_eps"), None, ""),
+    ]
+    rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]
+    lines = [f"{'stage':<34} {'events/s':>12}  ratio"]
+    for name, rate, base, label in rows:
+        if rate is None:
+            continue
+        ratio = f"{rate / base:.2f}x {label}" if base else ""
+        lines.append(f"{name:<34} {rate:>12,.0f}  {ratio}")
+    return lines
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))

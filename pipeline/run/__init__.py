@@ -1,0 +1,1 @@
+"""The supervisor behind `pipeline demo` and `pipeline run`: roles as child processes, metrics and health."""

@@ -1,0 +1,168 @@
+"""Runs the pipeline's roles as child processes under one parent: the piece behind
+``pipeline demo`` and ``pipeline run``.
+
+Each role (broker, simulators, ingestors, worker, sink, alerter) is its own process, as in
+production, so one crash is one role's exit status and not a dead demo. The supervisor:
+
+- starts roles in the order given, each with its log in the run folder, and waits for each
+  to be ready (a probe: a port that answers, a file that appears) before the next;
+- never leaves a child behind: children die with it (PR_SET_PDEATHSIG on Linux, even when
+  the supervisor is SIGKILLed) and ``stop`` ends them in reverse order, SIGTERM first,
+  SIGKILL after a grace period;
+- notices a role that exited and says which, with its status and the last lines of its log;
+- reads each role's CPU time and peak RSS from /proc for the summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.broker import die_with_parent
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class RoleFailed(RuntimeError):
+    """A role exited or never became ready; the message names it and shows its log tail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One process to run: its name, command line, extra environment and readiness probe."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None
+    ready_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_s: float
+    peak_rss_mb: float
+
+
+@dataclass(slots=True)
+class _Child:
+    role: Role
+    process: subprocess.Popen[bytes]
+    log: Path
+    usage: Usage | None = None
+
+
+class Supervisor:
+    """Start roles, watch them, stop them all. Use as a context manager."""
+
+    def __init__(self, run_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._env = dict(os.environ if env is None else env)
+        self._children: list[_Child] = []
+
+    def start(self, role: Role) -> subprocess.Popen[bytes]:
+        """Start ``role`` and wait until its probe answers; RoleFailed if it exits first."""
+        log = self.run_dir / f"{role.name}.log"
+        with open(log, "ab") as output:
+            process = subprocess.Popen(
+                list(role.argv), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**self._env, **role.env}, start_new_session=True, preexec_fn=die_with_parent,
+            )
+        child = _Child(role, process, log)
+        self._children.append(child)
+        if role.ready is None:
+            return process
+        deadline = time.monotonic() + role.ready_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RoleFailed(self._exit_line(child))
+            if role.ready():
+                return process
+            time.sleep(0.05)
+        raise RoleFailed(f"{role.name} was not ready within {role.ready_timeout_s:.0f} s\n{tail(log)}")
+
+    def exited(self) -> list[str]:
+        """One line (with log tail) per role that has exited since it was started."""
+        return [self._exit_line(c) for c in self._children if c.process.poll() is not None]
+
+    def usage(self) -> dict[str, Usage]:
+        """CPU seconds and peak RSS per role (the last reading for roles already gone)."""
+        for child in self._children:
+            reading = read_usage(child.process.pid)
+            if reading is not None:
+                child.usage = reading
+        return {c.role.name: c.usage for c in self._children if c.usage is not None}
+
+    def stop(self, grace_s: float = 10.0) -> dict[str, int | None]:
+        """Stop every role, newest first; returns each role's exit status."""
+        self.usage()
+        statuses: dict[str, int | None] = {}
+        for child in reversed(self._children):
+            statuses[child.role.name] = stop_process(child.process, grace_s)
+        self._children.clear()
+        return statuses
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _exit_line(child: _Child) -> str:
+        return f"{child.role.name} exited with status {child.process.returncode}\n{tail(child.log)}"
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace_s``; the exit status (None if it would not die)."""
+    if process.poll() is None:
+        _signal(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _signal(process, signal.SIGKILL)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                return None
+    return process.returncode
+
+
+def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """The role and whatever it started (its own session) get the signal."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def read_usage(pid: int) -> Usage | None:
+    """CPU time (user + system) and peak RSS of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    peak_kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return Usage(cpu_s=cpu, peak_rss_mb=peak_kb / 1024)
+
+
+def tail(path: Path, lines: int = 12) -> str:
+    """The last lines of a log, indented, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "    (no log)"
+    last = text.rstrip().splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in last) or "    (empty log)"
