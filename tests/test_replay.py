@@ -60,8 +60,9 @@ def test_the_local_run_replays_the_samples_and_prints_the_lifecycles(tmp_path):
     assert list(scratch.iterdir()) == []
     summary = re.search(r"(\d+) events, (\d+) transitions .*?, (\d+) runs, (\d+) dead letters", result.stdout)
     assert summary, result.stdout
-    assert summary.groups() == ("34", "33", "14", "0")
-    assert "SUCCEEDED" in result.stdout and "STALE" in result.stdout
+    assert summary.groups() == ("34", "32", "14", "0")  # 32: a Zuora token that Zuora itself reports stale is one episode, not a timeout one too (issue 26)
+    # The Zuora token that went stale and came back: one stale episode, one reactivation.
+    assert re.search(r"zuora\s+│ 7d3c1a20-5b6e │ SUCCEEDED │ 1\s+│ 1\s+│ 1\s+│", result.stdout), result.stdout
 
 
 def test_replay_usage_errors_exit_2(tmp_path):
