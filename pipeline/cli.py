@@ -33,8 +33,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-ingest_app = typer.Typer(help="Ingestors: vendor documents into raw.<vendor> topics.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -502,6 +504,161 @@ def sql(
         for row in result.rows:
             table.add_row(*("" if v is None else str(v) for v in row))
         out.print(table)
+
+# --- push ingestors and their simulators (Qlik Cloud webhooks, TrueNAS websocket) ---------
+
+ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (':PORT' = all interfaces).")]
+
+
+def _listen(value: str) -> tuple[str, int]:
+    from pipeline.push import parse_listen
+
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@ingest_app.command("qlik-cloud")
+def ingest_qlik_cloud(
+    listen: ListenOpt = "127.0.0.1:8780",
+    bootstrap: BootstrapOpt = None,
+    source: Annotated[str, typer.Option(help="Names this receiver in the records and heartbeats.")] = "qlik-cloud-webhook",
+    secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET or JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE).")] = None,
+    max_body: Annotated[Optional[int], typer.Option(min=1024, help="Largest body accepted, in bytes (default 262144; larger: 413).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve https with this certificate chain (PEM; env JOBSTREAM_WEBHOOK_TLS_CERT). Qlik Cloud delivers only to https URLs: this, or a TLS proxy in front.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM; env JOBSTREAM_WEBHOOK_TLS_KEY).")] = None,
+) -> None:
+    """Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.
+
+    Verifies Qlik-Signature (HMAC-SHA256 of the body with the webhook secret) when a
+    secret is configured; answers 200 only after Kafka acknowledged the event, 503 when
+    it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
+    GET /healthz answers 200 while Kafka is reachable.
+    """
+    from pipeline.vendors.qlik_cloud import ingest
+
+    host, port = _listen(listen)
+    settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
+                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key)
+    try:
+        settings.qlik_secret()
+        asyncio.run(ingest.run(settings, host=host, port=port, source=source))
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+@ingest_app.command("truenas")
+def ingest_truenas(
+    url: Annotated[str, typer.Option(help="ws(s)://HOST/api/current, or ws(s)://HOST/websocket for the legacy API.")],
+    bootstrap: BootstrapOpt = None,
+    username: Annotated[Optional[str], typer.Option(help="User owning the API key (current API; default root; env JOBSTREAM_TRUENAS_USERNAME).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Host name in the records' source (default: the URL's host).")] = None,
+    ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the NAS's certificate (env JOBSTREAM_TRUENAS_CA_FILE).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS).")] = False,
+) -> None:
+    """Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.
+
+    Resyncs with core.get_jobs after every (re)connect, so nothing changed while
+    disconnected is lost; records carry <host>@<boot marker> as their source, so job
+    ids that restart at 1 after a middleware restart never merge with earlier runs.
+    The API key's user must see every job (full or read-only admin): middlewared shows
+    other users only their own.
+    """
+    from pipeline.sources import TerminalError
+    from pipeline.vendors.truenas import ingest
+
+    try:
+        ingest.check_url(url)
+        if host is not None:
+            ingest.check_host(host)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
+                             truenas_ca_file=ca_file)
+    if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
+        raise fail(f"--ca-file {settings.truenas_ca_file}: no such file", 2)
+    try:
+        key = settings.truenas_key()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    if key is None:
+        raise fail("no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", 2)
+    config = ingest.TruenasConfig(url=url, api_key=key, username=settings.truenas_username, host=host,
+                                  heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,
+                                  ca_file=str(settings.truenas_ca_file) if settings.truenas_ca_file else None)
+    try:
+        asyncio.run(ingest.run(settings, config))
+    except TerminalError as exc:
+        raise fail(str(exc)) from None
+
+
+@simulate_app.command("qlik-cloud")
+def simulate_qlik_cloud(
+    url: Annotated[str, typer.Option(help="Webhook URL to deliver to, e.g. http://127.0.0.1:8780/.")],
+    events: Annotated[int, typer.Option(min=1, help="Reload-finished events to send.")] = 20,
+    tenant: Annotated[str, typer.Option(help="Tenant id in the events.")] = "sim-tenant",
+    clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 sends a simulated minute per second.")] = 60.0,
+    duplicates: Annotated[int, typer.Option(min=0, help="Send every N-th event twice (0: never).")] = 5,
+    reorder: Annotated[int, typer.Option(min=0, help="Swap every N-th event with the next (0: never).")] = 7,
+    binary: Annotated[int, typer.Option(min=0, help="Send every N-th event in CloudEvents binary mode (0: never).")] = 4,
+    secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]); none: unsigned.")] = None,
+) -> None:
+    """Send Qlik Cloud reload-finished webhooks, signed, some twice, some out of order,
+    retrying 5xx; prints what was delivered."""
+    from pipeline.vendors.qlik_cloud import simulator
+
+    settings = load_settings(qlik_webhook_secret_file=secret_file)
+    try:
+        secret = settings.qlik_secret()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary)
+    report = asyncio.run(simulator.run(url, secret=secret, events=events, tenant=tenant, clock=clock, faults=faults))
+    statuses = ", ".join(f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items()))
+    out.print(
+        f"{report.delivered} deliveries acknowledged ({report.duplicates} duplicates, {report.reordered} out of order, "
+        f"{report.binary} binary), {report.retries} retries, {report.failed} given up; answers: {statuses}"
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@simulate_app.command("truenas")
+def simulate_truenas(
+    listen: ListenOpt = "127.0.0.1:8781",
+    clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 runs a simulated minute per second.")] = 10.0,
+    every: Annotated[float, typer.Option(min=0.1, help="Simulated seconds between new jobs (on average).")] = 20.0,
+    drop_every: Annotated[float, typer.Option(min=0, help="Drop every connection every N simulated seconds (0: never).")] = 0.0,
+    restart_every: Annotated[float, typer.Option(min=0, help="Restart the middleware (job ids back to 1) every N simulated seconds (0: never).")] = 0.0,
+    username: Annotated[Optional[str], typer.Option(help="User the API key belongs to (default root).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key to accept (else env JOBSTREAM_TRUENAS_API_KEY[_FILE]).")] = None,
+) -> None:
+    """Serve a TrueNAS middleware (ws /api/current and legacy /websocket) that keeps
+    running jobs WAITING -> RUNNING -> SUCCESS/FAILED/ABORTED, until Ctrl-C."""
+    from pipeline.vendors.truenas import simulator
+
+    host, port = _listen(listen)
+    settings = load_settings(truenas_username=username, truenas_api_key_file=api_key_file)
+    try:
+        key = settings.truenas_key()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    if key is None:
+        raise fail("no API key to accept: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", 2)
+
+    def ready(sim: "simulator.MiddlewareSimulator") -> None:
+        out.print(f"TrueNAS simulator: {sim.url} (legacy: {sim.legacy_url}); Ctrl-C stops it")
+
+    try:
+        asyncio.run(simulator.run(host=host, port=port, api_key=key, username=settings.truenas_username,
+                                  clock=clock, every_s=every, drop_every_s=drop_every,
+                                  restart_every_s=restart_every, on_ready=ready))
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def main() -> None:
