@@ -660,6 +660,70 @@ def simulate_truenas(
     except OSError as exc:
         raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
+# --- the main job and operations (pipeline/run/) ---------------------------------------
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(min=10, help="Seconds to run before the summary.")] = 60.0,
+    db: Annotated[Optional[Path], typer.Option("--db", help="The DuckDB file to write (default: jobstream.duckdb in the run folder).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Folder for the database and every role's log (default: a new folder under ~/.local/share/jobstream).")] = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep everything up for live queries until Ctrl-C.")] = False,
+) -> None:
+    """Run the whole pipeline on this machine: broker, simulators, ingestors, worker, sink, alerter.
+
+    Everything is embedded (no Kafka or Docker needed). Progress shows while it runs; at the
+    end, a summary computed by SQL on the DuckDB file, and the commands to query it.
+    Ctrl-C stops everything cleanly and still prints the summary.
+    """
+    from pipeline.run import demo as demo_module
+
+    folder = run_dir or demo_module.default_run_dir()
+    options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running)
+    exit_on_sigterm()
+    result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
+    for line in demo_module.report(options, result):
+        out.print(line, markup=False)
+    if result.problems:
+        for problem in result.problems:
+            err.print(problem, markup=False)
+        raise fail("a role stopped during the demo (its log is above)")
+
+
+@app.command()
+def status(bootstrap: BootstrapOpt = None) -> None:
+    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka)."""
+    from pipeline.run import status as status_module
+
+    settings = load_settings(bootstrap=bootstrap)
+    quiet_kafka_logs()
+    roles = status_module.default_roles(settings)
+    offsets, where = _sink_offsets(settings)
+    try:
+        rows = asyncio.run(status_module.gather(settings.bootstrap, roles))
+        rows += asyncio.run(status_module.sink_statuses(settings.bootstrap, offsets))
+    except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors: one line
+        raise fail(f"cannot read the consumer groups from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    if where:
+        out.print(where, markup=False)
+    for line in status_module.render(rows):
+        out.print(line, markup=False)
+
+
+def _sink_offsets(settings: Settings) -> tuple[dict, str]:
+    """The sink's committed offsets from its own table (live over Quack, else the file)."""
+    from pipeline.sink import quack, sql as sql_module
+
+    address = quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    try:
+        result = sql_module.run_query(
+            settings.db_path, address, token_file, 'SELECT topic, "partition", next_offset, committed_at FROM kafka_offsets'
+        )
+    except sql_module.SqlError as exc:
+        return {}, f"sink: no offsets ({exc})"
+    return {(t, p): (o, at) for t, p, o, at in result.rows}, f"sink offsets from {result.source}"
+
 
 def main() -> None:
     app()
