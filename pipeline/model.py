@@ -36,7 +36,18 @@ class State(enum.StrEnum):
 TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED, State.SKIPPED})
 
 
-class InvalidEvent(ValueError):
+class Rejected(ValueError):
+    """A vendor document that cannot be normalized. ``reason`` is one line for humans.
+
+    Defined here, at the bottom layer, so that the model's own refusals
+    (``InvalidEvent``) are rejections too, for every vendor module at once."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidEvent(Rejected):
     """A JobEvent was built with a value that breaks the model's rules."""
 
 

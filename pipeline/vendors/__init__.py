@@ -19,7 +19,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from pipeline.model import InvalidEvent, JobEvent
+from pipeline.model import JobEvent
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
 
 VENDOR_NAMES: tuple[str, ...] = ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
@@ -50,8 +50,6 @@ def normalize(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[Job
         return module.normalize(doc, ctx)
     except Rejected:
         raise
-    except InvalidEvent as exc:  # the model's own bounds (model.MAX_TEXT_LENGTHS)
-        raise Rejected(str(exc)) from None
     except RecursionError:
         raise Rejected("document nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - the guard is the point
