@@ -44,6 +44,14 @@ class Settings:
     batch_max: int = 1000
     batch_within_s: float = 0.05
     entry_cache_size: int = 50_000
+    # Stream core bounds (issues 23 and 25): event-time trust and the size of state.
+    max_clock_skew_s: float = 300.0
+    max_finished_runs: int = 8
+    max_runs_per_job: int = 100
+    evicted_memory: int = 256
+    forget_after_s: float = 7 * 86400.0
+    max_entry_bytes: int = 64 * 1024
+    max_record_bytes: int = 1_000_000
 
     def stale_after(self, vendor: str) -> timedelta:
         return timedelta(seconds=self.stale_after_by_vendor.get(vendor, self.stale_after_s))
@@ -66,6 +74,18 @@ class Settings:
         """STALE runs silent this long leave too: a run that never resumes must not
         keep state forever (its last record, STALE, is already downstream)."""
         return timedelta(seconds=self.stale_retention_s)
+
+    @property
+    def max_clock_skew(self) -> timedelta:
+        """How far a vendor time may run ahead of ``received_at`` (and ``received_at``
+        ahead of the Kafka record timestamp) and still move event time."""
+        return timedelta(seconds=self.max_clock_skew_s)
+
+    @property
+    def forget_after(self) -> timedelta:
+        """A job with no runs left is deleted this long (event time) after its last
+        eviction; until then it remembers its evicted runs."""
+        return timedelta(seconds=self.forget_after_s)
 
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the flags that were given (``None`` means "not given")."""
