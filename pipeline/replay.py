@@ -56,6 +56,10 @@ def vendor_of(path: Path) -> str | None:
     return None
 
 
+MAX_RAW_RECORD_BYTES = 1_000_000 - 512
+"""What one raw record may take (Kafka's default max.request.size, less the record's
+overhead): a larger document is reported with its position, and the rest goes on."""
+
 # The bundled samples are replayed as if received from this time on, one document every
 # ten seconds: TrueNAS updates of running jobs carry no time of their own.
 SAMPLES_RECEIVED_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -83,7 +87,14 @@ def plan(
                 continue
             for job_key, piece in pieces:
                 envelope = RawEnvelope(vendor=vendor, source=source, received_at=received_at, payload=piece)
-                result.messages.append((topic, job_key.encode(), encode_envelope(envelope)))
+                key, value = job_key.encode(), encode_envelope(envelope)
+                if len(key) + len(value) > MAX_RAW_RECORD_BYTES:
+                    result.rejected.append(
+                        f"{path} {position}: its raw message takes {len(key) + len(value)} bytes, more than "
+                        f"one Kafka record may ({MAX_RAW_RECORD_BYTES}); not sent"
+                    )
+                    continue
+                result.messages.append((topic, key, value))
                 result.expected_events += len(vendors.normalize(vendor, piece, ctx))
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -68,3 +69,24 @@ def test_replay_usage_errors_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline", "replay", str(unknown)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "cannot tell the vendor" in result.stderr
+
+
+def test_plan_reports_oversized_documents_with_their_line_and_goes_on(tmp_path):
+    """Issue 23.3: a 300,000-character method (a giant key) and a 1.2 MB document (too
+    big for one Kafka record) are reported with their lines; the others are sent."""
+    def update(job_id: int, method: str, **extra: object) -> str:
+        fields = {"id": job_id, "method": method, "state": "RUNNING", "time_started": {"$date": 1767225600000}, **extra}
+        return json.dumps({"msg": "changed", "collection": "core.get_jobs", "id": job_id, "fields": fields})
+
+    path = tmp_path / "truenas-hostile.jsonl"
+    path.write_text("\n".join([
+        update(1, "pool.scrub"),
+        update(2, "m" * 300_000),
+        update(3, "pool.scrub", arguments=["x" * 1_200_000]),
+        update(4, "pool.scrub"),
+    ]) + "\n")
+    plan = replay.plan([("truenas", path)], source="t")
+    assert len(plan.messages) == 2 and plan.expected_events == 2
+    assert [line.split(": ", 1)[0] for line in plan.rejected] == [f"{path} line 2", f"{path} line 3"]
+    assert "job_key is" in plan.rejected[0] and "1024" in plan.rejected[0]
+    assert "more than one Kafka record may" in plan.rejected[1]
