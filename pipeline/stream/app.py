@@ -92,8 +92,9 @@ def create_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             try:
                 # Rebuild the index of gained partitions in steps: the loop keeps serving.
-                for _ in core.index_steps():
-                    await asyncio.sleep(0)
+                if not core.indexed:
+                    for _ in core.index_steps():
+                        await asyncio.sleep(0)
                 batch = core.process(
                     Message(e.message.topic, e.message.partition, e.message.offset,
                             e.message.key, e.message.value, _timestamp_ms(e.message.timestamp))

@@ -138,6 +138,10 @@ class StreamCore:
         self._indexed = True
         self._to_index = set()
 
+    @property
+    def indexed(self) -> bool:
+        return self._indexed
+
     def last_heartbeats(self) -> dict[tuple[str, str], datetime]:
         """(vendor, source) -> the latest heartbeat time seen: a source missing here or
         long behind is silent (for status and alerts), not a reason to make runs STALE."""
