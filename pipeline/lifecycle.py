@@ -72,9 +72,9 @@ R13 Jobs. ``JobState`` counts over every run it has seen: runs, outcomes per att
     (succeeded/failed/canceled/skipped: each attempt's terminal state, counted once),
     retries, stale episodes, reactivations, events. Its deadline is the earliest of
     its runs' deadlines.
-R14 Eviction. ``evict`` drops terminal runs whose last event is older than
-    watermark - retention (and, only if ``stale_retention`` is given, STALE runs silent
-    for that long), and bounds what a job keeps by count too: at most ``max_finished``
+R14 Eviction. ``evict`` drops terminal runs whose last event is at least ``retention``
+    before the watermark (and, only if ``stale_retention`` is given, STALE runs silent
+    for that long: at the instant ``next_due`` names, so an index makes progress), and bounds what a job keeps by count too: at most ``max_finished``
     terminal runs (the most recent) and ``max_runs`` runs in all (beyond that the
     quietest open runs leave as well); counts stay. An evicted run's 64-bit key hash and
     final state go to a fixed-size memory (``max_evicted``, oldest out first); an event
@@ -370,9 +370,9 @@ def evict(
     run before ``job.stale_quiet_since`` (lower bounds, kept by ``_with_run`` and made
     exact here when passed)."""
     cutoff = watermark - retention
-    finished_due = job.finished_quiet_since is not None and job.finished_quiet_since < cutoff
+    finished_due = job.finished_quiet_since is not None and job.finished_quiet_since <= cutoff
     stale_cutoff = None if stale_retention is None else watermark - stale_retention
-    stale_due = stale_cutoff is not None and job.stale_quiet_since is not None and job.stale_quiet_since < stale_cutoff
+    stale_due = stale_cutoff is not None and job.stale_quiet_since is not None and job.stale_quiet_since <= stale_cutoff
     over_count = max_finished is not None and len(job.runs) > max_finished
     if not (finished_due or stale_due or over_count):
         return job
@@ -380,8 +380,8 @@ def evict(
         run_key: run
         for run_key, run in job.runs.items()
         if not (
-            (_is_terminal(run.state) and run.last_event_at < cutoff)
-            or (stale_cutoff is not None and run.state is _STALE and run.last_event_at < stale_cutoff)
+            (_is_terminal(run.state) and run.last_event_at <= cutoff)
+            or (stale_cutoff is not None and run.state is _STALE and run.last_event_at <= stale_cutoff)
         )
     }
     if over_count:

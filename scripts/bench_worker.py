@@ -181,28 +181,34 @@ def main() -> None:
         began = time.monotonic()
         asyncio.run(preload(broker.bootstrap, records))
         print(f"preloaded {len(records)} raw messages in {time.monotonic() - began:.1f} s")
-        worker = start(broker.bootstrap, log, folder / "data")
-        launched = time.monotonic()
-        ready = wait_ready(log, 0)
-        done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=600))
-        seconds = done - ready
-        print(f"start to ready: {ready - launched:.1f} s")
-        print(f"worker ({STORE}): {len(records)} events in {seconds:.1f} s = {len(records) / seconds:,.0f} events/s")
-        changelog = "bench-lifecycle-changelog"
-        count, largest = asyncio.run(largest_record(broker.bootstrap, changelog))
-        print(f"changelog: {count} records, largest {largest:,} bytes")
-        worker.terminate()
-        worker.wait(timeout=60)
-        restarted = start(broker.bootstrap, log, folder / "data")
-        launched = time.monotonic()
-        ready = wait_ready(log, 1)
-        first_output = asyncio.run(probe(broker.bootstrap, 10**9))
-        recovered = re.findall(r"Done reading from changelog topics", log.read_text(errors="replace"))
-        print(f"restart with {entries} table entries ({runs} runs, {STORE}): ready in {ready - launched:.1f} s, "
-              f"first output (index rebuilt) in {first_output - launched:.1f} s "
-              f"({len(recovered)} changelog reads logged)")
-        restarted.terminate()
-        restarted.wait(timeout=60)
+        worker = restarted = None
+        try:
+            worker = start(broker.bootstrap, log, folder / "data")
+            launched = time.monotonic()
+            ready = wait_ready(log, 0)
+            done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=600))
+            seconds = done - ready
+            print(f"start to ready: {ready - launched:.1f} s")
+            print(f"worker ({STORE}): {len(records)} events in {seconds:.1f} s = {len(records) / seconds:,.0f} events/s")
+            changelog = "bench-lifecycle-changelog"
+            count, largest = asyncio.run(largest_record(broker.bootstrap, changelog))
+            print(f"changelog: {count} records, largest {largest:,} bytes")
+            worker.terminate()
+            worker.wait(timeout=60)
+            restarted = start(broker.bootstrap, log, folder / "data")
+            launched = time.monotonic()
+            ready = wait_ready(log, 1)
+            first_output = asyncio.run(probe(broker.bootstrap, 10**9))
+            recovered = re.findall(r"Done reading from changelog topics", log.read_text(errors="replace"))
+            print(f"restart with {entries} table entries ({runs} runs, {STORE}): ready in {ready - launched:.1f} s, "
+                  f"first output (index rebuilt) in {first_output - launched:.1f} s "
+                  f"({len(recovered)} changelog reads logged)")
+            restarted.terminate()
+            restarted.wait(timeout=60)
+        finally:
+            for process in (worker, restarted):
+                if process is not None and process.poll() is None:
+                    process.kill()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ log = logging.getLogger("pipeline.worker")
 TABLE_NAME = "lifecycle"
 TANSU_BARRIER_KEY = b"\x00jobstream:end-of-batch"
 EXIT_UNEXPECTED = 70
+EXIT_RECREATED = 65  # EX_DATAERR: the input no longer matches the stored state
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> faust.App:
                 if not core.indexed:
                     for _ in core.index_steps():
                         await asyncio.sleep(0)
+                    _refuse_recreated_topics(core, app, events)
                 batch = core.process(
                     Message(e.message.topic, e.message.partition, e.message.offset,
                             e.message.key, e.message.value, _timestamp_ms(e.message.timestamp))
@@ -208,6 +210,25 @@ class _SingleRecordProducer:
 
     async def send(self, topic: str, key: bytes, value: bytes | None, partition: int, timestamp: Any, headers: Any) -> Any:
         return await self._producer.send(topic, value, key=key, partition=partition)
+
+
+def _refuse_recreated_topics(core: StreamCore, app: faust.App, events: list) -> None:
+    """Stop with one line if a raw topic was recreated under the table (25.7)."""
+    ends = {}
+    for tp in {e.message.tp for e in events}:
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            ends[(tp.topic, tp.partition)] = highwater
+    problems = core.recreated(ends)
+    if problems:
+        print(
+            f"pipeline worker: {problems[0]}. Its state no longer matches it: stop every worker of "
+            f"app {app.conf.id!r}, then start them with a new --app-id (or delete the topic "
+            f"{app.conf.id}-{TABLE_NAME}-changelog and each worker's --datadir) to rebuild from the raw topics.",
+            file=sys.stderr, flush=True,
+        )
+        logging.shutdown()
+        os._exit(EXIT_RECREATED)
 
 
 def _timestamp_ms(seconds: float | None) -> int | None:

@@ -138,6 +138,17 @@ class StreamCore:
         self._indexed = True
         self._to_index = set()
 
+    def recreated(self, ends: dict[tuple[str, int], int]) -> list[str]:
+        """Raw partitions whose end offset (``ends``, the next offset to be written) lies
+        at or below an offset the table already applied: the topic was deleted and
+        created again, and its new messages would be skipped as applied. One line each."""
+        return [
+            f"{topic} partition {partition} ends at offset {end} but the table already applied offset "
+            f"{self.stored_offsets[(topic, partition)]}: the topic was recreated"
+            for (topic, partition), end in sorted(ends.items())
+            if self.stored_offsets.get((topic, partition), -1) >= end
+        ]
+
     @property
     def indexed(self) -> bool:
         return self._indexed
@@ -343,7 +354,13 @@ class StreamCore:
         watermark = clock.watermark
         assert watermark is not None
         settings = self.settings
+        handled: set[bytes] = set()
+        again: list[tuple[bytes, datetime | None]] = []
         while (key := clock.pop_due()) is not None:
+            if key in handled:  # each job at most once per move of event time: always ends
+                again.append((key, self._next_due(entry.job) if (entry := self._stored(key, pending)) else None))
+                continue
+            handled.add(key)
             entry = self._stored(key, pending)
             if entry is None:
                 continue
@@ -370,6 +387,8 @@ class StreamCore:
             if job is not old:
                 pending[key] = Entry(entry.partition, entry.offset, job, watermark)
             clock.schedule(key, self._next_due(job))
+        for key, due in again:
+            clock.schedule(key, due)
 
     def _emit(
         self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,

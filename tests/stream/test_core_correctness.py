@@ -265,3 +265,33 @@ def test_jobs_deadletter_carries_every_documented_field():
     assert letter["dead_letter_id"] == f"{TOPIC}:0:2"
     assert letter["at"] == "2023-11-14T22:13:20Z"  # the record's Kafka timestamp
     assert letter["schema_version"] == 1 and letter["value_size"] == 9
+
+
+# --- 25.7 a recreated raw topic is detected ------------------------------------------------
+
+
+def test_a_raw_topic_whose_end_lies_below_an_applied_offset_is_reported_as_recreated():
+    harness = Harness()
+    harness.feed([message(n, truenas_job(n, "RUNNING"), at=T0) for n in range(5)])
+    harness.restart()
+    harness.core.process([])  # the index rebuild reads the stored offsets
+    assert harness.core.recreated({(TOPIC, 0): 5}) == []
+    [line] = harness.core.recreated({(TOPIC, 0): 2, (TOPIC, 1): 0})
+    assert line == f"{TOPIC} partition 0 ends at offset 2 but the table already applied offset 4: the topic was recreated"
+
+
+@pytest.mark.timeout(60)
+def test_eviction_and_forgetting_due_exactly_at_a_watermark_make_progress():
+    """Event time in whole seconds meets due instants exactly (retention 60 s after a
+    run's last event): each due job is handled once, then forgotten with a tombstone."""
+    harness = Harness(run_retention_s=60, forget_after_s=120)
+    harness.feed([
+        message(n, truenas_job(n, "SUCCESS", method=f"m{n}", finished=T0 + timedelta(seconds=n)),
+                at=T0 + timedelta(seconds=n), key=f"truenas:nas1:m{n}".encode())
+        for n in range(3000)
+    ])
+    assert len(harness.store) <= 60 + 120 + 2  # only the last few minutes of jobs remain
+    harness.feed([heartbeat(3000, T0 + timedelta(seconds=4000))])  # the last runs leave now
+    assert all(decode_entry(value).job.runs == {} for value in harness.store.values())
+    harness.feed([heartbeat(3001, T0 + timedelta(seconds=4120))])  # and are forgotten 120 s on
+    assert harness.store == {}
