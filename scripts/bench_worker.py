@@ -186,7 +186,7 @@ def main() -> None:
             worker = start(broker.bootstrap, log, folder / "data")
             launched = time.monotonic()
             ready = wait_ready(log, 0)
-            done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=600))
+            done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=max(600, len(records) / 500)))
             seconds = done - ready
             print(f"start to ready: {ready - launched:.1f} s")
             print(f"worker ({STORE}): {len(records)} events in {seconds:.1f} s = {len(records) / seconds:,.0f} events/s")
