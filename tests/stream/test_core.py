@@ -121,7 +121,8 @@ def test_batching_does_not_change_the_outputs():
     assert events(whole) == events(one_by_one)
 
 
-def test_a_restart_skips_what_was_applied_and_emits_nothing_twice():
+def test_killed_after_storing_before_committing_skips_what_was_applied_and_emits_nothing_twice():
+    """Failure table, row 3: state stored, offsets not committed; Kafka re-delivers."""
     harness = Harness()
     messages = story()
     first = harness.feed(messages[:4])  # offsets 0-3 applied and stored, not committed
