@@ -331,16 +331,15 @@ class StreamCore:
             job = None if entry is None else entry.job
             late = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event.run_key) is not None
             job, transitions = lifecycle.apply_job(job, event, stale_after=self._stale_after[event.vendor])
+            # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
+            self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
+                key, event, late, event.occurred_at > trusted_until, partition))
             job = lifecycle.evict(  # before any trusted time (watermark None) by count alone
                 job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
                 max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
                 max_evicted=settings.evicted_memory,
             )
             staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark)
-            staged.outputs.append(Output(
-                catalog.EVENTS, key, event_record(event, late=late, skewed=event.occurred_at > trusted_until), partition,
-            ))
-            self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition)
         for key, entry in staged.entries.items():
             staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark)
         return staged
@@ -366,9 +365,9 @@ class StreamCore:
                 continue
             old = entry.job
             try:
-                job, transitions = lifecycle.expire_job(old, watermark, stale_after=self._stale_after[old.vendor])
+                expired, transitions = lifecycle.expire_job(old, watermark, stale_after=self._stale_after[old.vendor])
                 job = lifecycle.evict(
-                    job, watermark, retention=self._retention, stale_retention=self._stale_retention,
+                    expired, watermark, retention=self._retention, stale_retention=self._stale_retention,
                     max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
                     max_evicted=settings.evicted_memory,
                 )
@@ -378,8 +377,9 @@ class StreamCore:
                     old.vendor,
                 ))
                 continue
-            for transition in transitions:
-                self._emit(batch.outputs, runs, job, transition.run_key, [transition], clock.number)
+            for transition in transitions:  # snapshots from before eviction: a STALE run that
+                # leaves at once still ends STALE in jobs.runs
+                self._emit(batch.outputs, runs, expired, transition.run_key, [transition], clock.number)
             if lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
                 pending[key] = None  # a tombstone: the job has nothing left to keep
                 self._deleted[key] = entry.partition
@@ -392,9 +392,13 @@ class StreamCore:
 
     def _emit(
         self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,
-        run_key: str, transitions: list[lifecycle.Transition], partition: int,
+        run_key: str, transitions: list[lifecycle.Transition], partition: int, before: Output | None = None,
     ) -> None:
+        """The transitions (after ``before``, the event's own record) and the run's
+        latest snapshot of the batch."""
         key = job.job_key.encode()
+        if before is not None:
+            outputs.append(before)
         for transition in transitions:
             outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), partition))
         run = job.runs.get(run_key)
@@ -404,5 +408,9 @@ class StreamCore:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def event_output(key: bytes, event: JobEvent, late: bool, skewed: bool, partition: int) -> Output:
+    return Output(catalog.EVENTS, key, event_record(event, late=late, skewed=skewed), partition)
 
 __all__ = ["Batch", "Entry", "Message", "Output", "StreamCore", "decode_entry", "encode_entry"]

@@ -295,3 +295,14 @@ def test_eviction_and_forgetting_due_exactly_at_a_watermark_make_progress():
     assert all(decode_entry(value).job.runs == {} for value in harness.store.values())
     harness.feed([heartbeat(3001, T0 + timedelta(seconds=4120))])  # and are forgotten 120 s on
     assert harness.store == {}
+
+
+def test_a_run_that_leaves_the_state_at_once_still_ends_complete_in_jobs_runs():
+    """A run that goes STALE when event time jumps past its stale retention leaves in
+    the same step: its last jobs.runs snapshot must say STALE, not its earlier RUNNING."""
+    harness = Harness(stale_retention_s=86400)
+    harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0)])
+    outputs = harness.feed([message(1, truenas_job(2, "RUNNING"), at=T0 + timedelta(days=2))])
+    assert "truenas:nas1:1" not in decode_entry(harness.store[KEY]).job.runs
+    [snapshot] = [r for r in of(outputs, catalog.RUNS) if r["run_key"] == "truenas:nas1:1"]
+    assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"]) == ("STALE", 1, 2)
