@@ -75,7 +75,10 @@ R11 Reactivation. STALE -> PENDING/RUNNING within the same attempt is a REACTIVA
 R12 Flagged records (duplicate, late, illegal) have from_state == to_state == the
     current state: folding ``to_state`` over all records always gives the run's state.
     ``transition_id`` = make_event_id("transition", run key, event id (or the stale
-    instant, ISO), to_state, cause, flags), so re-emitting a record gives the same id.
+    instant, ISO), from_state, to_state, cause, flags), so re-emitting a record gives
+    the same id and two records that differ in any of these never share one.
+    Every change of a run adds 1 to its ``version`` (what ``jobs.runs`` readers keep
+    the highest of).
 R13 Jobs. ``JobState`` counts over every run it has seen: runs, outcomes per attempt
     (succeeded/failed/canceled/skipped: each attempt's terminal state, counted once),
     retries, stale episodes, reactivations, events. A run remembers which attempts'
@@ -84,10 +87,17 @@ R13 Jobs. ``JobState`` counts over every run it has seen: runs, outcomes per att
     explicitly numbered attempt (R4), so a late attempt-1 FAILED that arrives after
     attempt 2 opened still counts, once, in any arrival order. Its deadline is the
     earliest of its runs' deadlines.
-R14 Eviction. ``evict`` drops terminal runs whose last event is older than
-    watermark - retention (and, only if ``stale_retention`` is given, STALE runs silent
-    for that long); counts stay. An event for an evicted run opens it again (R1), so
-    retention must exceed the lateness the vendors show.
+R14 Eviction. ``evict`` drops terminal runs whose last event is at least ``retention``
+    before the watermark (and, only if ``stale_retention`` is given, STALE runs silent
+    for that long: at the instant ``next_due`` names, so an index makes progress), and
+    bounds what a job keeps by count too: at most ``max_finished`` terminal runs (the
+    most recent) and ``max_runs`` runs in all (beyond that the quietest open runs leave
+    as well); counts stay. An evicted run's 64-bit key hashes (its key and its aliases,
+    R17) and final state go to a fixed-size memory (``max_evicted``, oldest out first);
+    an event of a remembered run never reopens it: ``apply_job`` leaves the job as it is
+    and emits one flagged record (late=True) in the remembered state
+    (``evicted_state``). A job with no runs left is forgotten ``forget_after`` past its
+    last eviction (``forgettable``): the stream layer deletes its entry.
 R15 Order. (a) Re-deliveries of already-seen events, interleaved anywhere, leave exactly
     the same final state while the duplicate memory holds them; beyond it (R2) every
     count but ``events`` stays exact: runs, attempts, retries, outcomes, stale episodes
@@ -109,9 +119,15 @@ R17 One run, several names. Some vendors name one execution differently in diffe
     its events used (``aliases``, the last ``MAX_ALIASES``). ``apply_job`` applies an
     event that lists names and whose run key the job does not hold to the run that
     answers to its key or one of its names, under that run's key (the first name
-    seen), so the execution counts once in either arrival order. Only runs still in
-    the job are found this way (R14), and two runs already opened under names nothing
-    had connected are not merged afterwards.
+    seen), so the execution counts once in either arrival order. A run that left the
+    job is remembered under all its names (R14), so a late event under any of them is
+    flagged late; two runs already opened under names nothing had connected are not
+    merged afterwards.
+R18 Deadlines follow the current setting: ``deadline(job, stale_after)`` is the earliest
+    activity_at + stale_after of its PENDING/RUNNING runs, whatever ``stale_after``
+    was when the runs were stored; ``next_due`` adds when ``evict`` or forgetting is
+    next due. ``expire_job`` with that ``stale_after`` turns every due run STALE, so
+    after it every deadline lies beyond the watermark: a deadline fires at most once.
 """
 
 from __future__ import annotations
@@ -198,6 +214,9 @@ class RunState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     alive_at: datetime | None = None
     outcomes: tuple[tuple[int, State], ...] = ()
     aliases: tuple[str, ...] = ()
+    source: str = ""
+    parent_run_key: str | None = None
+    version: int = 0
 
     @property
     def duration(self) -> timedelta | None:
@@ -239,6 +258,14 @@ class JobState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     deadline: datetime | None = None
     finished_quiet_since: datetime | None = None  # lower bounds for evict's O(1) test
     stale_quiet_since: datetime | None = None
+    evicted: dict[int, State] = {}  # run_hash(run key) -> final state, oldest first (R14)
+    evicted_at: datetime | None = None  # the watermark of the last eviction
+
+
+def run_hash(run_key: str) -> int:
+    """The 64-bit form of a run key kept in the memory of evicted runs (R14)."""
+    digest = hashlib.blake2b(run_key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def event_key(event_id: str) -> int:
@@ -302,7 +329,7 @@ def expire(
         return run, []
     updated = replace(run, state=_STALE, stale_episodes=run.stale_episodes + 1, deadline=None)
     transition = Transition(
-        transition_id=_transition_id(run.run_key, due.isoformat(), _STALE, Cause.STALE_TIMEOUT, ""),
+        transition_id=_transition_id(run.run_key, due.isoformat(), state, _STALE, Cause.STALE_TIMEOUT, ""),
         vendor=run.vendor,
         job_key=run.job_key,
         run_key=run.run_key,
@@ -329,10 +356,54 @@ def apply_job(
         old = _run_also_named(job, event)
         if old is not None:
             event = replace(event, run_key=old.run_key)
+    if old is None and job.evicted:
+        for name in (named, *_other_names(event)):
+            final = evicted_state(job, name)
+            if final is not None:
+                return job, [_late_for_evicted(event, final)]
     run, transitions = apply(old, event, stale_after=stale_after)
     if run is old:
         return job, transitions
-    return _with_run(job, old, _with_aliases(run, named, event)), transitions
+    run = _with_aliases(run, named, event)
+    return _with_run(job, old, replace(run, version=(0 if old is None else old.version) + 1)), transitions
+
+
+def evicted_state(job: JobState, run_key: str) -> State | None:
+    """The final state of ``run_key`` if it left the job's state (R14), else None."""
+    return job.evicted.get(run_hash(run_key)) if job.evicted else None
+
+
+def deadline(job: JobState, stale_after: timedelta) -> datetime | None:
+    """R18: when the job's first PENDING/RUNNING run goes STALE under ``stale_after``
+    (measured from its activity: its last event or a later poll that showed it alive)."""
+    earliest = None
+    for run in job.runs.values():
+        state = run.state
+        if (state is _RUNNING or state is _PENDING) and (earliest is None or run.activity_at < earliest):
+            earliest = run.activity_at
+    return None if earliest is None else earliest + stale_after
+
+
+def next_due(
+    job: JobState, *, stale_after: timedelta, retention: timedelta, stale_retention: timedelta | None,
+    forget_after: timedelta,
+) -> datetime | None:
+    """R18: the earliest event time at which expiry, eviction or forgetting may change
+    the job (never later than the truth; possibly earlier, then nothing happens)."""
+    candidates = [deadline(job, stale_after)]
+    if job.finished_quiet_since is not None:
+        candidates.append(job.finished_quiet_since + retention)
+    if stale_retention is not None and job.stale_quiet_since is not None:
+        candidates.append(job.stale_quiet_since + stale_retention)
+    if not job.runs and job.evicted_at is not None:
+        candidates.append(job.evicted_at + forget_after)
+    due = [c for c in candidates if c is not None]
+    return min(due) if due else None
+
+
+def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) -> bool:
+    """R14: nothing left to keep: no runs, and the memory of evicted ones is old."""
+    return not job.runs and (job.evicted_at is None or job.evicted_at + forget_after <= watermark)
 
 
 def expire_job(
@@ -343,7 +414,7 @@ def expire_job(
     for old in list(job.runs.values()):
         run, expired = expire(old, watermark, stale_after=stale_after)
         if expired:
-            job = _with_run(job, old, run)
+            job = _with_run(job, old, replace(run, version=old.version + 1))
             transitions.extend(expired)
     return job, transitions
 
@@ -354,28 +425,75 @@ def evict(
     *,
     retention: timedelta,
     stale_retention: timedelta | None = None,
+    max_finished: int | None = None,
+    max_runs: int | None = None,
+    max_evicted: int = 256,
 ) -> JobState:
-    """Drop runs that can no longer change by themselves and went quiet (R14).
+    """Drop runs that can no longer change by themselves and went quiet, and keep the
+    job within its counts (R14).
 
-    O(1) when nothing is due: no terminal run had its last event before
-    ``job.finished_quiet_since``, no STALE run before ``job.stale_quiet_since`` (lower
-    bounds, kept by ``_with_run`` and made exact here when passed)."""
+    O(1) when nothing is due by time and the job holds at most ``max_finished`` runs:
+    no terminal run had its last event before ``job.finished_quiet_since``, no STALE
+    run before ``job.stale_quiet_since`` (lower bounds, kept by ``_with_run`` and made
+    exact here when passed)."""
     cutoff = watermark - retention
-    finished_due = job.finished_quiet_since is not None and job.finished_quiet_since < cutoff
+    finished_due = job.finished_quiet_since is not None and job.finished_quiet_since <= cutoff
     stale_cutoff = None if stale_retention is None else watermark - stale_retention
-    stale_due = stale_cutoff is not None and job.stale_quiet_since is not None and job.stale_quiet_since < stale_cutoff
-    if not (finished_due or stale_due):
+    stale_due = stale_cutoff is not None and job.stale_quiet_since is not None and job.stale_quiet_since <= stale_cutoff
+    over_count = max_finished is not None and len(job.runs) > max_finished
+    if not (finished_due or stale_due or over_count):
         return job
     keep = {
         run_key: run
         for run_key, run in job.runs.items()
         if not (
-            (_is_terminal(run.state) and run.last_event_at < cutoff)
-            or (stale_cutoff is not None and run.state is _STALE and run.last_event_at < stale_cutoff)
+            (_is_terminal(run.state) and run.last_event_at <= cutoff)
+            or (stale_cutoff is not None and run.state is _STALE and run.last_event_at <= stale_cutoff)
         )
     }
+    if over_count:
+        finished = [run for run in keep.values() if _is_terminal(run.state)]
+        if len(finished) > max_finished:  # type: ignore[operator]
+            finished.sort(key=_quietness)
+            for run in finished[: len(finished) - max_finished]:  # type: ignore[operator]
+                del keep[run.run_key]
+    if max_runs is not None and len(keep) > max_runs:
+        # Beyond the count even open runs leave, the quietest first (STALE before active).
+        rest = sorted(keep.values(), key=lambda run: (run.state is not _STALE, run.last_event_at, run.run_key))
+        for run in rest[: len(keep) - max_runs]:
+            del keep[run.run_key]
+    return _without(job, keep, watermark, max_evicted)
+
+
+def evict_oldest(job: JobState, count: int, watermark: datetime, *, max_evicted: int = 256) -> JobState:
+    """Drop the ``count`` quietest runs, whatever their state: the last resort of a
+    stream layer whose stored entry would not fit in one record (R14)."""
+    ordered = sorted(job.runs.values(), key=lambda run: (not _is_terminal(run.state), run.state is not _STALE, *_quietness(run)))
+    gone = {run.run_key for run in ordered[:count]}
+    return _without(job, {k: r for k, r in job.runs.items() if k not in gone}, watermark, max_evicted)
+
+
+def _quietness(run: RunState) -> tuple[datetime, str]:
+    return run.last_event_at, run.run_key
+
+
+def _without(job: JobState, keep: dict[str, RunState], watermark: datetime, max_evicted: int) -> JobState:
+    """The job holding only ``keep``; the runs that left go to the memory (R14)."""
+    evicted = job.evicted
+    gone = [run for key, run in job.runs.items() if key not in keep]
+    if gone:
+        evicted = dict(evicted)
+        for run in gone:
+            for name in (run.run_key, *run.aliases):
+                evicted[run_hash(name)] = run.state
+        while len(evicted) > max_evicted:
+            del evicted[next(iter(evicted))]
     finished_quiet_since, stale_quiet_since = _quiet_since(keep)
-    return replace(job, runs=keep, finished_quiet_since=finished_quiet_since, stale_quiet_since=stale_quiet_since)
+    deadline = _earliest_deadline(keep)
+    return replace(
+        job, runs=keep, finished_quiet_since=finished_quiet_since, stale_quiet_since=stale_quiet_since,
+        evicted=evicted, evicted_at=watermark if gone else job.evicted_at, deadline=deadline,
+    )
 
 
 _job_encoder = msgspec.msgpack.Encoder()
@@ -458,6 +576,8 @@ def _open(event: JobEvent, stale_after: timedelta) -> tuple[RunState, list[Trans
         running_at=running_at,
         alive_at=alive_at,
         outcomes=((attempt, state),) if _is_terminal(state) else (),
+        source=event.source,
+        parent_run_key=event.parent_run_key,
     )
     return run, [_transition(run, event, None, _VENDOR)]
 
@@ -649,18 +769,18 @@ def _last_error(run: RunState, event: JobEvent) -> tuple[str | None, str | None,
 _TRANSITION_HASH = hashlib.blake2b(b"transition\x1f", digest_size=16)
 
 
-def _transition_id(run_key: str, basis: str, to_state: State, cause: Cause, flags: str) -> str:
+def _transition_id(run_key: str, basis: str, from_state: State | None, to_state: State, cause: Cause, flags: str) -> str:
     """R12: the make_event_id recipe (128-bit BLAKE2b of the parts joined by \\x1f,
     under the name "transition"), from a pre-seeded hasher: ~0.2 us cheaper."""
     digest = _TRANSITION_HASH.copy()
-    digest.update("\x1f".join((run_key, basis, to_state, cause, flags)).encode("utf-8", "surrogatepass"))
+    digest.update("\x1f".join((run_key, basis, from_state or "", to_state, cause, flags)).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 
 def _transition(run: RunState, event: JobEvent, from_state: State | None, cause: Cause) -> Transition:
     """A real state change (or a run opening) caused by ``event``; ``run`` is the new state."""
     return Transition(
-        transition_id=_transition_id(run.run_key, event.event_id, run.state, cause, ""),
+        transition_id=_transition_id(run.run_key, event.event_id, from_state, run.state, cause, ""),
         vendor=run.vendor,
         job_key=run.job_key,
         run_key=run.run_key,
@@ -679,7 +799,7 @@ def _flagged(
     """R12: a record of an event that did not change the state."""
     flags = "duplicate" if duplicate else "late" if late else "illegal"
     return Transition(
-        transition_id=_transition_id(run.run_key, event.event_id, run.state, _VENDOR, flags),
+        transition_id=_transition_id(run.run_key, event.event_id, run.state, run.state, _VENDOR, flags),
         vendor=run.vendor,
         job_key=run.job_key,
         run_key=run.run_key,
@@ -692,6 +812,23 @@ def _flagged(
         late=late,
         duplicate=duplicate,
         illegal=illegal,
+    )
+
+
+def _late_for_evicted(event: JobEvent, final: State) -> Transition:
+    """R14: the one record of an event whose run already left the state."""
+    return Transition(
+        transition_id=_transition_id(event.run_key, event.event_id, final, final, _VENDOR, "late"),
+        vendor=event.vendor,
+        job_key=event.job_key,
+        run_key=event.run_key,
+        attempt=event.attempt or 1,
+        from_state=final,
+        to_state=final,
+        at=event.occurred_at,
+        cause=_VENDOR,
+        event_id=event.event_id,
+        late=True,
     )
 
 

@@ -36,12 +36,24 @@ class State(enum.StrEnum):
 TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED, State.SKIPPED})
 
 
-class InvalidEvent(ValueError):
+class Rejected(ValueError):
+    """A vendor document that cannot be normalized. ``reason`` is one line for humans.
+
+    Defined here, at the bottom layer, so that the model's own refusals
+    (``InvalidEvent``) are rejections too, for every vendor module at once."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidEvent(Rejected):
     """A JobEvent was built with a value that breaks the model's rules."""
 
 
-class RawRef(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """Where the raw vendor message sits in Kafka (for lineage and replays)."""
+class RawRef(msgspec.Struct, frozen=True, gc=False):
+    """Where the raw vendor message sits in Kafka (for lineage and replays); named
+    fields on the wire (docs/records.md)."""
 
     topic: str
     partition: int
@@ -72,6 +84,23 @@ def make_event_id(vendor: str, *parts: object) -> str:
 
 
 _TIME_FIELDS = ("occurred_at", "received_at", "started_at", "finished_at")
+
+# What any sink can hold: a key of a compacted topic, a DuckDB row, one Kafka record.
+# Vendor ids are at most 256 characters (``vendors._common.MAX_ID``); a key joins three
+# parts. Bounds are in characters, checked in ``JobEvent.__post_init__``.
+MAX_TEXT_LENGTHS: dict[str, int] = {
+    "event_id": 256,
+    "vendor": 64,
+    "source": 512,
+    "job_key": 1024,
+    "run_key": 1024,
+    "parent_run_key": 1024,
+    "native_state": 256,
+    "error_code": 256,
+    "error_message": 4096,
+}
+MAX_ATTRS_BYTES = 16 * 1024
+"""``attrs`` as a whole, JSON-encoded: vendor extras, not documents."""
 
 
 class JobEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -117,6 +146,12 @@ class JobEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
                 raise InvalidEvent(f"state {self.state!r} is not a canonical state") from None
         if not isinstance(self.native_state, str):
             raise InvalidEvent(f"native_state must be a string, got {self.native_state!r}")
+        for name, limit in MAX_TEXT_LENGTHS.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > limit:
+                raise InvalidEvent(f"{name} is {len(value)} characters long (at most {limit})")
+        if self.attrs and len(_event_encoder.encode(self.attrs)) > MAX_ATTRS_BYTES:
+            raise InvalidEvent(f"attrs take more than {MAX_ATTRS_BYTES} bytes as JSON")
         for name in _TIME_FIELDS:
             value = getattr(self, name)
             if value is None:

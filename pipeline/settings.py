@@ -65,6 +65,13 @@ _RANGES: dict[str, _Range] = {
     "alert_context_wait_s": _Range(0, 600),
     "alert_digest_window_s": _Range(0, 600),
     "alert_max_age_s": _Range(0, 100 * _YEAR_S, open_low=True),
+    "max_clock_skew_s": _Range(0, 10 * _YEAR_S),
+    "max_finished_runs": _Range(0, 100_000),
+    "max_runs_per_job": _Range(1, 1_000_000),
+    "evicted_memory": _Range(0, 1_000_000),
+    "forget_after_s": _Range(0, 100 * _YEAR_S),
+    "max_entry_bytes": _Range(1024, 100_000_000),
+    "max_record_bytes": _Range(1024, 100_000_000),
     "quack_port": _Range(0, 65535),
     "sink_batch_max": _Range(1, 1_000_000),
     "sink_fetch_wait_ms": _Range(0, 60_000),
@@ -143,6 +150,15 @@ class Settings:
     heartbeat_every_s: float = 5.0
     kafka_ack_timeout_s: float = 10.0
 
+    # Stream core bounds (issues 23 and 25): event-time trust and the size of state.
+    max_clock_skew_s: float = 300.0
+    max_finished_runs: int = 8
+    max_runs_per_job: int = 100
+    evicted_memory: int = 256
+    forget_after_s: float = 7 * 86400.0
+    max_entry_bytes: int = 64 * 1024
+    max_record_bytes: int = 1_000_000
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap))
         if not self.app_id.strip():
@@ -194,6 +210,18 @@ class Settings:
     def truenas_key(self) -> str | None:
         """The TrueNAS API key (env, else file), or None when none is configured."""
         return read_secret(self.truenas_api_key, self.truenas_api_key_file, "TRUENAS_API_KEY")
+
+    @property
+    def max_clock_skew(self) -> timedelta:
+        """How far a vendor time may run ahead of ``received_at`` (and ``received_at``
+        ahead of the Kafka record timestamp) and still move event time."""
+        return timedelta(seconds=self.max_clock_skew_s)
+
+    @property
+    def forget_after(self) -> timedelta:
+        """A job with no runs left is deleted this long (event time) after its last
+        eviction; until then it remembers its evicted runs."""
+        return timedelta(seconds=self.forget_after_s)
 
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the flags that were given (``None`` means "not given"), checked

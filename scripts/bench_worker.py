@@ -1,12 +1,18 @@
 """Worker throughput and restart time on the embedded broker.
 
-    python scripts/bench_worker.py [--messages 50000] [--jobs 10000]
+    python scripts/bench_worker.py [--messages 50000] [--jobs 10000] [--keys 500]
+    python scripts/bench_worker.py --runs-per-key 1000 --messages 100000 [--store rocksdb://]
 
-Pre-loads ``raw.truenas`` with job updates (each job: WAITING, RUNNING, RUNNING 50%,
-SUCCESS, spread over ``--jobs`` jobs and keys), starts ``pipeline worker`` (memory
-store, Tansu workarounds on), and measures events/s from "Worker ready" until every
-raw message came out on jobs.events. Then stops the worker, starts it again and
-measures restart-to-ready with the table it built (one entry per job).
+Pre-loads ``raw.truenas`` with job updates, starts ``pipeline worker`` (Tansu
+workarounds on), and measures events/s from "Worker ready" until every raw message came
+out on jobs.events. Then stops the worker, starts it again and measures restart-to-ready
+and restart-to-first-output (a probe message through the rebuilt index), and prints the
+largest changelog record.
+
+Default mix: each job WAITING, RUNNING, RUNNING 50%, SUCCESS, spread over ``--jobs``
+runs and ``--keys`` table entries. With ``--runs-per-key R``: one SUCCESS update per
+run, R runs per job key (``--messages / R`` keys), so the history under one key grows
+to R runs (issue 25: the cost of an event must not grow with it).
 Until ``pipeline bench`` exists, this is how the numbers in the issue notes were taken.
 """
 
@@ -47,6 +53,63 @@ def messages(count: int, jobs: int, keys: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def history(count: int, runs_per_key: int) -> list[tuple[bytes, bytes]]:
+    """One SUCCESS update per run, ``runs_per_key`` consecutive runs per method."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    for n in range(count):
+        method = f"bench.history{n // runs_per_key}"
+        started = t0 + timedelta(seconds=n)
+        fields = {"id": n, "method": method, "state": "SUCCESS",
+                  "time_started": {"$date": int(started.timestamp() * 1000)},
+                  "time_finished": {"$date": int(started.timestamp() * 1000) + 500},
+                  "progress": {"percent": 100, "description": None, "extra": None}}
+        doc = {"msg": "changed", "collection": "core.get_jobs", "id": n, "fields": fields}
+        envelope = RawEnvelope(vendor="truenas", source="bench", received_at=started, payload=doc)
+        out.append((f"truenas:bench:{method}".encode(), encode_envelope(envelope)))
+    return out
+
+
+async def largest_record(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(records, largest value in bytes) of ``topic``, read to its highwater."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    count = largest = 0
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            if not batches:
+                break
+            for records in batches.values():
+                count += len(records)
+                largest = max([largest, *(len(r.value or b"") for r in records)])
+    finally:
+        await consumer.stop()
+    return count, largest
+
+
+async def probe(bootstrap: str, job_id: int) -> float:
+    """Send one new job and return the monotonic time its event came out."""
+    key = f"truenas:bench:probe{job_id}".encode()
+    doc = {"msg": "changed", "collection": "core.get_jobs", "id": job_id,
+           "fields": {"id": job_id, "method": f"probe{job_id}", "state": "RUNNING",
+                      "time_started": {"$date": 1767225600000}}}
+    envelope = RawEnvelope(vendor="truenas", source="bench", received_at=datetime(2027, 1, 1, tzinfo=UTC), payload=doc)
+    consumer = AIOKafkaConsumer(catalog.EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    await consumer.start()
+    try:
+        await consumer.getmany(timeout_ms=100)
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # pinned at the end before the probe is sent
+        await preload(bootstrap, [(key, encode_envelope(envelope))])
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10000)
+            if any(r.key == key for records in batches.values() for r in records):
+                return time.monotonic()
+    finally:
+        await consumer.stop()
+
+
 async def preload(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=20)
     await producer.start()
@@ -71,10 +134,13 @@ async def count_events(bootstrap: str, want: int, timeout: float) -> float:
     return time.monotonic()
 
 
+STORE = "memory://"
+
+
 def start(bootstrap: str, log: Path, datadir: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker", "--bootstrap", bootstrap, "--store", "memory://",
+            [sys.executable, "-m", "pipeline", "worker", "--bootstrap", bootstrap, "--store", STORE,
              TANSU_FLAG, "--app-id", "bench", "--datadir", str(datadir), "--loglevel", "info"],
             stdout=output, stderr=output,
         )
@@ -94,35 +160,55 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--jobs", type=int, default=10_000, help="runs (TrueNAS job ids)")
     parser.add_argument("--keys", type=int, default=500, help="jobs (TrueNAS methods): table entries")
+    parser.add_argument("--runs-per-key", type=int, default=None,
+                        help="one SUCCESS update per run, this many runs per job key (replaces the default mix)")
+    parser.add_argument("--store", default="memory://", help="worker store: memory:// or rocksdb://")
     parser.add_argument("--no-tansu", action="store_true", help="Without the Tansu changelog workaround (to see its cost).")
     args = parser.parse_args()
-    global TANSU_FLAG
+    global TANSU_FLAG, STORE
     TANSU_FLAG = "--no-tansu" if args.no_tansu else "--tansu"
+    STORE = args.store
     folder = Path(tempfile.mkdtemp(prefix="jobstream-bench-"))
     log = folder / "worker.log"
     with EmbeddedBroker() as broker:
         asyncio.run(catalog.apply(broker.bootstrap))
-        records = messages(args.messages, args.jobs, args.keys)
+        if args.runs_per_key:
+            records = history(args.messages, args.runs_per_key)
+            runs, entries = args.messages, -(-args.messages // args.runs_per_key)
+        else:
+            records = messages(args.messages, args.jobs, args.keys)
+            runs, entries = args.jobs, min(args.jobs, args.keys)
         began = time.monotonic()
         asyncio.run(preload(broker.bootstrap, records))
         print(f"preloaded {len(records)} raw messages in {time.monotonic() - began:.1f} s")
-        worker = start(broker.bootstrap, log, folder / "data")
-        launched = time.monotonic()
-        ready = wait_ready(log, 0)
-        done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=600))
-        seconds = done - ready
-        print(f"start to ready: {ready - launched:.1f} s")
-        print(f"worker: {len(records)} events in {seconds:.1f} s = {len(records) / seconds:,.0f} events/s")
-        worker.terminate()
-        worker.wait(timeout=60)
-        restarted = start(broker.bootstrap, log, folder / "data")
-        launched = time.monotonic()
-        ready = wait_ready(log, 1)
-        recovered = re.findall(r"Done reading from changelog topics", log.read_text(errors="replace"))
-        print(f"restart to ready with {min(args.jobs, args.keys)} table entries ({args.jobs} runs): "
-              f"{ready - launched:.1f} s ({len(recovered)} changelog reads logged)")
-        restarted.terminate()
-        restarted.wait(timeout=60)
+        worker = restarted = None
+        try:
+            worker = start(broker.bootstrap, log, folder / "data")
+            launched = time.monotonic()
+            ready = wait_ready(log, 0)
+            done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=max(600, len(records) / 500)))
+            seconds = done - ready
+            print(f"start to ready: {ready - launched:.1f} s")
+            print(f"worker ({STORE}): {len(records)} events in {seconds:.1f} s = {len(records) / seconds:,.0f} events/s")
+            changelog = "bench-lifecycle-changelog"
+            count, largest = asyncio.run(largest_record(broker.bootstrap, changelog))
+            print(f"changelog: {count} records, largest {largest:,} bytes")
+            worker.terminate()
+            worker.wait(timeout=60)
+            restarted = start(broker.bootstrap, log, folder / "data")
+            launched = time.monotonic()
+            ready = wait_ready(log, 1)
+            first_output = asyncio.run(probe(broker.bootstrap, 10**9))
+            recovered = re.findall(r"Done reading from changelog topics", log.read_text(errors="replace"))
+            print(f"restart with {entries} table entries ({runs} runs, {STORE}): ready in {ready - launched:.1f} s, "
+                  f"first output (index rebuilt) in {first_output - launched:.1f} s "
+                  f"({len(recovered)} changelog reads logged)")
+            restarted.terminate()
+            restarted.wait(timeout=60)
+        finally:
+            for process in (worker, restarted):
+                if process is not None and process.poll() is None:
+                    process.kill()
 
 
 if __name__ == "__main__":

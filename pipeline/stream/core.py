@@ -5,141 +5,65 @@ batches of consumed messages in, sends what comes out, then stores the state. Ke
 the logic here means it runs in an in-memory harness in tests, and a replay of the same
 messages always gives the same outputs (the consistency oracle relies on it).
 
-State is one ``Entry`` per raw message key (the job key): the jobs seen under that key,
-the raw offsets already applied, and the partition it lives in. Keying by the raw key
-keeps every changelog record in the partition of the message that caused it.
+State is one ``Entry`` per job key (``state.py``), in the raw partition of the first
+message that carried the job; a job seen on another partition is dead-lettered, so one
+run never gets two lifecycles and no worker writes another's changelog partition.
+Event time is per raw partition and moves only by times the worker can trust: vendor
+times at most ``max_clock_skew`` ahead of ``received_at``, and heartbeats.
 """
 
 from __future__ import annotations
 
-import base64
-import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple
+from datetime import datetime, timezone
 
 import msgspec
 
 from pipeline import catalog, lifecycle, vendors
 from pipeline.lifecycle import JobState
-from pipeline.model import UTC, RawRef, decode_envelope, encode_event
+from pipeline.model import JobEvent, RawEnvelope, RawRef, decode_envelope
 from pipeline.settings import Settings
+from pipeline.stream.records import (
+    Message,
+    Output,
+    dead_letter,
+    event_record,
+    one_line,
+    run_record,
+    transition_record,
+)
+from pipeline.stream.state import Entry, PartitionClock, decode_entry, encode_entry
 from pipeline.vendors import Context, Rejected
-
-
-class Message(NamedTuple):
-    """One consumed raw record, as the agent hands it over."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class Output(NamedTuple):
-    """One record to produce.
-
-    ``partition`` is the partition of the raw message that caused it: records about a
-    job may go to that partition number of their topic (keyed by job, so one key always
-    lands in one partition) and skip the partitioner; None lets the producer choose.
-    """
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
-
-
-class Entry(msgspec.Struct, array_like=True, gc=False):
-    """The table value under one raw key: its jobs and how far its input was applied."""
-
-    partition: int
-    offsets: dict[str, int]
-    jobs: dict[str, JobState]
-
-
-# A dead letter must fit in one produce request (1 MB by default) or it would stop the
-# partition it was meant to unblock: beyond this the original bytes stay in the raw topic,
-# found by topic/partition/offset.
-DEAD_LETTER_MAX_BYTES = 256 * 1024
-
-
-class DeadLetter(msgspec.Struct, kw_only=True):
-    """What ``jobs.deadletter`` holds: the original bytes and why they were refused."""
-
-    stage: str  # decode | normalize | lifecycle | expiry
-    error_type: str
-    reason: str
-    topic: str
-    partition: int
-    offset: int
-    key_b64: str | None
-    value_b64: str | None
-    value_preview: str | None
-    value_size: int | None = None  # value_b64 is None when the value exceeds DEAD_LETTER_MAX_BYTES
-    vendor: str | None = None
-
-
-_entry_encoder = msgspec.msgpack.Encoder()
-_entry_decoder = msgspec.msgpack.Decoder(Entry)
-_json = msgspec.json.Encoder()
-
-
-def encode_entry(entry: Entry) -> bytes:
-    return _entry_encoder.encode(entry)
-
-
-def decode_entry(data: bytes) -> Entry:
-    return _entry_decoder.decode(data)
-
-
-def run_snapshot(run: lifecycle.RunState) -> bytes:
-    """JSON of a run for ``jobs.runs`` (named fields, readable by analysts)."""
-    snapshot = msgspec.structs.asdict(run)
-    for name in lifecycle.INTERNAL_RUN_FIELDS:  # duplicate memory, liveness...: the worker's business
-        del snapshot[name]
-    duration = run.duration
-    snapshot["duration_s"] = None if duration is None else duration.total_seconds()
-    queue_time = run.queue_time
-    snapshot["queue_s"] = None if queue_time is None else queue_time.total_seconds()
-    return _json.encode(snapshot)
 
 
 @dataclass(slots=True)
 class Batch:
     """What one call to ``process`` produced, in the order it must be made durable:
-    first ``outputs`` (events, transitions, run snapshots, dead letters), then ``writes``
-    (table entries, each to be stored and sent to the changelog partition given)."""
+    first ``outputs`` (events, transitions, dead letters, then run snapshots), then
+    ``writes`` (table entries by key, each to be stored and sent to the changelog
+    partition given; a value of None deletes the entry)."""
 
     outputs: list[Output] = field(default_factory=list)
-    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
-    runs: dict[str, tuple[lifecycle.RunState, int]] = field(default_factory=dict)  # latest per run, sent last
-    applied: int = 0
-    skipped: int = 0
-    dead: int = 0
+    writes: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
-class _Partition:
-    """Event time and stale deadlines of one raw topic-partition."""
+class _Staged:
+    """One message's effects, kept or dropped as a whole."""
 
-    number: int
-    watermark: datetime | None = None
-    deadlines: list[tuple[datetime, bytes, str]] = field(default_factory=list)
-
-    def advance(self, at: datetime) -> None:
-        if self.watermark is None or at > self.watermark:
-            self.watermark = at
+    entries: dict[bytes, Entry] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
+    runs: dict[str, tuple[lifecycle.RunState, int]] = field(default_factory=dict)
 
 
 class StreamCore:
-    """Normalize + lifecycle + stale expiry for the partitions one worker owns.
+    """Normalize + lifecycle + expiry for the raw partitions one worker owns.
 
-    ``lookup(key)`` returns the stored entry bytes for a raw key (or None). Call
-    ``reset_index`` after a rebalance; the next ``process`` rebuilds the watermarks and
-    stale deadlines from the stored entries of ``entries()``.
+    ``lookup(key)`` returns the stored entry bytes for a job key (or None);
+    ``entries()`` iterates the stored ones. After a rebalance call ``assign`` with the
+    partitions now owned: the next ``process`` (or ``index_steps``) rebuilds event time
+    and the due index for the partitions gained, from the stored entries.
     """
 
     def __init__(
@@ -151,77 +75,166 @@ class StreamCore:
         self.settings = settings
         self._lookup = lookup
         self._entries = entries
-        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._clocks: dict[tuple[str, int], PartitionClock] = {}
+        self._to_index: set[int] | None = None  # raw partition numbers; None: all
         self._indexed = False
         # Decoded entries this worker wrote: it is their only writer while it owns their
-        # partition, so they stay valid until a rebalance (``reset_index``) clears them.
+        # partition, so they stay valid until a rebalance (``assign``) clears them.
         self._cache: dict[bytes, Entry] = {}
+        self._heartbeats: dict[tuple[str, str], datetime] = {}
+        self._deleted: dict[bytes, int] = {}  # this batch's tombstones -> their partition
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
-        self._run_retention = settings.run_retention
+        self._skew = settings.max_clock_skew
+        self._retention = settings.run_retention
         self._stale_retention = settings.stale_retention
+        self._forget_after = settings.forget_after
+        self.stored_offsets: dict[tuple[str, int], int] = {}
+        """The highest raw offset applied per partition, as the stored entries say
+        (after an index rebuild): a raw topic whose end lies below it was recreated."""
 
-    def reset_index(self) -> None:
-        self._partitions.clear()
+    # --- ownership and the index ------------------------------------------------------
+
+    def assign(self, partitions: Iterable[int] | None = None) -> None:
+        """The raw partitions this worker now owns (None: whatever arrives). Event time
+        and index of partitions kept stay; gained ones are rebuilt from the store."""
+        owned = None if partitions is None else set(partitions)
+        known = {number for _topic, number in self._clocks}
+        if owned is None:
+            self._clocks.clear()
+            self._to_index = None
+        else:
+            for topic, number in list(self._clocks):
+                if number not in owned:
+                    del self._clocks[(topic, number)]
+            self._to_index = owned - known
         self._cache.clear()
         self._indexed = False
 
-    def _rebuild_index(self) -> None:
-        """Watermarks and stale deadlines, from the state alone (after a restart or a
-        rebalance): a deadline index, never a scan of the table on every event."""
+    def reset_index(self) -> None:
+        self.assign(None)
+
+    def index_steps(self, chunk: int = 2000) -> Iterator[int]:
+        """Rebuild the index, yielding after every ``chunk`` entries so an event loop
+        can run between them (the app awaits between steps)."""
+        gained = self._to_index
+        seen = 0
         for key, data in self._entries():
             entry = decode_entry(data)
-            for job in entry.jobs.values():
-                part = self._partition(catalog.raw_topic(job.vendor), entry.partition)
-                for run in job.runs.values():
-                    part.advance(run.last_event_at)
-                if job.deadline is not None:
-                    heapq.heappush(part.deadlines, (job.deadline, key, job.job_key))
+            if gained is None or entry.partition in gained:
+                job = entry.job
+                topic = catalog.raw_topic(job.vendor)
+                clock = self._clock(topic, entry.partition)
+                if entry.watermark is not None:
+                    clock.advance(entry.watermark)
+                clock.schedule(key, self._next_due(job))
+                stored = self.stored_offsets.get((topic, entry.partition), -1)
+                if entry.offset > stored:
+                    self.stored_offsets[(topic, entry.partition)] = entry.offset
+            seen += 1
+            if seen % chunk == 0:
+                yield seen
         self._indexed = True
+        self._to_index = set()
 
-    def _partition(self, topic: str, partition: int) -> _Partition:
-        part = self._partitions.get((topic, partition))
-        if part is None:
-            part = self._partitions[(topic, partition)] = _Partition(partition)
-        return part
+    def recreated(self, ends: dict[tuple[str, int], int]) -> list[str]:
+        """Raw partitions whose end offset (``ends``, the next offset to be written) lies
+        at or below an offset the table already applied: the topic was deleted and
+        created again, and its new messages would be skipped as applied. One line each."""
+        return [
+            f"{topic} partition {partition} ends at offset {end} but the table already applied offset "
+            f"{self.stored_offsets[(topic, partition)]}: the topic was recreated"
+            for (topic, partition), end in sorted(ends.items())
+            if self.stored_offsets.get((topic, partition), -1) >= end
+        ]
+
+    @property
+    def indexed(self) -> bool:
+        return self._indexed
+
+    def last_heartbeats(self) -> dict[tuple[str, str], datetime]:
+        """(vendor, source) -> the latest heartbeat time seen: a source missing here or
+        long behind is silent (for status and alerts), not a reason to make runs STALE."""
+        return dict(self._heartbeats)
+
+    def watermark(self, topic: str, partition: int) -> datetime | None:
+        clock = self._clocks.get((topic, partition))
+        return None if clock is None else clock.watermark
+
+    def _clock(self, topic: str, partition: int) -> PartitionClock:
+        clock = self._clocks.get((topic, partition))
+        if clock is None:
+            clock = self._clocks[(topic, partition)] = PartitionClock(topic, partition)
+        return clock
+
+    def _next_due(self, job: JobState) -> datetime | None:
+        return lifecycle.next_due(
+            job, stale_after=self._stale_after[job.vendor], retention=self._retention,
+            stale_retention=self._stale_retention, forget_after=self._forget_after,
+        )
+
+    # --- the batch ------------------------------------------------------------------
 
     def process(self, messages: Iterable[Message]) -> Batch:
         if not self._indexed:
-            self._rebuild_index()
+            for _ in self.index_steps():
+                pass
         batch = Batch()
-        pending: dict[bytes, Entry] = {}
+        pending: dict[bytes, Entry | None] = {}
+        runs: dict[str, tuple[lifecycle.RunState, int]] = {}
         for message in messages:
-            self._process_one(message, pending, batch)
+            self._process_one(message, pending, runs, batch)
         # jobs.runs is compacted: only each run's latest snapshot of the batch matters.
-        for run_key, (run, partition) in batch.runs.items():
-            batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_snapshot(run), partition))
+        for run_key, (run, partition) in runs.items():
+            batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_record(run), partition))
         for key, entry in pending.items():
-            batch.writes[key] = (entry.partition, encode_entry(entry))
-        for key in pending:
+            if entry is None:
+                batch.writes[key] = (self._deleted[key], None)
+                self._cache.pop(key, None)
+                continue
+            data = encode_entry(entry)
+            if len(data) > self.settings.max_entry_bytes:
+                entry, data = self._shrunk(entry, data)
+            batch.writes[key] = (entry.partition, data)
             self._cache.pop(key, None)
-        self._cache.update(pending)
+            self._cache[key] = entry
         while len(self._cache) > self.settings.entry_cache_size:
             del self._cache[next(iter(self._cache))]
+        self._deleted.clear()
         return batch
 
-    def _stored(self, key: bytes, pending: dict[bytes, Entry]) -> Entry | None:
+    def _shrunk(self, entry: Entry, data: bytes) -> tuple[Entry, bytes]:
+        """Evict the quietest runs until the entry fits in ``max_entry_bytes``: no
+        changelog record grows with the job's history (each run that leaves is
+        already complete in jobs.runs)."""
+        limit = self.settings.max_entry_bytes
+        while len(data) > limit and entry.job.runs:
+            count = max(1, len(entry.job.runs) * (len(data) - limit) // len(data) + 1)
+            job = lifecycle.evict_oldest(
+                entry.job, count, entry.watermark or _EPOCH, max_evicted=self.settings.evicted_memory
+            )
+            entry = Entry(entry.partition, entry.offset, job, entry.watermark)
+            data = encode_entry(entry)
+        return entry, data
+
+    def _stored(self, key: bytes, pending: dict[bytes, Entry | None]) -> Entry | None:
         """The entry under ``key`` as this batch left it, else as cached, else as stored."""
-        entry = pending.get(key) or self._cache.get(key)
+        if key in pending:
+            return pending[key]
+        entry = self._cache.get(key)
         if entry is None:
             data = self._lookup(key)
             entry = decode_entry(data) if data is not None else None
         return entry
 
-    def _entry(self, key: bytes, partition: int, pending: dict[bytes, Entry]) -> Entry:
-        entry = self._stored(key, pending) or Entry(partition, {}, {})
-        pending[key] = entry
-        return entry
-
-    def _process_one(self, message: Message, pending: dict[bytes, Entry], batch: Batch) -> None:
+    def _process_one(
+        self, message: Message, pending: dict[bytes, Entry | None],
+        runs: dict[str, tuple[lifecycle.RunState, int]], batch: Batch,
+    ) -> None:
         vendor = self._vendor_of_topic.get(message.topic)
         if vendor is None:
-            self._dead(batch, message, "decode", "UnknownTopic", f"{message.topic} is not a raw topic")
+            batch.outputs.append(dead_letter(message, "decode", "UnknownTopic", f"{message.topic} is not a raw topic", None))
             return
         try:
             if message.value is None:
@@ -230,152 +243,174 @@ class StreamCore:
             if envelope.vendor != vendor:
                 raise Rejected(f"envelope says vendor {envelope.vendor!r} on {message.topic}")
         except (msgspec.DecodeError, msgspec.ValidationError, Rejected) as exc:
-            self._dead(batch, message, "decode", type(exc).__name__, _one_line(exc), vendor)
+            batch.outputs.append(dead_letter(message, "decode", type(exc).__name__, one_line(exc), vendor))
+            return
+        clock = self._clock(message.topic, message.partition)
+        received = self._trusted_received_at(envelope, message)
+        if envelope.heartbeat:
+            source_key = (vendor, envelope.source)
+            if source_key not in self._heartbeats or self._heartbeats[source_key] < received:
+                self._heartbeats[source_key] = received
+            self._advance(clock, received, message, pending, runs, batch)
             return
         ctx = Context(
-            source=envelope.source,
-            received_at=envelope.received_at,
-            raw_ref=RawRef(message.topic, message.partition, message.offset),
-            tz=self._tz[vendor],
+            source=envelope.source, received_at=envelope.received_at,
+            raw_ref=RawRef(message.topic, message.partition, message.offset), tz=self._tz[vendor],
         )
         try:
             events = vendors.normalize(vendor, envelope.payload, ctx)
         except Rejected as exc:
-            self._dead(batch, message, "normalize", "Rejected", exc.reason, vendor)
+            batch.outputs.append(dead_letter(message, "normalize", "Rejected", exc.reason, vendor))
             return
-        key = message.key or f"{message.topic}#{message.partition}:unkeyed".encode()
-        entry = self._entry(key, message.partition, pending)
-        if entry.partition != message.partition:
-            self._dead(
-                batch, message, "lifecycle", "PartitionMismatch",
-                f"key arrived on partition {message.partition} but its state lives in partition "
-                f"{entry.partition}: the producer must use the default (murmur2) partitioner",
-                vendor,
-            )
+        if not events:
             return
-        part = self._partition(message.topic, message.partition)
-        if events:
-            # Event time moves once per message, before any of its events apply: replay and
-            # live see the same expiries whatever the batching (and a skipped message too).
-            self._advance(part, max(event.occurred_at for event in events), message, pending, batch)
-        if message.offset <= entry.offsets.get(message.topic, -1):
-            # Applied before a restart: its state is stored and its outputs were sent first.
-            batch.skipped += 1
-            return
-        entry.offsets[message.topic] = message.offset
+        for job_key in dict.fromkeys(event.job_key for event in events):
+            entry = self._stored(job_key.encode(), pending)
+            if entry is not None and entry.partition != message.partition:
+                batch.outputs.append(dead_letter(
+                    message, "partition", "PartitionMismatch",
+                    f"job {job_key[:200]} arrived on partition {message.partition} but its state lives in "
+                    f"partition {entry.partition}: producers must key raw messages by job key with the "
+                    "default (murmur2) partitioner", vendor,
+                ))
+                return
+        # Event time moves once per message, before any of its events apply: replay and
+        # live see the same expiries whatever the batching (and a skipped message too).
+        trusted_until = received + self._skew
+        trusted = [event.occurred_at for event in events if event.occurred_at <= trusted_until]
+        if trusted:
+            self._advance(clock, max(trusted), message, pending, runs, batch)
         try:
-            staged, outputs, runs = self._apply(events, entry, part, message.partition)
+            staged = self._apply(events, message, clock, pending, trusted_until)
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
-            # Nothing of the message is kept but its offset: a redelivery is skipped, so the
-            # dead letter and the outputs stay what they were live.
-            self._dead(batch, message, "lifecycle", type(exc).__name__, _one_line(exc), vendor)
+            # Nothing of the message is kept: a redelivery gives the same dead letter.
+            batch.outputs.append(dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor))
             return
-        for job_key, job in staged.items():
-            old_deadline = None if job_key not in entry.jobs else entry.jobs[job_key].deadline
-            entry.jobs[job_key] = job
-            if job.deadline is not None and job.deadline != old_deadline:
-                heapq.heappush(part.deadlines, (job.deadline, key, job_key))
-        batch.outputs.extend(outputs)
-        for run_key, snapshot in runs.items():
-            batch.runs.pop(run_key, None)
-            batch.runs[run_key] = snapshot
-        batch.applied += 1
+        too_big = max((output.size for output in staged.outputs), default=0)
+        if too_big > self.settings.max_record_bytes:
+            batch.outputs.append(dead_letter(
+                message, "size", "RecordTooLarge",
+                f"an output record would take {too_big} bytes, more than the {self.settings.max_record_bytes} "
+                "a produce request may carry; the message's effects were dropped", vendor,
+            ))
+            return
+        for key, entry in staged.entries.items():
+            pending[key] = entry
+            clock.schedule(key, self._next_due(entry.job))
+        batch.outputs.extend(staged.outputs)
+        for run_key, snapshot in staged.runs.items():
+            runs.pop(run_key, None)
+            runs[run_key] = snapshot
+
+    def _trusted_received_at(self, envelope: RawEnvelope, message: Message) -> datetime:
+        """``received_at``, but never more than ``max_clock_skew`` past the record's
+        Kafka timestamp (an ingestor's clock is trusted no more than a vendor's)."""
+        received = envelope.received_at
+        if message.timestamp_ms is not None:
+            bound = datetime.fromtimestamp(message.timestamp_ms / 1000, timezone.utc) + self._skew
+            if received > bound:
+                return bound
+        return received
 
     def _apply(
-        self, events: list, entry: Entry, part: _Partition, partition: int
-    ) -> tuple[dict[str, JobState], list[Output], dict[str, tuple[lifecycle.RunState, int]]]:
+        self, events: list[JobEvent], message: Message, clock: PartitionClock,
+        pending: dict[bytes, Entry | None], trusted_until: datetime,
+    ) -> _Staged:
         """One message's events through the lifecycle, staged: the caller keeps all of it
-        or, if anything raises, none of it."""
-        staged: dict[str, JobState] = {}
-        outputs: list[Output] = []
-        runs: dict[str, tuple[lifecycle.RunState, int]] = {}
+        or, if anything raises or does not fit, none of it."""
+        staged = _Staged()
+        watermark = clock.watermark
+        partition = message.partition
+        settings = self.settings
         for event in events:
-            stale_after = self._stale_after[event.vendor]
-            job = staged.get(event.job_key) or entry.jobs.get(event.job_key)
-            job, transitions = lifecycle.apply_job(job, event, stale_after=stale_after)
-            job = lifecycle.evict(
-                job, part.watermark, retention=self._run_retention, stale_retention=self._stale_retention
+            job_key = event.job_key
+            key = job_key.encode()
+            entry = staged.entries.get(key) or self._stored(key, pending)
+            if entry is not None and message.offset <= entry.offset:
+                continue  # applied before a restart: its state is stored, its outputs were sent
+            job = None if entry is None else entry.job
+            late = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event.run_key) is not None
+            job, transitions = lifecycle.apply_job(job, event, stale_after=self._stale_after[event.vendor])
+            # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
+            self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
+                key, event, late, event.occurred_at > trusted_until, partition))
+            job = lifecycle.evict(  # before any trusted time (watermark None) by count alone
+                job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
+                max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
+                max_evicted=settings.evicted_memory,
             )
-            staged[event.job_key] = job
-            outputs.append(Output(catalog.EVENTS, event.job_key.encode(), encode_event(event), partition))
-            self._emit(outputs, runs, job, event.run_key, transitions, partition)
-        return staged, outputs, runs
+            staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark)
+        for key, entry in staged.entries.items():
+            staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark)
+        return staged
 
     def _advance(
-        self, part: _Partition, at: datetime, message: Message, pending: dict[bytes, Entry], batch: Batch,
+        self, clock: PartitionClock, at: datetime, message: Message, pending: dict[bytes, Entry | None],
+        runs: dict[str, tuple[lifecycle.RunState, int]], batch: Batch,
     ) -> None:
-        """Move event time forward and expire every job whose deadline it passed."""
-        part.advance(at)
-        watermark = part.watermark
-        while part.deadlines and part.deadlines[0][0] <= watermark:
-            deadline, key, job_key = heapq.heappop(part.deadlines)
+        """Move event time forward; expire, evict or forget every job it made due."""
+        clock.advance(at)
+        watermark = clock.watermark
+        assert watermark is not None
+        settings = self.settings
+        handled: set[bytes] = set()
+        again: list[tuple[bytes, datetime | None]] = []
+        while (key := clock.pop_due()) is not None:
+            if key in handled:  # each job at most once per move of event time: always ends
+                again.append((key, self._next_due(entry.job) if (entry := self._stored(key, pending)) else None))
+                continue
+            handled.add(key)
             entry = self._stored(key, pending)
             if entry is None:
                 continue
-            job = entry.jobs.get(job_key)
-            if job is None or job.deadline != deadline:
-                continue  # superseded: the job moved on since this deadline was indexed
+            old = entry.job
             try:
-                job, transitions = lifecycle.expire_job(job, watermark, stale_after=self._stale_after[job.vendor])
+                expired, transitions = lifecycle.expire_job(old, watermark, stale_after=self._stale_after[old.vendor])
+                job = lifecycle.evict(
+                    expired, watermark, retention=self._retention, stale_retention=self._stale_retention,
+                    max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
+                    max_evicted=settings.evicted_memory,
+                )
             except Exception as exc:  # noqa: BLE001 - one job's bug must not stop the partition
-                self._dead(batch, message, "expiry", type(exc).__name__, f"expiring {job_key}: {_one_line(exc)}")
+                batch.outputs.append(dead_letter(
+                    message, "expiry", type(exc).__name__, f"expiring {old.job_key[:200]}: {one_line(exc)}",
+                    old.vendor,
+                ))
                 continue
-            entry.jobs[job_key] = job
-            pending[key] = entry
-            runs: dict[str, tuple[lifecycle.RunState, int]] = {}
-            for transition in transitions:
-                self._emit(batch.outputs, runs, job, transition.run_key, [transition], part.number)
-            for run_key, snapshot in runs.items():
-                batch.runs.pop(run_key, None)
-                batch.runs[run_key] = snapshot
-            if job.deadline is not None:
-                heapq.heappush(part.deadlines, (job.deadline, key, job_key))
+            for transition in transitions:  # snapshots from before eviction: a STALE run that
+                # leaves at once still ends STALE in jobs.runs
+                self._emit(batch.outputs, runs, expired, transition.run_key, [transition], clock.number)
+            if lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
+                pending[key] = None  # a tombstone: the job has nothing left to keep
+                self._deleted[key] = entry.partition
+                continue
+            if job is not old:
+                pending[key] = Entry(entry.partition, entry.offset, job, watermark)
+            clock.schedule(key, self._next_due(job))
+        for key, due in again:
+            clock.schedule(key, due)
 
     def _emit(
         self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,
-        run_key: str, transitions: list[lifecycle.Transition], partition: int,
+        run_key: str, transitions: list[lifecycle.Transition], partition: int, before: Output | None = None,
     ) -> None:
+        """The transitions (after ``before``, the event's own record) and the run's
+        latest snapshot of the batch."""
         key = job.job_key.encode()
+        if before is not None:
+            outputs.append(before)
         for transition in transitions:
-            outputs.append(Output(catalog.TRANSITIONS, key, lifecycle.encode_transition(transition), partition))
+            outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), partition))
         run = job.runs.get(run_key)
         if run is not None:
             runs.pop(run_key, None)
             runs[run_key] = (run, partition)
 
-    def _dead(
-        self, batch: Batch, message: Message, stage: str, error_type: str, reason: str,
-        vendor: str | None = None,
-    ) -> None:
-        value = message.value
-        record = DeadLetter(
-            stage=stage, error_type=error_type, reason=reason, topic=message.topic,
-            partition=message.partition, offset=message.offset,
-            key_b64=_b64(message.key[:DEAD_LETTER_MAX_BYTES] if message.key else message.key),
-            value_b64=_b64(value) if value is None or len(value) <= DEAD_LETTER_MAX_BYTES else None,
-            value_size=None if value is None else len(value),
-            value_preview=_preview(value), vendor=vendor,
-        )
-        batch.outputs.append(Output(catalog.DEADLETTER, message.key, _json.encode(record)))
-        batch.dead += 1
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
+def event_output(key: bytes, event: JobEvent, late: bool, skewed: bool, partition: int) -> Output:
+    return Output(catalog.EVENTS, key, event_record(event, late=late, skewed=skewed), partition)
 
-
-def _preview(data: bytes | None, limit: int = 200) -> str | None:
-    if data is None:
-        return None
-    return data[:limit].decode("utf-8", "replace")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:500] or type(exc).__name__
-
-
-def decode_dead_letter(data: bytes) -> dict[str, Any]:
-    return msgspec.json.decode(data)
-
-
-__all__ = ["Batch", "DeadLetter", "Entry", "Message", "Output", "StreamCore", "UTC"]
+__all__ = ["Batch", "Entry", "Message", "Output", "StreamCore", "decode_entry", "encode_entry"]

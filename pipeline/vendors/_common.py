@@ -10,15 +10,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from pipeline.model import UTC, RawRef
-
-
-class Rejected(ValueError):
-    """A vendor document that cannot be normalized. ``reason`` is one line for humans."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+from pipeline.model import UTC, RawRef, Rejected  # noqa: F401 - Rejected: re-exported for the vendor modules
 
 
 class Context(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -45,10 +46,11 @@ async def produce(bootstrap: str, vendor: str, items: list[tuple[str | None, Any
 
 async def collect(
     bootstrap: str, topic: str, want: Callable[[bytes | None, bytes], bool], *,
-    count: int, timeout: float = 60.0, settle: float = 1.0,
+    count: int, timeout: float = 60.0,
 ) -> list[tuple[bytes | None, bytes]]:
-    """Read ``topic`` from the start until ``count`` records match ``want``, then keep
-    reading ``settle`` seconds more to catch extra (unexpected) matches."""
+    """Read ``topic`` from the start until ``count`` records match ``want``, then on to
+    the end of every partition as it was at that moment (its fetch highwater), so an
+    extra match already written is caught too. Never waits for quiet."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         group_id=None, enable_auto_commit=False,
@@ -56,18 +58,18 @@ async def collect(
     await consumer.start()
     found: list[tuple[bytes | None, bytes]] = []
     deadline = time.monotonic() + timeout
-    settle_until: float | None = None
+    ends: dict[Any, int] | None = None
     try:
         while time.monotonic() < deadline:
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
                     if want(record.key, record.value):
                         found.append((record.key, record.value))
-            if settle_until is None and len(found) >= count:
-                settle_until = time.monotonic() + settle
+            if ends is None and len(found) >= count:
+                ends = {tp: consumer.highwater(tp) or 0 for tp in consumer.assignment()}
+            if ends is not None and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+                break
     finally:
         await consumer.stop()
     return found
@@ -160,7 +162,7 @@ async def wait_until_processing(bootstrap: str, source: str, timeout: float = 12
     await produce(bootstrap, "truenas", [(f"probe-{job_id}", truenas_probe(job_id))], source=source)
     key = f"truenas:{source}:probe.job".encode()
     found = await collect(
-        bootstrap, catalog.EVENTS, lambda k, v: k == key, count=1, timeout=timeout, settle=0,
+        bootstrap, catalog.EVENTS, lambda k, v: k == key, count=1, timeout=timeout,
     )
     if not found:
         raise TimeoutError(f"the worker did not process a probe within {timeout:.0f} s")
@@ -212,7 +214,7 @@ async def transitions_of(bootstrap: str, vendor: str, source: str, *, count: int
     prefix = f"{vendor}:{source}:".encode()
     found = await collect(
         bootstrap, catalog.TRANSITIONS, lambda k, v: k is not None and k.startswith(prefix),
-        count=count, timeout=timeout, settle=2.0,
+        count=count, timeout=timeout,
     )
     runs: dict[str, list[tuple]] = {}
     seen: set[str] = set()
@@ -229,11 +231,18 @@ async def transitions_of(bootstrap: str, vendor: str, source: str, *, count: int
 
 
 async def dead_letters_of(bootstrap: str, vendor: str, *, source: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The dead letters of raw messages keyed ``vendor:source:...`` (a dead letter's own
+    key is its id; the raw key is in ``key_b64``)."""
     prefix = f"{vendor}:{source}:".encode()
-    found = await collect(
-        bootstrap, catalog.DEADLETTER, lambda k, v: k is not None and k.startswith(prefix),
-        count=count, timeout=timeout, settle=1.0,
-    )
+
+    def of_source(_key: bytes | None, value: bytes) -> bool:
+        try:
+            raw_key = decode(value).get("key_b64")
+        except msgspec.DecodeError:  # another test's bytes on the topic
+            return False
+        return raw_key is not None and base64.b64decode(raw_key).startswith(prefix)
+
+    found = await collect(bootstrap, catalog.DEADLETTER, of_source, count=count, timeout=timeout)
     letters = {}
     for _key, value in found:
         letter = decode(value)

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from pipeline import catalog
 from pipeline.cli import app
-from pipeline.stream.core import decode_entry
+from pipeline.stream.state import decode_entry
 
 pytestmark = pytest.mark.integration
 
@@ -53,4 +53,4 @@ async def test_faust_worker_with_its_table_turns_a_raw_message_into_events(broke
     finally:
         await consumer.stop()
     entries = [decode_entry(r.value) for records in batches.values() for r in records if r.value is not None]
-    assert any("truenas:stack-probe:probe.job" in entry.jobs for entry in entries)
+    assert any(entry.job.job_key == "truenas:stack-probe:probe.job" for entry in entries)

@@ -141,7 +141,7 @@ async def test_informatica_publication_with_child_subscriptions_one_in_error(bro
     }
     prefix = f"informatica:{source}:".encode()
     events = [decode(v) for _k, v in await collect(
-        broker.bootstrap, catalog.EVENTS, lambda k, v: k is not None and k.startswith(prefix), count=6, settle=0.5,
+        broker.bootstrap, catalog.EVENTS, lambda k, v: k is not None and k.startswith(prefix), count=6,
     )]
     parents = {e["run_key"].rsplit(":", 1)[1]: e["parent_run_key"] for e in events}
     assert parents == {"5000": None, "5001": f"informatica:{source}:5000", "5002": f"informatica:{source}:5000"}

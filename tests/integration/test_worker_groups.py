@@ -39,7 +39,7 @@ async def transition_ids(bootstrap: str, source: str, *, want: int, timeout: flo
     prefix = f"truenas:{source}:".encode()
     found = await collect(
         bootstrap, catalog.TRANSITIONS, lambda k, v: k is not None and k.startswith(prefix),
-        count=want, timeout=timeout, settle=2.0,
+        count=want, timeout=timeout,
     )
     return Counter(decode(value)["transition_id"] for _key, value in found)
 
@@ -76,7 +76,7 @@ async def test_a_killed_worker_recovers_its_table_and_emits_nothing_twice(broker
         assert len(part1) == len(jobs) and set(part1.values()) == {2}, part1  # session worker + this one
         keys = {f"truenas:{source}:{method}".encode() for _id, method in jobs}
         stored = await collect(broker.bootstrap, f"{app_id}-lifecycle-changelog", lambda k, v: k in keys,
-                               count=len(jobs), settle=0)
+                               count=len(jobs))
         assert {k for k, _v in stored} == keys  # step 3 done: state stored, offsets maybe not committed
         restarted.kill()
         await send_documents(broker.bootstrap, "truenas", [
@@ -92,7 +92,7 @@ async def test_a_killed_worker_recovers_its_table_and_emits_nothing_twice(broker
     prefix = f"truenas:{source}:".encode()
     records = [decode(v) for _k, v in await collect(
         broker.bootstrap, catalog.TRANSITIONS, lambda k, v: k is not None and k.startswith(prefix),
-        count=4 * len(jobs), settle=0.5,
+        count=4 * len(jobs),
     )]
     assert {(r["from_state"], r["to_state"]) for r in records} == {(None, "RUNNING"), ("RUNNING", "SUCCEEDED")}
     print(f"{store} restart to ready after SIGKILL: {recovery_s:.1f} s")

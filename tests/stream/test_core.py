@@ -9,7 +9,9 @@ import msgspec
 from pipeline import catalog
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.settings import Settings
-from pipeline.stream.core import Message, StreamCore, decode_entry
+from pipeline.stream.core import StreamCore
+from pipeline.stream.records import Message
+from pipeline.stream.state import decode_entry
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TOPIC = catalog.raw_topic("truenas")
@@ -29,7 +31,10 @@ class Harness:
     def feed(self, messages: list[Message]) -> list[tuple[str, bytes | None, dict]]:
         batch = self.core.process(messages)
         for key, (_partition, value) in batch.writes.items():
-            self.store[key] = value
+            if value is None:
+                self.store.pop(key, None)
+            else:
+                self.store[key] = value
         return [(o.topic, o.key, msgspec.json.decode(o.value)) for o in batch.outputs]
 
 
@@ -116,7 +121,8 @@ def test_batching_does_not_change_the_outputs():
     assert events(whole) == events(one_by_one)
 
 
-def test_a_restart_skips_what_was_applied_and_emits_nothing_twice():
+def test_killed_after_storing_before_committing_skips_what_was_applied_and_emits_nothing_twice():
+    """Failure table, row 3: state stored, offsets not committed; Kafka re-delivers."""
     harness = Harness()
     messages = story()
     first = harness.feed(messages[:4])  # offsets 0-3 applied and stored, not committed
@@ -134,16 +140,17 @@ def test_entries_remember_partition_offsets_and_jobs():
     harness.feed(story())
     entry = decode_entry(harness.store[b"truenas:nas1:pool.scrub"])
     assert entry.partition == 0
-    assert entry.offsets == {TOPIC: 6}
-    assert set(entry.jobs) == {"truenas:nas1:pool.scrub"}
+    assert entry.offset == 6
+    assert entry.job.job_key == "truenas:nas1:pool.scrub"
 
 
-def test_unkeyed_messages_are_kept_per_partition():
+def test_unkeyed_messages_are_kept_under_their_job_key():
     harness = Harness()
     harness.feed([
         message(0, truenas_job(7, "RUNNING"), at=T0, key=b"", partition=2),
     ])
-    assert list(harness.store) == [f"{TOPIC}#2:unkeyed".encode()]
+    assert list(harness.store) == [b"truenas:nas1:pool.scrub"]
+    assert decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).partition == 2
 
 
 def test_finished_and_long_stale_runs_leave_the_table_but_counts_stay():
@@ -154,7 +161,7 @@ def test_finished_and_long_stale_runs_leave_the_table_but_counts_stay():
         message(2, truenas_job(3, "RUNNING"), at=T0 + timedelta(seconds=700)),  # 1 leaves; 2 went stale at 240
         message(3, truenas_job(4, "RUNNING"), at=T0 + timedelta(seconds=1000)),  # 2 silent > 600 s: leaves; 3 stale
     ])
-    job = decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).jobs["truenas:nas1:pool.scrub"]
+    job = decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).job
     runs = {key.rsplit(":", 1)[1]: run for key, run in job.runs.items()}  # keys: host, time_started, id
     assert set(runs) == {"3", "4"}
     assert runs["3"].state == "STALE"
@@ -181,8 +188,8 @@ def test_a_lifecycle_failure_keeps_nothing_of_its_message_and_a_redelivery_chang
         (catalog.DEADLETTER, "lifecycle"), (catalog.EVENTS, None), (catalog.TRANSITIONS, None),
     ]
     entry = decode_entry(harness.store[b"truenas:nas1:pool.scrub"])
-    assert [key.rsplit(":", 1)[1] for key in entry.jobs["truenas:nas1:pool.scrub"].runs] == ["3"]
-    assert entry.offsets == {TOPIC: 1}
+    assert [key.rsplit(":", 1)[1] for key in entry.job.runs] == ["3"]
+    assert entry.offset == 1
     harness.restart()
     assert harness.feed([message(0, both, at=T0), message(1, truenas_job(3, "RUNNING"), at=T0)]) == []
 
@@ -195,13 +202,31 @@ def test_an_oversized_poison_message_gets_a_dead_letter_that_fits_in_one_request
     assert letter["value_preview"].startswith("{xxx")
 
 
-def test_a_key_seen_on_another_partition_is_refused_not_stored_in_the_wrong_one():
+def test_a_key_seen_on_another_partition_writes_nothing_and_is_dead_lettered():
+    """Issue 25 case 2: the old entry must not be written to partition 0 while the
+    batch processes partition 1 (with RocksDB that crash-looped the worker)."""
     harness = Harness()
     harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0, partition=0)])
-    outputs = harness.feed([message(0, truenas_job(1, "SUCCESS"), at=T0, partition=3)])
-    [(topic, _key, letter)] = outputs
-    assert topic == catalog.DEADLETTER and letter["error_type"] == "PartitionMismatch"
-    assert decode_entry(harness.store[b"truenas:nas1:pool.scrub"]).partition == 0
+    stored = dict(harness.store)
+    batch = harness.core.process([message(0, truenas_job(1, "SUCCESS"), at=T0, partition=3)])
+    assert batch.writes == {}
+    [(topic, key, value, _partition)] = batch.outputs
+    letter = msgspec.json.decode(value)
+    assert topic == catalog.DEADLETTER and letter["stage"] == "partition" and letter["error_type"] == "PartitionMismatch"
+    assert key == f"{TOPIC}:3:0".encode()
+    assert harness.store == stored
+
+
+def test_a_raw_key_that_differs_from_the_job_key_still_gives_one_lifecycle():
+    """Two raw keys carrying the same job's run: one run, one lifecycle, not two."""
+    harness = Harness()
+    outputs = harness.feed([
+        message(0, truenas_job(1, "RUNNING"), at=T0, key=b"producer-a"),
+        message(1, truenas_job(1, "SUCCESS", finished=T0 + timedelta(seconds=9)), at=T0 + timedelta(seconds=9),
+                key=b"producer-b"),
+    ])
+    assert transitions(outputs) == [("1", None, "RUNNING", "vendor"), ("1", "RUNNING", "SUCCEEDED", "vendor")]
+    assert list(harness.store) == [b"truenas:nas1:pool.scrub"]
 
 
 def test_killed_after_sending_but_before_storing_gives_the_same_records_again():

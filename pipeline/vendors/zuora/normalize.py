@@ -338,7 +338,7 @@ def _scalar(value: Any) -> Any:
 # --- the tolerant parser -------------------------------------------------------------
 
 _STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"', re.DOTALL)
-_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # ASCII digits: \d also matches "٠"
 _SPACE = re.compile(r"[ \t\r\n]*")
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _MAX_DEPTH = 64

@@ -1,0 +1,85 @@
+"""The worker's state: one table entry per job, and per raw partition its event time
+and the index of when each job is next due (stale timeout, eviction, forgetting).
+
+Pure data structures; ``StreamCore`` decides what goes in them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from pipeline.lifecycle import JobState
+
+
+class Entry(msgspec.Struct, array_like=True, gc=False):
+    """The table value under one job key.
+
+    ``partition`` is the raw partition that owns the job (its changelog partition);
+    ``offset`` the last raw offset applied to it, so a message re-delivered after a
+    restart is skipped; ``watermark`` the partition's event time when it was written,
+    so a restart rebuilds event time from times the worker trusted, not from the
+    (possibly skewed) vendor times inside the runs.
+    """
+
+    partition: int
+    offset: int
+    job: JobState
+    watermark: datetime | None = None
+
+
+_entry_encoder = msgspec.msgpack.Encoder()
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return _entry_encoder.encode(entry)
+
+
+def decode_entry(data: bytes) -> Entry:
+    return _entry_decoder.decode(data)
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """Event time of one raw topic-partition and the jobs due in it, by time.
+
+    The index holds, per job key, a time no later than when the job next needs the
+    stream's attention (``lifecycle.next_due``); a popped entry is re-checked against
+    the job, so an early or superseded one costs a look-up, never a wrong expiry.
+    """
+
+    topic: str
+    number: int
+    watermark: datetime | None = None
+    _heap: list[tuple[datetime, bytes]] = field(default_factory=list)
+    _due: dict[bytes, datetime] = field(default_factory=dict)
+
+    def advance(self, at: datetime) -> None:
+        if self.watermark is None or at > self.watermark:
+            self.watermark = at
+
+    def schedule(self, key: bytes, due: datetime | None) -> None:
+        """Make sure ``key`` is looked at by ``due`` (an earlier entry already does)."""
+        if due is None:
+            return
+        current = self._due.get(key)
+        if current is None or due < current:
+            self._due[key] = due
+            heapq.heappush(self._heap, (due, key))
+
+    def pop_due(self) -> bytes | None:
+        """The next job key whose time the watermark reached, or None."""
+        heap, watermark = self._heap, self.watermark
+        while heap and watermark is not None and heap[0][0] <= watermark:
+            due, key = heapq.heappop(heap)
+            if self._due.get(key) == due:
+                del self._due[key]
+                return key
+        return None
+
+    def __len__(self) -> int:
+        return len(self._due)
