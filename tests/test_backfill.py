@@ -117,7 +117,7 @@ async def raw_records_of(bootstrap: str, vendor: str, source: str, *, count: int
     found = await collect(
         bootstrap, catalog.raw_topic(vendor),
         lambda key, value: key is not None and (key == heartbeat_key(source) or key.startswith(f"{vendor}:{source}:".encode())),
-        count=count, timeout=30, settle=1.0,
+        count=count, timeout=30,
     )
     return [(key, orjson.loads(value)) for key, value in found]
 

@@ -89,7 +89,7 @@ async def test_raw_producer_sends_keyed_envelopes_and_a_heartbeat_per_partition(
         # other tests put poison (not envelopes) on raw.zuora: look only at ours
         return source.encode() in value and decode_envelope(value).source == source
 
-    found = await collect(broker.bootstrap, catalog.raw_topic("zuora"), ours, count=2 + partitions, settle=0.5)
+    found = await collect(broker.bootstrap, catalog.raw_topic("zuora"), ours, count=2 + partitions)
     envelopes = [(key, decode_envelope(value)) for key, value in found]
     docs = [(k, e.payload) for k, e in envelopes if not e.heartbeat]
     assert docs == [(b"zuora:x:1", {"a": 1}), (b"zuora:x:3", {"a": 3})]
@@ -176,5 +176,5 @@ async def test_run_poller_retries_transient_errors_and_stores_the_cursor_after_t
         envelope = decode_envelope(value)
         return envelope.source == source_name and not envelope.heartbeat
 
-    found = await collect(broker.bootstrap, catalog.raw_topic("truenas"), ours, count=5, settle=0.5)
+    found = await collect(broker.bootstrap, catalog.raw_topic("truenas"), ours, count=5)
     assert sorted(decode_envelope(v).payload["id"] for _, v in found) == [1, 2, 3, 4, 5]

@@ -59,10 +59,10 @@ def run_and_transitions(job: str, run: str, steps: list[tuple[str | None, str, d
     return items
 
 
-async def alerts_of(bootstrap: str, source: str, count: int, timeout: float = 60.0, settle: float = 1.0) -> list[dict]:
+async def alerts_of(bootstrap: str, source: str, count: int, timeout: float = 60.0) -> list[dict]:
     found = await collect(
         bootstrap, catalog.ALERTS, lambda k, v: f":{source}:" in (decode(v).get("job_key") or ""),
-        count=count, timeout=timeout, settle=settle,
+        count=count, timeout=timeout,
     )
     return [decode(v) for _k, v in found]
 
@@ -140,7 +140,7 @@ jobs = "JOBS"
 stale_minutes = 10
 """)
     async with alerter_running(settings_for(broker.bootstrap), rules):
-        received = await webhook.wait_for_async(3, timeout=60, settle=1.5)
+        received = await webhook.wait_for_async(3, timeout=60)
         found = await alerts_of(broker.bootstrap, source, count=8)
     old = [r for r in found if r["run_key"].endswith(":tok-0")]
     assert [r["status"] for r in old] == ["fired", "suppressed"] and "too old to send" in old[1]["reason"]
@@ -170,7 +170,7 @@ async def test_rate_limit_per_job_and_a_digest_for_many_jobs(broker: EmbeddedBro
     settings = settings_for(broker.bootstrap, alert_digest_window_s=2.0)  # room for a slow, shared machine
     async with alerter_running(settings, rules):
         await produce(broker.bootstrap, items)
-        [digest] = await webhook.wait_for_async(1, timeout=60, settle=1.0)
+        [digest] = await webhook.wait_for_async(1, timeout=60)
         found = latest(await alerts_of(broker.bootstrap, source, count=16))
         # the same jobs fail again within 300 s: every alert is suppressed, none sent
         again = []
@@ -230,7 +230,7 @@ async def test_a_slow_run_is_noticed_while_it_runs(broker: EmbeddedBroker, webho
     await produce(broker.bootstrap, items)
     rules = rules_for(source, webhook.url, '[[rules]]\nname = "slow"\nkind = "slow"\njobs = "JOBS"\nfactor = 3\nmin_runs = 5\n')
     async with alerter_running(settings_for(broker.bootstrap), rules):
-        received = await webhook.wait_for_async(1, timeout=60, settle=2.0)
+        received = await webhook.wait_for_async(1, timeout=60)
     assert len(received) == 1
     assert received[0].body["title"].startswith("[jobstream] run still RUNNING after 30s, 3.0x its usual 10s")
     assert received[0].body["alert_id"] == records.alert_id("slow", f"{job}:long", 1)
@@ -262,7 +262,7 @@ async def test_a_record_from_a_newer_writer_is_dead_lettered(broker: EmbeddedBro
         found = await collect(
             broker.bootstrap, catalog.DEADLETTER,
             lambda k, v: decode(v).get("stage") == "alerts" and source in (decode(v).get("value_preview") or ""),
-            count=1, timeout=60, settle=0,
+            count=1, timeout=60,
         )
     letter = decode(found[0][1])
     assert "schema_version 2" in letter["reason"] and letter["topic"] == catalog.TRANSITIONS

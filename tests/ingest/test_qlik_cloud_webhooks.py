@@ -65,7 +65,7 @@ def of_tenant(tenant: str):
 
 
 async def raw_records(bootstrap: str, tenant: str, count: int) -> list[tuple[bytes | None, dict[str, Any]]]:
-    found = await collect(bootstrap, catalog.raw_topic("qlik_cloud"), of_tenant(tenant), count=count, timeout=30, settle=1.0)
+    found = await collect(bootstrap, catalog.raw_topic("qlik_cloud"), of_tenant(tenant), count=count, timeout=30)
     return [(key, orjson.loads(value)) for key, value in found]
 
 

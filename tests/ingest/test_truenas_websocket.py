@@ -158,7 +158,7 @@ async def records_of(bootstrap: str, host: str, count: int) -> list[tuple[bytes 
     marker = f'"source":"{host}@'.encode()
     found = await collect(
         bootstrap, catalog.raw_topic("truenas"),
-        lambda key, value: marker in value and b'"heartbeat":false' in value, count=count, timeout=30, settle=1.0,
+        lambda key, value: marker in value and b'"heartbeat":false' in value, count=count, timeout=30,
     )
     records = [(key, decode_envelope(value)) for key, value in found]
     # partitions are read in any order; one key's records keep their log order
@@ -490,7 +490,7 @@ async def test_through_the_worker_job_1_before_and_after_a_restart_are_two_runs(
     deadline = asyncio.get_running_loop().time() + 60
     while seen != want and asyncio.get_running_loop().time() < deadline:
         found = await collect(broker.bootstrap, catalog.RUNS, lambda key, value: key is not None and key.startswith(prefix),
-                              count=2, timeout=10, settle=0.5)
+                              count=2, timeout=10)
         latest = {}
         for key, value in found:  # one run key lives in one partition: the last read is the latest
             run = orjson.loads(value)

@@ -20,6 +20,8 @@ from tests.stream.test_core import T0, TOPIC, Harness, message, transitions, tru
 KEY = b"truenas:nas1:pool.scrub"
 ZUORA = catalog.raw_topic("zuora")
 
+T0_MS = int(T0.timestamp() * 1000)  # TrueNAS run keys: host, time_started (ms), id
+
 
 def of(outputs: list, topic: str) -> list[dict]:
     return [value for t, _key, value in outputs if t == topic]
@@ -45,7 +47,7 @@ def test_a_changed_stale_after_between_restarts_neither_hangs_nor_fires_twice(be
     outputs += harness.feed([heartbeat(3, T0 + timedelta(seconds=9000))])
     stale = [t for t in of(outputs, catalog.TRANSITIONS) if t["cause"] == "stale_timeout"]
     assert [(t["run_key"], t["at"]) for t in stale if t["run_key"].endswith(":1")] == [
-        ("truenas:nas1:1", (T0 + timedelta(seconds=stale_at)).isoformat().replace("+00:00", "Z"))
+        (f"truenas:nas1:{T0_MS}:1", (T0 + timedelta(seconds=stale_at)).isoformat().replace("+00:00", "Z"))
     ]
 
 
@@ -157,7 +159,7 @@ def test_a_late_event_of_an_evicted_run_never_reopens_it():
     done = message(0, truenas_job(1, "SUCCESS", finished=T0), at=T0)
     first = harness.feed([done, message(1, truenas_job(2, "RUNNING"), at=T0 + timedelta(seconds=100))])
     before = decode_entry(harness.store[KEY]).job
-    assert "truenas:nas1:1" not in before.runs
+    assert f"truenas:nas1:{T0_MS}:1" not in before.runs
     retry = Message(TOPIC, 0, 2, done.key, done.value)  # the same document, re-delivered
     outputs = harness.feed([retry])
     after = decode_entry(harness.store[KEY]).job
@@ -167,7 +169,7 @@ def test_a_late_event_of_an_evicted_run_never_reopens_it():
     [flagged] = of(outputs, catalog.TRANSITIONS)
     assert (flagged["from_state"], flagged["to_state"], flagged["late"]) == ("SUCCEEDED", "SUCCEEDED", True)
     assert of(outputs, catalog.RUNS) == []  # no snapshot regresses
-    original = [t for t in of(first, catalog.TRANSITIONS) if t["run_key"] == "truenas:nas1:1"]
+    original = [t for t in of(first, catalog.TRANSITIONS) if t["run_key"] == f"truenas:nas1:{T0_MS}:1"]
     assert flagged["transition_id"] not in {t["transition_id"] for t in original}
 
 
@@ -185,7 +187,7 @@ def test_a_message_whose_outputs_cannot_fit_is_dead_lettered_and_the_partition_m
     [letter] = of(outputs, catalog.DEADLETTER)
     assert letter["stage"] == "size" and "4000" in letter["reason"]
     assert transitions(outputs) == [("2", None, "RUNNING", "vendor")]
-    assert set(decode_entry(harness.store[KEY]).job.runs) == {"truenas:nas1:2"}
+    assert set(decode_entry(harness.store[KEY]).job.runs) == {f"truenas:nas1:{T0_MS}:2"}
 
 
 def test_dead_letters_are_keyed_by_their_id_and_a_restart_resends_them_identical():
@@ -303,6 +305,6 @@ def test_a_run_that_leaves_the_state_at_once_still_ends_complete_in_jobs_runs():
     harness = Harness(stale_retention_s=86400)
     harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0)])
     outputs = harness.feed([message(1, truenas_job(2, "RUNNING"), at=T0 + timedelta(days=2))])
-    assert "truenas:nas1:1" not in decode_entry(harness.store[KEY]).job.runs
-    [snapshot] = [r for r in of(outputs, catalog.RUNS) if r["run_key"] == "truenas:nas1:1"]
+    assert f"truenas:nas1:{T0_MS}:1" not in decode_entry(harness.store[KEY]).job.runs
+    [snapshot] = [r for r in of(outputs, catalog.RUNS) if r["run_key"] == f"truenas:nas1:{T0_MS}:1"]
     assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"]) == ("STALE", 1, 2)

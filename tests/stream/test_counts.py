@@ -44,7 +44,7 @@ class Feed:
 
 
 def job_state(harness: Harness, job_key: str) -> JobState:
-    return decode_entry(harness.store[job_key.encode()]).jobs[job_key]
+    return decode_entry(harness.store[job_key.encode()]).job
 
 
 def counts(job: JobState) -> dict[str, int]:
@@ -298,7 +298,7 @@ def test_a_zuora_token_polled_late_counts_only_the_vendors_stale_episode():
         now = at(60 * minute)
         busy = token("active", f"SCANNING-PAGE-{minute}", now.strftime("%Y-%m-%d %H:%M:%S"), f"other-{minute}", "OTHER_V")
         harness.feed(feed.messages(busy, now) + feed.messages(doc, now))  # another query moves event time
-    job = next(job for entry in map(decode_entry, harness.store.values())
-               for key, job in entry.jobs.items() if key.endswith("RPRO_BI3_LN_V"))
+    job = next(entry.job for entry in map(decode_entry, harness.store.values())
+               if entry.job.job_key.endswith("RPRO_BI3_LN_V"))
     assert counts(job) == {"runs_seen": 1, "succeeded": 1, "failed": 0, "canceled": 0, "skipped": 0,
                            "retries": 0, "stale_episodes": 1, "reactivations": 1}

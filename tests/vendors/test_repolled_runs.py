@@ -20,7 +20,7 @@ from pipeline.settings import Settings
 from pipeline.vendors import Context
 
 SETTINGS = Settings()
-NEEDS_CORE = pytest.mark.xfail(strict=True, reason="needs the evicted-run memory from branch core")
+
 
 RELOAD_TASK = {
     "id": "9a8b7c6d-5e4f-4321-8fed-cba987654321",
@@ -52,14 +52,12 @@ def polled(vendor: str, docs_at: list[tuple[object, datetime]], source: str) -> 
     return job
 
 
-@NEEDS_CORE
 def test_case1_a_reload_task_polled_every_5_minutes_for_3_hours_is_one_run():
     start = datetime(2026, 11, 20, 9, 6, tzinfo=UTC)
     job = polled("qlik_qrs", [(RELOAD_TASK, start + timedelta(minutes=5 * i)) for i in range(36)], "qs1")
     assert (job.runs_seen, job.succeeded, job.failed) == (1, 1, 0)
 
 
-@NEEDS_CORE
 def test_case1_a_finished_truenas_job_listed_again_by_each_resync_is_one_run():
     start = datetime(2025, 11, 20, 9, 5, tzinfo=UTC)
     resync = {"jsonrpc": "2.0", "id": 9, "result": [FINISHED_JOB]}
