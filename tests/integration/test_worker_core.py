@@ -125,7 +125,8 @@ async def test_stale_after_changed_between_restarts_and_a_key_on_two_partitions_
 
         def stale_of_run_1(k: bytes | None, v: bytes) -> bool:
             record = decode(v) if k == key else {}
-            return record.get("run_key") == f"truenas:{source}:1" and record["cause"] == "stale_timeout" \
+            return record.get("run_key") == f"truenas:{source}:{int(t0.timestamp() * 1000)}:1" \
+                and record["cause"] == "stale_timeout" \
                 and record["at"].encode() in ours
 
         stale = await collect(broker.bootstrap, catalog.TRANSITIONS, stale_of_run_1, count=1)
