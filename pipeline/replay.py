@@ -71,9 +71,13 @@ def plan(
 ) -> ReplayPlan:
     """Cut each file into documents and each document into one piece per job.
 
-    Document ``n`` of a file counts as received at ``received_at + n * step``.
+    Document ``n`` of a file counts as received at ``received_at + n * step``. Without
+    ``received_at`` (a backfill) each piece counts as received at the vendor's own
+    latest time in it, where it carries one (never later than now): the worker's event
+    time then follows the history instead of standing still at the moment of the replay.
     """
     result = ReplayPlan()
+    backfill = received_at is None
     start = received_at or datetime.now(UTC)
     for vendor, path in files:
         topic = catalog.raw_topic(vendor)
@@ -86,7 +90,8 @@ def plan(
                 result.rejected.append(f"{path} {position}: {exc.reason}")
                 continue
             for job_key, piece in pieces:
-                envelope = RawEnvelope(vendor=vendor, source=source, received_at=received_at, payload=piece)
+                piece_received = _own_time(vendor, piece, source, start) if backfill else received_at
+                envelope = RawEnvelope(vendor=vendor, source=source, received_at=piece_received, payload=piece)
                 key, value = job_key.encode(), encode_envelope(envelope)
                 if len(key) + len(value) > MAX_RAW_RECORD_BYTES:
                     result.rejected.append(
@@ -97,6 +102,17 @@ def plan(
                 result.messages.append((topic, key, value))
                 result.expected_events += len(vendors.normalize(vendor, piece, ctx))
     return result
+
+
+def _own_time(vendor: str, piece: Any, source: str, now: datetime) -> datetime:
+    """The latest vendor time of ``piece`` (its events normalized without a receive
+    time), capped at ``now``; ``now`` when it carries none."""
+    try:
+        events = vendors.normalize(vendor, piece, vendors.Context(source=source, received_at=None))
+    except vendors.Rejected:
+        return now
+    times = [event.occurred_at for event in events]
+    return min(max(times), now) if times else now
 
 
 async def send(bootstrap: str, messages: list[tuple[str, bytes | None, bytes]]) -> None:

@@ -90,3 +90,24 @@ def test_plan_reports_oversized_documents_with_their_line_and_goes_on(tmp_path):
     assert [line.split(": ", 1)[0] for line in plan.rejected] == [f"{path} line 2", f"{path} line 3"]
     assert "job_key is" in plan.rejected[0] and "1024" in plan.rejected[0]
     assert "more than one Kafka record may" in plan.rejected[1]
+
+
+def test_a_backfill_counts_each_piece_as_received_at_its_own_vendor_time(tmp_path):
+    """Issue 25.3: a file replayed without a receive time follows the vendor's times
+    (TrueNAS updates take their occurred_at from received_at)."""
+    from datetime import datetime, timezone
+
+    def update(job_id: int, state: str, started_ms: int, finished_ms: int | None = None) -> str:
+        fields = {"id": job_id, "method": "pool.scrub", "state": state, "time_started": {"$date": started_ms}}
+        if finished_ms is not None:
+            fields["time_finished"] = {"$date": finished_ms}
+        return json.dumps({"msg": "changed", "collection": "core.get_jobs", "id": job_id, "fields": fields})
+
+    t0 = 1_767_225_600_000  # 2026-01-01
+    path = tmp_path / "truenas-history.jsonl"
+    path.write_text("\n".join([update(1, "RUNNING", t0), update(1, "SUCCESS", t0, t0 + 60_000),
+                               update(2, "RUNNING", 4_102_444_800_000)]) + "\n")  # 2100: capped at now
+    before = datetime.now(timezone.utc)
+    received = [decode_envelope(value).received_at for _t, _k, value in replay.plan([("truenas", path)], source="t").messages]
+    assert received[:2] == [datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc)]
+    assert before <= received[2] <= datetime.now(timezone.utc)
