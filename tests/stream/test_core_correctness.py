@@ -306,3 +306,17 @@ def test_a_run_that_leaves_the_state_at_once_still_ends_complete_in_jobs_runs():
     assert "truenas:nas1:1" not in decode_entry(harness.store[KEY]).job.runs
     [snapshot] = [r for r in of(outputs, catalog.RUNS) if r["run_key"] == "truenas:nas1:1"]
     assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"]) == ("STALE", 1, 2)
+
+
+def test_a_rebalance_rebuilds_only_the_partitions_gained():
+    harness = Harness(stale_after_s=60)
+    harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0, partition=0)])
+    harness.feed([message(0, truenas_job(2, "RUNNING", method="other"), at=T0, partition=1,
+                          key=b"truenas:nas1:other")])
+    harness.core.assign({0, 2})  # kept 0, lost 1, gained 2
+    assert harness.core.watermark(TOPIC, 0) == T0 and harness.core.watermark(TOPIC, 1) is None
+    scanned = list(harness.core.index_steps(chunk=1))
+    assert len(scanned) == 2  # every stored entry is read once, but only partition 2's are indexed
+    assert harness.core.watermark(TOPIC, 1) is None  # partition 1's entry was not taken in
+    outputs = harness.feed([heartbeat(1, T0 + timedelta(seconds=61), partition=0)])
+    assert transitions(outputs) == [("1", "RUNNING", "STALE", "stale_timeout")]
