@@ -8,7 +8,6 @@ import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from pipeline import catalog
