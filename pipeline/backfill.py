@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
 import orjson
 
 from pipeline import catalog, vendors
@@ -97,6 +98,7 @@ class EnvelopeClock:
     def __init__(self, start: datetime | None = None, step: timedelta = timedelta(0)) -> None:
         self._start = start
         self._step = step
+        self.wall = start is None  # a backfill of history: records take their vendor's own times
         self._count = 0
         self.current = start or datetime.now(UTC)
 
@@ -227,12 +229,16 @@ def _skip_to_end_of_line(stream: BinaryIO) -> int:
 
 def records_of(
     vendor: str, document: Document, *, where: str, source: str, received_at: datetime, tz: tzinfo | None = None,
+    own_time: bool = False,
 ) -> Iterator[RawRecord | Rejection]:
     """The keyed raw records of one document, and a rejection per unusable item.
 
     Pure (no I/O). A document is cut into one piece per job (``split``); a piece that
     is a group of items and fails as a whole is retried item by item, so one bad item
-    never takes the good ones with it.
+    never takes the good ones with it. With ``own_time`` (a backfill of history, no
+    receive time given) each piece counts as received at the latest vendor time it
+    carries, never later than ``received_at``: the worker's event time then follows the
+    history instead of standing still at the moment of the backfill (issue 25.3).
     """
     label = f"{where} {document.position}"
     if isinstance(document.doc, _TooLong):
@@ -259,7 +265,7 @@ def records_of(
     for number, piece in enumerate(pieces, 1):
         piece_label = f"{label} item {items.get(id(piece), number)}" if several else label
         try:
-            yield _record(vendor, topic, piece, ctx, source, received_at)
+            yield _record(vendor, topic, piece, ctx, source, received_at, own_time)
             continue
         except vendors.Rejected as exc:
             if not isinstance(piece, list) or len(piece) < 2:
@@ -274,7 +280,7 @@ def records_of(
                 yield Rejection(f"{label} item {items.get(id(item), f'{number}.{offset}')}", exc.reason)
         if good:
             try:
-                yield _record(vendor, topic, good[0] if len(good) == 1 else good, ctx, source, received_at)
+                yield _record(vendor, topic, good[0] if len(good) == 1 else good, ctx, source, received_at, own_time)
             except vendors.Rejected as exc:
                 yield Rejection(piece_label, exc.reason)
 
@@ -284,7 +290,14 @@ def _item_numbers(doc: Any) -> dict[int, int]:
     return {id(item): number for number, item in enumerate(doc, 1)} if isinstance(doc, list) else {}
 
 
-def _record(vendor: str, topic: str, piece: Any, ctx: vendors.Context, source: str, received_at: datetime) -> RawRecord:
+def _record(
+    vendor: str, topic: str, piece: Any, ctx: vendors.Context, source: str, received_at: datetime, own_time: bool = False,
+) -> RawRecord:
+    if own_time:
+        vendor_time = _own_time(vendor, piece, ctx)
+        if vendor_time is not None and vendor_time < received_at:
+            received_at = vendor_time
+            ctx = msgspec.structs.replace(ctx, received_at=received_at)
     events = vendors.normalize(vendor, piece, ctx)
     keys = {event.job_key for event in events}
     if len(keys) != 1:
@@ -296,6 +309,16 @@ def _record(vendor: str, topic: str, piece: Any, ctx: vendors.Context, source: s
             f"its raw record is {len(key) + len(value)} bytes, over the {MAX_RECORD_BYTES} a Kafka record may hold"
         )
     return RawRecord(topic, key, value, len(events))
+
+
+def _own_time(vendor: str, piece: Any, ctx: vendors.Context) -> datetime | None:
+    """The latest vendor time ``piece`` carries (normalized without a receive time), or
+    None when it carries none (TrueNAS updates take their time from the receive time)."""
+    try:
+        events = vendors.normalize(vendor, piece, msgspec.structs.replace(ctx, received_at=None))
+    except vendors.Rejected:
+        return None
+    return max((event.occurred_at for event in events), default=None)
 
 
 def heartbeat_record(vendor: str, source: str, at: datetime) -> tuple[str, bytes, bytes]:
@@ -441,7 +464,8 @@ async def run(
                 for document in read_documents(path):
                     report.documents += 1
                     received_at = clock.next()
-                    for item in records_of(vendor, document, where=str(path), source=source, received_at=received_at, tz=zone):
+                    for item in records_of(vendor, document, where=str(path), source=source, received_at=received_at,
+                                           tz=zone, own_time=clock.wall):
                         if isinstance(item, Rejection):
                             reject(item)
                             continue

@@ -96,8 +96,10 @@ R14 Eviction. ``evict`` drops terminal runs whose last event is at least ``reten
     R17) and final state go to a fixed-size memory (``max_evicted``, oldest out first);
     an event of a remembered run never reopens it: ``apply_job`` leaves the job as it is
     and emits one flagged record (late=True) in the remembered state
-    (``evicted_state``). A job with no runs left is forgotten ``forget_after`` past its
-    last eviction (``forgettable``): the stream layer deletes its entry.
+    (``evicted_state``). Time never evicts a job's most recent run: a job with no
+    PENDING/RUNNING run that was silent for ``forget_after`` is forgotten whole
+    (``forgettable``, one write instead of two); the stream layer deletes its entry (a
+    tombstone).
 R15 Order. (a) Re-deliveries of already-seen events, interleaved anywhere, leave exactly
     the same final state while the duplicate memory holds them; beyond it (R2) every
     count but ``events`` stays exact: runs, attempts, retries, outcomes, stale episodes
@@ -390,20 +392,35 @@ def next_due(
 ) -> datetime | None:
     """R18: the earliest event time at which expiry, eviction or forgetting may change
     the job (never later than the truth; possibly earlier, then nothing happens)."""
-    candidates = [deadline(job, stale_after)]
-    if job.finished_quiet_since is not None:
-        candidates.append(job.finished_quiet_since + retention)
-    if stale_retention is not None and job.stale_quiet_since is not None:
-        candidates.append(job.stale_quiet_since + stale_retention)
-    if not job.runs and job.evicted_at is not None:
-        candidates.append(job.evicted_at + forget_after)
-    due = [c for c in candidates if c is not None]
-    return min(due) if due else None
+    due = deadline(job, stale_after)
+    candidates = [due]
+    if len(job.runs) > 1:  # time never evicts a job's last run (it is forgotten whole)
+        if job.finished_quiet_since is not None:
+            candidates.append(job.finished_quiet_since + retention)
+        if stale_retention is not None and job.stale_quiet_since is not None:
+            candidates.append(job.stale_quiet_since + stale_retention)
+    if due is None:
+        last = _last_activity(job)
+        if last is not None:
+            candidates.append(last + forget_after)
+    times = [c for c in candidates if c is not None]
+    return min(times) if times else None
 
 
 def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) -> bool:
-    """R14: nothing left to keep: no runs, and the memory of evicted ones is old."""
-    return not job.runs and (job.evicted_at is None or job.evicted_at + forget_after <= watermark)
+    """R14: nothing left to keep: no PENDING/RUNNING run, and nothing heard of the job
+    (nor a run evicted) for ``forget_after``."""
+    if any(run.state is _RUNNING or run.state is _PENDING for run in job.runs.values()):
+        return False
+    last = _last_activity(job)
+    return last is None or last + forget_after <= watermark
+
+
+def _last_activity(job: JobState) -> datetime | None:
+    times = [run.last_event_at for run in job.runs.values()]
+    if job.evicted_at is not None:
+        times.append(job.evicted_at)
+    return max(times) if times else None
 
 
 def expire_job(
@@ -451,6 +468,9 @@ def evict(
             or (stale_cutoff is not None and run.state is _STALE and run.last_event_at <= stale_cutoff)
         )
     }
+    if not keep and job.runs:  # time never evicts a job's last run: it is forgotten whole
+        last = max(job.runs.values(), key=_quietness)
+        keep = {last.run_key: last}
     if over_count:
         finished = [run for run in keep.values() if _is_terminal(run.state)]
         if len(finished) > max_finished:  # type: ignore[operator]

@@ -274,3 +274,27 @@ def test_backfill_memory_does_not_grow_with_the_input(load_broker, tmp_path):
     code_large, rss_large = peak_rss_kb([*common, str(large)])
     assert (code_small, code_large) == (0, 0)
     assert rss_large - rss_small < 20_000, f"peak RSS {rss_small} KB for 10 kB of input, {rss_large} KB for 20 MB"
+
+
+def test_a_backfill_counts_each_piece_as_received_at_its_own_vendor_time():
+    """Issue 25.3: a file replayed without a receive time follows the vendor's times,
+    capped at the wall clock (a TrueNAS update without a receive time is dated by its
+    job's time_started)."""
+    from pipeline.backfill import Document, RawRecord, records_of
+
+    now = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+    def received(vendor: str, doc: object) -> datetime:
+        [record] = [r for r in records_of(vendor, Document("line 1", doc, 0), where="f", source="s", received_at=now,
+                                          own_time=True) if isinstance(r, RawRecord)]
+        return decode_envelope(record.value).received_at
+
+    reload = {"id": "ce-1", "specversion": "1.0", "type": "com.qlik.v1.reload.finished", "source": "com.qlik/reloads",
+              "time": "2026-01-01T00:01:00Z", "tenantid": "t",
+              "data": {"id": "r-1", "appId": "a", "userId": "u", "succeeded": True, "status": "SUCCEEDED", "startTime": "2026-01-01T00:00:00Z"}}
+    assert received("qlik_cloud", reload) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    future = {**reload, "time": "2100-01-01T00:00:00Z"}
+    assert received("qlik_cloud", future) == now  # never later than the wall clock
+    update = {"msg": "changed", "collection": "core.get_jobs", "id": 1,
+              "fields": {"id": 1, "method": "pool.scrub", "state": "RUNNING", "time_started": {"$date": 1_767_225_600_000}}}
+    assert received("truenas", update) == datetime(2026, 1, 1, tzinfo=UTC)

@@ -521,9 +521,10 @@ def test_r14_the_bounds_after_a_scan_are_the_earliest_of_what_stays():
 
 def test_r14_an_event_for_an_evicted_run_never_reopens_it():
     """Issue 25 case 5: a re-delivered or late event of a finished, evicted run."""
-    job, _ = job_of([ev(1, R, 0), ev(2, OK, 10)])
+    job, _ = job_of([ev(1, R, 0), ev(2, OK, 10), ev(5, OK, 3000, run="later")])
     job = evict(job, at(7200), retention=timedelta(hours=1))
-    assert job.runs == {} and lifecycle.evicted_state(job, "test:src:run-1") is OK
+    assert set(job.runs) == {"test:src:later"}  # time never evicts the last run
+    assert lifecycle.evicted_state(job, "test:src:run-1") is OK
     for late in (ev(2, OK, 10), ev(3, R, 5), ev(4, FAIL, 11)):
         after, transitions = apply_job(job, late)
         assert after is job  # no reopen: counts, runs and memory unchanged
@@ -553,14 +554,16 @@ def test_r14_beyond_max_runs_the_quietest_open_runs_leave_too():
     assert kept.deadline == lifecycle._earliest_deadline(kept.runs)
 
 
-def test_r14_a_job_with_nothing_left_is_forgotten_after_forget_after():
+def test_r14_a_job_with_nothing_active_is_forgotten_whole_after_forget_after():
     job, _ = job_of([ev(1, OK, 0)])
-    job = evict(job, at(3601), retention=timedelta(hours=1))
-    week = timedelta(days=7)
-    assert not lifecycle.forgettable(job, at(3601), forget_after=week)
-    assert lifecycle.next_due(job, stale_after=DEFAULT_STALE_AFTER, retention=timedelta(hours=1),
-                              stale_retention=None, forget_after=week) == at(3601) + week
-    assert lifecycle.forgettable(job, at(3601) + week, forget_after=week)
+    hour, week = timedelta(hours=1), timedelta(days=7)
+    assert evict(job, at(3601), retention=hour).runs == job.runs  # its last run stays until it is forgotten
+    assert lifecycle.next_due(job, stale_after=DEFAULT_STALE_AFTER, retention=hour,
+                              stale_retention=None, forget_after=week) == at(0) + week
+    assert not lifecycle.forgettable(job, at(0) + week - timedelta(seconds=1), forget_after=week)
+    assert lifecycle.forgettable(job, at(0) + week, forget_after=week)
+    running, _ = job_of([ev(2, R, 0)])
+    assert not lifecycle.forgettable(running, at(10**7), forget_after=week)
 
 
 # --- R17 deadlines under the current setting ------------------------------------------------

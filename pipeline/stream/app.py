@@ -111,12 +111,10 @@ def create_app(settings: Settings) -> faust.App:
             except Exception as exc:  # noqa: BLE001 - see the failure table above
                 _die(exc)
 
-    @app.on_partitions_revoked.connect
-    async def _revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        core.assign(set())
-
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
+        # Partitions kept through the rebalance keep their event time and index; the
+        # gained ones are rebuilt from the store at the next batch (``index_steps``).
         core.assign({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         raw_partitions = sorted({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         log.info("jobstream: assigned raw partitions %s", raw_partitions)
