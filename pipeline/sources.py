@@ -34,7 +34,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -286,26 +286,34 @@ class CursorStore:
             await consumer.seek_to_beginning(*partitions)
             wanted = key.encode()
             found: Any | None = None
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                batches = await consumer.getmany(*partitions, timeout_ms=300)
-                for records in batches.values():
-                    for record in records:
-                        if record.key == wanted:
-                            found = None if record.value is None else orjson.loads(record.value)
-                if not batches and await _at_end(consumer, partitions):
-                    return found
-            raise TransientError(f"reading {self.topic} did not reach its end within {timeout_s:.0f} s")
+            async for record in read_to_end(consumer, partitions, timeout_s=timeout_s):
+                if record.key == wanted:
+                    found = None if record.value is None else orjson.loads(record.value)
+            return found
         finally:
             await consumer.stop()
 
 
-async def _at_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
+async def read_to_end(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, timeout_s: float = 30.0,
+) -> AsyncIterator[Any]:
+    """Every record of ``partitions`` up to their end as first seen (the fetch
+    high-water mark, which Tansu answers right), even while writers keep appending."""
+    ends: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batches = await consumer.getmany(*partitions, timeout_ms=300)
+        for tp in partitions:
+            highwater = consumer.highwater(tp)
+            if tp not in ends and highwater is not None:
+                ends[tp] = highwater
+        for tp, records in batches.items():
+            for record in records:
+                if record.offset < ends.get(tp, record.offset + 1):
+                    yield record
+        if len(ends) == len(partitions) and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+            return
+    raise TransientError(f"reading {partitions[0].topic} did not reach its end within {timeout_s:.0f} s")
 
 
 class Poll(msgspec.Struct, frozen=True, kw_only=True):
@@ -410,10 +418,12 @@ class BadAnswer(SourceError):
 
 
 async def http_call(
-    session: Any, method: str, url: str, *, what: str, timeout_s: float, redact: Redactor, **kwargs: Any,
+    session: Any, method: str, url: str, *, what: str, timeout_s: float, redact: Redactor,
+    passthrough: tuple[int, ...] = (), **kwargs: Any,
 ) -> Answer:
     """One request with a deadline; transport failures, 429 and 5xx are transient
-    (with the vendor's Retry-After), 401/403 terminal; other statuses are the caller's."""
+    (with the vendor's Retry-After), 401/403 terminal unless listed in ``passthrough``
+    (an expired token is worth one renewal); other statuses are the caller's."""
     import aiohttp
 
     try:
@@ -426,7 +436,7 @@ async def http_call(
     if answer.status == 429 or answer.status >= 500:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         raise TransientError(f"{what}: HTTP {answer.status} {_snippet(answer, redact)}".rstrip(), retry_after=retry_after)
-    if answer.status in (401, 403):
+    if answer.status in (401, 403) and answer.status not in passthrough:
         raise TerminalError(f"{what}: HTTP {answer.status}, credentials refused {_snippet(answer, redact)}".rstrip())
     return answer
 

@@ -33,13 +33,25 @@ class SimClock:
     factor: float = 1.0
     epoch: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     _started: float = field(default_factory=time.monotonic)
+    _frozen: float | None = None
 
     def now(self) -> datetime:
         return self.epoch + timedelta(seconds=self.elapsed())
 
     def elapsed(self) -> float:
         """Vendor seconds since the epoch."""
+        if self._frozen is not None:
+            return self._frozen
         return (time.monotonic() - self._started) * self.factor
+
+    def freeze(self) -> None:
+        """Stop vendor time (tests: a restart against a world that does not move)."""
+        self._frozen = self.elapsed()
+
+    def thaw(self) -> None:
+        if self._frozen is not None:
+            self._started = time.monotonic() - self._frozen / self.factor
+            self._frozen = None
 
     def at(self, offset_s: float) -> datetime:
         return self.epoch + timedelta(seconds=offset_s)
@@ -117,6 +129,7 @@ class Simulator:
         self.faults = faults or Faults()
         self.calls: list[Call] = []
         self.malformed_served = 0
+        self.malformed_paths: list[str] = []
         self._rng = random.Random(self.faults.seed)
         self._storm_left = 0
         self._forced = list(self.faults.first)
@@ -177,7 +190,9 @@ class Simulator:
         ):
             body = bytes(response.body)
             self.malformed_served += 1
-            return web.Response(body=body[: len(body) // 2], status=200, content_type="application/json")
+            self.malformed_paths.append(request.path)
+            headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+            return web.Response(body=body[: len(body) // 2], status=200, content_type="application/json", headers=headers)
         return response
 
     def too_many(self, request: web.Request, retry_after_s: float) -> web.Response:

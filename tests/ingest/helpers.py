@@ -16,29 +16,25 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import catalog
 from pipeline.model import decode_envelope
-from pipeline.sources import _at_end
+from pipeline.sources import read_to_end
 
 
 async def raw_records(bootstrap: str, vendor: str, source: str) -> list[tuple[str | None, Any]]:
     """Every non-heartbeat (key, payload) of ``source`` in ``raw.<vendor>``, read to the end."""
     consumer = AIOKafkaConsumer(
-        catalog.raw_topic(vendor), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        group_id=None, enable_auto_commit=False,
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, enable_auto_commit=False,
     )
     await consumer.start()
     found: list[tuple[str | None, Any]] = []
-    partitions = [TopicPartition(catalog.raw_topic(vendor), p) for p in sorted(consumer.partitions_for_topic(catalog.raw_topic(vendor)) or {0})]
-    deadline = time.monotonic() + 30
+    topic = catalog.raw_topic(vendor)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
     try:
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=250)
-            if not batches and await _at_end(consumer, partitions):
-                break
-            for records in batches.values():
-                for record in records:
-                    envelope = decode_envelope(record.value)
-                    if envelope.source == source and not envelope.heartbeat:
-                        found.append((record.key.decode() if record.key else None, envelope.payload))
+        async for record in read_to_end(consumer, partitions):
+            envelope = decode_envelope(record.value)
+            if envelope.source == source and not envelope.heartbeat:
+                found.append((record.key.decode() if record.key else None, envelope.payload))
     finally:
         await consumer.stop()
     return found
