@@ -89,7 +89,7 @@ class Faults:
     @classmethod
     def parse(cls, text: str) -> "Faults":
         """``"error=0.1,storm=0.05,latency_s=0.2"`` -> Faults (for ``--faults``)."""
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name: f for f in fields(cls) if f.name != "first"}
         values: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             name, _, raw = part.partition("=")
@@ -97,8 +97,6 @@ class Faults:
             if name not in known:
                 raise FaultSpecError(f"unknown fault {name!r} (known: {', '.join(known)})")
             try:
-                if name == "first":
-                    raise ValueError(raw)
                 value: Any = int(raw) if known[name].type in ("int", int) else float(raw)
             except ValueError:
                 raise FaultSpecError(f"fault {name}={raw!r} is not a number") from None

@@ -15,7 +15,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import catalog
-from pipeline.model import decode_envelope
+from datetime import datetime, timedelta
+
+from pipeline.model import UTC, decode_envelope
+from pipeline.vendors._simulator import SimClock
 from pipeline.sources import read_to_end
 
 
@@ -88,3 +91,10 @@ class IngestProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def past_clock(factor: float) -> SimClock:
+    """A simulator clock whose vendor time starts two hours ago, so that even at a high
+    factor it never runs ahead of real time: the session worker reads these raw topics
+    too, and vendor times in the future would move its partitions' event time on."""
+    return SimClock(factor=factor, epoch=datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2))

@@ -11,10 +11,10 @@ import pytest
 from pipeline.model import UTC
 from pipeline.sources import Backoff, CursorStore, records_for, run_source
 from pipeline.vendors import Context
-from pipeline.vendors._simulator import Faults, SimClock
+from pipeline.vendors._simulator import Faults
 from pipeline.vendors.informatica.ingest import InformaticaSettings, InformaticaSource, content_hash
 from pipeline.vendors.informatica.simulator import InformaticaSimulator, RateLimit, scenario
-from tests.ingest.helpers import IngestProcess, raw_records, wait_for
+from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ FAULTS = Faults(
 def settings_for(sim: InformaticaSimulator, source: str) -> InformaticaSettings:
     return InformaticaSettings(
         base_url=sim.base_url, user="iics-user", password="iics-password", source=source, page_size=2,
-        calls=5, per_s=2.0, poll_interval_s=0.3, lookback_s=30, settle_s=0.0, child_grace_s=10.0, timeout_s=1.0,
+        calls=5, per_s=2.0, poll_interval_s=0.3, lookback_s=3 * 3600, settle_s=0.0, child_grace_s=10.0, timeout_s=1.0,
     )
 
 
@@ -67,7 +67,7 @@ def check_retry_after(sim: InformaticaSimulator) -> None:
 async def test_poller_with_faults_sends_every_final_state_once_and_honours_retry_after(broker):
     source = f"t-{uuid.uuid4().hex[:8]}"
     sim = InformaticaSimulator(
-        scenario(2), clock=SimClock(factor=25.0), faults=FAULTS, rate_limit=RateLimit(calls=5, per_s=2.0),
+        scenario(2), clock=past_clock(25.0), faults=FAULTS, rate_limit=RateLimit(calls=5, per_s=2.0),
     )
     async with sim:
         stop = asyncio.Event()
@@ -106,7 +106,7 @@ async def test_poller_with_faults_sends_every_final_state_once_and_honours_retry
 async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_path):
     source = f"t-{uuid.uuid4().hex[:8]}"
     sim = InformaticaSimulator(
-        scenario(2), clock=SimClock(factor=10.0), faults=Faults(error=0.05, duplicate=0.2, seed=3),
+        scenario(2), clock=past_clock(10.0), faults=Faults(error=0.05, duplicate=0.2, seed=3),
         rate_limit=RateLimit(calls=5, per_s=2.0),
     )
     async with sim:

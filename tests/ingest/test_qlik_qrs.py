@@ -12,10 +12,10 @@ import pytest
 
 from pipeline.sources import Backoff, CursorStore, run_source
 from pipeline.vendors._common import parse_time
-from pipeline.vendors._simulator import Faults, SimClock
+from pipeline.vendors._simulator import Faults
 from pipeline.vendors.qlik_qrs.ingest import QrsSettings, QrsSource
 from pipeline.vendors.qlik_qrs.simulator import EMPTY_GUID, QrsSimulator, scenario
-from tests.ingest.helpers import IngestProcess, raw_records, wait_for
+from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ RESULTS_PATH = "/qrs/executionresult/full"
 
 
 def settings_for(sim: QrsSimulator, source: str) -> QrsSettings:
-    return QrsSettings(base_url=sim.base_url, source=source, poll_interval_s=0.2, overlap_s=2.0, lookback_s=60, timeout_s=1.0)
+    return QrsSettings(base_url=sim.base_url, source=source, poll_interval_s=0.2, overlap_s=2.0, lookback_s=3 * 3600, timeout_s=1.0)
 
 
 def results_sent(found: list[tuple[str | None, Any]]) -> list[dict[str, Any]]:
@@ -41,13 +41,13 @@ def final_results(sim: QrsSimulator) -> set[tuple[str, int]]:
 def config_text(sim: QrsSimulator, source: str) -> str:
     return (
         f'[qlik_qrs]\nbase_url = "{sim.base_url}"\nsource = "{source}"\npoll_interval_s = 0.2\n'
-        "overlap_s = 2.0\nlookback_s = 60\ntimeout_s = 1.0\nfollow_interval_s = 0.1\n"
+        "overlap_s = 2.0\nlookback_s = 10800\ntimeout_s = 1.0\nfollow_interval_s = 0.1\n"
     )
 
 
 async def test_poller_with_faults_sends_every_result_state_once(broker):
     source = f"t-{uuid.uuid4().hex[:8]}"
-    sim = QrsSimulator(scenario(2), clock=SimClock(factor=20.0), faults=FAULTS)
+    sim = QrsSimulator(scenario(2), clock=past_clock(20.0), faults=FAULTS)
     async with sim:
         settings = settings_for(sim, source)
         stop = asyncio.Event()
@@ -99,7 +99,7 @@ async def test_xrfkey_must_match_and_the_user_header_is_required(broker):
 async def test_start_task_follows_the_session_to_its_end_and_refuses_the_empty_guid(broker, tmp_path):
     source = f"t-{uuid.uuid4().hex[:8]}"
     disabled = "33333333-3333-4333-8333-000000000001"
-    sim = QrsSimulator([], disabled_tasks=(disabled,), clock=SimClock(factor=10.0))
+    sim = QrsSimulator([], disabled_tasks=(disabled,), clock=past_clock(10.0))
     async with sim:
         config = tmp_path / "qrs.toml"
         config.write_text(config_text(sim, source))
@@ -122,7 +122,7 @@ async def test_start_task_follows_the_session_to_its_end_and_refuses_the_empty_g
 
 async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(broker, tmp_path):
     source = f"t-{uuid.uuid4().hex[:8]}"
-    sim = QrsSimulator(scenario(1), clock=SimClock(factor=10.0), faults=Faults(duplicate=0.3, reorder=0.5, seed=4))
+    sim = QrsSimulator(scenario(1), clock=past_clock(10.0), faults=Faults(duplicate=0.3, reorder=0.5, seed=4))
     async with sim:
         config = tmp_path / "qrs.toml"
         config.write_text(config_text(sim, source))

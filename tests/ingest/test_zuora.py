@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 
 from pipeline.sources import Backoff, CursorStore, TerminalError, run_source
-from pipeline.vendors._simulator import Faults, SimClock
+from pipeline.vendors._simulator import Faults
 from pipeline.vendors.zuora.ingest import ZuoraSettings, ZuoraSource, cancel, fingerprint
 from pipeline.vendors.zuora.simulator import STATUS_PATH, ZuoraSimulator, scenario
-from tests.ingest.helpers import IngestProcess, raw_records, wait_for
+from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def by_kind(sent: list[tuple[str, dict[str, Any]]], kind: str) -> list[tuple[str
 
 async def test_poller_with_faults_sends_each_change_once_through_every_scenario(broker, caplog):
     source = f"t-{uuid.uuid4().hex[:8]}"
-    sim = ZuoraSimulator(scenario(1), clock=SimClock(factor=40.0), faults=FAULTS, token_ttl_s=200.0)
+    sim = ZuoraSimulator(scenario(1), clock=past_clock(40.0), faults=FAULTS, token_ttl_s=200.0)
     caplog.set_level(logging.INFO)
     async with sim:
         settings = settings_for(sim, source)
@@ -109,7 +109,7 @@ async def test_api_not_enabled_is_terminal(broker):
 
 async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(broker, tmp_path):
     source = f"t-{uuid.uuid4().hex[:8]}"
-    sim = ZuoraSimulator(scenario(1), clock=SimClock(factor=40.0), faults=Faults(duplicate=0.3, reorder=0.5, seed=2))
+    sim = ZuoraSimulator(scenario(1), clock=past_clock(40.0), faults=Faults(duplicate=0.3, reorder=0.5, seed=2))
     async with sim:
         s = settings_for(sim, source)
         config = tmp_path / "ingest.toml"
