@@ -22,6 +22,7 @@ from aiohttp import web
 
 from pipeline.model import UTC
 
+_ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("simulated_request_arrived", default=None)
 REQUEST_BODY: contextvars.ContextVar[Any] = contextvars.ContextVar("simulated_request_body", default=None)
 """A handler sets the parsed request body here to have it recorded in ``calls``."""
 
@@ -110,12 +111,13 @@ class Faults:
 class Call:
     """One API call as the simulator saw it (real monotonic times)."""
 
-    at: float
+    at: float  # when the request arrived
     method: str
     path: str
     status: int
     retry_after: float | None
     body: Any = None
+    answered: float = 0.0  # when the answer left (the moment a Retry-After counts from)
 
 
 class Simulator:
@@ -160,10 +162,12 @@ class Simulator:
         await self.stop()
 
     def note(self, request: web.Request, status: int, retry_after: float | None = None, body: Any = None) -> None:
-        self.calls.append(Call(time.monotonic(), request.method, request.path, status, retry_after, body))
+        arrived = _ARRIVED.get() or time.monotonic()
+        self.calls.append(Call(arrived, request.method, request.path, status, retry_after, body, time.monotonic()))
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        _ARRIVED.set(time.monotonic())
         faults = self.faults
         if faults.latency_s:
             await asyncio.sleep(faults.latency_s)

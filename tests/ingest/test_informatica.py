@@ -61,7 +61,7 @@ def check_retry_after(sim: InformaticaSimulator) -> None:
     calls = sim.calls
     for index, call in enumerate(calls[:-1]):
         if call.status == 429:
-            assert calls[index + 1].at >= call.at + call.retry_after, f"call {index + 1} came before Retry-After"
+            assert calls[index + 1].at >= call.answered + call.retry_after, f"call {index + 1} came before Retry-After"
 
 
 async def test_poller_with_faults_sends_every_final_state_once_and_honours_retry_after(broker):

@@ -59,7 +59,8 @@ async def test_poller_with_faults_sends_each_change_once_through_every_scenario(
             ))
             long_id = next(t for t in sim.tokens if t.startswith("long-"))
             await wait_for(lambda: _after(sim, 30), timeout=30, what="vendor second 30")
-            assert await cancel(settings, long_id) == f"cancelled BI Views task {long_id}"
+            done = await cancel(settings, long_id, attempts=30, backoff=Backoff(initial_s=0.1, maximum_s=0.5))
+            assert done == f"cancelled BI Views task {long_id}"
 
             async def complete() -> bool:
                 assert not task.done(), task.exception()
