@@ -45,9 +45,10 @@ class SimClock:
             return self._frozen
         return (time.monotonic() - self._started) * self.factor
 
-    def freeze(self) -> None:
-        """Stop vendor time (tests: a restart against a world that does not move)."""
-        self._frozen = self.elapsed()
+    def freeze(self, at_s: float | None = None) -> None:
+        """Stop vendor time, now or at vendor second ``at_s`` (tests: a restart against
+        a world that does not move, or a poll that comes late)."""
+        self._frozen = self.elapsed() if at_s is None else at_s
 
     def thaw(self) -> None:
         if self._frozen is not None:

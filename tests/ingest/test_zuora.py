@@ -160,3 +160,23 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
                 assert await second.terminate() == 0, second.text()
             await cursors.stop()
     assert "revpro-password" not in first.text() + second.text()
+
+
+async def test_a_stale_token_that_vanished_between_polls_is_sent_as_drained(broker):
+    sim = ZuoraSimulator(scenario(1), clock=past_clock(1.0))
+    drain_id = next(t for t in sim.tokens if t.startswith("drain-"))
+    async with sim:
+        settings = settings_for(sim, "t-vanish")
+        async with aiohttp.ClientSession() as http:
+            source = ZuoraSource(settings, http)
+            sim.clock.freeze(300.0)  # the drain token is stale
+            first = await source.poll(source.initial_cursor())
+            assert first.cursor["tasks"][drain_id]["queue"] == "stale"
+            sim.clock.freeze(900.0)  # long gone, its 5 s of draining missed
+            second = await source.poll(first.cursor)
+    vanished = [r for r in second.records if r.payload.get("draining", [{}])[0].get("task_id") == drain_id]
+    assert len(vanished) == 1 and vanished[0].key == f"zuora:t-vanish:RPRO_BI3_ACCT_V"
+    assert vanished[0].payload["draining"][0]["message"] == "token vanished from every queue (last seen stale)"
+    assert drain_id not in second.cursor["tasks"]
+    asked = [c.path for c in sim.calls if c.path.endswith(drain_id)]
+    assert asked and all(c.status == 404 for c in sim.calls if c.path.endswith(drain_id))
