@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from pipeline import catalog
@@ -86,7 +87,10 @@ async def test_raw_producer_sends_keyed_envelopes_and_a_heartbeat_per_partition(
     assert beats == partitions
 
     def ours(key: bytes | None, value: bytes) -> bool:
-        return decode_envelope(value).source == source
+        try:
+            return decode_envelope(value).source == source
+        except msgspec.DecodeError:  # other tests' poison records share the topic
+            return False
 
     found = await collect(broker.bootstrap, catalog.raw_topic("zuora"), ours, count=2 + partitions, settle=0.5)
     envelopes = [(key, decode_envelope(value)) for key, value in found]
@@ -170,7 +174,10 @@ async def test_run_poller_retries_transient_errors_and_stores_the_cursor_after_t
         await cursors.stop()
 
     def ours(key: bytes | None, value: bytes) -> bool:
-        envelope = decode_envelope(value)
+        try:
+            envelope = decode_envelope(value)
+        except msgspec.DecodeError:  # other tests' poison records share the topic
+            return False
         return envelope.source == source_name and not envelope.heartbeat
 
     found = await collect(broker.bootstrap, catalog.raw_topic("truenas"), ours, count=5, settle=0.5)

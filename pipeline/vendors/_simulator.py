@@ -140,15 +140,16 @@ class Simulator:
     def routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
 
-    async def start(self, port: int = 0) -> str:
+    async def start(self, port: int = 0, ssl_context: Any = None) -> str:
+        """Listen on 127.0.0.1 (``port`` 0: a free one), over TLS with ``ssl_context``."""
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self.routes())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         host, bound = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{bound}"
+        self.base_url = f"{'https' if ssl_context else 'http'}://{host}:{bound}"
         return self.base_url
 
     async def stop(self) -> None:

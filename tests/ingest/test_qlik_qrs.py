@@ -174,3 +174,37 @@ def _after(sim: QrsSimulator, second: float):
     async def check() -> bool:
         return sim.clock.elapsed() >= second
     return check
+
+
+async def test_client_certificate_auth_over_tls(tmp_path):
+    """QRS on 4242 wants a client certificate: the simulator here requires one, signed
+    by the CA it trusts, and the poller presents it from cert_file/key_file."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    client = ca.issue_cert("jobstream-client")
+    cert, key, root = tmp_path / "client.pem", tmp_path / "client_key.pem", tmp_path / "root.pem"
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(root))
+    sim = QrsSimulator(scenario(1), clock=past_clock(1.0))
+    sim.clock.freeze(60.0)
+    await sim.start(ssl_context=server_ctx)
+    try:
+        assert sim.base_url.startswith("https://")
+        settings = QrsSettings(base_url=sim.base_url, source="tls", lookback_s=3 * 3600, timeout_s=5.0,
+                               cert_file=str(cert), key_file=str(key), ca_file=str(root))
+        async with aiohttp.ClientSession() as http:
+            poll = await QrsSource(settings, http).poll(QrsSource(settings, http).initial_cursor())
+            assert len([r for r in poll.records if r.payload.get("schemaPath") == "ExecutionResult"]) == 5
+            with pytest.raises(aiohttp.ClientError):  # no client certificate: the handshake is refused
+                async with http.get(sim.base_url + RESULTS_PATH, ssl=ssl.create_default_context(cafile=str(root))) as r:
+                    await r.read()
+    finally:
+        await sim.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.sources import Backoff, CursorStore, TerminalError, run_source
 from pipeline.vendors._simulator import Faults
-from pipeline.vendors.zuora.ingest import ZuoraSettings, ZuoraSource, cancel, fingerprint
+from pipeline.vendors.zuora.ingest import ZuoraApi, ZuoraSettings, ZuoraSource, cancel, fingerprint
 from pipeline.vendors.zuora.simulator import STATUS_PATH, ZuoraSimulator, scenario
 from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
 
@@ -180,3 +180,21 @@ async def test_a_stale_token_that_vanished_between_polls_is_sent_as_drained(brok
     assert drain_id not in second.cursor["tasks"]
     asked = [c.path for c in sim.calls if c.path.endswith(drain_id)]
     assert asked and all(c.status == 404 for c in sim.calls if c.path.endswith(drain_id))
+
+
+async def test_the_token_is_renewed_before_it_runs_out_and_sent_in_the_configured_header():
+    sim = ZuoraSimulator(scenario(1), token_header="X-Revpro-Token")
+    async with sim:
+        settings = ZuoraSettings(
+            base_url=sim.base_url, user="revpro-user", password="revpro-password", role="admin", clientname="jobstream",
+            token_header="X-Revpro-Token", token_ttl_s=1.0, renew_margin_s=0.5, timeout_s=5.0,
+        )
+        async with aiohttp.ClientSession() as http:
+            api = ZuoraApi(settings, http, settings.redactor())
+            assert (await api.call("GET", STATUS_PATH, "status")).status == 200
+            assert (await api.call("GET", STATUS_PATH, "status")).status == 200
+            assert sim.authentications == 1
+            await asyncio.sleep(0.6)  # past ttl - margin: the next call renews first
+            assert (await api.call("GET", STATUS_PATH, "status")).status == 200
+    assert sim.authentications == 2
+    assert all(c.status == 200 for c in sim.calls)
