@@ -21,6 +21,11 @@ when it wants to run next (bytewax's ``StatefulSourcePartition``: ``next_batch``
 A *push receiver* (Qlik Cloud webhooks, TrueNAS websocket) has no cursor of its own to
 poll from: it uses ``RawProducer`` and acknowledges its sender only after Kafka did.
 
+What every HTTP poller shares sits at the end: ``http_call`` (one request, its failures
+classified), ``OffsetPaginator``, the ``Watermark`` cursor, ``CallBudget`` (a vendor's
+calls-per-minute limit), ``load_config`` (a TOML table + ``JOBSTREAM_<SECTION>_*``, secrets
+never from the file) and ``run_source`` (one poller against Kafka).
+
 Errors: ``TransientError`` (timeouts, connection errors, 5xx, 429; may carry
 ``retry_after``) backs off with jitter and never earlier than the vendor asked;
 ``TerminalError`` (401/403, 405 API not enabled, a configured task that does not exist)
@@ -31,14 +36,20 @@ passes through ``Redactor``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
+import os
 import random
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -418,14 +429,12 @@ class BadAnswer(SourceError):
 
 
 async def http_call(
-    session: Any, method: str, url: str, *, what: str, timeout_s: float, redact: Redactor,
+    session: aiohttp.ClientSession, method: str, url: str, *, what: str, timeout_s: float, redact: Redactor,
     passthrough: tuple[int, ...] = (), **kwargs: Any,
 ) -> Answer:
     """One request with a deadline; transport failures, 429 and 5xx are transient
     (with the vendor's Retry-After), 401/403 terminal unless listed in ``passthrough``
     (an expired token is worth one renewal); other statuses are the caller's."""
-    import aiohttp
-
     try:
         async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
             answer = Answer(resp.status, resp.headers, await resp.read())
@@ -443,8 +452,6 @@ async def http_call(
 
 def basic_auth(user: str, password: str) -> str:
     """The ``Authorization`` value for HTTP Basic auth."""
-    import base64
-
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
@@ -554,11 +561,6 @@ def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] |
     named by ``<field>_file`` (TOML) / ``JOBSTREAM_<SECTION>_<FIELD>_FILE``: a secret
     written in the TOML itself is refused, so config files can be shared and committed.
     """
-    import dataclasses
-    import os
-    import tomllib
-    from pathlib import Path
-
     env = dict(os.environ) if env is None else env
     table: dict[str, Any] = {}
     if path is not None:

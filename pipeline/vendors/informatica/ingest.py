@@ -35,9 +35,11 @@ from pipeline.sources import (
 )
 from pipeline.vendors import Context
 from pipeline.vendors._common import parse_time
-from pipeline.vendors.informatica.simulator import EVENTS_PATH, TERMINAL, cih_time, parse_cih_time
 
 VENDOR = "informatica"
+EVENTS_PATH = "/dih-console/api/v1/events"
+EVENT_PATH = "/dih-console/api/v1/event"
+TERMINAL = ("Complete", "Completed", "Error", "Discarded")
 log = logging.getLogger("pipeline.ingest.informatica")
 
 
@@ -77,6 +79,17 @@ class InformaticaSettings:
 
     def redactor(self) -> Redactor:
         return Redactor([self.password])
+
+
+def cih_time(value: datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes and reads times."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_cih_time(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError(text)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def content_hash(piece: Any) -> str:

@@ -21,32 +21,18 @@ import base64
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from pipeline.model import UTC
 from pipeline.vendors._simulator import REQUEST_BODY, Faults, SimClock, Simulator
+from pipeline.vendors.informatica.ingest import EVENT_PATH, EVENTS_PATH, TERMINAL, cih_time, parse_cih_time
 
-EVENTS_PATH = "/dih-console/api/v1/events"
-EVENT_PATH = "/dih-console/api/v1/event/{event_id}"
 RANGES = {"LAST_HOUR": 3600, "LAST_DAY": 86400, "LAST_WEEK": 7 * 86400, "LAST_MONTH": 31 * 86400, "CUSTOM": None}
 EVENT_TYPES = ("ALL", "PUBLICATION", "SUBSCRIPTION")
-TERMINAL = ("Complete", "Completed", "Error", "Discarded")
-
-
-def cih_time(value: datetime) -> str:
-    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes and reads times."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def parse_cih_time(text: Any) -> datetime:
-    if not isinstance(text, str):
-        raise ValueError(text)
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +182,7 @@ class InformaticaSimulator(Simulator):
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(EVENTS_PATH, self.list_events), web.get(EVENT_PATH, self.one_event)]
+        return [web.post(EVENTS_PATH, self.list_events), web.get(EVENT_PATH + "/{event_id}", self.one_event)]
 
     def final_views(self) -> list[dict[str, Any]]:
         """Every event as it ends (for tests: what a poller must have sent last)."""

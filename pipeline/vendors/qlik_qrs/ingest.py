@@ -39,11 +39,16 @@ from pipeline.sources import (
 )
 from pipeline.vendors import Context
 from pipeline.vendors._common import parse_time
-from pipeline.vendors.qlik_qrs.simulator import EMPTY_GUID, qrs_time
 
 VENDOR = "qlik_qrs"
 log = logging.getLogger("pipeline.ingest.qlik_qrs")
 _XRF_ALPHABET = string.ascii_letters + string.digits
+EMPTY_GUID = "00000000-0000-0000-0000-000000000000"  # "the task did not start"
+
+
+def qrs_time(value: datetime) -> str:
+    """QRS's own time format, as its filters read it: ``2026-09-23T12:00:00.000Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)

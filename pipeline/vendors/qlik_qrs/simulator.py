@@ -19,22 +19,17 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from pipeline.vendors._simulator import Faults, SimClock, Simulator
+from pipeline.vendors.qlik_qrs.ingest import EMPTY_GUID, qrs_time
 
-EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 NO_DATE = "1753-01-01T00:00:00.000Z"
 STARTED, SUCCESS, FAIL, ABORTED = 2, 7, 8, 6
 _XRF = re.compile(r"^[A-Za-z0-9]{16}$")
 _CLAUSE = re.compile(r"^\s*(\w+)\s+(eq|ne|gt|ge|lt|le)\s+(?:'([^']*)'|(\S+))\s*$", re.IGNORECASE)
-
-
-def qrs_time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,11 @@ from pipeline.sources import (
     records_for, run_source,
 )
 from pipeline.vendors import Context
-from pipeline.vendors.zuora.simulator import AUTH_PATH, QUEUES, STATUS_PATH
 
 VENDOR = "zuora"
+AUTH_PATH = "/api/integration/v1/authenticate"
+STATUS_PATH = "/api/integrations/v2/biviews-status"
+QUEUES = ("active", "completed", "draining", "stale")
 log = logging.getLogger("pipeline.ingest.zuora")
 
 

@@ -26,10 +26,8 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.vendors._simulator import Faults, SimClock, Simulator
+from pipeline.vendors.zuora.ingest import AUTH_PATH, QUEUES, STATUS_PATH
 
-AUTH_PATH = "/api/integration/v1/authenticate"
-STATUS_PATH = "/api/integrations/v2/biviews-status"
-QUEUES = ("active", "completed", "draining", "stale")
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 STALE_AFTER_S = 240.0
 STALE_FOR_S = 300.0
