@@ -725,6 +725,84 @@ def _sink_offsets(settings: Settings) -> tuple[dict, str]:
     return {(t, p): (o, at) for t, p, o, at in result.rows}, f"sink offsets from {result.source}"
 
 
+# --- pull ingestors, Zuora cancel, simulators (issue 17) ----------------------------
+
+from rich.markup import escape  # noqa: E402 - messages name [sections]
+
+ingest_app = typer.Typer(help="Ingestors: vendor APIs -> raw.<vendor> in Kafka.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
+app.add_typer(zuora_app, name="zuora")
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML file with the ingestor's [section]; secrets only from JOBSTREAM_<SECTION>_<NAME> or <name>_file."),
+]
+
+
+def _pull(command: str, config: Optional[Path], bootstrap: Optional[str], **options: object) -> None:
+    from pipeline.ingest_cli import CommandError, run_ingest
+
+    settings = load_settings(bootstrap=bootstrap)
+    try:
+        run_ingest(command, config, settings.bootstrap, **options)
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@ingest_app.command("qlik-qrs")
+def ingest_qlik_qrs(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    start_task: Annotated[Optional[str], typer.Option("--start-task", help="Start this task (POST /qrs/task/ID/start/synchronous), follow its session to the end, then exit.")] = None,
+) -> None:
+    """Poll Qlik Sense QRS execution results and sessions (modifiedDate watermark) into raw.qlik_qrs."""
+    _pull("qlik-qrs", config, bootstrap, start_task=start_task)
+
+
+@ingest_app.command("zuora")
+def ingest_zuora(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Zuora RevPro BI Views biviews-status; send each token whose queue, status or counters changed."""
+    _pull("zuora", config, bootstrap)
+
+
+@ingest_app.command("informatica")
+def ingest_informatica(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Informatica CIH events by CUSTOM time window (5 calls a minute) into raw.informatica."""
+    _pull("informatica", config, bootstrap)
+
+
+@zuora_app.command("cancel")
+def zuora_cancel(
+    task_id: Annotated[str, typer.Argument(help="The continuation token (task_id) to cancel.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a BI Views task: DELETE /api/integrations/v2/biviews-status/TASK_ID."""
+    from pipeline.ingest_cli import CommandError, zuora_cancel as cancel
+
+    try:
+        out.print(cancel(config, task_id))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@app.command()
+def simulate(
+    vendor: Annotated[str, typer.Argument(help="qlik-qrs, zuora or informatica.")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")] = 0,
+    clock_factor: Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")] = 1.0,
+    faults: Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")] = "",
+    groups: Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")] = 3,
+) -> None:
+    """Run a vendor simulator alone (its real endpoints, headers and auth) until Ctrl-C."""
+    from pipeline.ingest_cli import CommandError, simulate as run_simulator
+
+    try:
+        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
 def main() -> None:
     app()
 
