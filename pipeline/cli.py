@@ -729,8 +729,6 @@ def _sink_offsets(settings: Settings) -> tuple[dict, str]:
 
 from rich.markup import escape  # noqa: E402 - messages name [sections]
 
-ingest_app = typer.Typer(help="Ingestors: vendor APIs -> raw.<vendor> in Kafka.", no_args_is_help=True)
-app.add_typer(ingest_app, name="ingest")
 zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
 app.add_typer(zuora_app, name="zuora")
 
@@ -786,15 +784,13 @@ def zuora_cancel(
         raise fail(escape(str(exc)), exc.code) from None
 
 
-@app.command()
-def simulate(
-    vendor: Annotated[str, typer.Argument(help="qlik-qrs, zuora or informatica.")],
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")] = 0,
-    clock_factor: Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")] = 1.0,
-    faults: Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")] = "",
-    groups: Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")] = 3,
-) -> None:
-    """Run a vendor simulator alone (its real endpoints, headers and auth) until Ctrl-C."""
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")]
+ClockFactorOpt = Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")]
+FaultsOpt = Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")]
+GroupsOpt = Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")]
+
+
+def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int) -> None:
     from pipeline.ingest_cli import CommandError, simulate as run_simulator
 
     try:
@@ -802,6 +798,23 @@ def simulate(
     except CommandError as exc:
         raise fail(escape(str(exc)), exc.code) from None
 
+
+@simulate_app.command("qlik-qrs")
+def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C."""
+    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("zuora")
+def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C."""
+    _simulate_pull("zuora", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("informatica")
+def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
+    _simulate_pull("informatica", port, clock_factor, faults, groups)
 
 def main() -> None:
     app()
