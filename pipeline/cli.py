@@ -33,8 +33,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-ingest_app = typer.Typer(help="Ingestors: vendor documents into raw.<vendor> topics.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -503,6 +505,316 @@ def sql(
             table.add_row(*("" if v is None else str(v) for v in row))
         out.print(table)
 
+# --- push ingestors and their simulators (Qlik Cloud webhooks, TrueNAS websocket) ---------
+
+ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (':PORT' = all interfaces).")]
+
+
+def _listen(value: str) -> tuple[str, int]:
+    from pipeline.push import parse_listen
+
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@ingest_app.command("qlik-cloud")
+def ingest_qlik_cloud(
+    listen: ListenOpt = "127.0.0.1:8780",
+    bootstrap: BootstrapOpt = None,
+    source: Annotated[str, typer.Option(help="Names this receiver in the records and heartbeats.")] = "qlik-cloud-webhook",
+    secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET or JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE).")] = None,
+    max_body: Annotated[Optional[int], typer.Option(min=1024, help="Largest body accepted, in bytes (default 262144; larger: 413).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve https with this certificate chain (PEM; env JOBSTREAM_WEBHOOK_TLS_CERT). Qlik Cloud delivers only to https URLs: this, or a TLS proxy in front.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM; env JOBSTREAM_WEBHOOK_TLS_KEY).")] = None,
+) -> None:
+    """Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.
+
+    Verifies Qlik-Signature (HMAC-SHA256 of the body with the webhook secret) when a
+    secret is configured; answers 200 only after Kafka acknowledged the event, 503 when
+    it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
+    GET /healthz answers 200 while Kafka is reachable.
+    """
+    from pipeline.vendors.qlik_cloud import ingest
+
+    host, port = _listen(listen)
+    settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
+                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key)
+    try:
+        settings.qlik_secret()
+        asyncio.run(ingest.run(settings, host=host, port=port, source=source))
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+@ingest_app.command("truenas")
+def ingest_truenas(
+    url: Annotated[str, typer.Option(help="ws(s)://HOST/api/current, or ws(s)://HOST/websocket for the legacy API.")],
+    bootstrap: BootstrapOpt = None,
+    username: Annotated[Optional[str], typer.Option(help="User owning the API key (current API; default root; env JOBSTREAM_TRUENAS_USERNAME).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Host name in the records' source (default: the URL's host).")] = None,
+    ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the NAS's certificate (env JOBSTREAM_TRUENAS_CA_FILE).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS).")] = False,
+) -> None:
+    """Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.
+
+    Resyncs with core.get_jobs after every (re)connect, so nothing changed while
+    disconnected is lost; records carry <host>@<boot marker> as their source, so job
+    ids that restart at 1 after a middleware restart never merge with earlier runs.
+    The API key's user must see every job (full or read-only admin): middlewared shows
+    other users only their own.
+    """
+    from pipeline.sources import TerminalError
+    from pipeline.vendors.truenas import ingest
+
+    try:
+        ingest.check_url(url)
+        if host is not None:
+            ingest.check_host(host)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
+                             truenas_ca_file=ca_file)
+    if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
+        raise fail(f"--ca-file {settings.truenas_ca_file}: no such file", 2)
+    try:
+        key = settings.truenas_key()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    if key is None:
+        raise fail("no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", 2)
+    config = ingest.TruenasConfig(url=url, api_key=key, username=settings.truenas_username, host=host,
+                                  heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,
+                                  ca_file=str(settings.truenas_ca_file) if settings.truenas_ca_file else None)
+    try:
+        asyncio.run(ingest.run(settings, config))
+    except TerminalError as exc:
+        raise fail(str(exc)) from None
+
+
+@simulate_app.command("qlik-cloud")
+def simulate_qlik_cloud(
+    url: Annotated[str, typer.Option(help="Webhook URL to deliver to, e.g. http://127.0.0.1:8780/.")],
+    events: Annotated[int, typer.Option(min=1, help="Reload-finished events to send.")] = 20,
+    tenant: Annotated[str, typer.Option(help="Tenant id in the events.")] = "sim-tenant",
+    clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 sends a simulated minute per second.")] = 60.0,
+    duplicates: Annotated[int, typer.Option(min=0, help="Send every N-th event twice (0: never).")] = 5,
+    reorder: Annotated[int, typer.Option(min=0, help="Swap every N-th event with the next (0: never).")] = 7,
+    binary: Annotated[int, typer.Option(min=0, help="Send every N-th event in CloudEvents binary mode (0: never).")] = 4,
+    secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]); none: unsigned.")] = None,
+) -> None:
+    """Send Qlik Cloud reload-finished webhooks, signed, some twice, some out of order,
+    retrying 5xx; prints what was delivered."""
+    from pipeline.vendors.qlik_cloud import simulator
+
+    settings = load_settings(qlik_webhook_secret_file=secret_file)
+    try:
+        secret = settings.qlik_secret()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary)
+    report = asyncio.run(simulator.run(url, secret=secret, events=events, tenant=tenant, clock=clock, faults=faults))
+    statuses = ", ".join(f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items()))
+    out.print(
+        f"{report.delivered} deliveries acknowledged ({report.duplicates} duplicates, {report.reordered} out of order, "
+        f"{report.binary} binary), {report.retries} retries, {report.failed} given up; answers: {statuses}"
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@simulate_app.command("truenas")
+def simulate_truenas(
+    listen: ListenOpt = "127.0.0.1:8781",
+    clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 runs a simulated minute per second.")] = 10.0,
+    every: Annotated[float, typer.Option(min=0.1, help="Simulated seconds between new jobs (on average).")] = 20.0,
+    drop_every: Annotated[float, typer.Option(min=0, help="Drop every connection every N simulated seconds (0: never).")] = 0.0,
+    restart_every: Annotated[float, typer.Option(min=0, help="Restart the middleware (job ids back to 1) every N simulated seconds (0: never).")] = 0.0,
+    username: Annotated[Optional[str], typer.Option(help="User the API key belongs to (default root).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key to accept (else env JOBSTREAM_TRUENAS_API_KEY[_FILE]).")] = None,
+) -> None:
+    """Serve a TrueNAS middleware (ws /api/current and legacy /websocket) that keeps
+    running jobs WAITING -> RUNNING -> SUCCESS/FAILED/ABORTED, until Ctrl-C."""
+    from pipeline.vendors.truenas import simulator
+
+    host, port = _listen(listen)
+    settings = load_settings(truenas_username=username, truenas_api_key_file=api_key_file)
+    try:
+        key = settings.truenas_key()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+    if key is None:
+        raise fail("no API key to accept: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", 2)
+
+    def ready(sim: "simulator.MiddlewareSimulator") -> None:
+        out.print(f"TrueNAS simulator: {sim.url} (legacy: {sim.legacy_url}); Ctrl-C stops it")
+
+    try:
+        asyncio.run(simulator.run(host=host, port=port, api_key=key, username=settings.truenas_username,
+                                  clock=clock, every_s=every, drop_every_s=drop_every,
+                                  restart_every_s=restart_every, on_ready=ready))
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+# --- the main job and operations (pipeline/run/) ---------------------------------------
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(min=10, help="Seconds to run before the summary.")] = 60.0,
+    db: Annotated[Optional[Path], typer.Option("--db", help="The DuckDB file to write (default: jobstream.duckdb in the run folder).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Folder for the database and every role's log (default: a new folder under ~/.local/share/jobstream).")] = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep everything up for live queries until Ctrl-C.")] = False,
+) -> None:
+    """Run the whole pipeline on this machine: broker, simulators, ingestors, worker, sink, alerter.
+
+    Everything is embedded (no Kafka or Docker needed). Progress shows while it runs; at the
+    end, a summary computed by SQL on the DuckDB file, and the commands to query it.
+    Ctrl-C stops everything cleanly and still prints the summary.
+    """
+    from pipeline.run import demo as demo_module
+
+    folder = run_dir or demo_module.default_run_dir()
+    options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running)
+    exit_on_sigterm()
+    result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
+    for line in demo_module.report(options, result):
+        out.print(line, markup=False)
+    if result.problems:
+        for problem in result.problems:
+            err.print(problem, markup=False)
+        raise fail("a role stopped during the demo (its log is above)")
+
+
+@app.command()
+def status(bootstrap: BootstrapOpt = None) -> None:
+    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka)."""
+    from pipeline.run import status as status_module
+
+    settings = load_settings(bootstrap=bootstrap)
+    quiet_kafka_logs()
+    roles = status_module.default_roles(settings)
+    offsets, where = _sink_offsets(settings)
+    try:
+        rows = asyncio.run(status_module.gather(settings.bootstrap, roles))
+        rows += asyncio.run(status_module.sink_statuses(settings.bootstrap, offsets))
+    except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors: one line
+        raise fail(f"cannot read the consumer groups from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    if where:
+        out.print(where, markup=False)
+    for line in status_module.render(rows):
+        out.print(line, markup=False)
+
+
+def _sink_offsets(settings: Settings) -> tuple[dict, str]:
+    """The sink's committed offsets from its own table (live over Quack, else the file)."""
+    from pipeline.sink import quack, sql as sql_module
+
+    address = quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    try:
+        result = sql_module.run_query(
+            settings.db_path, address, token_file, 'SELECT topic, "partition", next_offset, committed_at FROM kafka_offsets'
+        )
+    except sql_module.SqlError as exc:
+        return {}, f"sink: no offsets ({exc})"
+    return {(t, p): (o, at) for t, p, o, at in result.rows}, f"sink offsets from {result.source}"
+
+
+# --- pull ingestors, Zuora cancel, simulators (issue 17) ----------------------------
+
+from rich.markup import escape  # noqa: E402 - messages name [sections]
+
+zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
+app.add_typer(zuora_app, name="zuora")
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML file with the ingestor's [section]; secrets only from JOBSTREAM_<SECTION>_<NAME> or <name>_file."),
+]
+
+
+def _pull(command: str, config: Optional[Path], bootstrap: Optional[str], **options: object) -> None:
+    from pipeline.ingest_cli import CommandError, run_ingest
+
+    settings = load_settings(bootstrap=bootstrap)
+    try:
+        run_ingest(command, config, settings.bootstrap, **options)
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@ingest_app.command("qlik-qrs")
+def ingest_qlik_qrs(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    start_task: Annotated[Optional[str], typer.Option("--start-task", help="Start this task (POST /qrs/task/ID/start/synchronous), follow its session to the end, then exit.")] = None,
+) -> None:
+    """Poll Qlik Sense QRS execution results and sessions (modifiedDate watermark) into raw.qlik_qrs."""
+    _pull("qlik-qrs", config, bootstrap, start_task=start_task)
+
+
+@ingest_app.command("zuora")
+def ingest_zuora(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Zuora RevPro BI Views biviews-status; send each token whose queue, status or counters changed."""
+    _pull("zuora", config, bootstrap)
+
+
+@ingest_app.command("informatica")
+def ingest_informatica(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Informatica CIH events by CUSTOM time window (5 calls a minute) into raw.informatica."""
+    _pull("informatica", config, bootstrap)
+
+
+@zuora_app.command("cancel")
+def zuora_cancel(
+    task_id: Annotated[str, typer.Argument(help="The continuation token (task_id) to cancel.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a BI Views task: DELETE /api/integrations/v2/biviews-status/TASK_ID."""
+    from pipeline.ingest_cli import CommandError, zuora_cancel as cancel
+
+    try:
+        out.print(cancel(config, task_id))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")]
+ClockFactorOpt = Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")]
+FaultsOpt = Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")]
+GroupsOpt = Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")]
+
+
+def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int) -> None:
+    from pipeline.ingest_cli import CommandError, simulate as run_simulator
+
+    try:
+        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@simulate_app.command("qlik-qrs")
+def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C."""
+    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("zuora")
+def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C."""
+    _simulate_pull("zuora", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("informatica")
+def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
+    _simulate_pull("informatica", port, clock_factor, faults, groups)
 
 def main() -> None:
     app()

@@ -69,6 +69,10 @@ _RANGES: dict[str, _Range] = {
     "sink_batch_max": _Range(1, 1_000_000),
     "sink_fetch_wait_ms": _Range(0, 60_000),
     "sink_threads": _Range(1, 1024),
+
+    "webhook_max_body_bytes": _Range(1024, 100_000_000),
+    "heartbeat_every_s": _Range(0, 3600, open_low=True),
+    "kafka_ack_timeout_s": _Range(0, 600, open_low=True),
 }
 
 
@@ -125,6 +129,20 @@ class Settings:
     sink_fetch_wait_ms: int = 100
     sink_threads: int | None = None  # DuckDB's threads; None: one core less than the machine has
 
+    # Push ingestors (Qlik Cloud webhooks, TrueNAS websocket). Secrets come from the
+    # environment or from a file, never from a flag, and never appear in a repr.
+    qlik_webhook_secret: str | None = field(default=None, repr=False)
+    qlik_webhook_secret_file: Path | None = None
+    webhook_max_body_bytes: int = 262_144
+    webhook_tls_cert: Path | None = None
+    webhook_tls_key: Path | None = None
+    truenas_username: str = "root"
+    truenas_api_key: str | None = field(default=None, repr=False)
+    truenas_api_key_file: Path | None = None
+    truenas_ca_file: Path | None = None
+    heartbeat_every_s: float = 5.0
+    kafka_ack_timeout_s: float = 10.0
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap))
         if not self.app_id.strip():
@@ -169,6 +187,14 @@ class Settings:
         keep state forever (its last record, STALE, is already downstream)."""
         return timedelta(seconds=self.stale_retention_s)
 
+    def qlik_secret(self) -> str | None:
+        """The webhook secret (env, else file), or None when none is configured."""
+        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET")
+
+    def truenas_key(self) -> str | None:
+        """The TrueNAS API key (env, else file), or None when none is configured."""
+        return read_secret(self.truenas_api_key, self.truenas_api_key_file, "TRUENAS_API_KEY")
+
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the flags that were given (``None`` means "not given"), checked
         by the same rules as the environment."""
@@ -195,6 +221,22 @@ class Settings:
         for vendor in zones:
             settings.tz(vendor)
         return settings
+
+
+def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
+    """A secret given directly or as a file (first line, stripped); at least 4
+    characters, since shorter ones cannot be redacted from logs."""
+    if not value and file is not None:
+        try:
+            value = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(f"{ENV_PREFIX}{name}_FILE={str(file)!r} cannot be read ({reason})") from None
+    if value is None or value == "":
+        return None
+    if len(value) < 4:
+        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than 4 characters")
+    return value
 
 
 def given(name: str, env: Mapping[str, str] | None = None) -> bool:
