@@ -521,7 +521,7 @@ def simulate_qlik_cloud(
     duplicates: Annotated[int, typer.Option(min=0, help="Send every N-th event twice (0: never).")] = 5,
     reorder: Annotated[int, typer.Option(min=0, help="Swap every N-th event with the next (0: never).")] = 7,
     binary: Annotated[int, typer.Option(min=0, help="Send every N-th event in CloudEvents binary mode (0: never).")] = 4,
-    legacy: Annotated[int, typer.Option(min=0, help="Send every N-th event as com.qlik.v1.app.reload.finished, legacy and hybrid envelopes in turn (0: never).")] = 6,
+    legacy: Annotated[int, typer.Option(min=0, help="Send every N-th event as com.qlik.v1.app.reload.finished: legacy, hybrid and CloudEvents 1.0.2 envelopes in turn (0: never).")] = 6,
     secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]); none: unsigned.")] = None,
 ) -> None:
     """Send signed Qlik Cloud reload-finished webhooks to a receiver.

@@ -202,13 +202,17 @@ async def test_healthz_is_200_with_kafka(broker):
 async def test_the_sender_signs_duplicates_reorders_and_every_event_reaches_kafka(broker):
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     events = reload_events(12, tenant=tenant, start=datetime(2026, 11, 30, 9, tzinfo=UTC), seed=3)
-    faults = Faults(duplicate_every=4, reorder_every=5, binary_every=3, legacy_every=5)
+    faults = Faults(duplicate_every=4, reorder_every=5, binary_every=3, legacy_every=4)
     async with running(broker.bootstrap) as url:
         report = await WebhookSender(url + "/hook", secret=SECRET, clock=1000).run(events, faults, interval_s=0.01)
     assert (report.delivered, report.duplicates, report.reordered, report.failed) == (15, 3, 2, 0)
-    assert (report.binary, report.legacy) == (5, 2)  # binary at 3, 6, 9, 12 and 12's repeat; legacy at 5, hybrid at 10
+    # binary at 3, 6, 9 (12 goes as CloudEvents 1.0.2); legacy at 4, hybrid at 8, 1.0.2 at 12, each sent twice
+    assert (report.binary, report.legacy) == (3, 6)
     records = await raw_records(broker.bootstrap, tenant, 15)
     assert len(records) == 15 and all(key is not None for key, _ in records)
+    envelopes = {(value["payload"].get("specversion"), "eventType" in value["payload"])
+                 for _, value in records if "reloadId" in value["payload"]["data"]}
+    assert envelopes == {(None, True), ("1.0.2", True), ("1.0.2", False)}  # legacy, hybrid, CloudEvents 1.0.2
     runs = {vendors.normalize("qlik_cloud", value["payload"])[0].run_key for _, value in records}
     assert len(runs) == 12  # every reload once, whatever envelope or repeat it came in
 

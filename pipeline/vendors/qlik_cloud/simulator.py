@@ -4,7 +4,7 @@ It sends ``com.qlik.v1.reload.finished`` CloudEvents the way Qlik Cloud does: on
 POST per event, the event as the JSON body (structured mode), signed with
 ``Qlik-Signature`` (hex HMAC-SHA256 of the body). On request it also sends some events
 in binary mode (``ce-*`` headers), some as the older ``com.qlik.v1.app.reload.finished``
-(legacy and hybrid envelopes), some twice, some out of order, and it retries a
+(legacy, hybrid and CloudEvents 1.0.2 envelopes), some twice, some out of order, and it retries a
 delivery answered with 5xx (or not answered) with backoff and Retry-After, as a sender
 that must not lose events does. ``clock`` speeds everything up for fast runs: with
 ``clock=60`` a minute of simulated reloads takes a second.
@@ -38,7 +38,7 @@ class Faults:
     duplicate_every: int = 0
     reorder_every: int = 0
     binary_every: int = 0
-    legacy_every: int = 0  # as com.qlik.v1.app.reload.finished, legacy and hybrid envelopes in turn
+    legacy_every: int = 0  # as com.qlik.v1.app.reload.finished: legacy, hybrid, CloudEvents 1.0.2 in turn
 
 
 @dataclass(slots=True)
@@ -116,9 +116,13 @@ def binary(event: dict[str, Any], secret: str | None) -> tuple[bytes, dict[str, 
     return body, headers
 
 
-def app_reload_finished(event: dict[str, Any], *, hybrid: bool) -> dict[str, Any]:
-    """The same reload as the older ``com.qlik.v1.app.reload.finished`` event: the legacy
-    envelope, or the hybrid one that also carries the CloudEvents 1.0.2 attributes."""
+APP_ENVELOPES = ("legacy", "hybrid", "cloudevents")
+
+
+def app_reload_finished(event: dict[str, Any], *, envelope: str) -> dict[str, Any]:
+    """The same reload as the older ``com.qlik.v1.app.reload.finished`` event, in one of
+    the envelopes Qlik moves it through: legacy, hybrid (legacy fields plus the CloudEvents
+    1.0.2 attributes) or pure CloudEvents 1.0.2."""
     data = event["data"]
     tenant, user, app = event["tenantid"], data["userId"], data["appId"]
     legacy: dict[str, Any] = {
@@ -132,10 +136,13 @@ def app_reload_finished(event: dict[str, Any], *, hybrid: bool) -> dict[str, Any
             "warnings": [], "isPartialReload": data["partial"], "peakMemoryBytes": 1_048_576,
         },
     }
-    if not hybrid:
+    if envelope == "legacy":
         return legacy
-    return {"id": event["id"], "time": event["time"], "type": APP_EVENT_TYPE, "specversion": "1.0.2",
-            "tenantid": tenant, "userid": user, "toplevelresourceid": app, **legacy}
+    cloudevent = {"id": event["id"], "time": event["time"], "type": APP_EVENT_TYPE, "specversion": "1.0.2",
+                  "source": legacy["source"], "tenantid": tenant, "userid": user, "toplevelresourceid": app}
+    if envelope == "hybrid":
+        return {**legacy, **cloudevent}
+    return {**cloudevent, "data": legacy["data"]}
 
 
 def delivery_plan(events: list[dict[str, Any]], faults: Faults) -> list[tuple[dict[str, Any], bool]]:
@@ -148,7 +155,8 @@ def delivery_plan(events: list[dict[str, Any]], faults: Faults) -> list[tuple[di
     for index, event in enumerate(order, start=1):
         as_binary = bool(faults.binary_every) and index % faults.binary_every == 0
         if faults.legacy_every and index % faults.legacy_every == 0:
-            event = app_reload_finished(event, hybrid=(index // faults.legacy_every) % 2 == 0)
+            envelope = APP_ENVELOPES[(index // faults.legacy_every - 1) % len(APP_ENVELOPES)]
+            event = app_reload_finished(event, envelope=envelope)
             as_binary = False  # these envelopes are only ever sent structured
         plan.append((event, as_binary))
         if faults.duplicate_every and index % faults.duplicate_every == 0:
@@ -208,7 +216,7 @@ class WebhookSender:
                 latest = max(latest, original[reload_id])
                 seen.add(reload_id)
                 report.binary += as_binary
-                report.legacy += "eventType" in event
+                report.legacy += (event.get("type") or event.get("eventType")) == APP_EVENT_TYPE
                 status = await self.deliver(session, body, headers, report)
                 if 200 <= status < 300:
                     report.delivered += 1
