@@ -421,6 +421,90 @@ def alert(
         raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
 
 
+# --- DuckDB sink and SQL (pipeline/sink/) -------------------------------------------
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="The analytics DuckDB file (env JOBSTREAM_DB_PATH; default data/jobstream.duckdb).")]
+
+
+@app.command()
+def sink(
+    bootstrap: BootstrapOpt = None,
+    db: DbOpt = None,
+    quack_host: Annotated[Optional[str], typer.Option(help="Address live SQL listens on (default localhost; anything else is reachable from other hosts).")] = None,
+    quack_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over Quack (default 9494; 0 turns it off).")] = None,
+) -> None:
+    """Write the jobs.* topics into DuckDB, exactly once, and serve it for live SQL.
+
+    The single writer of the file: each batch and its Kafka offsets go in one transaction
+    (the commit protocol: pipeline/sink/consumer.py). The Quack token comes from
+    JOBSTREAM_QUACK_TOKEN or is generated into <db>.quack-token (mode 0600).
+    """
+    from pipeline.sink.consumer import run_sink
+    from pipeline.sink.writer import SinkError
+
+    settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port)
+    quiet_kafka_logs()
+    try:
+        run_sink(settings, echo=lambda line: out.print(line, markup=False))
+    except SinkError as exc:
+        raise fail(str(exc)) from None
+    except (OSError, ConnectionError) as exc:
+        raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors; one line, no traceback
+        if type(exc).__module__.startswith("aiokafka"):
+            raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc or type(exc).__name__})") from None
+        raise
+
+
+@app.command()
+def sql(
+    query: Annotated[Optional[str], typer.Argument(help='A SELECT query, e.g. "FROM active_runs".')] = None,
+    db: DbOpt = None,
+    quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="table, csv or json (JSON lines).")] = "table",
+    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database, and exit.")] = False,
+) -> None:
+    """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
+
+    Views: jobs, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
+    dead_letter_reasons (README "Analysts' views"). Writes are refused.
+    """
+    import os
+    import shutil
+
+    from pipeline.sink import quack, sql as sql_module
+
+    settings = load_settings(db_path=db)
+    address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    if attach:
+        try:
+            line = sql_module.attach_command(address, token_file, bool(os.environ.get(quack.TOKEN_ENV)))
+        except quack.QuackError as exc:
+            raise fail(str(exc)) from None
+        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
+        return
+    if not query:
+        raise fail('give a query, e.g. pipeline sql "FROM active_runs", or --attach', 2)
+    if output not in ("table", "csv", "json"):
+        raise fail(f"--format must be table, csv or json, not {output!r}", 2)
+    try:
+        result = sql_module.run_query(settings.db_path, address, token_file, query)
+    except sql_module.SqlError as exc:
+        raise fail(str(exc)) from None
+    if output == "csv":
+        sys.stdout.write(sql_module.render_csv(result))
+    elif output == "json":
+        sys.stdout.write(sql_module.render_json(result))
+    else:
+        from rich.table import Table
+
+        table = Table(*result.columns, caption=f"{len(result.rows)} rows from {result.source}")
+        for row in result.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
 # --- push ingestors and their simulators (Qlik Cloud webhooks, TrueNAS websocket) ---------
 
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (':PORT' = all interfaces).")]
@@ -584,6 +668,161 @@ def simulate_truenas(
     except OSError as exc:
         raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
+# --- the main job and operations (pipeline/run/) ---------------------------------------
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(min=10, help="Seconds to run before the summary.")] = 60.0,
+    db: Annotated[Optional[Path], typer.Option("--db", help="The DuckDB file to write (default: jobstream.duckdb in the run folder).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Folder for the database and every role's log (default: a new folder under ~/.local/share/jobstream).")] = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep everything up for live queries until Ctrl-C.")] = False,
+) -> None:
+    """Run the whole pipeline on this machine: broker, simulators, ingestors, worker, sink, alerter.
+
+    Everything is embedded (no Kafka or Docker needed). Progress shows while it runs; at the
+    end, a summary computed by SQL on the DuckDB file, and the commands to query it.
+    Ctrl-C stops everything cleanly and still prints the summary.
+    """
+    from pipeline.run import demo as demo_module
+
+    folder = run_dir or demo_module.default_run_dir()
+    options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running)
+    exit_on_sigterm()
+    result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
+    for line in demo_module.report(options, result):
+        out.print(line, markup=False)
+    if result.problems:
+        for problem in result.problems:
+            err.print(problem, markup=False)
+        raise fail("a role stopped during the demo (its log is above)")
+
+
+@app.command()
+def status(bootstrap: BootstrapOpt = None) -> None:
+    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka)."""
+    from pipeline.run import status as status_module
+
+    settings = load_settings(bootstrap=bootstrap)
+    quiet_kafka_logs()
+    roles = status_module.default_roles(settings)
+    offsets, where = _sink_offsets(settings)
+    try:
+        rows = asyncio.run(status_module.gather(settings.bootstrap, roles))
+        rows += asyncio.run(status_module.sink_statuses(settings.bootstrap, offsets))
+    except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors: one line
+        raise fail(f"cannot read the consumer groups from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    if where:
+        out.print(where, markup=False)
+    for line in status_module.render(rows):
+        out.print(line, markup=False)
+
+
+def _sink_offsets(settings: Settings) -> tuple[dict, str]:
+    """The sink's committed offsets from its own table (live over Quack, else the file)."""
+    from pipeline.sink import quack, sql as sql_module
+
+    address = quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    try:
+        result = sql_module.run_query(
+            settings.db_path, address, token_file, 'SELECT topic, "partition", next_offset, committed_at FROM kafka_offsets'
+        )
+    except sql_module.SqlError as exc:
+        return {}, f"sink: no offsets ({exc})"
+    return {(t, p): (o, at) for t, p, o, at in result.rows}, f"sink offsets from {result.source}"
+
+
+# --- pull ingestors, Zuora cancel, simulators (issue 17) ----------------------------
+
+from rich.markup import escape  # noqa: E402 - messages name [sections]
+
+zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
+app.add_typer(zuora_app, name="zuora")
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML file with the ingestor's [section]; secrets only from JOBSTREAM_<SECTION>_<NAME> or <name>_file."),
+]
+
+
+def _pull(command: str, config: Optional[Path], bootstrap: Optional[str], **options: object) -> None:
+    from pipeline.ingest_cli import CommandError, run_ingest
+
+    settings = load_settings(bootstrap=bootstrap)
+    try:
+        run_ingest(command, config, settings.bootstrap, **options)
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@ingest_app.command("qlik-qrs")
+def ingest_qlik_qrs(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    start_task: Annotated[Optional[str], typer.Option("--start-task", help="Start this task (POST /qrs/task/ID/start/synchronous), follow its session to the end, then exit.")] = None,
+) -> None:
+    """Poll Qlik Sense QRS execution results and sessions (modifiedDate watermark) into raw.qlik_qrs."""
+    _pull("qlik-qrs", config, bootstrap, start_task=start_task)
+
+
+@ingest_app.command("zuora")
+def ingest_zuora(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Zuora RevPro BI Views biviews-status; send each token whose queue, status or counters changed."""
+    _pull("zuora", config, bootstrap)
+
+
+@ingest_app.command("informatica")
+def ingest_informatica(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Informatica CIH events by CUSTOM time window (5 calls a minute) into raw.informatica."""
+    _pull("informatica", config, bootstrap)
+
+
+@zuora_app.command("cancel")
+def zuora_cancel(
+    task_id: Annotated[str, typer.Argument(help="The continuation token (task_id) to cancel.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a BI Views task: DELETE /api/integrations/v2/biviews-status/TASK_ID."""
+    from pipeline.ingest_cli import CommandError, zuora_cancel as cancel
+
+    try:
+        out.print(cancel(config, task_id))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")]
+ClockFactorOpt = Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")]
+FaultsOpt = Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")]
+GroupsOpt = Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")]
+
+
+def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int) -> None:
+    from pipeline.ingest_cli import CommandError, simulate as run_simulator
+
+    try:
+        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@simulate_app.command("qlik-qrs")
+def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C."""
+    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("zuora")
+def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C."""
+    _simulate_pull("zuora", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("informatica")
+def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
+    _simulate_pull("informatica", port, clock_factor, faults, groups)
 
 def main() -> None:
     app()

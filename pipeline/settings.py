@@ -65,6 +65,11 @@ _RANGES: dict[str, _Range] = {
     "alert_context_wait_s": _Range(0, 600),
     "alert_digest_window_s": _Range(0, 600),
     "alert_max_age_s": _Range(0, 100 * _YEAR_S, open_low=True),
+    "quack_port": _Range(0, 65535),
+    "sink_batch_max": _Range(1, 1_000_000),
+    "sink_fetch_wait_ms": _Range(0, 60_000),
+    "sink_threads": _Range(1, 1024),
+
     "webhook_max_body_bytes": _Range(1024, 100_000_000),
     "heartbeat_every_s": _Range(0, 3600, open_low=True),
     "kafka_ack_timeout_s": _Range(0, 600, open_low=True),
@@ -112,6 +117,17 @@ class Settings:
     alert_context_wait_s: float = 2.0
     alert_digest_window_s: float = 1.0
     alert_max_age_s: float = 6 * 3600.0
+
+    # The DuckDB sink (pipeline/sink/) and `pipeline sql`. quack_port 0 turns live SQL off;
+    # the token file defaults to <db_path>.quack-token (the token itself comes from
+    # JOBSTREAM_QUACK_TOKEN or is generated: it is never a setting, so never printed).
+    db_path: Path = Path("data/jobstream.duckdb")
+    quack_host: str = "localhost"
+    quack_port: int = 9494
+    quack_token_file: Path | None = None
+    sink_batch_max: int = 50_000
+    sink_fetch_wait_ms: int = 100
+    sink_threads: int | None = None  # DuckDB's threads; None: one core less than the machine has
 
     # Push ingestors (Qlik Cloud webhooks, TrueNAS websocket). Secrets come from the
     # environment or from a file, never from a flag, and never appear in a repr.

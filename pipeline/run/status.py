@@ -14,11 +14,16 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline import catalog
 from pipeline.model import UTC
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +132,57 @@ def age(at: datetime | None, now: datetime | None = None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.0f} h ago"
+
+
+def default_roles(settings: "Settings") -> list[RoleGroup]:
+    """The roles that commit offsets to Kafka: the worker (its Faust app id is its group)
+    and the alerter. The sink keeps its offsets in DuckDB (``sink_offsets``)."""
+    return [
+        RoleGroup("worker", settings.app_id, catalog.raw_topics()),
+        RoleGroup("alerter", settings.alert_group, [catalog.TRANSITIONS, catalog.DEADLETTER]),
+    ]
+
+
+async def sink_statuses(bootstrap: str, offsets: dict[tuple[str, int], tuple[int, datetime]], *, timeout_s: float = 10.0) -> list[PartitionStatus]:
+    """The sink's partitions: its offsets (read from its own ``kafka_offsets`` table) against
+    each partition's end; ``last_consumed_at`` is when the sink last committed there."""
+    ends = await _ends(bootstrap, [TopicPartition(t, p) for t, p in offsets], timeout_s)
+    return [
+        PartitionStatus(role="sink", group="(DuckDB kafka_offsets)", state="-", members=0, topic=topic,
+                        partition=partition, committed=next_offset, end=ends.get(TopicPartition(topic, partition), 0),
+                        last_consumed_at=committed_at)
+        for (topic, partition), (next_offset, committed_at) in sorted(offsets.items())
+    ]
+
+
+async def _ends(bootstrap: str, tps: list[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+    """Each partition's end, from a fetch's high-water mark (right on Tansu)."""
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        pending = set(tps)
+        while pending and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(*pending, timeout_ms=300, max_records=1)
+            pending = {tp for tp in pending if consumer.highwater(tp) is None}
+        return {tp: consumer.highwater(tp) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def render(rows: list[PartitionStatus], now: datetime | None = None) -> list[str]:
+    """One line per role and partition, plus a line per role that is not running."""
+    lines = [f"{'role':<8} {'group state':<14} {'members':>7}  {'topic:partition':<22} {'committed':>9} {'end':>9} {'lag':>7}  last moved"]
+    for row in rows:
+        committed = "-" if row.committed is None else str(row.committed)
+        lines.append(
+            f"{row.role:<8} {row.state:<14} {row.members:>7}  {row.topic + ':' + str(row.partition):<22} "
+            f"{committed:>9} {row.end:>9} {row.lag:>7}  {age(row.last_consumed_at, now)}"
+        )
+    for role in sorted({r.role for r in rows if r.state in ("Empty", "Dead", "Unknown")}):
+        lines.append(f"{role}: no member in its group: not running")
+    return lines

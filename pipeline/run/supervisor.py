@@ -41,6 +41,7 @@ class Role:
     env: Mapping[str, str] = field(default_factory=dict)
     ready: Callable[[], bool] | None = None
     ready_timeout_s: float = 60.0
+    one_shot: bool = False  # expected to finish: only a non-zero exit is a problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,10 @@ class Supervisor:
 
     def exited(self) -> list[str]:
         """One line (with log tail) per role that has exited since it was started."""
-        return [self._exit_line(c) for c in self._children if c.process.poll() is not None]
+        return [
+            self._exit_line(c) for c in self._children
+            if c.process.poll() is not None and not (c.role.one_shot and c.process.returncode == 0)
+        ]
 
     def usage(self) -> dict[str, Usage]:
         """CPU seconds and peak RSS per role (the last reading for roles already gone)."""

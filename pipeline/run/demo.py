@@ -1,0 +1,314 @@
+"""``pipeline demo``: the whole pipeline on this machine, with nothing but the package.
+
+One supervisor starts, as separate processes: the embedded broker (Tansu), the vendor
+simulators, the ingestors, the worker, the DuckDB sink (serving live SQL over Quack) and
+the alerter, delivering to a local webhook receiver. A few hostile documents per vendor
+go in too, so the dead-letter path shows. Progress is printed while it runs; at the end
+(``duration_s``, or Ctrl-C) everything is stopped and a summary is computed by SQL on the
+DuckDB file, followed by the commands to query it.
+
+Vendor time runs faster than real time (each simulator's clock factor), so one demo
+minute shows hours of vendor life: retries, stale runs that come back or drain,
+TrueNAS progress, aborts and a middleware restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline import catalog
+from pipeline.alerts.receiver import LocalReceiver
+from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.model import UTC
+from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage
+from pipeline.sources import RawProducer, records_for
+from pipeline.vendor_names import VENDOR_NAMES
+from pipeline.vendors import Context
+
+PIPELINE = (sys.executable, "-P", "-m", "pipeline")
+DEMO_SECRET = "demo-webhook-secret"  # noqa: S105 - a local demo's own secret, on loopback only
+DEMO_API_KEY = "1-demo-truenas-api-key"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    duration_s: float = 60.0
+    run_dir: Path = Path("jobstream-demo")
+    db: Path | None = None
+    keep_running: bool = False
+
+    @property
+    def db_path(self) -> Path:
+        return self.db or self.run_dir / "jobstream.duckdb"
+
+
+@dataclass(slots=True)
+class DemoResult:
+    summary: dict[str, Any]
+    usage: dict[str, Usage]
+    wall_s: float
+    problems: list[str] = field(default_factory=list)
+
+
+def _port_open(port: int) -> Callable[[], bool]:
+    def probe() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    return probe
+
+
+CLOCK_FACTOR = 30
+"""Vendor seconds per real second in the demo: a one-minute demo shows half an hour of
+vendor life (and 240 s stale timeouts happen within seconds)."""
+
+
+def _pull_config(path: Path, ports: dict[str, int]) -> Path:
+    """The pull ingestors' TOML (passwords come from the environment, as in production)."""
+    path.write_text(
+        "[qlik_qrs]\n"
+        f'base_url = "http://127.0.0.1:{ports["qlik-qrs"]}"\nsource = "qrs-demo"\npoll_interval_s = 1\n\n'
+        "[zuora]\n"
+        f'base_url = "http://127.0.0.1:{ports["zuora"]}"\nuser = "revpro-user"\nrole = "demo"\n'
+        'clientname = "jobstream-demo"\nsource = "revpro-demo"\npoll_interval_s = 1\n\n'
+        "[informatica]\n"
+        f'base_url = "http://127.0.0.1:{ports["informatica"]}"\nuser = "iics-user"\nsource = "cih-demo"\n'
+        "poll_interval_s = 12\nchild_grace_s = 600\n"
+    )
+    return path
+
+
+PULL_SECRETS = {"JOBSTREAM_ZUORA_PASSWORD": "revpro-password", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-password"}
+"""The simulators' own demo credentials (pipeline/vendors/*/simulator.py)."""
+
+
+def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: int) -> list[Role]:
+    """Every process of the demo, in start order (readiness probes where others depend)."""
+    ports = {name: free_port() for name in ("truenas", "webhook", "qlik-qrs", "zuora", "informatica")}
+    config = _pull_config(options.run_dir / "ingest.toml", ports)
+    faults = "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3"
+    pull: list[Role] = []
+    for vendor in ("qlik-qrs", "zuora", "informatica"):
+        pull.append(Role(f"{vendor}-simulator", [
+            *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
+            "--faults", faults, "--groups", "4",
+        ], ready=_port_open(ports[vendor])))
+        pull.append(Role(f"{vendor}-ingestor", [*PIPELINE, "ingest", vendor, "--config", str(config),
+                                                "--bootstrap", bootstrap], env=PULL_SECRETS))
+    return [
+        Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
+                      "--quack-host", "127.0.0.1", "--quack-port", str(quack_port)],
+             ready=_port_open(quack_port), ready_timeout_s=60),
+        # Vendor clocks run CLOCK_FACTOR times faster than the ingestors' receive clock: the
+        # worker is told to trust vendor times that far ahead (a setting, 5 min by default).
+        Role("worker", [*PIPELINE, "worker", "--bootstrap", bootstrap, "--store", "memory://", "--tansu",
+                        "--app-id", "jobstream-demo", "--datadir", str(options.run_dir / "worker")],
+             env={"JOBSTREAM_MAX_CLOCK_SKEW_S": str(int(options.duration_s * CLOCK_FACTOR * 4 + 3600))}),
+        Role("alerter", [*PIPELINE, "alert", "--bootstrap", bootstrap, "--url", receiver_url]),
+        Role("truenas-simulator", [*PIPELINE, "simulate", "truenas", "--listen", f"127.0.0.1:{ports['truenas']}",
+                                   "--clock", str(CLOCK_FACTOR), "--every", "40", "--drop-every", "900",
+                                   "--restart-every", "1500"],
+             env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}, ready=_port_open(ports["truenas"])),
+        Role("truenas-ingestor", [*PIPELINE, "ingest", "truenas", "--bootstrap", bootstrap,
+                                  "--url", f"ws://127.0.0.1:{ports['truenas']}/api/current"],
+             env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}),
+        Role("qlik-cloud-receiver", [*PIPELINE, "ingest", "qlik-cloud", "--bootstrap", bootstrap,
+                                     "--listen", f"127.0.0.1:{ports['webhook']}"],
+             env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, ready=_port_open(ports["webhook"])),
+        Role("qlik-cloud-simulator", [*PIPELINE, "simulate", "qlik-cloud",
+                                      "--url", f"http://127.0.0.1:{ports['webhook']}/",
+                                      "--events", str(max(int(options.duration_s), 20)), "--clock", "60"],
+             env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, one_shot=True),
+        *pull,
+    ]
+
+
+HOSTILE: dict[str, list[Any]] = {
+    "qlik_cloud": [{"specversion": "1.0", "type": "com.qlik.v1.reload.finished", "data": "not an object"}],
+    "qlik_qrs": [{"id": "r-1", "status": "yesterday", "startTime": "soon"}],
+    "zuora": ["{ \"active\": [ \"task_id\": ", {"active": [{"status": 42}]}],
+    "truenas": [{"msg": "changed", "collection": "core.get_jobs", "id": "x" * 300}],
+    "informatica": [{"eventId": None, "eventStatus": ["Complete"]}],
+}
+"""One or two documents per vendor that no normalizer accepts: the dead-letter path."""
+
+
+class _Tally:
+    """Counts raw records per vendor and canonical events per vendor, from Kafka, in a
+    thread of its own (group-less consumers: it never disturbs the pipeline's groups)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.raw: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.dead_letters = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True, name="demo-tally")
+
+    def start(self) -> "_Tally":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    async def _run(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            topics = [*catalog.raw_topics(), catalog.EVENTS, catalog.DEADLETTER]
+            tps = [TopicPartition(t, p) for t in topics for p in range(catalog.topic(t).partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while not self._stop.is_set():
+                batches = await consumer.getmany(timeout_ms=300, max_records=5000)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._count(tp.topic, record.value)
+        finally:
+            await consumer.stop()
+
+    def _count(self, topic: str, value: bytes | None) -> None:
+        if topic == catalog.DEADLETTER:
+            self.dead_letters += 1
+            return
+        try:
+            doc = orjson.loads(value or b"null")
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(doc, dict):
+            return
+        if topic == catalog.EVENTS:
+            self.events[str(doc.get("vendor"))] += 1
+        elif not doc.get("heartbeat"):
+            self.raw[topic.removeprefix(catalog.RAW_PREFIX)] += 1
+
+
+async def _send_hostile(bootstrap: str) -> int:
+    """Send the hostile documents the way an ingestor does (``records_for``: a document
+    its vendor refuses still goes to Kafka, unkeyed), so the worker dead-letters each."""
+    sent = 0
+    now = datetime.now(UTC)
+    for vendor, docs in HOSTILE.items():
+        async with RawProducer(bootstrap, vendor, "demo-hostile") as producer:
+            for doc in docs:
+                report = await producer.send(records_for(vendor, doc, Context(source="demo-hostile", received_at=now)))
+                sent += report.sent
+    return sent
+
+
+SUMMARY_QUERIES: dict[str, str] = {
+    "runs": "SELECT vendor, state, count(*) AS runs FROM job_runs GROUP BY ALL ORDER BY ALL",
+    "retries": "SELECT vendor, sum(retries) AS retries, sum(attempt) AS attempts FROM job_runs GROUP BY ALL ORDER BY ALL",
+    "stale": "SELECT vendor, count(*) AS episodes, count(*) FILTER (ended_by = 'reactivated') AS reactivated, "
+             "count(*) FILTER (ended_by = 'drained') AS drained, count(*) FILTER (ended_by = 'still_stale') AS still_stale "
+             "FROM stale_episodes GROUP BY ALL ORDER BY ALL",
+    "durations": "SELECT vendor, round(quantile_cont(duration_s, 0.5), 1) AS p50_s, "
+                 "round(quantile_cont(duration_s, 0.95), 1) AS p95_s FROM job_runs "
+                 "WHERE duration_s IS NOT NULL GROUP BY ALL ORDER BY ALL",
+    "dead_letters": "SELECT vendor, stage, reason, dead_letters FROM dead_letter_reasons ORDER BY ALL",
+    "alerts": "SELECT rule, status, count(*) AS alerts FROM alerts GROUP BY ALL ORDER BY ALL",
+}
+
+
+def summary(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The demo's closing numbers, each one SQL query on the DuckDB file (read-only)."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return {name: con.execute(query).fetchall() for name, query in SUMMARY_QUERIES.items()}
+    finally:
+        con.close()
+
+
+def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
+    """Start everything, show progress until the duration ends (or Ctrl-C), stop, summarize."""
+    began = time.monotonic()
+    options.run_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    problems: list[str] = []
+    quack_port = free_port()
+    broker = EmbeddedBroker(log=options.run_dir / "broker.log").start()
+    receiver = LocalReceiver().start()
+    tally = _Tally(broker.bootstrap)
+    supervisor = Supervisor(options.run_dir / "logs", env=env)
+    usage: dict[str, Usage] = {}
+    try:
+        asyncio.run(catalog.apply(broker.bootstrap))
+        say(f"broker {broker.bootstrap}; logs in {options.run_dir / 'logs'}; database {options.db_path}")
+        for role in roles(broker.bootstrap, options, receiver.url, quack_port):
+            supervisor.start(role)
+            say(f"  started {role.name}")
+        tally.start()
+        asyncio.run(_send_hostile(broker.bootstrap))
+        deadline = None if options.keep_running else began + options.duration_s
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(2)
+                problems = supervisor.exited()
+                say(_progress_line(time.monotonic() - began, tally, len(set(receiver.alert_ids())), problems))
+                if problems:
+                    break
+        except KeyboardInterrupt:
+            say("stopping (Ctrl-C) ...")
+        time.sleep(3)  # the last records reach the sink
+    except RoleFailed as exc:
+        problems.append(str(exc))
+    finally:
+        usage = supervisor.usage()
+        supervisor.stop(grace_s=15)
+        tally.stop()
+        receiver.stop()
+        broker.stop()
+    numbers = summary(options.db_path) if options.db_path.is_file() else {}
+    return DemoResult(summary=numbers, usage=usage, wall_s=time.monotonic() - began, problems=problems)
+
+
+def _progress_line(elapsed: float, tally: _Tally, alerts: int, problems: list[str]) -> str:
+    raw = " ".join(f"{v}={tally.raw[v]}" for v in VENDOR_NAMES)
+    events = sum(tally.events.values())
+    line = f"{elapsed:5.0f}s  raw: {raw} | events {events} | dead letters {tally.dead_letters} | alerts {alerts}"
+    return line + (f" | {len(problems)} role(s) stopped" if problems else "")
+
+
+def default_run_dir() -> Path:
+    """A new folder per demo under the user's data directory (a demo's broker is new each
+    time, so its database is too: offsets of an old broker mean nothing to a new one)."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "jobstream"
+    return base / time.strftime("demo-%Y%m%d-%H%M%S")
+
+
+def report(options: DemoOptions, result: DemoResult) -> list[str]:
+    """The closing summary (each block one SQL query on the file) and what to run next."""
+    lines = [f"", f"demo ran {result.wall_s:.0f} s; summary from {options.db_path}:"]
+    for name, rows in result.summary.items():
+        lines.append(f"  {name}:")
+        lines.extend(f"    {' | '.join('' if v is None else str(v) for v in row)}" for row in rows or [("(none)",)])
+    if result.usage:
+        lines.append("  roles (CPU s, peak RSS MB):")
+        lines.extend(f"    {name}: {u.cpu_s:.1f} s, {u.peak_rss_mb:.0f} MB" for name, u in sorted(result.usage.items()))
+    lines += [
+        "",
+        "query it:",
+        f'  pipeline sql --db {options.db_path} "FROM job_runs ORDER BY last_event_at DESC LIMIT 20"',
+        f'  pipeline sql --db {options.db_path} "FROM stale_episodes"',
+        f"  duckdb -readonly {options.db_path}",
+        "live while it runs: pipeline demo --keep-running, then pipeline sql --attach",
+    ]
+    return lines

@@ -1,0 +1,182 @@
+"""``pipeline sink``: the ``jobs.*`` topics -> DuckDB, exactly once, without Kafka transactions.
+
+Commit protocol (one pass per batch; the sink is the single writer of its file, so it
+takes every partition of the ``jobs.*`` topics itself, without a consumer group):
+
+1. Open the file, apply the migrations, start Quack on it.
+2. Assign every partition; seek each to its ``next_offset`` in ``kafka_offsets``, or to the
+   beginning when the file has none (offsets live only in DuckDB, never in Kafka).
+3. Fetch a batch (``getmany``).
+4. Decode it in memory: contract-v1 records to Arrow tables, deduplicated within the
+   batch; records that do not decode become ``dead_letters`` rows (``records.py``).
+5. In ONE DuckDB transaction: insert the rows (anti-join on ids for the append tables,
+   highest version wins for runs and alerts) and upsert each partition's next offset
+   into ``kafka_offsets``; COMMIT. Then back to step 3.
+
+Steps 3-4 of batch n+1 run while step 5 of batch n is in DuckDB's hands (in a thread);
+step 5 of n+1 starts only after n committed, so offsets only ever move forward.
+
+Killed after step k -> what the restart sees (tests/sink/test_commit_protocol.py: each
+row is a child sink that SIGKILLs itself there, then a restart compared with a sink that
+was never killed; plus a SIGKILL of `pipeline sink` from outside, mid-stream):
+
+| killed after     | in the file                              | the restart                                 | test (point)       |
+|------------------|------------------------------------------|---------------------------------------------|--------------------|
+| 1 or 2           | schema, no rows or offsets of the batch  | seeks to the stored offsets (or the start)  | after_assign       |
+| 3 or 4           | nothing of the batch (it was in memory)  | fetches the same records again, same rows   | before_write       |
+| 5, before COMMIT | nothing of the batch (DuckDB drops the uncommitted WAL) | as above                     | before_commit      |
+| 5, after COMMIT  | the rows and their offsets               | seeks past them: no row twice, none missing | after_commit       |
+
+A re-sent record (the worker re-emits records with the same ids after its own crash)
+sits at a new offset: the anti-join and version rules keep the tables right whatever
+the broker re-delivers. A failure to write (full disk, file lost) rolls the transaction
+back and ends the process with one line and a non-zero status; its supervisor restarts
+it at step 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
+
+from pipeline.settings import Settings
+from pipeline.sink import quack
+from pipeline.sink.records import TOPIC_TABLES, Batch, decode_batch
+from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
+
+TOPICS = tuple(TOPIC_TABLES)
+
+
+@dataclass(slots=True)
+class SinkStats:
+    batches: int = 0
+    records: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+
+
+async def consume(
+    settings: Settings,
+    writer: SinkWriter,
+    *,
+    stop: asyncio.Event,
+    on_commit: Callable[[Batch], None] | None = None,
+) -> SinkStats:
+    """Steps 2 to 5 until ``stop`` is set; returns what was written."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="none",  # a stored offset Kafka no longer has is an error, never a silent jump
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        fetch_max_wait_ms=settings.sink_fetch_wait_ms,
+    )
+    stats = SinkStats()
+    writing: asyncio.Future[None] | None = None
+    try:
+        await consumer.start()
+        partitions = await _partitions(consumer)
+        consumer.assign(partitions)
+        stored = writer.read_offsets()
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+        async def write(batch: Batch) -> None:
+            await asyncio.to_thread(writer.write, batch)
+            stats.batches += 1
+            stats.records += batch.records
+            stats.rows += batch.rows
+            letters = [batch.tables.get(t) for t in ("dead_letters", "sink_dead_letters")]
+            stats.dead_letters += sum(t.num_rows for t in letters if t is not None)
+            if on_commit is not None:
+                on_commit(batch)
+
+        # While DuckDB writes batch n (in a thread, without the GIL), batch n+1 is fetched
+        # and decoded; writes stay one at a time and in order.
+        while not stop.is_set():
+            try:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=settings.sink_batch_max)
+            except OffsetOutOfRangeError as exc:
+                raise SinkError(_out_of_range(exc)) from None
+            if writing is not None and writing.done():
+                await writing  # raises what the write raised
+                writing = None
+            if not fetched:
+                continue
+            batch = decode_batch(record for messages in fetched.values() for record in messages)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(write(batch))
+        if writing is not None:
+            await writing
+            writing = None
+    finally:
+        if writing is not None:  # an error elsewhere: let the write in flight end before closing
+            await asyncio.wait([writing])
+        await consumer.stop()
+    return stats
+
+
+def _out_of_range(exc: OffsetOutOfRangeError) -> str:
+    where = ", ".join(f"{tp.topic}:{tp.partition} at {offset}" for tp, offset in (exc.args[0] or {}).items())
+    return (
+        f"Kafka no longer has the offsets stored in the database ({where}): records were deleted "
+        "by retention before the sink read them, or this is another Kafka than the file was written from"
+    )
+
+
+async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    deadline = time.monotonic() + 10
+    while True:
+        missing = [t for t in TOPICS if not consumer.partitions_for_topic(t)]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise SinkError(f"topics {', '.join(missing)} do not exist: run `pipeline topics apply` first")
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+        await asyncio.sleep(0.2)
+    return [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t))]
+
+
+def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> SinkStats:
+    """Step 1, then the loop until SIGINT/SIGTERM; errors surface as ``SinkError``."""
+    writer = DuckDBWriter(settings.db_path, settings.sink_threads).open()
+    server = None
+    try:
+        if settings.quack_port:
+            token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+            token = quack.resolve_token(token_file)
+            try:
+                server = quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token)
+            except quack.QuackError as exc:
+                raise SinkError(str(exc)) from None
+            where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
+            echo(f"sink: live SQL on {server.uri} (token in {where})")
+        echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")
+
+        async def main() -> SinkStats:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            return await consume(settings, writer, stop=stop)
+
+        stats = asyncio.run(main())
+        echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters")
+        return stats
+    finally:
+        if server is not None:
+            server.stop()
+        writer.close()

@@ -1,0 +1,173 @@
+"""Live SQL over Quack, DuckDB's client-server protocol: everything Quack-specific is here.
+
+Quack was beta in DuckDB 1.5 and is stable in 2.0; moving to 2.0 builds is one change to
+this module. Facts it relies on (DESIGN.md, and measured with duckdb 1.5.5):
+
+- Extensions load by path from the PyPI wheels ``duckdb-extension-httpfs`` and
+  ``duckdb-extension-quack`` (never ``INSTALL``), httpfs first on both sides.
+- ``CALL quack_serve('quack:HOST:PORT', token => T)`` serves the connection's database;
+  clients ``CREATE SECRET (TYPE quack, TOKEN T)`` and ``ATTACH 'quack:HOST:PORT'``.
+- ``quack_authorization_function`` names a function ``f(session, sql) -> sql`` that the
+  server calls for every statement a client sends: ``session`` is the client
+  connection's id (hex), ``sql`` the text the server is about to run. The server runs
+  the text the function returns; NULL (or an error inside it) refuses the statement
+  with "Authorization failed", without the reason.
+
+``READ_ONLY`` passes reads through and turns every other statement into
+``SELECT error('jobstream: ... read-only ...')``, so the client sees why. Once serving,
+the database also turns off file access (``enable_external_access``: no reading the
+server's files with read_csv or glob) and locks its configuration. A read is a
+statement ``json_serialize_sql`` accepts (it serializes SELECT only, including
+DESCRIBE / SHOW / SUMMARIZE) that calls none of the functions in ``_DENIED_FUNCTIONS``,
+or a bare BEGIN / COMMIT / ROLLBACK. One exception: an INSERT through an attached
+catalog reaches the server as an append, which ignores a rewritten text and honours only
+a refusal, so INSERTs are answered NULL ("Authorization failed"); ``pipeline sql``
+refuses writes itself, with the reason, before sending anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+
+import duckdb
+
+DUCKDB_VERSION = "v1.5.5"
+SCHEME = "quack:"
+TOKEN_ENV = "JOBSTREAM_QUACK_TOKEN"
+AUTHORIZATION_MACRO = "jobstream_read_only"
+
+_DENIED_FUNCTIONS = ("quack_", "nextval", "checkpoint", "force_checkpoint", "set_variable")
+
+READ_ONLY = rf"""
+CREATE OR REPLACE MACRO {AUTHORIZATION_MACRO}(session, query) AS
+CASE
+    WHEN regexp_full_match(trim(query::VARCHAR), '(?is)(BEGIN( TRANSACTION)?|COMMIT|ROLLBACK|ABORT);?') THEN query
+    WHEN regexp_matches(trim(query::VARCHAR), '(?is)^INSERT\b') THEN NULL
+    WHEN NOT (json_serialize_sql(query::VARCHAR)::JSON ->> 'error')::BOOLEAN
+         AND NOT regexp_matches(json_serialize_sql(query::VARCHAR),
+                                '"function_name":"({"|".join(f"{n}[a-z_]*" if n.endswith("_") else n for n in _DENIED_FUNCTIONS)})"')
+        THEN query
+    ELSE 'SELECT error(' || '''' || replace(
+        'jobstream: the live database is read-only over Quack (SELECT only); refused: '
+        || left(regexp_replace(trim(query::VARCHAR), '\s+', ' ', 'g'), 80), '''', '''''') || '''' || ')'
+END
+"""
+
+
+class QuackError(RuntimeError):
+    """Quack cannot serve or attach; the message is one line for the user."""
+
+
+def extension_path(name: str) -> Path:
+    """Where the PyPI wheel ``duckdb-extension-<name>`` keeps its extension binary."""
+    try:
+        module = import_module(f"duckdb_extension_{name}")
+    except ImportError:
+        raise QuackError(
+            f"the DuckDB extension '{name}' is not installed: pip install duckdb-extension-{name}=={DUCKDB_VERSION[1:]}"
+        ) from None
+    path = Path(module.__file__).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
+    if not path.is_file():
+        raise QuackError(f"{path} is missing: duckdb-extension-{name} must be version {DUCKDB_VERSION[1:]}")
+    return path
+
+
+def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
+    """httpfs first (without it the server refuses: "read-only crypto module"), then quack."""
+    for name in ("httpfs", "quack"):
+        con.execute(f"LOAD '{extension_path(name)}'")
+
+
+def uri(host: str, port: int) -> str:
+    return f"{SCHEME}{host}:{port}"
+
+
+def token_file_for(db_path: Path) -> Path:
+    """The token file that sits next to a database: ``<db>.quack-token``."""
+    return db_path.with_name(db_path.name + ".quack-token")
+
+
+def resolve_token(token_file: Path, env: dict[str, str] | None = None) -> str:
+    """The server's token: ``JOBSTREAM_QUACK_TOKEN``, or a new random one written to
+    ``token_file`` readable only by its owner (0600). Never logged."""
+    env = dict(os.environ) if env is None else env
+    token = env.get(TOKEN_ENV, "")
+    if token:
+        return token
+    token = secrets.token_urlsafe(24)
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.unlink(missing_ok=True)
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def read_token(token_file: Path, env: dict[str, str] | None = None) -> str | None:
+    """What a client uses: ``JOBSTREAM_QUACK_TOKEN``, else the token file, else None."""
+    env = dict(os.environ) if env is None else env
+    if env.get(TOKEN_ENV):
+        return env[TOKEN_ENV]
+    try:
+        return token_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class QuackServer:
+    """A Quack endpoint serving a database read-only, on its own connection."""
+
+    connection: duckdb.DuckDBPyConnection
+    uri: str
+
+    @classmethod
+    def start(cls, con: duckdb.DuckDBPyConnection, host: str, port: int, token: str) -> "QuackServer":
+        server = con.cursor()
+        try:
+            load_extensions(server)
+            server.execute(READ_ONLY)
+            server.execute(f"SET GLOBAL quack_authorization_function = '{AUTHORIZATION_MACRO}'")
+            address = uri(host, port)
+            server.execute(
+                "CALL quack_serve(?, token => ?, allow_other_hostname => ?)",
+                [address, token, host not in ("localhost", "127.0.0.1", "::1")],
+            ).fetchall()
+            # Clients must not read the server's files (read_csv('/etc/...'), glob) nor
+            # change settings: the sink itself needs neither once it serves.
+            server.execute("SET enable_external_access = false")
+            server.execute("SET lock_configuration = true")
+        except duckdb.Error as exc:
+            server.close()
+            text = " ".join(str(exc).split())
+            raise QuackError(f"cannot serve live SQL on {uri(host, port)}: {text}") from None
+        return cls(server, address)
+
+    def stop(self) -> None:
+        try:
+            self.connection.execute("CALL quack_stop(?)", [self.uri]).fetchall()
+        except duckdb.Error:
+            pass
+        self.connection.close()
+
+
+def attach(con: duckdb.DuckDBPyConnection, address: str, token: str, alias: str = "jobs") -> None:
+    """Attach a served database as ``alias`` and make it the default catalog."""
+    load_extensions(con)
+    escaped = token.replace("'", "''")
+    con.execute(f"CREATE OR REPLACE SECRET jobstream_quack (TYPE quack, TOKEN '{escaped}')")
+    con.execute(f"ATTACH '{address}' AS {alias}")
+    con.execute(f"USE {alias}")
+
+
+def analyst_command(address: str, token_hint: str) -> str:
+    """The ``duckdb`` command line an analyst pastes to attach the live database."""
+    httpfs, quack = extension_path("httpfs"), extension_path("quack")
+    return (
+        f"duckdb -cmd \"LOAD '{httpfs}'; LOAD '{quack}'; "
+        f"CREATE SECRET (TYPE quack, TOKEN '{token_hint}'); ATTACH '{address}' AS jobs; USE jobs;\""
+    )

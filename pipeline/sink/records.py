@@ -1,0 +1,388 @@
+"""Contract-v1 records (docs/records.md) -> rows for the sink's tables. Pure, no I/O.
+
+``decode_batch`` validates the Kafka records of one batch and keeps, per table, the JSON
+of the records that count, deduplicated within the batch: events by ``event_id``, transitions by ``transition_id``,
+dead letters by ``dead_letter_id`` (first wins: re-sent records are identical), runs by
+``run_key`` keeping the highest ``version`` whatever the order, alerts by ``alert_id``
+keeping the latest status (a final status beats ``fired``; then the later offset wins).
+``SELECT_ROWS`` is the SQL that turns that JSON into the table's columns inside DuckDB.
+Deduplication against rows already in the database is the writer's job.
+
+A record that does not decode, lacks ``schema_version`` or carries a version newer than
+``SCHEMA_VERSION`` becomes a dead letter (stage ``sink``) naming its topic, partition,
+offset and the reason; it never stops the batch.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import msgspec
+import orjson
+import pyarrow as pa
+
+from pipeline import catalog
+
+SCHEMA_VERSION = 1
+"""The contract version this sink reads; records.md says readers refuse higher ones."""
+
+MAX_DEAD_VALUE = 256 * 1024
+
+
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
+"""Bounded like the DuckDB columns they fill, so a record msgspec accepts always casts
+(and times must say their zone: records.md writes them in UTC)."""
+
+
+class _Versioned(msgspec.Struct, kw_only=True, gc=False):
+    schema_version: int
+
+
+class RawRef(msgspec.Struct, kw_only=True, gc=False):
+    topic: str
+    partition: Int32
+    offset: Int64
+
+
+class EventRecord(msgspec.Struct, kw_only=True, gc=False):
+    schema_version: int
+    event_id: str
+    vendor: str
+    source: str
+    job_key: str
+    run_key: str
+    native_state: str
+    state: str
+    occurred_at: Time
+    attempt: Int32 | None = None
+    received_at: Time | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
+    progress: float | None = None
+    rows: Int64 | None = None
+    counts: msgspec.Raw = msgspec.Raw(b"{}")
+    error_code: str | None = None
+    error_message: str | None = None
+    parent_run_key: str | None = None
+    raw_ref: RawRef | None = None
+    attrs: msgspec.Raw = msgspec.Raw(b"{}")
+    late: bool = False
+    skewed: bool = False
+
+
+class TransitionRecord(msgspec.Struct, kw_only=True, gc=False):
+    schema_version: int
+    transition_id: str
+    vendor: str
+    job_key: str
+    run_key: str
+    attempt: Int32
+    from_state: str | None
+    to_state: str
+    at: Time
+    cause: str
+    event_id: str | None = None
+    late: bool = False
+    duplicate: bool = False
+    illegal: bool = False
+
+
+class RunRecord(msgspec.Struct, kw_only=True, gc=False):
+    schema_version: int
+    run_key: str
+    job_key: str
+    vendor: str
+    version: Int64
+    state: str
+    attempt: Int32
+    source: str | None = None
+    parent_run_key: str | None = None
+    retries: Int32 = 0
+    first_event_at: Time | None = None
+    last_event_at: Time | None = None
+    current_at: Time | None = None
+    queued_at: Time | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
+    duration_s: float | None = None
+    queue_s: float | None = None
+    native_state: str | None = None
+    progress: float | None = None
+    rows: Int64 | None = None
+    stale_episodes: Int32 = 0
+    reactivations: Int32 = 0
+    events: Int64 = 0
+    last_error_code: str | None = None
+    last_error_message: str | None = None
+    last_error_at: Time | None = None
+    deadline: Time | None = None
+
+
+class DeadLetterRecord(msgspec.Struct, kw_only=True, gc=False):
+    schema_version: int
+    dead_letter_id: str
+    at: Time | None
+    stage: str
+    error_type: str
+    reason: str
+    topic: str | None = None
+    partition: Int32 | None = None
+    offset: Int64 | None = None
+    vendor: str | None = None
+    key_b64: str | None = None
+    value_b64: str | None = None
+    value_size: Int64 | None = None
+    value_preview: str | None = None
+
+
+class AlertRecord(msgspec.Struct, kw_only=True, gc=False):
+    schema_version: int
+    alert_id: str
+    rule: str
+    status: str
+    at: Time | None = None
+    reason: str | None = None
+    vendor: str | None = None
+    source: str | None = None
+    job_key: str | None = None
+    run_key: str | None = None
+    attempt: Int32 | None = None
+    transition_id: str | None = None
+    state: str | None = None
+    delivered_at: Time | None = None
+    channels: list[str] = []
+    message: str | None = None
+
+
+TOPIC_TABLES: dict[str, str] = {
+    catalog.EVENTS: "job_events",
+    catalog.TRANSITIONS: "job_transitions",
+    catalog.RUNS: "job_runs",
+    catalog.DEADLETTER: "dead_letters",
+    catalog.ALERTS: "alerts",
+}
+"""Which table each consumed topic fills."""
+
+_DECODERS = {
+    catalog.EVENTS: msgspec.json.Decoder(EventRecord),
+    catalog.TRANSITIONS: msgspec.json.Decoder(TransitionRecord),
+    catalog.RUNS: msgspec.json.Decoder(RunRecord),
+    catalog.DEADLETTER: msgspec.json.Decoder(DeadLetterRecord),
+    catalog.ALERTS: msgspec.json.Decoder(AlertRecord),
+}
+_version_decoder = msgspec.json.Decoder(_Versioned)
+
+_FINAL_ALERT_STATUSES = frozenset({"delivered", "suppressed", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """What the sink reads of one consumed record: aiokafka's ``ConsumerRecord`` has the
+    same attributes and is passed as it is (no copy per record on the hot path)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch decoded: per table, an Arrow table of the kept records' JSON (``value``,
+    plus ``status_rank``/``kafka_partition``/``kafka_offset`` for alerts), the sink's own
+    dead letters as rows, and the next offset per partition."""
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    records: int = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(t.num_rows for t in self.tables.values())
+
+
+def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
+    """Validate, dead-letter and deduplicate one batch of records from the ``jobs.*`` topics.
+
+    msgspec validates each record against its Struct (the same work a bare
+    ``orjson.loads`` does); only the raw JSON of the records kept goes on, and DuckDB
+    turns it into columns (``SELECT_ROWS``) in its own threads, without the GIL.
+    """
+    events: dict[str, bytes] = {}
+    transitions: dict[str, bytes] = {}
+    runs: dict[str, tuple[int, bytes]] = {}
+    letters: dict[str, bytes] = {}
+    sink_letters: list[list[Any]] = []
+    alerts: dict[str, tuple[tuple[int, int], bytes, int]] = {}
+    tables: dict[str, pa.Table] = {}
+    next_offsets: dict[tuple[str, int], int] = {}
+    count = 0
+    for record in records:
+        count += 1
+        position = (record.topic, record.partition)
+        if record.offset >= next_offsets.get(position, 0):
+            next_offsets[position] = record.offset + 1
+        decoder = _DECODERS.get(record.topic)
+        if decoder is None:
+            raise ValueError(f"the sink does not read topic {record.topic!r}")
+        data = record.value
+        try:
+            if data is None:
+                raise msgspec.DecodeError("the record has no value (a tombstone)")
+            value = decoder.decode(data)
+            if value.schema_version != SCHEMA_VERSION:
+                raise _UnknownVersion(value.schema_version)
+        except (msgspec.DecodeError, msgspec.ValidationError, _UnknownVersion) as exc:
+            sink_letters.append(sink_dead_letter(record, exc))
+            continue
+        topic = record.topic
+        if topic == _EVENTS:
+            events.setdefault(value.event_id, data)
+        elif topic == _TRANSITIONS:
+            transitions.setdefault(value.transition_id, data)
+        elif topic == _RUNS:
+            held = runs.get(value.run_key)
+            if held is None or value.version > held[0]:
+                runs[value.run_key] = (value.version, data)
+        elif topic == _DEADLETTER:
+            letters.setdefault(value.dead_letter_id, data)
+        else:
+            rank = (1 if value.status in _FINAL_ALERT_STATUSES else 0, record.offset)
+            held_alert = alerts.get(value.alert_id)
+            if held_alert is None or rank > held_alert[0]:
+                alerts[value.alert_id] = (rank, data, record.partition)
+    if events:
+        tables["job_events"] = _values(list(events.values()))
+    if transitions:
+        tables["job_transitions"] = _values(list(transitions.values()))
+    if runs:
+        tables["job_runs"] = _values([data for _, data in runs.values()])
+    if letters:
+        tables["dead_letters"] = _values(list(letters.values()))
+    if sink_letters:
+        tables["sink_dead_letters"] = pa.Table.from_arrays(
+            [pa.array(column, type=f.type) for column, f in zip(zip(*sink_letters), SINK_DEAD_LETTER_SCHEMA)],
+            schema=SINK_DEAD_LETTER_SCHEMA,
+        )
+    if alerts:
+        kept = list(alerts.values())
+        tables["alerts"] = pa.table({
+            "value": pa.array([data for _, data, _ in kept], pa.string()),
+            "status_rank": pa.array([rank[0] for rank, _, _ in kept], pa.int32()),
+            "kafka_partition": pa.array([partition for _, _, partition in kept], pa.int32()),
+            "kafka_offset": pa.array([rank[1] for rank, _, _ in kept], pa.int64()),
+        })
+    return Batch(tables, next_offsets, count)
+
+
+ARROW_CHUNK = 8192
+"""Rows per Arrow record batch: DuckDB parses the JSON of several batches in parallel."""
+
+
+def _values(values: list[bytes]) -> pa.Table:
+    table = pa.table({"value": pa.array(values, pa.string())})
+    return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK))
+
+
+_EVENTS, _TRANSITIONS, _RUNS, _DEADLETTER = catalog.EVENTS, catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER
+
+
+class _UnknownVersion(Exception):
+    def __init__(self, version: int) -> None:
+        super().__init__(f"schema_version {version} is not {SCHEMA_VERSION}, the version this sink reads")
+
+
+SINK_DEAD_LETTER_SCHEMA = pa.schema([
+    ("dead_letter_id", pa.string()), ("at", pa.timestamp("us", tz="UTC")), ("stage", pa.string()),
+    ("error_type", pa.string()), ("reason", pa.string()), ("topic", pa.string()), ("partition", pa.int32()),
+    ("offset", pa.int64()), ("vendor", pa.string()), ("key_b64", pa.string()), ("value_b64", pa.string()),
+    ("value_size", pa.int64()), ("value_preview", pa.string()), ("schema_version", pa.int32()),
+])
+
+
+def sink_dead_letter(record: KafkaRecord, exc: Exception) -> list[Any]:
+    """A ``dead_letters`` row for a record the sink could not read."""
+    value = record.value or b""
+    if isinstance(exc, msgspec.ValidationError):
+        # A newer record may fail v1 validation: name its version, not the field that broke.
+        try:
+            version = _version_decoder.decode(value).schema_version
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            version = SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
+            exc = _UnknownVersion(version)
+    reason = str(exc)
+    error_type = "UnknownSchemaVersion" if isinstance(exc, _UnknownVersion) else type(exc).__name__
+    return [
+        f"{record.topic}:{record.partition}:{record.offset}",
+        datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc) if record.timestamp >= 0 else None,
+        "sink", error_type, " ".join(reason.split()), record.topic, record.partition, record.offset, None,
+        None if record.key is None else base64.b64encode(record.key).decode(),
+        base64.b64encode(value).decode() if len(value) <= MAX_DEAD_VALUE else None,
+        len(value), value[:200].decode("utf-8", "replace"), SCHEMA_VERSION,
+    ]
+
+
+def _structure(fields: dict[str, Any]) -> str:
+    return orjson.dumps(fields).decode().replace("'", "''")
+
+
+_S, _I, _L, _F, _B, _T, _J = "VARCHAR", "INTEGER", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMPTZ", "JSON"
+
+# What DuckDB reads from each record's JSON (from_json never fails: a field it cannot
+# cast is NULL, and msgspec's bounds above keep valid records castable).
+_JSON_FIELDS: dict[str, dict[str, Any]] = {
+    "job_events": {
+        "event_id": _S, "vendor": _S, "source": _S, "job_key": _S, "run_key": _S, "attempt": _I,
+        "native_state": _S, "state": _S, "occurred_at": _T, "received_at": _T, "started_at": _T,
+        "finished_at": _T, "progress": _F, "rows": _L, "counts": _J, "error_code": _S,
+        "error_message": _S, "parent_run_key": _S, "raw_ref": {"topic": _S, "partition": _I, "offset": _L},
+        "attrs": _J, "late": _B, "skewed": _B, "schema_version": _I,
+    },
+    "job_transitions": {
+        "transition_id": _S, "vendor": _S, "job_key": _S, "run_key": _S, "attempt": _I, "from_state": _S,
+        "to_state": _S, "at": _T, "cause": _S, "event_id": _S, "late": _B, "duplicate": _B, "illegal": _B,
+        "schema_version": _I,
+    },
+    "job_runs": {
+        "run_key": _S, "job_key": _S, "vendor": _S, "source": _S, "parent_run_key": _S, "version": _L,
+        "state": _S, "attempt": _I, "retries": _I, "first_event_at": _T, "last_event_at": _T,
+        "current_at": _T, "queued_at": _T, "started_at": _T, "finished_at": _T, "duration_s": _F,
+        "queue_s": _F, "native_state": _S, "progress": _F, "rows": _L, "stale_episodes": _I,
+        "reactivations": _I, "events": _L, "last_error_code": _S, "last_error_message": _S,
+        "last_error_at": _T, "deadline": _T, "schema_version": _I,
+    },
+    "dead_letters": {
+        "dead_letter_id": _S, "at": _T, "stage": _S, "error_type": _S, "reason": _S, "topic": _S,
+        "partition": _I, "offset": _L, "vendor": _S, "key_b64": _S, "value_b64": _S, "value_size": _L,
+        "value_preview": _S, "schema_version": _I,
+    },
+    "alerts": {
+        "alert_id": _S, "rule": _S, "status": _S, "reason": _S, "vendor": _S, "source": _S, "job_key": _S,
+        "run_key": _S, "attempt": _I, "transition_id": _S, "state": _S, "at": _T, "delivered_at": _T,
+        "channels": [_S], "message": _S, "schema_version": _I,
+    },
+}
+
+_EXTRA_COLUMNS = {
+    "job_events": ", j.raw_ref.topic AS raw_topic, j.raw_ref.partition AS raw_partition, j.raw_ref.offset AS raw_offset",
+    "alerts": ", b.status_rank, b.kafka_partition, b.kafka_offset",
+}
+
+SELECT_ROWS: dict[str, str] = {
+    table: (
+        f"SELECT j.* {'EXCLUDE (raw_ref)' if table == 'job_events' else ''}{_EXTRA_COLUMNS.get(table, '')} "
+        f"FROM (SELECT from_json(value, '{_structure(fields)}') AS j, * FROM b) AS b"
+    )
+    for table, fields in _JSON_FIELDS.items()
+}
+"""Per table: a SELECT over the registered Arrow table ``b`` giving the table's columns by name."""
+SELECT_ROWS["sink_dead_letters"] = "SELECT * FROM b"

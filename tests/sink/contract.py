@@ -1,0 +1,206 @@
+"""Valid contract-v1 records (docs/records.md) for the sink's tests, built directly:
+the sink is tested without the worker, from records produced straight to ``jobs.*``.
+
+A ``Story`` names one test's world (its own source), so tests sharing the session
+broker only ever look at their own rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from pipeline import catalog
+from pipeline.broker import free_port
+from pipeline.sink import quack
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Story:
+    """Records of one test's jobs, keyed like the worker keys them."""
+
+    vendor: str = "zuora"
+    source: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:10]}")
+
+    def job_key(self, job: str) -> str:
+        return f"{self.vendor}:{self.source}:{job}"
+
+    def run_key(self, job: str, run: str) -> str:
+        return f"{self.vendor}:{self.source}:{job}/{run}"
+
+    def event(self, job: str, run: str, n: int, state: str, *, at: datetime = T0, **extra: Any) -> dict[str, Any]:
+        return {
+            "schema_version": 1, "event_id": f"{self.source}-{job}-{run}-e{n}", "vendor": self.vendor,
+            "source": self.source, "job_key": self.job_key(job), "run_key": self.run_key(job, run),
+            "attempt": None, "native_state": state.lower(), "state": state, "occurred_at": iso(at),
+            "received_at": iso(at), "started_at": None, "finished_at": None, "progress": None,
+            "rows": None, "counts": {}, "error_code": None, "error_message": None,
+            "parent_run_key": None, "raw_ref": {"topic": f"raw.{self.vendor}", "partition": 0, "offset": n},
+            "attrs": {}, "late": False, "skewed": False, **extra,
+        }
+
+    def transition(
+        self, job: str, run: str, n: int, from_state: str | None, to_state: str, *,
+        at: datetime = T0, cause: str = "vendor", event_id: str | None = "auto", **flags: bool,
+    ) -> dict[str, Any]:
+        return {
+            "schema_version": 1, "transition_id": f"{self.source}-{job}-{run}-t{n}", "vendor": self.vendor,
+            "job_key": self.job_key(job), "run_key": self.run_key(job, run), "attempt": 1,
+            "from_state": from_state, "to_state": to_state, "at": iso(at), "cause": cause,
+            "event_id": f"{self.source}-{job}-{run}-e{n}" if event_id == "auto" else event_id,
+            "late": False, "duplicate": False, "illegal": False, **flags,
+        }
+
+    def run(self, job: str, run: str, version: int, state: str, *, at: datetime = T0, **extra: Any) -> dict[str, Any]:
+        return {
+            "schema_version": 1, "run_key": self.run_key(job, run), "job_key": self.job_key(job),
+            "vendor": self.vendor, "source": self.source, "parent_run_key": None, "version": version,
+            "state": state, "attempt": 1, "retries": 0, "first_event_at": iso(T0), "last_event_at": iso(at),
+            "current_at": iso(at), "queued_at": None, "started_at": iso(T0), "finished_at": None,
+            "duration_s": None, "queue_s": None, "native_state": state.lower(), "progress": None,
+            "rows": None, "stale_episodes": 0, "reactivations": 0, "events": version,
+            "last_error_code": None, "last_error_message": None, "last_error_at": None,
+            "deadline": None, **extra,
+        }
+
+    def dead_letter(self, n: int, *, stage: str = "normalize", reason: str = "bad document") -> dict[str, Any]:
+        return {
+            "schema_version": 1, "dead_letter_id": f"raw.{self.vendor}:0:{self.source}-{n}", "at": iso(T0),
+            "stage": stage, "error_type": "Rejected", "reason": reason, "topic": f"raw.{self.vendor}",
+            "partition": 0, "offset": n, "vendor": self.vendor, "key_b64": None, "value_b64": "e30=",
+            "value_size": 2, "value_preview": "{}",
+        }
+
+    def alert(self, n: int, status: str, *, rule: str = "run_failed") -> dict[str, Any]:
+        return {
+            "schema_version": 1, "alert_id": f"{self.source}-a{n}", "rule": rule, "status": status,
+            "reason": None, "vendor": self.vendor, "source": self.source, "job_key": self.job_key("j"),
+            "run_key": self.run_key("j", "r"), "attempt": 1, "transition_id": None, "state": "FAILED",
+            "at": iso(T0), "delivered_at": iso(T0) if status == "delivered" else None,
+            "channels": ["slack"], "message": "run failed",
+        }
+
+
+KEY_FIELDS = {
+    catalog.EVENTS: "job_key", catalog.TRANSITIONS: "job_key", catalog.RUNS: "run_key",
+    catalog.DEADLETTER: "dead_letter_id", catalog.ALERTS: "alert_id",
+}
+
+
+async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | bytes]], *, key: bytes | None = None) -> None:
+    """Send ``(topic, record)`` pairs in order, keyed as records.md says; bytes go as they are."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        sent = []
+        for topic, record in records:
+            if isinstance(record, bytes):
+                sent.append(await producer.send(topic, record, key=key))
+            else:
+                sent.append(await producer.send(topic, orjson.dumps(record), key=str(record[KEY_FIELDS[topic]]).encode()))
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+class SinkProcess:
+    """``pipeline sink`` in a subprocess with its own file, Quack port and token."""
+
+    def __init__(self, bootstrap: str, db: Path, *, token: str | None = "test-token-1234", env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.env = env or {}
+        self.port = free_port()
+        self.token = token
+        self.log = db.with_suffix(".log")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.args = [
+            sys.executable, "-m", "pipeline", "sink", "--bootstrap", bootstrap, "--db", str(db),
+            "--quack-port", str(self.port),
+        ]
+
+    @property
+    def uri(self) -> str:
+        return quack.uri("localhost", self.port)
+
+    def start(self) -> "SinkProcess":
+        env = {k: v for k, v in os.environ.items() if k != quack.TOKEN_ENV} | self.env
+        if self.token is not None:
+            env[quack.TOKEN_ENV] = self.token
+        with open(self.log, "ab") as output:
+            self.process = subprocess.Popen(self.args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env)
+        return self
+
+    def connect(self, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+        """A client attached over Quack, once the sink serves."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the sink exited with {self.process.returncode}: {self.tail()}")
+            con = duckdb.connect()
+            try:
+                token = self.token or quack.read_token(quack.token_file_for(self.db), env={}) or "none"
+                quack.attach(con, self.uri, token)
+                return con
+            except duckdb.Error:
+                con.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def wait_for(self, sql: str, expected: Any, timeout: float = 60.0) -> None:
+        """Poll ``sql`` over Quack until it answers ``expected`` (an exact value, or a
+        predicate on the answer), with a deadline."""
+        accept = expected if callable(expected) else (lambda got: got == expected)
+        con = self.connect()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                got = con.execute(sql).fetchone()[0]
+                if accept(got):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{sql} answered {got!r}, not {expected!r}, within {timeout:.0f} s; {self.tail()}")
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"the sink exited with {self.process.returncode}: {self.tail()}")
+                time.sleep(0.05)
+        finally:
+            con.close()
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""

@@ -1,0 +1,182 @@
+"""The commit protocol's table (pipeline/sink/consumer.py), one test per row, plus a real
+SIGKILL of ``pipeline sink`` mid-stream: every restart ends with exactly the rows of a
+run that was never killed (same ids, none twice, none missing)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline import catalog
+from pipeline.settings import Settings
+from pipeline.sink.consumer import consume
+from pipeline.sink.writer import DuckDBWriter
+from tests.sink.contract import SinkProcess, Story, produce
+
+pytestmark = pytest.mark.integration
+
+JOBS = 12
+
+
+def stream_of(story: Story) -> list[tuple[str, dict | bytes]]:
+    """JOBS runs of five events each, re-sends with the same ids, dead letters, alerts, one poison."""
+    records: list[tuple[str, dict | bytes]] = []
+    for j in range(JOBS):
+        job = f"job{j}"
+        states = ["PENDING", "RUNNING", "RUNNING", "RUNNING", "SUCCEEDED" if j % 3 else "FAILED"]
+        for n, state in enumerate(states, 1):
+            records.append((catalog.EVENTS, story.event(job, "r", n, state)))
+            records.append((catalog.RUNS, story.run(job, "r", n, state)))
+            if n in (1, 2, 5):
+                records.append((catalog.TRANSITIONS, story.transition(job, "r", n, None if n == 1 else states[n - 2], state)))
+    resent = [r for r in records if r[0] != catalog.RUNS][: len(records) // 3]
+    records.extend(resent)
+    records.extend((catalog.DEADLETTER, story.dead_letter(n)) for n in range(4))
+    records.extend((catalog.ALERTS, story.alert(n, status)) for n in range(3) for status in ("fired", "delivered"))
+    records.append((catalog.EVENTS, b"\x00 poison, not JSON " + story.source.encode()))
+    return records
+
+
+EXPECTED = {"job_events": JOBS * 5, "job_transitions": JOBS * 3, "job_runs": JOBS, "alerts": 3}
+
+TABLE_ORDER = {
+    "job_events": "event_id", "job_transitions": "transition_id", "job_runs": "run_key",
+    "alerts": "alert_id",
+}
+
+
+def story_rows(con: duckdb.DuckDBPyConnection, story: Story) -> dict[str, list[tuple]]:
+    """Every row of the story in every table (dead letters: its own and its poison)."""
+    rows = {
+        table: con.execute(f"SELECT * FROM {table} WHERE source = ? ORDER BY {key}", [story.source]).fetchall()
+        for table, key in TABLE_ORDER.items() if table != "job_transitions"
+    }
+    rows["job_transitions"] = con.execute(
+        "SELECT * FROM job_transitions WHERE job_key LIKE ? ORDER BY transition_id", [f"%:{story.source}:%"]
+    ).fetchall()
+    rows["dead_letters"] = con.execute(
+        "SELECT * FROM dead_letters WHERE dead_letter_id LIKE ? OR value_preview LIKE ? ORDER BY dead_letter_id",
+        [f"%{story.source}%", f"%{story.source}%"],
+    ).fetchall()
+    return rows
+
+
+def story_complete(con: duckdb.DuckDBPyConnection, story: Story) -> bool:
+    rows = story_rows(con, story)
+    return all(len(rows[t]) >= n for t, n in EXPECTED.items()) and len(rows["dead_letters"]) >= 5
+
+
+async def sink_until_complete(bootstrap: str, db: Path, story: Story, timeout: float = 60.0) -> dict[str, list[tuple]]:
+    """Run the sink in this process until the story's rows are all in; return them."""
+    writer = DuckDBWriter(db).open()
+    stop = asyncio.Event()
+
+    def check(_batch) -> None:
+        if story_complete(writer.connection, story):
+            stop.set()
+
+    try:
+        if not story_complete(writer.connection, story):
+            await asyncio.wait_for(consume(Settings(bootstrap=bootstrap, db_path=db), writer, stop=stop, on_commit=check), timeout)
+        return story_rows(writer.connection, story)
+    finally:
+        writer.close()
+
+
+@pytest.fixture(scope="module")
+def produced(broker) -> Story:
+    """One story on the broker and the reference: the rows of a sink that was never killed."""
+    story = Story()
+    asyncio.run(produce(broker.bootstrap, stream_of(story)))
+    return story
+
+
+@pytest.fixture(scope="module")
+def reference(broker, produced, tmp_path_factory) -> dict[str, list[tuple]]:
+    rows = asyncio.run(sink_until_complete(broker.bootstrap, tmp_path_factory.mktemp("ref") / "ref.duckdb", produced))
+    assert {t: len(rows[t]) for t in EXPECTED} == EXPECTED
+    assert len(rows["dead_letters"]) == 5
+    return rows
+
+
+def crash(bootstrap: str, db: Path, point: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.sink.crash_child", str(db), bootstrap, point],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert done.stdout.strip() == "dying"
+    return done.stdout
+
+
+def committed(db: Path) -> tuple[int, int]:
+    """Rows in every table and stored offsets (the session's topics hold other tests' records too)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT (SELECT count(*) FROM job_events) + (SELECT count(*) FROM job_transitions) + (SELECT count(*) FROM job_runs)"
+            " + (SELECT count(*) FROM dead_letters) + (SELECT count(*) FROM alerts)"
+        ).fetchone()[0]
+        offsets = con.execute("SELECT count(*) FROM kafka_offsets").fetchone()[0]
+        return rows, offsets
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("point", ["after_assign", "before_write", "before_commit"])
+def test_killed_before_the_commit_leaves_nothing_of_the_batch_and_the_restart_reads_it_again(broker, produced, reference, tmp_path, point):
+    db = tmp_path / "crash.duckdb"
+    crash(broker.bootstrap, db, point)
+    assert committed(db) == (0, 0)
+    assert asyncio.run(sink_until_complete(broker.bootstrap, db, produced)) == reference
+
+
+def test_killed_after_the_commit_keeps_the_batch_and_the_restart_seeks_past_it(broker, produced, reference, tmp_path):
+    db = tmp_path / "crash.duckdb"
+    crash(broker.bootstrap, db, "after_commit")
+    rows, offsets = committed(db)
+    assert rows > 0 and offsets > 0
+    con = duckdb.connect(str(db), read_only=True)
+    stored = dict(((t, p), o) for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall())
+    con.close()
+    assert asyncio.run(sink_until_complete(broker.bootstrap, db, produced)) == reference
+    con = duckdb.connect(str(db), read_only=True)
+    later = dict(((t, p), o) for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall())
+    con.close()
+    assert all(later[k] >= v for k, v in stored.items())
+
+
+def test_sigkill_of_pipeline_sink_mid_stream_then_restart_gives_the_rows_of_a_run_without_the_kill(broker, tmp_path):
+    story = Story()
+    records = stream_of(story)
+    half = len(records) // 2
+    db = tmp_path / "killed.duckdb"
+    sink = SinkProcess(broker.bootstrap, db, env={"JOBSTREAM_SINK_BATCH_MAX": "20"}).start()
+    events = f"SELECT count(*) FROM job_events WHERE source = '{story.source}'"
+    try:
+        sink.connect().close()  # serving, so consuming
+        asyncio.run(produce(broker.bootstrap, records[:half]))
+        sink.wait_for(events, lambda n: n > 0)
+        sink.kill()  # SIGKILL, while the first half is being written
+        assert sink.process.returncode == -9
+        asyncio.run(produce(broker.bootstrap, records[half:]))  # the stream goes on while it is down
+        sink.start()
+        sink.wait_for(events, EXPECTED["job_events"])
+        sink.wait_for(f"SELECT count(*) FROM job_runs WHERE source = '{story.source}' AND version = 5", EXPECTED["job_runs"])
+        sink.wait_for(f"SELECT count(*) FROM alerts WHERE source = '{story.source}' AND status = 'delivered'", EXPECTED["alerts"])
+        sink.wait_for(f"SELECT count(*) FROM dead_letters WHERE value_preview LIKE '%{story.source}%'", 1)
+    finally:
+        assert sink.stop() == 0, sink.tail()
+    con = duckdb.connect(str(db), read_only=True)
+    killed_rows = story_rows(con, story)
+    con.close()
+    clean = asyncio.run(sink_until_complete(broker.bootstrap, tmp_path / "clean.duckdb", story))
+    assert killed_rows == clean
+    assert {t: len(killed_rows[t]) for t in EXPECTED} == EXPECTED
+    assert len(killed_rows["dead_letters"]) == 5
+
