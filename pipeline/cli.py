@@ -605,10 +605,14 @@ def simulate_qlik_cloud(
     duplicates: Annotated[int, typer.Option(min=0, help="Send every N-th event twice (0: never).")] = 5,
     reorder: Annotated[int, typer.Option(min=0, help="Swap every N-th event with the next (0: never).")] = 7,
     binary: Annotated[int, typer.Option(min=0, help="Send every N-th event in CloudEvents binary mode (0: never).")] = 4,
+    legacy: Annotated[int, typer.Option(min=0, help="Send every N-th event as com.qlik.v1.app.reload.finished: legacy, hybrid and CloudEvents 1.0.2 envelopes in turn (0: never).")] = 6,
     secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]); none: unsigned.")] = None,
 ) -> None:
-    """Send Qlik Cloud reload-finished webhooks, signed, some twice, some out of order,
-    retrying 5xx; prints what was delivered."""
+    """Send signed Qlik Cloud reload-finished webhooks to a receiver.
+
+    Some are sent twice, some out of order, some in CloudEvents binary mode; a 5xx or no
+    answer is retried with backoff. Prints what was delivered.
+    """
     from pipeline.vendors.qlik_cloud import simulator
 
     settings = load_settings(qlik_webhook_secret_file=secret_file)
@@ -616,12 +620,12 @@ def simulate_qlik_cloud(
         secret = settings.qlik_secret()
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
-    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary)
+    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary, legacy_every=legacy)
     report = asyncio.run(simulator.run(url, secret=secret, events=events, tenant=tenant, clock=clock, faults=faults))
     statuses = ", ".join(f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items()))
     out.print(
         f"{report.delivered} deliveries acknowledged ({report.duplicates} duplicates, {report.reordered} out of order, "
-        f"{report.binary} binary), {report.retries} retries, {report.failed} given up; answers: {statuses}"
+        f"{report.binary} binary, {report.legacy} app.reload.finished), {report.retries} retries, {report.failed} given up; answers: {statuses}"
     )
     if report.failed:
         raise typer.Exit(1)
@@ -637,8 +641,12 @@ def simulate_truenas(
     username: Annotated[Optional[str], typer.Option(help="User the API key belongs to (default root).")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key to accept (else env JOBSTREAM_TRUENAS_API_KEY[_FILE]).")] = None,
 ) -> None:
-    """Serve a TrueNAS middleware (ws /api/current and legacy /websocket) that keeps
-    running jobs WAITING -> RUNNING -> SUCCESS/FAILED/ABORTED, until Ctrl-C."""
+    """Serve a TrueNAS middleware that keeps running jobs, until Ctrl-C.
+
+    Both API flavours (ws /api/current and the legacy /websocket); jobs go WAITING ->
+    RUNNING with progress -> SUCCESS / FAILED / ABORTED; it can drop every connection
+    and restart (job ids back to 1) on a schedule.
+    """
     from pipeline.vendors.truenas import simulator
 
     host, port = _listen(listen)
