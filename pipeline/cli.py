@@ -605,10 +605,14 @@ def simulate_qlik_cloud(
     duplicates: Annotated[int, typer.Option(min=0, help="Send every N-th event twice (0: never).")] = 5,
     reorder: Annotated[int, typer.Option(min=0, help="Swap every N-th event with the next (0: never).")] = 7,
     binary: Annotated[int, typer.Option(min=0, help="Send every N-th event in CloudEvents binary mode (0: never).")] = 4,
+    legacy: Annotated[int, typer.Option(min=0, help="Send every N-th event as com.qlik.v1.app.reload.finished: legacy, hybrid and CloudEvents 1.0.2 envelopes in turn (0: never).")] = 6,
     secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]); none: unsigned.")] = None,
 ) -> None:
-    """Send Qlik Cloud reload-finished webhooks, signed, some twice, some out of order,
-    retrying 5xx; prints what was delivered."""
+    """Send signed Qlik Cloud reload-finished webhooks to a receiver.
+
+    Some are sent twice, some out of order, some in CloudEvents binary mode; a 5xx or no
+    answer is retried with backoff. Prints what was delivered.
+    """
     from pipeline.vendors.qlik_cloud import simulator
 
     settings = load_settings(qlik_webhook_secret_file=secret_file)
@@ -616,12 +620,12 @@ def simulate_qlik_cloud(
         secret = settings.qlik_secret()
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
-    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary)
+    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary, legacy_every=legacy)
     report = asyncio.run(simulator.run(url, secret=secret, events=events, tenant=tenant, clock=clock, faults=faults))
     statuses = ", ".join(f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items()))
     out.print(
         f"{report.delivered} deliveries acknowledged ({report.duplicates} duplicates, {report.reordered} out of order, "
-        f"{report.binary} binary), {report.retries} retries, {report.failed} given up; answers: {statuses}"
+        f"{report.binary} binary, {report.legacy} app.reload.finished), {report.retries} retries, {report.failed} given up; answers: {statuses}"
     )
     if report.failed:
         raise typer.Exit(1)
@@ -637,8 +641,12 @@ def simulate_truenas(
     username: Annotated[Optional[str], typer.Option(help="User the API key belongs to (default root).")] = None,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key to accept (else env JOBSTREAM_TRUENAS_API_KEY[_FILE]).")] = None,
 ) -> None:
-    """Serve a TrueNAS middleware (ws /api/current and legacy /websocket) that keeps
-    running jobs WAITING -> RUNNING -> SUCCESS/FAILED/ABORTED, until Ctrl-C."""
+    """Serve a TrueNAS middleware that keeps running jobs, until Ctrl-C.
+
+    Both API flavours (ws /api/current and the legacy /websocket); jobs go WAITING ->
+    RUNNING with progress -> SUCCESS / FAILED / ABORTED; it can drop every connection
+    and restart (job ids back to 1) on a schedule.
+    """
     from pipeline.vendors.truenas import simulator
 
     host, port = _listen(listen)
@@ -724,6 +732,97 @@ def _sink_offsets(settings: Settings) -> tuple[dict, str]:
         return {}, f"sink: no offsets ({exc})"
     return {(t, p): (o, at) for t, p, o, at in result.rows}, f"sink offsets from {result.source}"
 
+
+# --- pull ingestors, Zuora cancel, simulators (issue 17) ----------------------------
+
+from rich.markup import escape  # noqa: E402 - messages name [sections]
+
+zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
+app.add_typer(zuora_app, name="zuora")
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML file with the ingestor's [section]; secrets only from JOBSTREAM_<SECTION>_<NAME> or <name>_file."),
+]
+
+
+def _pull(command: str, config: Optional[Path], bootstrap: Optional[str], **options: object) -> None:
+    from pipeline.ingest_cli import CommandError, run_ingest
+
+    settings = load_settings(bootstrap=bootstrap)
+    try:
+        run_ingest(command, config, settings.bootstrap, **options)
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@ingest_app.command("qlik-qrs")
+def ingest_qlik_qrs(
+    config: ConfigOpt = None,
+    bootstrap: BootstrapOpt = None,
+    start_task: Annotated[Optional[str], typer.Option("--start-task", help="Start this task (POST /qrs/task/ID/start/synchronous), follow its session to the end, then exit.")] = None,
+) -> None:
+    """Poll Qlik Sense QRS execution results and sessions (modifiedDate watermark) into raw.qlik_qrs."""
+    _pull("qlik-qrs", config, bootstrap, start_task=start_task)
+
+
+@ingest_app.command("zuora")
+def ingest_zuora(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Zuora RevPro BI Views biviews-status; send each token whose queue, status or counters changed."""
+    _pull("zuora", config, bootstrap)
+
+
+@ingest_app.command("informatica")
+def ingest_informatica(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+    """Poll Informatica CIH events by CUSTOM time window (5 calls a minute) into raw.informatica."""
+    _pull("informatica", config, bootstrap)
+
+
+@zuora_app.command("cancel")
+def zuora_cancel(
+    task_id: Annotated[str, typer.Argument(help="The continuation token (task_id) to cancel.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a BI Views task: DELETE /api/integrations/v2/biviews-status/TASK_ID."""
+    from pipeline.ingest_cli import CommandError, zuora_cancel as cancel
+
+    try:
+        out.print(cancel(config, task_id))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")]
+ClockFactorOpt = Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")]
+FaultsOpt = Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")]
+GroupsOpt = Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")]
+
+
+def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int) -> None:
+    from pipeline.ingest_cli import CommandError, simulate as run_simulator
+
+    try:
+        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"))
+    except CommandError as exc:
+        raise fail(escape(str(exc)), exc.code) from None
+
+
+@simulate_app.command("qlik-qrs")
+def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C."""
+    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("zuora")
+def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C."""
+    _simulate_pull("zuora", port, clock_factor, faults, groups)
+
+
+@simulate_app.command("informatica")
+def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+    """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
+    _simulate_pull("informatica", port, clock_factor, faults, groups)
 
 def main() -> None:
     app()

@@ -21,6 +21,11 @@ when it wants to run next (bytewax's ``StatefulSourcePartition``: ``next_batch``
 A *push receiver* (Qlik Cloud webhooks, TrueNAS websocket) has no cursor of its own to
 poll from: it uses ``RawProducer`` and acknowledges its sender only after Kafka did.
 
+What every HTTP poller shares sits at the end: ``http_call`` (one request, its failures
+classified), ``OffsetPaginator``, the ``Watermark`` cursor, ``CallBudget`` (a vendor's
+calls-per-minute limit), ``load_config`` (a TOML table + ``JOBSTREAM_<SECTION>_*``, secrets
+never from the file) and ``run_source`` (one poller against Kafka).
+
 Errors: ``TransientError`` (timeouts, connection errors, 5xx, 429; may carry
 ``retry_after``) backs off with jitter and never earlier than the vendor asked;
 ``TerminalError`` (401/403, 405 API not enabled, a configured task that does not exist)
@@ -31,14 +36,20 @@ passes through ``Redactor``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import logging
+import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -286,26 +297,34 @@ class CursorStore:
             await consumer.seek_to_beginning(*partitions)
             wanted = key.encode()
             found: Any | None = None
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                batches = await consumer.getmany(*partitions, timeout_ms=300)
-                for records in batches.values():
-                    for record in records:
-                        if record.key == wanted:
-                            found = None if record.value is None else orjson.loads(record.value)
-                if not batches and await _at_end(consumer, partitions):
-                    return found
-            raise TransientError(f"reading {self.topic} did not reach its end within {timeout_s:.0f} s")
+            async for record in read_to_end(consumer, partitions, timeout_s=timeout_s):
+                if record.key == wanted:
+                    found = None if record.value is None else orjson.loads(record.value)
+            return found
         finally:
             await consumer.stop()
 
 
-async def _at_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
-    for tp in partitions:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True
+async def read_to_end(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, timeout_s: float = 30.0,
+) -> AsyncIterator[Any]:
+    """Every record of ``partitions`` up to their end as first seen (the fetch
+    high-water mark, which Tansu answers right), even while writers keep appending."""
+    ends: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batches = await consumer.getmany(*partitions, timeout_ms=300)
+        for tp in partitions:
+            highwater = consumer.highwater(tp)
+            if tp not in ends and highwater is not None:
+                ends[tp] = highwater
+        for tp, records in batches.items():
+            for record in records:
+                if record.offset < ends.get(tp, record.offset + 1):
+                    yield record
+        if len(ends) == len(partitions) and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+            return
+    raise TransientError(f"reading {partitions[0].topic} did not reach its end within {timeout_s:.0f} s")
 
 
 class Poll(msgspec.Struct, frozen=True, kw_only=True):
@@ -379,3 +398,256 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
     except asyncio.TimeoutError:
         pass
+
+
+# --- what every HTTP poller shares: one call, its errors, paging, cursors, a budget ----
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer, read whole (bodies are small: status lists, one page of events)."""
+
+    status: int
+    headers: Any  # a case-insensitive multidict
+    body: bytes
+
+    def json(self, what: str) -> Any:
+        """The body as JSON, or ``BadAnswer`` naming the call."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise BadAnswer(f"{what}: the answer is not JSON ({exc})", body=self.body) from None
+
+
+class BadAnswer(SourceError):
+    """The vendor answered with a body that is not the API's shape; ``body`` keeps it
+    so the poller can send it on to be dead-lettered with the reason."""
+
+    def __init__(self, message: str, *, body: bytes | str | None = None) -> None:
+        super().__init__(message)
+        self.body = body
+
+
+async def http_call(
+    session: aiohttp.ClientSession, method: str, url: str, *, what: str, timeout_s: float, redact: Redactor,
+    passthrough: tuple[int, ...] = (), **kwargs: Any,
+) -> Answer:
+    """One request with a deadline; transport failures, 429 and 5xx are transient
+    (with the vendor's Retry-After), 401/403 terminal unless listed in ``passthrough``
+    (an expired token is worth one renewal); other statuses are the caller's."""
+    try:
+        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
+            answer = Answer(resp.status, resp.headers, await resp.read())
+    except asyncio.TimeoutError:
+        raise TransientError(f"{what}: no answer within {timeout_s:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise TransientError(f"{what}: {redact(str(exc)) or type(exc).__name__}") from None
+    if answer.status == 429 or answer.status >= 500:
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        raise TransientError(f"{what}: HTTP {answer.status} {_snippet(answer, redact)}".rstrip(), retry_after=retry_after)
+    if answer.status in (401, 403) and answer.status not in passthrough:
+        raise TerminalError(f"{what}: HTTP {answer.status}, credentials refused {_snippet(answer, redact)}".rstrip())
+    return answer
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The ``Authorization`` value for HTTP Basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _snippet(answer: Answer, redact: Redactor) -> str:
+    text = " ".join(answer.body[:200].decode("utf-8", "replace").split())
+    return f"({redact(text)})" if text else ""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetPaginator:
+    """Offset paging as Informatica's events API does it (dlt's ``OffsetPaginator``):
+    a page shorter than ``limit`` is the last one."""
+
+    limit: int
+    offset_param: str = "firstResult"
+    limit_param: str = "maxResults"
+
+    def first(self) -> dict[str, int]:
+        return {self.offset_param: 0, self.limit_param: self.limit}
+
+    def next(self, params: dict[str, int], page_size: int) -> dict[str, int] | None:
+        if page_size < self.limit:
+            return None
+        return {**params, self.offset_param: params[self.offset_param] + self.limit}
+
+
+class Watermark(msgspec.Struct, frozen=True, kw_only=True):
+    """An incremental cursor on a "modified" time (QRS ``modifiedDate``).
+
+    The next query asks from ``mark - overlap`` (``ge``, so nothing modified at the very
+    instant of the mark is lost), and ``seen`` remembers which (id, time) pairs inside
+    that overlap were already sent, so re-reading them sends nothing twice.
+    """
+
+    mark: datetime | None = None
+    seen: dict[str, str] = {}
+
+    def query_from(self, overlap_s: float) -> datetime | None:
+
+        return None if self.mark is None else self.mark - timedelta(seconds=overlap_s)
+
+    def admit(self, items: Iterable[tuple[str, datetime]], overlap_s: float) -> tuple[list[int], "Watermark"]:
+        """Indexes of the new items, and the watermark that covers all of them."""
+
+        new: list[int] = []
+        seen = dict(self.seen)
+        mark = self.mark
+        for index, (item_id, modified) in enumerate(items):
+            stamp = modified.isoformat()
+            if seen.get(item_id) == stamp:
+                continue
+            seen[item_id] = stamp
+            new.append(index)
+            mark = modified if mark is None else max(mark, modified)
+        if mark is not None:
+            floor = mark - timedelta(seconds=overlap_s)
+            seen = {k: v for k, v in seen.items() if datetime.fromisoformat(v) >= floor}
+        return new, Watermark(mark=mark, seen=seen)
+
+
+class CallBudget:
+    """At most ``calls`` requests in any ``per_s`` seconds (Informatica: 5 a minute),
+    and none before a vendor's Retry-After has passed.
+
+    Calls are counted when their answer arrives: the vendor counts them when they
+    arrive, which is never later, so the budget can never run ahead of the vendor's.
+    """
+
+    def __init__(self, calls: int, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.calls = calls
+        self.per_s = per_s
+        self._clock = clock
+        self._done: list[float] = []
+        self._blocked_until = 0.0
+
+    def wait_s(self) -> float:
+        now = self._clock()
+        self._done = [t for t in self._done if t > now - self.per_s]
+        wait = self._blocked_until - now
+        if len(self._done) >= self.calls:
+            wait = max(wait, self._done[-self.calls] + self.per_s - now)
+        return max(wait, 0.0)
+
+    async def acquire(self) -> None:
+        while (wait := self.wait_s()) > 0:
+            await asyncio.sleep(wait)
+
+    def spent(self) -> None:
+        self._done.append(self._clock())
+
+    def block_for(self, seconds: float) -> None:
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+
+# --- settings of one ingestor: a TOML file, JOBSTREAM_<SECTION>_* env, secrets never in plain text
+
+
+class ConfigError(ValueError):
+    """An ingestor's configuration is unusable; the message names the setting."""
+
+
+def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] | None = None) -> Any:
+    """Build the frozen dataclass ``cls`` from table ``[section]`` of a TOML file and
+    ``JOBSTREAM_<SECTION>_<FIELD>`` variables (env wins).
+
+    Fields listed in ``cls.SECRETS`` are read only from their variable or from a file
+    named by ``<field>_file`` (TOML) / ``JOBSTREAM_<SECTION>_<FIELD>_FILE``: a secret
+    written in the TOML itself is refused, so config files can be shared and committed.
+    """
+    env = dict(os.environ) if env is None else env
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: [{section}] must be a table")
+    secrets = set(getattr(cls, "SECRETS", ()))
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in table:
+        if key in secrets:
+            raise ConfigError(
+                f"[{section}] {key}: secrets are not read from the config file; set "
+                f"JOBSTREAM_{section.upper()}_{key.upper()} or {key}_file"
+            )
+        if key not in names and not (key.endswith("_file") and key[:-5] in secrets):
+            raise ConfigError(f"[{section}] {key}: unknown setting (known: {', '.join(sorted(names))})")
+    values: dict[str, Any] = {}
+    for name, f in names.items():
+        variable = f"JOBSTREAM_{section.upper()}_{name.upper()}"
+        if name in secrets:
+            file_name = env.get(variable + "_FILE") or table.get(name + "_file")
+            if variable in env:
+                values[name] = env[variable]
+            elif file_name:
+                try:
+                    values[name] = Path(file_name).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ConfigError(f"cannot read {name}_file {file_name}: {exc.strerror or exc}") from None
+            continue
+        if variable in env:
+            values[name] = _config_value(variable, f.type, env[variable])
+        elif name in table:
+            values[name] = _config_value(f"[{section}] {name}", f.type, table[name])
+    try:
+        settings = cls(**values)
+    except TypeError as exc:
+        missing = str(exc).split(":")[-1].strip()
+        raise ConfigError(f"[{section}] missing required setting(s): {missing}") from None
+    check = getattr(settings, "check", None)
+    if check is not None:
+        check()
+    return settings
+
+
+def _config_value(name: str, kind: Any, raw: Any) -> Any:
+    kind = str(kind)
+    try:
+        if "bool" in kind:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("int"):
+            return int(raw)
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        return raw
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from None
+
+
+async def run_source(
+    source: PollingSource, bootstrap: str, *, stop: asyncio.Event, redact: Redactor,
+    backoff: Backoff = Backoff(),
+    on_poll: Callable[[Poll, SendReport], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run one poller against Kafka until ``stop``: the producer and cursor store
+    started and stopped around ``run_poller``."""
+    producer = RawProducer(bootstrap, source.vendor, source.source)
+    cursors = CursorStore(bootstrap)
+    await producer.start()
+    try:
+        await cursors.start()
+        try:
+            await run_poller(source, producer, cursors, stop=stop, backoff=backoff, redact=redact, on_poll=on_poll)
+        finally:
+            await cursors.stop()
+    finally:
+        await producer.stop()

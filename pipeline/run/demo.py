@@ -74,31 +74,68 @@ def _port_open(port: int) -> Callable[[], bool]:
     return probe
 
 
+CLOCK_FACTOR = 30
+"""Vendor seconds per real second in the demo: a one-minute demo shows half an hour of
+vendor life (and 240 s stale timeouts happen within seconds)."""
+
+
+def _pull_config(path: Path, ports: dict[str, int]) -> Path:
+    """The pull ingestors' TOML (passwords come from the environment, as in production)."""
+    path.write_text(
+        "[qlik_qrs]\n"
+        f'base_url = "http://127.0.0.1:{ports["qlik-qrs"]}"\nsource = "qrs-demo"\npoll_interval_s = 1\n\n'
+        "[zuora]\n"
+        f'base_url = "http://127.0.0.1:{ports["zuora"]}"\nuser = "revpro-user"\nrole = "demo"\n'
+        'clientname = "jobstream-demo"\nsource = "revpro-demo"\npoll_interval_s = 1\n\n'
+        "[informatica]\n"
+        f'base_url = "http://127.0.0.1:{ports["informatica"]}"\nuser = "iics-user"\nsource = "cih-demo"\n'
+        "poll_interval_s = 12\nchild_grace_s = 600\n"
+    )
+    return path
+
+
+PULL_SECRETS = {"JOBSTREAM_ZUORA_PASSWORD": "revpro-password", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-password"}
+"""The simulators' own demo credentials (pipeline/vendors/*/simulator.py)."""
+
+
 def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: int) -> list[Role]:
     """Every process of the demo, in start order (readiness probes where others depend)."""
-    truenas_port, webhook_port = free_port(), free_port()
-    worker_dir = options.run_dir / "worker"
+    ports = {name: free_port() for name in ("truenas", "webhook", "qlik-qrs", "zuora", "informatica")}
+    config = _pull_config(options.run_dir / "ingest.toml", ports)
+    faults = "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3"
+    pull: list[Role] = []
+    for vendor in ("qlik-qrs", "zuora", "informatica"):
+        pull.append(Role(f"{vendor}-simulator", [
+            *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
+            "--faults", faults, "--groups", "4",
+        ], ready=_port_open(ports[vendor])))
+        pull.append(Role(f"{vendor}-ingestor", [*PIPELINE, "ingest", vendor, "--config", str(config),
+                                                "--bootstrap", bootstrap], env=PULL_SECRETS))
     return [
         Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
                       "--quack-host", "127.0.0.1", "--quack-port", str(quack_port)],
              ready=_port_open(quack_port), ready_timeout_s=60),
+        # Vendor clocks run CLOCK_FACTOR times faster than the ingestors' receive clock: the
+        # worker is told to trust vendor times that far ahead (a setting, 5 min by default).
         Role("worker", [*PIPELINE, "worker", "--bootstrap", bootstrap, "--store", "memory://", "--tansu",
-                        "--app-id", "jobstream-demo", "--datadir", str(worker_dir)]),
+                        "--app-id", "jobstream-demo", "--datadir", str(options.run_dir / "worker")],
+             env={"JOBSTREAM_MAX_CLOCK_SKEW_S": str(int(options.duration_s * CLOCK_FACTOR * 4 + 3600))}),
         Role("alerter", [*PIPELINE, "alert", "--bootstrap", bootstrap, "--url", receiver_url]),
-        Role("truenas-simulator", [*PIPELINE, "simulate", "truenas", "--listen", f"127.0.0.1:{truenas_port}",
-                                   "--clock", "30", "--every", "40", "--drop-every", "900",
+        Role("truenas-simulator", [*PIPELINE, "simulate", "truenas", "--listen", f"127.0.0.1:{ports['truenas']}",
+                                   "--clock", str(CLOCK_FACTOR), "--every", "40", "--drop-every", "900",
                                    "--restart-every", "1500"],
-             env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}, ready=_port_open(truenas_port)),
+             env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}, ready=_port_open(ports["truenas"])),
         Role("truenas-ingestor", [*PIPELINE, "ingest", "truenas", "--bootstrap", bootstrap,
-                                  "--url", f"ws://127.0.0.1:{truenas_port}/api/current"],
+                                  "--url", f"ws://127.0.0.1:{ports['truenas']}/api/current"],
              env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}),
         Role("qlik-cloud-receiver", [*PIPELINE, "ingest", "qlik-cloud", "--bootstrap", bootstrap,
-                                     "--listen", f"127.0.0.1:{webhook_port}"],
-             env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, ready=_port_open(webhook_port)),
+                                     "--listen", f"127.0.0.1:{ports['webhook']}"],
+             env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, ready=_port_open(ports["webhook"])),
         Role("qlik-cloud-simulator", [*PIPELINE, "simulate", "qlik-cloud",
-                                      "--url", f"http://127.0.0.1:{webhook_port}/",
+                                      "--url", f"http://127.0.0.1:{ports['webhook']}/",
                                       "--events", str(max(int(options.duration_s), 20)), "--clock", "60"],
              env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, one_shot=True),
+        *pull,
     ]
 
 

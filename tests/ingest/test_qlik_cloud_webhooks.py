@@ -202,14 +202,19 @@ async def test_healthz_is_200_with_kafka(broker):
 async def test_the_sender_signs_duplicates_reorders_and_every_event_reaches_kafka(broker):
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     events = reload_events(12, tenant=tenant, start=datetime(2026, 11, 30, 9, tzinfo=UTC), seed=3)
-    faults = Faults(duplicate_every=4, reorder_every=5, binary_every=3)
+    faults = Faults(duplicate_every=4, reorder_every=5, binary_every=3, legacy_every=4)
     async with running(broker.bootstrap) as url:
         report = await WebhookSender(url + "/hook", secret=SECRET, clock=1000).run(events, faults, interval_s=0.01)
-    assert (report.delivered, report.duplicates, report.reordered, report.binary, report.failed) == (15, 3, 2, 5, 0)
+    assert (report.delivered, report.duplicates, report.reordered, report.failed) == (15, 3, 2, 0)
+    # binary at 3, 6, 9 (12 goes as CloudEvents 1.0.2); legacy at 4, hybrid at 8, 1.0.2 at 12, each sent twice
+    assert (report.binary, report.legacy) == (3, 6)
     records = await raw_records(broker.bootstrap, tenant, 15)
-    assert len(records) == 15
-    ids = {vendors.normalize("qlik_cloud", value["payload"])[0].event_id for _, value in records}
-    assert len(ids) == 12
+    assert len(records) == 15 and all(key is not None for key, _ in records)
+    envelopes = {(value["payload"].get("specversion"), "eventType" in value["payload"])
+                 for _, value in records if "reloadId" in value["payload"]["data"]}
+    assert envelopes == {(None, True), ("1.0.2", True), ("1.0.2", False)}  # legacy, hybrid, CloudEvents 1.0.2
+    runs = {vendors.normalize("qlik_cloud", value["payload"])[0].run_key for _, value in records}
+    assert len(runs) == 12  # every reload once, whatever envelope or repeat it came in
 
 
 async def test_the_sender_retries_5xx_until_the_receiver_takes_the_event():
@@ -268,3 +273,17 @@ async def test_https_with_a_certificate_and_key(broker, tmp_path):
             async with session.post(url + "/", data=body, headers=headers, ssl=client) as answer:
                 assert answer.status == 200
     assert len(await raw_records(broker.bootstrap, tenant, 1)) == 1
+
+
+@pytest.mark.parametrize("fixture", ["app_reload_finished_legacy.json", "app_reload_finished_hybrid.json"])
+async def test_the_older_app_reload_finished_envelopes_are_keyed_by_their_app(broker, fixture):
+    from pathlib import Path
+
+    doc = orjson.loads((Path(__file__).parents[1] / "vendors" / "fixtures" / "qlik_cloud" / fixture).read_bytes())
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    doc = orjson.loads(orjson.dumps(doc).replace(b'"t1"', f'"{tenant}"'.encode()))
+    body, headers = structured(doc, SECRET)
+    async with running(broker.bootstrap) as url:
+        assert (await post(url, body, headers))[:2] == (200, {"accepted": 1, "keyed": 1})
+    [(key, value)] = await raw_records(broker.bootstrap, tenant, 1)
+    assert key == f"qlik_cloud:{tenant}:app-1".encode() and value["payload"] == doc

@@ -3,7 +3,8 @@
 It sends ``com.qlik.v1.reload.finished`` CloudEvents the way Qlik Cloud does: one HTTP
 POST per event, the event as the JSON body (structured mode), signed with
 ``Qlik-Signature`` (hex HMAC-SHA256 of the body). On request it also sends some events
-in binary mode (``ce-*`` headers), some twice, some out of order, and it retries a
+in binary mode (``ce-*`` headers), some as the older ``com.qlik.v1.app.reload.finished``
+(legacy, hybrid and CloudEvents 1.0.2 envelopes), some twice, some out of order, and it retries a
 delivery answered with 5xx (or not answered) with backoff and Retry-After, as a sender
 that must not lose events does. ``clock`` speeds everything up for fast runs: with
 ``clock=60`` a minute of simulated reloads takes a second.
@@ -26,6 +27,7 @@ from pipeline.sources import Backoff, parse_retry_after
 from pipeline.vendors.qlik_cloud.ingest import SIGNATURE_HEADER, signature
 
 EVENT_TYPE = "com.qlik.v1.reload.finished"
+APP_EVENT_TYPE = "com.qlik.v1.app.reload.finished"
 STATUSES = (("SUCCEEDED", 70), ("FAILED", 20), ("CANCELED", 5), ("EXCEEDED_LIMIT", 5))
 
 
@@ -36,6 +38,7 @@ class Faults:
     duplicate_every: int = 0
     reorder_every: int = 0
     binary_every: int = 0
+    legacy_every: int = 0  # as com.qlik.v1.app.reload.finished: legacy, hybrid, CloudEvents 1.0.2 in turn
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class SenderReport:
     duplicates: int = 0
     reordered: int = 0
     binary: int = 0
+    legacy: int = 0
     retries: int = 0
     failed: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
@@ -112,6 +116,35 @@ def binary(event: dict[str, Any], secret: str | None) -> tuple[bytes, dict[str, 
     return body, headers
 
 
+APP_ENVELOPES = ("legacy", "hybrid", "cloudevents")
+
+
+def app_reload_finished(event: dict[str, Any], *, envelope: str) -> dict[str, Any]:
+    """The same reload as the older ``com.qlik.v1.app.reload.finished`` event, in one of
+    the envelopes Qlik moves it through: legacy, hybrid (legacy fields plus the CloudEvents
+    1.0.2 attributes) or pure CloudEvents 1.0.2."""
+    data = event["data"]
+    tenant, user, app = event["tenantid"], data["userId"], data["appId"]
+    legacy: dict[str, Any] = {
+        "eventType": APP_EVENT_TYPE, "eventTypeVersion": "1.0.0", "eventTime": event["time"],
+        "source": "com.qlik/engine",
+        "extensions": {"tenantId": tenant, "userId": user, "ownerId": user, "spaceId": "sim-space",
+                       "topLevelResourceId": app},
+        "data": {
+            "status": "ok" if data["succeeded"] else "error", "reloadId": data["id"], "name": app,
+            "duration": f"{data['durationSeconds']}s", "errors": [data["errorMessage"]] if "errorMessage" in data else [],
+            "warnings": [], "isPartialReload": data["partial"], "peakMemoryBytes": 1_048_576,
+        },
+    }
+    if envelope == "legacy":
+        return legacy
+    cloudevent = {"id": event["id"], "time": event["time"], "type": APP_EVENT_TYPE, "specversion": "1.0.2",
+                  "source": legacy["source"], "tenantid": tenant, "userid": user, "toplevelresourceid": app}
+    if envelope == "hybrid":
+        return {**legacy, **cloudevent}
+    return {**cloudevent, "data": legacy["data"]}
+
+
 def delivery_plan(events: list[dict[str, Any]], faults: Faults) -> list[tuple[dict[str, Any], bool]]:
     """The order of deliveries: ``(event, binary_mode)``, with duplicates and swaps."""
     order = list(events)
@@ -121,6 +154,10 @@ def delivery_plan(events: list[dict[str, Any]], faults: Faults) -> list[tuple[di
     plan = []
     for index, event in enumerate(order, start=1):
         as_binary = bool(faults.binary_every) and index % faults.binary_every == 0
+        if faults.legacy_every and index % faults.legacy_every == 0:
+            envelope = APP_ENVELOPES[(index // faults.legacy_every - 1) % len(APP_ENVELOPES)]
+            event = app_reload_finished(event, envelope=envelope)
+            as_binary = False  # these envelopes are only ever sent structured
         plan.append((event, as_binary))
         if faults.duplicate_every and index % faults.duplicate_every == 0:
             plan.append((event, as_binary))
@@ -166,24 +203,31 @@ class WebhookSender:
         """Deliver every event (with the faults asked for), ``interval_s / clock`` apart."""
         report = SenderReport()
         seen: set[str] = set()
-        original = {event["id"]: index for index, event in enumerate(events)}
+        original = {_reload_id(event): index for index, event in enumerate(events)}
         latest = -1
         async with aiohttp.ClientSession() as session:
             for position, (event, as_binary) in enumerate(delivery_plan(events, faults)):
                 body, headers = (binary if as_binary else structured)(event, self.secret)
-                if event["id"] in seen:
+                reload_id = _reload_id(event)
+                if reload_id in seen:
                     report.duplicates += 1
-                elif original[event["id"]] < latest:
+                elif original[reload_id] < latest:
                     report.reordered += 1  # delivered after an event that came later
-                latest = max(latest, original[event["id"]])
-                seen.add(event["id"])
+                latest = max(latest, original[reload_id])
+                seen.add(reload_id)
                 report.binary += as_binary
+                report.legacy += (event.get("type") or event.get("eventType")) == APP_EVENT_TYPE
                 status = await self.deliver(session, body, headers, report)
                 if 200 <= status < 300:
                     report.delivered += 1
                 if position and interval_s:
                     await asyncio.sleep(interval_s / self.clock)
         return report
+
+
+def _reload_id(event: dict[str, Any]) -> str:
+    data = event["data"]
+    return data["reloadId"] if "reloadId" in data else data["id"]
 
 
 async def run(url: str, *, secret: str | None, events: int, tenant: str, clock: float, faults: Faults,

@@ -1,0 +1,105 @@
+"""What ``pipeline ingest <vendor>``, ``pipeline zuora cancel`` and ``pipeline simulate``
+do, so cli.py only parses flags: settings, logging with secrets redacted, signals,
+and one line (no traceback) for every error a user can fix."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.sources import ConfigError, Redactor, SourceError, load_config
+
+# command name -> (vendor package, settings class, config section)
+PULL_INGESTORS: dict[str, tuple[str, str, str]] = {
+    "qlik-qrs": ("qlik_qrs", "QrsSettings", "qlik_qrs"),
+    "zuora": ("zuora", "ZuoraSettings", "zuora"),
+    "informatica": ("informatica", "InformaticaSettings", "informatica"),
+}
+SIMULATED = ("qlik-qrs", "zuora", "informatica")
+
+
+class CommandError(Exception):
+    """One line for the user; the command exits with ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def ingest_module(command: str) -> Any:
+    package = PULL_INGESTORS[command][0]
+    return importlib.import_module(f"pipeline.vendors.{package}.ingest")
+
+
+def settings_for(command: str, config: Path | None) -> Any:
+    package, class_name, section = PULL_INGESTORS[command]
+    module = ingest_module(command)
+    try:
+        return load_config(getattr(module, class_name), config, section)
+    except ConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+
+
+def setup_logging(redact: Redactor, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(redact)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def run_ingest(command: str, config: Path | None, bootstrap: str, **options: Any) -> None:
+    """Run one pull ingestor until SIGINT/SIGTERM (or until a one-shot job ends)."""
+    settings = settings_for(command, config)
+    redact = settings.redactor()
+    setup_logging(redact)
+    module = ingest_module(command)
+    run_async(lambda stop: module.run(settings, bootstrap, stop=stop, **options), redact)
+
+
+def run_async(main: Callable[[asyncio.Event], Awaitable[Any]], redact: Redactor) -> Any:
+    async def runner() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        return await main(stop)
+
+    try:
+        return asyncio.run(runner())
+    except SourceError as exc:
+        raise CommandError(redact(str(exc))) from None
+
+
+def zuora_cancel(config: Path | None, task_id: str) -> str:
+    settings = settings_for("zuora", config)
+    module = ingest_module("zuora")
+    return run_async(lambda stop: module.cancel(settings, task_id), settings.redactor())
+
+
+def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, groups: int, announce: Callable[[str], None]) -> None:
+    from pipeline.vendors._simulator import FaultSpecError, Faults, SimClock, serve_forever
+
+    if vendor not in SIMULATED:
+        raise CommandError(f"no simulator for {vendor!r}; choose one of {', '.join(SIMULATED)}", 2)
+    try:
+        faults = Faults.parse(faults_text)
+    except FaultSpecError as exc:
+        raise CommandError(str(exc), 2) from None
+    package = PULL_INGESTORS[vendor][0]
+    module = importlib.import_module(f"pipeline.vendors.{package}.simulator")
+    simulator = module.demo_simulator(clock=SimClock(factor=clock_factor), faults=faults, groups=groups)
+    try:
+        asyncio.run(serve_forever(simulator, port, announce))
+    except OSError as exc:
+        raise CommandError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,231 @@
+"""Zuora RevPro BI Views poller: ``GET /api/integrations/v2/biviews-status`` snapshots,
+diffed.
+
+Authentication: ``POST /api/integration/v1/authenticate`` (Basic auth, ``role`` and
+``clientname`` headers); the token comes back in the header named ``token_header`` and
+goes out in that header on every call. It is renewed ``renew_margin_s`` before its 30
+minutes run out, and once more if a call answers 401 (the tenant's clock may differ);
+405 means the BI Views API is not enabled for the tenant: terminal.
+
+Each poll reads the four queues and sends ``{queue: [task]}`` for every token whose
+queue, status, counters, last activity or message changed since the last snapshot
+(``elapsed_time`` grows on every read and is not a change). A token that vanished from
+every queue is asked for alone (``GET .../biviews-status/{task_id}``); if Zuora no longer
+knows it and it was last active or stale, it is sent as draining with the message
+"token vanished from every queue" (Zuora removes stale tokens through draining, which a
+poll can miss: it lasts 5 s). Tokens last seen completed or draining vanish as the
+documentation says they do, and nothing is sent. The cursor is the last snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from pipeline.model import UTC
+from pipeline.sources import (
+    Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, TransientError, basic_auth, http_call,
+    records_for, run_source,
+)
+from pipeline.vendors import Context
+
+VENDOR = "zuora"
+AUTH_PATH = "/api/integration/v1/authenticate"
+STATUS_PATH = "/api/integrations/v2/biviews-status"
+QUEUES = ("active", "completed", "draining", "stale")
+log = logging.getLogger("pipeline.ingest.zuora")
+
+
+@dataclass(frozen=True, slots=True)
+class ZuoraSettings:
+    """``[zuora]`` in the config file, ``JOBSTREAM_ZUORA_*`` in the env."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("password",)
+
+    base_url: str = ""
+    user: str = ""
+    password: str = ""
+    role: str = ""
+    clientname: str = ""
+    source: str = "default"
+    token_header: str = "token"
+    token_ttl_s: float = 1800.0
+    renew_margin_s: float = 120.0
+    poll_interval_s: float = 10.0
+    timeout_s: float = 30.0
+
+    def check(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError("[zuora] base_url must be an http(s) URL, e.g. https://<tenant>.revpro.cloud")
+        for name in ("user", "role", "clientname", "token_header"):
+            if not getattr(self, name):
+                raise ConfigError(f"[zuora] {name} is required")
+        if len(self.password) < 4:
+            raise ConfigError("the RevPro password is missing: set JOBSTREAM_ZUORA_PASSWORD or password_file")
+
+    def redactor(self) -> Redactor:
+        return Redactor([self.password])
+
+
+def fingerprint(queue: str, task: dict[str, Any]) -> str:
+    """What makes a token's state new: everything but the ever-growing elapsed_time."""
+    tracker = task.get("activity_tracker") if isinstance(task.get("activity_tracker"), dict) else {}
+    parts = [queue, task.get("status"), task.get("accumulate"), task.get("metric"),
+             tracker.get("last_activity"), task.get("message")]
+    return hashlib.blake2b(orjson.dumps(parts, default=str), digest_size=8).hexdigest()
+
+
+class ZuoraApi:
+    """Authenticated calls to one RevPro tenant."""
+
+    def __init__(self, settings: ZuoraSettings, http: aiohttp.ClientSession, redact: Redactor) -> None:
+        self.settings = settings
+        self.http = http
+        self.redact = redact
+        self._token: str | None = None
+        self._token_at = 0.0
+
+    async def call(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,)) -> Answer:
+        for renewed in (False, True):
+            token = await self._auth_token(force=renewed)
+            answer = await http_call(
+                self.http, method, self.settings.base_url.rstrip("/") + path, what=what,
+                timeout_s=self.settings.timeout_s, redact=self.redact, passthrough=(401,),
+                headers={self.settings.token_header: token},
+            )
+            if answer.status == 405:
+                raise TerminalError("Zuora answered 405: the BI Views API is not enabled for this tenant")
+            if answer.status != 401:
+                return answer
+        raise TerminalError(f"{what}: HTTP 401 even with a fresh token")
+
+    async def _auth_token(self, force: bool) -> str:
+        age = time.monotonic() - self._token_at
+        if self._token and not force and age < self.settings.token_ttl_s - self.settings.renew_margin_s:
+            return self._token
+        s = self.settings
+        answer = await http_call(
+            self.http, "POST", s.base_url.rstrip("/") + AUTH_PATH, what="Zuora authenticate", timeout_s=s.timeout_s,
+            redact=self.redact, headers={"Authorization": basic_auth(s.user, s.password), "role": s.role, "clientname": s.clientname},
+        )
+        if answer.status == 405:
+            raise TerminalError("Zuora answered 405: the BI Views API is not enabled for this tenant")
+        token = answer.headers.get(s.token_header)
+        if answer.status != 200 or not token:
+            raise TerminalError(
+                f"Zuora authenticate: HTTP {answer.status} without a {s.token_header!r} header "
+                "(set token_header to the header your tenant uses)"
+            )
+        self.redact.add(token)
+        self._token, self._token_at = token, time.monotonic()
+        return token
+
+
+class ZuoraSource:
+    """The ``PollingSource`` for one RevPro tenant."""
+
+    vendor = VENDOR
+
+    def __init__(self, settings: ZuoraSettings, http: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.source = settings.source
+        self.redact = settings.redactor()
+        self.api = ZuoraApi(settings, http, self.redact)
+
+    @property
+    def cursor_key(self) -> str:
+        return f"zuora:{self.source}"
+
+    def initial_cursor(self) -> dict[str, Any]:
+        return {"tasks": {}}
+
+    async def poll(self, cursor: dict[str, Any]) -> Poll:
+        received_at = datetime.now(UTC)
+        try:
+            answer = await self.api.call("GET", STATUS_PATH, "biviews-status")
+            current = self._queues(answer)
+        except BadAnswer as exc:
+            log.warning("%s: %s; the body goes to the dead letters and the queues are read again", self.cursor_key, exc)
+            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
+            return Poll(records=[Record(key=None, payload=body, received_at=received_at)], cursor=cursor,
+                        next_in_s=min(self.settings.poll_interval_s, 5.0))
+        ctx = Context(source=self.source, received_at=received_at)
+        before: dict[str, dict[str, Any]] = cursor["tasks"]
+        after: dict[str, dict[str, Any]] = {}
+        records: list[Record] = []
+        for task_id, (queue, task) in current.items():
+            mark = fingerprint(queue, task)
+            after[task_id] = {"queue": queue, "fp": mark, "task": task}
+            if before.get(task_id, {}).get("fp") != mark:
+                records.extend(records_for(VENDOR, {queue: [task]}, ctx))
+        for task_id, last in before.items():
+            if task_id not in after:
+                records.extend(await self._vanished(task_id, last, ctx))
+        return Poll(records=records, cursor={"tasks": after}, next_in_s=self.settings.poll_interval_s)
+
+    def _queues(self, answer: Answer) -> dict[str, tuple[str, dict[str, Any]]]:
+        if answer.status != 200:
+            raise BadAnswer(f"biviews-status: HTTP {answer.status}", body=answer.body)
+        doc = answer.json("biviews-status")
+        if isinstance(doc, dict) and isinstance(doc.get("result"), dict):
+            doc = doc["result"]
+        if not isinstance(doc, dict) or not any(queue in doc for queue in QUEUES):
+            raise BadAnswer("biviews-status: the answer has none of the four queues", body=answer.body)
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        for queue in QUEUES:
+            members = doc.get(queue) or []
+            for task in members if isinstance(members, list) else [members]:
+                if isinstance(task, dict) and isinstance(task.get("task_id"), str):
+                    found[task["task_id"]] = (queue, task)
+        return found
+
+    async def _vanished(self, task_id: str, last: dict[str, Any], ctx: Context) -> list[Record]:
+        answer = await self.api.call("GET", f"{STATUS_PATH}/{task_id}", "biviews-status/<task_id>")
+        if answer.status == 200:
+            try:
+                again = self._queues(answer).get(task_id)
+            except BadAnswer:
+                again = None
+            if again is not None:
+                queue, task = again
+                return [] if fingerprint(queue, task) == last["fp"] else records_for(VENDOR, {queue: [task]}, ctx)
+        if last["queue"] not in ("active", "stale"):
+            return []
+        task = {**last["task"], "message": f"token vanished from every queue (last seen {last['queue']})"}
+        return records_for(VENDOR, {"draining": [task]}, ctx)
+
+
+async def run(settings: ZuoraSettings, bootstrap: str, *, stop: asyncio.Event) -> None:
+    """``pipeline ingest zuora``: poll until ``stop``."""
+    async with aiohttp.ClientSession() as http:
+        source = ZuoraSource(settings, http)
+        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+
+
+async def cancel(settings: ZuoraSettings, task_id: str, *, attempts: int = 5, backoff: Backoff = Backoff(maximum_s=10.0)) -> str:
+    """``pipeline zuora cancel``: DELETE the token's task (transient failures retried,
+    Retry-After honoured); a line saying what happened."""
+    redact = settings.redactor()
+    async with aiohttp.ClientSession() as http:
+        api = ZuoraApi(settings, http, redact)
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = await api.call("DELETE", f"{STATUS_PATH}/{task_id}", "cancel")
+                break
+            except TransientError as exc:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(backoff.delay(attempt, exc.retry_after))
+    if answer.status == 404:
+        raise TerminalError(f"Zuora knows no BI Views task {task_id!r} (HTTP 404)")
+    if answer.status != 200:
+        raise TerminalError(f"Zuora refused to cancel {task_id!r}: HTTP {answer.status} {redact(answer.body[:200].decode('utf-8', 'replace'))}")
+    return f"cancelled BI Views task {task_id}"
