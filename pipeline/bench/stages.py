@@ -105,7 +105,10 @@ def bare_faust(bootstrap: str, count: int, timeout_s: float = 600) -> float:
     match = re.search(r"bare-faust: (\d+) events in ([\d.]+) s", result.stdout + result.stderr)
     if result.returncode != 0 or match is None:
         raise BenchError(f"bare faust loop failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
-    return int(match.group(1)) / float(match.group(2))
+    events, seconds = int(match.group(1)), float(match.group(2))
+    if events == 0 or seconds <= 0:
+        raise BenchError(f"too few events to time the bare faust loop ({count} came in one batch): use more --events")
+    return events / seconds
 
 
 def normalize_rates(docs: list[Document]) -> dict[str, float]:

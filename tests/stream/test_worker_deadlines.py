@@ -90,8 +90,13 @@ def test_a_broker_that_stops_answering_mid_batch_ends_the_worker_with_exit_70(ow
     assert code == EXIT_UNEXPECTED, worker.tail()
     assert waited < SEND_TIMEOUT_S + 60
     (line,) = [line for line in log.splitlines() if line.startswith("pipeline worker: stopping on")]
-    assert line.startswith("pipeline worker: stopping on Kafka did not acknowledge step ")
-    assert f"within {SEND_TIMEOUT_S} s (exit 70; restart it, no acknowledged input is lost)" in line
+    # Which of the two comes first depends on where the batch was: a deadline on step 2 or
+    # 3, or the producer's own connection error. Either is the one line and exit 70.
+    assert line.startswith((
+        "pipeline worker: stopping on Kafka did not acknowledge step ",
+        "pipeline worker: stopping on an unexpected KafkaConnectionError",
+    )), line
+    assert line.endswith("(exit 70; restart it, no acknowledged input is lost)"), line
     assert len(log.splitlines()) < 200, f"{len(log.splitlines())} log lines"
 
 
