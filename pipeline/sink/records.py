@@ -217,7 +217,7 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
     turns it into columns (``SELECT_ROWS``) in its own threads, without the GIL.
     """
     events: dict[str, bytes] = {}
-    transitions: dict[str, bytes] = {}
+    transitions: dict[str, tuple[bytes, int, int]] = {}
     runs: dict[str, tuple[int, bytes]] = {}
     letters: dict[str, bytes] = {}
     sink_letters: list[list[Any]] = []
@@ -247,7 +247,9 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
         if topic == _EVENTS:
             events.setdefault(value.event_id, data)
         elif topic == _TRANSITIONS:
-            transitions.setdefault(value.transition_id, data)
+            # The first copy's place in Kafka is kept: transitions of one run share a
+            # partition (keyed by job), so their offsets are the order the worker made them.
+            transitions.setdefault(value.transition_id, (data, record.partition, record.offset))
         elif topic == _RUNS:
             held = runs.get(value.run_key)
             if held is None or value.version > held[0]:
@@ -262,7 +264,12 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
     if events:
         tables["job_events"] = _values(list(events.values()))
     if transitions:
-        tables["job_transitions"] = _values(list(transitions.values()))
+        kept_transitions = list(transitions.values())
+        tables["job_transitions"] = _chunked(pa.table({
+            "value": pa.array([data for data, _, _ in kept_transitions], pa.string()),
+            "kafka_partition": pa.array([partition for _, partition, _ in kept_transitions], pa.int32()),
+            "kafka_offset": pa.array([offset for _, _, offset in kept_transitions], pa.int64()),
+        }))
     if runs:
         tables["job_runs"] = _values([data for _, data in runs.values()])
     if letters:
@@ -288,7 +295,10 @@ ARROW_CHUNK = 8192
 
 
 def _values(values: list[bytes]) -> pa.Table:
-    table = pa.table({"value": pa.array(values, pa.string())})
+    return _chunked(pa.table({"value": pa.array(values, pa.string())}))
+
+
+def _chunked(table: pa.Table) -> pa.Table:
     return pa.Table.from_batches(table.to_batches(max_chunksize=ARROW_CHUNK))
 
 
@@ -374,6 +384,7 @@ _JSON_FIELDS: dict[str, dict[str, Any]] = {
 
 _EXTRA_COLUMNS = {
     "job_events": ", j.raw_ref.topic AS raw_topic, j.raw_ref.partition AS raw_partition, j.raw_ref.offset AS raw_offset",
+    "job_transitions": ", b.kafka_partition, b.kafka_offset",
     "alerts": ", b.status_rank, b.kafka_partition, b.kafka_offset",
 }
 

@@ -163,10 +163,40 @@ FROM dead_letters
 GROUP BY ALL;
 """
 
+_TRANSITION_ORDER = """
+ALTER TABLE job_transitions ADD COLUMN kafka_partition INTEGER;
+ALTER TABLE job_transitions ADD COLUMN kafka_offset BIGINT;
+
+CREATE OR REPLACE VIEW stale_episodes AS
+WITH moves AS (
+    SELECT vendor, run_key, from_state, to_state, "at", cause, event_id,
+           lead(to_state) OVER w AS next_state,
+           lead("at") OVER w AS next_at,
+           lead(cause) OVER w AS next_cause,
+           lead(event_id) OVER w AS next_event_id
+    FROM job_transitions
+    WHERE NOT coalesce(late OR duplicate OR illegal, false)
+    WINDOW w AS (PARTITION BY run_key ORDER BY kafka_offset NULLS LAST, "at", transition_id)
+)
+SELECT m.vendor, m.run_key, m."at" AS stale_at, m.next_at AS ended_at,
+       CASE
+           WHEN m.next_state IS NULL THEN 'still_stale'
+           WHEN m.next_cause = 'reactivation' THEN 'reactivated'
+           WHEN e.error_code = 'DRAINED_STALE' THEN 'drained'
+           ELSE 'finished'
+       END AS ended_by
+FROM moves m
+LEFT JOIN job_events e ON e.event_id = m.next_event_id
+WHERE m.to_state = 'STALE' AND m.from_state IS DISTINCT FROM 'STALE';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables and the sink's offsets", _TABLES),
     Migration(2, "alerts (the alerter's jobs.alerts records, latest status per alert)", _ALERTS),
     Migration(3, "the analysts' views and jobs (current per job)", _VIEWS),
+    Migration(4, "transitions keep their Kafka place: a run's transitions in the order the worker made "
+                 "them (a Zuora token reported stale keeps its last activity time, so a STALE and what "
+                 "follows it can share one instant)", _TRANSITION_ORDER),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -128,3 +128,21 @@ def test_every_example_query_in_the_readme_runs(db):
     assert len(queries) >= 7
     for query in queries:
         assert db.connection.execute(query).fetchall() is not None, query
+
+
+def test_a_stale_episode_that_shares_its_instant_with_what_ends_it_follows_the_workers_order(db):
+    """A Zuora token reported stale keeps its last activity time, so its STALE and the
+    reactivation after it can carry one instant: the view orders a run's transitions as
+    the worker made them (their Kafka offsets), not by time alone (seen in the demo)."""
+    s = Story()
+    t = T0
+    # transition ids chosen so that ordering by (at, transition_id) would put them backwards
+    write(db, [
+        (catalog.TRANSITIONS, s.transition("j", "w", 9, None, "RUNNING", at=t)),
+        (catalog.TRANSITIONS, s.transition("j", "w", 8, "RUNNING", "STALE", at=t + timedelta(seconds=4))),
+        (catalog.TRANSITIONS, s.transition("j", "w", 1, "STALE", "RUNNING", at=t + timedelta(seconds=4), cause="reactivation")),
+        (catalog.TRANSITIONS, s.transition("j", "w", 2, "RUNNING", "SUCCEEDED", at=t + timedelta(seconds=340))),
+    ])
+    [(stale_at, ended_at, ended_by)] = db.connection.execute(
+        "SELECT stale_at, ended_at, ended_by FROM stale_episodes").fetchall()
+    assert (stale_at, ended_at, ended_by) == (t + timedelta(seconds=4), t + timedelta(seconds=4), "reactivated")

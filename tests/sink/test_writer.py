@@ -193,7 +193,8 @@ def test_every_field_of_each_record_lands_in_its_column(writer):
     }
     assert (stored["raw_topic"], stored["raw_partition"], stored["raw_offset"]) == (ref["topic"], ref["partition"], ref["offset"])
     assert orjson.loads(stored["counts"]) == {"pages": 3} and orjson.loads(stored["attrs"]) == {"queue": "draining"}
-    assert row("job_transitions") == {**transition, "at": "2026-11-30T09:00:00Z"}
+    # plus where the record sat in Kafka (the order the worker made a run's transitions)
+    assert row("job_transitions") == {**transition, "at": "2026-11-30T09:00:00Z", "kafka_partition": 0, "kafka_offset": 0}
     assert row("job_runs") == {**run, "first_event_at": "2026-11-30T09:00:00Z", "last_event_at": "2026-11-30T09:00:00Z",
                                "current_at": "2026-11-30T09:00:00Z", "started_at": "2026-11-30T09:00:00Z"}
     assert row("dead_letters") == {**letter, "at": "2026-11-30T09:00:00Z"}
