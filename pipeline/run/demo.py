@@ -255,6 +255,10 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
         for role in roles(broker.bootstrap, options, receiver.url, quack_port):
             supervisor.start(role)
             say(f"  started {role.name}")
+        from pipeline.sink import quack
+
+        live = quack.uri("127.0.0.1", quack_port)
+        say(f'live SQL while it runs: pipeline sql --db {options.db_path} --quack {live} "FROM active_runs"')
         tally.start()
         asyncio.run(_send_hostile(broker.bootstrap))
         deadline = None if options.keep_running else began + options.duration_s
@@ -265,9 +269,11 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
                 say(_progress_line(time.monotonic() - began, tally, len(set(receiver.alert_ids())), problems))
                 if problems:
                     break
+            time.sleep(3)  # the last records reach the sink
         except KeyboardInterrupt:
             say("stopping (Ctrl-C) ...")
-        time.sleep(3)  # the last records reach the sink
+    except KeyboardInterrupt:
+        say("stopping (Ctrl-C) while starting ...")
     except RoleFailed as exc:
         problems.append(str(exc))
     finally:

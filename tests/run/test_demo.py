@@ -1,0 +1,91 @@
+"""`pipeline demo` end to end, as a newcomer runs it: every role as a real process on its
+own embedded broker; the summary it prints is SQL on the file it leaves, every scenario
+shows in the analysts' views, and nothing is left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.run import demo
+
+pytestmark = pytest.mark.integration
+
+VENDORS = {"qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica"}
+
+
+def _pipeline_processes() -> dict[int, str]:
+    """Live processes of ours (pipeline roles, Tansu), by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if ("-m pipeline" in cmdline or "tansu" in cmdline) and state != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _left_behind(before: dict[int, str]) -> list[str]:
+    """Processes of ours that were not running before the demo and still are."""
+    time.sleep(1)
+    return [cmd for pid, cmd in _pipeline_processes().items() if pid not in before]
+
+
+def _run_demo(run_dir: Path, duration: int, interrupt_after: float | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    command = [sys.executable, "-m", "pipeline", "demo", "--duration", str(duration), "--run-dir", str(run_dir)]
+    if interrupt_after is None:
+        return subprocess.run(command, capture_output=True, text=True, timeout=duration + 240, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(interrupt_after)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=240)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_the_demo_shows_every_scenario_and_its_summary_is_sql_on_the_file(tmp_path):
+    run_dir = tmp_path / "demo"
+    before = _pipeline_processes()
+    result = _run_demo(run_dir, duration=70)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    db = run_dir / "jobstream.duckdb"
+    # The summary printed is the SQL on the file, block by block.
+    for line in demo.report(demo.DemoOptions(run_dir=run_dir), demo.DemoResult(demo.summary(db), {}, 0.0))[2:]:
+        if line.startswith("    ") or line.endswith(":"):
+            assert line in result.stdout, line
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        vendors = {v for (v,) in con.execute("SELECT DISTINCT vendor FROM job_runs").fetchall()}
+        assert vendors == VENDORS
+        assert con.execute("SELECT sum(retries) FROM job_runs").fetchone()[0] >= 1
+        ended = dict(con.execute("SELECT ended_by, count(*) FROM stale_episodes GROUP BY ALL").fetchall())
+        assert ended.get("reactivated", 0) >= 1 and ended.get("drained", 0) >= 1, ended
+        dead = {v for (v,) in con.execute("SELECT DISTINCT vendor FROM dead_letters WHERE stage = 'normalize'").fetchall()}
+        assert dead == VENDORS
+        assert con.execute("SELECT count(*) FROM alerts WHERE status = 'delivered'").fetchone()[0] >= 1
+    finally:
+        con.close()
+    assert _left_behind(before) == []
+
+
+def test_ctrl_c_stops_everything_and_still_prints_the_summary(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    before = _pipeline_processes()
+    result = _run_demo(run_dir, duration=600, interrupt_after=25)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "stopping (Ctrl-C)" in result.stdout
+    assert f"summary from {run_dir / 'jobstream.duckdb'}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert _left_behind(before) == []
