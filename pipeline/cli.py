@@ -824,6 +824,35 @@ def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, 
     """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
     _simulate_pull("informatica", port, clock_factor, faults, groups)
 
+@app.command()
+def bench(
+    events: Annotated[int, typer.Option(min=1000, help="Documents in the seeded five-vendor workload.")] = 20_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Each stage is the median of this many runs.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the workload (the same seed, the same input).")] = 1,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the numbers as JSON here.")] = None,
+) -> None:
+    """Measure each stage against its bare baseline, in one run on the embedded broker.
+
+    Today: bare aiokafka + orjson, the bare Faust agent loop, the lifecycle alone and
+    normalize alone per vendor (the worker, sink and end-to-end stages are still
+    scripts/bench_worker.py and scripts/bench_sink.py). Ratios, not absolute numbers, are
+    what compares across days on a shared machine.
+    """
+    from pipeline.bench import run as bench_run
+    from pipeline.bench.stages import BenchError
+
+    quiet_kafka_logs()
+    try:
+        results = bench_run.run(events, repeats=repeats, seed=seed, say=lambda line: err.print(line, markup=False))
+    except BenchError as exc:
+        raise fail(str(exc)) from None
+    for line in bench_run.table(results):
+        out.print(line, markup=False)
+    if out_file is not None:
+        bench_run.write(results, out_file)
+        out.print(f"numbers in {out_file}", markup=False)
+
+
 def main() -> None:
     app()
 

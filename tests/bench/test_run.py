@@ -1,24 +1,28 @@
-"""A small `pipeline bench` run: checks the shape of what it reports, not its speed."""
+"""A small `pipeline bench` run through the command: checks the shape of what it reports,
+not its speed."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
 
-from pipeline.bench import run
+import orjson
+import pytest
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_small_run_reports_every_measured_stage(tmp_path):
-    said: list[str] = []
-    results = run.run(3000, repeats=1, say=said.append)  # several batches: the loops are timed after the first
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # 3,000 documents: several batches, as the loops are timed after their first
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = orjson.loads(out.read_bytes())
     for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "normalize_eps"):
         assert results[name] > 0, name
     assert set(results["normalize_eps_by_vendor"]) == {"qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica"}
     assert results["events"] == 3000 and results["raw_records"] >= 3000
-    lines = run.table(results)
-    assert lines[0].startswith("stage") and any("of bare aiokafka" in line for line in lines)
-    out = tmp_path / "bench.json"
-    run.write(results, out)
-    assert out.read_bytes().startswith(b"{")
-    assert any("loading" in line for line in said)
+    assert result.stdout.splitlines()[0].startswith("stage") and "of bare aiokafka" in result.stdout
+    assert "loading 3,000 documents" in result.stderr
