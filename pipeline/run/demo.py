@@ -86,13 +86,22 @@ def _pull_config(path: Path, ports: dict[str, int]) -> Path:
         f'base_url = "http://127.0.0.1:{ports["qlik-qrs"]}"\nsource = "qrs-demo"\npoll_interval_s = 1\n\n'
         "[zuora]\n"
         f'base_url = "http://127.0.0.1:{ports["zuora"]}"\nuser = "revpro-user"\nrole = "demo"\n'
-        'clientname = "jobstream-demo"\nsource = "revpro-demo"\npoll_interval_s = 1\n\n'
+        'clientname = "jobstream-demo"\nsource = "revpro-demo"\npoll_interval_s = 0.5\n\n'
         "[informatica]\n"
         f'base_url = "http://127.0.0.1:{ports["informatica"]}"\nuser = "iics-user"\nsource = "cih-demo"\n'
         "poll_interval_s = 12\nchild_grace_s = 600\n"
     )
     return path
 
+
+PULL_FAULTS = {
+    "qlik-qrs": "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3",
+    "informatica": "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3",
+    # No 429 storms for Zuora: at 30x a token is stale for only 2 real seconds before it comes
+    # back, and a storm's Retry-After would hide that from the poller (the demo shows it).
+    "zuora": "error=0.05,malformed=0.02,duplicate=0.1,reorder=0.3",
+}
+"""Faults each pull simulator injects (rates per call; see docs/ingestors.md)."""
 
 PULL_SECRETS = {"JOBSTREAM_ZUORA_PASSWORD": "revpro-password", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-password"}
 """The simulators' own demo credentials (pipeline/vendors/*/simulator.py)."""
@@ -102,12 +111,11 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: i
     """Every process of the demo, in start order (readiness probes where others depend)."""
     ports = {name: free_port() for name in ("truenas", "webhook", "qlik-qrs", "zuora", "informatica")}
     config = _pull_config(options.run_dir / "ingest.toml", ports)
-    faults = "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3"
     pull: list[Role] = []
     for vendor in ("qlik-qrs", "zuora", "informatica"):
         pull.append(Role(f"{vendor}-simulator", [
             *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
-            "--faults", faults, "--groups", "4",
+            "--faults", PULL_FAULTS[vendor], "--groups", "4",
         ], ready=_port_open(ports[vendor])))
         pull.append(Role(f"{vendor}-ingestor", [*PIPELINE, "ingest", vendor, "--config", str(config),
                                                 "--bootstrap", bootstrap], env=PULL_SECRETS))
