@@ -323,6 +323,6 @@ def report(options: DemoOptions, result: DemoResult) -> list[str]:
         f'  pipeline sql --db {options.db_path} "FROM job_runs ORDER BY last_event_at DESC LIMIT 20"',
         f'  pipeline sql --db {options.db_path} "FROM stale_episodes"',
         f"  duckdb -readonly {options.db_path}",
-        "live while it runs: pipeline demo --keep-running, then pipeline sql --attach",
+        "live while it runs: pipeline demo --keep-running (it prints the pipeline sql line for its Quack port)",
     ]
     return lines
