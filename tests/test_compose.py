@@ -1,0 +1,71 @@
+"""docker-compose.yml and the Dockerfile stay consistent with the CLI (no container engine
+runs here): every pipeline service's command names a real command, every option it passes
+is one that command takes, and every JOBSTREAM_* variable is one the settings read."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+PIPELINE_SERVICES = {
+    name: service for name, service in COMPOSE["services"].items() if service.get("image", "").startswith("jobstream")
+}
+
+# Variables read outside Settings' own fields (per vendor, per ingestor section, secrets).
+EXTRA_VARIABLES = {
+    "JOBSTREAM_QUACK_TOKEN", "JOBSTREAM_QLIK_WEBHOOK_SECRET", "JOBSTREAM_TRUENAS_API_KEY",
+    "JOBSTREAM_ZUORA_PASSWORD", "JOBSTREAM_INFORMATICA_PASSWORD",
+}
+
+
+def _command_path(command: list[str]) -> str:
+    path = []
+    for token in command:
+        if token.startswith("-"):
+            break
+        path.append(token)
+    return " ".join(path)
+
+
+def test_every_role_of_the_pipeline_is_a_service():
+    commands = {_command_path(service["command"]) for service in PIPELINE_SERVICES.values()}
+    assert {"topics apply", "worker", "sink", "alert", "ingest qlik-cloud", "ingest truenas", "ingest qlik-qrs",
+            "ingest zuora", "ingest informatica"} <= commands
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE_SERVICES))
+def test_each_service_command_and_option_exists(name):
+    command = PIPELINE_SERVICES[name]["command"]
+    path = _command_path(command).split()
+    options = [token for token in command if token.startswith("--")]
+    result = subprocess.run([sys.executable, "-m", "pipeline", *path, "--help"], capture_output=True, text=True,
+                            timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Usage: " in result.stdout and " ".join(path) in result.stdout
+    for option in options:
+        assert re.search(rf"{re.escape(option)}\b", result.stdout), f"{name}: {' '.join(path)} has no {option}"
+
+
+def test_every_jobstream_variable_is_one_the_settings_read():
+    fields = {f"JOBSTREAM_{name.upper()}" for name in Settings.__dataclass_fields__}
+    for name, service in PIPELINE_SERVICES.items():
+        for variable in (service.get("environment") or {}):
+            if variable.startswith("JOBSTREAM_"):
+                assert variable in fields | EXTRA_VARIABLES, f"{name}: {variable} is read by nothing"
+
+
+def test_the_image_installs_the_package_and_runs_pipeline():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir /src" in dockerfile
+    assert 'ENTRYPOINT ["pipeline"]' in dockerfile
+    for copied in re.findall(r"^COPY (\S+)", dockerfile, re.M):
+        assert (ROOT / copied).exists(), copied
