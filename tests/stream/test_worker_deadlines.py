@@ -76,7 +76,10 @@ def start_worker(bootstrap: str, tmp_path: Path) -> WorkerProcess:
 
 
 def test_a_broker_that_stops_answering_mid_batch_ends_the_worker_with_exit_70(own_broker, tmp_path):
-    asyncio.run(backlog(own_broker.bootstrap, 30_000))
+    # 150,000 updates: 15-30 s of work, so the worker is surely mid-backlog (sending) when
+    # the broker stops; with 30,000 a fast worker had once finished before the test looked,
+    # and an idle worker whose broker dies only retries (see the issue note).
+    asyncio.run(backlog(own_broker.bootstrap, 150_000))
     worker = start_worker(own_broker.bootstrap, tmp_path)
     try:
         assert asyncio.run(first_record(own_broker.bootstrap, catalog.EVENTS, timeout=120)), worker.tail()
