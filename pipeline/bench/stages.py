@@ -7,7 +7,6 @@ Kafka stages read the raw topics the loader filled on the embedded broker.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys
@@ -144,6 +143,3 @@ def lifecycle_rate(docs: list[Document], stale_after: timedelta = lifecycle.DEFA
 class BenchError(RuntimeError):
     """A stage could not be measured; the message says which and why."""
 
-
-def run_async(coro):  # noqa: ANN001, ANN201 - a small helper for the synchronous runner
-    return asyncio.run(coro)

@@ -310,7 +310,7 @@ def default_run_dir() -> Path:
 
 def report(options: DemoOptions, result: DemoResult) -> list[str]:
     """The closing summary (each block one SQL query on the file) and what to run next."""
-    lines = [f"", f"demo ran {result.wall_s:.0f} s; summary from {options.db_path}:"]
+    lines = ["", f"demo ran {result.wall_s:.0f} s; summary from {options.db_path}:"]
     for name, rows in result.summary.items():
         lines.append(f"  {name}:")
         lines.extend(f"    {' | '.join('' if v is None else str(v) for v in row)}" for row in rows or [("(none)",)])
