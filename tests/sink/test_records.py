@@ -81,3 +81,17 @@ def test_records_that_do_not_decode_become_dead_letters_with_their_position_and_
     assert "attempt" in letters[17]["reason"]
     assert letters[10]["dead_letter_id"] == f"{catalog.EVENTS}:3:10"
     assert batch.next_offsets == {(catalog.EVENTS, 3): 18}
+
+
+def test_invalid_utf8_where_msgspec_does_not_look_is_a_dead_letter_and_the_batch_goes_on():
+    s = Story()
+    good = s.event("j", "r", 1, "RUNNING")
+    text = orjson.dumps({**good, "attrs": {"note": "caf\u00e9"}})
+    broken_attrs = orjson.dumps({**good, "attrs": {"note": "X"}}).replace(b'"X"', b'"\xff"')
+    broken_unknown_field = orjson.dumps({**good, "extra": "X"}).replace(b'"X"', b'"\xfe"')
+    batch = decode_batch([
+        rec(catalog.EVENTS, 0, broken_attrs), rec(catalog.EVENTS, 1, broken_unknown_field), rec(catalog.EVENTS, 2, text),
+    ])
+    letters = batch.tables["sink_dead_letters"].to_pylist()
+    assert [(r["offset"], r["error_type"]) for r in letters] == [(0, "UnicodeDecodeError"), (1, "UnicodeDecodeError")]
+    assert kept(batch, "job_events") == [orjson.loads(text)]
