@@ -1,16 +1,17 @@
 """Contract-v1 records (docs/records.md) -> rows for the sink's tables. Pure, no I/O.
 
-``decode_batch`` validates the Kafka records of one batch and keeps, per table, the JSON
-of the records that count, deduplicated within the batch: events by ``event_id``, transitions by ``transition_id``,
-dead letters by ``dead_letter_id`` (first wins: re-sent records are identical), runs by
-``run_key`` keeping the highest ``version`` whatever the order, alerts by ``alert_id``
-keeping the latest status (a final status beats ``fired``; then the later offset wins).
+``BatchBuilder`` validates the Kafka records of one batch as they are fetched (``add``)
+and keeps, per table, the JSON of the records that count, deduplicated within the batch:
+events by ``event_id``, transitions by ``transition_id``, dead letters by
+``dead_letter_id`` (first wins: re-sent records are identical), runs by ``run_key``
+keeping the highest ``version`` whatever the order, alerts by ``alert_id`` keeping the
+latest status (a final status beats ``fired``; then the later offset wins).
 ``SELECT_ROWS`` is the SQL that turns that JSON into the table's columns inside DuckDB.
 Deduplication against rows already in the database is the writer's job.
 
-A record that does not decode, lacks ``schema_version`` or carries a version newer than
-``SCHEMA_VERSION`` becomes a dead letter (stage ``sink``) naming its topic, partition,
-offset and the reason; it never stops the batch.
+A record that does not decode (invalid JSON or UTF-8), lacks ``schema_version`` or carries
+a version newer than ``SCHEMA_VERSION`` becomes a dead letter (stage ``sink``) naming its
+topic, partition, offset and the reason; it never stops the batch.
 """
 
 from __future__ import annotations
@@ -211,87 +212,105 @@ class Batch:
         return sum(t.num_rows for t in self.tables.values())
 
 
-def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
-    """Validate, dead-letter and deduplicate one batch of records from the ``jobs.*`` topics.
+class BatchBuilder:
+    """One batch being decoded: ``add`` the records as they are fetched, ``build`` the
+    ``Batch`` when the writer is ready for it.
 
     msgspec validates each record against its Struct (the same work a bare
     ``orjson.loads`` does); only the raw JSON of the records kept goes on, and DuckDB
     turns it into columns (``SELECT_ROWS``) in its own threads, without the GIL.
     """
-    events: dict[str, bytes] = {}
-    transitions: dict[str, tuple[bytes, int, int]] = {}
-    runs: dict[str, tuple[int, bytes]] = {}
-    letters: dict[str, bytes] = {}
-    sink_letters: list[list[Any]] = []
-    alerts: dict[str, tuple[tuple[int, int], bytes, int]] = {}
-    tables: dict[str, pa.Table] = {}
-    next_offsets: dict[tuple[str, int], int] = {}
-    count = 0
-    for record in records:
-        count += 1
-        position = (record.topic, record.partition)
-        if record.offset >= next_offsets.get(position, 0):
-            next_offsets[position] = record.offset + 1
-        decoder = _DECODERS.get(record.topic)
-        if decoder is None:
-            raise ValueError(f"the sink does not read topic {record.topic!r}")
-        data = record.value
-        try:
-            if data is None:
-                raise msgspec.DecodeError("the record has no value (a tombstone)")
-            value = decoder.decode(data)
-            if value.schema_version != SCHEMA_VERSION:
-                raise _UnknownVersion(value.schema_version)
-            if not data.isascii():
-                data.decode()  # msgspec does not check bytes it skips (unknown fields, raw attrs)
-        except (msgspec.DecodeError, msgspec.ValidationError, _UnknownVersion, UnicodeDecodeError) as exc:
-            sink_letters.append(sink_dead_letter(record, exc))
-            continue
-        topic = record.topic
-        if topic == _EVENTS:
-            events.setdefault(value.event_id, data)
-        elif topic == _TRANSITIONS:
-            # The first copy's place in Kafka is kept: transitions of one run share a
-            # partition (keyed by job), so their offsets are the order the worker made them.
-            transitions.setdefault(value.transition_id, (data, record.partition, record.offset))
-        elif topic == _RUNS:
-            held = runs.get(value.run_key)
-            if held is None or value.version > held[0]:
-                runs[value.run_key] = (value.version, data)
-        elif topic == _DEADLETTER:
-            letters.setdefault(value.dead_letter_id, data)
-        else:
-            rank = (1 if value.status in _FINAL_ALERT_STATUSES else 0, record.offset)
-            held_alert = alerts.get(value.alert_id)
-            if held_alert is None or rank > held_alert[0]:
-                alerts[value.alert_id] = (rank, data, record.partition)
-    if events:
-        tables["job_events"] = _values(list(events.values()))
-    if transitions:
-        kept_transitions = list(transitions.values())
-        tables["job_transitions"] = _chunked(pa.table({
-            "value": _text([data for data, _, _ in kept_transitions]),
-            "kafka_partition": pa.array([partition for _, partition, _ in kept_transitions], pa.int32()),
-            "kafka_offset": pa.array([offset for _, _, offset in kept_transitions], pa.int64()),
-        }))
-    if runs:
-        tables["job_runs"] = _values([data for _, data in runs.values()])
-    if letters:
-        tables["dead_letters"] = _values(list(letters.values()))
-    if sink_letters:
-        tables["sink_dead_letters"] = pa.Table.from_arrays(
-            [pa.array(column, type=f.type) for column, f in zip(zip(*sink_letters), SINK_DEAD_LETTER_SCHEMA)],
-            schema=SINK_DEAD_LETTER_SCHEMA,
-        )
-    if alerts:
-        kept = list(alerts.values())
-        tables["alerts"] = pa.table({
-            "value": _text([data for _, data, _ in kept]),
-            "status_rank": pa.array([rank[0] for rank, _, _ in kept], pa.int32()),
-            "kafka_partition": pa.array([partition for _, _, partition in kept], pa.int32()),
-            "kafka_offset": pa.array([rank[1] for rank, _, _ in kept], pa.int64()),
-        })
-    return Batch(tables, next_offsets, count)
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.events: dict[str, bytes] = {}
+        self.transitions: dict[str, tuple[bytes, int, int]] = {}
+        self.runs: dict[str, tuple[int, bytes]] = {}
+        self.letters: dict[str, bytes] = {}
+        self.sink_letters: list[list[Any]] = []
+        self.alerts: dict[str, tuple[tuple[int, int], bytes, int]] = {}
+        self.next_offsets: dict[tuple[str, int], int] = {}
+
+    def add(self, records: Iterable[KafkaRecord]) -> None:
+        """Validate, dead-letter and deduplicate records into the batch."""
+        events, transitions, runs, letters, alerts = self.events, self.transitions, self.runs, self.letters, self.alerts
+        next_offsets = self.next_offsets
+        for record in records:
+            self.records += 1
+            position = (record.topic, record.partition)
+            if record.offset >= next_offsets.get(position, 0):
+                next_offsets[position] = record.offset + 1
+            decoder = _DECODERS.get(record.topic)
+            if decoder is None:
+                raise ValueError(f"the sink does not read topic {record.topic!r}")
+            data = record.value
+            try:
+                if data is None:
+                    raise msgspec.DecodeError("the record has no value (a tombstone)")
+                value = decoder.decode(data)
+                if value.schema_version != SCHEMA_VERSION:
+                    raise _UnknownVersion(value.schema_version)
+                if not data.isascii():
+                    data.decode()  # msgspec does not check bytes it skips (unknown fields, raw attrs)
+            except (msgspec.DecodeError, msgspec.ValidationError, _UnknownVersion, UnicodeDecodeError) as exc:
+                self.sink_letters.append(sink_dead_letter(record, exc))
+                continue
+            topic = record.topic
+            if topic == _EVENTS:
+                events.setdefault(value.event_id, data)
+            elif topic == _TRANSITIONS:
+                # The first copy's place in Kafka is kept: transitions of one run share a
+                # partition (keyed by job), so their offsets are the order the worker made them.
+                transitions.setdefault(value.transition_id, (data, record.partition, record.offset))
+            elif topic == _RUNS:
+                held = runs.get(value.run_key)
+                if held is None or value.version > held[0]:
+                    runs[value.run_key] = (value.version, data)
+            elif topic == _DEADLETTER:
+                letters.setdefault(value.dead_letter_id, data)
+            else:
+                rank = (1 if value.status in _FINAL_ALERT_STATUSES else 0, record.offset)
+                held_alert = alerts.get(value.alert_id)
+                if held_alert is None or rank > held_alert[0]:
+                    alerts[value.alert_id] = (rank, data, record.partition)
+
+    def build(self) -> Batch:
+        """The batch so far as Arrow tables, one per table it fills."""
+        tables: dict[str, pa.Table] = {}
+        if self.events:
+            tables["job_events"] = _values(list(self.events.values()))
+        if self.transitions:
+            kept_transitions = list(self.transitions.values())
+            tables["job_transitions"] = _chunked(pa.table({
+                "value": _text([data for data, _, _ in kept_transitions]),
+                "kafka_partition": pa.array([partition for _, partition, _ in kept_transitions], pa.int32()),
+                "kafka_offset": pa.array([offset for _, _, offset in kept_transitions], pa.int64()),
+            }))
+        if self.runs:
+            tables["job_runs"] = _values([data for _, data in self.runs.values()])
+        if self.letters:
+            tables["dead_letters"] = _values(list(self.letters.values()))
+        if self.sink_letters:
+            tables["sink_dead_letters"] = pa.Table.from_arrays(
+                [pa.array(column, type=f.type) for column, f in zip(zip(*self.sink_letters), SINK_DEAD_LETTER_SCHEMA)],
+                schema=SINK_DEAD_LETTER_SCHEMA,
+            )
+        if self.alerts:
+            kept = list(self.alerts.values())
+            tables["alerts"] = pa.table({
+                "value": _text([data for _, data, _ in kept]),
+                "status_rank": pa.array([rank[0] for rank, _, _ in kept], pa.int32()),
+                "kafka_partition": pa.array([partition for _, _, partition in kept], pa.int32()),
+                "kafka_offset": pa.array([rank[1] for rank, _, _ in kept], pa.int64()),
+            })
+        return Batch(tables, dict(self.next_offsets), self.records)
+
+
+def decode_batch(records: Iterable[KafkaRecord]) -> Batch:
+    """Validate, dead-letter and deduplicate one batch of records from the ``jobs.*`` topics."""
+    builder = BatchBuilder()
+    builder.add(records)
+    return builder.build()
 
 
 ARROW_CHUNK = 8192
