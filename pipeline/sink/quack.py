@@ -164,6 +164,12 @@ def attach(con: duckdb.DuckDBPyConnection, address: str, token: str, alias: str 
     con.execute(f"USE {alias}")
 
 
+def query(con: duckdb.DuckDBPyConnection, address: str, token: str, sql: str) -> list[tuple]:
+    """One read run by the server (``quack_query``), so a filter is applied there rather than
+    after pulling the attached table whole; ``con`` needs ``load_extensions`` first."""
+    return con.execute("FROM quack_query(?, ?, token => ?)", [address, sql, token]).fetchall()
+
+
 def analyst_command(address: str, token_hint: str) -> str:
     """The ``duckdb`` command line an analyst pastes to attach the live database."""
     httpfs, quack = extension_path("httpfs"), extension_path("quack")
