@@ -830,20 +830,24 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Each stage is the median of this many runs.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the workload (the same seed, the same input).")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the numbers as JSON here.")] = None,
+    freshness_rate: Annotated[int, typer.Option(min=1, help="Raw records per second sent while freshness is measured.")] = 2000,
+    freshness_seconds: Annotated[float, typer.Option(min=1, help="How long freshness is measured.")] = 20.0,
 ) -> None:
     """Measure each stage against its bare baseline, in one run on the embedded broker.
 
-    Today: bare aiokafka + orjson, the bare Faust agent loop, the lifecycle alone and
-    normalize alone per vendor (the worker, sink and end-to-end stages are still
-    scripts/bench_worker.py and scripts/bench_sink.py). Ratios, not absolute numbers, are
-    what compares across days on a shared machine.
+    Today: bare aiokafka + orjson, the bare Faust agent loop, the lifecycle alone,
+    normalize alone per vendor, the sink alone (against a bare loop over the same jobs.*
+    records), end to end (a worker and a sink, rows counted over Quack) and freshness at a
+    steady --freshness-rate (raw acknowledged -> visible over Quack). Ratios, not absolute
+    numbers, are what compares across days on a shared machine.
     """
     from pipeline.bench import run as bench_run
     from pipeline.bench.stages import BenchError
 
     quiet_kafka_logs()
     try:
-        results = bench_run.run(events, repeats=repeats, seed=seed, say=lambda line: err.print(line, markup=False))
+        results = bench_run.run(events, repeats=repeats, seed=seed, freshness_rate=freshness_rate,
+                                freshness_seconds=freshness_seconds, say=lambda line: err.print(line, markup=False))
     except BenchError as exc:
         raise fail(str(exc)) from None
     for line in bench_run.table(results):

@@ -8,7 +8,11 @@ over that same input, each the median of ``repeats``:
 1. bare aiokafka: read the raw topics and orjson-parse every value;
 2. bare Faust: an agent loop over the raw topics doing nothing per event;
 3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O);
-4. normalize alone, per vendor (parse included).
+4. normalize alone, per vendor (parse included);
+6. the sink alone: jobs.* -> committed DuckDB rows, against a bare aiokafka loop over the
+   same jobs.* records; 7. end to end: raw in Kafka -> rows visible over Quack, one
+   worker and one sink; 8. freshness under a steady ``freshness_rate`` raw records/s
+   (``sink_stages``).
 
 It prints a table with the ratios and writes the numbers as JSON (``--out``).
 """
@@ -26,7 +30,7 @@ from typing import Any
 import orjson
 
 from pipeline import catalog
-from pipeline.bench import stages
+from pipeline.bench import sink_stages, stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
 
@@ -34,7 +38,8 @@ SAMPLE_FOR_PURE_STAGES = 50_000
 """The pure stages time a sample: their rate does not depend on the input's length."""
 
 
-def run(events: int, *, repeats: int = 3, seed: int = 1, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run(events: int, *, repeats: int = 3, seed: int = 1, freshness_rate: int = 2000, freshness_seconds: float = 20.0,
+        say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every stage; returns the JSON-ready numbers."""
     results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats}
     sample = list(itertools.islice(documents(events, seed=seed), min(events, SAMPLE_FOR_PURE_STAGES)))
@@ -64,6 +69,8 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, say: Callable[[str], No
         )
         say("bare faust agent loop ...")
         results["bare_faust_eps"] = statistics.median(stages.bare_faust(broker.bootstrap, loaded) for _ in range(repeats))
+        results.update(sink_stages.run_stages(broker.bootstrap, events=events, seed=seed, repeats=repeats,
+                                              rate=freshness_rate, seconds=freshness_seconds, say=say))
     return results
 
 
@@ -92,12 +99,24 @@ def table(results: dict[str, Any]) -> list[str]:
         ("normalize alone (all vendors)", results.get("normalize_eps"), None, ""),
     ]
     rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]
+    rows += [
+        ("sink (jobs.* -> committed rows)", results.get("sink_rows_per_s"), bare_kafka, "of bare aiokafka (target 0.5x, 100k)"),
+        ("  bare aiokafka over those jobs.*", results.get("bare_aiokafka_jobs_eps"), None, ""),
+        ("end to end (raw -> visible)", results.get("end_to_end_eps"), bare_faust, "of bare faust (target 0.6x)"),
+    ]
     lines = [f"{'stage':<34} {'events/s':>12}  ratio"]
     for name, rate, base, label in rows:
         if rate is None:
             continue
         ratio = f"{rate / base:.2f}x {label}" if base else ""
         lines.append(f"{name:<34} {rate:>12,.0f}  {ratio}")
+    if results.get("sink_rows_per_s") and results.get("bare_aiokafka_jobs_eps"):
+        lines.append(f"sink / bare aiokafka over the same jobs.* records: "
+                     f"{results['sink_rows_per_s'] / results['bare_aiokafka_jobs_eps']:.2f}x")
+    if results.get("freshness_p99_s") is not None:
+        lines.append(f"freshness at {results['freshness_rate']:,} raw records/s, acknowledged -> visible over Quack: "
+                     f"p50 {results['freshness_p50_s']:.2f} s, p99 {results['freshness_p99_s']:.2f} s (target <= 2); "
+                     f"of it the worker's p50 {results['freshness_worker_p50_s']:.2f} s, p99 {results['freshness_worker_p99_s']:.2f} s")
     return lines
 
 

@@ -15,14 +15,20 @@ pytestmark = pytest.mark.integration
 def test_a_small_run_reports_every_measured_stage(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--out", str(out)],
+        [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--freshness-seconds", "2",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # 3,000 documents: several batches, as the loops are timed after their first
     assert result.returncode == 0, result.stdout + result.stderr
     results = orjson.loads(out.read_bytes())
-    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "normalize_eps"):
+    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "normalize_eps",
+                 "sink_rows_per_s", "bare_aiokafka_jobs_eps", "end_to_end_eps"):
         assert results[name] > 0, name
+    assert 0 < results["freshness_p50_s"] <= results["freshness_p99_s"] <= results["freshness_max_s"]
+    assert results["freshness_events"] > 0 and results["freshness_raw_records"] == 4000
+    assert results["sink_records"] >= results["sink_stored_rows"] > 0
     assert set(results["normalize_eps_by_vendor"]) == {"qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica"}
     assert results["events"] == 3000 and results["raw_records"] >= 3000
     assert result.stdout.splitlines()[0].startswith("stage") and "of bare aiokafka" in result.stdout
+    assert "end to end (raw -> visible)" in result.stdout and "freshness at 2,000 raw records/s" in result.stdout
     assert "loading 3,000 documents" in result.stderr
