@@ -75,6 +75,7 @@ _RANGES: dict[str, _Range] = {
     "quack_port": _Range(0, 65535),
     "sink_batch_max": _Range(1, 1_000_000),
     "sink_fetch_wait_ms": _Range(0, 60_000),
+    "sink_commit_interval_ms": _Range(0, 60_000),
     "sink_threads": _Range(1, 1024),
 
     "webhook_max_body_bytes": _Range(1024, 100_000_000),
@@ -134,6 +135,9 @@ class Settings:
     quack_token_file: Path | None = None
     sink_batch_max: int = 50_000
     sink_fetch_wait_ms: int = 100
+    # Least time between the starts of two commits: a commit costs ~30 ms of CPU whatever
+    # its size, so a trickle committed as it came cost a third of a core (scripts/bench_sink.py).
+    sink_commit_interval_ms: int = 250
     sink_threads: int | None = None  # DuckDB's threads; None: one core less than the machine has
 
     # Push ingestors (Qlik Cloud webhooks, TrueNAS websocket). Secrets come from the

@@ -117,6 +117,8 @@ def table(results: dict[str, Any]) -> list[str]:
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s, acknowledged -> visible over Quack: "
                      f"p50 {results['freshness_p50_s']:.2f} s, p99 {results['freshness_p99_s']:.2f} s (target <= 2); "
                      f"of it the worker's p50 {results['freshness_worker_p50_s']:.2f} s, p99 {results['freshness_worker_p99_s']:.2f} s")
+    elif results.get("freshness_error"):
+        lines.append(f"freshness at {results['freshness_rate']:,} raw records/s: not measured: {results['freshness_error']}")
     return lines
 
 

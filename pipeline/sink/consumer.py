@@ -9,18 +9,20 @@ takes every partition of the ``jobs.*`` topics itself, without a consumer group)
 3. Fetch records (``getmany``).
 4. Decode them in memory into the batch being built: contract-v1 records to rows,
    deduplicated within the batch; records that do not decode become ``dead_letters`` rows
-   (``records.py``). While a write is in flight and the batch is not full
-   (``sink_batch_max`` records), go back to step 3: the batch grows while DuckDB is busy.
+   (``records.py``). While a write is in flight or the last one started less than
+   ``sink_commit_interval_ms`` ago, and the batch is not full (``sink_batch_max``
+   records), go back to step 3: the batch grows while DuckDB is busy.
 5. In ONE DuckDB transaction: insert the rows (anti-join on ids for the append tables,
    highest version wins for runs and alerts) and upsert each partition's next offset
    into ``kafka_offsets``; COMMIT. Then back to step 3.
 
 Step 5 runs in a thread (DuckDB releases the GIL) while steps 3-4 build the next batch;
 writes stay one at a time and in order, so offsets only ever move forward. A batch is
-written as soon as the previous write has committed, whatever its size: a slow input
-gives small batches written at once (freshness), a backlog gives large ones (each
-commit costs about the same whatever its size: scripts/bench_sink.py measured 10,000-row
-batches at half the rows/s of 50,000-row ones).
+written as soon as the previous write has committed and the commit interval has passed,
+whatever its size: a slow input gives small batches at most ``sink_commit_interval_ms``
+apart (freshness), a backlog gives large ones (a commit costs about 30 ms of CPU whatever
+its size: scripts/bench_sink.py measured 10,000-row batches at half the rows/s of
+50,000-row ones, and a trickle committed as it came cost a third of a core).
 
 Killed after step k -> what the restart sees (tests/sink/test_commit_protocol.py: each
 row is a child sink that SIGKILLs itself there, then a restart compared with a sink that
@@ -116,11 +118,14 @@ async def consume(
                 on_commit(batch)
 
         building = BatchBuilder()
+        interval = settings.sink_commit_interval_ms / 1000
+        next_write_at = 0.0
         while not stop.is_set():
-            # With records waiting for the write in flight, poll briefly so they go as soon as it ends.
-            poll_ms = POLL_WHILE_WRITING_MS if building.records else POLL_IDLE_MS
             try:
-                fetched = await consumer.getmany(timeout_ms=poll_ms, max_records=settings.sink_batch_max - building.records)
+                fetched = await consumer.getmany(
+                    timeout_ms=_poll_ms(building.records, writing, next_write_at),
+                    max_records=settings.sink_batch_max - building.records,
+                )
             except OffsetOutOfRangeError as exc:
                 raise SinkError(_out_of_range(exc)) from None
             for messages in fetched.values():
@@ -130,11 +135,13 @@ async def consume(
                 writing = None
             if not building.records:
                 continue
-            if writing is not None:
+            if writing is not None or time.monotonic() < next_write_at:
                 if building.records < settings.sink_batch_max:
                     continue  # keep fetching into this batch while DuckDB writes the last one
-                await writing
-                writing = None
+                if writing is not None:
+                    await writing
+                    writing = None
+            next_write_at = time.monotonic() + interval
             writing = asyncio.ensure_future(write(building.build()))
             building = BatchBuilder()
         if writing is not None:
@@ -145,6 +152,16 @@ async def consume(
             await asyncio.wait([writing])
         await consumer.stop()
     return stats
+
+
+def _poll_ms(waiting: int, writing: asyncio.Future[None] | None, next_write_at: float) -> int:
+    """How long the next fetch may wait for records: briefly when records wait for the
+    write in flight, until the commit interval ends when they wait for that."""
+    if not waiting:
+        return POLL_IDLE_MS
+    if writing is not None:
+        return POLL_WHILE_WRITING_MS
+    return max(1, min(POLL_IDLE_MS, int((next_write_at - time.monotonic()) * 1000) + 1))
 
 
 def _out_of_range(exc: OffsetOutOfRangeError) -> str:
