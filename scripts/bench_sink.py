@@ -11,7 +11,8 @@
 2. Freshness: starts ``pipeline sink`` as its own process on the file the last throughput
    run left (so it starts caught up), produces events at ``--rate``
    per second for ``--seconds`` (acks=all), and a Quack client polls the live database
-   every 10 ms; freshness = first seen by the client - acknowledged by Kafka.
+   every 10 ms; freshness = first seen by the client - acknowledged by Kafka. Also the
+   sink's CPU meanwhile (``JOBSTREAM_SINK_COMMIT_INTERVAL_MS`` changes how often it commits).
 3. Dedupe: one batch of 20,000 rows (1% already present) into a table of
    ``--table-rows`` rows: anti-join (what the writer does) vs PRIMARY KEY + INSERT OR
    IGNORE vs a plain INSERT (no dedupe, the floor).
@@ -229,7 +230,9 @@ def freshness(bootstrap: str, rate: int, seconds: float, db: Path) -> None:
 
     poller = threading.Thread(target=poll)
     poller.start()
+    cpu_before, wall_before = cpu_seconds(sink.pid), time.perf_counter()
     asyncio.run(produce())
+    cpu_used, wall = cpu_seconds(sink.pid) - cpu_before, time.perf_counter() - wall_before
     poller.join(timeout=60)
     stop.set()
     sink.terminate()
@@ -240,7 +243,14 @@ def freshness(bootstrap: str, rate: int, seconds: float, db: Path) -> None:
     p50 = statistics.median(lags)
     p99 = lags[int(len(lags) * 0.99) - 1]
     print(f"freshness at {rate:,}/s for {seconds:g} s ({len(lags):,} events, Kafka ack -> visible over Quack, 10 ms polls): "
-          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms")
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms; "
+          f"the sink used {cpu_used / wall:.0%} of a core meanwhile (Quack polls included)")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def dedupe(table_rows: int, batch: int = 20_000) -> None:

@@ -117,6 +117,9 @@ def table(results: dict[str, Any]) -> list[str]:
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s, acknowledged -> visible over Quack: "
                      f"p50 {results['freshness_p50_s']:.2f} s, p99 {results['freshness_p99_s']:.2f} s (target <= 2); "
                      f"of it the worker's p50 {results['freshness_worker_p50_s']:.2f} s, p99 {results['freshness_worker_p99_s']:.2f} s")
+        if results.get("end_to_end_eps") and results["end_to_end_eps"] < results["freshness_rate"]:
+            lines.append(f"  (end to end runs at {results['end_to_end_eps']:,.0f} raw records/s, below that rate: "
+                         "the delay is the backlog that builds up)")
     elif results.get("freshness_error"):
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s: not measured: {results['freshness_error']}")
     return lines
