@@ -60,7 +60,8 @@ from pipeline.broker import free_port
 from pipeline.settings import Settings
 from pipeline.sink import quack
 from pipeline.sink.consumer import TOPICS, consume
-from pipeline.sink.records import Batch, TOPIC_TABLES
+from pipeline.sink.records import TOPIC_TABLES, Batch
+from pipeline.sink.writer import DuckDBWriter
 from pipeline.sources import RawProducer, Record, records_for
 from pipeline.vendors import Context
 
@@ -104,7 +105,7 @@ def _event_ids(doc: Document, record: Record) -> list[str]:
     return [event.event_id for event in vendors.normalize(doc.vendor, record.payload, ctx)]
 
 
-def _jobs_partitions() -> list[TopicPartition]:
+def jobs_partitions() -> list[TopicPartition]:
     return [TopicPartition(t, p) for t in TOPICS for p in range(catalog.topic(t).partitions)]
 
 
@@ -115,7 +116,7 @@ async def jobs_ends(bootstrap: str) -> dict[Position, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        partitions = _jobs_partitions()
+        partitions = jobs_partitions()
         consumer.assign(partitions)
         for tp, offset in (await consumer.end_offsets(partitions)).items():
             consumer.seek(tp, offset)
@@ -137,8 +138,6 @@ async def jobs_ends(bootstrap: str) -> dict[Position, int]:
 
 def new_file(db: Path, offsets: dict[Position, int]) -> None:
     """A sink database that starts reading at ``offsets`` (one committed batch of no rows)."""
-    from pipeline.sink.writer import DuckDBWriter
-
     writer = DuckDBWriter(db).open()
     try:
         writer.write(Batch(next_offsets=dict(offsets)))
@@ -397,8 +396,6 @@ async def sink_alone(bootstrap: str, start: dict[Position, int], end: dict[Posit
                      timeout_s: float) -> tuple[int, int, float]:
     """Stage 6 once: the sink's loop from ``start`` until every partition committed up to
     ``end``; returns (records committed, rows in the file, seconds)."""
-    from pipeline.sink.writer import DuckDBWriter
-
     new_file(db, start)
     writer = DuckDBWriter(db).open()
     reached = dict(start)
@@ -466,7 +463,8 @@ def run_stages(bootstrap: str, *, events: int, seed: int, repeats: int, rate: in
         with running(bootstrap, folder, "e2e-1") as live:
             e2e.append(end_to_end_rate(live, len(ids), raw_records, timeout_s))
             say(f"freshness: {rate:,} raw records/s for {seconds:g} s while the worker and the sink run ...")
-            later = itertools.islice(documents(events * 2 + int(rate * seconds) + 1000, seed=seed), events, None)
+            # The workload's next documents: new runs and later events of runs under way.
+            later = itertools.islice(documents(events + int(rate * seconds), seed=seed), events, None)
             results.update(freshness(live, bootstrap, later, ids, rate, seconds))
         end = asyncio.run(jobs_ends(bootstrap))
 

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline import catalog
-from pipeline.bench.sink_stages import _jobs_partitions, jobs_ends, new_file, sink_alone
+from pipeline.bench.sink_stages import jobs_partitions, jobs_ends, new_file, sink_alone
 from tests.sink.contract import Story, produce
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ async def read_to_the_end(bootstrap: str) -> dict[tuple[str, int], int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = _jobs_partitions()
+        partitions = jobs_partitions()
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         last = {(tp.topic, tp.partition): 0 for tp in partitions}
