@@ -80,6 +80,9 @@ _RANGES: dict[str, _Range] = {
     "webhook_max_body_bytes": _Range(1024, 100_000_000),
     "heartbeat_every_s": _Range(0, 3600, open_low=True),
     "kafka_ack_timeout_s": _Range(0, 600, open_low=True),
+    "metrics_port": _Range(0, 65535),
+    "broker_lost_exit_s": _Range(0, 86400),
+    "stall_after_s": _Range(0, 86400, open_low=True),
 }
 
 
@@ -158,6 +161,16 @@ class Settings:
     forget_after_s: float = 7 * 86400.0
     max_entry_bytes: int = 64 * 1024
     max_record_bytes: int = 1_000_000
+
+    # Operations (pipeline/run/health.py): every long-running role serves /metrics and
+    # /healthz on metrics_host:metrics_port (0: not served); a partition with lag that does
+    # not move for stall_after_s makes /healthz 503; a consumer role (worker, sink, alerter)
+    # that cannot reach any broker for broker_lost_exit_s ends with one line and exit 69,
+    # so its supervisor restarts it (0: never; Kafka clients would retry forever).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    stall_after_s: float = 60.0
+    broker_lost_exit_s: float = 120.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap))
