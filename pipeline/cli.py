@@ -811,37 +811,41 @@ def zuora_cancel(
         raise fail(escape(str(exc)), exc.code) from None
 
 
-PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")]
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one).")]
+HostOpt = Annotated[str, typer.Option(help="Address to listen on (default 127.0.0.1; 0.0.0.0 in a container).")]
 ClockFactorOpt = Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")]
 FaultsOpt = Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")]
 GroupsOpt = Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")]
 
 
-def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int) -> None:
+def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int, host: str) -> None:
     from pipeline.ingest_cli import CommandError, simulate as run_simulator
 
     try:
-        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"))
+        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"), host)
     except CommandError as exc:
         raise fail(escape(str(exc)), exc.code) from None
 
 
 @simulate_app.command("qlik-qrs")
-def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3,
+                      host: HostOpt = "127.0.0.1") -> None:
     """Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C."""
-    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups)
+    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups, host)
 
 
 @simulate_app.command("zuora")
-def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3,
+                   host: HostOpt = "127.0.0.1") -> None:
     """Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C."""
-    _simulate_pull("zuora", port, clock_factor, faults, groups)
+    _simulate_pull("zuora", port, clock_factor, faults, groups, host)
 
 
 @simulate_app.command("informatica")
-def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3,
+                         host: HostOpt = "127.0.0.1") -> None:
     """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
-    _simulate_pull("informatica", port, clock_factor, faults, groups)
+    _simulate_pull("informatica", port, clock_factor, faults, groups, host)
 
 @app.command()
 def bench(

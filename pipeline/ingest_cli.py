@@ -93,7 +93,8 @@ def zuora_cancel(config: Path | None, task_id: str) -> str:
     return run_async(lambda stop: module.cancel(settings, task_id), settings.redactor())
 
 
-def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, groups: int, announce: Callable[[str], None]) -> None:
+def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, groups: int, announce: Callable[[str], None],
+             host: str = "127.0.0.1") -> None:
     from pipeline.vendors._simulator import FaultSpecError, Faults, SimClock, serve_forever
 
     if vendor not in SIMULATED:
@@ -106,8 +107,8 @@ def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, grou
     module = importlib.import_module(f"pipeline.vendors.{package}.simulator")
     simulator = module.demo_simulator(clock=SimClock(factor=clock_factor), faults=faults, groups=groups)
     try:
-        asyncio.run(serve_forever(simulator, port, announce))
+        asyncio.run(serve_forever(simulator, port, announce, host))
     except OSError as exc:
-        raise CommandError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         pass
