@@ -715,13 +715,48 @@ def demo(
         raise fail("a role stopped during the demo (its log is above)")
 
 
+@app.command("run")
+def run_pipeline(
+    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: \\[run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: \\[pipeline] settings, \\[run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
+    bootstrap: BootstrapOpt = None,
+    state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+) -> None:
+    """Run the production roles against a Kafka, each as its own process, until Ctrl-C / SIGTERM.
+
+    Settings: flags win over JOBSTREAM_* variables, which win over the file; all of it is
+    checked before anything starts (one line per problem); secrets only from the
+    environment or files. A role that exits non-zero is restarted with a backoff; each
+    role serves /metrics and /healthz on its own port, printed at start.
+    """
+    from pipeline.run import production
+
+    try:
+        plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
+    except production.RunConfigError as exc:
+        for line in exc.lines:
+            err.print(f"[bold red]error:[/] {escape(line)}")
+        raise typer.Exit(2) from None
+    exit_on_sigterm()
+    production.run(plan, say=lambda line: out.print(line, markup=False))
+
+
 @app.command()
-def status(bootstrap: BootstrapOpt = None) -> None:
-    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka)."""
+def status(
+    bootstrap: BootstrapOpt = None,
+    state_file: Annotated[Optional[Path], typer.Option(help="State file of a running `pipeline run` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+) -> None:
+    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka).
+
+    When a `pipeline run` is running, first its roles: pid, restarts, last exit status and
+    each role's own /healthz (problems, and per partition its lag and when it last moved).
+    """
     from pipeline.run import status as status_module
 
-    settings = load_settings(bootstrap=bootstrap)
+    settings = load_settings(bootstrap=bootstrap, run_state_file=state_file)
     quiet_kafka_logs()
+    for line in asyncio.run(status_module.run_state_lines(Path(settings.run_state_file))):
+        out.print(line, markup=False)
     roles = status_module.default_roles(settings)
     offsets, where = _sink_offsets(settings)
     try:
