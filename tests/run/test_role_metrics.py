@@ -192,3 +192,48 @@ async def test_sink_exits_69_when_its_broker_is_gone(tmp_path):
         if sink is not None:
             stop(sink)
         private.stop()
+
+
+async def test_alerter_serves_health_and_exits_69_when_its_broker_is_gone(tmp_path):
+    private = EmbeddedBroker(log=tmp_path / "broker.log").start()
+    port = free_port()
+    log = tmp_path / "alerter.log"
+    alerter = None
+    try:
+        await catalog.apply(private.bootstrap)
+        alerter = start(["alert", "--bootstrap", private.bootstrap, "--url", "json://127.0.0.1:9/hook",
+                         "--metrics-port", str(port)], log, JOBSTREAM_BROKER_LOST_EXIT_S="4")
+        await wait_for_metrics(port, lambda t: metric(t, "jobstream_broker_reachable", role="alerter") == 1, alerter, log)
+        status, body = await scrape(port, "/healthz")
+        assert status == 200 and orjson.loads(body)["role"] == "alerter"
+        private.stop()
+        code = await wait_exit(alerter, 30)
+        assert code == EXIT_BROKER_LOST, log.read_text()[-2000:]
+        assert "pipeline alerter: no Kafka broker at" in log.read_text()
+    finally:
+        if alerter is not None:
+            stop(alerter)
+        private.stop()
+
+
+async def test_push_receiver_counts_deliveries_kafka_acknowledged(broker, tmp_path):
+    listen, port = free_port(), free_port()
+    log = tmp_path / "receiver.log"
+    env = {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "metrics-test-secret"}
+    receiver = start(["ingest", "qlik-cloud", "--bootstrap", broker.bootstrap, "--listen", f"127.0.0.1:{listen}",
+                      "--source", "metrics-test", "--metrics-port", str(port)], log, **env)
+    try:
+        await wait_for_metrics(port, lambda t: "jobstream_polls" in t, receiver, log)
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", "simulate", "qlik-cloud", "--url", f"http://127.0.0.1:{listen}/",
+            "--events", "4", "--duplicates", "0", "--clock", "1000", env={**os.environ, **env},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await asyncio.wait_for(sender.wait(), 60) == 0
+        text = await wait_for_metrics(
+            port, lambda t: metric(t, "jobstream_polls_total", role="qlik-cloud-ingestor", outcome="ok") >= 4, receiver, log,
+        )
+        assert metric(text, "jobstream_records_out_total", role="qlik-cloud-ingestor", topic="raw.qlik_cloud") >= 4
+        assert metric(text, "jobstream_polls_total", role="qlik-cloud-ingestor", outcome="error") == 0
+    finally:
+        stop(receiver)
