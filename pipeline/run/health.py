@@ -7,6 +7,13 @@ letters, batch latency, deliveries), reports each consumed partition's position 
 high-water mark, and serves them with ``serve``. A partition with lag that has not moved
 for ``stall_after_s`` makes the role unhealthy: the failure users of Faust complain
 about most (an agent that stops silently) shows up here and in ``pipeline status``.
+
+The roles' loops call one hook per batch (``observe_batch`` for the Faust worker,
+``observe_fetch`` for aiokafka consumers, ``RoleMetrics.polled`` for ingestors) and run
+``operate`` beside their loop: the server (when ``metrics_port`` is set) and the broker
+watch, which makes a consumer role whose brokers are all gone exit 69 instead of
+reconnecting forever. This module imports nothing above ``settings`` and ``sources``, so
+the worker and the sink may take a ``RoleMetrics`` without importing the supervisor.
 """
 
 from __future__ import annotations
