@@ -830,20 +830,22 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Each stage is the median of this many runs.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the workload (the same seed, the same input).")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the numbers as JSON here.")] = None,
+    state_runs: Annotated[int, typer.Option(min=0, help="Runs in the worker's table for its peak RSS and restart-to-ready (RocksDB, a broker of its own; minutes at 1,000,000); 0 skips it.")] = 1_000_000,
 ) -> None:
     """Measure each stage against its bare baseline, in one run on the embedded broker.
 
-    Today: bare aiokafka + orjson, the bare Faust agent loop, the lifecycle alone and
-    normalize alone per vendor (the worker, sink and end-to-end stages are still
-    scripts/bench_worker.py and scripts/bench_sink.py). Ratios, not absolute numbers, are
-    what compares across days on a shared machine.
+    Today: bare aiokafka + orjson, the bare Faust agent loop, the lifecycle alone,
+    normalize alone per vendor, the worker (raw -> jobs.*), and the worker's peak RSS and
+    restart-to-ready with --state-runs runs in its table (the sink and end-to-end stages
+    are still scripts/bench_sink.py). Ratios, not absolute numbers, are what compares
+    across days on a shared machine.
     """
     from pipeline.bench import run as bench_run
     from pipeline.bench.stages import BenchError
 
     quiet_kafka_logs()
     try:
-        results = bench_run.run(events, repeats=repeats, seed=seed, say=lambda line: err.print(line, markup=False))
+        results = bench_run.run(events, repeats=repeats, seed=seed, state_runs=state_runs, say=lambda line: err.print(line, markup=False))
     except BenchError as exc:
         raise fail(str(exc)) from None
     for line in bench_run.table(results):

@@ -8,7 +8,10 @@ over that same input, each the median of ``repeats``:
 1. bare aiokafka: read the raw topics and orjson-parse every value;
 2. bare Faust: an agent loop over the raw topics doing nothing per event;
 3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O);
-4. normalize alone, per vendor (parse included).
+4. normalize alone, per vendor (parse included);
+5. the worker: raw topics -> jobs.* topics (``worker_stages.worker_rate``);
+9. the worker's peak RSS and restart-to-ready with ``state_runs`` runs in its RocksDB
+   table, on a broker of its own (``worker_stages.state_stage``; 0 skips it).
 
 It prints a table with the ratios and writes the numbers as JSON (``--out``).
 """
@@ -26,7 +29,7 @@ from typing import Any
 import orjson
 
 from pipeline import catalog
-from pipeline.bench import stages
+from pipeline.bench import stages, worker_stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
 
@@ -34,7 +37,8 @@ SAMPLE_FOR_PURE_STAGES = 50_000
 """The pure stages time a sample: their rate does not depend on the input's length."""
 
 
-def run(events: int, *, repeats: int = 3, seed: int = 1, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0,
+        say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every stage; returns the JSON-ready numbers."""
     results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats}
     sample = list(itertools.islice(documents(events, seed=seed), min(events, SAMPLE_FOR_PURE_STAGES)))
@@ -64,6 +68,14 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, say: Callable[[str], No
         )
         say("bare faust agent loop ...")
         results["bare_faust_eps"] = statistics.median(stages.bare_faust(broker.bootstrap, loaded) for _ in range(repeats))
+        say("the worker: raw -> jobs.* ...")
+        raw_records, output_events = worker_stages.expected_events(documents(events, seed=seed))
+        results["worker_eps"] = statistics.median(
+            worker_stages.worker_rate(broker.bootstrap, raw_records, output_events, repeats=repeats))
+    if state_runs:
+        say(f"the worker with {state_runs:,} runs in its table (RocksDB): peak RSS, restart-to-ready ...")
+        results.update(worker_stages.state_stage(state_runs, say=say))
+        results["state_runs"] = state_runs
     return results
 
 
@@ -92,12 +104,18 @@ def table(results: dict[str, Any]) -> list[str]:
         ("normalize alone (all vendors)", results.get("normalize_eps"), None, ""),
     ]
     rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]
+    rows.append(("worker (raw -> jobs.*)", results.get("worker_eps"), bare_faust, "of bare faust (target 0.75x)"))
     lines = [f"{'stage':<34} {'events/s':>12}  ratio"]
     for name, rate, base, label in rows:
         if rate is None:
             continue
         ratio = f"{rate / base:.2f}x {label}" if base else ""
         lines.append(f"{name:<34} {rate:>12,.0f}  {ratio}")
+    if results.get("restart_to_ready_s") is not None:
+        rss = results.get("worker_peak_rss_mb")
+        lines.append(f"worker with {results['state_runs']:,} runs (RocksDB): peak RSS "
+                     f"{'unknown' if rss is None else f'{rss:,.0f} MB'} (target <= 500), "
+                     f"restart-to-ready {results['restart_to_ready_s']:.1f} s (target <= 30)")
     return lines
 
 
