@@ -58,7 +58,7 @@ _RANGES: dict[str, _Range] = {
     "standby_replicas": _Range(0, 100),
     "batch_max": _Range(1, 1_000_000),
     "batch_within_s": _Range(0, 60, open_low=True),
-    "entry_cache_size": _Range(0, 100_000_000),
+    "entry_cache_bytes": _Range(0, 100 * 1024**3),
     "send_timeout_s": _Range(0, 600, open_low=True),
     "alert_delivery_attempts": _Range(1, 100),
     "alert_retry_base_s": _Range(0, 600),
@@ -109,7 +109,10 @@ class Settings:
     standby_replicas: int = 1
     batch_max: int = 1000
     batch_within_s: float = 0.05
-    entry_cache_size: int = 50_000
+    # The table entries the worker keeps decoded in memory, bounded by their encoded size
+    # (their Python objects take about 5 times as much): a bound in entries let a table of
+    # 1,000,000 runs take over 1 GB.
+    entry_cache_bytes: int = 16 * 1024**2
     send_timeout_s: float = 30.0
     # The alerter (pipeline/alerts/): its consumer group, Apprise URLs for rules that
     # name none (comma or space separated; may hold secrets: never logged), delivery
