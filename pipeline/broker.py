@@ -229,6 +229,11 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process (for its CPU and memory in the demo's summary)."""
+        return None if self._process is None else self._process.pid
+
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()
 

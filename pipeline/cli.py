@@ -47,6 +47,13 @@ BootstrapOpt = Annotated[
 ]
 
 
+MetricsPortOpt = Annotated[
+    Optional[int],
+    typer.Option("--metrics-port", min=0, max=65535,
+                 help="Serve /metrics and /healthz on this port (env JOBSTREAM_METRICS_PORT; default 0: off; host JOBSTREAM_METRICS_HOST, default 127.0.0.1)."),
+]
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
@@ -204,6 +211,7 @@ def worker(
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
     send_timeout: Annotated[Optional[float], typer.Option(help="Seconds Kafka has to acknowledge a batch's records before the worker exits 70 (default 30).")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
     from pipeline.broker import kafka_api_versions
@@ -212,6 +220,7 @@ def worker(
     settings = load_settings(
         bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
         stale_after_s=stale_after, app_id=app_id, tansu=tansu, send_timeout_s=send_timeout,
+        metrics_port=metrics_port,
     )
     if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
         raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
@@ -384,6 +393,7 @@ def alert(
     url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for rules that name none (repeatable; env JOBSTREAM_ALERT_URLS). Example: json://host:8080/hook, mailto://user:pass@smtp.example.com?to=ops@example.com.")] = None,
     group: Annotated[Optional[str], typer.Option(help="Consumer group (default jobstream-alerts).")] = None,
     show_rules: Annotated[bool, typer.Option("--show-rules", help="Print the rules (URLs shown by scheme only) and exit.")] = False,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the alerter: jobs.transitions -> rules -> Slack / Teams / email / webhooks
     (Apprise URLs), with every alert recorded on jobs.alerts.
@@ -395,7 +405,7 @@ def alert(
     from pipeline.alerts import rules as rules_module
     from pipeline.alerts import service
 
-    settings = load_settings(bootstrap=bootstrap, alert_group=group)
+    settings = load_settings(bootstrap=bootstrap, alert_group=group, metrics_port=metrics_port)
     extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
     try:
         rule_set = rules_module.load(rules, extra_urls=extra)
@@ -432,6 +442,7 @@ def sink(
     db: DbOpt = None,
     quack_host: Annotated[Optional[str], typer.Option(help="Address live SQL listens on (default localhost; anything else is reachable from other hosts).")] = None,
     quack_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over Quack (default 9494; 0 turns it off).")] = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Write the jobs.* topics into DuckDB, exactly once, and serve it for live SQL.
 
@@ -442,7 +453,8 @@ def sink(
     from pipeline.sink.consumer import run_sink
     from pipeline.sink.writer import SinkError
 
-    settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port)
+    settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port,
+                             metrics_port=metrics_port)
     quiet_kafka_logs()
     try:
         run_sink(settings, echo=lambda line: out.print(line, markup=False))
@@ -528,6 +540,7 @@ def ingest_qlik_cloud(
     max_body: Annotated[Optional[int], typer.Option(min=1024, help="Largest body accepted, in bytes (default 262144; larger: 413).")] = None,
     tls_cert: Annotated[Optional[Path], typer.Option(help="Serve https with this certificate chain (PEM; env JOBSTREAM_WEBHOOK_TLS_CERT). Qlik Cloud delivers only to https URLs: this, or a TLS proxy in front.")] = None,
     tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM; env JOBSTREAM_WEBHOOK_TLS_KEY).")] = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.
 
@@ -536,14 +549,16 @@ def ingest_qlik_cloud(
     it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
     GET /healthz answers 200 while Kafka is reachable.
     """
+    from pipeline.run.health import run_with_operations
     from pipeline.vendors.qlik_cloud import ingest
 
     host, port = _listen(listen)
     settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
-                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key)
+                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key, metrics_port=metrics_port)
     try:
         settings.qlik_secret()
-        asyncio.run(ingest.run(settings, host=host, port=port, source=source))
+        asyncio.run(run_with_operations("qlik-cloud-ingestor", settings,
+                                        lambda: ingest.run(settings, host=host, port=port, source=source)))
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
     except OSError as exc:
@@ -559,6 +574,7 @@ def ingest_truenas(
     host: Annotated[Optional[str], typer.Option(help="Host name in the records' source (default: the URL's host).")] = None,
     ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the NAS's certificate (env JOBSTREAM_TRUENAS_CA_FILE).")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS).")] = False,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.
 
@@ -568,6 +584,7 @@ def ingest_truenas(
     The API key's user must see every job (full or read-only admin): middlewared shows
     other users only their own.
     """
+    from pipeline.run.health import run_with_operations
     from pipeline.sources import TerminalError
     from pipeline.vendors.truenas import ingest
 
@@ -578,7 +595,7 @@ def ingest_truenas(
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
-                             truenas_ca_file=ca_file)
+                             truenas_ca_file=ca_file, metrics_port=metrics_port)
     if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
         raise fail(f"--ca-file {settings.truenas_ca_file}: no such file", 2)
     try:
@@ -591,7 +608,7 @@ def ingest_truenas(
                                   heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,
                                   ca_file=str(settings.truenas_ca_file) if settings.truenas_ca_file else None)
     try:
-        asyncio.run(ingest.run(settings, config))
+        asyncio.run(run_with_operations("truenas-ingestor", settings, lambda: ingest.run(settings, config)))
     except TerminalError as exc:
         raise fail(str(exc)) from None
 
@@ -698,13 +715,48 @@ def demo(
         raise fail("a role stopped during the demo (its log is above)")
 
 
+@app.command("run")
+def run_pipeline(
+    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: \\[run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: \\[pipeline] settings, \\[run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
+    bootstrap: BootstrapOpt = None,
+    state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+) -> None:
+    """Run the production roles against a Kafka, each as its own process, until Ctrl-C / SIGTERM.
+
+    Settings: flags win over JOBSTREAM_* variables, which win over the file; all of it is
+    checked before anything starts (one line per problem); secrets only from the
+    environment or files. A role that exits non-zero is restarted with a backoff; each
+    role serves /metrics and /healthz on its own port, printed at start.
+    """
+    from pipeline.run import production
+
+    try:
+        plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
+    except production.RunConfigError as exc:
+        for line in exc.lines:
+            err.print(f"[bold red]error:[/] {escape(line)}")
+        raise typer.Exit(2) from None
+    exit_on_sigterm()
+    production.run(plan, say=lambda line: out.print(line, markup=False))
+
+
 @app.command()
-def status(bootstrap: BootstrapOpt = None) -> None:
-    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka)."""
+def status(
+    bootstrap: BootstrapOpt = None,
+    state_file: Annotated[Optional[Path], typer.Option(help="State file of a running `pipeline run` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+) -> None:
+    """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka).
+
+    When a `pipeline run` is running, first its roles: pid, restarts, last exit status and
+    each role's own /healthz (problems, and per partition its lag and when it last moved).
+    """
     from pipeline.run import status as status_module
 
-    settings = load_settings(bootstrap=bootstrap)
+    settings = load_settings(bootstrap=bootstrap, run_state_file=state_file)
     quiet_kafka_logs()
+    for line in asyncio.run(status_module.run_state_lines(Path(settings.run_state_file))):
+        out.print(line, markup=False)
     roles = status_module.default_roles(settings)
     offsets, where = _sink_offsets(settings)
     try:
@@ -746,12 +798,13 @@ ConfigOpt = Annotated[
 ]
 
 
-def _pull(command: str, config: Optional[Path], bootstrap: Optional[str], **options: object) -> None:
+def _pull(command: str, config: Optional[Path], bootstrap: Optional[str], metrics_port: Optional[int] = None,
+          **options: object) -> None:
     from pipeline.ingest_cli import CommandError, run_ingest
 
-    settings = load_settings(bootstrap=bootstrap)
+    settings = load_settings(bootstrap=bootstrap, metrics_port=metrics_port)
     try:
-        run_ingest(command, config, settings.bootstrap, **options)
+        run_ingest(command, config, settings, **options)
     except CommandError as exc:
         raise fail(escape(str(exc)), exc.code) from None
 
@@ -761,21 +814,22 @@ def ingest_qlik_qrs(
     config: ConfigOpt = None,
     bootstrap: BootstrapOpt = None,
     start_task: Annotated[Optional[str], typer.Option("--start-task", help="Start this task (POST /qrs/task/ID/start/synchronous), follow its session to the end, then exit.")] = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Poll Qlik Sense QRS execution results and sessions (modifiedDate watermark) into raw.qlik_qrs."""
-    _pull("qlik-qrs", config, bootstrap, start_task=start_task)
+    _pull("qlik-qrs", config, bootstrap, metrics_port, start_task=start_task)
 
 
 @ingest_app.command("zuora")
-def ingest_zuora(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+def ingest_zuora(config: ConfigOpt = None, bootstrap: BootstrapOpt = None, metrics_port: MetricsPortOpt = None) -> None:
     """Poll Zuora RevPro BI Views biviews-status; send each token whose queue, status or counters changed."""
-    _pull("zuora", config, bootstrap)
+    _pull("zuora", config, bootstrap, metrics_port)
 
 
 @ingest_app.command("informatica")
-def ingest_informatica(config: ConfigOpt = None, bootstrap: BootstrapOpt = None) -> None:
+def ingest_informatica(config: ConfigOpt = None, bootstrap: BootstrapOpt = None, metrics_port: MetricsPortOpt = None) -> None:
     """Poll Informatica CIH events by CUSTOM time window (5 calls a minute) into raw.informatica."""
-    _pull("informatica", config, bootstrap)
+    _pull("informatica", config, bootstrap, metrics_port)
 
 
 @zuora_app.command("cancel")
@@ -792,37 +846,41 @@ def zuora_cancel(
         raise fail(escape(str(exc)), exc.code) from None
 
 
-PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: a free one).")]
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one).")]
+HostOpt = Annotated[str, typer.Option(help="Address to listen on (default 127.0.0.1; 0.0.0.0 in a container).")]
 ClockFactorOpt = Annotated[float, typer.Option(min=0.001, help="Vendor seconds per real second.")]
 FaultsOpt = Annotated[str, typer.Option(help="Faults, e.g. 'error=0.1,storm=0.05,retry_after_s=2,malformed=0.05,duplicate=0.2,reorder=0.5,latency_s=0.1,timeout=0.02'.")]
 GroupsOpt = Annotated[int, typer.Option(min=1, help="Rounds of the scenario's jobs.")]
 
 
-def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int) -> None:
+def _simulate_pull(vendor: str, port: int, clock_factor: float, faults: str, groups: int, host: str) -> None:
     from pipeline.ingest_cli import CommandError, simulate as run_simulator
 
     try:
-        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"))
+        run_simulator(vendor, port, clock_factor, faults, groups, lambda url: out.print(f"{vendor} simulator at {url}"), host)
     except CommandError as exc:
         raise fail(escape(str(exc)), exc.code) from None
 
 
 @simulate_app.command("qlik-qrs")
-def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+def simulate_qlik_qrs(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3,
+                      host: HostOpt = "127.0.0.1") -> None:
     """Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C."""
-    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups)
+    _simulate_pull("qlik-qrs", port, clock_factor, faults, groups, host)
 
 
 @simulate_app.command("zuora")
-def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+def simulate_zuora(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3,
+                   host: HostOpt = "127.0.0.1") -> None:
     """Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C."""
-    _simulate_pull("zuora", port, clock_factor, faults, groups)
+    _simulate_pull("zuora", port, clock_factor, faults, groups, host)
 
 
 @simulate_app.command("informatica")
-def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3) -> None:
+def simulate_informatica(port: PortOpt = 0, clock_factor: ClockFactorOpt = 1.0, faults: FaultsOpt = "", groups: GroupsOpt = 3,
+                         host: HostOpt = "127.0.0.1") -> None:
     """Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C."""
-    _simulate_pull("informatica", port, clock_factor, faults, groups)
+    _simulate_pull("informatica", port, clock_factor, faults, groups, host)
 
 @app.command()
 def bench(

@@ -11,9 +11,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.sources import ConfigError, Redactor, SourceError, load_config
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 # command name -> (vendor package, settings class, config section)
 PULL_INGESTORS: dict[str, tuple[str, str, str]] = {
@@ -56,13 +59,18 @@ def setup_logging(redact: Redactor, level: int = logging.INFO) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
-def run_ingest(command: str, config: Path | None, bootstrap: str, **options: Any) -> None:
-    """Run one pull ingestor until SIGINT/SIGTERM (or until a one-shot job ends)."""
+def run_ingest(command: str, config: Path | None, operations: "Settings", **options: Any) -> None:
+    """Run one pull ingestor until SIGINT/SIGTERM (or until a one-shot job ends), with its
+    metrics served as ``operations`` (the pipeline's settings) say."""
+    from pipeline.run.health import run_with_operations
+
     settings = settings_for(command, config)
     redact = settings.redactor()
     setup_logging(redact)
     module = ingest_module(command)
-    run_async(lambda stop: module.run(settings, bootstrap, stop=stop, **options), redact)
+    run_async(lambda stop: run_with_operations(
+        f"{command}-ingestor", operations, lambda: module.run(settings, operations.bootstrap, stop=stop, **options),
+    ), redact)
 
 
 def run_async(main: Callable[[asyncio.Event], Awaitable[Any]], redact: Redactor) -> Any:
@@ -85,7 +93,8 @@ def zuora_cancel(config: Path | None, task_id: str) -> str:
     return run_async(lambda stop: module.cancel(settings, task_id), settings.redactor())
 
 
-def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, groups: int, announce: Callable[[str], None]) -> None:
+def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, groups: int, announce: Callable[[str], None],
+             host: str = "127.0.0.1") -> None:
     from pipeline.vendors._simulator import FaultSpecError, Faults, SimClock, serve_forever
 
     if vendor not in SIMULATED:
@@ -98,8 +107,8 @@ def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, grou
     module = importlib.import_module(f"pipeline.vendors.{package}.simulator")
     simulator = module.demo_simulator(clock=SimClock(factor=clock_factor), faults=faults, groups=groups)
     try:
-        asyncio.run(serve_forever(simulator, port, announce))
+        asyncio.run(serve_forever(simulator, port, announce, host))
     except OSError as exc:
-        raise CommandError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         pass

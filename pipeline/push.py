@@ -16,7 +16,7 @@ from datetime import datetime
 
 from aiokafka.errors import KafkaError
 
-from pipeline.sources import RawProducer, Record, Redactor, SendReport
+from pipeline.sources import SOURCE_METRICS, RawProducer, Record, Redactor, SendReport
 
 log = logging.getLogger("pipeline.ingest")
 
@@ -44,6 +44,7 @@ class KafkaLink:
         self._lock = asyncio.Lock()
         self._down_until = 0.0
         self.last_error: str | None = None
+        self._metrics = SOURCE_METRICS.get()
 
     @property
     def source(self) -> str:
@@ -96,7 +97,18 @@ class KafkaLink:
 
     async def send(self, records: Sequence[Record]) -> SendReport:
         """Send and wait for every acknowledgement, or raise ``KafkaUnavailable``."""
-        producer = await self._ready()
+        try:
+            producer = await self._ready()
+            report = await self._send(producer, records)
+        except KafkaUnavailable:
+            if self._metrics is not None:
+                self._metrics.polled(False)
+            raise
+        if self._metrics is not None:
+            self._metrics.polled(True, topic=producer.topic, sent=report.sent)
+        return report
+
+    async def _send(self, producer: RawProducer, records: Sequence[Record]) -> SendReport:
         try:
             return await asyncio.wait_for(producer.send(records), self.ack_timeout_s)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:

@@ -24,6 +24,8 @@ DEFAULT_STALE_AFTER_S = 240.0
 DEFAULT_KAFKA_PORT = 9092
 STORE_SCHEMES = ("rocksdb://", "memory://")
 _YEAR_S = 365 * 86400.0
+SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key")
+"""Settings only the environment (or a ``*_file``) may give: never a config file, never a repr."""
 
 
 class SettingsError(ValueError):
@@ -80,6 +82,9 @@ _RANGES: dict[str, _Range] = {
     "webhook_max_body_bytes": _Range(1024, 100_000_000),
     "heartbeat_every_s": _Range(0, 3600, open_low=True),
     "kafka_ack_timeout_s": _Range(0, 600, open_low=True),
+    "metrics_port": _Range(0, 65535),
+    "broker_lost_exit_s": _Range(0, 86400),
+    "stall_after_s": _Range(0, 86400, open_low=True),
 }
 
 
@@ -166,6 +171,19 @@ class Settings:
     max_entry_bytes: int = 64 * 1024
     max_record_bytes: int = 1_000_000
 
+    # Operations (pipeline/run/health.py): every long-running role serves /metrics and
+    # /healthz on metrics_host:metrics_port (0: not served); a partition with lag that does
+    # not move for stall_after_s makes /healthz 503; a consumer role (worker, sink, alerter)
+    # that cannot reach any broker for broker_lost_exit_s ends with one line and exit 69,
+    # so its supervisor restarts it (0: never; Kafka clients would retry forever).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    stall_after_s: float = 60.0
+    broker_lost_exit_s: float = 120.0
+    # `pipeline run` writes each role's pid, metrics port and restarts here; `pipeline
+    # status` reads it.
+    run_state_file: Path = Path("data/run/state.json")
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap))
         if not self.app_id.strip():
@@ -236,16 +254,49 @@ class Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env  # an empty variable counts as unset
+    def from_file_and_env(cls, table: Mapping[str, object], env: Mapping[str, str] | None = None,
+                          where: str = "[pipeline]") -> "Settings":
+        """Settings from a config file's table (``where`` names it in messages), then the
+        environment over it (flags go on top with ``with_overrides``). Every problem of
+        the table is one line of the error; a secret written in the file is refused."""
+        known = {f.name: f for f in fields(cls)}
         values: dict[str, object] = {}
+        problems = []
+        for name, raw in table.items():
+            if name in SECRET_FIELDS:
+                problems.append(f"{where} {name}: secrets are not read from the config file; set "
+                                f"{ENV_PREFIX}{name.upper()}" + (f" or {name}_file" if name + "_file" in known else ""))
+            elif name not in known:
+                problems.append(f"{where} {name}: unknown setting")
+            elif name in ("stale_after_by_vendor", "vendor_tz"):
+                if not isinstance(raw, dict) or not set(raw) <= set(VENDOR_NAMES):
+                    problems.append(f"{where} {name}: must be a table of vendor = value ({', '.join(VENDOR_NAMES)})")
+                else:
+                    values[name] = dict(raw)
+            elif isinstance(raw, (dict, list)):
+                problems.append(f"{where} {name}: must be a single value")
+            else:
+                try:
+                    values[name] = _convert(name, known[name].type, str(raw).lower() if isinstance(raw, bool) else str(raw))
+                except SettingsError:
+                    kind = str(known[name].type).replace(" | None", "")
+                    problems.append(f"{where} {name} = {raw!r}: not a valid {kind}")
+        if problems:
+            raise SettingsError("\n".join(problems))
+        return cls.from_env(env, base=values)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, base: Mapping[str, object] | None = None) -> "Settings":
+        """Settings from ``JOBSTREAM_*`` variables, over ``base`` (a config file's values)."""
+        env = os.environ if env is None else env  # an empty variable counts as unset
+        values: dict[str, object] = dict(base or {})
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if not raw or f.name in ("stale_after_by_vendor", "stale_after_defaults", "vendor_tz"):
                 continue
             values[f.name] = _convert(f.name, f.type, raw)
-        stale = {}
-        zones = {}
+        stale = dict(values.pop("stale_after_by_vendor", {}))
+        zones = dict(values.pop("vendor_tz", {}))
         for vendor in VENDOR_NAMES:
             raw = env.get(f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}")
             if raw:

@@ -43,6 +43,7 @@ import os
 import random
 import time
 import tomllib
+from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -327,6 +328,17 @@ async def read_to_end(
     raise TransientError(f"reading {partitions[0].topic} did not reach its end within {timeout_s:.0f} s")
 
 
+class SourceMetrics(Protocol):
+    """The hook an ingestor counts its polls and pushes with (``pipeline.run.health.RoleMetrics``)."""
+
+    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None: ...
+
+
+SOURCE_METRICS: ContextVar[SourceMetrics | None] = ContextVar("jobstream_source_metrics", default=None)
+"""Set by the command that runs an ingestor (``health.run_with_operations``): pollers and
+push links count there without every vendor module passing it along."""
+
+
 class Poll(msgspec.Struct, frozen=True, kw_only=True):
     """What one poll found: records to send, the cursor covering them, when to poll next."""
 
@@ -365,6 +377,7 @@ async def run_poller(
     transient errors back off and retry from the last stored cursor.
     """
     redact = redact or Redactor()
+    metrics = SOURCE_METRICS.get()
     cursor = await cursors.load(source.cursor_key)
     if cursor is None:
         cursor = source.initial_cursor()
@@ -380,12 +393,16 @@ async def run_poller(
         except (TransientError, KafkaError, asyncio.TimeoutError) as exc:
             # Kafka not acknowledging is transient too: the cursor did not move.
             failures += 1
+            if metrics is not None:
+                metrics.polled(False)
             wait = backoff.delay(failures, getattr(exc, "retry_after", None))
             log.warning("%s: %s; retrying in %.1f s", source.cursor_key, redact(str(exc) or type(exc).__name__), wait)
             await _sleep_unless(stop, wait)
             continue
         failures = 0
         cursor = poll.cursor
+        if metrics is not None:
+            metrics.polled(True, topic=producer.topic, sent=report.sent)
         if on_poll is not None:
             result = on_poll(poll, report)
             if asyncio.iscoroutine(result):

@@ -69,3 +69,32 @@ def test_the_image_installs_the_package_and_runs_pipeline():
     assert 'ENTRYPOINT ["pipeline"]' in dockerfile
     for copied in re.findall(r"^COPY (\S+)", dockerfile, re.M):
         assert (ROOT / copied).exists(), copied
+
+
+def test_the_demo_profile_runs_five_simulators_and_ingestors_pointed_at_them(monkeypatch):
+    demo = {name: s for name, s in PIPELINE_SERVICES.items() if "demo" in s.get("profiles", [])}
+    simulated = {" ".join(s["command"][:2]) for s in demo.values() if s["command"][0] == "simulate"}
+    assert simulated == {f"simulate {v}" for v in ("qlik-cloud", "qlik-qrs", "zuora", "informatica", "truenas")}
+    listening = {}
+    for name, service in demo.items():
+        command = service["command"]
+        if command[0] == "simulate" and "--port" in command:
+            assert command[command.index("--host") + 1] == "0.0.0.0", name  # reachable from other containers
+            listening[name] = command[command.index("--port") + 1]
+    ingestors = {" ".join(s["command"][:2]) for s in demo.values() if s["command"][0] == "ingest"}
+    assert ingestors == {"ingest truenas", "ingest qlik-qrs", "ingest zuora", "ingest informatica"}
+    assert "ws://simulate-truenas:8781/" in " ".join(demo["demo-ingest-truenas"]["command"])
+    # The pull ingestors' config (mounted from ./config) loads and points at the simulators.
+    from pipeline.ingest_cli import settings_for
+
+    secrets = {"JOBSTREAM_ZUORA_PASSWORD": "revpro-password", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-password"}
+    for command in ("qlik-qrs", "zuora", "informatica"):
+        service = demo[f"demo-ingest-{command}"]
+        mounted = service["command"][service["command"].index("--config") + 1]
+        host_dir, container_dir = service["volumes"][0].split(":")[:2]
+        path = ROOT / host_dir / Path(mounted).relative_to(container_dir)
+        for variable, value in secrets.items():
+            assert service.get("environment", {}).get(variable, value) == value
+            monkeypatch.setenv(variable, value)
+        settings = settings_for(command, path)
+        assert settings.base_url == f"http://simulate-{command}:{listening[f'simulate-{command}']}"

@@ -81,3 +81,36 @@ def test_flags_follow_the_same_rules_as_the_environment(name, value):
     with pytest.raises(SettingsError) as from_flag:
         Settings().with_overrides(**{name: value})
     assert str(from_env.value) == str(from_flag.value)
+
+
+def test_a_config_file_table_is_typed_and_the_environment_wins():
+    table = {"store": "memory://", "tansu": True, "metrics_port": 9100, "broker_lost_exit_s": 30,
+             "stale_after_by_vendor": {"zuora": 600}, "datadir": "/var/lib/w"}
+    settings = Settings.from_file_and_env(table, {"JOBSTREAM_METRICS_PORT": "9200", "JOBSTREAM_STALE_AFTER_ZUORA": "60"})
+    assert settings.store == "memory://" and settings.tansu is True and settings.datadir == Path("/var/lib/w")
+    assert settings.metrics_port == 9200 and settings.broker_lost_exit_s == 30.0
+    assert settings.stale_after("zuora").total_seconds() == 60
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"alert_urls": "slack://token"}, r"\[pipeline\] alert_urls: secrets are not read from the config file; set JOBSTREAM_ALERT_URLS$"),
+        ({"truenas_api_key": "1-key"}, "or truenas_api_key_file"),
+        ({"metrics_port": "nine"}, r"metrics_port = 'nine': not a valid int"),
+        ({"metrics_port": 70000}, "JOBSTREAM_METRICS_PORT=70000 .*at most 65535"),
+        ({"broker_lost_exit_s": -1}, "JOBSTREAM_BROKER_LOST_EXIT_S=-1.0 .*at least 0"),
+        ({"colour": "blue"}, r"\[pipeline\] colour: unknown setting"),
+        ({"vendor_tz": {"acme": "UTC"}}, "vendor_tz: must be a table of vendor"),
+    ],
+)
+def test_config_file_problems_name_the_setting(table, message):
+    with pytest.raises(SettingsError, match=message) as error:
+        Settings.from_file_and_env(table, {})
+    assert "slack://token" not in str(error.value) and "1-key" not in str(error.value)
+
+
+def test_every_problem_of_a_config_table_is_its_own_line():
+    with pytest.raises(SettingsError) as error:
+        Settings.from_file_and_env({"qlik_webhook_secret": "abcdef", "colour": 1, "partitions": "x"}, {})
+    assert len(str(error.value).splitlines()) == 3

@@ -69,6 +69,7 @@ from pipeline.alerts.records import (
 )
 from pipeline.alerts.rules import RuleSet
 from pipeline.model import UTC
+from pipeline.run.health import RoleMetrics, observe_fetch, operate
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.alerts")
@@ -184,8 +185,12 @@ class _Outcome:
 class Alerter:
     """The process: Kafka in, rules, Apprise out, ``jobs.alerts`` records."""
 
-    def __init__(self, settings: Settings, rules: RuleSet, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, rules: RuleSet, *, clock: Callable[[], float] = time.time,
+        metrics: RoleMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.rules = rules
         self.clock = clock
         self.channels: dict[str, delivery.Channel] = {}
@@ -345,6 +350,8 @@ class Alerter:
             outcome = outcomes[firing.alert_id]
             status = "delivered" if outcome.delivered else "failed" if outcome.failed else "suppressed"
             self.counts[status] += 1
+            if self.metrics is not None:
+                self.metrics.deliveries.labels(self.metrics.role, status).inc()
             reason = "; ".join(outcome.notes) or None
             record = self._record(firing, status, reason, delivered_at if outcome.delivered else None)
             await producer.send(catalog.ALERTS, encode(record), key=firing.alert_id.encode())
@@ -381,10 +388,14 @@ class Alerter:
             await _stop_all(producer, consumer, self.runs)
             raise
         consumer.subscribe([catalog.TRANSITIONS, catalog.DEADLETTER], listener=_ReadyLog(self))
+        operations = asyncio.ensure_future(operate(self.metrics, settings)) if self.metrics is not None else None
         try:
             while stop is None or not stop.is_set():
                 await self._one_batch(consumer, producer)
         finally:
+            if operations is not None:
+                operations.cancel()
+                await asyncio.gather(operations, return_exceptions=True)
             await _stop_all(producer, consumer, self.runs)
 
     async def _start(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, timeout: float) -> None:
@@ -405,6 +416,7 @@ class Alerter:
 
     async def _one_batch(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         batch = await consumer.getmany(timeout_ms=500, max_records=500)
+        started = time.monotonic()
         records = [record for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)) for record in batch[tp]]
         dead_letters: list[tuple[bytes, bytes]] = []
         firings = await self.evaluate(records, dead_letters)
@@ -423,6 +435,9 @@ class Alerter:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         if offsets:
             await consumer.commit(offsets)
+        if self.metrics is not None and offsets:
+            sent = {catalog.ALERTS: 2 * len({f.alert_id for f in firings}), catalog.DEADLETTER: len(dead_letters)}
+            observe_fetch(self.metrics, consumer.highwater, batch, sent, time.monotonic() - started, len(dead_letters))
 
 
 class _ReadyLog(ConsumerRebalanceListener):
@@ -451,6 +466,6 @@ def run(settings: Settings, rules: RuleSet) -> None:
     """Run the alerter until stopped (SIGTERM, Ctrl-C)."""
 
     async def main() -> None:
-        await Alerter(settings, rules).run()
+        await Alerter(settings, rules, metrics=RoleMetrics("alerter", stall_after_s=settings.stall_after_s)).run()
 
     asyncio.run(main())

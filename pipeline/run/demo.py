@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from pipeline import catalog
 from pipeline.alerts.receiver import LocalReceiver
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.model import UTC
-from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage
+from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage, read_usage
 from pipeline.sources import RawProducer, records_for
 from pipeline.vendor_names import VENDOR_NAMES
 from pipeline.vendors import Context
@@ -144,6 +144,15 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: i
                                       "--events", str(max(int(options.duration_s), 20)), "--clock", "60"],
              env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, one_shot=True),
         *pull,
+    ]
+
+
+def with_metrics_ports(demo_roles: list[Role]) -> list[Role]:
+    """Each pipeline role (not the simulators) with a free port for /metrics and /healthz."""
+    return [
+        role if role.name.endswith("-simulator")
+        else replace(role, env={**role.env, "JOBSTREAM_METRICS_PORT": str(free_port())})
+        for role in demo_roles
     ]
 
 
@@ -260,9 +269,10 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     try:
         asyncio.run(catalog.apply(broker.bootstrap))
         say(f"broker {broker.bootstrap}; logs in {options.run_dir / 'logs'}; database {options.db_path}")
-        for role in roles(broker.bootstrap, options, receiver.url, quack_port):
+        for role in with_metrics_ports(roles(broker.bootstrap, options, receiver.url, quack_port)):
             supervisor.start(role)
-            say(f"  started {role.name}")
+            port = role.env.get("JOBSTREAM_METRICS_PORT")
+            say(f"  started {role.name}" + (f" (metrics http://127.0.0.1:{port}/metrics)" if port else ""))
         from pipeline.sink import quack
 
         live = quack.uri("127.0.0.1", quack_port)
@@ -286,12 +296,22 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
         problems.append(str(exc))
     finally:
         usage = supervisor.usage()
+        usage.update(_own_usage(broker))
         supervisor.stop(grace_s=15)
         tally.stop()
         receiver.stop()
         broker.stop()
     numbers = summary(options.db_path) if options.db_path.is_file() else {}
     return DemoResult(summary=numbers, usage=usage, wall_s=time.monotonic() - began, problems=problems)
+
+
+def _own_usage(broker: EmbeddedBroker) -> dict[str, Usage]:
+    """The broker's and this process's own share (the supervisor, the progress tally and
+    the alert receiver run here), read like the roles'."""
+    found = {"demo (this process)": read_usage(os.getpid())}
+    if broker.pid is not None:
+        found["broker (Tansu)"] = read_usage(broker.pid)
+    return {name: reading for name, reading in found.items() if reading is not None}
 
 
 def _progress_line(elapsed: float, tally: _Tally, alerts: int, problems: list[str]) -> str:

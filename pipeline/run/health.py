@@ -7,18 +7,41 @@ letters, batch latency, deliveries), reports each consumed partition's position 
 high-water mark, and serves them with ``serve``. A partition with lag that has not moved
 for ``stall_after_s`` makes the role unhealthy: the failure users of Faust complain
 about most (an agent that stops silently) shows up here and in ``pipeline status``.
+
+The roles' loops call one hook per batch (``observe_batch`` for the Faust worker,
+``observe_fetch`` for aiokafka consumers, ``RoleMetrics.polled`` for ingestors) and run
+``operate`` beside their loop: the server (when ``metrics_port`` is set) and the broker
+watch, which makes a consumer role whose brokers are all gone exit 69 instead of
+reconnecting forever. This module imports nothing above ``settings`` and ``sources``, so
+the worker and the sink may take a ``RoleMetrics`` without importing the supervisor.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pipeline import catalog
+from pipeline.broker import kafka_api_versions
+from pipeline.settings import host_port
+from pipeline.sources import SOURCE_METRICS
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+T = TypeVar("T")
+EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
 
 
 @dataclass(slots=True)
@@ -53,6 +76,35 @@ class RoleMetrics:
         )
         self.stale_runs = Gauge("jobstream_stale_runs", "Runs STALE now", ["role"], registry=self.registry)
         self.deliveries = Counter("jobstream_deliveries", "Alert deliveries, by outcome", ["role", "outcome"], registry=self.registry)
+        self.polls = Counter("jobstream_polls", "Vendor polls or pushes handled, by outcome (ok, error)", ["role", "outcome"], registry=self.registry)
+        self.last_success = Gauge(
+            "jobstream_last_success_timestamp_seconds", "Unix time of the last poll or push Kafka acknowledged", ["role"],
+            registry=self.registry,
+        )
+        self.broker_reachable = Gauge("jobstream_broker_reachable", "1 when a broker answered the last probe", ["role"], registry=self.registry)
+
+    # -- one call per batch or poll: the hooks the roles' loops use --------------------
+    def batch(self, *, seconds: float, records_in: dict[str, int] | None = None, records_out: dict[str, int] | None = None,
+              dead_letters: dict[str, int] | None = None, newest_at: float | None = None) -> None:
+        """One batch made durable: its duration, records per topic in and out, dead letters
+        per stage, and (``newest_at``, unix seconds) the time of its newest record."""
+        self.batch_seconds.labels(self.role).observe(seconds)
+        for topic, n in (records_in or {}).items():
+            self.records_in.labels(self.role, topic).inc(n)
+        for topic, n in (records_out or {}).items():
+            self.records_out.labels(self.role, topic).inc(n)
+        for stage, n in (dead_letters or {}).items():
+            self.dead_letters.labels(self.role, stage).inc(n)
+        if newest_at is not None:
+            self.freshness_seconds.labels(self.role).set(max(time.time() - newest_at, 0.0))
+
+    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None:
+        """One poll (or push delivery) of an ingestor: ok means Kafka acknowledged it."""
+        self.polls.labels(self.role, "ok" if ok else "error").inc()
+        if ok:
+            self.last_success.labels(self.role).set(time.time())
+            if topic is not None and sent:
+                self.records_out.labels(self.role, topic).inc(sent)
 
     def position(self, topic: str, partition: int, offset: int, highwater: int) -> None:
         """Where the role is in one partition (``offset``: the next it will read)."""
@@ -92,6 +144,134 @@ class RoleMetrics:
             "uptime_s": round(now - self._started, 1), "problems": problems, "partitions": partitions,
         }
         return not problems, body
+
+
+def observe_batch(
+    metrics: RoleMetrics, highwater: Callable[[Any], int | None], messages: Iterable[Any],
+    outputs: Iterable[tuple[str, Any, bytes | None, Any]], seconds: float,
+) -> None:
+    """The worker's one call per batch: ``messages`` consumed (Faust messages: ``tp``,
+    ``topic``, ``partition``, ``offset``, ``timestamp`` in seconds), ``outputs`` sent as
+    (topic, key, value, partition), and each partition's high-water mark for its lag."""
+    records_in: dict[str, int] = {}
+    last: dict[Any, int] = {}
+    newest = None
+    for message in messages:
+        records_in[message.topic] = records_in.get(message.topic, 0) + 1
+        last[message.tp] = message.offset
+        if message.timestamp is not None and (newest is None or message.timestamp > newest):
+            newest = message.timestamp
+    records_out: dict[str, int] = {}
+    dead: dict[str, int] = {}
+    for topic, _key, value, _partition in outputs:
+        records_out[topic] = records_out.get(topic, 0) + 1
+        if topic == catalog.DEADLETTER:
+            stage = str(orjson.loads(value or b"{}").get("stage", "unknown"))
+            dead[stage] = dead.get(stage, 0) + 1
+    metrics.batch(seconds=seconds, records_in=records_in, records_out=records_out, dead_letters=dead, newest_at=newest)
+    for tp, offset in last.items():
+        end = highwater(tp)
+        metrics.position(tp.topic, tp.partition, offset + 1, offset + 1 if end is None else end)
+
+
+def observe_fetch(
+    metrics: RoleMetrics, highwater: Callable[[Any], int | None], fetched: dict[Any, list[Any]],
+    rows_out: dict[str, int], seconds: float, dead_letters: int = 0,
+) -> None:
+    """An aiokafka consumer's one call per batch (the sink): ``fetched`` as ``getmany``
+    returned it (record timestamps in ms), rows written per table, each partition's lag."""
+    records_in: dict[str, int] = {}
+    newest = None
+    for tp, records in fetched.items():
+        if not records:
+            continue
+        records_in[tp.topic] = records_in.get(tp.topic, 0) + len(records)
+        stamp = records[-1].timestamp
+        if stamp is not None and (newest is None or stamp > newest):
+            newest = stamp
+        end = highwater(tp)
+        nxt = records[-1].offset + 1
+        metrics.position(tp.topic, tp.partition, nxt, nxt if end is None else end)
+    metrics.batch(seconds=seconds, records_in=records_in, records_out=rows_out,
+                  dead_letters={"sink": dead_letters} if dead_letters else None,
+                  newest_at=None if newest is None else newest / 1000)
+
+
+async def watch_broker(
+    bootstrap: str, metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
+    on_lost: Callable[[str], None] | None = None,
+    probe: Callable[[str], Awaitable[bool]] | None = None,
+) -> None:
+    """Probe the brokers every ``every_s`` (an ApiVersions request on a connection of its
+    own: Kafka clients hide a dead broker behind endless reconnects). Unreachable: /healthz
+    says so at once; for ``lost_after_s`` (0: never) ``on_lost`` is called with one line
+    (default: print it and exit 69). Runs until cancelled."""
+    probe = probe or _any_broker_answers
+    on_lost = on_lost or _exit_broker_lost
+    lost_since: float | None = None
+    while True:
+        reachable = await probe(bootstrap)
+        metrics.broker_reachable.labels(metrics.role).set(1 if reachable else 0)
+        now = time.monotonic()
+        if reachable:
+            lost_since = None
+            metrics.problem("broker", None)
+        else:
+            lost_since = now if lost_since is None else lost_since
+            metrics.problem("broker", f"no broker of {bootstrap} answered for {now - lost_since:.0f} s")
+            if lost_after_s and now - lost_since >= lost_after_s:
+                on_lost(
+                    f"pipeline {metrics.role}: no Kafka broker at {bootstrap} answered for {lost_after_s:g} s "
+                    f"(JOBSTREAM_BROKER_LOST_EXIT_S); exit {EXIT_BROKER_LOST} so a supervisor restarts it"
+                )
+                return
+        await asyncio.sleep(every_s)
+
+
+async def _any_broker_answers(bootstrap: str) -> bool:
+    for address in bootstrap.split(","):
+        host, port = host_port(address)
+        if await asyncio.to_thread(kafka_api_versions, host, port, 2.0):
+            return True
+    return False
+
+
+def _exit_broker_lost(line: str) -> None:
+    print(line, file=sys.__stderr__, flush=True)
+    logging.shutdown()
+    os._exit(EXIT_BROKER_LOST)
+
+
+async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True) -> None:
+    """What every long-running role runs beside its loop, until cancelled: the /metrics and
+    /healthz server when ``metrics_port`` is set, and (``watch``) the broker watch."""
+    runner = None
+    try:
+        if settings.metrics_port:
+            runner = await serve(metrics, settings.metrics_host, settings.metrics_port)
+            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+                  file=sys.__stderr__, flush=True)
+        if watch:
+            await watch_broker(settings.bootstrap, metrics, lost_after_s=settings.broker_lost_exit_s)
+        await asyncio.Event().wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def run_with_operations(role: str, settings: "Settings", main: Callable[[], Awaitable[T]], *, watch: bool = False) -> T:
+    """Run an ingestor's ``main`` with its metrics: /metrics and /healthz served beside it,
+    and its polls and pushes counted (``sources.SOURCE_METRICS``). Ingestors keep running
+    without Kafka (they back off, or answer 503), so no broker watch unless ``watch``."""
+    metrics = RoleMetrics(role, stall_after_s=settings.stall_after_s)
+    token = SOURCE_METRICS.set(metrics)
+    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch))
+    try:
+        return await main()
+    finally:
+        operations.cancel()
+        await asyncio.gather(operations, return_exceptions=True)
+        SOURCE_METRICS.reset(token)
 
 
 async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -185,4 +186,47 @@ def render(rows: list[PartitionStatus], now: datetime | None = None) -> list[str
         )
     for role in sorted({r.role for r in rows if r.state in ("Empty", "Dead", "Unknown")}):
         lines.append(f"{role}: no member in its group: not running")
+    return lines
+
+
+# --- what `pipeline run` reports about its roles (its state file and their /healthz) ---
+
+
+async def run_state_lines(path: Path, *, timeout_s: float = 2.0) -> list[str]:
+    """Per role of a running ``pipeline run``: pid, restarts, last exit, health, and per
+    partition the lag and seconds since it last moved, from the role's own /healthz.
+    Nothing when no ``pipeline run`` is running with that state file."""
+    import json
+    import os
+
+    import aiohttp
+
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    try:
+        os.kill(int(state["supervisor_pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return [f"pipeline run: {path} is left from a run that is gone"]
+    lines = [f"pipeline run (pid {state['supervisor_pid']}, Kafka {state.get('bootstrap')}):",
+             f"  {'role':<12} {'pid':>7} {'state':<10} {'restarts':>8} {'last exit':>9}  {'metrics':<22} health"]
+    host = state.get("metrics_host", "127.0.0.1")
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for name, role in state.get("roles", {}).items():
+            address = f"{host}:{role['metrics_port']}"
+            health, partitions = "no answer", {}
+            try:
+                async with session.get(f"http://{address}/healthz") as response:
+                    body = await response.json()
+                    problems = body.get("problems") or {}
+                    health = body.get("status", "?") + (f" ({'; '.join(f'{k}: {v}' for k, v in problems.items())})" if problems else "")
+                    partitions = body.get("partitions") or {}
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            last_exit = "-" if role.get("last_exit") is None else str(role["last_exit"])
+            lines.append(f"  {name:<12} {role['pid']:>7} {role['state']:<10} {role['restarts']:>8} {last_exit:>9}  {address:<22} {health}")
+            for where, numbers in sorted(partitions.items()):
+                lines.append(f"      {where:<28} lag {numbers['lag']:>7}  last moved {numbers['last_moved_s']:.0f} s ago")
     return lines

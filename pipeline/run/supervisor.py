@@ -56,6 +56,8 @@ class _Child:
     process: subprocess.Popen[bytes]
     log: Path
     usage: Usage | None = None
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class Supervisor:
@@ -67,14 +69,18 @@ class Supervisor:
         self._env = dict(os.environ if env is None else env)
         self._children: list[_Child] = []
 
-    def start(self, role: Role) -> subprocess.Popen[bytes]:
-        """Start ``role`` and wait until its probe answers; RoleFailed if it exits first."""
+    def _spawn(self, role: Role) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.run_dir / f"{role.name}.log"
         with open(log, "ab") as output:
             process = subprocess.Popen(
                 list(role.argv), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**self._env, **role.env}, start_new_session=True, preexec_fn=die_with_parent,
             )
+        return process, log
+
+    def start(self, role: Role) -> subprocess.Popen[bytes]:
+        """Start ``role`` and wait until its probe answers; RoleFailed if it exits first."""
+        process, log = self._spawn(role)
         child = _Child(role, process, log)
         self._children.append(child)
         if role.ready is None:
@@ -94,6 +100,20 @@ class Supervisor:
             self._exit_line(c) for c in self._children
             if c.process.poll() is not None and not (c.role.one_shot and c.process.returncode == 0)
         ]
+
+    def children(self) -> list[tuple[Role, subprocess.Popen[bytes], int]]:
+        """Each role, its current process and how often it was restarted."""
+        return [(c.role, c.process, c.restarts) for c in self._children]
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start role ``name`` again (its old process has exited); no readiness wait."""
+        child = next(c for c in self._children if c.role.name == name)
+        if child.process.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        child.process, child.log = self._spawn(child.role)
+        child.restarts += 1
+        child.started_at = time.monotonic()
+        return child.process
 
     def usage(self) -> dict[str, Usage]:
         """CPU seconds and peak RSS per role (the last reading for roles already gone)."""

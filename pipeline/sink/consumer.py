@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from pipeline.run.health import RoleMetrics, observe_fetch, operate
 from pipeline.settings import Settings
 from pipeline.sink import quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, decode_batch
@@ -68,8 +69,10 @@ async def consume(
     *,
     stop: asyncio.Event,
     on_commit: Callable[[Batch], None] | None = None,
+    metrics: RoleMetrics | None = None,
 ) -> SinkStats:
-    """Steps 2 to 5 until ``stop`` is set; returns what was written."""
+    """Steps 2 to 5 until ``stop`` is set; returns what was written (and, with
+    ``metrics``, counts each committed batch there)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
         group_id=None,
@@ -93,7 +96,8 @@ async def consume(
             else:
                 consumer.seek(tp, offset)
 
-        async def write(batch: Batch) -> None:
+        async def write(batch: Batch, fetched: dict) -> None:
+            started = time.monotonic()
             await asyncio.to_thread(writer.write, batch)
             stats.batches += 1
             stats.records += batch.records
@@ -102,6 +106,10 @@ async def consume(
             stats.dead_letters += sum(t.num_rows for t in letters if t is not None)
             if on_commit is not None:
                 on_commit(batch)
+            if metrics is not None:
+                rows = {table: t.num_rows for table, t in batch.tables.items()}
+                observe_fetch(metrics, consumer.highwater, fetched, rows, time.monotonic() - started,
+                              rows.get("sink_dead_letters", 0))
 
         # While DuckDB writes batch n (in a thread, without the GIL), batch n+1 is fetched
         # and decoded; writes stay one at a time and in order.
@@ -118,7 +126,7 @@ async def consume(
             batch = decode_batch(record for messages in fetched.values() for record in messages)
             if writing is not None:
                 await writing
-            writing = asyncio.ensure_future(write(batch))
+            writing = asyncio.ensure_future(write(batch, fetched))
         if writing is not None:
             await writing
             writing = None
@@ -171,7 +179,13 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
-            return await consume(settings, writer, stop=stop)
+            metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
+            operations = asyncio.ensure_future(operate(metrics, settings))
+            try:
+                return await consume(settings, writer, stop=stop, metrics=metrics)
+            finally:
+                operations.cancel()
+                await asyncio.gather(operations, return_exceptions=True)
 
         stats = asyncio.run(main())
         echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters")

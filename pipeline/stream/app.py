@@ -45,6 +45,7 @@ import faust
 from faust.types import TP
 
 from pipeline import catalog
+from pipeline.run.health import RoleMetrics, observe_batch, operate
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
 from pipeline.stream.batches import BatchSender
@@ -71,8 +72,10 @@ SEND_BATCH_BYTES = 1_000_000
 """The largest Kafka batch the worker builds (Kafka's default limit is 1 MB a batch)."""
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The Faust app with its agent and table, configured from ``settings``."""
+def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.App:
+    """The Faust app with its agent and table, configured from ``settings``; with
+    ``metrics``, each batch is counted there and /metrics, /healthz and the broker watch
+    run beside the agent (pipeline/run/health.py)."""
     faust_compat.check_version()
     datadir = Path(settings.datadir)
     datadir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +114,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
         async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
+            started = time.monotonic()
             try:
                 # Rebuild the index of gained partitions in steps: the loop keeps serving.
                 if not core.indexed:
@@ -124,8 +128,15 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 await _within(settings.send_timeout_s, "step 2 (sending the outputs)", shell.send(batch.outputs))
                 await _within(settings.send_timeout_s, "step 3 (storing the state)", shell.store(batch.writes, events))
+                if metrics is not None:
+                    observe_batch(metrics, app.consumer.highwater, [e.message for e in events], batch.outputs, time.monotonic() - started)
             except Exception as exc:  # noqa: BLE001 - see the failure table above
                 _die(exc)
+
+    if metrics is not None:
+        @app.task
+        async def _operations(app: faust.App) -> None:
+            await operate(metrics, settings)
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
@@ -317,7 +328,7 @@ def _die(exc: BaseException) -> None:
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
     try:
-        app = create_app(settings)
+        app = create_app(settings, RoleMetrics("worker", stall_after_s=settings.stall_after_s))
     except faust_compat.UnsupportedFaust as exc:
         print(f"pipeline worker: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

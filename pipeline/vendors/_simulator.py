@@ -140,13 +140,14 @@ class Simulator:
     def routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
 
-    async def start(self, port: int = 0, ssl_context: Any = None) -> str:
-        """Listen on 127.0.0.1 (``port`` 0: a free one), over TLS with ``ssl_context``."""
+    async def start(self, port: int = 0, ssl_context: Any = None, host: str = "127.0.0.1") -> str:
+        """Listen on ``host`` (127.0.0.1 unless told; a container gives 0.0.0.0), ``port`` 0:
+        a free one, over TLS with ``ssl_context``."""
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self.routes())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         host, bound = self._runner.addresses[0][:2]
         self.base_url = f"{'https' if ssl_context else 'http'}://{host}:{bound}"
@@ -219,9 +220,9 @@ class Simulator:
         return rate > 0 and self._rng.random() < rate
 
 
-async def serve_forever(simulator: Simulator, port: int, announce: Callable[[str], None]) -> None:
+async def serve_forever(simulator: Simulator, port: int, announce: Callable[[str], None], host: str = "127.0.0.1") -> None:
     """Run a simulator until cancelled (``pipeline simulate``)."""
-    url = await simulator.start(port)
+    url = await simulator.start(port, host=host)
     announce(url)
     try:
         await asyncio.Event().wait()

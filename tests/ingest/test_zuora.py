@@ -13,7 +13,7 @@ import pytest
 from pipeline.sources import Backoff, CursorStore, TerminalError, run_source
 from pipeline.vendors._simulator import Faults
 from pipeline.vendors.zuora.ingest import ZuoraApi, ZuoraSettings, ZuoraSource, cancel, fingerprint
-from pipeline.vendors.zuora.simulator import STATUS_PATH, ZuoraSimulator, scenario
+from pipeline.vendors.zuora.simulator import STATUS_PATH, Activity, ScriptedToken, ZuoraSimulator, scenario
 from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def by_kind(sent: list[tuple[str, dict[str, Any]]], kind: str) -> list[tuple[str
 
 async def test_poller_with_faults_sends_each_change_once_through_every_scenario(broker, caplog):
     source = f"t-{uuid.uuid4().hex[:8]}"
-    sim = ZuoraSimulator(scenario(1), clock=past_clock(40.0), faults=FAULTS, token_ttl_s=200.0)
+    sim = ZuoraSimulator(_wide_comeback(scenario(1)), clock=past_clock(40.0), faults=FAULTS, token_ttl_s=200.0)
     caplog.set_level(logging.INFO)
     async with sim:
         settings = settings_for(sim, source)
@@ -93,6 +93,22 @@ async def test_poller_with_faults_sends_each_change_once_through_every_scenario(
     assert {429, 503, 504} <= {c.status for c in sim.calls}
     assert "revpro-password" not in caplog.text
     assert not any(token in caplog.text for token in sim.auth_tokens)
+
+
+def _wide_comeback(tokens: list[ScriptedToken]) -> list[ScriptedToken]:
+    """The scenario with the come-back token stale for 120 and active again for 116 vendor
+    seconds (3 s each at 40x): the stock windows (60 s and 36 s, under a second of real time)
+    could fall between two polls when a simulated hang held the poller (a flaky failure on a
+    loaded machine, not a poller fault)."""
+    for token in tokens:
+        if token.task_id.startswith("back-"):
+            t = token.activities[0].at_s - 2
+            token.activities = [
+                Activity(t + 2, "ADDED-TO-QUEUE"), Activity(t + 4, "SCANNING-PAGE-1"),
+                Activity(t + 364, "COMMITING-PAGE-1", 500, 500), Activity(t + 400, "COMMITING-PAGE-2", 800, 300),
+                Activity(t + 436, "COMMITING-PAGE-3", 900, 100), Activity(t + 480, "COMPLETED", 900, 100),
+            ]
+    return tokens
 
 
 async def _after(sim: ZuoraSimulator, second: float) -> bool:

@@ -21,30 +21,30 @@ pytestmark = pytest.mark.integration
 VENDORS = {"qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica"}
 
 
-def _pipeline_processes() -> dict[int, str]:
-    """Live processes of ours (pipeline roles, Tansu), by pid."""
-    found = {}
+MARKER = "DEMO_TEST_RUN"  # not a JOBSTREAM_ variable: the demo passes those on selectively, this to every child
+
+
+def _left_behind(marker: str) -> list[str]:
+    """Live processes started by this demo run (their environment carries ``marker``): on
+    a shared machine, other people's brokers and roles come and go meanwhile."""
+    time.sleep(1)
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            environ = (entry / "environ").read_bytes()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if ("-m pipeline" in cmdline or "tansu" in cmdline) and state != "Z":
-            found[int(entry.name)] = cmdline
+        if f"{MARKER}={marker}".encode() in environ.split(b"\0") and state != "Z":
+            found.append(cmdline)
     return found
 
 
-def _left_behind(before: dict[int, str]) -> list[str]:
-    """Processes of ours that were not running before the demo and still are."""
-    time.sleep(1)
-    return [cmd for pid, cmd in _pipeline_processes().items() if pid not in before]
-
-
 def _run_demo(run_dir: Path, duration: int, interrupt_after: float | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")} | {MARKER: run_dir.name}
     command = [sys.executable, "-m", "pipeline", "demo", "--duration", str(duration), "--run-dir", str(run_dir)]
     if interrupt_after is None:
         return subprocess.run(command, capture_output=True, text=True, timeout=duration + 240, env=env)
@@ -57,7 +57,6 @@ def _run_demo(run_dir: Path, duration: int, interrupt_after: float | None = None
 
 def test_the_demo_shows_every_scenario_and_its_summary_is_sql_on_the_file(tmp_path):
     run_dir = tmp_path / "demo"
-    before = _pipeline_processes()
     result = _run_demo(run_dir, duration=70)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     db = run_dir / "jobstream.duckdb"
@@ -77,15 +76,14 @@ def test_the_demo_shows_every_scenario_and_its_summary_is_sql_on_the_file(tmp_pa
         assert con.execute("SELECT count(*) FROM alerts WHERE status = 'delivered'").fetchone()[0] >= 1
     finally:
         con.close()
-    assert _left_behind(before) == []
+    assert _left_behind(run_dir.name) == []
 
 
 def test_ctrl_c_stops_everything_and_still_prints_the_summary(tmp_path):
     run_dir = tmp_path / "interrupted"
-    before = _pipeline_processes()
     result = _run_demo(run_dir, duration=600, interrupt_after=25)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "stopping (Ctrl-C)" in result.stdout
     assert f"summary from {run_dir / 'jobstream.duckdb'}" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
-    assert _left_behind(before) == []
+    assert _left_behind(run_dir.name) == []

@@ -1,0 +1,293 @@
+"""``pipeline run``: the production roles against a given Kafka, under one supervisor.
+
+One TOML file configures everything (``jobstream.example.toml`` is the commented example):
+``[pipeline]`` holds the typed ``Settings`` (the same names as the ``JOBSTREAM_*``
+variables, lower case), ``[run]`` what this command runs, and one table per role that
+needs one: ``[alerter]``, ``[qlik_cloud]``, ``[truenas]`` and the pull ingestors' own
+``[qlik_qrs]``, ``[zuora]``, ``[informatica]`` (read by ``sources.load_config``, as
+``pipeline ingest <vendor> --config`` reads them). Flags win over the environment, which
+wins over the file. Everything is checked before anything starts, one line per problem;
+a secret written in the file is refused (secrets come from the environment or a file).
+
+Each role runs as its own command (``pipeline worker``, ``pipeline sink``, ...), a child
+process whose settings arrive as ``JOBSTREAM_*`` variables, with a metrics port of its own.
+A role that exits non-zero is started again after a backoff (1 s, doubling to
+``restart_backoff_max_s``; reset after a minute of good running). Ctrl-C or SIGTERM stops
+every role, newest first, and nothing is left running. The state (each role's pid, metrics
+port, restarts, last exit) is in ``run_state_file`` for ``pipeline status``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.broker import free_port
+from pipeline.run.supervisor import Role, Supervisor
+from pipeline.settings import ENV_PREFIX, Settings, SettingsError
+
+PIPELINE = (sys.executable, "-P", "-m", "pipeline")
+CORE_ROLES = ("worker", "sink", "alerter")
+PULL_INGESTORS = {"qlik-qrs": "qlik_qrs", "zuora": "zuora", "informatica": "informatica"}
+PUSH_INGESTORS = {"qlik-cloud": "qlik_cloud", "truenas": "truenas"}
+ROLE_NAMES = (*CORE_ROLES, *PUSH_INGESTORS, *PULL_INGESTORS)
+GOOD_RUN_S = 60.0  # a role that ran this long before exiting restarts after the shortest backoff
+
+
+class RunConfigError(ValueError):
+    """The configuration cannot run; ``lines`` holds one line per problem."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """``[run]``: which roles, the first metrics port (each role the next; 0: a free port
+    each), the restart backoff's ceiling and where the roles' logs go."""
+
+    roles: tuple[str, ...] = ()
+    metrics_port: int = 0
+    restart_backoff_max_s: float = 30.0
+    log_dir: Path = Path("data/run/logs")
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Everything checked: the settings, the options, each role's command, the children's env."""
+
+    settings: Settings
+    options: RunOptions
+    roles: tuple[Role, ...]
+    env: Mapping[str, str] = field(repr=False)
+
+
+def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
+              env: Mapping[str, str] | None = None) -> RunPlan:
+    """Read and check the whole configuration; ``RunConfigError`` lists every problem."""
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+    try:
+        document = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunConfigError([f"cannot read config file {config}: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunConfigError([f"config file {config} is not valid TOML: {exc}"]) from None
+    known_tables = {"pipeline", "run", "alerter", *PUSH_INGESTORS.values(), *PULL_INGESTORS.values()}
+    problems += [f"[{name}]: unknown table (known: {', '.join(sorted(known_tables))})" for name in document if name not in known_tables]
+    table = _table(document, "pipeline", problems)
+    settings = None
+    try:
+        settings = Settings.from_file_and_env(table, env).with_overrides(**overrides)
+    except SettingsError as exc:
+        problems += str(exc).splitlines()
+    options = _options(_table(document, "run", problems), problems)
+    roles = list(chosen) or list(options.roles) or [
+        *CORE_ROLES, *(r for r, section in {**PUSH_INGESTORS, **PULL_INGESTORS}.items() if section in document)
+    ]
+    problems += [f"unknown role {r!r}; choose from {', '.join(ROLE_NAMES)}" for r in roles if r not in ROLE_NAMES]
+    roles = [r for r in dict.fromkeys(roles) if r in ROLE_NAMES]
+    argv: dict[str, list[str]] = {}
+    for role in roles:
+        argv[role] = _command(role, config, document, settings, env, problems)
+    if problems or settings is None:
+        raise RunConfigError(problems)
+    ports = _ports(options.metrics_port, len(roles))
+    child_env = children_env(table, env, overrides)
+    return RunPlan(
+        settings=settings, options=options, env=child_env,
+        roles=tuple(
+            Role(name, argv[name], env={f"{ENV_PREFIX}METRICS_PORT": str(port)}) for name, port in zip(roles, ports)
+        ),
+    )
+
+
+def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        problems.append(f"[{name}] must be a table")
+        return {}
+    return value
+
+
+def _options(table: Mapping[str, Any], problems: list[str]) -> RunOptions:
+    known = {"roles": list, "metrics_port": int, "restart_backoff_max_s": (int, float), "log_dir": str}
+    values: dict[str, Any] = {}
+    for name, raw in table.items():
+        kind = known.get(name)
+        if kind is None:
+            problems.append(f"[run] {name}: unknown setting (known: {', '.join(known)})")
+        elif not isinstance(raw, kind) or isinstance(raw, bool):
+            problems.append(f"[run] {name} = {raw!r}: wrong type")
+        else:
+            values[name] = tuple(raw) if name == "roles" else Path(raw) if name == "log_dir" else raw
+    if not 0 <= values.get("metrics_port", 0) <= 65535 - len(ROLE_NAMES):
+        problems.append(f"[run] metrics_port = {values['metrics_port']}: must be 0 (free ports) or a port")
+    if not 0 < values.get("restart_backoff_max_s", 30.0) <= 3600:
+        problems.append(f"[run] restart_backoff_max_s = {values['restart_backoff_max_s']}: must be in (0, 3600]")
+    return RunOptions(**values)
+
+
+def _command(role: str, config: Path, document: Mapping[str, Any], settings: Settings | None,
+             env: Mapping[str, str], problems: list[str]) -> list[str]:
+    """The role's own command line; its configuration checked the way that command will."""
+    if role == "worker":
+        return [*PIPELINE, "worker"]
+    if role == "sink":
+        return [*PIPELINE, "sink"]
+    if role == "alerter":
+        return _alerter(_table(document, "alerter", problems), settings, env, problems)
+    if role in PULL_INGESTORS:
+        from pipeline.ingest_cli import PULL_INGESTORS as CLASSES, ingest_module
+        from pipeline.sources import ConfigError, load_config
+
+        try:
+            load_config(getattr(ingest_module(role), CLASSES[role][1]), config, CLASSES[role][2], env=dict(env))
+        except ConfigError as exc:
+            problems.append(str(exc))
+        return [*PIPELINE, "ingest", role, "--config", str(config)]
+    section = PUSH_INGESTORS[role]
+    table = _table(document, section, problems)
+    allowed = {"qlik_cloud": {"listen", "source"}, "truenas": {"url", "host", "insecure"}}[section]
+    problems += [f"[{section}] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
+    if role == "qlik-cloud":
+        command = [*PIPELINE, "ingest", "qlik-cloud", "--listen", str(table.get("listen", "127.0.0.1:8780"))]
+        return command + (["--source", str(table["source"])] if "source" in table else [])
+    if "url" not in table:
+        problems.append("[truenas] url is required (wss://NAS/api/current)")
+    if settings is not None:
+        try:
+            if settings.truenas_key() is None:
+                problems.append("truenas: no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE")
+        except SettingsError as exc:
+            problems.append(str(exc))
+    command = [*PIPELINE, "ingest", "truenas", "--url", str(table.get("url", ""))]
+    if "host" in table:
+        command += ["--host", str(table["host"])]
+    return command + (["--insecure"] if table.get("insecure") is True else [])
+
+
+def _alerter(table: Mapping[str, Any], settings: Settings | None, env: Mapping[str, str], problems: list[str]) -> list[str]:
+    from pipeline.alerts import rules as rules_module
+
+    problems += [f"[alerter] {k}: unknown setting (known: rules)" for k in table if k != "rules"]
+    rules = Path(str(table["rules"])) if "rules" in table else None
+    if settings is not None:
+        try:
+            rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_urls), env=dict(env))
+        except rules_module.RulesError as exc:
+            problems.append(f"alerter: {exc}")
+    return [*PIPELINE, "alert", *(["--rules", str(rules)] if rules else [])]
+
+
+def _ports(first: int, count: int) -> list[int]:
+    return [first + i for i in range(count)] if first else [free_port() for _ in range(count)]
+
+
+def children_env(table: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, str]:
+    """The environment every role starts with: this one, plus the file's ``[pipeline]``
+    values as ``JOBSTREAM_*`` where the environment does not set them, plus the flags."""
+    child = dict(env)
+
+    def put(name: str, value: Any, *, force: bool = False) -> None:
+        variable = ENV_PREFIX + name.upper()
+        if force or not child.get(variable):
+            child[variable] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+    for name, value in table.items():
+        if name == "stale_after_by_vendor":
+            for vendor, seconds in value.items():
+                put(f"stale_after_{vendor}", seconds)
+        elif name == "vendor_tz":
+            for vendor, zone in value.items():
+                put(f"tz_{vendor}", zone)
+        else:
+            put(name, value)
+    for name, value in overrides.items():
+        if value is not None:
+            put(name, value, force=True)
+    return child
+
+
+# --- running ---------------------------------------------------------------------
+
+
+def backoff_s(failures: int, ceiling: float) -> float:
+    """1 s after the first quick failure, doubling, at most ``ceiling``."""
+    return min(2.0 ** max(failures - 1, 0), ceiling)
+
+
+def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.5) -> None:
+    """Start every role, restart the ones that fail, until Ctrl-C / SIGTERM; then stop all."""
+    state_file = Path(plan.settings.run_state_file)
+    supervisor = Supervisor(plan.options.log_dir, env=plan.env)
+    started: dict[str, float] = {}
+    failures: dict[str, int] = {}
+    due: dict[str, float] = {}
+    last_exit: dict[str, int] = {}
+    finished: set[str] = set()
+    try:
+        for role in plan.roles:
+            process = supervisor.start(role)
+            started[role.name] = time.monotonic()
+            say(f"started {role.name} (pid {process.pid}, metrics http://{plan.settings.metrics_host}:"
+                f"{role.env[ENV_PREFIX + 'METRICS_PORT']}/metrics, log {plan.options.log_dir / (role.name + '.log')})")
+        write_state(state_file, plan, supervisor, last_exit, due)
+        while True:
+            time.sleep(tick_s)
+            now = time.monotonic()
+            for role, process, restarts in supervisor.children():
+                code = process.poll()
+                if code is None or role.name in finished:
+                    continue
+                if code == 0:
+                    finished.add(role.name)
+                    last_exit[role.name] = 0
+                    say(f"{role.name} exited with status 0: not restarted")
+                    continue
+                if role.name not in due:
+                    quick = now - started[role.name] < GOOD_RUN_S
+                    failures[role.name] = failures.get(role.name, 0) + 1 if quick else 1
+                    delay = backoff_s(failures[role.name], plan.options.restart_backoff_max_s)
+                    due[role.name] = now + delay
+                    last_exit[role.name] = code
+                    say(f"{role.name} exited with status {code}; restart {restarts + 1} in {delay:.0f} s")
+                elif now >= due[role.name]:
+                    del due[role.name]
+                    process = supervisor.restart(role.name)
+                    started[role.name] = now
+                    say(f"restarted {role.name} (pid {process.pid})")
+            write_state(state_file, plan, supervisor, last_exit, due)
+    except KeyboardInterrupt:
+        say("stopping (Ctrl-C) ...")
+    finally:
+        statuses = supervisor.stop(grace_s=20)
+        state_file.unlink(missing_ok=True)
+        say("stopped: " + ", ".join(f"{name} {code}" for name, code in statuses.items()))
+
+
+def write_state(path: Path, plan: RunPlan, supervisor: Supervisor, last_exit: Mapping[str, int],
+                due: Mapping[str, float]) -> None:
+    """The run's state for ``pipeline status``, replaced atomically."""
+    roles = {}
+    for role, process, restarts in supervisor.children():
+        running = process.poll() is None
+        roles[role.name] = {
+            "pid": process.pid, "state": "running" if running else "restarting" if role.name in due else "exited",
+            "metrics_port": int(role.env[ENV_PREFIX + "METRICS_PORT"]), "restarts": restarts,
+            "last_exit": last_exit.get(role.name),
+        }
+    document = {"supervisor_pid": os.getpid(), "bootstrap": plan.settings.bootstrap,
+                "metrics_host": plan.settings.metrics_host, "updated_at": time.time(), "roles": roles}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=1))
+    temporary.replace(path)
