@@ -13,7 +13,10 @@ Default mix: each job WAITING, RUNNING, RUNNING 50%, SUCCESS, spread over ``--jo
 runs and ``--keys`` table entries. With ``--runs-per-key R``: one SUCCESS update per
 run, R runs per job key (``--messages / R`` keys), so the history under one key grows
 to R runs (issue 25: the cost of an event must not grow with it).
-Until ``pipeline bench`` exists, this is how the numbers in the issue notes were taken.
+With ``--workload five-vendors``: the seeded five-vendor workload of ``pipeline bench``
+(``--messages`` documents) instead. ``--profile FILE`` records the worker with py-spy
+(``pip install py-spy``) while it works, as collapsed stacks (``-f raw``), and prints the
+functions with the largest share of the samples (inclusive and own time).
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline import catalog
+from pipeline.bench import stages, worker_stages
+from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 
@@ -155,6 +162,26 @@ def wait_ready(log: Path, since: int, timeout: float = 300) -> float:
     raise SystemExit("worker not ready")
 
 
+def print_profile(path: Path, top: int = 30) -> None:
+    """The functions with the largest share of the samples: inclusive, then own time."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        total += samples
+        frames = [re.sub(r" \((?:[^()]*/)?([^()/]*?)(?::\d+)?\)$", r" (\1)", frame) for frame in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += samples
+        own[frames[-1]] += samples
+    print(f"profile: {total} samples in {path}")
+    for title, counts in (("inclusive", inclusive), ("own time", own)):
+        print(f"  {title}:")
+        for frame, samples in counts.most_common(top):
+            print(f"  {100 * samples / total:5.1f}%  {frame}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=50_000)
@@ -164,6 +191,8 @@ def main() -> None:
                         help="one SUCCESS update per run, this many runs per job key (replaces the default mix)")
     parser.add_argument("--store", default="memory://", help="worker store: memory:// or rocksdb://")
     parser.add_argument("--no-tansu", action="store_true", help="Without the Tansu changelog workaround (to see its cost).")
+    parser.add_argument("--workload", choices=("truenas", "five-vendors"), default="truenas")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy collapsed stacks of the worker, written here.")
     args = parser.parse_args()
     global TANSU_FLAG, STORE
     TANSU_FLAG = "--no-tansu" if args.no_tansu else "--tansu"
@@ -172,21 +201,37 @@ def main() -> None:
     log = folder / "worker.log"
     with EmbeddedBroker() as broker:
         asyncio.run(catalog.apply(broker.bootstrap))
-        if args.runs_per_key:
-            records = history(args.messages, args.runs_per_key)
-            runs, entries = args.messages, -(-args.messages // args.runs_per_key)
-        else:
-            records = messages(args.messages, args.jobs, args.keys)
-            runs, entries = args.jobs, min(args.jobs, args.keys)
         began = time.monotonic()
-        asyncio.run(preload(broker.bootstrap, records))
-        print(f"preloaded {len(records)} raw messages in {time.monotonic() - began:.1f} s")
+        if args.workload == "five-vendors":
+            loaded = asyncio.run(stages.load(broker.bootstrap, documents(args.messages)))
+            _, expected = worker_stages.expected_events(documents(args.messages))
+            records = range(expected)  # the count of jobs.events records to wait for
+            runs, entries = "?", "?"
+            print(f"preloaded {loaded} raw messages ({expected} events) in {time.monotonic() - began:.1f} s")
+        else:
+            if args.runs_per_key:
+                records = history(args.messages, args.runs_per_key)
+                runs, entries = args.messages, -(-args.messages // args.runs_per_key)
+            else:
+                records = messages(args.messages, args.jobs, args.keys)
+                runs, entries = args.jobs, min(args.jobs, args.keys)
+            asyncio.run(preload(broker.bootstrap, records))
+            print(f"preloaded {len(records)} raw messages in {time.monotonic() - began:.1f} s")
         worker = restarted = None
         try:
             worker = start(broker.bootstrap, log, folder / "data")
             launched = time.monotonic()
             ready = wait_ready(log, 0)
+            spy = None
+            if args.profile is not None:
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200", "-f", "raw",
+                                        "-o", str(args.profile), "--pid", str(worker.pid)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             done = asyncio.run(count_events(broker.bootstrap, len(records), timeout=max(600, len(records) / 500)))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+                print_profile(args.profile)
             seconds = done - ready
             print(f"start to ready: {ready - launched:.1f} s")
             print(f"worker ({STORE}): {len(records)} events in {seconds:.1f} s = {len(records) / seconds:,.0f} events/s")

@@ -22,6 +22,7 @@ import time
 import faust
 
 from pipeline import catalog
+from pipeline.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,8 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--app-id", default="jobstream-bench-bare")
-    parser.add_argument("--batch-max", type=int, default=1000)
-    parser.add_argument("--batch-within", type=float, default=0.05)
+    worker = Settings.from_env()  # the worker's own batch settings by default: the same batches on both sides
+    parser.add_argument("--batch-max", type=int, default=worker.batch_max)
+    parser.add_argument("--batch-within", type=float, default=worker.batch_within_s)
     args = parser.parse_args(argv)
 
     app = faust.App(

@@ -9,10 +9,13 @@ over that same input, each the median of ``repeats``:
 2. bare Faust: an agent loop over the raw topics doing nothing per event;
 3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O);
 4. normalize alone, per vendor (parse included);
+5. the worker: raw topics -> jobs.* topics (``worker_stages.worker_rate``);
 6. the sink alone: jobs.* -> committed DuckDB rows, against a bare aiokafka loop over the
-   same jobs.* records; 7. end to end: raw in Kafka -> rows visible over Quack, one
-   worker and one sink; 8. freshness under a steady ``freshness_rate`` raw records/s
-   (``sink_stages``).
+   same jobs.* records (``sink_stages``);
+7. end to end: raw in Kafka -> rows visible over Quack, one worker and one sink;
+8. freshness under a steady ``freshness_rate`` raw records/s, acknowledged -> visible;
+9. the worker's peak RSS and restart-to-ready with ``state_runs`` runs in its RocksDB
+   table, on a broker of its own (``worker_stages.state_stage``; 0 skips it).
 
 It prints a table with the ratios and writes the numbers as JSON (``--out``).
 """
@@ -30,7 +33,7 @@ from typing import Any
 import orjson
 
 from pipeline import catalog
-from pipeline.bench import sink_stages, stages
+from pipeline.bench import sink_stages, stages, worker_stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
 
@@ -38,7 +41,8 @@ SAMPLE_FOR_PURE_STAGES = 50_000
 """The pure stages time a sample: their rate does not depend on the input's length."""
 
 
-def run(events: int, *, repeats: int = 3, seed: int = 1, freshness_rate: int = 2000, freshness_seconds: float = 20.0,
+def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, freshness_rate: int = 2000,
+        freshness_seconds: float = 20.0,
         say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every stage; returns the JSON-ready numbers."""
     results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats}
@@ -69,8 +73,16 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, freshness_rate: int = 2
         )
         say("bare faust agent loop ...")
         results["bare_faust_eps"] = statistics.median(stages.bare_faust(broker.bootstrap, loaded) for _ in range(repeats))
+        say("the worker: raw -> jobs.* ...")
+        raw_records, output_events = worker_stages.expected_events(documents(events, seed=seed))
+        results["worker_eps"] = statistics.median(
+            worker_stages.worker_rate(broker.bootstrap, raw_records, output_events, repeats=repeats))
         results.update(sink_stages.run_stages(broker.bootstrap, events=events, seed=seed, repeats=repeats,
                                               rate=freshness_rate, seconds=freshness_seconds, say=say))
+    if state_runs:
+        say(f"the worker with {state_runs:,} runs in its table (RocksDB): peak RSS, restart-to-ready ...")
+        results.update(worker_stages.state_stage(state_runs, say=say))
+        results["state_runs"] = state_runs
     return results
 
 
@@ -99,6 +111,7 @@ def table(results: dict[str, Any]) -> list[str]:
         ("normalize alone (all vendors)", results.get("normalize_eps"), None, ""),
     ]
     rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]
+    rows.append(("worker (raw -> jobs.*)", results.get("worker_eps"), bare_faust, "of bare faust (target 0.75x)"))
     rows += [
         ("bare aiokafka over jobs.* + orjson", results.get("bare_aiokafka_jobs_eps"), None, ""),
         ("sink (jobs.* -> committed rows)", results.get("sink_rows_per_s"), results.get("bare_aiokafka_jobs_eps"),
@@ -123,6 +136,11 @@ def table(results: dict[str, Any]) -> list[str]:
                          "the delay is the backlog that builds up)")
     elif results.get("freshness_error"):
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s: not measured: {results['freshness_error']}")
+    if results.get("restart_to_ready_s") is not None:
+        rss = results.get("worker_peak_rss_mb")
+        lines.append(f"worker with {results['state_runs']:,} runs (RocksDB): peak RSS "
+                     f"{'unknown' if rss is None else f'{rss:,.0f} MB'} (target <= 500), "
+                     f"restart-to-ready {results['restart_to_ready_s']:.1f} s (target <= 30)")
     return lines
 
 

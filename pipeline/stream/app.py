@@ -22,10 +22,11 @@ one clear line and exit status 70, before Faust can commit the batch's offsets: 
 supervisor restarts it and the table above applies.
 
 The table is written through its store and changelog directly rather than
-``table[key] = value``: Faust's per-message send path costs ~100 us a record (DESIGN.md),
-and the changelog record must go to the source partition, which ``take_events``
-batches cannot get from ``table[key]``. Recovery, standbys and partition ownership are
-still Faust's own.
+``table[key] = value``, and outputs and changelog records are sent as one Kafka batch per
+topic-partition (``batches.py``) rather than through Faust's producer: Faust's
+per-message send path costs ~100 us a record (DESIGN.md), and the changelog record must
+go to the source partition, which ``take_events`` batches cannot get from
+``table[key]``. Recovery, standbys and partition ownership are still Faust's own.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from pipeline import catalog
 from pipeline.run.health import RoleMetrics, observe_batch, operate
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
+from pipeline.stream.batches import BatchSender
 from pipeline.stream.core import StreamCore
 from pipeline.stream.records import Message
 
@@ -55,6 +58,18 @@ TABLE_NAME = "lifecycle"
 TANSU_BARRIER_KEY = b"\x00jobstream:end-of-batch"
 EXIT_UNEXPECTED = 70
 EXIT_RECREATED = 65  # EX_DATAERR: the input no longer matches the stored state
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024**2,
+    "block_cache_compressed_size": 8 * 1024**2,
+}
+"""The RocksDB store's memory per table partition: Faust's defaults (64 MB write buffers
+up to 3 deep, a 2 GB block cache, each per partition) let the worker grow past 500 MB
+while its table fills. The worker reads little from RocksDB (recently written entries
+are kept decoded in memory, ``entry_cache_bytes``), so small buffers cost no speed."""
+SEND_BATCH_BYTES = 1_000_000
+"""The largest Kafka batch the worker builds (Kafka's default limit is 1 MB a batch)."""
 
 
 def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.App:
@@ -87,6 +102,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     )
     table = app.Table(
         TABLE_NAME, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
+        options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
     )
     raw = app.topic(
         *catalog.raw_topics(), key_type=bytes, value_type=bytes,
@@ -139,31 +155,52 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
 
 
 class _Shell:
-    """Steps 2 and 3: durable sends, then durable state."""
+    """Steps 2 and 3: durable sends, then durable state.
+
+    Outputs and changelog records go through a producer of the worker's own, one Kafka
+    batch per topic-partition (``batches.BatchSender``), not Faust's per-record send."""
 
     def __init__(self, app: faust.App, table: faust.Table, settings: Settings) -> None:
         self.app = app
         self.table = table
         self.settings = settings
-        self._changelog_producer: Any = None
+        self._producer: Any = None
+        self._sender: BatchSender | None = None
+        self._barrier_producer: Any = None
         self._partition_counts = {
             name: settings.partitions or spec.partitions for name, spec in catalog.load().items()
         }
 
     async def stop(self) -> None:
-        if self._changelog_producer is not None:
-            await self._changelog_producer.stop()
-            self._changelog_producer = None
+        for producer in (self._producer, self._barrier_producer):
+            if producer is not None:
+                await producer.stop()
+        self._producer = self._sender = self._barrier_producer = None
+
+    async def _batch_sender(self) -> BatchSender:
+        if self._sender is None:
+            from aiokafka import AIOKafkaProducer
+
+            settings = self.settings
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=False,
+                client_id=f"{settings.app_id}-worker", linger_ms=0, max_batch_size=SEND_BATCH_BYTES,
+                max_request_size=settings.max_record_bytes + 48_576,
+                request_timeout_ms=int(settings.send_timeout_s * 1000),
+            )
+            await self._producer.start()
+            self._sender = BatchSender(self._producer)
+        return self._sender
 
     async def send(self, outputs: list) -> None:
-        producer = self.app.producer
+        if not outputs:
+            return
         sizes = self._partition_counts
-        futures = [
-            await producer.send(topic, key, value, partition if partition is not None and partition < sizes.get(topic, 0) else None, None, None)
+        sender = await self._batch_sender()
+        await sender.send(
+            (topic, key, value, partition if partition is not None and partition < sizes.get(topic, 0) else None)
             for topic, key, value, partition in outputs
-        ]
-        if futures:
-            await asyncio.gather(*futures)
+        )
 
     async def store(self, writes: dict[bytes, tuple[int, bytes | None]], events: list) -> None:
         if not writes:
@@ -171,22 +208,26 @@ class _Shell:
         by_partition = {e.message.partition: e for e in events}
         store = self.table.data
         changelog = self.table.changelog_topic.get_topic_name()
-        producer = self.app.producer
-        futures = []
+        grouped: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for key, (partition, value) in writes.items():
-            if value is None:
-                store.pop(key, None)  # a tombstone: the job has nothing left to keep
-            else:
-                if partition not in by_partition:
-                    raise RuntimeError(f"a table write for partition {partition} without a message of it in the batch")
-                with faust_compat.current_event(by_partition[partition]):
-                    store[key] = value
-            futures.append(await producer.send(changelog, key, value, partition, None, None))
-        results = await asyncio.gather(*futures)
+            grouped.setdefault(partition, []).append((key, value))
+        for partition, items in grouped.items():
+            event = by_partition.get(partition)
+            with faust_compat.current_event(event):  # RocksDB: the partition's database
+                for key, value in items:
+                    if value is None:
+                        store.pop(key, None)  # a tombstone: the job has nothing left to keep
+                    elif event is None:
+                        raise RuntimeError(f"a table write for partition {partition} without a message of it in the batch")
+                    else:
+                        store[key] = value
+        sender = await self._batch_sender()
+        last = await sender.send((changelog, key, value, partition) for partition, items in grouped.items()
+                                 for key, value in items)
         if self.settings.tansu:
-            await self._end_with_single_record_batches(changelog, {m.partition for m in results})
-        for metadata in results:
-            store.set_persisted_offset(metadata.topic_partition, metadata.offset)
+            await self._end_with_single_record_batches(changelog, set(grouped))
+        for (topic, partition), offset in last.items():
+            store.set_persisted_offset(TP(topic, partition), offset)
 
     async def _end_with_single_record_batches(self, changelog: str, partitions: set[int]) -> None:
         """Tansu answers ListOffsets with the last batch's base offset + 1, so a changelog
@@ -194,11 +235,11 @@ class _Shell:
         (DESIGN.md). Ending each written partition with a batch of one record (a
         tombstone for a key that never exists) makes that answer right; one record per
         partition and batch instead of every record alone. Never done on real Kafka."""
-        if self._changelog_producer is None:
-            self._changelog_producer = _SingleRecordProducer(self.settings.bootstrap)
-            await self._changelog_producer.start()
+        if self._barrier_producer is None:
+            self._barrier_producer = _SingleRecordProducer(self.settings.bootstrap)
+            await self._barrier_producer.start()
         futures = [
-            await self._changelog_producer.send(changelog, TANSU_BARRIER_KEY, None, partition, None, None)
+            await self._barrier_producer.send(changelog, TANSU_BARRIER_KEY, None, partition, None, None)
             for partition in sorted(partitions)
         ]
         await asyncio.gather(*futures)

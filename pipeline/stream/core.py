@@ -80,7 +80,8 @@ class StreamCore:
         self._indexed = False
         # Decoded entries this worker wrote: it is their only writer while it owns their
         # partition, so they stay valid until a rebalance (``assign``) clears them.
-        self._cache: dict[bytes, Entry] = {}
+        self._cache: dict[bytes, tuple[Entry, int]] = {}  # entry, its encoded size
+        self._cache_bytes = 0
         self._heartbeats: dict[tuple[str, str], datetime] = {}
         self._deleted: dict[bytes, int] = {}  # this batch's tombstones -> their partition
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
@@ -110,6 +111,7 @@ class StreamCore:
                     del self._clocks[(topic, number)]
             self._to_index = owned - known
         self._cache.clear()
+        self._cache_bytes = 0
         self._indexed = False
 
     def reset_index(self) -> None:
@@ -189,20 +191,25 @@ class StreamCore:
         for run_key, (run, partition) in runs.items():
             batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_record(run), partition))
         for key, entry in pending.items():
+            self._uncache(key)
             if entry is None:
                 batch.writes[key] = (self._deleted[key], None)
-                self._cache.pop(key, None)
                 continue
             data = encode_entry(entry)
             if len(data) > self.settings.max_entry_bytes:
                 entry, data = self._shrunk(entry, data)
             batch.writes[key] = (entry.partition, data)
-            self._cache.pop(key, None)
-            self._cache[key] = entry
-        while len(self._cache) > self.settings.entry_cache_size:
-            del self._cache[next(iter(self._cache))]
+            self._cache[key] = (entry, len(data))
+            self._cache_bytes += len(data)
+        while self._cache_bytes > self.settings.entry_cache_bytes:
+            self._uncache(next(iter(self._cache)))
         self._deleted.clear()
         return batch
+
+    def _uncache(self, key: bytes) -> None:
+        cached = self._cache.pop(key, None)
+        if cached is not None:
+            self._cache_bytes -= cached[1]
 
     def _shrunk(self, entry: Entry, data: bytes) -> tuple[Entry, bytes]:
         """Evict the quietest runs until the entry fits in ``max_entry_bytes``: no
@@ -222,7 +229,8 @@ class StreamCore:
         """The entry under ``key`` as this batch left it, else as cached, else as stored."""
         if key in pending:
             return pending[key]
-        entry = self._cache.get(key)
+        cached = self._cache.get(key)
+        entry = None if cached is None else cached[0]
         if entry is None:
             data = self._lookup(key)
             entry = decode_entry(data) if data is not None else None

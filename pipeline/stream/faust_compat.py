@@ -40,10 +40,11 @@ def check_version(version: str | None = None) -> None:
 
 @contextlib.contextmanager
 def current_event(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event (for the store's partition) while inside."""
+    """Make ``event`` Faust's current event (for the store's partition) while inside
+    (None: no current event, enough for deletes, which look in every partition)."""
     from faust.streams import _current_event
 
-    token = _current_event.set(weakref.ref(event))
+    token = _current_event.set(None if event is None else weakref.ref(event))
     try:
         yield
     finally:

@@ -16,19 +16,21 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--freshness-seconds", "2",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+         "--state-runs", "2000", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
     )  # 3,000 documents: several batches, as the loops are timed after their first
     assert result.returncode == 0, result.stdout + result.stderr
     results = orjson.loads(out.read_bytes())
-    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "normalize_eps",
-                 "sink_rows_per_s", "bare_aiokafka_jobs_eps", "end_to_end_eps"):
+    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "normalize_eps", "worker_eps",
+                 "sink_rows_per_s", "bare_aiokafka_jobs_eps", "end_to_end_eps", "worker_peak_rss_mb", "restart_to_ready_s"):
         assert results[name] > 0, name
     assert 0 < results["freshness_p50_s"] <= results["freshness_p99_s"] <= results["freshness_max_s"]
     assert results["freshness_events"] > 0 and results["freshness_raw_records"] == 4000
     assert results["sink_records"] >= results["sink_stored_rows"] > 0
+    assert results["state_runs"] == 2000
     assert set(results["normalize_eps_by_vendor"]) == {"qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica"}
     assert results["events"] == 3000 and results["raw_records"] >= 3000
     assert result.stdout.splitlines()[0].startswith("stage") and "of bare aiokafka" in result.stdout
     assert "end to end (raw -> visible)" in result.stdout and "freshness at 2,000 raw records/s" in result.stdout
+    assert "of bare faust (target 0.75x)" in result.stdout and "worker with 2,000 runs (RocksDB): peak RSS" in result.stdout
     assert "loading 3,000 documents" in result.stderr

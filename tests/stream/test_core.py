@@ -238,3 +238,26 @@ def test_killed_after_sending_but_before_storing_gives_the_same_records_again():
     harness.restart()
     again = harness.core.process(story())
     assert [(o.topic, o.key, o.value) for o in again.outputs] == first
+
+
+def test_the_entry_cache_is_bounded_by_encoded_size_and_changes_no_output():
+    """Entries that leave the cache are read back from the store: a worker with no
+    cache at all gives the same records as one that keeps every entry decoded."""
+    many_jobs = [
+        message(n, truenas_job(n, "RUNNING", method=f"job{n % 40}"), at=T0 + timedelta(seconds=n),
+                key=f"truenas:nas1:job{n % 40}".encode())
+        for n in range(400)
+    ]
+
+    def run(cache_bytes: int) -> tuple[list, Harness]:
+        harness = Harness(entry_cache_bytes=cache_bytes)
+        outputs = [o for start in range(0, len(many_jobs), 25) for o in harness.feed(many_jobs[start:start + 25])]
+        return outputs, harness
+
+    cached, everything = run(100 * 1024**2)
+    uncached, nothing = run(0)
+    bounded, some = run(4096)
+    assert cached == uncached == bounded
+    assert len(everything.core._cache) == 40 and not nothing.core._cache
+    assert 0 < some.core._cache_bytes <= 4096
+    assert some.core._cache_bytes == sum(size for _entry, size in some.core._cache.values())

@@ -1,0 +1,278 @@
+"""The worker's stages of ``pipeline bench``: its throughput (stage 5) and its size and
+restart time with a large table (stage 9).
+
+Both run the real ``pipeline worker`` as a subprocess, exactly as deployed (uvloop, the
+Tansu workarounds on, since the broker is the embedded one), and watch its output topic
+``jobs.events`` from this process with a plain consumer:
+
+- stage 5 (``worker_rate``): the worker over the raw topics the loader filled, timed from
+  the first ``jobs.events`` record this process sees to the last one expected, so start-up,
+  group join and recovery are not counted (as the bare Faust loop is timed after its
+  first batch). The records seen in that first fetch are not counted either; the rate is
+  given in raw records per second, like the baselines: output events counted, scaled by
+  raw records per output event of the whole input.
+- stage 9 (``state_stage``): on a broker of its own, ``runs`` distinct RUNNING runs (20
+  per job) go through a worker with the RocksDB store; then the worker is stopped and
+  started again. It reports the worker's peak RSS (the kernel's high-water mark,
+  ``VmHWM``, of both processes) and restart-to-ready: from launching the second process
+  to the first output of a new event sent at its launch, so the store, the changelog
+  recovery and the rebuild of the due index are all inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pipeline import catalog, vendors
+from pipeline.bench.stages import BenchError
+from pipeline.bench.workload import T0, Document
+from pipeline.broker import EmbeddedBroker
+from pipeline.model import RawEnvelope, encode_envelope
+from pipeline.sources import records_for
+from pipeline.vendors import Context
+
+RUNS_PER_JOB = 20
+"""Stage 9 spreads its runs over jobs this many at a time: table entries of a realistic
+size, well below ``max_runs_per_job``, so every run stays in the table."""
+
+STOP_GRACE_S = 30.0
+
+
+def expected_events(docs: Iterable[Document]) -> tuple[int, int]:
+    """(raw records, jobs.events records) the loader's records of ``docs`` give: the
+    worker normalizes each raw record as the ingestors cut it."""
+    raw = events = 0
+    for doc in docs:
+        ctx = Context(source=doc.source, received_at=doc.at)
+        for record in records_for(doc.vendor, doc.payload, ctx):
+            raw += 1
+            events += len(vendors.normalize(doc.vendor, record.payload, ctx)) if record.key is not None else 0
+    return raw, events
+
+
+class Outputs:
+    """A consumer of every ``jobs.events`` partition from its start, counting what arrives.
+
+    One instance serves all repeats of a stage: each repeat waits for the count to grow
+    by what it expects, so earlier repeats' records are never counted twice."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=50,
+        )
+        self.seen = 0
+
+    async def start(self) -> "Outputs":
+        await self._consumer.start()
+        partitions = [TopicPartition(catalog.EVENTS, p) for p in range(catalog.topic(catalog.EVENTS).partitions)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        return self
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def until(self, count: int, worker: subprocess.Popen, deadline: float,
+                    key: bytes | None = None) -> tuple[float, int, float]:
+        """Read until ``count`` records arrived in total (or one with ``key``); returns
+        (time of the first fetch that brought any, records in it, time of the last)."""
+        first_at: float | None = None
+        first_count = 0
+        last_at = time.perf_counter()
+        while self.seen < count:
+            if worker.poll() is not None:
+                raise BenchError(f"the worker exited with status {worker.returncode} after {self.seen:,} events")
+            if time.monotonic() > deadline:
+                raise BenchError(f"the worker gave {self.seen:,} of {count:,} events before the deadline")
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=20_000)
+            arrived = sum(len(records) for records in batches.values())
+            if not arrived:
+                continue
+            last_at = time.perf_counter()
+            if first_at is None:
+                first_at, first_count = last_at, arrived
+            self.seen += arrived
+            if key is not None and any(r.key == key for records in batches.values() for r in records):
+                break
+        return (first_at if first_at is not None else last_at), first_count, last_at
+
+
+def start_worker(bootstrap: str, app_id: str, datadir: Path, store: str, log: Path) -> subprocess.Popen:
+    """``pipeline worker`` as deployed, its output into ``log``."""
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-P", "-m", "pipeline", "worker", "--bootstrap", bootstrap, "--store", store,
+             "--tansu", "--app-id", app_id, "--datadir", str(datadir), "--loglevel", "warning"],
+            stdout=output, stderr=output,
+        )
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) in MB, or None where /proc has none."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace").strip()[-600:] if log.exists() else ""
+
+
+async def _worker_rate_once(bootstrap: str, outputs: Outputs, raw_records: int, events: int,
+                            timeout_s: float, folder: Path) -> float:
+    app_id = f"jobstream-bench-worker-{uuid.uuid4().hex[:8]}"
+    log = folder / f"{app_id}.log"
+    target = outputs.seen + events
+    worker = start_worker(bootstrap, app_id, folder / app_id, "memory://", log)
+    try:
+        first_at, first_count, last_at = await outputs.until(target, worker, time.monotonic() + timeout_s)
+    except BenchError as exc:
+        raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
+    finally:
+        stop_worker(worker)
+    counted = events - first_count
+    if counted <= 0 or last_at <= first_at:
+        raise BenchError("too few events to time the worker (all came in one fetch): use more --events")
+    return counted / (last_at - first_at) * raw_records / events
+
+
+def worker_rate(bootstrap: str, raw_records: int, events: int, *, repeats: int = 3,
+                timeout_s: float = 900) -> list[float]:
+    """Stage 5: raw records per second through ``pipeline worker``, once per repeat, each
+    with a new app id (a new consumer group and table: the whole input again)."""
+    folder = Path(tempfile.mkdtemp(prefix="jobstream-bench-worker-"))
+
+    async def measure() -> list[float]:
+        outputs = await Outputs(bootstrap).start()
+        try:
+            return [await _worker_rate_once(bootstrap, outputs, raw_records, events, timeout_s, folder)
+                    for _ in range(repeats)]
+        finally:
+            await outputs.stop()
+
+    try:
+        return asyncio.run(measure())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def running_run(number: int) -> tuple[bytes, bytes]:
+    """One TrueNAS job update: run ``number`` RUNNING, in job ``number // RUNS_PER_JOB``.
+
+    Event time moves 0.1 ms per run, so a million runs span 100 s of event time and none
+    goes STALE (240 s) while the table fills."""
+    at = T0 + timedelta(microseconds=100 * number)
+    method = f"bench.state{number // RUNS_PER_JOB}"
+    started = {"$date": int(at.timestamp() * 1000)}
+    fields = {"id": number, "method": method, "state": "RUNNING", "time_started": started,
+              "progress": {"percent": 10, "description": None, "extra": None}}
+    doc = {"msg": "changed", "collection": "core.get_jobs", "id": number, "fields": fields}
+    envelope = RawEnvelope(vendor="truenas", source="bench", received_at=at, payload=doc)
+    return f"truenas:bench:{method}".encode(), encode_envelope(envelope)
+
+
+async def _load_runs(bootstrap: str, runs: int, progress: Callable[[int], None]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                                linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    topic = catalog.raw_topic("truenas")
+    try:
+        for begin in range(0, runs, 50_000):
+            futures = []
+            for number in range(begin, min(runs, begin + 50_000)):
+                key, value = running_run(number)
+                futures.append(await producer.send(topic, value, key=key))
+            await asyncio.gather(*futures)
+            progress(min(runs, begin + 50_000))
+    finally:
+        await producer.stop()
+
+
+async def _state_stage(bootstrap: str, runs: int, folder: Path, say: Callable[[str], None],
+                       timeout_s: float) -> dict[str, float | None]:
+    await catalog.apply(bootstrap)
+    say(f"  loading {runs:,} RUNNING runs ({RUNS_PER_JOB} per job) into raw.truenas ...")
+    await _load_runs(bootstrap, runs, lambda n: say(f"    {n:,} raw records sent"))
+    app_id = f"jobstream-bench-state-{uuid.uuid4().hex[:8]}"
+    datadir, log = folder / "data", folder / "worker.log"
+    outputs = await Outputs(bootstrap).start()
+    try:
+        say(f"  worker (RocksDB) filling its table with {runs:,} runs ...")
+        began = time.perf_counter()
+        worker = start_worker(bootstrap, app_id, datadir, "rocksdb://", log)
+        try:
+            step = max(runs // 10, 1)
+            for target in [*range(step, runs, step), runs]:
+                if outputs.seen < target:
+                    await outputs.until(target, worker, time.monotonic() + timeout_s)
+                    say(f"    {outputs.seen:,} of {runs:,} runs out ({time.perf_counter() - began:.0f} s)")
+            first_rss = peak_rss_mb(worker.pid)
+            fill_eps = runs / (time.perf_counter() - began)
+        except BenchError as exc:
+            raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
+        finally:
+            stop_worker(worker)
+        say("  restarting the worker ...")
+        # The next run in line: its event time follows the table's, so it moves event time
+        # by 0.1 ms (a probe from far in the future would make every run STALE at once).
+        probe_key, probe_value = running_run(runs)
+        launched = time.perf_counter()
+        worker = start_worker(bootstrap, app_id, datadir, "rocksdb://", log)
+        try:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+            await producer.start()
+            try:
+                await producer.send_and_wait(catalog.raw_topic("truenas"), probe_value, key=probe_key)
+            finally:
+                await producer.stop()
+            _, _, ready_at = await outputs.until(runs + 1, worker, time.monotonic() + timeout_s, key=probe_key)
+            second_rss = peak_rss_mb(worker.pid)
+        except BenchError as exc:
+            raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
+        finally:
+            stop_worker(worker)
+    finally:
+        await outputs.stop()
+    peaks = [rss for rss in (first_rss, second_rss) if rss is not None]
+    return {
+        "worker_peak_rss_mb": max(peaks) if peaks else None,
+        "restart_to_ready_s": ready_at - launched,
+        "state_fill_eps": fill_eps,
+    }
+
+
+def state_stage(runs: int, *, say: Callable[[str], None] = print, timeout_s: float = 900) -> dict[str, float | None]:
+    """Stage 9, on a broker of its own (its input must not mix with the workload's)."""
+    folder = Path(tempfile.mkdtemp(prefix="jobstream-bench-state-"))
+    try:
+        with EmbeddedBroker() as broker:
+            return asyncio.run(_state_stage(broker.bootstrap, runs, folder, say, timeout_s))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
