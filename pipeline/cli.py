@@ -745,15 +745,31 @@ def run_pipeline(
 def status(
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="State file of a running `pipeline run` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="The TOML file a `pipeline run` was started with: its \\[pipeline] settings (Kafka, state file, the sink's database and Quack port).")] = None,
 ) -> None:
     """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka).
 
     When a `pipeline run` is running, first its roles: pid, restarts, last exit status and
     each role's own /healthz (problems, and per partition its lag and when it last moved).
+    The sink's database and Quack port come from that run's state file, else from --config,
+    else from the environment.
     """
     from pipeline.run import status as status_module
 
-    settings = load_settings(bootstrap=bootstrap, run_state_file=state_file)
+    overrides = {"bootstrap": bootstrap, "run_state_file": state_file}
+    if config is None:
+        settings = load_settings(**overrides)
+    else:
+        from pipeline.run import production
+
+        try:
+            settings = production.load_settings(config, overrides)
+        except production.RunConfigError as exc:
+            for line in exc.lines:
+                err.print(f"[bold red]error:[/] {escape(line)}")
+            raise typer.Exit(2) from None
+    settings = settings.with_overrides(**status_module.run_sink_overrides(
+        status_module.live_run_state(Path(settings.run_state_file))))
     quiet_kafka_logs()
     for line in asyncio.run(status_module.run_state_lines(Path(settings.run_state_file))):
         out.print(line, markup=False)

@@ -75,12 +75,7 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
     """Read and check the whole configuration; ``RunConfigError`` lists every problem."""
     env = dict(os.environ if env is None else env)
     problems: list[str] = []
-    try:
-        document = tomllib.loads(Path(config).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RunConfigError([f"cannot read config file {config}: {exc.strerror or exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RunConfigError([f"config file {config} is not valid TOML: {exc}"]) from None
+    document = _read_document(config)
     known_tables = {"pipeline", "run", "alerter", *PUSH_INGESTORS.values(), *PULL_INGESTORS.values()}
     problems += [f"[{name}]: unknown table (known: {', '.join(sorted(known_tables))})" for name in document if name not in known_tables]
     table = _table(document, "pipeline", problems)
@@ -108,6 +103,29 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
             Role(name, argv[name], env={f"{ENV_PREFIX}METRICS_PORT": str(port)}) for name, port in zip(roles, ports)
         ),
     )
+
+
+def _read_document(config: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunConfigError([f"cannot read config file {config}: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunConfigError([f"config file {config} is not valid TOML: {exc}"]) from None
+
+
+def load_settings(config: Path, overrides: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Only the ``[pipeline]`` settings of a run's file (env and flags on top), as ``pipeline
+    run`` reads them: what ``pipeline status --config`` needs to find that run's sink."""
+    problems: list[str] = []
+    table = _table(_read_document(config), "pipeline", problems)
+    try:
+        settings = Settings.from_file_and_env(table, dict(os.environ if env is None else env)).with_overrides(**overrides)
+    except SettingsError as exc:
+        problems += str(exc).splitlines()
+    if problems:
+        raise RunConfigError(problems)
+    return settings
 
 
 def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
@@ -285,8 +303,12 @@ def write_state(path: Path, plan: RunPlan, supervisor: Supervisor, last_exit: Ma
             "metrics_port": int(role.env[ENV_PREFIX + "METRICS_PORT"]), "restarts": restarts,
             "last_exit": last_exit.get(role.name),
         }
-    document = {"supervisor_pid": os.getpid(), "bootstrap": plan.settings.bootstrap,
-                "metrics_host": plan.settings.metrics_host, "updated_at": time.time(), "roles": roles}
+    settings = plan.settings
+    sink = {"db_path": str(Path(settings.db_path).absolute()), "quack_host": settings.quack_host,
+            "quack_port": settings.quack_port,
+            "quack_token_file": str(Path(settings.quack_token_file).absolute()) if settings.quack_token_file else None}
+    document = {"supervisor_pid": os.getpid(), "bootstrap": settings.bootstrap,
+                "metrics_host": settings.metrics_host, "updated_at": time.time(), "roles": roles, "sink": sink}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(document, indent=1))

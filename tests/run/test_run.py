@@ -135,6 +135,7 @@ def test_run_worker_sink_and_an_ingestor_restarts_a_killed_role_and_stops_clean(
         status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--bootstrap", broker.bootstrap,
                                  "--state-file", str(state_file)], capture_output=True, text=True, timeout=60, env=env)
         assert "pipeline run (pid" in status.stdout and "raw.qlik_qrs:" in status.stdout, status.stdout + status.stderr
+        assert str(db) in status.stdout, "status looks for the sink the run's own file configured: " + status.stdout
 
         old_pid = state["worker"]["pid"]
         os.kill(old_pid, signal.SIGKILL)

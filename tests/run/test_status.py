@@ -97,3 +97,17 @@ async def test_two_live_groups_are_described_one_request_each(broker):
     by_role = {s.role: s for s in statuses if s.partition == 0}
     assert set(by_role) == {"worker", "alerter"}
     assert all(s.state == "Stable" and s.members == 1 for s in by_role.values()), by_role
+
+
+def test_status_with_a_run_config_looks_for_that_runs_sink_and_says_nothing_runs(broker, tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "elsewhere.duckdb"
+    config = tmp_path / "my.toml"
+    config.write_text(f'[pipeline]\ndb_path = "{db}"\nquack_port = 19494\nrun_state_file = "{tmp_path / "state.json"}"\n')
+    result = subprocess.run([sys.executable, "-m", "pipeline", "status", "-b", broker.bootstrap, "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"pipeline run: not running (no state file at {tmp_path / 'state.json'})" in result.stdout
+    assert f"no database at {db} and no live sink at quack:localhost:19494" in result.stdout
