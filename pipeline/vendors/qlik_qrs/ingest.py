@@ -77,6 +77,7 @@ class QrsSettings:
             raise ConfigError("[qlik_qrs] source is required (the repository host, it names the jobs)")
         if bool(self.cert_file) != bool(self.key_file):
             raise ConfigError("[qlik_qrs] cert_file and key_file go together")
+        self.ssl_context()  # unreadable certificate files: a config error at start, not at the first poll
 
     def redactor(self) -> Redactor:
         return Redactor()
