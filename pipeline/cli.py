@@ -726,7 +726,8 @@ def run_pipeline(
 
     Settings: flags win over JOBSTREAM_* variables, which win over the file; all of it is
     checked before anything starts (one line per problem); secrets only from the
-    environment or files. A role that exits non-zero is restarted with a backoff; each
+    environment or files. A role that exits non-zero is restarted with a backoff (status 2,
+    a configuration error, stops the run instead); each
     role serves /metrics and /healthz on its own port, printed at start.
     """
     from pipeline.run import production
@@ -738,7 +739,9 @@ def run_pipeline(
             err.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     exit_on_sigterm()
-    production.run(plan, say=lambda line: out.print(line, markup=False))
+    code = production.run(plan, say=lambda line: out.print(line, markup=False))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -103,3 +103,26 @@ def test_bootstrap_localhost_means_port_9092():
     result = _pipeline("topics", "apply", "-b", "localhost", "--timeout", "1", env={"JOBSTREAM_BOOTSTRAP": ""})
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach Kafka at localhost:9092 within 1 s"), result.stderr
+
+
+@pytest.mark.parametrize("vendor, table, env, expected", [
+    ("qlik-qrs", '[qlik_qrs]\nbase_url = "https://qrs:4242"\nsource = "qrs"\ncert_file = "/nonexistent/c.pem"\nkey_file = "/nonexistent/c.key"\n',
+     {}, "error: [qlik_qrs] cannot load the client certificate"),
+    ("zuora", '[zuora]\nbase_url = "https://z.example.com"\n', {}, "error: [zuora] "),
+    ("informatica", '[informatica]\nbase_url = "https://pod.example.com"\nuser = "u"\n', {}, "error: the IICS password is missing"),
+    ("qlik-cloud", "", {"JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}, "error: JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE="),
+    ("truenas", "", {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "error: JOBSTREAM_TRUENAS_API_KEY_FILE="),
+])
+def test_every_ingestors_config_error_is_one_error_line_and_exit_2(tmp_path, vendor, table, env, expected):
+    import os
+
+    config = tmp_path / "my.toml"
+    config.write_text(table)
+    args = {"qlik-cloud": ["--listen", "127.0.0.1:0"], "truenas": ["--url", "wss://nas/api/current"]}.get(vendor, ["--config", str(config)])
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "pipeline", "ingest", vendor, *args], capture_output=True, text=True,
+                            timeout=60, env={**clean, **env, "JOBSTREAM_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
