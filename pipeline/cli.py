@@ -55,7 +55,9 @@ MetricsPortOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    """Each line of ``message`` as its own ``error:`` line (settings report every problem)."""
+    for line in message.splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {line}")
     return typer.Exit(code)
 
 

@@ -592,14 +592,15 @@ def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] |
             raise ConfigError(f"config file {path}: [{section}] must be a table")
     secrets = set(getattr(cls, "SECRETS", ()))
     names = {f.name: f for f in dataclasses.fields(cls)}
+    problems: list[str] = []  # every one, one line each
     for key in table:
         if key in secrets:
-            raise ConfigError(
+            problems.append(
                 f"[{section}] {key}: secrets are not read from the config file; set "
                 f"JOBSTREAM_{section.upper()}_{key.upper()} or {key}_file"
             )
-        if key not in names and not (key.endswith("_file") and key[:-5] in secrets):
-            raise ConfigError(f"[{section}] {key}: unknown setting (known: {', '.join(sorted(names))})")
+        elif key not in names and not (key.endswith("_file") and key[:-5] in secrets):
+            problems.append(f"[{section}] {key}: unknown setting (known: {', '.join(sorted(names))})")
     values: dict[str, Any] = {}
     for name, f in names.items():
         variable = f"JOBSTREAM_{section.upper()}_{name.upper()}"
@@ -611,12 +612,17 @@ def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] |
                 try:
                     values[name] = Path(file_name).read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    raise ConfigError(f"cannot read {name}_file {file_name}: {exc.strerror or exc}") from None
+                    problems.append(f"[{section}] cannot read {name}_file {file_name}: {exc.strerror or exc}")
             continue
-        if variable in env:
-            values[name] = _config_value(variable, f.type, env[variable])
-        elif name in table:
-            values[name] = _config_value(f"[{section}] {name}", f.type, table[name])
+        try:
+            if variable in env:
+                values[name] = _config_value(variable, f.type, env[variable])
+            elif name in table:
+                values[name] = _config_value(f"[{section}] {name}", f.type, table[name])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     try:
         settings = cls(**values)
     except TypeError as exc:

@@ -79,14 +79,14 @@ def test_worker_refuses_raw_topics_with_another_partition_count(broker):
 @pytest.mark.parametrize(
     "env, args, message",
     [
-        ({"JOBSTREAM_BATCH_WITHIN_S": "nan"}, [], "error: JOBSTREAM_BATCH_WITHIN_S=nan (or its flag): must be a finite number"),
-        ({"JOBSTREAM_STALE_AFTER_S": "nan"}, [], "error: JOBSTREAM_STALE_AFTER_S=nan (or its flag): must be a finite number"),
-        ({"JOBSTREAM_RUN_RETENTION_S": "1e300"}, [], "error: JOBSTREAM_RUN_RETENTION_S=1e+300 (or its flag): must be at most 3.1536e+09"),
-        ({"JOBSTREAM_SESSION_TIMEOUT_S": "inf"}, [], "error: JOBSTREAM_SESSION_TIMEOUT_S=inf (or its flag): must be a finite number"),
-        ({"JOBSTREAM_SESSION_TIMEOUT_S": "0"}, [], "error: JOBSTREAM_SESSION_TIMEOUT_S=0.0 (or its flag): must be at least 1"),
-        ({"JOBSTREAM_STALE_AFTER_S": "0"}, [], "error: JOBSTREAM_STALE_AFTER_S=0.0 (or its flag): must be greater than 0"),
-        ({}, ["--stale-after", "0"], "error: JOBSTREAM_STALE_AFTER_S=0.0 (or its flag): must be greater than 0"),
-        ({}, ["--store", "bogus://"], "error: JOBSTREAM_STORE='bogus://': unknown table store; use one of rocksdb://, memory://"),
+        ({"JOBSTREAM_BATCH_WITHIN_S": "nan"}, [], "error: JOBSTREAM_BATCH_WITHIN_S=nan: must be a finite number"),
+        ({"JOBSTREAM_STALE_AFTER_S": "nan"}, [], "error: JOBSTREAM_STALE_AFTER_S=nan: must be a finite number"),
+        ({"JOBSTREAM_RUN_RETENTION_S": "1e300"}, [], "error: JOBSTREAM_RUN_RETENTION_S=1e+300: must be at most 3.1536e+09"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "inf"}, [], "error: JOBSTREAM_SESSION_TIMEOUT_S=inf: must be a finite number"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "0"}, [], "error: JOBSTREAM_SESSION_TIMEOUT_S=0.0: must be at least 1"),
+        ({"JOBSTREAM_STALE_AFTER_S": "0"}, [], "error: JOBSTREAM_STALE_AFTER_S=0.0: must be greater than 0"),
+        ({}, ["--stale-after", "0"], "error: --stale-after 0.0: must be greater than 0"),
+        ({}, ["--store", "bogus://"], "error: --store 'bogus://': unknown table store; use one of rocksdb://, memory://"),
     ],
 )
 def test_worker_refuses_bad_settings_in_one_line_before_it_starts(env, args, message):
@@ -126,3 +126,17 @@ def test_every_ingestors_config_error_is_one_error_line_and_exit_2(tmp_path, ven
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_an_ingestor_config_reports_every_problem_of_its_table_one_line_each(tmp_path):
+    import os
+
+    config = tmp_path / "my.toml"
+    config.write_text('[zuora]\nbase_url = "https://z.example.com"\npassword = "sekrit-pw"\ncolour = 1\npoll_interval_s = "fast"\n')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "pipeline", "ingest", "zuora", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env=clean)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: [zuora] ") for line in lines), lines
+    assert "sekrit" not in result.stderr

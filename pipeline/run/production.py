@@ -83,7 +83,7 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
     table = _table(document, "pipeline", problems)
     settings = None
     try:
-        settings = Settings.from_file_and_env(table, env).with_overrides(**overrides)
+        settings = Settings.from_file_and_env(table, env, file=config).with_overrides(**overrides)
     except SettingsError as exc:
         problems += str(exc).splitlines()
     options = _options(_table(document, "run", problems), problems)
@@ -122,7 +122,7 @@ def load_settings(config: Path, overrides: Mapping[str, Any], env: Mapping[str, 
     problems: list[str] = []
     table = _table(_read_document(config), "pipeline", problems)
     try:
-        settings = Settings.from_file_and_env(table, dict(os.environ if env is None else env)).with_overrides(**overrides)
+        settings = Settings.from_file_and_env(table, dict(os.environ if env is None else env), file=config).with_overrides(**overrides)
     except SettingsError as exc:
         problems += str(exc).splitlines()
     if problems:
@@ -172,7 +172,7 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
         try:
             load_config(getattr(ingest_module(role), CLASSES[role][1]), config, CLASSES[role][2], env=dict(env))
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems += str(exc).splitlines()
         return [*PIPELINE, "ingest", role, "--config", str(config)]
     section = PUSH_INGESTORS[role]
     table = _table(document, section, problems)

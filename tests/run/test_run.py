@@ -70,10 +70,11 @@ def test_every_problem_is_one_line_and_secrets_in_the_file_are_refused(tmp_path)
     text = result.stderr
     assert "truenas_api_key: secrets are not read from the config file" in text
     assert "[zuora] password: secrets are not read from the config file" in text
-    assert "partitions = 'many': not a valid int" in text and "colour: unknown setting" in text
+    assert f"[pipeline] partitions = 'many' in {config}: not a valid int" in text and "colour: unknown setting" in text
+    assert f"[pipeline] store = 's3://' in {config}: unknown table store" in text, "every problem, not the first ones"
     assert "unknown role 'mailman'" in text
     assert "sekrit" not in result.stdout + result.stderr
-    assert len(lines) == 5, text
+    assert len(lines) == 6, text
 
 
 def test_every_selected_roles_own_files_are_checked_before_anything_starts(tmp_path):
