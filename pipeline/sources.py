@@ -570,6 +570,17 @@ class ConfigError(ValueError):
     """An ingestor's configuration is unusable; the message names the setting."""
 
 
+def password_problems(section: str, what: str, password: str) -> list[str]:
+    """The one rule for a vendor password: given, and at least 4 characters (shorter ones
+    cannot be redacted from logs); the message says which of the two it broke."""
+    where = f"set JOBSTREAM_{section.upper()}_PASSWORD or password_file"
+    if not password:
+        return [f"[{section}] the {what} password is missing: {where}"]
+    if len(password) < 4:
+        return [f"[{section}] the {what} password is shorter than 4 characters ({where})"]
+    return []
+
+
 def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] | None = None) -> Any:
     """Build the frozen dataclass ``cls`` from table ``[section]`` of a TOML file and
     ``JOBSTREAM_<SECTION>_<FIELD>`` variables (env wins).

@@ -108,8 +108,9 @@ def test_bootstrap_localhost_means_port_9092():
 @pytest.mark.parametrize("vendor, table, env, expected", [
     ("qlik-qrs", '[qlik_qrs]\nbase_url = "https://qrs:4242"\nsource = "qrs"\ncert_file = "/nonexistent/c.pem"\nkey_file = "/nonexistent/c.key"\n',
      {}, "error: [qlik_qrs] cannot load the client certificate"),
-    ("zuora", '[zuora]\nbase_url = "https://z.example.com"\n', {}, "error: [zuora] "),
-    ("informatica", '[informatica]\nbase_url = "https://pod.example.com"\nuser = "u"\n', {}, "error: the IICS password is missing"),
+    ("zuora", '[zuora]\nbase_url = "https://z.example.com"\nuser = "u"\nrole = "r"\nclientname = "c"\n', {},
+     "error: [zuora] the RevPro password is missing"),
+    ("informatica", '[informatica]\nbase_url = "https://pod.example.com"\nuser = "u"\n', {}, "error: [informatica] the IICS password is missing"),
     ("qlik-cloud", "", {"JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}, "error: JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE="),
     ("truenas", "", {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "error: JOBSTREAM_TRUENAS_API_KEY_FILE="),
 ])
@@ -140,3 +141,19 @@ def test_an_ingestor_config_reports_every_problem_of_its_table_one_line_each(tmp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("error: [zuora] ") for line in lines), lines
     assert "sekrit" not in result.stderr
+
+
+@pytest.mark.parametrize("vendor, table", [
+    ("zuora", 'base_url = "https://z.example.com"\nuser = "u"\nrole = "r"\nclientname = "c"\nsource = "s"\n'),
+    ("informatica", 'base_url = "https://pod.example.com"\nuser = "u"\n'),
+])
+def test_a_short_password_is_called_short_not_missing(tmp_path, vendor, table):
+    import os
+
+    config = tmp_path / "my.toml"
+    config.write_text(f"[{vendor}]\n{table}")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
+    result = subprocess.run([sys.executable, "-m", "pipeline", "ingest", vendor, "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env={**clean, f"JOBSTREAM_{vendor.upper()}_PASSWORD": "x"})
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(f"password is shorter than 4 characters (set JOBSTREAM_{vendor.upper()}_PASSWORD or password_file)"), result.stderr
