@@ -245,13 +245,40 @@ SUMMARY_QUERIES: dict[str, str] = {
 }
 
 
-def summary(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """The demo's closing numbers, each one SQL query on the DuckDB file (read-only)."""
+def summary(db_path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """The demo's closing numbers, each one SQL query on the DuckDB file (read-only):
+    per section its column names and rows."""
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        return {name: con.execute(query).fetchall() for name, query in SUMMARY_QUERIES.items()}
+        found = {}
+        for name, query in SUMMARY_QUERIES.items():
+            cursor = con.execute(query)
+            found[name] = ([d[0] for d in cursor.description or []], cursor.fetchall())
+        return found
     finally:
         con.close()
+
+
+def small_table(columns: list[str], rows: list[tuple[Any, ...]], indent: str = "    ") -> list[str]:
+    """A section of the summary: its column names over its rows, aligned."""
+    cells = [columns, *(["" if v is None else str(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    return lines if rows else [*lines, indent + "(none)"]
+
+
+def installed_command(name: str) -> str:
+    """``name`` as the user can run it: bare when this installation's bin directory (the
+    venv's, next to the running Python) is on PATH, else its absolute path there, since
+    README's first line runs the demo without activating the venv."""
+    bin_dir = Path(sys.executable).absolute().parent
+    on_path = any(Path(entry).absolute() == bin_dir for entry in os.environ.get("PATH", "").split(os.pathsep) if entry)
+    return name if on_path else str(bin_dir / name)
+
+
+RECENT_RUNS_QUERY = ("SELECT vendor, state, attempt, round(duration_s) AS secs, strftime(last_event_at, '%H:%M:%S') AS last_event, "
+                     "job_key FROM job_runs ORDER BY last_event_at DESC LIMIT 20")
+"""The first query the demo suggests: a few named columns, readable at 80 columns."""
 
 
 def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
@@ -276,7 +303,7 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
         from pipeline.sink import quack
 
         live = quack.uri("127.0.0.1", quack_port)
-        say(f'live SQL while it runs: pipeline sql --db {options.db_path} --quack {live} "FROM active_runs"')
+        say(f'live SQL while it runs: {installed_command("pipeline")} sql --db {options.db_path} --quack {live} "FROM active_runs"')
         tally.start()
         asyncio.run(_send_hostile(broker.bootstrap))
         deadline = None if options.keep_running else began + options.duration_s
@@ -331,18 +358,19 @@ def default_run_dir() -> Path:
 def report(options: DemoOptions, result: DemoResult) -> list[str]:
     """The closing summary (each block one SQL query on the file) and what to run next."""
     lines = ["", f"demo ran {result.wall_s:.0f} s; summary from {options.db_path}:"]
-    for name, rows in result.summary.items():
+    for name, (columns, rows) in result.summary.items():
         lines.append(f"  {name}:")
-        lines.extend(f"    {' | '.join('' if v is None else str(v) for v in row)}" for row in rows or [("(none)",)])
+        lines.extend(small_table(columns, rows))
     if result.usage:
         lines.append("  roles (CPU s, peak RSS MB):")
         lines.extend(f"    {name}: {u.cpu_s:.1f} s, {u.peak_rss_mb:.0f} MB" for name, u in sorted(result.usage.items()))
+    pipeline, duckdb_cli = installed_command("pipeline"), installed_command("duckdb")
     lines += [
         "",
         "query it:",
-        f'  pipeline sql --db {options.db_path} "FROM job_runs ORDER BY last_event_at DESC LIMIT 20"',
-        f'  pipeline sql --db {options.db_path} "FROM stale_episodes"',
-        f"  duckdb -readonly {options.db_path}",
+        f'  {pipeline} sql --db {options.db_path} "{RECENT_RUNS_QUERY}"',
+        f'  {pipeline} sql --db {options.db_path} "FROM stale_episodes"',
+        f"  {duckdb_cli} -readonly {options.db_path}",
         "live while it runs: pipeline demo --keep-running (it prints the pipeline sql line for its Quack port)",
     ]
     return lines
