@@ -475,7 +475,7 @@ def sql(
     query: Annotated[Optional[str], typer.Argument(help='A SELECT query, e.g. "FROM active_runs".')] = None,
     db: DbOpt = None,
     quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
-    output: Annotated[str, typer.Option("--format", "-f", help="table, csv or json (JSON lines).")] = "table",
+    output: Annotated[str, typer.Option("--format", "-f", help="table (one block per row when too wide for the terminal), csv or json (JSON lines).")] = "table",
     attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database, and exit.")] = False,
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
@@ -511,6 +511,8 @@ def sql(
         sys.stdout.write(sql_module.render_csv(result))
     elif output == "json":
         sys.stdout.write(sql_module.render_json(result))
+    elif sql_module.table_width(result) > out.width:
+        sys.stdout.write(sql_module.render_vertical(result))
     else:
         from rich.table import Table
 

@@ -157,3 +157,20 @@ def test_a_short_password_is_called_short_not_missing(tmp_path, vendor, table):
                             capture_output=True, text=True, timeout=60, env={**clean, f"JOBSTREAM_{vendor.upper()}_PASSWORD": "x"})
     assert result.returncode == 2
     assert result.stderr.strip().endswith(f"password is shorter than 4 characters (set JOBSTREAM_{vendor.upper()}_PASSWORD or password_file)"), result.stderr
+
+
+def test_sql_shows_a_result_too_wide_for_the_terminal_one_block_per_row(tmp_path):
+    import duckdb
+
+    db = tmp_path / "wide.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE wide AS SELECT " + ", ".join(f"'value-{n}' AS column_{n}" for n in range(28)))
+    con.execute("CREATE TABLE narrow AS SELECT 'zuora' AS vendor, 3 AS runs")
+    con.close()
+    env = {"COLUMNS": "80", "JOBSTREAM_QUACK_PORT": str(free_port())}
+    wide = _pipeline("sql", "--db", str(db), "FROM wide", env=env)
+    assert wide.returncode == 0, wide.stderr
+    lines = wide.stdout.splitlines()
+    assert lines[0] == "-- row 1 --" and "column_27  value-27" in lines and all(len(line) <= 80 for line in lines[:-1])
+    narrow = _pipeline("sql", "--db", str(db), "FROM narrow", env=env)
+    assert "-- row" not in narrow.stdout and "vendor" in narrow.stdout and "zuora" in narrow.stdout

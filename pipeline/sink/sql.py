@@ -87,6 +87,24 @@ def run_query(db_path: Path, address: str, token_file: Path, sql: str) -> Result
         con.close()
 
 
+def table_width(result: Result) -> int:
+    """How wide a boxed table of ``result`` would be, each column as wide as its widest cell."""
+    cells = [result.columns, *([("" if v is None else str(v)) for v in row] for row in result.rows)]
+    return 1 + sum(max(len(str(row[i])) for row in cells) + 3 for i in range(len(result.columns)))
+
+
+def render_vertical(result: Result) -> str:
+    """One block per row, one ``column  value`` line per column (DuckDB's ``.mode line``):
+    for results too wide for the terminal, where a table would squeeze every column."""
+    width = max((len(c) for c in result.columns), default=0)
+    blocks = []
+    for n, row in enumerate(result.rows, 1):
+        lines = [f"-- row {n} --"]
+        lines += [f"{column.rjust(width)}  {'' if value is None else value}" for column, value in zip(result.columns, row)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + f"\n({len(result.rows)} rows from {result.source}; shown one per block: too wide for the terminal)\n"
+
+
 def render_csv(result: Result) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
