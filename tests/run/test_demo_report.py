@@ -56,3 +56,35 @@ def test_the_first_suggested_query_runs_and_fits_80_columns(tmp_path):
     finally:
         con.close()
     assert columns[:3] == ["vendor", "state", "attempt"] and len(columns) <= 6 and len(rows) == 1
+
+
+def test_the_progress_line_shows_per_vendor_ingested_normalized_and_in_duckdb_then_lag_and_alerts():
+    from collections import Counter
+
+    tally = demo._Tally("127.0.0.1:9")  # never started: only its counters
+    tally.raw.update({"zuora": 9, "truenas": 4})
+    tally.events.update({"zuora": 7, "truenas": 4})
+    tally.dead_letters = 2
+    line = demo._progress_line(12.0, tally, 3, [], Counter({"zuora": 5}), {"worker": 11, "sink": None})
+    assert "ingested/normalized/in DuckDB:" in line and "zuora 9/7/5" in line and "truenas 4/4/0" in line
+    assert "dead letters 2" in line and "lag: worker 11 sink ?" in line and line.endswith("alerts 3")
+
+
+def test_progress_reads_the_lag_from_a_roles_metrics(tmp_path):
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from pipeline.broker import free_port
+
+    registry = CollectorRegistry()
+    lag = Gauge("jobstream_consumer_lag", "lag", ["role", "topic", "partition"], registry=registry)
+    lag.labels("worker", "raw.zuora", "0").set(4)
+    lag.labels("worker", "raw.zuora", "1").set(6)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        progress = demo._Progress("quack:127.0.0.1:9", tmp_path / "no-token", {"worker": str(port), "sink": str(free_port())})
+        assert progress.lag() == {"worker": 10, "sink": None}
+        assert progress.in_duckdb() == {}  # no token file: nothing to ask yet
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
