@@ -174,3 +174,35 @@ def test_sql_shows_a_result_too_wide_for_the_terminal_one_block_per_row(tmp_path
     assert lines[0] == "-- row 1 --" and "column_27  value-27" in lines and all(len(line) <= 80 for line in lines[:-1])
     narrow = _pipeline("sql", "--db", str(db), "FROM narrow", env=env)
     assert "-- row" not in narrow.stdout and "vendor" in narrow.stdout and "zuora" in narrow.stdout
+
+
+def test_the_alerter_stops_cleanly_on_sigterm_with_status_0(broker):
+    import os
+    import signal
+    import uuid
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")} | {"JOBSTREAM_SESSION_TIMEOUT_S": "6"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "alert", "--url", "json://127.0.0.1:9/hook", "--bootstrap", broker.bootstrap,
+         "--group", f"alerts-{uuid.uuid4().hex[:8]}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    seen = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "alerter ready" in line:
+                break
+        assert any("alerter ready" in line for line in seen), "".join(seen)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, "".join(seen) + rest
+    assert "stopped: " in rest and "Traceback" not in rest
