@@ -476,7 +476,7 @@ def sql(
     db: DbOpt = None,
     quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
     output: Annotated[str, typer.Option("--format", "-f", help="table (one block per row when too wide for the terminal), csv or json (JSON lines).")] = "table",
-    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database, and exit.")] = False,
+    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database (or opens the file read-only when no sink answers), and exit.")] = False,
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
 
@@ -492,11 +492,17 @@ def sql(
     address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
     token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
     if attach:
+        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        if not sql_module.live_sink_answers(address, token_file):
+            if not Path(settings.db_path).is_file():
+                raise fail(f"no live sink answers at {address} and there is no database at {settings.db_path}")
+            err.print(f"no live sink answers at {address}; open the file read-only instead:", markup=False, highlight=False)
+            out.print(f"{binary or 'duckdb'} -readonly {settings.db_path}", markup=False)
+            return
         try:
             line = sql_module.attach_command(address, token_file, bool(os.environ.get(quack.TOKEN_ENV)))
         except quack.QuackError as exc:
             raise fail(str(exc)) from None
-        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
         return
     if not query:

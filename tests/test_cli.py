@@ -206,3 +206,30 @@ def test_the_alerter_stops_cleanly_on_sigterm_with_status_0(broker):
             process.wait()
     assert process.returncode == 0, "".join(seen) + rest
     assert "stopped: " in rest and "Traceback" not in rest
+
+
+def test_sql_says_a_syntax_error_is_one_and_only_real_writes_are_refused_as_writes(tmp_path):
+    import duckdb
+
+    db = tmp_path / "f.duckdb"
+    duckdb.connect(str(db)).close()
+    env = {"JOBSTREAM_QUACK_PORT": str(free_port())}
+    typo = _pipeline("sql", "--db", str(db), "SELEC 1", env=env)
+    assert typo.returncode == 1
+    assert typo.stderr.strip().splitlines() == ['error: Parser Error: syntax error at or near "SELEC" LINE 1: SELEC 1 ^']
+    write = _pipeline("sql", "--db", str(db), "CREATE TABLE t (x INT)", env=env)
+    assert write.returncode == 1 and "read-only" in write.stderr
+
+
+def test_sql_attach_without_a_live_sink_gives_the_read_only_file_line(tmp_path):
+    import duckdb
+
+    db = tmp_path / "finished.duckdb"
+    duckdb.connect(str(db)).close()
+    port = free_port()
+    done = _pipeline("sql", "--attach", "--db", str(db), env={"JOBSTREAM_QUACK_PORT": str(port)})
+    assert done.returncode == 0, done.stderr
+    assert f"no live sink answers at quack:localhost:{port}" in done.stderr
+    assert done.stdout.strip().endswith(f"duckdb -readonly {db}") and "ATTACH" not in done.stdout
+    missing = _pipeline("sql", "--attach", "--db", str(tmp_path / "none.duckdb"), env={"JOBSTREAM_QUACK_PORT": str(port)})
+    assert missing.returncode == 1 and "no live sink answers" in missing.stderr and "no database at" in missing.stderr

@@ -32,9 +32,14 @@ class Result:
 
 
 def refusal(sql: str) -> str | None:
-    """Why ``sql`` is not a read (the Quack server's own rule), or None for a read."""
+    """Why ``sql`` is not a read (the Quack server's own rule), or None for a read. Text
+    that does not parse is a syntax error (DuckDB's own message), not a write."""
     con = duckdb.connect()
     try:
+        try:
+            con.extract_statements(sql)
+        except duckdb.ParserException as exc:
+            return " ".join(str(exc).split())
         con.execute(quack.READ_ONLY)
         allowed = con.execute(f"SELECT {quack.AUTHORIZATION_MACRO}('local', ?)", [sql]).fetchone()[0]
     finally:
@@ -118,6 +123,21 @@ def render_json(result: Result) -> str:
     return "".join(
         orjson.dumps(dict(zip(result.columns, row)), default=str).decode() + "\n" for row in result.rows
     )
+
+
+def live_sink_answers(address: str, token_file: Path) -> bool:
+    """Whether a sink serves live SQL at ``address`` with the token we have."""
+    token = quack.read_token(token_file)
+    if token is None:
+        return False
+    con = duckdb.connect()
+    try:
+        quack.attach(con, address, token)
+        return True
+    except (duckdb.Error, quack.QuackError):
+        return False
+    finally:
+        con.close()
 
 
 def attach_command(address: str, token_file: Path, token_from_env: bool) -> str:
