@@ -25,18 +25,38 @@ from pipeline.settings import Settings, SettingsError, host_port
 if TYPE_CHECKING:
     from pipeline import backfill
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"pipeline (jobstream) {version('jobstream')}")
+        raise typer.Exit()
+
+
+# Help text is plain: paragraphs are rewrapped to the terminal ("rich" mode kept the
+# docstrings' own line breaks, which broke sentences mid-line), brackets print as written.
+PLAIN = None
+
 app = typer.Typer(
     help="Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=PLAIN,
 )
-topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True)
+topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(topics_app, name="topics")
-ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(ingest_app, name="ingest")
-simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(simulate_app, name="simulate")
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB."""
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -727,8 +747,8 @@ def demo(
 
 @app.command("run")
 def run_pipeline(
-    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: \\[run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
-    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: \\[pipeline] settings, \\[run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
+    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: [run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: [pipeline] settings, [run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
 ) -> None:
@@ -758,7 +778,7 @@ def run_pipeline(
 def status(
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="State file of a running `pipeline run` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="The TOML file a `pipeline run` was started with: its \\[pipeline] settings (Kafka, state file, the sink's database and Quack port).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="The TOML file a `pipeline run` was started with: its [pipeline] settings (Kafka, state file, the sink's database and Quack port).")] = None,
 ) -> None:
     """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka).
 
@@ -818,7 +838,7 @@ def _sink_offsets(settings: Settings) -> tuple[dict, str]:
 
 from rich.markup import escape  # noqa: E402 - messages name [sections]
 
-zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
+zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(zuora_app, name="zuora")
 
 ConfigOpt = Annotated[

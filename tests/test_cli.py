@@ -233,3 +233,18 @@ def test_sql_attach_without_a_live_sink_gives_the_read_only_file_line(tmp_path):
     assert done.stdout.strip().endswith(f"duckdb -readonly {db}") and "ATTACH" not in done.stdout
     missing = _pipeline("sql", "--attach", "--db", str(tmp_path / "none.duckdb"), env={"JOBSTREAM_QUACK_PORT": str(port)})
     assert missing.returncode == 1 and "no live sink answers" in missing.stderr and "no database at" in missing.stderr
+
+
+def test_help_reads_as_sentences_flags_take_no_value_and_there_is_a_version():
+    """Descriptions broke mid-sentence (the docstrings' own line breaks kept, then wrapped
+    again); every flag showed <bool>, --help too; --version was missing."""
+    for command in ("run", "demo", "status"):
+        text = _pipeline(command, "--help", env={"COLUMNS": "80"}).stdout
+        assert "<bool>" not in text and "--help " in text, text
+        description = text.split("\n\n", 1)[1].split("Options:")[0].split("Arguments:")[0]
+        for paragraph in description.strip().split("\n\n"):
+            lines = [line.strip() for line in paragraph.splitlines()]
+            for line, following in zip(lines, lines[1:]):
+                assert len(line) + 1 + len(following.split()[0]) > 70, f"{command}: a line ends early: {line!r}"
+    version = _pipeline("--version")
+    assert version.returncode == 0 and version.stdout.startswith("pipeline (jobstream) ")
