@@ -735,6 +735,9 @@ def demo(
 
     folder = run_dir or demo_module.default_run_dir()
     options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running)
+    # Ctrl-C must stop it even when started in the background from a script (`&`), where
+    # the shell makes SIGINT ignored and Python keeps that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     exit_on_sigterm()
     result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
     for line in demo_module.report(options, result):
