@@ -25,18 +25,38 @@ from pipeline.settings import Settings, SettingsError, host_port
 if TYPE_CHECKING:
     from pipeline import backfill
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"pipeline (jobstream) {version('jobstream')}")
+        raise typer.Exit()
+
+
+# Help text is plain: paragraphs are rewrapped to the terminal ("rich" mode kept the
+# docstrings' own line breaks, which broke sentences mid-line), brackets print as written.
+PLAIN = None
+
 app = typer.Typer(
     help="Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=PLAIN,
 )
-topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True)
+topics_app = typer.Typer(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(topics_app, name="topics")
-ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(ingest_app, name="ingest")
-simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(simulate_app, name="simulate")
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB."""
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -55,7 +75,9 @@ MetricsPortOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    """Each line of ``message`` as its own ``error:`` line (settings report every problem)."""
+    for line in message.splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {line}")
     return typer.Exit(code)
 
 
@@ -473,8 +495,8 @@ def sql(
     query: Annotated[Optional[str], typer.Argument(help='A SELECT query, e.g. "FROM active_runs".')] = None,
     db: DbOpt = None,
     quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
-    output: Annotated[str, typer.Option("--format", "-f", help="table, csv or json (JSON lines).")] = "table",
-    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database, and exit.")] = False,
+    output: Annotated[str, typer.Option("--format", "-f", help="table (one block per row when too wide for the terminal), csv or json (JSON lines).")] = "table",
+    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database (or opens the file read-only when no sink answers), and exit.")] = False,
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
 
@@ -490,11 +512,17 @@ def sql(
     address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
     token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
     if attach:
+        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        if not sql_module.live_sink_answers(address, token_file):
+            if not Path(settings.db_path).is_file():
+                raise fail(f"no live sink answers at {address} and there is no database at {settings.db_path}")
+            err.print(f"no live sink answers at {address}; open the file read-only instead:", markup=False, highlight=False)
+            out.print(f"{binary or 'duckdb'} -readonly {settings.db_path}", markup=False)
+            return
         try:
             line = sql_module.attach_command(address, token_file, bool(os.environ.get(quack.TOKEN_ENV)))
         except quack.QuackError as exc:
             raise fail(str(exc)) from None
-        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
         return
     if not query:
@@ -509,6 +537,8 @@ def sql(
         sys.stdout.write(sql_module.render_csv(result))
     elif output == "json":
         sys.stdout.write(sql_module.render_json(result))
+    elif sql_module.table_width(result) > out.width:
+        sys.stdout.write(sql_module.render_vertical(result))
     else:
         from rich.table import Table
 
@@ -705,6 +735,9 @@ def demo(
 
     folder = run_dir or demo_module.default_run_dir()
     options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running)
+    # Ctrl-C must stop it even when started in the background from a script (`&`), where
+    # the shell makes SIGINT ignored and Python keeps that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     exit_on_sigterm()
     result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
     for line in demo_module.report(options, result):
@@ -717,8 +750,8 @@ def demo(
 
 @app.command("run")
 def run_pipeline(
-    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: \\[run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
-    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: \\[pipeline] settings, \\[run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
+    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: [run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: [pipeline] settings, [run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
 ) -> None:
@@ -726,7 +759,8 @@ def run_pipeline(
 
     Settings: flags win over JOBSTREAM_* variables, which win over the file; all of it is
     checked before anything starts (one line per problem); secrets only from the
-    environment or files. A role that exits non-zero is restarted with a backoff; each
+    environment or files. A role that exits non-zero is restarted with a backoff (status 2,
+    a configuration error, stops the run instead); each
     role serves /metrics and /healthz on its own port, printed at start.
     """
     from pipeline.run import production
@@ -738,22 +772,40 @@ def run_pipeline(
             err.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     exit_on_sigterm()
-    production.run(plan, say=lambda line: out.print(line, markup=False))
+    code = production.run(plan, say=lambda line: out.print(line, markup=False))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def status(
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="State file of a running `pipeline run` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="The TOML file a `pipeline run` was started with: its [pipeline] settings (Kafka, state file, the sink's database and Quack port).")] = None,
 ) -> None:
     """Per role and partition: whether it runs, its lag, and when it last moved (from Kafka).
 
     When a `pipeline run` is running, first its roles: pid, restarts, last exit status and
     each role's own /healthz (problems, and per partition its lag and when it last moved).
+    The sink's database and Quack port come from that run's state file, else from --config,
+    else from the environment.
     """
     from pipeline.run import status as status_module
 
-    settings = load_settings(bootstrap=bootstrap, run_state_file=state_file)
+    overrides = {"bootstrap": bootstrap, "run_state_file": state_file}
+    if config is None:
+        settings = load_settings(**overrides)
+    else:
+        from pipeline.run import production
+
+        try:
+            settings = production.load_settings(config, overrides)
+        except production.RunConfigError as exc:
+            for line in exc.lines:
+                err.print(f"[bold red]error:[/] {escape(line)}")
+            raise typer.Exit(2) from None
+    settings = settings.with_overrides(**status_module.run_sink_overrides(
+        status_module.live_run_state(Path(settings.run_state_file))))
     quiet_kafka_logs()
     for line in asyncio.run(status_module.run_state_lines(Path(settings.run_state_file))):
         out.print(line, markup=False)
@@ -789,7 +841,7 @@ def _sink_offsets(settings: Settings) -> tuple[dict, str]:
 
 from rich.markup import escape  # noqa: E402 - messages name [sections]
 
-zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True)
+zuora_app = typer.Typer(help="Zuora RevPro BI Views operations.", no_args_is_help=True, rich_markup_mode=PLAIN)
 app.add_typer(zuora_app, name="zuora")
 
 ConfigOpt = Annotated[

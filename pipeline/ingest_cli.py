@@ -83,6 +83,8 @@ def run_async(main: Callable[[asyncio.Event], Awaitable[Any]], redact: Redactor)
 
     try:
         return asyncio.run(runner())
+    except ConfigError as exc:  # found only once running (a file that vanished since the start)
+        raise CommandError(redact(str(exc)), 2) from None
     except SourceError as exc:
         raise CommandError(redact(str(exc))) from None
 

@@ -29,7 +29,18 @@ SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key")
 
 
 class SettingsError(ValueError):
-    """A setting has a value the pipeline cannot use; the message names the variable."""
+    """Settings the pipeline cannot use: one line per problem, each naming where the value
+    came from (the variable, the flag, or the config file's setting)."""
+
+
+FLAG_NAMES = {
+    "stale_after_s": "--stale-after", "send_timeout_s": "--send-timeout", "run_state_file": "--state-file",
+    "qlik_webhook_secret_file": "--secret-file", "webhook_max_body_bytes": "--max-body", "webhook_tls_cert": "--tls-cert",
+    "webhook_tls_key": "--tls-key", "truenas_username": "--username", "truenas_api_key_file": "--api-key-file",
+    "truenas_ca_file": "--ca-file", "db_path": "--db", "alert_group": "--group",
+}
+"""Flags whose name is not ``--`` + the setting's name with dashes."""
+_NOT_FLAGS = ("origins", "stale_after_defaults", "vendor_tz", "stale_after_by_vendor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,22 +198,38 @@ class Settings:
     # `pipeline run` writes each role's pid, metrics port and restarts here; `pipeline
     # status` reads it.
     run_state_file: Path = Path("data/run/state.json")
+    # Where each given value came from, for messages: a template with {value} such as
+    # "JOBSTREAM_QUACK_PORT={value}", "--quack-port {value}" or
+    # "[pipeline] quack_port = {value} in my.toml". Unnamed: the variable.
+    origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap))
+        problems = []
+        try:
+            object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap, self.origins.get("bootstrap")))
+        except SettingsError as exc:
+            problems.append(str(exc))
         if not self.app_id.strip():
-            raise SettingsError(f"{ENV_PREFIX}APP_ID: must not be empty")
+            problems.append(f"{self.where('app_id', self.app_id)}: must not be empty")
         if self.store not in STORE_SCHEMES:
-            raise SettingsError(
-                f"{ENV_PREFIX}STORE={self.store!r}: unknown table store; use one of {', '.join(STORE_SCHEMES)}"
-            )
+            problems.append(f"{self.where('store', self.store)}: unknown table store; use one of {', '.join(STORE_SCHEMES)}")
         for name, allowed in _RANGES.items():
             value = getattr(self, name)
-            if value is not None:
-                _check(name, value, allowed)
-        for group, values in (("STALE_AFTER", self.stale_after_by_vendor), ("STALE_AFTER", self.stale_after_defaults)):
+            problem = None if value is None else allowed.problem(value)
+            if problem:
+                problems.append(f"{self.where(name, value)}: {problem}")
+        for values in (self.stale_after_by_vendor, self.stale_after_defaults):
             for vendor, value in values.items():
-                _check(f"{group.lower()}_{vendor}", value, _RANGES["stale_after_s"])
+                problem = _RANGES["stale_after_s"].problem(value)
+                if problem:
+                    problems.append(f"{self.where(f'stale_after_{vendor}', value)}: {problem}")
+        if problems:
+            raise SettingsError("\n".join(problems))
+
+    def where(self, name: str, value: object) -> str:
+        """The value as its source wrote it: ``JOBSTREAM_X=v``, ``--x v`` or the file's line."""
+        origin = self.origins.get(name) or f"{ENV_PREFIX}{name.upper()}={{value}}"
+        return origin.replace("{value}", repr(value))
 
     def stale_after(self, vendor: str) -> timedelta:
         """The vendor's own variable, else the global one, else the vendor's default."""
@@ -254,16 +281,20 @@ class Settings:
 
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the flags that were given (``None`` means "not given"), checked
-        by the same rules as the environment."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        by the same rules as the environment; messages name the flag."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        flags = {k: FLAG_NAMES.get(k, "--" + k.replace("_", "-")) + " {value}" for k in given if k not in _NOT_FLAGS}
+        return replace(self, **given, origins={**self.origins, **flags})
 
     @classmethod
     def from_file_and_env(cls, table: Mapping[str, object], env: Mapping[str, str] | None = None,
-                          where: str = "[pipeline]") -> "Settings":
-        """Settings from a config file's table (``where`` names it in messages), then the
-        environment over it (flags go on top with ``with_overrides``). Every problem of
-        the table is one line of the error; a secret written in the file is refused."""
-        known = {f.name: f for f in fields(cls)}
+                          where: str = "[pipeline]", file: str | Path | None = None) -> "Settings":
+        """Settings from a config file's table (``where`` and ``file`` name it in messages),
+        then the environment over it (flags go on top with ``with_overrides``). Every
+        problem of the table and of the environment is one line of the error; a secret
+        written in the file is refused."""
+        known = {f.name: f for f in fields(cls) if f.name != "origins"}
+        in_file = f" in {file}" if file else ""
         values: dict[str, object] = {}
         problems = []
         for name, raw in table.items():
@@ -284,32 +315,57 @@ class Settings:
                     values[name] = _convert(name, known[name].type, str(raw).lower() if isinstance(raw, bool) else str(raw))
                 except SettingsError:
                     kind = str(known[name].type).replace(" | None", "")
-                    problems.append(f"{where} {name} = {raw!r}: not a valid {kind}")
+                    problems.append(f"{where} {name} = {raw!r}{in_file}: not a valid {kind}")
+        origins = {name: f"{where} {name} = {{value}}{in_file}" for name in values}
+        try:
+            settings = cls.from_env(env, base=values, base_origins=origins)
+        except SettingsError as exc:
+            problems += str(exc).splitlines()
         if problems:
             raise SettingsError("\n".join(problems))
-        return cls.from_env(env, base=values)
+        return settings
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, base: Mapping[str, object] | None = None) -> "Settings":
-        """Settings from ``JOBSTREAM_*`` variables, over ``base`` (a config file's values)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, base: Mapping[str, object] | None = None,
+                 base_origins: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``JOBSTREAM_*`` variables, over ``base`` (a config file's values,
+        from ``base_origins``); every problem is one line of the error."""
         env = os.environ if env is None else env  # an empty variable counts as unset
         values: dict[str, object] = dict(base or {})
+        origins = dict(base_origins or {})
+        problems = []
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
-            if not raw or f.name in ("stale_after_by_vendor", "stale_after_defaults", "vendor_tz"):
+            if not raw or f.name in _NOT_FLAGS:
                 continue
-            values[f.name] = _convert(f.name, f.type, raw)
+            try:
+                values[f.name] = _convert(f.name, f.type, raw)
+                origins[f.name] = f"{ENV_PREFIX}{f.name.upper()}={{value}}"
+            except SettingsError as exc:
+                problems.append(str(exc))
         stale = dict(values.pop("stale_after_by_vendor", {}))
         zones = dict(values.pop("vendor_tz", {}))
         for vendor in VENDOR_NAMES:
             raw = env.get(f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}")
             if raw:
-                stale[vendor] = _convert(f"stale_after_{vendor}", "float", raw)
+                try:
+                    stale[vendor] = _convert(f"stale_after_{vendor}", "float", raw)
+                    origins[f"stale_after_{vendor}"] = f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}={{value}}"
+                except SettingsError as exc:
+                    problems.append(str(exc))
             if f"{ENV_PREFIX}TZ_{vendor.upper()}" in env:
                 zones[vendor] = env[f"{ENV_PREFIX}TZ_{vendor.upper()}"]
-        settings = cls(**values, stale_after_by_vendor=stale, vendor_tz=zones)
+        try:
+            settings = cls(**values, stale_after_by_vendor=stale, vendor_tz=zones, origins=origins)
+        except SettingsError as exc:
+            raise SettingsError("\n".join([*problems, *str(exc).splitlines()])) from None
         for vendor in zones:
-            settings.tz(vendor)
+            try:
+                settings.tz(vendor)
+            except SettingsError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise SettingsError("\n".join(problems))
         return settings
 
 
@@ -336,8 +392,9 @@ def given(name: str, env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get(ENV_PREFIX + name.upper(), "").strip())
 
 
-def normalize_bootstrap(value: str) -> str:
-    """``HOST[:PORT][,...]`` with the port Kafka clients assume (9092) filled in."""
+def normalize_bootstrap(value: str, origin: str | None = None) -> str:
+    """``HOST[:PORT][,...]`` with the port Kafka clients assume (9092) filled in; ``origin``
+    names where it came from in the error (default: the variable)."""
     addresses = []
     for address in value.split(","):
         address = address.strip().removeprefix("kafka://")
@@ -349,7 +406,8 @@ def normalize_bootstrap(value: str) -> str:
             ok = address.count(":") <= 1
         port = port or str(DEFAULT_KAFKA_PORT)
         if not ok or host in ("", "]") or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(f"{ENV_PREFIX}BOOTSTRAP={value!r}: {address!r} is not HOST[:PORT]")
+            where = (origin or f"{ENV_PREFIX}BOOTSTRAP={{value}}").replace("{value}", repr(value))
+            raise SettingsError(f"{where}: {address!r} is not HOST[:PORT]")
         addresses.append(f"{host}:{int(port)}")
     return ",".join(addresses)
 
@@ -358,12 +416,6 @@ def host_port(address: str) -> tuple[str, int]:
     """One normalized bootstrap address as (host, port)."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def _check(name: str, value: float, allowed: _Range) -> None:
-    problem = allowed.problem(value)
-    if problem:
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={value!r} (or its flag): {problem}")
 
 
 def _convert(name: str, kind: object, raw: str) -> object:

@@ -570,6 +570,17 @@ class ConfigError(ValueError):
     """An ingestor's configuration is unusable; the message names the setting."""
 
 
+def password_problems(section: str, what: str, password: str) -> list[str]:
+    """The one rule for a vendor password: given, and at least 4 characters (shorter ones
+    cannot be redacted from logs); the message says which of the two it broke."""
+    where = f"set JOBSTREAM_{section.upper()}_PASSWORD or password_file"
+    if not password:
+        return [f"[{section}] the {what} password is missing: {where}"]
+    if len(password) < 4:
+        return [f"[{section}] the {what} password is shorter than 4 characters ({where})"]
+    return []
+
+
 def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] | None = None) -> Any:
     """Build the frozen dataclass ``cls`` from table ``[section]`` of a TOML file and
     ``JOBSTREAM_<SECTION>_<FIELD>`` variables (env wins).
@@ -592,14 +603,15 @@ def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] |
             raise ConfigError(f"config file {path}: [{section}] must be a table")
     secrets = set(getattr(cls, "SECRETS", ()))
     names = {f.name: f for f in dataclasses.fields(cls)}
+    problems: list[str] = []  # every one, one line each
     for key in table:
         if key in secrets:
-            raise ConfigError(
+            problems.append(
                 f"[{section}] {key}: secrets are not read from the config file; set "
                 f"JOBSTREAM_{section.upper()}_{key.upper()} or {key}_file"
             )
-        if key not in names and not (key.endswith("_file") and key[:-5] in secrets):
-            raise ConfigError(f"[{section}] {key}: unknown setting (known: {', '.join(sorted(names))})")
+        elif key not in names and not (key.endswith("_file") and key[:-5] in secrets):
+            problems.append(f"[{section}] {key}: unknown setting (known: {', '.join(sorted(names))})")
     values: dict[str, Any] = {}
     for name, f in names.items():
         variable = f"JOBSTREAM_{section.upper()}_{name.upper()}"
@@ -611,12 +623,17 @@ def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] |
                 try:
                     values[name] = Path(file_name).read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    raise ConfigError(f"cannot read {name}_file {file_name}: {exc.strerror or exc}") from None
+                    problems.append(f"[{section}] cannot read {name}_file {file_name}: {exc.strerror or exc}")
             continue
-        if variable in env:
-            values[name] = _config_value(variable, f.type, env[variable])
-        elif name in table:
-            values[name] = _config_value(f"[{section}] {name}", f.type, table[name])
+        try:
+            if variable in env:
+                values[name] = _config_value(variable, f.type, env[variable])
+            elif name in table:
+                values[name] = _config_value(f"[{section}] {name}", f.type, table[name])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     try:
         settings = cls(**values)
     except TypeError as exc:

@@ -54,12 +54,12 @@ def test_bootstrap_without_a_port_means_9092(value, address):
         ({"JOBSTREAM_TANSU": "maybe"}, "JOBSTREAM_TANSU"),
         ({"JOBSTREAM_TZ_ZUORA": "Mars/Olympus"}, "not a time zone"),
         ({"JOBSTREAM_STALE_AFTER_TRUENAS": "soon"}, "STALE_AFTER_TRUENAS"),
-        ({"JOBSTREAM_STALE_AFTER_TRUENAS": "0"}, "STALE_AFTER_TRUENAS=0.0 .*greater than 0"),
-        ({"JOBSTREAM_BATCH_WITHIN_S": "nan"}, "JOBSTREAM_BATCH_WITHIN_S=nan .*finite"),
-        ({"JOBSTREAM_STALE_AFTER_S": "nan"}, "JOBSTREAM_STALE_AFTER_S=nan .*finite"),
-        ({"JOBSTREAM_RUN_RETENTION_S": "1e300"}, "JOBSTREAM_RUN_RETENTION_S=1e\\+300 .*at most"),
-        ({"JOBSTREAM_SESSION_TIMEOUT_S": "inf"}, "JOBSTREAM_SESSION_TIMEOUT_S=inf .*finite"),
-        ({"JOBSTREAM_SESSION_TIMEOUT_S": "0"}, "JOBSTREAM_SESSION_TIMEOUT_S=0.0 .*at least 1"),
+        ({"JOBSTREAM_STALE_AFTER_TRUENAS": "0"}, "STALE_AFTER_TRUENAS=0.0: .*greater than 0"),
+        ({"JOBSTREAM_BATCH_WITHIN_S": "nan"}, "JOBSTREAM_BATCH_WITHIN_S=nan: .*finite"),
+        ({"JOBSTREAM_STALE_AFTER_S": "nan"}, "JOBSTREAM_STALE_AFTER_S=nan: .*finite"),
+        ({"JOBSTREAM_RUN_RETENTION_S": "1e300"}, "JOBSTREAM_RUN_RETENTION_S=1e\\+300: .*at most"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "inf"}, "JOBSTREAM_SESSION_TIMEOUT_S=inf: .*finite"),
+        ({"JOBSTREAM_SESSION_TIMEOUT_S": "0"}, "JOBSTREAM_SESSION_TIMEOUT_S=0.0: .*at least 1"),
         ({"JOBSTREAM_STORE": "bogus://"}, "JOBSTREAM_STORE='bogus://': unknown table store"),
         ({"JOBSTREAM_BOOTSTRAP": "host:port"}, "is not HOST"),
         ({"JOBSTREAM_SEND_TIMEOUT_S": "0"}, "JOBSTREAM_SEND_TIMEOUT_S"),
@@ -80,7 +80,8 @@ def test_flags_follow_the_same_rules_as_the_environment(name, value):
         Settings.from_env(env)
     with pytest.raises(SettingsError) as from_flag:
         Settings().with_overrides(**{name: value})
-    assert str(from_env.value) == str(from_flag.value)
+    flag = {"stale_after_s": "--stale-after"}.get(name, "--" + name.replace("_", "-"))
+    assert str(from_flag.value) == str(from_env.value).replace(f"JOBSTREAM_{name.upper()}=", flag + " "), "the flag is named"
 
 
 def test_a_config_file_table_is_typed_and_the_environment_wins():
@@ -98,8 +99,8 @@ def test_a_config_file_table_is_typed_and_the_environment_wins():
         ({"alert_urls": "slack://token"}, r"\[pipeline\] alert_urls: secrets are not read from the config file; set JOBSTREAM_ALERT_URLS$"),
         ({"truenas_api_key": "1-key"}, "or truenas_api_key_file"),
         ({"metrics_port": "nine"}, r"metrics_port = 'nine': not a valid int"),
-        ({"metrics_port": 70000}, "JOBSTREAM_METRICS_PORT=70000 .*at most 65535"),
-        ({"broker_lost_exit_s": -1}, "JOBSTREAM_BROKER_LOST_EXIT_S=-1.0 .*at least 0"),
+        ({"metrics_port": 70000}, r"\[pipeline\] metrics_port = 70000: must be at most 65535"),
+        ({"broker_lost_exit_s": -1}, r"\[pipeline\] broker_lost_exit_s = -1.0: must be at least 0"),
         ({"colour": "blue"}, r"\[pipeline\] colour: unknown setting"),
         ({"vendor_tz": {"acme": "UTC"}}, "vendor_tz: must be a table of vendor"),
     ],
@@ -114,3 +115,20 @@ def test_every_problem_of_a_config_table_is_its_own_line():
     with pytest.raises(SettingsError) as error:
         Settings.from_file_and_env({"qlik_webhook_secret": "abcdef", "colour": 1, "partitions": "x"}, {})
     assert len(str(error.value).splitlines()) == 3
+
+
+def test_every_problem_is_reported_at_once_and_names_where_the_value_came_from():
+    """Five bad values were reported two, then one, ...; and a file's value was named as
+    its environment variable."""
+    table = {"quack_port": 99999, "partitions": 0, "batch_max": 0, "store": "s3://", "sink_threads": 0}
+    env = {"JOBSTREAM_SESSION_TIMEOUT_S": "0", "JOBSTREAM_STALE_AFTER_S": "soon"}
+    with pytest.raises(SettingsError) as error:
+        Settings.from_file_and_env(table, env, file="my.toml")
+    lines = str(error.value).splitlines()
+    assert "[pipeline] quack_port = 99999 in my.toml: must be at most 65535" in lines
+    assert "[pipeline] store = 's3://' in my.toml: unknown table store; use one of rocksdb://, memory://" in lines
+    assert "JOBSTREAM_SESSION_TIMEOUT_S=0.0: must be at least 1" in lines
+    assert "JOBSTREAM_STALE_AFTER_S='soon' is not a valid float | None" in lines
+    assert len(lines) == 7, lines
+    with pytest.raises(SettingsError, match=r"^--quack-port 99999: must be at most 65535$"):
+        Settings().with_overrides(quack_port=99999)

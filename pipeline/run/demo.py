@@ -245,13 +245,40 @@ SUMMARY_QUERIES: dict[str, str] = {
 }
 
 
-def summary(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """The demo's closing numbers, each one SQL query on the DuckDB file (read-only)."""
+def summary(db_path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """The demo's closing numbers, each one SQL query on the DuckDB file (read-only):
+    per section its column names and rows."""
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        return {name: con.execute(query).fetchall() for name, query in SUMMARY_QUERIES.items()}
+        found = {}
+        for name, query in SUMMARY_QUERIES.items():
+            cursor = con.execute(query)
+            found[name] = ([d[0] for d in cursor.description or []], cursor.fetchall())
+        return found
     finally:
         con.close()
+
+
+def small_table(columns: list[str], rows: list[tuple[Any, ...]], indent: str = "    ") -> list[str]:
+    """A section of the summary: its column names over its rows, aligned."""
+    cells = [columns, *(["" if v is None else str(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = [indent + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    return lines if rows else [*lines, indent + "(none)"]
+
+
+def installed_command(name: str) -> str:
+    """``name`` as the user can run it: bare when this installation's bin directory (the
+    venv's, next to the running Python) is on PATH, else its absolute path there, since
+    README's first line runs the demo without activating the venv."""
+    bin_dir = Path(sys.executable).absolute().parent
+    on_path = any(Path(entry).absolute() == bin_dir for entry in os.environ.get("PATH", "").split(os.pathsep) if entry)
+    return name if on_path else str(bin_dir / name)
+
+
+RECENT_RUNS_QUERY = ("SELECT vendor, state, attempt, round(duration_s) AS secs, strftime(last_event_at, '%H:%M:%S') AS last_event, "
+                     "job_key FROM job_runs ORDER BY last_event_at DESC LIMIT 20")
+"""The first query the demo suggests: a few named columns, readable at 80 columns."""
 
 
 def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
@@ -269,27 +296,34 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     try:
         asyncio.run(catalog.apply(broker.bootstrap))
         say(f"broker {broker.bootstrap}; logs in {options.run_dir / 'logs'}; database {options.db_path}")
+        metrics_ports: dict[str, str] = {}
         for role in with_metrics_ports(roles(broker.bootstrap, options, receiver.url, quack_port)):
             supervisor.start(role)
             port = role.env.get("JOBSTREAM_METRICS_PORT")
+            if role.name in ("worker", "sink") and port:
+                metrics_ports[role.name] = port
             say(f"  started {role.name}" + (f" (metrics http://127.0.0.1:{port}/metrics)" if port else ""))
         from pipeline.sink import quack
 
         live = quack.uri("127.0.0.1", quack_port)
-        say(f'live SQL while it runs: pipeline sql --db {options.db_path} --quack {live} "FROM active_runs"')
+        progress = _Progress(live, quack.token_file_for(options.db_path), metrics_ports)
+        say(f'live SQL while it runs: {installed_command("pipeline")} sql --db {options.db_path} --quack {live} "FROM active_runs"')
         tally.start()
         asyncio.run(_send_hostile(broker.bootstrap))
         deadline = None if options.keep_running else began + options.duration_s
         try:
             while deadline is None or time.monotonic() < deadline:
-                time.sleep(2)
+                time.sleep(3)
                 problems = supervisor.exited()
-                say(_progress_line(time.monotonic() - began, tally, len(set(receiver.alert_ids())), problems))
+                say(_progress_line(time.monotonic() - began, tally, len(set(receiver.alert_ids())), problems,
+                                   progress.in_duckdb(), progress.lag()))
                 if problems:
                     break
             time.sleep(3)  # the last records reach the sink
         except KeyboardInterrupt:
             say("stopping (Ctrl-C) ...")
+        finally:
+            progress.close()
     except KeyboardInterrupt:
         say("stopping (Ctrl-C) while starting ...")
     except RoleFailed as exc:
@@ -314,10 +348,65 @@ def _own_usage(broker: EmbeddedBroker) -> dict[str, Usage]:
     return {name: reading for name, reading in found.items() if reading is not None}
 
 
-def _progress_line(elapsed: float, tally: _Tally, alerts: int, problems: list[str]) -> str:
-    raw = " ".join(f"{v}={tally.raw[v]}" for v in VENDOR_NAMES)
-    events = sum(tally.events.values())
-    line = f"{elapsed:5.0f}s  raw: {raw} | events {events} | dead letters {tally.dead_letters} | alerts {alerts}"
+class _Progress:
+    """What the live line needs beyond the Kafka tally: rows per vendor in DuckDB (one
+    query over the sink's live Quack endpoint, on one connection kept open) and the worker's
+    and sink's consumer lag (their own /metrics). Both cheap enough for every few seconds."""
+
+    def __init__(self, quack_address: str, token_file: Path, metrics_ports: dict[str, str]) -> None:
+        self.quack_address = quack_address
+        self.token_file = token_file
+        self.metrics_ports = metrics_ports
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def in_duckdb(self) -> Counter[str]:
+        from pipeline.sink import quack
+
+        try:
+            if self._con is None:
+                token = quack.read_token(self.token_file)
+                if token is None:
+                    return Counter()
+                con = duckdb.connect()
+                quack.attach(con, self.quack_address, token)
+                self._con = con
+            return Counter(dict(self._con.execute("SELECT vendor, count(*) FROM job_events GROUP BY ALL").fetchall()))
+        except (duckdb.Error, quack.QuackError):
+            self.close()
+            return Counter()
+
+    def lag(self) -> dict[str, int | None]:
+        """Per role, the sum of its partitions' lag (None: its /metrics did not answer)."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        found: dict[str, int | None] = {}
+        for role, port in self.metrics_ports.items():
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+            except OSError:
+                found[role] = None
+                continue
+            found[role] = int(sum(sample.value for family in text_string_to_metric_families(text)
+                                  if family.name == "jobstream_consumer_lag" for sample in family.samples))
+        return found
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+def _progress_line(elapsed: float, tally: _Tally, alerts: int, problems: list[str],
+                   in_duckdb: Counter[str] | None = None, lag: dict[str, int | None] | None = None) -> str:
+    """Per vendor: records ingested / events normalized / rows in DuckDB; then dead
+    letters, the consumer lag of the worker and the sink, and alerts."""
+    stored = in_duckdb or Counter()
+    vendors = " ".join(f"{v} {tally.raw[v]}/{tally.events[v]}/{stored[v]}" for v in VENDOR_NAMES)
+    lags = " ".join(f"{role} {'?' if n is None else n}" for role, n in (lag or {}).items())
+    line = (f"{elapsed:5.0f}s  ingested/normalized/in DuckDB: {vendors} | dead letters {tally.dead_letters}"
+            f" | lag: {lags or '?'} | alerts {alerts}")
     return line + (f" | {len(problems)} role(s) stopped" if problems else "")
 
 
@@ -331,18 +420,19 @@ def default_run_dir() -> Path:
 def report(options: DemoOptions, result: DemoResult) -> list[str]:
     """The closing summary (each block one SQL query on the file) and what to run next."""
     lines = ["", f"demo ran {result.wall_s:.0f} s; summary from {options.db_path}:"]
-    for name, rows in result.summary.items():
+    for name, (columns, rows) in result.summary.items():
         lines.append(f"  {name}:")
-        lines.extend(f"    {' | '.join('' if v is None else str(v) for v in row)}" for row in rows or [("(none)",)])
+        lines.extend(small_table(columns, rows))
     if result.usage:
         lines.append("  roles (CPU s, peak RSS MB):")
         lines.extend(f"    {name}: {u.cpu_s:.1f} s, {u.peak_rss_mb:.0f} MB" for name, u in sorted(result.usage.items()))
+    pipeline, duckdb_cli = installed_command("pipeline"), installed_command("duckdb")
     lines += [
         "",
         "query it:",
-        f'  pipeline sql --db {options.db_path} "FROM job_runs ORDER BY last_event_at DESC LIMIT 20"',
-        f'  pipeline sql --db {options.db_path} "FROM stale_episodes"',
-        f"  duckdb -readonly {options.db_path}",
+        f'  {pipeline} sql --db {options.db_path} "{RECENT_RUNS_QUERY}"',
+        f'  {pipeline} sql --db {options.db_path} "FROM stale_episodes"',
+        f"  {duckdb_cli} -readonly {options.db_path}",
         "live while it runs: pipeline demo --keep-running (it prints the pipeline sql line for its Quack port)",
     ]
     return lines

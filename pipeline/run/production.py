@@ -12,7 +12,8 @@ a secret written in the file is refused (secrets come from the environment or a 
 Each role runs as its own command (``pipeline worker``, ``pipeline sink``, ...), a child
 process whose settings arrive as ``JOBSTREAM_*`` variables, with a metrics port of its own.
 A role that exits non-zero is started again after a backoff (1 s, doubling to
-``restart_backoff_max_s``; reset after a minute of good running). Ctrl-C or SIGTERM stops
+``restart_backoff_max_s``; reset after a minute of good running), except on status 2, a
+configuration error that no restart heals: that stops the run with the role's error line. Ctrl-C or SIGTERM stops
 every role, newest first, and nothing is left running. The state (each role's pid, metrics
 port, restarts, last exit) is in ``run_state_file`` for ``pipeline status``.
 """
@@ -38,6 +39,7 @@ CORE_ROLES = ("worker", "sink", "alerter")
 PULL_INGESTORS = {"qlik-qrs": "qlik_qrs", "zuora": "zuora", "informatica": "informatica"}
 PUSH_INGESTORS = {"qlik-cloud": "qlik_cloud", "truenas": "truenas"}
 ROLE_NAMES = (*CORE_ROLES, *PUSH_INGESTORS, *PULL_INGESTORS)
+CONFIG_ERROR_EXIT = 2  # a role's command exits 2 on a configuration error: never restarted
 GOOD_RUN_S = 60.0  # a role that ran this long before exiting restarts after the shortest backoff
 
 
@@ -75,18 +77,13 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
     """Read and check the whole configuration; ``RunConfigError`` lists every problem."""
     env = dict(os.environ if env is None else env)
     problems: list[str] = []
-    try:
-        document = tomllib.loads(Path(config).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RunConfigError([f"cannot read config file {config}: {exc.strerror or exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RunConfigError([f"config file {config} is not valid TOML: {exc}"]) from None
+    document = _read_document(config)
     known_tables = {"pipeline", "run", "alerter", *PUSH_INGESTORS.values(), *PULL_INGESTORS.values()}
     problems += [f"[{name}]: unknown table (known: {', '.join(sorted(known_tables))})" for name in document if name not in known_tables]
     table = _table(document, "pipeline", problems)
     settings = None
     try:
-        settings = Settings.from_file_and_env(table, env).with_overrides(**overrides)
+        settings = Settings.from_file_and_env(table, env, file=config).with_overrides(**overrides)
     except SettingsError as exc:
         problems += str(exc).splitlines()
     options = _options(_table(document, "run", problems), problems)
@@ -108,6 +105,29 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
             Role(name, argv[name], env={f"{ENV_PREFIX}METRICS_PORT": str(port)}) for name, port in zip(roles, ports)
         ),
     )
+
+
+def _read_document(config: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunConfigError([f"cannot read config file {config}: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunConfigError([f"config file {config} is not valid TOML: {exc}"]) from None
+
+
+def load_settings(config: Path, overrides: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Only the ``[pipeline]`` settings of a run's file (env and flags on top), as ``pipeline
+    run`` reads them: what ``pipeline status --config`` needs to find that run's sink."""
+    problems: list[str] = []
+    table = _table(_read_document(config), "pipeline", problems)
+    try:
+        settings = Settings.from_file_and_env(table, dict(os.environ if env is None else env), file=config).with_overrides(**overrides)
+    except SettingsError as exc:
+        problems += str(exc).splitlines()
+    if problems:
+        raise RunConfigError(problems)
+    return settings
 
 
 def _table(document: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
@@ -152,23 +172,41 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
         try:
             load_config(getattr(ingest_module(role), CLASSES[role][1]), config, CLASSES[role][2], env=dict(env))
         except ConfigError as exc:
-            problems.append(str(exc))
+            problems += str(exc).splitlines()
         return [*PIPELINE, "ingest", role, "--config", str(config)]
     section = PUSH_INGESTORS[role]
     table = _table(document, section, problems)
     allowed = {"qlik_cloud": {"listen", "source"}, "truenas": {"url", "host", "insecure"}}[section]
     problems += [f"[{section}] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
     if role == "qlik-cloud":
+        if settings is not None:
+            from pipeline.vendors.qlik_cloud.ingest import server_tls
+
+            for check in (settings.qlik_secret, lambda: server_tls(settings)):
+                try:
+                    check()
+                except SettingsError as exc:
+                    problems.append(f"qlik-cloud: {exc}")
         command = [*PIPELINE, "ingest", "qlik-cloud", "--listen", str(table.get("listen", "127.0.0.1:8780"))]
         return command + (["--source", str(table["source"])] if "source" in table else [])
+    from pipeline.vendors.truenas.ingest import check_host, check_url
+
     if "url" not in table:
         problems.append("[truenas] url is required (wss://NAS/api/current)")
+    for check, key in ((check_url, "url"), (check_host, "host")):
+        if key in table:
+            try:
+                check(str(table[key]))
+            except ValueError as exc:
+                problems.append(f"[truenas] {exc}")
     if settings is not None:
         try:
             if settings.truenas_key() is None:
                 problems.append("truenas: no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE")
         except SettingsError as exc:
-            problems.append(str(exc))
+            problems.append(f"truenas: {exc}")
+        if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
+            problems.append(f"truenas: JOBSTREAM_TRUENAS_CA_FILE={str(settings.truenas_ca_file)!r}: no such file")
     command = [*PIPELINE, "ingest", "truenas", "--url", str(table.get("url", ""))]
     if "host" in table:
         command += ["--host", str(table["host"])]
@@ -225,8 +263,10 @@ def backoff_s(failures: int, ceiling: float) -> float:
     return min(2.0 ** max(failures - 1, 0), ceiling)
 
 
-def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.5) -> None:
-    """Start every role, restart the ones that fail, until Ctrl-C / SIGTERM; then stop all."""
+def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.5) -> int:
+    """Start every role, restart the ones that fail, until Ctrl-C / SIGTERM; then stop all.
+    A role that exits with status 2 (its configuration is wrong, which no restart heals)
+    stops the run: the result is then 2, with that role's error line said; else 0."""
     state_file = Path(plan.settings.run_state_file)
     supervisor = Supervisor(plan.options.log_dir, env=plan.env)
     started: dict[str, float] = {}
@@ -234,6 +274,7 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
     due: dict[str, float] = {}
     last_exit: dict[str, int] = {}
     finished: set[str] = set()
+    result = 0
     try:
         for role in plan.roles:
             process = supervisor.start(role)
@@ -253,6 +294,11 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
                     last_exit[role.name] = 0
                     say(f"{role.name} exited with status 0: not restarted")
                     continue
+                if code == CONFIG_ERROR_EXIT:
+                    say(f"{role.name} exited with status 2 (a configuration error; not restarted): "
+                        f"{error_line(plan.options.log_dir / (role.name + '.log'))}")
+                    result = CONFIG_ERROR_EXIT
+                    raise _StopRun
                 if role.name not in due:
                     quick = now - started[role.name] < GOOD_RUN_S
                     failures[role.name] = failures.get(role.name, 0) + 1 if quick else 1
@@ -268,10 +314,27 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
             write_state(state_file, plan, supervisor, last_exit, due)
     except KeyboardInterrupt:
         say("stopping (Ctrl-C) ...")
+    except _StopRun:
+        say("stopping every role ...")
     finally:
         statuses = supervisor.stop(grace_s=20)
         state_file.unlink(missing_ok=True)
         say("stopped: " + ", ".join(f"{name} {code}" for name, code in statuses.items()))
+    return result
+
+
+class _StopRun(Exception):
+    """A role's configuration error ends the whole run."""
+
+
+def error_line(log: Path) -> str:
+    """The role's own one-line error (its last ``error:`` line), else its last line."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(empty log)"])[-1]
 
 
 def write_state(path: Path, plan: RunPlan, supervisor: Supervisor, last_exit: Mapping[str, int],
@@ -285,8 +348,12 @@ def write_state(path: Path, plan: RunPlan, supervisor: Supervisor, last_exit: Ma
             "metrics_port": int(role.env[ENV_PREFIX + "METRICS_PORT"]), "restarts": restarts,
             "last_exit": last_exit.get(role.name),
         }
-    document = {"supervisor_pid": os.getpid(), "bootstrap": plan.settings.bootstrap,
-                "metrics_host": plan.settings.metrics_host, "updated_at": time.time(), "roles": roles}
+    settings = plan.settings
+    sink = {"db_path": str(Path(settings.db_path).absolute()), "quack_host": settings.quack_host,
+            "quack_port": settings.quack_port,
+            "quack_token_file": str(Path(settings.quack_token_file).absolute()) if settings.quack_token_file else None}
+    document = {"supervisor_pid": os.getpid(), "bootstrap": settings.bootstrap,
+                "metrics_host": settings.metrics_host, "updated_at": time.time(), "roles": roles, "sink": sink}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(document, indent=1))

@@ -58,7 +58,13 @@ async def gather(bootstrap: str, roles: Sequence[RoleGroup], *, timeout_s: float
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
-        described = await admin.describe_consumer_groups([r.group for r in roles])
+        # One group per request: Tansu answers a DescribeGroups for two live groups with
+        # bytes aiokafka cannot decode ("Buffer underrun decoding string").
+        described = [
+            response
+            for group in dict.fromkeys(r.group for r in roles)
+            for response in await admin.describe_consumer_groups([group])
+        ]
     finally:
         await admin.close()
     groups: dict[str, tuple[str, int]] = {}
@@ -192,23 +198,42 @@ def render(rows: list[PartitionStatus], now: datetime | None = None) -> list[str
 # --- what `pipeline run` reports about its roles (its state file and their /healthz) ---
 
 
-async def run_state_lines(path: Path, *, timeout_s: float = 2.0) -> list[str]:
-    """Per role of a running ``pipeline run``: pid, restarts, last exit, health, and per
-    partition the lag and seconds since it last moved, from the role's own /healthz.
-    Nothing when no ``pipeline run`` is running with that state file."""
+def live_run_state(path: Path) -> dict | None:
+    """The state file of a ``pipeline run`` whose supervisor is alive, else None."""
     import json
     import os
 
-    import aiohttp
-
     try:
         state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    try:
         os.kill(int(state["supervisor_pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return [f"pipeline run: {path} is left from a run that is gone"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def run_sink_overrides(state: dict | None) -> dict[str, object]:
+    """Where a running ``pipeline run``'s sink writes and serves (its state file says), as
+    Settings overrides, so status finds a sink configured in the run's own file."""
+    sink = (state or {}).get("sink") or {}
+    if not sink:
+        return {}
+    return {
+        "db_path": Path(sink["db_path"]), "quack_host": sink["quack_host"], "quack_port": sink["quack_port"],
+        "quack_token_file": Path(sink["quack_token_file"]) if sink.get("quack_token_file") else None,
+    }
+
+
+async def run_state_lines(path: Path, *, timeout_s: float = 2.0) -> list[str]:
+    """Per role of a running ``pipeline run``: pid, restarts, last exit, health, and per
+    partition the lag and seconds since it last moved, from the role's own /healthz.
+    One line saying so when no ``pipeline run`` is running with that state file."""
+    import aiohttp
+
+    if not path.exists():
+        return [f"pipeline run: not running (no state file at {path})"]
+    state = live_run_state(path)
+    if state is None:
+        return [f"pipeline run: not running ({path} is left from a run that is gone)"]
     lines = [f"pipeline run (pid {state['supervisor_pid']}, Kafka {state.get('bootstrap')}):",
              f"  {'role':<12} {'pid':>7} {'state':<10} {'restarts':>8} {'last exit':>9}  {'metrics':<22} health"]
     host = state.get("metrics_host", "127.0.0.1")

@@ -32,9 +32,14 @@ class Result:
 
 
 def refusal(sql: str) -> str | None:
-    """Why ``sql`` is not a read (the Quack server's own rule), or None for a read."""
+    """Why ``sql`` is not a read (the Quack server's own rule), or None for a read. Text
+    that does not parse is a syntax error (DuckDB's own message), not a write."""
     con = duckdb.connect()
     try:
+        try:
+            con.extract_statements(sql)
+        except duckdb.ParserException as exc:
+            return " ".join(str(exc).split())
         con.execute(quack.READ_ONLY)
         allowed = con.execute(f"SELECT {quack.AUTHORIZATION_MACRO}('local', ?)", [sql]).fetchone()[0]
     finally:
@@ -87,6 +92,24 @@ def run_query(db_path: Path, address: str, token_file: Path, sql: str) -> Result
         con.close()
 
 
+def table_width(result: Result) -> int:
+    """How wide a boxed table of ``result`` would be, each column as wide as its widest cell."""
+    cells = [result.columns, *([("" if v is None else str(v)) for v in row] for row in result.rows)]
+    return 1 + sum(max(len(str(row[i])) for row in cells) + 3 for i in range(len(result.columns)))
+
+
+def render_vertical(result: Result) -> str:
+    """One block per row, one ``column  value`` line per column (DuckDB's ``.mode line``):
+    for results too wide for the terminal, where a table would squeeze every column."""
+    width = max((len(c) for c in result.columns), default=0)
+    blocks = []
+    for n, row in enumerate(result.rows, 1):
+        lines = [f"-- row {n} --"]
+        lines += [f"{column.rjust(width)}  {'' if value is None else value}" for column, value in zip(result.columns, row)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + f"\n({len(result.rows)} rows from {result.source}; shown one per block: too wide for the terminal)\n"
+
+
 def render_csv(result: Result) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -100,6 +123,21 @@ def render_json(result: Result) -> str:
     return "".join(
         orjson.dumps(dict(zip(result.columns, row)), default=str).decode() + "\n" for row in result.rows
     )
+
+
+def live_sink_answers(address: str, token_file: Path) -> bool:
+    """Whether a sink serves live SQL at ``address`` with the token we have."""
+    token = quack.read_token(token_file)
+    if token is None:
+        return False
+    con = duckdb.connect()
+    try:
+        quack.attach(con, address, token)
+        return True
+    except (duckdb.Error, quack.QuackError):
+        return False
+    finally:
+        con.close()
 
 
 def attach_command(address: str, token_file: Path, token_from_env: bool) -> str:

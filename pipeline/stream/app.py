@@ -344,6 +344,11 @@ EXIT_SIGTERM = 128 + 15
 class _Worker(faust.Worker):
     """Faust's worker, with SIGTERM always honoured and repeated log lines bounded."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.stdout.isatty():  # its spinner writes cursor escape codes into log files
+            self.spinner = None
+
     def _on_sigterm(self) -> None:
         """A graceful stop first; if it hangs (a broker that stopped answering), the
         process ends anyway after ``SHUTDOWN_GRACE_S``, or at once on a second SIGTERM."""

@@ -27,8 +27,19 @@ SECRETS = {
 }
 
 
-def test_the_example_file_loads_and_validates():
-    plan = production.load_plan(ROOT / "jobstream.example.toml", [], {}, env=SECRETS)
+def test_the_example_file_loads_and_validates(tmp_path):
+    """Its files (/etc/jobstream/...) are checked before anything starts: here they come
+    from the environment, which wins over the file."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("jobstream-client")
+    ca.cert_pem.write_to_path(str(tmp_path / "root.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "client_key.pem"))
+    files = {"JOBSTREAM_QLIK_QRS_CERT_FILE": str(tmp_path / "client.pem"), "JOBSTREAM_QLIK_QRS_KEY_FILE": str(tmp_path / "client_key.pem"),
+             "JOBSTREAM_QLIK_QRS_CA_FILE": str(tmp_path / "root.pem"), "JOBSTREAM_QLIK_WEBHOOK_SECRET": "webhook-secret"}
+    plan = production.load_plan(ROOT / "jobstream.example.toml", [], {}, env={**SECRETS, **files})
     assert [r.name for r in plan.roles] == list(production.ROLE_NAMES)
     assert plan.settings.bootstrap == "kafka-1.example.com:9092,kafka-2.example.com:9092"
     assert [r.env["JOBSTREAM_METRICS_PORT"] for r in plan.roles] == [str(9100 + i) for i in range(8)]
@@ -59,10 +70,42 @@ def test_every_problem_is_one_line_and_secrets_in_the_file_are_refused(tmp_path)
     text = result.stderr
     assert "truenas_api_key: secrets are not read from the config file" in text
     assert "[zuora] password: secrets are not read from the config file" in text
-    assert "partitions = 'many': not a valid int" in text and "colour: unknown setting" in text
+    assert f"[pipeline] partitions = 'many' in {config}: not a valid int" in text and "colour: unknown setting" in text
+    assert f"[pipeline] store = 's3://' in {config}: unknown table store" in text, "every problem, not the first ones"
     assert "unknown role 'mailman'" in text
     assert "sekrit" not in result.stdout + result.stderr
-    assert len(lines) == 5, text
+    assert len(lines) == 6, text
+
+
+def test_every_selected_roles_own_files_are_checked_before_anything_starts(tmp_path):
+    config = tmp_path / "roles.toml"
+    config.write_text(
+        '[run]\nroles = ["qlik-cloud", "truenas", "qlik-qrs"]\n[qlik_cloud]\n[truenas]\nurl = "wss://nas/api/current"\n'
+        f'[qlik_qrs]\nbase_url = "https://qrs:4242"\nsource = "qrs"\ncert_file = "{tmp_path / "no.pem"}"\nkey_file = "{tmp_path / "no.key"}"\n'
+    )
+    env = {"JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE": str(tmp_path / "no-secret"),
+           "JOBSTREAM_TRUENAS_API_KEY_FILE": str(tmp_path / "no-key")}
+    with pytest.raises(production.RunConfigError) as caught:
+        production.load_plan(config, [], {}, env=env)
+    lines = caught.value.lines
+    assert any(line.startswith("qlik-cloud: JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE=") and "cannot be read" in line for line in lines), lines
+    assert any(line.startswith("truenas: JOBSTREAM_TRUENAS_API_KEY_FILE=") for line in lines), lines
+    assert any(line.startswith("[qlik_qrs] cannot load the client certificate") for line in lines), lines
+    assert len(lines) == 3, lines
+
+
+def test_a_role_that_exits_with_a_configuration_error_stops_the_run(tmp_path):
+    failing = production.Role("zuora", [sys.executable, "-c", "import sys; print('error: [zuora] user is required'); sys.exit(2)"],
+                              env={"JOBSTREAM_METRICS_PORT": "0"})
+    sleeper = production.Role("worker", [sys.executable, "-c", "import time; time.sleep(60)"], env={"JOBSTREAM_METRICS_PORT": "0"})
+    settings = production.Settings(run_state_file=tmp_path / "state.json")
+    plan = production.RunPlan(settings=settings, options=production.RunOptions(log_dir=tmp_path / "logs"),
+                              roles=(sleeper, failing), env=dict(os.environ))
+    said: list[str] = []
+    assert production.run(plan, say=said.append, tick_s=0.1) == 2
+    assert "zuora exited with status 2 (a configuration error; not restarted): error: [zuora] user is required" in said
+    assert not any("restart" in line and "not restarted" not in line for line in said), said
+    assert said[-1].startswith("stopped: ")
 
 
 def _state(path: Path) -> dict:
@@ -135,6 +178,7 @@ def test_run_worker_sink_and_an_ingestor_restarts_a_killed_role_and_stops_clean(
         status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--bootstrap", broker.bootstrap,
                                  "--state-file", str(state_file)], capture_output=True, text=True, timeout=60, env=env)
         assert "pipeline run (pid" in status.stdout and "raw.qlik_qrs:" in status.stdout, status.stdout + status.stderr
+        assert str(db) in status.stdout, "status looks for the sink the run's own file configured: " + status.stdout
 
         old_pid = state["worker"]["pid"]
         os.kill(old_pid, signal.SIGKILL)

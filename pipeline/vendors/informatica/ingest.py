@@ -29,7 +29,7 @@ import orjson
 
 from pipeline.model import UTC
 from pipeline.sources import (
-    BadAnswer, CallBudget, basic_auth, ConfigError, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError,
+    BadAnswer, CallBudget, basic_auth, ConfigError, password_problems, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError,
     http_call,
     records_for,
 )
@@ -66,16 +66,19 @@ class InformaticaSettings:
     timeout_s: float = 30.0
 
     def check(self) -> None:
+        """Every problem, one line each."""
+        problems = []
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError("[informatica] base_url must be an http(s) URL, e.g. https://<pod>.dih.informaticacloud.com")
+            problems.append("[informatica] base_url must be an http(s) URL, e.g. https://<pod>.dih.informaticacloud.com")
         if not self.user:
-            raise ConfigError("[informatica] user is required (the IICS user)")
-        if len(self.password) < 4:
-            raise ConfigError("the IICS password is missing: set JOBSTREAM_INFORMATICA_PASSWORD or password_file")
+            problems.append("[informatica] user is required (the IICS user)")
+        problems += password_problems("informatica", "IICS", self.password)
         if not 1 <= self.page_size <= 2000:
-            raise ConfigError("[informatica] page_size must be 1..2000 (the API's maxResults)")
+            problems.append("[informatica] page_size must be 1..2000 (the API's maxResults)")
         if self.calls < 1 or self.per_s <= 0:
-            raise ConfigError("[informatica] calls and per_s must be positive")
+            problems.append("[informatica] calls and per_s must be positive")
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def redactor(self) -> Redactor:
         return Redactor([self.password])

@@ -226,19 +226,25 @@ async def serve(
         await receiver.link.close()
 
 
+def server_tls(settings: "Settings") -> ssl.SSLContext | None:
+    """The https context the settings ask for (None: plain http), or SettingsError: the
+    check ``pipeline run`` makes before it starts this role too."""
+    if not (settings.webhook_tls_cert or settings.webhook_tls_key):
+        return None
+    if not (settings.webhook_tls_cert and settings.webhook_tls_key):
+        raise SettingsError("--tls-cert and --tls-key (JOBSTREAM_WEBHOOK_TLS_CERT / _KEY) go together")
+    try:
+        return tls_context(str(settings.webhook_tls_cert), str(settings.webhook_tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"cannot load the TLS certificate and key: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 async def run(settings: "Settings", *, host: str, port: int, source: str) -> None:
     """``pipeline ingest qlik-cloud``: receive until SIGINT/SIGTERM (https with a cert)."""
     from pipeline.push import log_to_stderr, stop_on_signals
 
     secret = settings.qlik_secret()
-    context = None
-    if settings.webhook_tls_cert or settings.webhook_tls_key:
-        if not (settings.webhook_tls_cert and settings.webhook_tls_key):
-            raise SettingsError("--tls-cert and --tls-key go together")
-        try:
-            context = tls_context(str(settings.webhook_tls_cert), str(settings.webhook_tls_key))
-        except (OSError, ssl.SSLError) as exc:
-            raise SettingsError(f"cannot load the TLS certificate and key: {getattr(exc, 'strerror', None) or exc}") from None
+    context = server_tls(settings)
     redact = Redactor([secret])
     log_to_stderr(redact)
     if secret is None:

@@ -71,12 +71,22 @@ class QrsSettings:
     timeout_s: float = 30.0
 
     def check(self) -> None:
+        """Every problem, one line each; the certificate files are loaded here, so an
+        unreadable one is a config error at start, not at the first poll."""
+        problems = []
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError("[qlik_qrs] base_url must be an http(s) URL, e.g. https://qlik.example.com:4242")
+            problems.append("[qlik_qrs] base_url must be an http(s) URL, e.g. https://qlik.example.com:4242")
         if not self.source:
-            raise ConfigError("[qlik_qrs] source is required (the repository host, it names the jobs)")
+            problems.append("[qlik_qrs] source is required (the repository host, it names the jobs)")
         if bool(self.cert_file) != bool(self.key_file):
-            raise ConfigError("[qlik_qrs] cert_file and key_file go together")
+            problems.append("[qlik_qrs] cert_file and key_file go together")
+        else:
+            try:
+                self.ssl_context()
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def redactor(self) -> Redactor:
         return Redactor()

@@ -32,7 +32,7 @@ import orjson
 
 from pipeline.model import UTC
 from pipeline.sources import (
-    Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, TransientError, basic_auth, http_call,
+    Answer, BadAnswer, Backoff, ConfigError, Poll, password_problems, Record, Redactor, TerminalError, TransientError, basic_auth, http_call,
     records_for, run_source,
 )
 from pipeline.vendors import Context
@@ -63,13 +63,14 @@ class ZuoraSettings:
     timeout_s: float = 30.0
 
     def check(self) -> None:
+        """Every problem, one line each."""
+        problems = []
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError("[zuora] base_url must be an http(s) URL, e.g. https://<tenant>.revpro.cloud")
-        for name in ("user", "role", "clientname", "token_header"):
-            if not getattr(self, name):
-                raise ConfigError(f"[zuora] {name} is required")
-        if len(self.password) < 4:
-            raise ConfigError("the RevPro password is missing: set JOBSTREAM_ZUORA_PASSWORD or password_file")
+            problems.append("[zuora] base_url must be an http(s) URL, e.g. https://<tenant>.revpro.cloud")
+        problems += [f"[zuora] {name} is required" for name in ("user", "role", "clientname", "token_header") if not getattr(self, name)]
+        problems += password_problems("zuora", "RevPro", self.password)
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def redactor(self) -> Redactor:
         return Redactor([self.password])
