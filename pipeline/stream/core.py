@@ -242,7 +242,8 @@ class StreamCore:
             envelope = decode_envelope(message.value)
             if envelope.vendor != vendor:
                 raise Rejected(f"envelope says vendor {envelope.vendor!r} on {message.topic}")
-        except (msgspec.DecodeError, msgspec.ValidationError, Rejected) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, Rejected, RecursionError) as exc:
+            # RecursionError: msgspec's answer to JSON nested deeper than it decodes.
             batch.outputs.append(dead_letter(message, "decode", type(exc).__name__, one_line(exc), vendor))
             return
         clock = self._clock(message.topic, message.partition)
