@@ -333,3 +333,18 @@ def test_json_nested_10000_deep_is_a_dead_letter_and_the_partition_moves_on():
     [letter] = of(outputs, catalog.DEADLETTER)
     assert (letter["stage"], letter["error_type"], letter["offset"]) == ("decode", "RecursionError", 0)
     assert transitions(outputs) == [("1", None, "RUNNING", "vendor")]
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"\xc3\x28", b"\xed\xa0\x80"])
+def test_invalid_utf8_inside_an_envelope_is_a_dead_letter_and_the_partition_moves_on(bad):
+    """Found by `pipeline chaos`: msgspec raises UnicodeDecodeError (not DecodeError)
+    for invalid UTF-8 in a string; it used to end the worker like deep nesting did."""
+    harness = Harness()
+    value = b'{"vendor":"truenas","source":"nas' + bad + b'1","received_at":"2026-11-30T09:00:00Z","payload":null}'
+    outputs = harness.feed([
+        Message(TOPIC, 0, 0, KEY, value, 1_700_000_000_000),
+        message(1, truenas_job(1, "RUNNING"), at=T0),
+    ])
+    [letter] = of(outputs, catalog.DEADLETTER)
+    assert (letter["stage"], letter["offset"]) == ("decode", 0)
+    assert transitions(outputs) == [("1", None, "RUNNING", "vendor")]
