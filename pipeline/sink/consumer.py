@@ -114,6 +114,7 @@ async def consume(
                 await writing  # raises what the write raised
                 writing = None
             if not fetched:
+                await _refuse_positions_past_the_end(consumer, partitions)
                 continue
             batch = decode_batch(record for messages in fetched.values() for record in messages)
             if writing is not None:
@@ -135,6 +136,20 @@ def _out_of_range(exc: OffsetOutOfRangeError) -> str:
         f"Kafka no longer has the offsets stored in the database ({where}): records were deleted "
         "by retention before the sink read them, or this is another Kafka than the file was written from"
     )
+
+
+async def _refuse_positions_past_the_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+    """A position beyond a partition's end means the broker lost the records the file
+    holds (a Kafka recreated empty, like the embedded broker after a restart). Real Kafka
+    answers OffsetOutOfRange; Tansu answers an empty fetch, so the sink would wait
+    forever and then skip every new record below its stored offsets."""
+    ahead = {}
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) > highwater:
+            ahead[tp] = await consumer.position(tp)
+    if ahead:
+        raise SinkError(_out_of_range(OffsetOutOfRangeError(ahead)))
 
 
 async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
