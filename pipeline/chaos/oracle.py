@@ -131,6 +131,18 @@ async def read_raw(bootstrap: str, *, timeout_s: float = 120.0) -> dict[tuple[st
         await consumer.stop()
 
 
+def not_ingested(sent_ids: Iterable[str], messages: Iterable[Message]) -> set[str]:
+    """The vendor ids (here: Qlik Cloud reload ids the simulator pushed) that appear in
+    no raw record: each is a document lost at the edge, unless the sender gave it up."""
+    missing = {i.encode() for i in sent_ids}
+    for message in messages:
+        if message.value is not None:
+            missing = {i for i in missing if i not in message.value}
+            if not missing:
+                break
+    return {i.decode() for i in missing}
+
+
 def save_raw(raw: Mapping[tuple[str, int], list[Message]], path: Path) -> None:
     """The raw records as read (msgpack), for replaying a failed verdict with ``load_raw``."""
     path.write_bytes(msgspec.msgpack.encode([tuple(m) for messages in raw.values() for m in messages]))

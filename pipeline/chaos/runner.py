@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -42,7 +45,9 @@ from pipeline.chaos.scenario import (
 from pipeline.run import demo
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, tail
 from pipeline.settings import Settings
+from pipeline.model import UTC
 from pipeline.sink import quack
+from pipeline.vendors.qlik_cloud.simulator import reload_events
 
 QLIK_CLOUD_SENDER = "qlik-cloud-simulator"
 WEBHOOKS = 140  # bad requests to the Qlik Cloud receiver (20 of each kind)
@@ -320,6 +325,7 @@ def _judge(chaos: _Run, expected: oracle.Expected, sent: hostile.Sent, raw: dict
         result.checks["no secret in logs, tables, dead letters, raw topics"] = "ok" if not leaks else "; ".join(leaks)
         if leaks:
             result.problems += leaks
+        _edge(chaos, raw)
         if before is not None:
             after = oracle.live_counts(con, "", expected.alert_rules)
             if after != before:
@@ -329,6 +335,28 @@ def _judge(chaos: _Run, expected: oracle.Expected, sent: hostile.Sent, raw: dict
     check = result.checks.get("broker restart", "ok")
     if not check.startswith("ok") or "changed" in check:
         result.problems.append(f"broker restart: {check}")
+
+
+def _edge(chaos: _Run, raw: dict) -> None:
+    """Nothing lost at the edge: every reload the Qlik Cloud simulator pushed is in
+    raw.qlik_cloud, but for those it gave up (never acknowledged: not ours to keep)."""
+    role = chaos.roles[QLIK_CLOUD_SENDER]
+    events = reload_events(int(_option(role, "--events")), tenant="sim-tenant", start=datetime.now(UTC))
+    topic = catalog.raw_topic("qlik_cloud")
+    messages = itertools.chain.from_iterable(found for (name, _p), found in raw.items() if name == topic)
+    missing = oracle.not_ingested({e["data"].get("reloadId") or e["data"]["id"] for e in events}, messages)
+    given_up = _given_up(chaos.options.run_dir / "logs" / f"{QLIK_CLOUD_SENDER}.log")
+    line = f"{len(events) - len(missing)} of {len(events)} pushed reloads in raw.qlik_cloud, {given_up} given up by the sender"
+    chaos.result.checks["qlik cloud webhooks at the edge"] = "ok: " + line if len(missing) <= given_up else line
+    if len(missing) > given_up:
+        chaos.result.lost += len(missing) - given_up
+        chaos.result.problems.append(f"raw.qlik_cloud lacks {len(missing) - given_up} acknowledged reloads (e.g. {sorted(missing)[0]})")
+
+
+def _given_up(log: Path) -> int:
+    """The sender's own count (its last line: '..., N given up; answers: ...')."""
+    found = re.findall(r"(\d+) given up", log.read_text(errors="replace")) if log.is_file() else []
+    return sum(int(n) for n in found)
 
 
 def report(result: ChaosResult) -> list[str]:

@@ -123,3 +123,10 @@ def test_a_secret_is_found_in_a_log_a_table_a_dead_letter_or_a_raw_record(tmp_pa
     found = oracle.secret_leaks(needles, [log], con, dirty)
     assert found == ["log ingestor.log holds a secret", "table job_events holds a secret",
                      "a dead letter's value holds a secret", f"{topic} partition 0 holds a secret"]
+
+
+def test_a_pushed_document_in_no_raw_record_is_named_as_not_ingested():
+    topic = catalog.raw_topic("qlik_cloud")
+    raw = [Message(topic, 0, 0, None, b'{"data": {"reloadId": "r-1"}}'), Message(topic, 1, 0, b"k", None),
+           Message(topic, 1, 1, None, b'{"data": {"id": "r-3"}}')]
+    assert oracle.not_ingested({"r-1", "r-2", "r-3"}, raw) == {"r-2"}
