@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> faust.App:
             try:
                 # Rebuild the index of gained partitions in steps: the loop keeps serving.
                 if not core.indexed:
-                    for _ in core.index_steps(partitions={e.message.partition for e in events}):
+                    for _ in core.index_steps():
                         await asyncio.sleep(0)
                     _refuse_recreated_topics(core, app, events)
                 batch = core.process(
@@ -114,7 +114,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
         # Partitions kept through the rebalance keep their event time and index; the
-        # gained ones are rebuilt from the store at their first batch (``index_steps``).
+        # gained ones are rebuilt from the store at the next batch (``index_steps``).
         core.assign({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         raw_partitions = sorted({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         log.info("jobstream: assigned raw partitions %s", raw_partitions)

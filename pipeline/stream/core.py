@@ -115,20 +115,10 @@ class StreamCore:
     def reset_index(self) -> None:
         self.assign(None)
 
-    def index_steps(self, chunk: int = 2000, partitions: Iterable[int] | None = None) -> Iterator[int]:
+    def index_steps(self, chunk: int = 2000) -> Iterator[int]:
         """Rebuild the index, yielding after every ``chunk`` entries so an event loop
-        can run between them (the app awaits between steps).
-
-        ``partitions``: index only the gained partitions among these (those of the batch
-        at hand); the others wait for their own first message. Faust may hand over a
-        batch of a kept partition while a gained partition's table is still being
-        recovered: indexed then, its runs would miss their deadlines (found by
-        ``pipeline chaos``). A partition's messages come only after its recovery."""
+        can run between them (the app awaits between steps)."""
         gained = self._to_index
-        if gained is not None and partitions is not None:
-            gained = gained & set(partitions)
-            if not gained:
-                return
         seen = 0
         for key, data in self._entries():
             entry = decode_entry(data)
@@ -145,8 +135,8 @@ class StreamCore:
             seen += 1
             if seen % chunk == 0:
                 yield seen
-        self._to_index = set() if gained is None else self._to_index - gained
-        self._indexed = not self._to_index
+        self._indexed = True
+        self._to_index = set()
 
     def recreated(self, ends: dict[tuple[str, int], int]) -> list[str]:
         """Raw partitions whose end offset (``ends``, the next offset to be written) lies
@@ -187,9 +177,8 @@ class StreamCore:
     # --- the batch ------------------------------------------------------------------
 
     def process(self, messages: Iterable[Message]) -> Batch:
-        messages = list(messages)
         if not self._indexed:
-            for _ in self.index_steps(partitions={message.partition for message in messages}):
+            for _ in self.index_steps():
                 pass
         batch = Batch()
         pending: dict[bytes, Entry | None] = {}

@@ -348,21 +348,3 @@ def test_invalid_utf8_inside_an_envelope_is_a_dead_letter_and_the_partition_move
     [letter] = of(outputs, catalog.DEADLETTER)
     assert (letter["stage"], letter["offset"]) == ("decode", 0)
     assert transitions(outputs) == [("1", None, "RUNNING", "vendor")]
-
-
-def test_a_gained_partition_is_indexed_at_its_own_first_message_after_its_recovery():
-    """Found by `pipeline chaos` (a worker killed, the other taking its partitions): a
-    batch of a kept partition came while a gained partition's table was still being
-    recovered; indexing every gained partition then left out its runs, which went STALE
-    only when the vendor said so, not at their deadline as a run without the kill."""
-    harness = Harness(stale_after_s=60)
-    harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0, partition=1)])
-    changelog = dict(harness.store)  # partition 1's table, as the worker that owned it left it
-    harness.store.clear()
-    harness.restart()
-    harness.core.assign({0, 1})  # kept 0, gained 1: Faust starts recovering partition 1
-    harness.feed([message(0, truenas_job(2, "RUNNING", method="other"), at=T0, partition=0,
-                          key=b"truenas:nas1:other")])  # a batch of partition 0 meanwhile
-    harness.store.update(changelog)  # partition 1 recovered; its messages flow now
-    outputs = harness.feed([heartbeat(1, T0 + timedelta(seconds=61), partition=1)])
-    assert transitions(outputs) == [("1", "RUNNING", "STALE", "stale_timeout")]
