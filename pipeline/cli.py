@@ -66,20 +66,9 @@ def exit_on_sigterm() -> None:
 
 def load_settings(**overrides: object) -> Settings:
     try:
-        return Settings.from_env().with_overrides(stale_after_defaults=_vendor_stale_defaults(), **overrides)
+        return Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
-
-
-def _vendor_stale_defaults() -> dict[str, float]:
-    """Each vendor's own default ``STALE_AFTER`` (a timedelta in its normalize module),
-    where it declares one; the environment and flags still win."""
-    found = {}
-    for name in vendors.VENDOR_NAMES:
-        value = getattr(vendors.get(name), "STALE_AFTER", None)
-        if value is not None:
-            found[name] = value.total_seconds()
-    return found
 
 
 @topics_app.command("list")

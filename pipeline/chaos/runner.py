@@ -34,7 +34,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline import catalog
+from pipeline import catalog, vendors
 from pipeline.alerts import rules as alert_rules
 from pipeline.alerts.receiver import LocalReceiver
 from pipeline.broker import EmbeddedBroker, free_port
@@ -82,16 +82,41 @@ def secrets() -> set[bytes]:
     return {s.encode() for s in plain} | {base64.b64encode(s.encode()) for s in basic}
 
 
+CLIENT_TIMEOUT_S = 2
+VENDOR_TIMEOUTS = f",timeout=0.03,hang_s={CLIENT_TIMEOUT_S * 2}"
+"""On top of the demo's vendor faults (5xx, 429 storms with Retry-After, malformed
+bodies, duplicates, reordering; TrueNAS dropped connections and middleware restarts):
+3% of the pull simulators' answers hang twice as long as the ingestors wait."""
+
+
 def chaos_roles(bootstrap: str, options: ChaosOptions, receiver_url: str, quack_port: int) -> list[Role]:
-    """The demo's roles, fed the run's duration, plus a second worker in the same group."""
+    """The demo's roles, fed the run's duration and seed, with client timeouts added to
+    the vendor faults, plus a second worker in the same group."""
     demo_options = demo.DemoOptions(duration_s=options.duration_s, run_dir=options.run_dir, db=options.db_path)
-    roles = demo.roles(bootstrap, demo_options, receiver_url, quack_port)
+    roles = [_with_timeouts(role, options.seed) for role in demo.roles(bootstrap, demo_options, receiver_url, quack_port)]
+    config = options.run_dir / "ingest.toml"  # written by demo.roles: the ingestors give up on a call sooner
+    config.write_text(re.sub(r"^(\[\w+\])$", rf"\1\ntimeout_s = {CLIENT_TIMEOUT_S}", config.read_text(), flags=re.M))
     worker = next(r for r in roles if r.name == WORKER)
     argv = list(worker.argv)
     argv[argv.index("--datadir") + 1] = str(options.run_dir / SECOND_WORKER)
     second = replace(worker, name=SECOND_WORKER, argv=argv)
     at = roles.index(worker) + 1
     return [*roles[:at], second, *roles[at:]]
+
+
+def worker_settings(worker: Role) -> Settings:
+    """The settings the worker role runs with, as ``pipeline worker`` builds them: its
+    environment over each vendor's own stale_after (the replay must use the same)."""
+    return Settings.from_env(worker.env).with_overrides(stale_after_defaults=vendors.stale_after_defaults())
+
+
+def _with_timeouts(role: Role, seed: int) -> Role:
+    argv = list(role.argv)
+    if "--faults" not in argv:
+        return role
+    at = argv.index("--faults") + 1
+    argv[at] += f"{VENDOR_TIMEOUTS},seed={seed}"
+    return replace(role, argv=argv)
 
 
 def _option(role: Role, flag: str) -> str:
@@ -129,7 +154,7 @@ class _Run:
         self.say(f"  started {len(self.roles)} roles")
 
     def send_hostile(self) -> hostile.Sent:
-        settings = Settings.from_env(self.roles[WORKER].env)
+        settings = worker_settings(self.roles[WORKER])
         generator = hostile.Generator(self.options.seed, settings)
         sent = hostile.Sent()
         asyncio.run(hostile.send_records(self.broker.bootstrap, generator.records(self.options.bad_inputs), sent))
@@ -274,7 +299,7 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
         result.problems += [f"webhook {line}" for line in sent.webhook_problems]
         chaos.stop_sources()
         raw = asyncio.run(oracle.read_raw(chaos.broker.bootstrap))
-        settings = Settings.from_env(chaos.roles[WORKER].env)
+        settings = worker_settings(chaos.roles[WORKER])
         expected = oracle.recompute(raw, settings, alert_rules.load(extra_urls=(chaos.receiver.url,)).rules)
         chaos.wait_for_sink(expected)
         if options.broker_restart:
@@ -283,6 +308,10 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
             result.checks["broker restart"] = chaos.broker_restart_check()
     except RoleFailed as exc:
         result.problems.append(f"a role would not start: {str(exc).splitlines()[0]}")
+        expected = None
+    except KeyboardInterrupt:
+        say("stopping (Ctrl-C): no verdict")
+        result.problems.append("interrupted before the verdict")
         expected = None
     finally:
         chaos.supervisor.stop(grace_s=15)

@@ -3,6 +3,7 @@ comparison (on a real DuckDB file) and the secret search."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pipeline.chaos.scenario import ALERTER, INGESTORS, SECOND_WORKER, SINK, WOR
 from pipeline.settings import Settings
 from pipeline.sink.schema import migrate
 from pipeline.stream.records import Message
+from pipeline.vendor_names import VENDOR_NAMES
 from tests.stream.test_core import T0, message, truenas_job
 
 
@@ -130,3 +132,21 @@ def test_a_pushed_document_in_no_raw_record_is_named_as_not_ingested():
     raw = [Message(topic, 0, 0, None, b'{"data": {"reloadId": "r-1"}}'), Message(topic, 1, 0, b"k", None),
            Message(topic, 1, 1, None, b'{"data": {"id": "r-3"}}')]
     assert oracle.not_ingested({"r-1", "r-2", "r-3"}, raw) == {"r-2"}
+
+
+def test_the_replay_runs_the_lifecycle_with_the_settings_pipeline_worker_builds(monkeypatch):
+    """The first chaos runs failed on Zuora runs that the replay made STALE after 240 s
+    while the worker waited Zuora's own 600 s: the replay must build settings as the CLI."""
+    from pipeline.cli import load_settings
+    from pipeline.chaos.runner import worker_settings
+    from pipeline.run.supervisor import Role
+
+    env = {"JOBSTREAM_MAX_CLOCK_SKEW_S": "12600"}
+    for name in [k for k in os.environ if k.startswith("JOBSTREAM_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    replay, worker = worker_settings(Role("worker", [], env=env)), load_settings()
+    assert {v: replay.stale_after(v) for v in VENDOR_NAMES} == {v: worker.stale_after(v) for v in VENDOR_NAMES}
+    assert replay.max_clock_skew == worker.max_clock_skew
+    assert replay.stale_after("zuora").total_seconds() == 600
