@@ -278,7 +278,11 @@ class _Run:
         unclear = [name for name, line in gone.items() if "Traceback" in tail(self.options.run_dir / "logs" / f"{name}.log", 3)]
         if unclear:
             return f"{', '.join(unclear)} stopped with a traceback instead of one clear line"
-        return "ok (" + "; ".join(f"{name}: {line.splitlines()[-1].strip()}" for name, line in sorted(gone.items())) + ")"
+        return "ok (" + "; ".join(f"{name}: {_clip(line.splitlines()[-1].strip())}" for name, line in sorted(gone.items())) + ")"
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResult:
