@@ -166,33 +166,37 @@ class _Run:
         return sent
 
     def inject(self, faults: list[Fault]) -> None:
-        """Apply the plan until the duration ends; progress every 5 s."""
-        pending = list(faults)
+        """Apply the plan (its times count from now: every role is up) until the
+        duration ends; progress every 5 s. A fault for a role still down from an
+        earlier one waits until it is back."""
+        began = time.monotonic()
+        pending = sorted(faults)
         next_report = 5.0
-        while self.elapsed() < self.options.duration_s:
-            now = self.elapsed()
-            while pending and pending[0].at_s <= now:
-                self._kill(pending.pop(0))
+        while (now := time.monotonic() - began) < self.options.duration_s:
             for name, when in list(self.down.items()):
                 if when <= now:
                     self._restart(name)
+            while pending and pending[0].at_s <= now:
+                fault = pending.pop(0)
+                if fault.role in self.down:
+                    pending = sorted([*pending, replace(fault, at_s=self.down[fault.role] + 0.5)])
+                    continue
+                self._kill(fault, now)
             self._restart_crashed()
             if now >= next_report:
                 next_report = now + 5.0
-                self.say(f"{now:5.0f}s  faults {self.result.faults}, restarts {self.result.restarts}, "
+                self.say(f"{self.elapsed():5.0f}s  faults {self.result.faults}, restarts {self.result.restarts}, "
                          f"down now: {', '.join(sorted(self.down)) or 'none'}")
             time.sleep(0.2)
         for name in list(self.down):
             self._restart(name)
 
-    def _kill(self, fault: Fault) -> None:
-        if fault.role in self.down:
-            return
+    def _kill(self, fault: Fault, now: float) -> None:
         self.supervisor.kill(fault.role)
         self.result.faults += 1
         self.say(f"{self.elapsed():5.0f}s  SIGKILL {fault.role} ({fault.why})")
         if fault.down_s is not None:
-            self.down[fault.role] = self.elapsed() + fault.down_s
+            self.down[fault.role] = now + fault.down_s
 
     def _restart(self, name: str) -> None:
         del self.down[name]
