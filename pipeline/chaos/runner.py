@@ -139,6 +139,7 @@ class _Run:
         self.quack_port = free_port()
         self.roles: dict[str, Role] = {}
         self.down: dict[str, float] = {}  # role -> when to start it again
+        self.stopped: list[str] = []  # roles that exited on their own with one clear line
 
     def elapsed(self) -> float:
         return time.monotonic() - self.began
@@ -204,8 +205,10 @@ class _Run:
         self.result.restarts += 1
 
     def _restart_crashed(self) -> None:
-        """A role that exited on its own (not killed here) is a finding; it is started
-        again as a supervisor in production would, so the run can go on."""
+        """A role that exited on its own (not killed here) is started again, as a
+        supervisor in production would. With one clear line (the designed exits: a
+        worker refusing skipped records, a sink losing its broker) it is reported; with
+        a traceback it is a finding and fails the run."""
         for line in self.supervisor.exited():
             name = line.split(" exited with status", 1)[0]
             if name == QLIK_CLOUD_SENDER:
@@ -215,8 +218,12 @@ class _Run:
                 self.supervisor.kill(name)
                 self.result.checks["qlik cloud sender"] = line.splitlines()[-1].strip()
                 continue
-            self.result.problems.append(f"{name} exited on its own: {line.splitlines()[0]}")
             self.say(f"{self.elapsed():5.0f}s  ! {line}")
+            if "Traceback" in line:
+                self.result.problems.append(f"{name} exited on its own with a traceback: {line.splitlines()[0]}")
+            else:
+                self.stopped.append(f"{name} ({_clip(line.splitlines()[-1].strip())})")
+                self.result.checks["stopped on their own, restarted"] = "; ".join(self.stopped)
             self.supervisor.kill(name)
             self.supervisor.start(self.roles[name])
             self.result.restarts += 1
@@ -286,6 +293,8 @@ class _Run:
 
 
 def _clip(text: str, limit: int = 160) -> str:
+    """One log line for the report: terminal control sequences (Faust's spinner) out, clipped."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
