@@ -132,6 +132,19 @@ class Supervisor:
         self._children.clear()
         return statuses
 
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace_s: float = 10.0) -> Role:
+        """End the running instance of role ``name`` with ``sig`` (SIGKILL: no goodbye) and
+        forget it, so its exit is not reported as a problem; returns the role (``pipeline
+        chaos`` starts it again with ``start``)."""
+        child = next(c for c in reversed(self._children) if c.role.name == name)
+        if sig == signal.SIGKILL:
+            _signal(child.process, sig)
+            child.process.wait(timeout=grace_s)
+        else:
+            stop_process(child.process, grace_s)
+        self._children.remove(child)
+        return child.role
+
     def __enter__(self) -> "Supervisor":
         return self
 

@@ -143,6 +143,9 @@ async def consume(
             if writing is not None and writing.done():
                 await writing  # raises what the write raised
                 writing = None
+            if not fetched and not building.records:
+                await _refuse_positions_past_the_end(consumer, partitions)
+                continue
             if not building.records:
                 continue
             if writing is not None or time.monotonic() < next_write_at:
@@ -180,6 +183,20 @@ def _out_of_range(exc: OffsetOutOfRangeError) -> str:
         f"Kafka no longer has the offsets stored in the database ({where}): records were deleted "
         "by retention before the sink read them, or this is another Kafka than the file was written from"
     )
+
+
+async def _refuse_positions_past_the_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+    """A position beyond a partition's end means the broker lost the records the file
+    holds (a Kafka recreated empty, like the embedded broker after a restart). Real Kafka
+    answers OffsetOutOfRange; Tansu answers an empty fetch, so the sink would wait
+    forever and then skip every new record below its stored offsets."""
+    ahead = {}
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) > highwater:
+            ahead[tp] = await consumer.position(tp)
+    if ahead:
+        raise SinkError(_out_of_range(OffsetOutOfRangeError(ahead)))
 
 
 async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:

@@ -17,6 +17,13 @@ Per batch of consumed messages (numbered, the order is the guarantee):
 | 3 | state stored, offsets not committed: the entry remembers the applied offsets, so those messages are skipped (no output twice) |
 | 4 | offsets committed: nothing is consumed again |
 
+Before step 1, every raw partition's records must follow on from the last one (or, after
+an assignment, from the committed offset): Faust can hand over a record prefetched before
+a rebalance ahead of those before it, then count the ones in between as a gap it may
+commit past (faust#221, #312), which silently lost raw records under ``pipeline chaos``.
+A record that skips ahead ends the process before its batch is acknowledged (exit 70):
+the restart reads from the committed offset, and nothing is skipped.
+
 Anything unexpected in steps 2-3 (a broker that stops answering) ends the process with
 one clear line and exit status 70, before Faust can commit the batch's offsets: a
 supervisor restarts it and the table above applies.
@@ -37,7 +44,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +117,14 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     )
     core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: table.data.items())
     shell = _Shell(app, table, settings)
+    continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
         async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
             started = time.monotonic()
             try:
+                continuity.check((e.message.tp, e.message.offset) for e in events)
                 # Rebuild the index of gained partitions in steps: the loop keeps serving.
                 if not core.indexed:
                     for _ in core.index_steps():
@@ -143,6 +152,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
         # Partitions kept through the rebalance keep their event time and index; the
         # gained ones are rebuilt from the store at the next batch (``index_steps``).
         core.assign({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
+        continuity.reset()  # every partition goes on from its committed offset now
         raw_partitions = sorted({tp.partition for tp in assigned if tp.topic.startswith(catalog.RAW_PREFIX)})
         log.info("jobstream: assigned raw partitions %s", raw_partitions)
 
@@ -152,6 +162,35 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
 
     app.jobstream_core = core  # type: ignore[attr-defined]
     return app
+
+
+class SkippedRecords(RuntimeError):
+    """A raw partition's records came with a gap: some were skipped before the agent."""
+
+
+class Continuity:
+    """The next offset expected per raw partition: the one after the last record seen,
+    else (after a start or an assignment) the committed offset."""
+
+    def __init__(self, committed: Callable[[Any], int | None]) -> None:
+        self._committed = committed
+        self._next: dict[Any, int] = {}
+
+    def reset(self) -> None:
+        self._next.clear()
+
+    def check(self, records: Iterable[tuple[Any, int]]) -> None:
+        """Raise SkippedRecords at the first record beyond the next expected offset."""
+        for tp, offset in records:
+            expected = self._next.get(tp)
+            if expected is None:
+                expected = self._committed(tp)
+            if expected is not None and offset > expected:
+                raise SkippedRecords(
+                    f"{tp.topic} partition {tp.partition}: record {offset} came when {expected} was next "
+                    "(records skipped: Faust after a rebalance, or deleted by retention)"
+                )
+            self._next[tp] = max(offset + 1, self._next.get(tp, 0))
 
 
 class _Shell:
@@ -313,13 +352,14 @@ def _timestamp_ms(seconds: float | None) -> int | None:
 
 def _die(exc: BaseException) -> None:
     """End the process now: no commit may follow a batch whose records were not sent."""
-    what = str(exc) if isinstance(exc, DeadlineExceeded) else f"an unexpected {type(exc).__name__}: {exc}"
+    known = isinstance(exc, (DeadlineExceeded, SkippedRecords))
+    what = str(exc) if known else f"an unexpected {type(exc).__name__}: {exc}"
     print(
         f"pipeline worker: stopping on {what} "
         f"(exit {EXIT_UNEXPECTED}; restart it, no acknowledged input is lost)",
         file=sys.__stderr__, flush=True,  # the real stderr: Faust turns sys.stderr into log lines
     )
-    if not isinstance(exc, DeadlineExceeded):
+    if not known:
         log.error("unexpected error in the lifecycle agent", exc_info=exc)
     logging.shutdown()
     os._exit(EXIT_UNEXPECTED)

@@ -250,7 +250,9 @@ class StreamCore:
             envelope = decode_envelope(message.value)
             if envelope.vendor != vendor:
                 raise Rejected(f"envelope says vendor {envelope.vendor!r} on {message.topic}")
-        except (msgspec.DecodeError, msgspec.ValidationError, Rejected) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, Rejected, RecursionError, UnicodeDecodeError) as exc:
+            # msgspec raises RecursionError for JSON nested deeper than it decodes, and
+            # UnicodeDecodeError for invalid UTF-8 in some strings, not DecodeError.
             batch.outputs.append(dead_letter(message, "decode", type(exc).__name__, one_line(exc), vendor))
             return
         clock = self._clock(message.topic, message.partition)

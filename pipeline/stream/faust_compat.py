@@ -49,3 +49,11 @@ def current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def committed_offset(app: faust.App, tp: Any) -> int | None:
+    """The next offset of ``tp`` as Faust's consumer last committed or sought it (its
+    private ``_committed_offset``), or None when it has none."""
+    offsets = getattr(app.consumer, "_committed_offset", None) or {}
+    value = offsets.get(tp)
+    return value if isinstance(value, int) and value >= 0 else None

@@ -23,7 +23,7 @@ from pipeline.model import JobEvent
 from pipeline.vendor_names import VENDOR_NAMES
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
 
-__all__ = ["VENDOR_NAMES", "Context", "Rejected", "get", "normalize", "keyed_documents"]
+__all__ = ["VENDOR_NAMES", "Context", "Rejected", "get", "normalize", "keyed_documents", "stale_after_defaults"]
 
 
 class UnknownVendor(KeyError):
@@ -70,3 +70,15 @@ def keyed_documents(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> li
             raise Rejected(f"a {vendor} piece concerns {len(keys)} jobs, expected exactly one")
         out.append((keys.pop(), piece))
     return out
+
+
+def stale_after_defaults() -> dict[str, float]:
+    """Each vendor's own default ``STALE_AFTER`` in seconds (a timedelta in its normalize
+    module), where it declares one: what every process that runs the lifecycle (the
+    worker, ``pipeline chaos``'s replay of it) puts under the environment and flags."""
+    found = {}
+    for name in VENDOR_NAMES:
+        value = getattr(get(name), "STALE_AFTER", None)
+        if value is not None:
+            found[name] = value.total_seconds()
+    return found

@@ -130,3 +130,16 @@ def test_read_usage_of_a_gone_process_is_none():
     process = subprocess.Popen([PY, "-c", "pass"])
     process.wait()
     assert read_usage(process.pid) is None
+
+
+def test_a_killed_role_is_not_reported_and_starts_again(tmp_path):
+    order = tmp_path / "order.log"
+    marker = tmp_path / "ready"
+    with Supervisor(tmp_path / "run") as sup:
+        first = sup.start(Role("worker", _sleeper(marker, order, "worker"), ready=marker.exists, ready_timeout_s=20))
+        role = sup.kill("worker")
+        assert first.poll() == -signal.SIGKILL and sup.exited() == []
+        marker.unlink()
+        second = sup.start(role)
+        assert second.pid != first.pid and second.poll() is None
+        assert sup.stop(grace_s=10) == {"worker": 0}

@@ -15,7 +15,7 @@ import pytest
 from pipeline import catalog
 from pipeline.settings import Settings
 from pipeline.sink.consumer import consume
-from pipeline.sink.writer import DuckDBWriter
+from pipeline.sink.writer import DuckDBWriter, SinkError
 from tests.sink.contract import SinkProcess, Story, produce
 
 pytestmark = pytest.mark.integration
@@ -180,3 +180,21 @@ def test_sigkill_of_pipeline_sink_mid_stream_then_restart_gives_the_rows_of_a_ru
     assert {t: len(killed_rows[t]) for t in EXPECTED} == EXPECTED
     assert len(killed_rows["dead_letters"]) == 5
 
+
+
+def test_stored_offsets_beyond_the_end_of_the_topics_stop_the_sink_with_one_line(broker, tmp_path):
+    """Found by `pipeline chaos` (a broker restarted empty): Tansu answers a fetch past
+    the end with nothing instead of OffsetOutOfRange, and the sink waited forever, then
+    would have skipped every new record below its stored offsets."""
+    db = tmp_path / "ahead.duckdb"
+    writer = DuckDBWriter(db).open()
+    try:
+        writer.connection.execute(
+            "INSERT INTO kafka_offsets VALUES (?, 0, 10000000, now())", [catalog.EVENTS])
+        with pytest.raises(SinkError) as stopped:
+            asyncio.run(asyncio.wait_for(
+                consume(Settings(bootstrap=broker.bootstrap, db_path=db), writer, stop=asyncio.Event()), 30))
+    finally:
+        writer.close()
+    assert f"{catalog.EVENTS}:0 at 10000000" in str(stopped.value)
+    assert "Kafka no longer has the offsets stored in the database" in str(stopped.value)

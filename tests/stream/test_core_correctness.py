@@ -317,3 +317,34 @@ def test_a_rebalance_rebuilds_only_the_partitions_gained():
     assert harness.core.watermark(TOPIC, 1) is None  # partition 1's entry was not taken in
     outputs = harness.feed([heartbeat(1, T0 + timedelta(seconds=61), partition=0)])
     assert transitions(outputs) == [("1", "RUNNING", "STALE", "stale_timeout")]
+
+
+def test_json_nested_10000_deep_is_a_dead_letter_and_the_partition_moves_on():
+    """Found by `pipeline chaos`: msgspec raises RecursionError (not DecodeError) on
+    deep nesting, which used to escape the decode stage and end the worker, again at
+    every restart on the same record."""
+    harness = Harness()
+    deep = b'{"vendor":"truenas","source":"nas1","received_at":"2026-11-30T09:00:00Z","payload":' \
+        + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    outputs = harness.feed([
+        Message(TOPIC, 0, 0, KEY, deep, 1_700_000_000_000),
+        message(1, truenas_job(1, "RUNNING"), at=T0),
+    ])
+    [letter] = of(outputs, catalog.DEADLETTER)
+    assert (letter["stage"], letter["error_type"], letter["offset"]) == ("decode", "RecursionError", 0)
+    assert transitions(outputs) == [("1", None, "RUNNING", "vendor")]
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"\xc3\x28", b"\xed\xa0\x80"])
+def test_invalid_utf8_inside_an_envelope_is_a_dead_letter_and_the_partition_moves_on(bad):
+    """Found by `pipeline chaos`: msgspec raises UnicodeDecodeError (not DecodeError)
+    for invalid UTF-8 in a string; it used to end the worker like deep nesting did."""
+    harness = Harness()
+    value = b'{"vendor":"truenas","source":"nas' + bad + b'1","received_at":"2026-11-30T09:00:00Z","payload":null}'
+    outputs = harness.feed([
+        Message(TOPIC, 0, 0, KEY, value, 1_700_000_000_000),
+        message(1, truenas_job(1, "RUNNING"), at=T0),
+    ])
+    [letter] = of(outputs, catalog.DEADLETTER)
+    assert (letter["stage"], letter["offset"]) == ("decode", 0)
+    assert transitions(outputs) == [("1", None, "RUNNING", "vendor")]

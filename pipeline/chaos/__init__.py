@@ -1,0 +1,1 @@
+"""`pipeline chaos`: fault injection, hostile input and the verdict (issue 22)."""
