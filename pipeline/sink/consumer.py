@@ -61,6 +61,8 @@ from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder
 from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
 
 TOPICS = tuple(TOPIC_TABLES)
+STALE_RUNS_EVERY_S = 10.0
+"""How often the sink counts the STALE runs for its metrics (one query on its own file)."""
 
 POLL_IDLE_MS = 200
 """How long a fetch waits for records when nothing is waiting to be written."""
@@ -110,7 +112,10 @@ async def consume(
             else:
                 consumer.seek(tp, offset)
 
+        stale_counted_at = float("-inf")
+
         async def write(batch: Batch, fetched: dict) -> None:
+            nonlocal stale_counted_at
             started = time.monotonic()
             await asyncio.to_thread(writer.write, batch)
             stats.batches += 1
@@ -124,6 +129,9 @@ async def consume(
                 rows = {table: t.num_rows for table, t in batch.tables.items()}
                 observe_fetch(metrics, consumer.highwater, fetched, rows, time.monotonic() - started,
                               rows.get("sink_dead_letters", 0))
+                if started - stale_counted_at >= STALE_RUNS_EVERY_S:
+                    stale_counted_at = started
+                    metrics.stale_runs.labels(metrics.role).set(await asyncio.to_thread(writer.stale_runs))
 
         building = BatchBuilder()
         fetched_into: dict[TopicPartition, list] = {}  # the batch's records per partition, for the metrics

@@ -39,6 +39,10 @@ class SinkWriter(Protocol):
         """Write the batch's rows and its next offsets in one transaction, or nothing."""
         ...
 
+    def stale_runs(self) -> int:
+        """Runs whose current state is STALE (the ``jobstream_stale_runs`` gauge)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -103,6 +107,9 @@ class DuckDBWriter:
     def read_offsets(self) -> dict[tuple[str, int], int]:
         rows = self.connection.execute('SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall()
         return {(topic, partition): offset for topic, partition, offset in rows}
+
+    def stale_runs(self) -> int:
+        return self.connection.execute("SELECT count(*) FROM job_runs WHERE state = 'STALE'").fetchone()[0]
 
     def write(self, batch: Batch) -> None:
         con = self.connection

@@ -101,6 +101,7 @@ async def test_sink_metrics_move_with_its_batches(broker, tmp_path):
         assert metric(text, "jobstream_batch_seconds_count", role="sink") >= 1
         assert re.search(r'jobstream_consumer_lag\{partition="\d+",role="sink",topic="jobs.events"\} 0.0', text)
         assert metric(text, "jobstream_broker_reachable", role="sink") == 1
+        assert re.search(r'jobstream_stale_runs\{role="sink"\} \d+\.0', text)  # counted at its first batch
         status, body = await scrape(port, "/healthz")
         health = orjson.loads(body)
         assert status == 200 and health["status"] == "ok" and health["role"] == "sink"

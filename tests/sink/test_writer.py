@@ -59,6 +59,15 @@ def test_runs_keep_the_highest_version_across_batches_in_any_order(writer):
     assert rows == [(s.run_key("j", "a"), 5, "SUCCEEDED"), (s.run_key("j", "b"), 4, "FAILED")]
 
 
+def test_stale_runs_counts_the_runs_stale_now(writer):
+    s = Story()
+    writer.write(batch_of((catalog.RUNS, 0, s.run("j", "a", 1, "STALE")), (catalog.RUNS, 1, s.run("j", "b", 1, "STALE")),
+                          (catalog.RUNS, 2, s.run("j", "c", 1, "RUNNING"))))
+    assert writer.stale_runs() == 2
+    writer.write(batch_of((catalog.RUNS, 3, s.run("j", "a", 2, "RUNNING"))))  # came back
+    assert writer.stale_runs() == 1
+
+
 def test_alerts_keep_the_latest_status_per_alert_across_batches(writer):
     s = Story()
     writer.write(batch_of((catalog.ALERTS, 0, s.alert(1, "fired")), (catalog.ALERTS, 1, s.alert(2, "fired"))))
