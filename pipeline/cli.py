@@ -54,7 +54,7 @@ app.add_typer(simulate_app, name="simulate")
 
 
 @app.callback()
-def main(
+def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Jobstream: five vendors' job events -> Kafka -> one lifecycle history in DuckDB."""

@@ -34,7 +34,6 @@ import itertools
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline import catalog, vendors
-from pipeline.bench.stages import BenchError
+from pipeline.bench.stages import BenchError, log_tail as _tail, stop_process
 from pipeline.bench.workload import Document, documents
 from pipeline.broker import free_port
 from pipeline.settings import Settings
@@ -70,7 +69,6 @@ POLL_S = 0.05
 Every 10 ms, the polls cost the sink and this process about a third of a core each,
 taken from the worker they measure."""
 READY_TIMEOUT_S = 60.0
-STOP_GRACE_S = 30.0
 SEND_TICK_S = 0.002
 """The paced producer sends what is due this often (a task per record cost more CPU than
 the records themselves at 2,000 a second)."""
@@ -207,21 +205,9 @@ def running(bootstrap: str, folder: Path, name: str) -> Iterator[Live]:
     finally:
         client.close()
         for process in reversed(processes):  # the worker first: the sink then has its last records
-            _stop(process)
+            stop_process(process)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace").strip()[-600:] if log.exists() else ""
 
 
 def end_to_end_rate(live: Live, expected_rows: int, raw_records: int, timeout_s: float) -> float:

@@ -8,6 +8,7 @@ Kafka stages read the raw topics the loader filled on the embedded broker.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -138,6 +140,25 @@ def lifecycle_rate(docs: list[Document], stale_after: timedelta = lifecycle.DEFA
         job, _ = lifecycle.apply_job(jobs.get(event.job_key), event, stale_after=stale_after)
         jobs[event.job_key] = lifecycle.evict(job, event.occurred_at, retention=retention)
     return len(events) / (time.perf_counter() - started)
+
+
+STOP_GRACE_S = 30.0
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM a role the bench started, SIGKILL it if it has not ended within the grace."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def log_tail(log: Path) -> str:
+    """The end of a role's log, for the error that says why a stage failed."""
+    return log.read_text(errors="replace").strip()[-600:] if log.exists() else ""
 
 
 class BenchError(RuntimeError):

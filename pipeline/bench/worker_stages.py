@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import catalog, vendors
-from pipeline.bench.stages import BenchError
+from pipeline.bench.stages import BenchError, log_tail as _tail, stop_process
 from pipeline.bench.workload import T0, Document
 from pipeline.broker import EmbeddedBroker
 from pipeline.model import RawEnvelope, encode_envelope
@@ -46,8 +45,6 @@ from pipeline.vendors import Context
 RUNS_PER_JOB = 20
 """Stage 9 spreads its runs over jobs this many at a time: table entries of a realistic
 size, well below ``max_runs_per_job``, so every run stays in the table."""
-
-STOP_GRACE_S = 30.0
 
 
 def expected_events(docs: Iterable[Document]) -> tuple[int, int]:
@@ -120,14 +117,6 @@ def start_worker(bootstrap: str, app_id: str, datadir: Path, store: str, log: Pa
         )
 
 
-def stop_worker(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -141,10 +130,6 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace").strip()[-600:] if log.exists() else ""
-
-
 async def _worker_rate_once(bootstrap: str, outputs: Outputs, raw_records: int, events: int,
                             timeout_s: float, folder: Path) -> float:
     app_id = f"jobstream-bench-worker-{uuid.uuid4().hex[:8]}"
@@ -156,7 +141,7 @@ async def _worker_rate_once(bootstrap: str, outputs: Outputs, raw_records: int, 
     except BenchError as exc:
         raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
     finally:
-        stop_worker(worker)
+        stop_process(worker)
     counted = events - first_count
     if counted <= 0 or last_at <= first_at:
         raise BenchError("too few events to time the worker (all came in one fetch): use more --events")
@@ -238,7 +223,7 @@ async def _state_stage(bootstrap: str, runs: int, folder: Path, say: Callable[[s
         except BenchError as exc:
             raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
         finally:
-            stop_worker(worker)
+            stop_process(worker)
         say("  restarting the worker ...")
         # The next run in line: its event time follows the table's, so it moves event time
         # by 0.1 ms (a probe from far in the future would make every run STALE at once).
@@ -257,7 +242,7 @@ async def _state_stage(bootstrap: str, runs: int, folder: Path, say: Callable[[s
         except BenchError as exc:
             raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
         finally:
-            stop_worker(worker)
+            stop_process(worker)
     finally:
         await outputs.stop()
     peaks = [rss for rss in (first_rss, second_rss) if rss is not None]
