@@ -167,13 +167,16 @@ HOSTILE: dict[str, list[Any]] = {
 
 
 class _Tally:
-    """Counts raw records per vendor and canonical events per vendor, from Kafka, in a
-    thread of its own (group-less consumers: it never disturbs the pipeline's groups)."""
+    """Counts raw records per vendor and distinct canonical events per vendor (a re-sent
+    raw record makes the worker emit its events again, with the same ids, which DuckDB
+    keeps once), from Kafka, in a thread of its own (group-less consumers: it never
+    disturbs the pipeline's groups)."""
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self.raw: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
+        self._event_ids: set[str] = set()
         self.dead_letters = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True, name="demo-tally")
@@ -213,7 +216,10 @@ class _Tally:
         if not isinstance(doc, dict):
             return
         if topic == catalog.EVENTS:
-            self.events[str(doc.get("vendor"))] += 1
+            event_id = str(doc.get("event_id"))
+            if event_id not in self._event_ids:
+                self._event_ids.add(event_id)
+                self.events[str(doc.get("vendor"))] += 1
         elif not doc.get("heartbeat"):
             self.raw[topic.removeprefix(catalog.RAW_PREFIX)] += 1
 

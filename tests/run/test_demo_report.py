@@ -70,6 +70,19 @@ def test_the_progress_line_shows_per_vendor_ingested_normalized_and_in_duckdb_th
     assert "dead letters 2" in line and "lag: worker 11 sink ?" in line and line.endswith("alerts 3")
 
 
+def test_the_tally_counts_an_event_emitted_again_once_as_duckdb_keeps_it():
+    import orjson
+
+    from pipeline import catalog
+
+    tally = demo._Tally("127.0.0.1:9")  # never started: fed by hand
+    for event_id in ("a", "b", "a", "a"):  # "a" re-emitted for a re-sent raw record
+        tally._count(catalog.EVENTS, orjson.dumps({"event_id": event_id, "vendor": "informatica"}))
+    tally._count(catalog.raw_topics()[0], orjson.dumps({"payload": {}}))
+    assert tally.events["informatica"] == 2
+    assert sum(tally.raw.values()) == 1
+
+
 def test_progress_reads_the_lag_from_a_roles_metrics(tmp_path):
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
