@@ -11,6 +11,7 @@ from datetime import datetime
 import msgspec
 
 from pipeline.model import State
+from pipeline.stream.records import DeadLetter  # the one jobs.deadletter record, as the worker writes it
 
 SCHEMA_VERSION = 1
 DEAD_LETTER_MAX_BYTES = 256 * 1024
@@ -99,25 +100,6 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     delivered_at: datetime | None
     channels: list[str]
     message: str
-    schema_version: int = SCHEMA_VERSION
-
-
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """A record the alerter refused, written to ``jobs.deadletter`` (stage ``alerts``)."""
-
-    dead_letter_id: str
-    at: datetime
-    stage: str
-    error_type: str
-    reason: str
-    topic: str
-    partition: int
-    offset: int
-    vendor: str | None
-    key_b64: str | None
-    value_b64: str | None
-    value_size: int | None
-    value_preview: str | None
     schema_version: int = SCHEMA_VERSION
 
 
