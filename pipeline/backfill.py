@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 import msgspec
 import orjson
 
+from pipeline.errors import JobstreamError
 from pipeline import catalog, vendors
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 
@@ -47,7 +48,7 @@ DEFAULT_HEARTBEAT_EVERY_S = 5.0
 _SNIFF_LINES = 8
 
 
-class BackfillError(RuntimeError):
+class BackfillError(JobstreamError, RuntimeError):
     """Kafka could not be reached or did not acknowledge a record; one line."""
 
 

@@ -8,6 +8,8 @@ the project builds leaves those off (see ``pipeline.settings.KafkaSettings``).
 
 from __future__ import annotations
 
+from pipeline.errors import JobstreamError
+
 import atexit
 import collections
 import ctypes
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 
-class BrokerError(RuntimeError):
+class BrokerError(JobstreamError, RuntimeError):
     """The embedded broker could not be found, started or reached."""
 
 

@@ -7,6 +7,8 @@ The folder ``topics/`` at the top of the repository is installed as ``pipeline.t
 
 from __future__ import annotations
 
+from pipeline.errors import ConfigError
+
 import asyncio
 import tomllib
 from collections.abc import AsyncIterator
@@ -26,7 +28,7 @@ CURSORS = "ingest.cursors"
 RAW_PREFIX = "raw."
 
 
-class CatalogError(ValueError):
+class CatalogError(ConfigError):
     """A topic file is malformed, or a name asked for is not in the catalog."""
 
 

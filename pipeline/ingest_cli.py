@@ -13,40 +13,42 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, JobstreamError
 from pipeline.sources import ConfigError, Redactor, SourceError, load_config
+from pipeline.vendors import registry
+from pipeline.vendors.registry import Vendor
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
-# command name -> (vendor package, settings class, config section)
-PULL_INGESTORS: dict[str, tuple[str, str, str]] = {
-    "qlik-qrs": ("qlik_qrs", "QrsSettings", "qlik_qrs"),
-    "zuora": ("zuora", "ZuoraSettings", "zuora"),
-    "informatica": ("informatica", "InformaticaSettings", "informatica"),
-}
-SIMULATED = ("qlik-qrs", "zuora", "informatica")
-
-
-class CommandError(Exception):
+class CommandError(JobstreamError):
     """One line for the user; the command exits with ``code``."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = self.exit_code = code
+
+
+def pull_vendor(command: str) -> Vendor:
+    """The pull vendor whose CLI command is ``command`` (e.g. ``qlik-qrs``)."""
+    return {vendor.command: vendor for vendor in registry.of_kind("pull")}[command]
 
 
 def ingest_module(command: str) -> Any:
-    package = PULL_INGESTORS[command][0]
-    return importlib.import_module(f"pipeline.vendors.{package}.ingest")
+    return importlib.import_module(f"pipeline.vendors.{pull_vendor(command).name}.ingest")
+
+
+def settings_class(command: str) -> Any:
+    vendor = pull_vendor(command)
+    assert vendor.settings is not None, f"pull vendor {vendor.name} declares no settings"
+    return registry.load(vendor.settings)
 
 
 def settings_for(command: str, config: Path | None) -> Any:
-    package, class_name, section = PULL_INGESTORS[command]
-    module = ingest_module(command)
     try:
-        return load_config(getattr(module, class_name), config, section)
+        return load_config(settings_class(command), config, pull_vendor(command).name)
     except ConfigError as exc:
-        raise CommandError(str(exc), 2) from None
+        raise CommandError(str(exc), EXIT_CONFIG) from None
 
 
 def setup_logging(redact: Redactor, level: int = logging.INFO) -> None:
@@ -84,7 +86,7 @@ def run_async(main: Callable[[asyncio.Event], Awaitable[Any]], redact: Redactor)
     try:
         return asyncio.run(runner())
     except ConfigError as exc:  # found only once running (a file that vanished since the start)
-        raise CommandError(redact(str(exc)), 2) from None
+        raise CommandError(redact(str(exc)), EXIT_CONFIG) from None
     except SourceError as exc:
         raise CommandError(redact(str(exc))) from None
 
@@ -99,15 +101,15 @@ def simulate(vendor: str, port: int, clock_factor: float, faults_text: str, grou
              host: str = "127.0.0.1") -> None:
     from pipeline.vendors._simulator import FaultSpecError, Faults, SimClock, serve_forever
 
-    if vendor not in SIMULATED:
-        raise CommandError(f"no simulator for {vendor!r}; choose one of {', '.join(SIMULATED)}", 2)
+    simulated = {v.command: v for v in registry.of_kind("pull") if v.simulator}
+    if vendor not in simulated:
+        raise CommandError(f"no simulator for {vendor!r}; choose one of {', '.join(simulated)}", EXIT_CONFIG)
     try:
         faults = Faults.parse(faults_text)
     except FaultSpecError as exc:
-        raise CommandError(str(exc), 2) from None
-    package = PULL_INGESTORS[vendor][0]
-    module = importlib.import_module(f"pipeline.vendors.{package}.simulator")
-    simulator = module.demo_simulator(clock=SimClock(factor=clock_factor), faults=faults, groups=groups)
+        raise CommandError(str(exc), EXIT_CONFIG) from None
+    build = registry.load(simulated[vendor].simulator)
+    simulator = build(clock=SimClock(factor=clock_factor), faults=faults, groups=groups)
     try:
         asyncio.run(serve_forever(simulator, port, announce, host))
     except OSError as exc:

@@ -31,6 +31,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import JobstreamError
 from pipeline import backfill, catalog, vendors
 from pipeline.backfill import vendor_of  # noqa: F401 - part of replay's surface
 from pipeline.broker import BrokerError, EmbeddedBroker, die_with_parent
@@ -43,7 +44,7 @@ LOCAL_APP_ID = "jobstream-local"
 _KEPT_FROM_ENV = (f"{ENV_PREFIX}TZ_", f"{ENV_PREFIX}STALE_AFTER")
 
 
-class ReplayError(RuntimeError):
+class ReplayError(JobstreamError, RuntimeError):
     """The local run failed; one line for the user."""
 
 

@@ -17,7 +17,8 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.vendor_names import VENDOR_NAMES
+from pipeline.errors import ConfigError
+from pipeline.vendors import VENDOR_NAMES
 
 ENV_PREFIX = "JOBSTREAM_"
 DEFAULT_STALE_AFTER_S = 240.0
@@ -28,7 +29,7 @@ SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key")
 """Settings only the environment (or a ``*_file``) may give: never a config file, never a repr."""
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """Settings the pipeline cannot use: one line per problem, each naming where the value
     came from (the variable, the flag, or the config file's setting)."""
 

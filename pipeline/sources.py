@@ -56,6 +56,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pipeline import errors
+from pipeline.errors import JobstreamError
 from pipeline import catalog, vendors
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.vendors import Context, Rejected
@@ -68,7 +70,7 @@ MAX_REQUEST_BYTES = 1_048_576
 _RECORD_OVERHEAD = 512  # record and batch headers, generous
 
 
-class SourceError(Exception):
+class SourceError(JobstreamError):
     """Something went wrong talking to a vendor; the message is already redacted."""
 
 
@@ -566,7 +568,7 @@ class CallBudget:
 # --- settings of one ingestor: a TOML file, JOBSTREAM_<SECTION>_* env, secrets never in plain text
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.ConfigError):
     """An ingestor's configuration is unusable; the message names the setting."""
 
 

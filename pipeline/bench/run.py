@@ -2,7 +2,7 @@
 
 Absolute numbers on a shared 2-core machine drift by 2x from day to day; ratios measured
 in the same run do not. So one run starts the embedded broker, loads one seeded workload
-(``workload.documents``: all five vendors) into the raw topics, and measures each stage
+(``workload.documents``: every vendor) into the raw topics, and measures each stage
 over that same input, each the median of ``repeats``:
 
 1. bare aiokafka: read the raw topics and orjson-parse every value;

@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.errors import JobstreamError
 from pipeline import catalog, lifecycle, vendors
 from pipeline.bench.workload import Document
 from pipeline.model import JobEvent
@@ -161,6 +162,6 @@ def log_tail(log: Path) -> str:
     return log.read_text(errors="replace").strip()[-600:] if log.exists() else ""
 
 
-class BenchError(RuntimeError):
+class BenchError(JobstreamError, RuntimeError):
     """A stage could not be measured; the message says which and why."""
 

@@ -1,6 +1,6 @@
 """A realistic, seeded stream of raw vendor documents for ``pipeline bench``.
 
-All five vendors, in the shapes their APIs send (the same shapes as the bundled samples),
+Every vendor, in the shapes their APIs send (the same shapes as the bundled samples),
 with the cardinality of a real estate: each vendor has ``jobs`` jobs; each job starts a
 run every few minutes; a run is several documents (QRS results and retries, Zuora
 polls that go stale and come back or drain, TrueNAS progress updates, Informatica
@@ -23,9 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.model import UTC
+from pipeline.vendors import registry
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-VENDORS = ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
+VENDORS = tuple(vendor.name for vendor in registry.vendors() if vendor.bench)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +40,7 @@ class Document:
 def documents(count: int, *, seed: int = 1, jobs_per_vendor: int = 200) -> Iterator[Document]:
     """``count`` documents in arrival order, from runs that start one after another per job."""
     rng = random.Random(seed)
-    makers = {
-        "qlik_cloud": _qlik_cloud_run, "qlik_qrs": _qrs_run, "zuora": _zuora_run,
-        "truenas": _truenas_run, "informatica": _informatica_run,
-    }
+    makers = {vendor.name: registry.load(vendor.bench) for vendor in registry.vendors() if vendor.bench}
     # A heap of (time, tiebreak, document) for runs in flight; new runs start per job.
     pending: list[tuple[datetime, int, Document]] = []
     next_start: list[tuple[datetime, str, int]] = [

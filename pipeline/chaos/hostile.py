@@ -40,7 +40,7 @@ from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.settings import Settings
 from pipeline.stream.core import StreamCore
 from pipeline.stream.records import Message
-from pipeline.vendor_names import VENDOR_NAMES
+from pipeline.vendors import VENDOR_NAMES
 
 DEEP = 10_000
 BIG_STRING = 600_000  # bytes: fits a default 1 MB produce request with its envelope

@@ -1,7 +1,7 @@
 """``pipeline chaos``: the whole pipeline under faults and hostile input, then a verdict.
 
-1. Start what ``pipeline demo`` starts (broker, five simulators with their vendor faults,
-   five ingestors, worker, sink, alerter; ``demo.roles``) plus a second worker in the
+1. Start what ``pipeline demo`` starts (broker, a simulator per vendor with their vendor faults,
+   an ingestor per vendor, worker, sink, alerter; ``demo.roles``) plus a second worker in the
    same group.
 2. Produce the hostile records into every raw topic and post the bad webhooks.
 3. For the run's duration, apply the seeded fault plan (``scenario.plan``): SIGKILL a

@@ -12,12 +12,14 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.vendors import registry
+
 WORKER = "worker"
 SECOND_WORKER = "worker-2"
 SINK = "sink"
 ALERTER = "alerter"
-INGESTORS = ("truenas-ingestor", "qlik-cloud-receiver", "qlik-qrs-ingestor", "zuora-ingestor", "informatica-ingestor")
-SIMULATORS = ("truenas-simulator", "qlik-cloud-simulator", "qlik-qrs-simulator", "zuora-simulator", "informatica-simulator")
+INGESTORS = tuple(vendor.ingestor_role for vendor in registry.vendors())
+SIMULATORS = tuple(vendor.simulator_role for vendor in registry.vendors())
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.model import UTC
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage, read_usage
 from pipeline.sources import RawProducer, records_for
-from pipeline.vendor_names import VENDOR_NAMES
+from pipeline.vendors import VENDOR_NAMES, registry
 from pipeline.vendors import Context
 
 PIPELINE = (sys.executable, "-P", "-m", "pipeline")
@@ -79,40 +79,36 @@ CLOCK_FACTOR = 30
 vendor life (and 240 s stale timeouts happen within seconds)."""
 
 
+def _toml_value(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
 def _pull_config(path: Path, ports: dict[str, int]) -> Path:
-    """The pull ingestors' TOML (passwords come from the environment, as in production)."""
-    path.write_text(
-        "[qlik_qrs]\n"
-        f'base_url = "http://127.0.0.1:{ports["qlik-qrs"]}"\nsource = "qrs-demo"\npoll_interval_s = 1\n\n'
-        "[zuora]\n"
-        f'base_url = "http://127.0.0.1:{ports["zuora"]}"\nuser = "revpro-user"\nrole = "demo"\n'
-        'clientname = "jobstream-demo"\nsource = "revpro-demo"\npoll_interval_s = 0.5\n\n'
-        "[informatica]\n"
-        f'base_url = "http://127.0.0.1:{ports["informatica"]}"\nuser = "iics-user"\nsource = "cih-demo"\n'
-        "poll_interval_s = 12\nchild_grace_s = 600\n"
-    )
+    """The pull ingestors' TOML, one table per pull vendor from its declared demo config
+    (passwords come from the environment, as in production)."""
+    tables = []
+    for vendor in registry.of_kind("pull"):
+        lines = [f"[{vendor.name}]", f'base_url = "http://127.0.0.1:{ports[vendor.command]}"']
+        lines += [f"{key} = {_toml_value(value)}" for key, value in vendor.demo_config]
+        tables.append("\n".join(lines) + "\n")
+    path.write_text("\n".join(tables))
     return path
 
 
-PULL_FAULTS = {
-    "qlik-qrs": "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3",
-    "informatica": "error=0.05,storm=0.03,retry_after_s=1,malformed=0.02,duplicate=0.1,reorder=0.3",
-    # No 429 storms for Zuora: at 30x a token is stale for only 2 real seconds before it comes
-    # back, and a storm's Retry-After would hide that from the poller (the demo shows it).
-    "zuora": "error=0.05,malformed=0.02,duplicate=0.1,reorder=0.3",
-}
+PULL_FAULTS = {vendor.command: vendor.demo_faults for vendor in registry.of_kind("pull")}
 """Faults each pull simulator injects (rates per call; see docs/ingestors.md)."""
 
-PULL_SECRETS = {"JOBSTREAM_ZUORA_PASSWORD": "revpro-password", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-password"}
+PULL_SECRETS = {name: value for vendor in registry.of_kind("pull") for name, value in vendor.demo_secrets}
 """The simulators' own demo credentials (pipeline/vendors/*/simulator.py)."""
 
 
 def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: int) -> list[Role]:
     """Every process of the demo, in start order (readiness probes where others depend)."""
-    ports = {name: free_port() for name in ("truenas", "webhook", "qlik-qrs", "zuora", "informatica")}
+    pull_vendors = registry.of_kind("pull")
+    ports = {name: free_port() for name in ("truenas", "webhook", *(vendor.command for vendor in pull_vendors))}
     config = _pull_config(options.run_dir / "ingest.toml", ports)
     pull: list[Role] = []
-    for vendor in ("qlik-qrs", "zuora", "informatica"):
+    for vendor in (pull.command for pull in pull_vendors):
         pull.append(Role(f"{vendor}-simulator", [
             *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
             "--faults", PULL_FAULTS[vendor], "--groups", "4",
@@ -156,13 +152,7 @@ def with_metrics_ports(demo_roles: list[Role]) -> list[Role]:
     ]
 
 
-HOSTILE: dict[str, list[Any]] = {
-    "qlik_cloud": [{"specversion": "1.0", "type": "com.qlik.v1.reload.finished", "data": "not an object"}],
-    "qlik_qrs": [{"id": "r-1", "status": "yesterday", "startTime": "soon"}],
-    "zuora": ["{ \"active\": [ \"task_id\": ", {"active": [{"status": 42}]}],
-    "truenas": [{"msg": "changed", "collection": "core.get_jobs", "id": "x" * 300}],
-    "informatica": [{"eventId": None, "eventStatus": ["Complete"]}],
-}
+HOSTILE: dict[str, list[Any]] = {vendor.name: list(vendor.hostile) for vendor in registry.vendors()}
 """One or two documents per vendor that no normalizer accepts: the dead-letter path."""
 
 

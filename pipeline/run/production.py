@@ -30,25 +30,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import EXIT_CONFIG, ConfigError
 from pipeline.broker import free_port
 from pipeline.run.supervisor import Role, Supervisor
+from pipeline.vendors import registry
 from pipeline.settings import ENV_PREFIX, Settings, SettingsError
 
 PIPELINE = (sys.executable, "-P", "-m", "pipeline")
 CORE_ROLES = ("worker", "sink", "alerter")
-PULL_INGESTORS = {"qlik-qrs": "qlik_qrs", "zuora": "zuora", "informatica": "informatica"}
-PUSH_INGESTORS = {"qlik-cloud": "qlik_cloud", "truenas": "truenas"}
+PULL_INGESTORS = {vendor.command: vendor.name for vendor in registry.of_kind("pull")}
+PUSH_INGESTORS = {vendor.command: vendor.name for vendor in registry.of_kind("push")}
 ROLE_NAMES = (*CORE_ROLES, *PUSH_INGESTORS, *PULL_INGESTORS)
-CONFIG_ERROR_EXIT = 2  # a role's command exits 2 on a configuration error: never restarted
+CONFIG_ERROR_EXIT = EXIT_CONFIG  # a role's command exits so on a configuration error: never restarted
 GOOD_RUN_S = 60.0  # a role that ran this long before exiting restarts after the shortest backoff
 
 
-class RunConfigError(ValueError):
+class RunConfigError(ConfigError):
     """The configuration cannot run; ``lines`` holds one line per problem."""
 
     def __init__(self, lines: Sequence[str]) -> None:
         super().__init__("\n".join(lines))
-        self.lines = list(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,51 +167,19 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
     if role == "alerter":
         return _alerter(_table(document, "alerter", problems), settings, env, problems)
     if role in PULL_INGESTORS:
-        from pipeline.ingest_cli import PULL_INGESTORS as CLASSES, ingest_module
-        from pipeline.sources import ConfigError, load_config
+        from pipeline.ingest_cli import settings_class
+        from pipeline.sources import ConfigError as SourceConfigError, load_config
 
         try:
-            load_config(getattr(ingest_module(role), CLASSES[role][1]), config, CLASSES[role][2], env=dict(env))
-        except ConfigError as exc:
+            load_config(settings_class(role), config, PULL_INGESTORS[role], env=dict(env))
+        except SourceConfigError as exc:
             problems += str(exc).splitlines()
         return [*PIPELINE, "ingest", role, "--config", str(config)]
     section = PUSH_INGESTORS[role]
-    table = _table(document, section, problems)
-    allowed = {"qlik_cloud": {"listen", "source"}, "truenas": {"url", "host", "insecure"}}[section]
-    problems += [f"[{section}] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
-    if role == "qlik-cloud":
-        if settings is not None:
-            from pipeline.vendors.qlik_cloud.ingest import server_tls
-
-            for check in (settings.qlik_secret, lambda: server_tls(settings)):
-                try:
-                    check()
-                except SettingsError as exc:
-                    problems.append(f"qlik-cloud: {exc}")
-        command = [*PIPELINE, "ingest", "qlik-cloud", "--listen", str(table.get("listen", "127.0.0.1:8780"))]
-        return command + (["--source", str(table["source"])] if "source" in table else [])
-    from pipeline.vendors.truenas.ingest import check_host, check_url
-
-    if "url" not in table:
-        problems.append("[truenas] url is required (wss://NAS/api/current)")
-    for check, key in ((check_url, "url"), (check_host, "host")):
-        if key in table:
-            try:
-                check(str(table[key]))
-            except ValueError as exc:
-                problems.append(f"[truenas] {exc}")
-    if settings is not None:
-        try:
-            if settings.truenas_key() is None:
-                problems.append("truenas: no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE")
-        except SettingsError as exc:
-            problems.append(f"truenas: {exc}")
-        if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
-            problems.append(f"truenas: JOBSTREAM_TRUENAS_CA_FILE={str(settings.truenas_ca_file)!r}: no such file")
-    command = [*PIPELINE, "ingest", "truenas", "--url", str(table.get("url", ""))]
-    if "host" in table:
-        command += ["--host", str(table["host"])]
-    return command + (["--insecure"] if table.get("insecure") is True else [])
+    vendor = registry.by_name(section)
+    assert vendor.run_command is not None, f"push vendor {section} declares no run_command"
+    arguments = registry.load(vendor.run_command)(_table(document, section, problems), settings, problems)
+    return [*PIPELINE, "ingest", role, *arguments]
 
 
 def _alerter(table: Mapping[str, Any], settings: Settings | None, env: Mapping[str, str], problems: list[str]) -> list[str]:

@@ -10,7 +10,9 @@ A vendor package ``pipeline/vendors/<name>/`` holds ``normalize.py``, which defi
 - ``split(doc) -> list``: the document cut into pieces that each concern one job, so a
   producer can key each raw message by its job (see ``keyed_documents``).
 
-Adding a sixth vendor means adding one package here and one topic file in ``topics/``.
+Its ``__init__.py`` declares the vendor once (``VENDOR = Vendor(...)``, see ``registry``):
+the CLI, ``pipeline run``, the demo, chaos and bench find it there. Adding a vendor means
+adding one package here and one topic file in ``topics/``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from types import ModuleType
 from typing import Any
 
 from pipeline.model import JobEvent
-from pipeline.vendor_names import VENDOR_NAMES
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
+from pipeline.vendors.registry import names
+
+VENDOR_NAMES: tuple[str, ...] = names()
+"""Every vendor package's name, discovered (``registry.vendors()``)."""
 
 __all__ = ["VENDOR_NAMES", "Context", "Rejected", "get", "normalize", "keyed_documents", "stale_after_defaults"]
 

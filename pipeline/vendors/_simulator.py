@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline.errors import ConfigError
 from pipeline.model import UTC
 
 _ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("simulated_request_arrived", default=None)
@@ -59,7 +60,7 @@ class SimClock:
         return self.epoch + timedelta(seconds=offset_s)
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(ConfigError):
     """A ``--faults`` text names an unknown fault or a bad value."""
 
 

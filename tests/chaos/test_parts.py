@@ -17,7 +17,7 @@ from pipeline.chaos.scenario import ALERTER, INGESTORS, SECOND_WORKER, SINK, WOR
 from pipeline.settings import Settings
 from pipeline.sink.schema import migrate
 from pipeline.stream.records import Message
-from pipeline.vendor_names import VENDOR_NAMES
+from pipeline.vendors import VENDOR_NAMES
 from tests.stream.test_core import T0, message, truenas_job
 
 

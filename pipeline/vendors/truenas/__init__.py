@@ -1,1 +1,13 @@
-"""truenas: normalize.py (pure: raw document -> JobEvents); its ingestor and simulator join it here."""
+"""truenas: normalize.py (pure: raw document -> JobEvents); ingest.py and simulator.py; this file declares the vendor once (the registry finds it)."""
+
+from pipeline.vendors.registry import Vendor
+
+VENDOR = Vendor(
+    "truenas", "push",
+    ingest_help="Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.",
+    ingest_command="pipeline.vendors.truenas.commands:ingest",
+    simulate_command="pipeline.vendors.truenas.commands:simulate",
+    run_command="pipeline.vendors.truenas.commands:run_arguments",
+    hostile=({"msg": "changed", "collection": "core.get_jobs", "id": "x" * 300},),
+    bench="pipeline.bench.workload:_truenas_run",
+)

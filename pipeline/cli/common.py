@@ -1,0 +1,147 @@
+"""What every command module of ``pipeline`` shares: the app and its sub-apps, the
+consoles, common options, settings loading, and the one place a ``JobstreamError``
+becomes its one-line message and exit code.
+
+Every command reads ``Settings`` from ``JOBSTREAM_*`` environment variables and lets its
+flags override them. Errors that a user can fix are one line on stderr and a non-zero
+exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import functools
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from pipeline import vendors
+from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, JobstreamError
+from pipeline.settings import Settings, SettingsError, host_port
+
+if TYPE_CHECKING:
+    from pipeline import backfill
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"pipeline (jobstream) {version('jobstream')}")
+        raise typer.Exit()
+
+
+# Help text is plain: paragraphs are rewrapped to the terminal ("rich" mode kept the
+# docstrings' own line breaks, which broke sentences mid-line), brackets print as written.
+
+
+def guarded(function):
+    """``function`` with every ``JobstreamError`` it raises turned into its one-line
+    message (a line per problem) and its exit code: the one mapping for every command."""
+
+    @functools.wraps(function)
+    def command(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except JobstreamError as exc:
+            raise fail(escape(str(exc)), exc.exit_code) from None
+
+    return command
+
+
+class Commands(typer.Typer):
+    """A Typer whose commands map ``JobstreamError`` to a line and an exit code."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda function: register(guarded(function))
+
+PLAIN = None
+
+app = Commands(
+    help="Jobstream: the vendors' job events -> Kafka -> one lifecycle history in DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=PLAIN,
+)
+topics_app = Commands(help="The topic catalog (topics/*.toml) and brokers.", no_args_is_help=True, rich_markup_mode=PLAIN)
+app.add_typer(topics_app, name="topics")
+ingest_app = Commands(help="Ingestors: vendor APIs and documents into raw.<vendor> topics.", no_args_is_help=True, rich_markup_mode=PLAIN)
+app.add_typer(ingest_app, name="ingest")
+simulate_app = Commands(help="Vendor simulators that speak the real protocols, for demos and tests.", no_args_is_help=True, rich_markup_mode=PLAIN)
+app.add_typer(simulate_app, name="simulate")
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Jobstream: the vendors' job events -> Kafka -> one lifecycle history in DuckDB."""
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+BootstrapOpt = Annotated[
+    Optional[str],
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap HOST:PORT (env JOBSTREAM_BOOTSTRAP; default localhost:9092)."),
+]
+
+
+MetricsPortOpt = Annotated[
+    Optional[int],
+    typer.Option("--metrics-port", min=0, max=65535,
+                 help="Serve /metrics and /healthz on this port (env JOBSTREAM_METRICS_PORT; default 0: off; host JOBSTREAM_METRICS_HOST, default 127.0.0.1)."),
+]
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    """Each line of ``message`` as its own ``error:`` line (settings report every problem)."""
+    for line in message.splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {line}")
+    return typer.Exit(code)
+
+
+def quiet_kafka_logs() -> None:
+    """aiokafka logs every failed connection attempt; the command says it once itself."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM exits through SystemExit, so ``finally`` blocks stop the embedded broker
+    and the worker child (Python's default would end the process on the spot)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
+    except SettingsError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+
+
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML file with the ingestor's [section]; secrets only from JOBSTREAM_<SECTION>_<NAME> or <name>_file."),
+]
+ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (':PORT' = all interfaces).")]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="The analytics DuckDB file (env JOBSTREAM_DB_PATH; default data/jobstream.duckdb).")]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    from pipeline.push import parse_listen as parse
+
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None

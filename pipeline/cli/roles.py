@@ -1,0 +1,150 @@
+"""The long-running roles: ``pipeline worker``, ``alert`` and ``sink``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from pipeline import catalog, vendors
+from pipeline.cli.common import (
+    BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
+    load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
+)
+from pipeline.settings import Settings, SettingsError, host_port
+
+if TYPE_CHECKING:
+    from pipeline import backfill
+
+
+@app.command()
+def worker(
+    bootstrap: BootstrapOpt = None,
+    store: Annotated[Optional[str], typer.Option(help="Table store: rocksdb:// (default) or memory://.")] = None,
+    datadir: Annotated[Optional[Path], typer.Option(help="Where RocksDB keeps its files (default data/worker).")] = None,
+    partitions: Annotated[Optional[int], typer.Option(min=1, help="Partitions of the table and its topics.")] = None,
+    stale_after: Annotated[Optional[float], typer.Option(help="Seconds of event time without activity before a run is STALE (default 240); per vendor: JOBSTREAM_STALE_AFTER_<VENDOR>.")] = None,
+    app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
+    tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
+    send_timeout: Annotated[Optional[float], typer.Option(help="Seconds Kafka has to acknowledge a batch's records before the worker exits 70 (default 30).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
+    from pipeline.broker import kafka_api_versions
+    from pipeline.stream.app import run_worker
+
+    settings = load_settings(
+        bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
+        stale_after_s=stale_after, app_id=app_id, tansu=tansu, send_timeout_s=send_timeout,
+        metrics_port=metrics_port,
+    )
+    if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
+        raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    quiet_kafka_logs()  # for the check only: the worker itself logs what its clients say
+    try:
+        problems = asyncio.run(catalog.raw_partition_problems(settings.bootstrap, settings.partitions))
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        raise fail(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
+    finally:
+        kafka_log.setLevel(level)
+    if problems:
+        more = f"; {len(problems) - 1} more raw topics alike" if len(problems) > 1 else ""
+        raise fail(f"{problems[0]} (the worker's table needs that count on every raw topic: "
+                   f"set --partitions / JOBSTREAM_PARTITIONS to match, or fix the topic){more}")
+    try:
+        Path(settings.datadir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"cannot use --datadir {settings.datadir}: {exc.strerror or exc}", 2) from None
+    run_worker(settings, loglevel=loglevel)
+
+
+
+@app.command()
+def alert(
+    rules: Annotated[Optional[Path], typer.Option("--rules", "-r", help="Rules file (TOML). Default: the rules shipped with the package (see --show-rules).")] = None,
+    bootstrap: BootstrapOpt = None,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for rules that name none (repeatable; env JOBSTREAM_ALERT_URLS). Example: json://host:8080/hook, mailto://user:pass@smtp.example.com?to=ops@example.com.")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Consumer group (default jobstream-alerts).")] = None,
+    show_rules: Annotated[bool, typer.Option("--show-rules", help="Print the rules (URLs shown by scheme only) and exit.")] = False,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Run the alerter: jobs.transitions -> rules -> Slack / Teams / email / webhooks
+    (Apprise URLs), with every alert recorded on jobs.alerts.
+
+    Rules fire on a failed run, a stale run, a run reactivated after a long stale spell,
+    retry storms, runs slower than their usual duration, and dead letters per minute.
+    Rate limits per rule and job: 300 s for chat and webhooks, 600 s for email.
+    """
+    from pipeline.alerts import rules as rules_module
+    from pipeline.alerts import service
+
+    settings = load_settings(bootstrap=bootstrap, alert_group=group, metrics_port=metrics_port)
+    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
+    try:
+        rule_set = rules_module.load(rules, extra_urls=extra)
+    except rules_module.RulesError as exc:
+        raise fail(str(exc), 2) from None
+    if show_rules:
+        for line in rules_module.describe(rule_set):
+            out.print(line, markup=False)
+        return
+    if settings.alert_delivery_attempts < 1:
+        raise fail("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1", 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
+    quiet_kafka_logs()
+    exit_on_sigterm()
+    try:
+        service.run(settings, rule_set)
+    except service.AlerterError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
+        raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
+
+
+
+
+@app.command()
+def sink(
+    bootstrap: BootstrapOpt = None,
+    db: DbOpt = None,
+    quack_host: Annotated[Optional[str], typer.Option(help="Address live SQL listens on (default localhost; anything else is reachable from other hosts).")] = None,
+    quack_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over Quack (default 9494; 0 turns it off).")] = None,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Write the jobs.* topics into DuckDB, exactly once, and serve it for live SQL.
+
+    The single writer of the file: each batch and its Kafka offsets go in one transaction
+    (the commit protocol: pipeline/sink/consumer.py). The Quack token comes from
+    JOBSTREAM_QUACK_TOKEN or is generated into <db>.quack-token (mode 0600).
+    """
+    from pipeline.sink.consumer import run_sink
+    from pipeline.sink.writer import SinkError
+
+    settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port,
+                             metrics_port=metrics_port)
+    quiet_kafka_logs()
+    try:
+        run_sink(settings, echo=lambda line: out.print(line, markup=False))
+    except SinkError as exc:
+        raise fail(str(exc)) from None
+    except (OSError, ConnectionError) as exc:
+        raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors; one line, no traceback
+        if type(exc).__module__.startswith("aiokafka"):
+            raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc or type(exc).__name__})") from None
+        raise

@@ -1,0 +1,100 @@
+"""``pipeline sql``: one read-only query over Quack or the file; the sink's offsets for ``status``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from pipeline import catalog, vendors
+from pipeline.cli.common import (
+    BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
+    load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
+)
+from pipeline.settings import Settings, SettingsError, host_port
+
+if TYPE_CHECKING:
+    from pipeline import backfill
+
+
+@app.command()
+def sql(
+    query: Annotated[Optional[str], typer.Argument(help='A SELECT query, e.g. "FROM active_runs".')] = None,
+    db: DbOpt = None,
+    quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="table (one block per row when too wide for the terminal), csv or json (JSON lines).")] = "table",
+    attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database (or opens the file read-only when no sink answers), and exit.")] = False,
+) -> None:
+    """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
+
+    Views: jobs, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
+    dead_letter_reasons (README "Analysts' views"). Writes are refused.
+    """
+    import os
+    import shutil
+
+    from pipeline.sink import quack, sql as sql_module
+
+    settings = load_settings(db_path=db)
+    address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    if attach:
+        binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        if not sql_module.live_sink_answers(address, token_file):
+            if not Path(settings.db_path).is_file():
+                raise fail(f"no live sink answers at {address} and there is no database at {settings.db_path}")
+            err.print(f"no live sink answers at {address}; open the file read-only instead:", markup=False, highlight=False)
+            out.print(f"{binary or 'duckdb'} -readonly {settings.db_path}", markup=False)
+            return
+        try:
+            line = sql_module.attach_command(address, token_file, bool(os.environ.get(quack.TOKEN_ENV)))
+        except quack.QuackError as exc:
+            raise fail(str(exc)) from None
+        out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
+        return
+    if not query:
+        raise fail('give a query, e.g. pipeline sql "FROM active_runs", or --attach', 2)
+    if output not in ("table", "csv", "json"):
+        raise fail(f"--format must be table, csv or json, not {output!r}", 2)
+    try:
+        result = sql_module.run_query(settings.db_path, address, token_file, query)
+    except sql_module.SqlError as exc:
+        raise fail(str(exc)) from None
+    if output == "csv":
+        sys.stdout.write(sql_module.render_csv(result))
+    elif output == "json":
+        sys.stdout.write(sql_module.render_json(result))
+    elif sql_module.table_width(result) > out.width:
+        sys.stdout.write(sql_module.render_vertical(result))
+    else:
+        from rich.table import Table
+
+        table = Table(*result.columns, caption=f"{len(result.rows)} rows from {result.source}")
+        for row in result.rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+
+def _sink_offsets(settings: Settings) -> tuple[dict, str]:
+    """The sink's committed offsets from its own table (live over Quack, else the file)."""
+    from pipeline.sink import quack, sql as sql_module
+
+    address = quack.uri(settings.quack_host, settings.quack_port)
+    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    try:
+        result = sql_module.run_query(
+            settings.db_path, address, token_file, 'SELECT topic, "partition", next_offset, committed_at FROM kafka_offsets'
+        )
+    except sql_module.SqlError as exc:
+        return {}, f"sink: no offsets ({exc})"
+    return {(t, p): (o, at) for t, p, o, at in result.rows}, f"sink offsets from {result.source}"

@@ -1,0 +1,100 @@
+"""Qlik Cloud's CLI commands (``pipeline ingest|simulate qlik-cloud``) and its ``pipeline run`` role."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
+from pipeline.errors import EXIT_CONFIG
+from pipeline.settings import SettingsError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+
+def ingest(
+    listen: ListenOpt = "127.0.0.1:8780",
+    bootstrap: BootstrapOpt = None,
+    source: Annotated[str, typer.Option(help="Names this receiver in the records and heartbeats.")] = "qlik-cloud-webhook",
+    secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET or JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE).")] = None,
+    max_body: Annotated[Optional[int], typer.Option(min=1024, help="Largest body accepted, in bytes (default 262144; larger: 413).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve https with this certificate chain (PEM; env JOBSTREAM_WEBHOOK_TLS_CERT). Qlik Cloud delivers only to https URLs: this, or a TLS proxy in front.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM; env JOBSTREAM_WEBHOOK_TLS_KEY).")] = None,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.
+
+    Verifies Qlik-Signature (HMAC-SHA256 of the body with the webhook secret) when a
+    secret is configured; answers 200 only after Kafka acknowledged the event, 503 when
+    it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
+    GET /healthz answers 200 while Kafka is reachable.
+    """
+    from pipeline.run.health import run_with_operations
+    from pipeline.vendors.qlik_cloud import ingest
+
+    host, port = parse_listen(listen)
+    settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
+                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key, metrics_port=metrics_port)
+    try:
+        settings.qlik_secret()
+        asyncio.run(run_with_operations("qlik-cloud-ingestor", settings,
+                                        lambda: ingest.run(settings, host=host, port=port, source=source)))
+    except SettingsError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+def simulate(
+    url: Annotated[str, typer.Option(help="Webhook URL to deliver to, e.g. http://127.0.0.1:8780/.")],
+    events: Annotated[int, typer.Option(min=1, help="Reload-finished events to send.")] = 20,
+    tenant: Annotated[str, typer.Option(help="Tenant id in the events.")] = "sim-tenant",
+    clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 sends a simulated minute per second.")] = 60.0,
+    duplicates: Annotated[int, typer.Option(min=0, help="Send every N-th event twice (0: never).")] = 5,
+    reorder: Annotated[int, typer.Option(min=0, help="Swap every N-th event with the next (0: never).")] = 7,
+    binary: Annotated[int, typer.Option(min=0, help="Send every N-th event in CloudEvents binary mode (0: never).")] = 4,
+    legacy: Annotated[int, typer.Option(min=0, help="Send every N-th event as com.qlik.v1.app.reload.finished: legacy, hybrid and CloudEvents 1.0.2 envelopes in turn (0: never).")] = 6,
+    secret_file: Annotated[Optional[Path], typer.Option(help="File holding the webhook secret (else env JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]); none: unsigned.")] = None,
+) -> None:
+    """Send signed Qlik Cloud reload-finished webhooks to a receiver.
+
+    Some are sent twice, some out of order, some in CloudEvents binary mode; a 5xx or no
+    answer is retried with backoff. Prints what was delivered.
+    """
+    from pipeline.vendors.qlik_cloud import simulator
+
+    settings = load_settings(qlik_webhook_secret_file=secret_file)
+    try:
+        secret = settings.qlik_secret()
+    except SettingsError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary, legacy_every=legacy)
+    report = asyncio.run(simulator.run(url, secret=secret, events=events, tenant=tenant, clock=clock, faults=faults))
+    statuses = ", ".join(f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items()))
+    out.print(
+        f"{report.delivered} deliveries acknowledged ({report.duplicates} duplicates, {report.reordered} out of order, "
+        f"{report.binary} binary, {report.legacy} app.reload.finished), {report.retries} retries, {report.failed} given up; answers: {statuses}"
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: list[str]) -> list[str]:
+    """``pipeline run``: its ``[qlik_cloud]`` table checked as ``ingest qlik-cloud`` will, and
+    that command's arguments."""
+    allowed = {"listen", "source"}
+    problems += [f"[qlik_cloud] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
+    if settings is not None:
+        from pipeline.vendors.qlik_cloud.ingest import server_tls
+
+        for check in (settings.qlik_secret, lambda: server_tls(settings)):
+            try:
+                check()
+            except SettingsError as exc:
+                problems.append(f"qlik-cloud: {exc}")
+    arguments = ["--listen", str(table.get("listen", "127.0.0.1:8780"))]
+    return arguments + (["--source", str(table["source"])] if "source" in table else [])

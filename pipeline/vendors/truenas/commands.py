@@ -1,0 +1,130 @@
+"""TrueNAS's CLI commands (``pipeline ingest|simulate truenas``), its pre-start checks and its
+``pipeline run`` role."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
+from pipeline.errors import EXIT_CONFIG
+from pipeline.settings import SettingsError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+
+def ingest(
+    url: Annotated[str, typer.Option(help="ws(s)://HOST/api/current, or ws(s)://HOST/websocket for the legacy API.")],
+    bootstrap: BootstrapOpt = None,
+    username: Annotated[Optional[str], typer.Option(help="User owning the API key (current API; default root; env JOBSTREAM_TRUENAS_USERNAME).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Host name in the records' source (default: the URL's host).")] = None,
+    ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the NAS's certificate (env JOBSTREAM_TRUENAS_CA_FILE).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS).")] = False,
+    metrics_port: MetricsPortOpt = None,
+) -> None:
+    """Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.
+
+    Resyncs with core.get_jobs after every (re)connect, so nothing changed while
+    disconnected is lost; records carry <host>@<boot marker> as their source, so job
+    ids that restart at 1 after a middleware restart never merge with earlier runs.
+    The API key's user must see every job (full or read-only admin): middlewared shows
+    other users only their own.
+    """
+    from pipeline.run.health import run_with_operations
+    from pipeline.sources import TerminalError
+    from pipeline.vendors.truenas import ingest
+
+    try:
+        ingest.check_url(url)
+        if host is not None:
+            ingest.check_host(host)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
+                             truenas_ca_file=ca_file, metrics_port=metrics_port)
+    if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
+        raise fail(f"--ca-file {settings.truenas_ca_file}: no such file", EXIT_CONFIG)
+    try:
+        key = settings.truenas_key()
+    except SettingsError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    if key is None:
+        raise fail("no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", EXIT_CONFIG)
+    config = ingest.TruenasConfig(url=url, api_key=key, username=settings.truenas_username, host=host,
+                                  heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,
+                                  ca_file=str(settings.truenas_ca_file) if settings.truenas_ca_file else None)
+    try:
+        asyncio.run(run_with_operations("truenas-ingestor", settings, lambda: ingest.run(settings, config)))
+    except TerminalError as exc:
+        raise fail(str(exc)) from None
+
+
+def simulate(
+    listen: ListenOpt = "127.0.0.1:8781",
+    clock: Annotated[float, typer.Option(min=0.001, help="Speed-up: 60 runs a simulated minute per second.")] = 10.0,
+    every: Annotated[float, typer.Option(min=0.1, help="Simulated seconds between new jobs (on average).")] = 20.0,
+    drop_every: Annotated[float, typer.Option(min=0, help="Drop every connection every N simulated seconds (0: never).")] = 0.0,
+    restart_every: Annotated[float, typer.Option(min=0, help="Restart the middleware (job ids back to 1) every N simulated seconds (0: never).")] = 0.0,
+    username: Annotated[Optional[str], typer.Option(help="User the API key belongs to (default root).")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key to accept (else env JOBSTREAM_TRUENAS_API_KEY[_FILE]).")] = None,
+) -> None:
+    """Serve a TrueNAS middleware that keeps running jobs, until Ctrl-C.
+
+    Both API flavours (ws /api/current and the legacy /websocket); jobs go WAITING ->
+    RUNNING with progress -> SUCCESS / FAILED / ABORTED; it can drop every connection
+    and restart (job ids back to 1) on a schedule.
+    """
+    from pipeline.vendors.truenas import simulator
+
+    host, port = parse_listen(listen)
+    settings = load_settings(truenas_username=username, truenas_api_key_file=api_key_file)
+    try:
+        key = settings.truenas_key()
+    except SettingsError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    if key is None:
+        raise fail("no API key to accept: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", EXIT_CONFIG)
+
+    def ready(sim: "simulator.MiddlewareSimulator") -> None:
+        out.print(f"TrueNAS simulator: {sim.url} (legacy: {sim.legacy_url}); Ctrl-C stops it")
+
+    try:
+        asyncio.run(simulator.run(host=host, port=port, api_key=key, username=settings.truenas_username,
+                                  clock=clock, every_s=every, drop_every_s=drop_every,
+                                  restart_every_s=restart_every, on_ready=ready))
+    except OSError as exc:
+        raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: list[str]) -> list[str]:
+    """``pipeline run``: its ``[truenas]`` table checked as ``ingest truenas`` will (URL, host,
+    API key, CA file), and that command's arguments."""
+    from pipeline.vendors.truenas.ingest import check_host, check_url
+
+    allowed = {"url", "host", "insecure"}
+    problems += [f"[truenas] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
+    if "url" not in table:
+        problems.append("[truenas] url is required (wss://NAS/api/current)")
+    for check, key in ((check_url, "url"), (check_host, "host")):
+        if key in table:
+            try:
+                check(str(table[key]))
+            except ValueError as exc:
+                problems.append(f"[truenas] {exc}")
+    if settings is not None:
+        try:
+            if settings.truenas_key() is None:
+                problems.append("truenas: no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE")
+        except SettingsError as exc:
+            problems.append(f"truenas: {exc}")
+        if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
+            problems.append(f"truenas: JOBSTREAM_TRUENAS_CA_FILE={str(settings.truenas_ca_file)!r}: no such file")
+    arguments = ["--url", str(table.get("url", ""))]
+    if "host" in table:
+        arguments += ["--host", str(table["host"])]
+    return arguments + (["--insecure"] if table.get("insecure") is True else [])
