@@ -37,6 +37,9 @@ class Vendor:
 
     name: str
     kind: Literal["push", "pull"]
+    added: int
+    """Its place in the order vendors were added (1, 2, ...): every vendor list follows it, so
+    a seeded workload, hostile input or chaos plan stays the same when a vendor is added."""
     ingest_help: str
     """First line of ``pipeline ingest <command> --help`` for a generated pull command."""
     simulate_help: str = ""
@@ -88,7 +91,8 @@ class Vendor:
 
 @cache
 def vendors() -> tuple[Vendor, ...]:
-    """Every declared vendor, by name (discovered: a new package needs no list edited)."""
+    """Every declared vendor in the order they were added (discovered: a new package needs no
+    list edited)."""
     import pipeline.vendors as package
 
     found = []
@@ -99,7 +103,7 @@ def vendors() -> tuple[Vendor, ...]:
         if not isinstance(declared, Vendor) or declared.name != info.name:
             raise TypeError(f"{PACKAGE}.{info.name} must declare VENDOR = Vendor({info.name!r}, ...)")
         found.append(declared)
-    return tuple(sorted(found, key=lambda vendor: vendor.name))
+    return tuple(sorted(found, key=lambda vendor: (vendor.added, vendor.name)))
 
 
 def names() -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 from pipeline.vendors.registry import Vendor
 
 VENDOR = Vendor(
-    "informatica", "pull",
+    "informatica", added=5, kind="pull",
     ingest_help="Poll Informatica CIH events by CUSTOM time window (5 calls a minute) into raw.informatica.",
     simulate_help="Serve Informatica CIH (POST /dih-console/api/v1/events, 5 calls a minute) with publications and subscriptions, until Ctrl-C.",
     settings="pipeline.vendors.informatica.ingest:InformaticaSettings",

@@ -3,7 +3,7 @@
 from pipeline.vendors.registry import Vendor
 
 VENDOR = Vendor(
-    "qlik_cloud", "push",
+    "qlik_cloud", added=1, kind="push",
     ingest_help="Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.",
     ingest_command="pipeline.vendors.qlik_cloud.commands:ingest",
     simulate_command="pipeline.vendors.qlik_cloud.commands:simulate",

@@ -3,7 +3,7 @@
 from pipeline.vendors.registry import Vendor
 
 VENDOR = Vendor(
-    "qlik_qrs", "pull",
+    "qlik_qrs", added=2, kind="pull",
     ingest_help="Poll Qlik Sense QRS execution results and sessions (modifiedDate watermark) into raw.qlik_qrs.",
     simulate_help="Serve Qlik Sense QRS (/qrs/..., Xrfkey, X-Qlik-User) with tasks that run, fail and retry, until Ctrl-C.",
     ingest_command="pipeline.vendors.qlik_qrs.commands:ingest",

@@ -3,7 +3,7 @@
 from pipeline.vendors.registry import Vendor
 
 VENDOR = Vendor(
-    "truenas", "push",
+    "truenas", added=4, kind="push",
     ingest_help="Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.",
     ingest_command="pipeline.vendors.truenas.commands:ingest",
     simulate_command="pipeline.vendors.truenas.commands:simulate",

@@ -3,7 +3,7 @@
 from pipeline.vendors.registry import Vendor
 
 VENDOR = Vendor(
-    "zuora", "pull",
+    "zuora", added=3, kind="pull",
     ingest_help="Poll Zuora RevPro BI Views biviews-status; send each token whose queue, status or counters changed.",
     simulate_help="Serve Zuora RevPro BI Views (authenticate, biviews-status) with tokens that go stale, come back or drain, until Ctrl-C.",
     settings="pipeline.vendors.zuora.ingest:ZuoraSettings",
