@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import vendors
-from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, JobstreamError
-from pipeline.settings import Settings, SettingsError, host_port
+from pipeline.errors import EXIT_FAILED, ConfigError, JobstreamError
+from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline import backfill
@@ -105,7 +105,9 @@ MetricsPortOpt = Annotated[
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    """Each line of ``message`` as its own ``error:`` line (settings report every problem)."""
+    """Each line of ``message`` as its own ``error:`` line (settings report every problem);
+    for an outcome that is no exception (rejected documents, a mismatch), else raise a
+    ``JobstreamError`` and let the guard print it."""
     for line in message.splitlines() or [""]:
         err.print(f"[bold red]error:[/] {line}")
     return typer.Exit(code)
@@ -123,10 +125,9 @@ def exit_on_sigterm() -> None:
 
 
 def load_settings(**overrides: object) -> Settings:
-    try:
-        return Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
-    except SettingsError as exc:
-        raise fail(str(exc), exc.exit_code) from None
+    """The settings every command reads (environment, then its flags); a ``SettingsError``
+    (every problem at once) reaches the guard."""
+    return Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
 
 
 
@@ -144,4 +145,4 @@ def parse_listen(value: str) -> tuple[str, int]:
     try:
         return parse(value)
     except ValueError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
+        raise ConfigError(str(exc)) from None

@@ -20,7 +20,8 @@ from pipeline.cli.common import (
     BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
     load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
 )
-from pipeline.settings import Settings, SettingsError, host_port
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from pipeline import backfill
@@ -41,21 +42,18 @@ def normalize(
     from pipeline.normalize_cli import run_normalize
 
     if vendor not in vendors.VENDOR_NAMES:
-        raise fail(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}", 2)
+        raise ConfigError(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}")
     if file == "-":
         data = sys.stdin.buffer.read()
     else:
         try:
             data = Path(file).read_bytes()
         except OSError as exc:
-            raise fail(f"cannot read {file}: {exc.strerror or exc}", 2) from None
+            raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
     settings = load_settings()
     if tz:
         settings = settings.with_overrides(vendor_tz={**settings.vendor_tz, vendor: tz})
-    try:
-        zone = settings.tz(vendor)
-    except SettingsError as exc:
-        raise fail(str(exc), 2) from None
+    zone = settings.tz(vendor)
     rejected = run_normalize(vendor, data, source=source, tz=zone, out=sys.stdout.buffer, err=err)
     raise typer.Exit(1 if rejected else 0)
 
@@ -92,12 +90,9 @@ def replay(
         report = _backfill(settings, chosen, source=source, clock=clock, rate=None)
     else:
         exit_on_sigterm()
-        try:
-            report = replay_module.run_local(
-                chosen, source=source, clock=clock, timeout=timeout, worker_log=worker_log, out=out, err=err,
-            )
-        except replay_module.ReplayError as exc:
-            raise fail(str(exc)) from None
+        report = replay_module.run_local(
+            chosen, source=source, clock=clock, timeout=timeout, worker_log=worker_log, out=out, err=err,
+        )
     if report.rejected:
         raise fail(f"{len(report.rejected)} documents or items were rejected (listed above); the rest was sent")
 
@@ -124,7 +119,7 @@ def ingest_file(
     settings = load_settings(bootstrap=bootstrap)
     chosen = _files_of(paths, vendor)
     if not chosen:
-        raise fail("no files to send", 2)
+        raise ConfigError("no files to send")
     clock = backfill.EnvelopeClock(_parse_time(received_at, "--received-at")) if received_at else backfill.EnvelopeClock()
     quiet_kafka_logs()
     report = _backfill(settings, chosen, source=source, clock=clock, rate=_parse_rate(rate), heartbeats=heartbeats)
@@ -137,15 +132,15 @@ def _files_of(paths: list[Path], vendor: str | None) -> list[tuple[str, Path]]:
     from pipeline import backfill
 
     if vendor is not None and vendor not in vendors.VENDOR_NAMES:
-        raise fail(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}", 2)
+        raise ConfigError(f"unknown vendor {vendor!r}; choose one of {', '.join(vendors.VENDOR_NAMES)}")
     for path in paths:
         if not path.exists():
-            raise fail(f"cannot read {path}: no such file or folder", 2)
+            raise ConfigError(f"cannot read {path}: no such file or folder")
     chosen = []
     for path in backfill.expand(paths):
         file_vendor = vendor or backfill.vendor_of(path)
         if file_vendor is None:
-            raise fail(f"cannot tell the vendor of {path}: pass --vendor or name it <vendor>-*.json", 2)
+            raise ConfigError(f"cannot tell the vendor of {path}: pass --vendor or name it <vendor>-*.json")
         chosen.append((file_vendor, path))
     return chosen
 
@@ -163,14 +158,11 @@ def _backfill(
     columns = (BarColumn(), DownloadColumn(), TextColumn("{task.fields[records]} records"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("backfill", total=total, records=0)
-        try:
-            report = asyncio.run(backfill.run(
-                settings.bootstrap, files, source=source, clock=clock, tz=settings.tz, rate=rate, heartbeats=heartbeats,
-                on_rejected=lambda rejection: bar.console.print(f"rejected {rejection}", markup=False),
-                progress=lambda read, sent: bar.update(task, completed=read, records=sent),
-            ))
-        except backfill.BackfillError as exc:
-            raise fail(str(exc)) from None
+        report = asyncio.run(backfill.run(
+            settings.bootstrap, files, source=source, clock=clock, tz=settings.tz, rate=rate, heartbeats=heartbeats,
+            on_rejected=lambda rejection: bar.console.print(f"rejected {rejection}", markup=False),
+            progress=lambda read, sent: bar.update(task, completed=read, records=sent),
+        ))
     speed = report.records / report.seconds if report.seconds else 0.0
     out.print(
         f"sent {report.records} records ({report.expected_events} job events) from {report.documents} documents "
@@ -189,7 +181,7 @@ def _parse_rate(text: str | None) -> float | None:
     except ValueError:
         value = float("nan")
     if not (0 < value < float("inf")):
-        raise fail(f"--rate {text!r}: give records per second, e.g. 500/s", 2)
+        raise ConfigError(f"--rate {text!r}: give records per second, e.g. 500/s")
     return value
 
 
@@ -197,7 +189,7 @@ def _parse_time(text: str, flag: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise fail(f"{flag} {text!r} is not an RFC 3339 time such as 2026-11-20T09:00:00Z", 2) from None
+        raise ConfigError(f"{flag} {text!r} is not an RFC 3339 time such as 2026-11-20T09:00:00Z") from None
     if value.tzinfo is None:
-        raise fail(f"{flag} {text!r} needs a time zone (Z or +HH:MM)", 2)
+        raise ConfigError(f"{flag} {text!r} needs a time zone (Z or +HH:MM)")
     return value

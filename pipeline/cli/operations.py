@@ -20,7 +20,8 @@ from pipeline.cli.common import (
     BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
     load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
 )
-from pipeline.settings import Settings, SettingsError, host_port
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from pipeline import backfill
@@ -75,12 +76,7 @@ def run_pipeline(
     """
     from pipeline.run import production
 
-    try:
-        plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
-    except production.RunConfigError as exc:
-        for line in exc.lines:
-            err.print(f"[bold red]error:[/] {escape(line)}")
-        raise typer.Exit(2) from None
+    plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
     exit_on_sigterm()
     code = production.run(plan, say=lambda line: out.print(line, markup=False))
     if code:
@@ -140,12 +136,7 @@ def status(
     else:
         from pipeline.run import production
 
-        try:
-            settings = production.load_settings(config, overrides)
-        except production.RunConfigError as exc:
-            for line in exc.lines:
-                err.print(f"[bold red]error:[/] {escape(line)}")
-            raise typer.Exit(2) from None
+        settings = production.load_settings(config, overrides)
     settings = settings.with_overrides(**status_module.run_sink_overrides(
         status_module.live_run_state(Path(settings.run_state_file))))
     quiet_kafka_logs()
@@ -189,14 +180,10 @@ def bench(
     Ratios, not absolute numbers, are what compares across days on a shared machine.
     """
     from pipeline.bench import run as bench_run
-    from pipeline.bench.stages import BenchError
 
     quiet_kafka_logs()
-    try:
-        results = bench_run.run(events, repeats=repeats, seed=seed, state_runs=state_runs, freshness_rate=freshness_rate,
-                                freshness_seconds=freshness_seconds, say=lambda line: err.print(line, markup=False))
-    except BenchError as exc:
-        raise fail(str(exc)) from None
+    results = bench_run.run(events, repeats=repeats, seed=seed, state_runs=state_runs, freshness_rate=freshness_rate,
+                            freshness_seconds=freshness_seconds, say=lambda line: err.print(line, markup=False))
     for line in bench_run.table(results):
         out.print(line, markup=False)
     if out_file is not None:

@@ -20,7 +20,8 @@ from pipeline.cli.common import (
     BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
     load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
 )
-from pipeline.settings import Settings, SettingsError, host_port
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from pipeline import backfill
@@ -40,33 +41,15 @@ def worker(
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
-    from pipeline.broker import kafka_api_versions
     from pipeline.stream.app import run_worker
+    from pipeline.stream.prestart import check_worker
 
     settings = load_settings(
         bootstrap=bootstrap, store=store, datadir=datadir, partitions=partitions,
         stale_after_s=stale_after, app_id=app_id, tansu=tansu, send_timeout_s=send_timeout,
         metrics_port=metrics_port,
     )
-    if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
-        raise fail(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
-    kafka_log = logging.getLogger("aiokafka")
-    level = kafka_log.level
-    quiet_kafka_logs()  # for the check only: the worker itself logs what its clients say
-    try:
-        problems = asyncio.run(catalog.raw_partition_problems(settings.bootstrap, settings.partitions))
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback
-        raise fail(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
-    finally:
-        kafka_log.setLevel(level)
-    if problems:
-        more = f"; {len(problems) - 1} more raw topics alike" if len(problems) > 1 else ""
-        raise fail(f"{problems[0]} (the worker's table needs that count on every raw topic: "
-                   f"set --partitions / JOBSTREAM_PARTITIONS to match, or fix the topic){more}")
-    try:
-        Path(settings.datadir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise fail(f"cannot use --datadir {settings.datadir}: {exc.strerror or exc}", 2) from None
+    check_worker(settings)
     run_worker(settings, loglevel=loglevel)
 
 
@@ -92,16 +75,13 @@ def alert(
 
     settings = load_settings(bootstrap=bootstrap, alert_group=group, metrics_port=metrics_port)
     extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
-    try:
-        rule_set = rules_module.load(rules, extra_urls=extra)
-    except rules_module.RulesError as exc:
-        raise fail(str(exc), 2) from None
+    rule_set = rules_module.load(rules, extra_urls=extra)
     if show_rules:
         for line in rules_module.describe(rule_set):
             out.print(line, markup=False)
         return
     if settings.alert_delivery_attempts < 1:
-        raise fail("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1", 2)
+        raise ConfigError("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
     quiet_kafka_logs()

@@ -20,7 +20,8 @@ from pipeline.cli.common import (
     BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
     load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
 )
-from pipeline.settings import Settings, SettingsError, host_port
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from pipeline import backfill
@@ -62,9 +63,9 @@ def sql(
         out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
         return
     if not query:
-        raise fail('give a query, e.g. pipeline sql "FROM active_runs", or --attach', 2)
+        raise ConfigError('give a query, e.g. pipeline sql "FROM active_runs", or --attach')
     if output not in ("table", "csv", "json"):
-        raise fail(f"--format must be table, csv or json, not {output!r}", 2)
+        raise ConfigError(f"--format must be table, csv or json, not {output!r}")
     try:
         result = sql_module.run_query(settings.db_path, address, token_file, query)
     except sql_module.SqlError as exc:

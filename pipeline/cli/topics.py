@@ -20,7 +20,8 @@ from pipeline.cli.common import (
     BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
     load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
 )
-from pipeline.settings import Settings, SettingsError, host_port
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from pipeline import backfill
@@ -79,13 +80,10 @@ def broker(
     apply_topics: Annotated[bool, typer.Option("--topics/--no-topics", help="Create the catalog's topics.")] = True,
 ) -> None:
     """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
-    from pipeline.broker import BrokerError, EmbeddedBroker
+    from pipeline.broker import EmbeddedBroker
 
     exit_on_sigterm()
-    try:
-        embedded = EmbeddedBroker(port=port).start()
-    except BrokerError as exc:
-        raise fail(str(exc)) from None
+    embedded = EmbeddedBroker(port=port).start()
     try:
         if apply_topics:
             try:

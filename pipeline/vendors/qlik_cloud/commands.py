@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
-from pipeline.errors import EXIT_CONFIG
 from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ def ingest(
         settings.qlik_secret()
         asyncio.run(run_with_operations("qlik-cloud-ingestor", settings,
                                         lambda: ingest.run(settings, host=host, port=port, source=source)))
-    except SettingsError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
     except OSError as exc:
         raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
@@ -68,10 +65,7 @@ def simulate(
     from pipeline.vendors.qlik_cloud import simulator
 
     settings = load_settings(qlik_webhook_secret_file=secret_file)
-    try:
-        secret = settings.qlik_secret()
-    except SettingsError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
+    secret = settings.qlik_secret()
     faults = simulator.Faults(duplicate_every=duplicates, reorder_every=reorder, binary_every=binary, legacy_every=legacy)
     report = asyncio.run(simulator.run(url, secret=secret, events=events, tenant=tenant, clock=clock, faults=faults))
     statuses = ", ".join(f"{status or 'no answer'}: {n}" for status, n in sorted(report.statuses.items()))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
-from pipeline.errors import EXIT_CONFIG
+from pipeline.errors import ConfigError
 from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ def ingest(
     other users only their own.
     """
     from pipeline.run.health import run_with_operations
-    from pipeline.sources import TerminalError
     from pipeline.vendors.truenas import ingest
 
     try:
@@ -44,24 +43,14 @@ def ingest(
         if host is not None:
             ingest.check_host(host)
     except ValueError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
+        raise ConfigError(str(exc)) from None
     settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
                              truenas_ca_file=ca_file, metrics_port=metrics_port)
-    if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
-        raise fail(f"--ca-file {settings.truenas_ca_file}: no such file", EXIT_CONFIG)
-    try:
-        key = settings.truenas_key()
-    except SettingsError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
-    if key is None:
-        raise fail("no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", EXIT_CONFIG)
+    key = credentials(settings)
     config = ingest.TruenasConfig(url=url, api_key=key, username=settings.truenas_username, host=host,
                                   heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,
                                   ca_file=str(settings.truenas_ca_file) if settings.truenas_ca_file else None)
-    try:
-        asyncio.run(run_with_operations("truenas-ingestor", settings, lambda: ingest.run(settings, config)))
-    except TerminalError as exc:
-        raise fail(str(exc)) from None
+    asyncio.run(run_with_operations("truenas-ingestor", settings, lambda: ingest.run(settings, config)))
 
 
 def simulate(
@@ -83,12 +72,9 @@ def simulate(
 
     host, port = parse_listen(listen)
     settings = load_settings(truenas_username=username, truenas_api_key_file=api_key_file)
-    try:
-        key = settings.truenas_key()
-    except SettingsError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
+    key = settings.truenas_key()
     if key is None:
-        raise fail("no API key to accept: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file", EXIT_CONFIG)
+        raise ConfigError("no API key to accept: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE, or pass --api-key-file")
 
     def ready(sim: "simulator.MiddlewareSimulator") -> None:
         out.print(f"TrueNAS simulator: {sim.url} (legacy: {sim.legacy_url}); Ctrl-C stops it")
@@ -99,6 +85,20 @@ def simulate(
                                   restart_every_s=restart_every, on_ready=ready))
     except OSError as exc:
         raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+def credentials(settings: "Settings", *, flags: bool = True) -> str:
+    """The API key, after the checks ``ingest truenas`` and ``pipeline run`` both make (the CA
+    file exists, the key is readable and given); ``flags``: name the flags in the message."""
+    ca_file = settings.truenas_ca_file
+    if ca_file is not None and not Path(ca_file).is_file():
+        where = f"--ca-file {ca_file}" if flags else f"JOBSTREAM_TRUENAS_CA_FILE={str(ca_file)!r}"
+        raise ConfigError(f"{where}: no such file")
+    key = settings.truenas_key()
+    if key is None:
+        raise ConfigError("no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE"
+                          + (", or pass --api-key-file" if flags else ""))
+    return key
 
 
 def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: list[str]) -> list[str]:
@@ -118,12 +118,9 @@ def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: 
                 problems.append(f"[truenas] {exc}")
     if settings is not None:
         try:
-            if settings.truenas_key() is None:
-                problems.append("truenas: no API key: set JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE")
-        except SettingsError as exc:
+            credentials(settings, flags=False)
+        except ConfigError as exc:
             problems.append(f"truenas: {exc}")
-        if settings.truenas_ca_file is not None and not Path(settings.truenas_ca_file).is_file():
-            problems.append(f"truenas: JOBSTREAM_TRUENAS_CA_FILE={str(settings.truenas_ca_file)!r}: no such file")
     arguments = ["--url", str(table.get("url", ""))]
     if "host" in table:
         arguments += ["--host", str(table["host"])]
