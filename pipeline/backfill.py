@@ -13,7 +13,10 @@ What it promises, like every producer of raw records:
 - a record too large for Kafka is reported the same way instead of stopping the run;
 - heartbeats (docs/records.md): one to every partition of each raw topic it writes, at
   the start, every ``heartbeat_every_s`` while it runs and at the end, each carrying the
-  envelope time the backfill was using then;
+  envelope time the backfill was using then; in a backfill of history (records at their
+  vendor's own times) that is the latest time sent so far, never the wall clock, and
+  none goes before the first record (``heartbeat_time``): a heartbeat at "now" ahead of
+  the history would move event time past every run in it (issue 32.1);
 - nothing counts as sent before Kafka acknowledged it (acks=all).
 
 Input shapes: JSON lines, one JSON document (an object or an array, pretty-printed or
@@ -67,6 +70,7 @@ class RawRecord:
     key: bytes
     value: bytes
     events: int  # job events the worker will make of it
+    received_at: datetime  # the envelope's time
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +313,7 @@ def _record(
         raise vendors.Rejected(
             f"its raw record is {len(key) + len(value)} bytes, over the {MAX_RECORD_BYTES} a Kafka record may hold"
         )
-    return RawRecord(topic, key, value, len(events))
+    return RawRecord(topic, key, value, len(events), received_at)
 
 
 def _own_time(vendor: str, piece: Any, ctx: vendors.Context) -> datetime | None:
@@ -320,6 +324,13 @@ def _own_time(vendor: str, piece: Any, ctx: vendors.Context) -> datetime | None:
     except vendors.Rejected:
         return None
     return max((event.occurred_at for event in events), default=None)
+
+
+def heartbeat_time(clock: EnvelopeClock, latest_sent: datetime | None) -> datetime | None:
+    """The time a heartbeat carries now, or None for none yet. A fixed clock's current
+    time; in a backfill of history (``clock.wall``) the latest envelope time sent, the
+    time the history has reached, so event time moves with the history as it did live."""
+    return latest_sent if clock.wall else clock.current
 
 
 def heartbeat_record(vendor: str, source: str, at: datetime) -> tuple[str, bytes, bytes]:
@@ -442,9 +453,14 @@ async def run(
         report.rejected.append(rejection)
         on_rejected(rejection)
 
+    latest_sent: datetime | None = None
+
     async def beat() -> None:
+        at = heartbeat_time(clock, latest_sent)
+        if at is None:
+            return
         for vendor in sorted({vendor for vendor, _ in files}):
-            topic, key, value = heartbeat_record(vendor, source, clock.current)
+            topic, key, value = heartbeat_record(vendor, source, at)
             for partition in await sender.partitions(topic):
                 await sender.add(topic, key, value, f"the heartbeat to {topic}[{partition}]", partition)
                 report.heartbeats += 1
@@ -479,6 +495,7 @@ async def run(
                             await sender.flush()
                         report.records += 1
                         report.expected_events += item.events
+                        latest_sent = item.received_at if latest_sent is None else max(latest_sent, item.received_at)
                     progress(done_bytes + document.end, report.records)
                     if heartbeats and time.monotonic() - last_beat >= heartbeat_every_s:
                         await beat()

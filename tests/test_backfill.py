@@ -298,3 +298,15 @@ def test_a_backfill_counts_each_piece_as_received_at_its_own_vendor_time():
     update = {"msg": "changed", "collection": "core.get_jobs", "id": 1,
               "fields": {"id": 1, "method": "pool.scrub", "state": "RUNNING", "time_started": {"$date": 1_767_225_600_000}}}
     assert received("truenas", update) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_backfill_of_history_beats_with_the_time_the_history_reached_never_the_wall_clock():
+    """Issue 32.1: a backfill of history sent its first heartbeat at "now", which moved
+    event time past every run of the history before it arrived (each then went STALE)."""
+    history = backfill.EnvelopeClock()
+    assert history.wall
+    assert backfill.heartbeat_time(history, None) is None  # nothing sent: no heartbeat yet
+    assert backfill.heartbeat_time(history, T0) == T0
+    fixed = backfill.EnvelopeClock(T0, timedelta(seconds=10))
+    fixed.next()
+    assert backfill.heartbeat_time(fixed, None) == T0 == backfill.heartbeat_time(fixed, T0 - timedelta(days=1))

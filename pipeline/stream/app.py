@@ -21,8 +21,11 @@ Before step 1, every raw partition's records must follow on from the last one (o
 an assignment, from the committed offset): Faust can hand over a record prefetched before
 a rebalance ahead of those before it, then count the ones in between as a gap it may
 commit past (faust#221, #312), which silently lost raw records under ``pipeline chaos``.
-A record that skips ahead ends the process before its batch is acknowledged (exit 70):
-the restart reads from the committed offset, and nothing is skipped.
+A record that skips ahead is checked (``gaps.py``) by reading the range before it with a
+plain consumer: records there were skipped, so the partition is sought back to the first
+of them and its records that came early are dropped unacknowledged (they come again);
+nothing there is a hole (transaction markers, compaction), and the batch goes on; records
+deleted by retention before they were applied are reported in one line, and it goes on.
 
 Anything unexpected in steps 2-3 (a broker that stops answering) ends the process with
 one clear line and exit status 70, before Faust can commit the batch's offsets: a
@@ -57,6 +60,8 @@ from pipeline.settings import Settings
 from pipeline.stream import faust_compat
 from pipeline.stream.batches import BatchSender
 from pipeline.stream.core import StreamCore
+from pipeline.stream.faults import Faults, Injector
+from pipeline.stream.gaps import Continuity, GapProbe, Skip
 from pipeline.stream.records import Message
 
 log = logging.getLogger("pipeline.worker")
@@ -118,13 +123,15 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: table.data.items())
     shell = _Shell(app, table, settings)
     continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
+    probe = GapProbe(settings.bootstrap, timeout_s=settings.send_timeout_s)
+    faults = Injector(Faults.from_env())
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
         async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
             started = time.monotonic()
             try:
-                continuity.check((e.message.tp, e.message.offset) for e in events)
+                events = await _continuous(app, continuity, probe, faults.hide(events))
                 # Rebuild the index of gained partitions in steps: the loop keeps serving.
                 if not core.indexed:
                     for _ in core.index_steps():
@@ -159,38 +166,48 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     @app.on_before_shutdown.connect
     async def _stop_barrier_producer(app: faust.App, **kwargs: Any) -> None:
         await shell.stop()
+        await probe.stop()
 
     app.jobstream_core = core  # type: ignore[attr-defined]
     return app
 
 
-class SkippedRecords(RuntimeError):
-    """A raw partition's records came with a gap: some were skipped before the agent."""
-
-
-class Continuity:
-    """The next offset expected per raw partition: the one after the last record seen,
-    else (after a start or an assignment) the committed offset."""
-
-    def __init__(self, committed: Callable[[Any], int | None]) -> None:
-        self._committed = committed
-        self._next: dict[Any, int] = {}
-
-    def reset(self) -> None:
-        self._next.clear()
-
-    def check(self, records: Iterable[tuple[Any, int]]) -> None:
-        """Raise SkippedRecords at the first record beyond the next expected offset."""
-        for tp, offset in records:
-            expected = self._next.get(tp)
-            if expected is None:
-                expected = self._committed(tp)
-            if expected is not None and offset > expected:
-                raise SkippedRecords(
-                    f"{tp.topic} partition {tp.partition}: record {offset} came when {expected} was next "
-                    "(records skipped: Faust after a rebalance, or deleted by retention)"
+async def _continuous(app: faust.App, continuity: Continuity, probe: GapProbe, events: list) -> list:
+    """The events of a batch that follow on in their partitions (module docstring,
+    "Before step 1"): a hole is accepted, records Faust skipped are read again."""
+    kept = list(events)
+    start = 0
+    while (found := continuity.first_skip([(e.message.tp, e.message.offset) for e in kept[start:]])) is not None:
+        index, skip = found
+        index += start
+        verdict = None if skip.leftover else await probe.look(skip)
+        if verdict is None or verdict.first_record is not None:
+            to = skip.expected if verdict is None else verdict.first_record
+            early = [e for e in kept[index:] if e.message.tp == skip.tp]
+            kept = kept[:index] + [e for e in kept[index:] if e.message.tp != skip.tp]
+            faust_compat.drop_early(app, early)
+            if verdict is not None:
+                await faust_compat.seek_back(app, skip.tp, to)
+                log.warning("jobstream: %s, and the records from %s on were not handed over (Faust's prefetch): "
+                            "read again from %s", skip, to, to)
+            continuity.rewind(skip, to)
+        else:
+            deleted = verdict.deleted(skip)
+            if deleted:
+                print(
+                    f"pipeline worker: {skip.tp.topic} partition {skip.tp.partition}: records {deleted.start}-"
+                    f"{deleted.stop - 1} were deleted by retention before this worker applied them (the log now "
+                    f"starts at {verdict.log_start}); going on from {skip.offset}. Their events are lost to the "
+                    "lifecycle: re-ingest that period if it matters, and keep the raw topics' retention longer "
+                    "than any worker outage.",
+                    file=sys.__stderr__, flush=True,
                 )
-            self._next[tp] = max(offset + 1, self._next.get(tp, 0))
+            elif skip.expected is not None:
+                log.info("jobstream: %s: offsets %s-%s hold no records (transaction markers, compaction): going on "
+                         "(%d such holes so far)", skip, skip.expected, skip.offset - 1, continuity.holes + 1)
+            continuity.accept(skip)
+        start = index
+    return kept
 
 
 class _Shell:
@@ -352,7 +369,7 @@ def _timestamp_ms(seconds: float | None) -> int | None:
 
 def _die(exc: BaseException) -> None:
     """End the process now: no commit may follow a batch whose records were not sent."""
-    known = isinstance(exc, (DeadlineExceeded, SkippedRecords))
+    known = isinstance(exc, DeadlineExceeded)
     what = str(exc) if known else f"an unexpected {type(exc).__name__}: {exc}"
     print(
         f"pipeline worker: stopping on {what} "

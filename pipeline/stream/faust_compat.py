@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 KNOWN_VERSIONS = ("0.15.",)
+_COMMITTED = "_committed_offset"
 """faust-streaming releases whose ``_current_event`` is a ContextVar of a weakref."""
 
 
@@ -36,6 +37,21 @@ def check_version(version: str | None = None) -> None:
 
     if not hasattr(streams, "_current_event") or not hasattr(streams._current_event, "set"):
         raise UnsupportedFaust(f"faust-streaming {version} has no faust.streams._current_event context variable")
+    check_consumer(version)
+
+
+def check_consumer(version: str, consumer: type | None = None) -> None:
+    """The consumer attributes ``committed_offset``, ``seek_back`` and ``drop_early``
+    rely on (declared on Faust's Consumer class)."""
+    if consumer is None:
+        from faust.transport.consumer import Consumer as consumer
+    declared = {name for klass in consumer.__mro__ for name in getattr(klass, "__annotations__", {})}
+    missing = [name for name in (_COMMITTED, "_gap", "_unacked_messages") if name not in declared]
+    if missing or not hasattr(consumer, "seek"):
+        raise UnsupportedFaust(
+            f"faust-streaming {version}: its consumer has no {', '.join(missing) or 'seek'} "
+            "(the worker's gap check reads them); install faust-streaming>=0.15.3,<0.16"
+        )
 
 
 @contextlib.contextmanager
@@ -53,7 +69,32 @@ def current_event(event: Any) -> Iterator[None]:
 
 def committed_offset(app: faust.App, tp: Any) -> int | None:
     """The next offset of ``tp`` as Faust's consumer last committed or sought it (its
-    private ``_committed_offset``), or None when it has none."""
-    offsets = getattr(app.consumer, "_committed_offset", None) or {}
+    private ``_committed_offset``), or None when it has none. Faust's ``perform_seek``
+    stores a committed 0 as None, so None means "0 or nothing committed": the caller
+    checks from the log start then (gaps.Continuity). A consumer without the attribute
+    is refused, never read as "nothing committed" (that would switch the check off)."""
+    offsets = getattr(app.consumer, _COMMITTED, None)
+    if offsets is None:
+        raise UnsupportedFaust(f"faust-streaming {faust.__version__}: its consumer has no {_COMMITTED}")
     value = offsets.get(tp)
     return value if isinstance(value, int) and value >= 0 else None
+
+
+async def seek_back(app: faust.App, tp: Any, offset: int) -> None:
+    """Read ``tp`` again from ``offset``, and withdraw the gap Faust recorded there (it
+    would let a commit pass the records about to come again)."""
+    await app.consumer.seek(tp, offset)
+    gaps = getattr(app.consumer, "_gap", {})
+    if tp in gaps:
+        gaps[tp].chop(offset, 1 << 62)
+
+
+def drop_early(app: faust.App, events: list[Any]) -> None:
+    """Keep Faust from acknowledging ``events`` (records that came before the ones
+    skipped): an acknowledged one would let a commit pass the skipped records. They are
+    marked done without entering the consumer's acknowledged offsets."""
+    unacked = getattr(app.consumer, "_unacked_messages", None)
+    for event in events:
+        event.message.acked = True
+        if unacked is not None:
+            unacked.discard(event.message)

@@ -30,3 +30,38 @@ def test_current_event_is_set_inside_and_restored_after():
     with faust_compat.current_event(event):
         assert current_event() is event
     assert current_event() is None
+
+
+def test_a_faust_whose_consumer_renamed_the_committed_offsets_is_refused_not_read_as_none():
+    """Issue 32.9: ``committed_offset`` read a missing ``_committed_offset`` as "nothing
+    committed", which switched the worker's gap check off without a word."""
+
+    class Renamed:  # Faust's consumer with ``_committed_offset`` renamed
+        _committed_offsets: dict
+        _gap: dict
+        _unacked_messages: set
+
+        async def seek(self, partition, offset): ...
+
+    with pytest.raises(faust_compat.UnsupportedFaust, match="0.15.9: its consumer has no _committed_offset"):
+        faust_compat.check_consumer("0.15.9", Renamed)
+    faust_compat.check_consumer("0.15.3")
+
+
+def test_committed_offset_refuses_a_consumer_without_the_attribute():
+    class App:
+        consumer = object()
+
+    with pytest.raises(faust_compat.UnsupportedFaust, match="_committed_offset"):
+        faust_compat.committed_offset(App(), ("raw.truenas", 0))
+
+
+def test_committed_offset_reads_an_offset_and_none_for_faust_s_zero():
+    class Consumer:
+        _committed_offset = {"a": 7, "b": None}
+
+    class App:
+        consumer = Consumer()
+
+    assert faust_compat.committed_offset(App(), "a") == 7
+    assert faust_compat.committed_offset(App(), "b") is None  # 0 or nothing: gaps.Continuity checks from the log start
