@@ -16,8 +16,8 @@ import re
 MAX_WORDS = 8
 """Words of the reason kept in a code: enough to tell causes apart, short enough to read."""
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_.-]{0,39}")
+_QUOTED = re.compile(r"(\bgot\s+)?('[^']*'|\"[^\"]*\")")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_.-]{0,23}")
 _WORD = re.compile(r"[a-z]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _VARIABLE_MARKS = frozenset(":/@=\\#?&")
@@ -36,10 +36,10 @@ def snake(name: str) -> str:
 def stable_words(reason: str) -> str:
     """The reason's words that do not vary between letters of one cause, joined by ``_``.
 
-    Dropped: quoted values (a quoted field name, a plain identifier without digits, is
-    kept), tokens with a digit (offsets, ids, times, sizes) and tokens that look like keys,
+    Dropped: quoted values (a quoted field name, a short identifier without digits, is
+    kept, unless it follows "got": then it is the value received), tokens with a digit (offsets, ids, times, sizes) and tokens that look like keys,
     paths or URLs (a ``:``, ``/``, ``@`` or ``=`` inside them)."""
-    text = _QUOTED.sub(lambda quoted: f" {_kept_quote(quoted.group(0)[1:-1])} ", reason)
+    text = _QUOTED.sub(_kept_quote, reason)
     words: list[str] = []
     for token in text.split():
         core = token.strip(".,;:()[]{}<>!")
@@ -51,5 +51,8 @@ def stable_words(reason: str) -> str:
     return "_".join(words[:MAX_WORDS])
 
 
-def _kept_quote(inner: str) -> str:
-    return inner if _IDENTIFIER.fullmatch(inner) else ""
+def _kept_quote(quoted: re.Match[str]) -> str:
+    got, inner = quoted.group(1), quoted.group(2)[1:-1]
+    if got:
+        return f" {got} "
+    return f" {inner} " if _IDENTIFIER.fullmatch(inner) else " "

@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import reason_codes
+from pipeline.sink import describe
 
 
 class SchemaError(RuntimeError):
@@ -467,6 +468,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "the attempt grain (job_attempts; failed attempts in jobs and failure_rates), job names, "
                  "outcomes in run_durations, retried stale episodes, BIGINT counts, dead letters' reason codes",
               _ATTEMPTS, then=_code_old_dead_letters),
+    Migration(6, "the catalog described: COMMENT ON every table, view and column (pipeline/sink/describe.py)",
+              "", then=describe.apply_comments),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -497,7 +500,8 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = LATEST) -> list[int]:
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute("CREATE TABLE IF NOT EXISTS jobstream_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ, why VARCHAR)")
-                con.execute(migration.sql)
+                if migration.sql:
+                    con.execute(migration.sql)
                 if migration.then is not None:
                     migration.then(con)
                 con.execute(

@@ -80,3 +80,9 @@ def test_the_sink_codes_its_own_dead_letters_and_those_of_older_writers(tmp_path
         ]
     finally:
         writer.close()
+
+
+def test_a_quoted_value_received_is_not_part_of_the_code():
+    """Seen in the demo: a TrueNAS id 'xxxx...' (40 letters, no digit) became part of the code."""
+    assert derive("Rejected", "id must be an integer, got 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'") == derive(
+        "Rejected", "id must be an integer, got 'abc'") == "rejected.id_must_be_an_integer_got"
