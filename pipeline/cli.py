@@ -545,6 +545,21 @@ def sql(
             table.add_row(*("" if v is None else str(v) for v in row))
         out.print(table)
 
+@app.command()
+def check(db: DbOpt = None) -> None:
+    """Data tests on the analytics file: uniqueness, not-null, relationships, accepted values and the views reconciled (one line per check; exit 1 when one fails)."""
+    from pipeline.sink import check as check_module
+
+    settings = load_settings(db_path=db)
+    try:
+        outcomes = check_module.check_file(settings.db_path)
+    except check_module.CheckError as exc:
+        raise fail(str(exc)) from None
+    sys.stdout.write(check_module.report(outcomes, str(settings.db_path)))
+    if not all(o.passed for o in outcomes):
+        raise typer.Exit(1)
+
+
 # --- push ingestors and their simulators (Qlik Cloud webhooks, TrueNAS websocket) ---------
 
 ListenOpt = Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (':PORT' = all interfaces).")]
