@@ -491,7 +491,7 @@ def sql(
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
 
-    Views: jobs, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
+    Views: jobs, job_attempts, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
     dead_letter_reasons (README "Analysts' views"). Writes are refused.
     """
     import os

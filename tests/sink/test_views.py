@@ -310,3 +310,28 @@ def test_dead_letter_reasons_group_one_cause_by_its_reason_code(db):
     assert db.connection.execute(
         "SELECT reason_code, dead_letters FROM dead_letter_reasons ORDER BY reason_code"
     ).fetchall() == [("qrs.no_task_id", 1), ("rejected.not_valid_json_unexpected_end_of_data_line", 2)]
+
+
+def test_a_failure_reported_after_the_retry_opened_is_the_failed_attempts_outcome(db):
+    """As QRS shows it in the demo: attempt 1 RUNNING, attempt 2 RUNNING (the retry), and the
+    attempt-1 FAILED from the other endpoint (no attempt number) arriving after the retry
+    opened: the lifecycle flags it late (RUNNING -> RUNNING), so no transition says FAILED;
+    by its time it belongs to attempt 1, whose outcome it is."""
+    s = Story(vendor="qlik_qrs")
+    at = [T0 + timedelta(seconds=n) for n in (0, 10, 12, 40)]
+    write(db, [
+        (catalog.EVENTS, s.event("hr", "r", 1, "RUNNING", at=at[0], attempt=1)),
+        (catalog.EVENTS, s.event("hr", "r", 2, "RUNNING", at=at[2], attempt=2)),
+        (catalog.EVENTS, s.event("hr", "r", 3, "FAILED", at=at[1])),
+        (catalog.EVENTS, s.event("hr", "r", 4, "SUCCEEDED", at=at[3])),
+        (catalog.TRANSITIONS, s.transition("hr", "r", 1, None, "RUNNING", at=at[0])),
+        (catalog.TRANSITIONS, {**s.transition("hr", "r", 2, "RUNNING", "RUNNING", at=at[2], cause="retry"), "attempt": 2}),
+        (catalog.TRANSITIONS, {**s.transition("hr", "r", 3, "RUNNING", "RUNNING", at=at[1], late=True), "attempt": 2}),
+        (catalog.TRANSITIONS, {**s.transition("hr", "r", 4, "RUNNING", "SUCCEEDED", at=at[3]), "attempt": 2}),
+    ])
+    assert db.connection.execute(
+        "SELECT attempt, outcome, started_at, finished_at, duration_s FROM job_attempts ORDER BY attempt"
+    ).fetchall() == [
+        (1, "FAILED", at[0], at[1], 10.0),
+        (2, "SUCCEEDED", at[2], at[3], 28.0),
+    ]
