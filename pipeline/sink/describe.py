@@ -10,10 +10,13 @@ that replaces a view applies ``comment_sql`` again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.sink import sql as sql_module
+import duckdb
+
+from pipeline.sink import quack, sql as sql_module
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,20 +256,38 @@ WHERE database_name = current_database() AND table_name = '{name}' ORDER BY colu
 
 def describe(db_path: Path, address: str, token_file: Path, name: str | None) -> str:
     """The catalog (every table and view with what it is) or one relation's columns, as
-    text, read from the database itself (live over Quack or the file read-only)."""
-    relations = sql_module.run_query(db_path, address, token_file, _RELATIONS)
+    text, read from the database itself: from the live sink over Quack (the server runs the
+    catalog query: a client's own ``duckdb_tables()`` does not list an attached Quack
+    catalog), else from the file opened read-only."""
+    con, source = sql_module.open_database(db_path, address, token_file)
+    try:
+        if source == address:
+            token = quack.read_token(token_file) or ""
+            read = lambda sql: quack.query(con, address, token, sql)  # noqa: E731
+        else:
+            read = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+        try:
+            return _describe(read, source, name)
+        except duckdb.Error as exc:
+            raise sql_module.SqlError(" ".join(str(exc).split())) from None
+    finally:
+        con.close()
+
+
+def _describe(read: Callable[[str], list[tuple]], source: str, name: str | None) -> str:
+    relations = read(_RELATIONS)
     if name is None:
-        width = max((len(n) for n, _, _ in relations.rows), default=0)
-        lines = [f"{n.ljust(width)}  {kind:<5}  {comment or ''}" for n, kind, comment in relations.rows]
-        return "\n".join(lines) + f"\n({len(lines)} tables and views in {relations.source}; pipeline sql --describe NAME for its columns)\n"
-    found = [row for row in relations.rows if row[0] == name]
+        width = max((len(n) for n, _, _ in relations), default=0)
+        lines = [f"{n.ljust(width)}  {kind:<5}  {comment or ''}" for n, kind, comment in relations]
+        return "\n".join(lines) + f"\n({len(lines)} tables and views in {source}; pipeline sql --describe NAME for its columns)\n"
+    found = [row for row in relations if row[0] == name]
     if not found:
-        known = ", ".join(n for n, _, _ in relations.rows)
-        raise sql_module.SqlError(f"no table or view named {name!r} in {relations.source}; there are: {known}")
+        known = ", ".join(n for n, _, _ in relations)
+        raise sql_module.SqlError(f"no table or view named {name!r} in {source}; there are: {known}")
     _, kind, comment = found[0]
-    columns = sql_module.run_query(db_path, address, token_file, _COLUMNS.format(name=name.replace("'", "''")))
-    width = max(len(n) for n, _, _ in columns.rows)
-    type_width = max(len(t) for _, t, _ in columns.rows)
+    columns = read(_COLUMNS.format(name=name.replace("'", "''")))
+    width = max(len(n) for n, _, _ in columns)
+    type_width = max(len(t) for _, t, _ in columns)
     lines = [f"{name} ({kind}): {comment or ''}", ""]
-    lines += [f"  {n.ljust(width)}  {t.ljust(type_width)}  {c or ''}" for n, t, c in columns.rows]
+    lines += [f"  {n.ljust(width)}  {t.ljust(type_width)}  {c or ''}" for n, t, c in columns]
     return "\n".join(lines) + "\n"

@@ -74,3 +74,33 @@ def test_pipeline_sql_describe_lists_the_catalog_and_one_relations_columns(descr
     unknown = pipeline_sql("--db", str(described), "--describe", "nope")
     assert unknown.returncode == 1 and "no table or view named 'nope'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+@pytest.mark.integration
+def test_describe_answers_from_the_live_sink_over_quack(broker, tmp_path):
+    """While the sink holds the file, the catalog comes over Quack: the server runs the
+    catalog query (a client's duckdb_tables() does not list an attached Quack catalog)."""
+    from tests.sink.contract import SinkProcess
+
+    sink = SinkProcess(broker.bootstrap, tmp_path / "live.duckdb", token=None).start()
+    try:
+        sink.connect().close()
+        result = pipeline_sql_live(sink, "--describe", "job_attempts")
+        assert result.returncode == 0, result.stderr
+        assert "job_attempts (view): One row per attempt" in result.stdout and "start_observed" in result.stdout
+        listing = pipeline_sql_live(sink, "--describe")
+        assert f"in {sink.uri}" in listing.stdout and "dead_letter_reasons" in listing.stdout
+    finally:
+        assert sink.stop() == 0, sink.tail()
+
+
+def pipeline_sql_live(sink, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    from pipeline.sink import quack
+
+    env = {k: v for k, v in os.environ.items() if k != quack.TOKEN_ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "sql", "--db", str(sink.db), "--quack", sink.uri, *args],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
