@@ -545,6 +545,7 @@ def sql(
             table.add_row(*("" if v is None else str(v) for v in row))
         out.print(table)
 
+
 @app.command()
 def check(db: DbOpt = None) -> None:
     """Data tests on the analytics file: uniqueness, not-null, relationships, accepted values and the views reconciled (one line per check; exit 1 when one fails)."""
