@@ -10,6 +10,7 @@ from datetime import datetime
 
 import msgspec
 
+from pipeline import reason_codes
 from pipeline.model import State
 from pipeline.stream.records import DeadLetter  # the one jobs.deadletter record, as the worker writes it
 
@@ -162,4 +163,5 @@ def dead_letter(
         ),
         value_size=None if value is None else len(value),
         value_preview=None if value is None else value[:200].decode("utf-8", "replace"),
+        reason_code=reason_codes.derive(error_type, reason),
     )

@@ -34,10 +34,11 @@ def sql(
     quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
     output: Annotated[str, typer.Option("--format", "-f", help="table (one block per row when too wide for the terminal), csv or json (JSON lines).")] = "table",
     attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database (or opens the file read-only when no sink answers), and exit.")] = False,
+    describe: Annotated[bool, typer.Option("--describe", help="Describe the catalog: every table and view, or the columns of the one named instead of a query (pipeline sql --describe jobs).")] = False,
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
 
-    Views: jobs, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
+    Views: jobs, job_attempts, run_durations, job_retries, stale_episodes, failure_rates, active_runs,
     dead_letter_reasons (README "Analysts' views"). Writes are refused.
     """
     import os
@@ -48,6 +49,14 @@ def sql(
     settings = load_settings(db_path=db)
     address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
     token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    if describe:
+        from pipeline.sink.describe import describe as describe_catalog
+
+        try:
+            sys.stdout.write(describe_catalog(settings.db_path, address, token_file, query))
+        except sql_module.SqlError as exc:
+            raise fail(str(exc)) from None
+        return
     if attach:
         binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         if not sql_module.live_sink_answers(address, token_file):
@@ -84,6 +93,20 @@ def sql(
             table.add_row(*("" if v is None else str(v) for v in row))
         out.print(table)
 
+
+@app.command()
+def check(db: DbOpt = None) -> None:
+    """Data tests on the analytics file: uniqueness, not-null, relationships, accepted values and the views reconciled (one line per check; exit 1 when one fails)."""
+    from pipeline.sink import check as check_module
+
+    settings = load_settings(db_path=db)
+    try:
+        outcomes = check_module.check_file(settings.db_path)
+    except check_module.CheckError as exc:
+        raise fail(str(exc)) from None
+    sys.stdout.write(check_module.report(outcomes, str(settings.db_path)))
+    if not all(o.passed for o in outcomes):
+        raise typer.Exit(1)
 
 
 def _sink_offsets(settings: Settings) -> tuple[dict, str]:

@@ -28,7 +28,7 @@ import msgspec
 import orjson
 import pyarrow as pa
 
-from pipeline import catalog
+from pipeline import catalog, reason_codes
 
 SCHEMA_VERSION = 1
 """The contract version this sink reads; records.md says readers refuse higher ones."""
@@ -142,6 +142,7 @@ class DeadLetterRecord(msgspec.Struct, kw_only=True, gc=False):
     value_b64: str | None = None
     value_size: Int64 | None = None
     value_preview: str | None = None
+    reason_code: str | None = None
 
 
 class AlertRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -267,7 +268,8 @@ class BatchBuilder:
                 if held is None or value.version > held[0]:
                     runs[value.run_key] = (value.version, data)
             elif topic == _DEADLETTER:
-                letters.setdefault(value.dead_letter_id, data)
+                if value.dead_letter_id not in letters:
+                    letters[value.dead_letter_id] = data if value.reason_code else _with_reason_code(value, data)
             else:
                 rank = (1 if value.status in _FINAL_ALERT_STATUSES else 0, record.offset)
                 held_alert = alerts.get(value.alert_id)
@@ -317,6 +319,14 @@ ARROW_CHUNK = 8192
 """Rows per Arrow record batch: DuckDB parses the JSON of several batches in parallel."""
 
 
+def _with_reason_code(letter: DeadLetterRecord, data: bytes) -> bytes:
+    """A dead letter from a writer that sets no ``reason_code`` (older than the field)
+    gets the code the worker would have given it; dead letters are few, so the copy is cheap."""
+    document = orjson.loads(data)
+    document["reason_code"] = reason_codes.derive(letter.error_type, letter.reason)
+    return orjson.dumps(document)
+
+
 def _values(values: list[bytes]) -> pa.Table:
     return _chunked(pa.table({"value": _text(values)}))
 
@@ -347,6 +357,7 @@ SINK_DEAD_LETTER_SCHEMA = pa.schema([
     ("error_type", pa.string()), ("reason", pa.string()), ("topic", pa.string()), ("partition", pa.int32()),
     ("offset", pa.int64()), ("vendor", pa.string()), ("key_b64", pa.string()), ("value_b64", pa.string()),
     ("value_size", pa.int64()), ("value_preview", pa.string()), ("schema_version", pa.int32()),
+    ("reason_code", pa.string()),
 ])
 
 
@@ -361,15 +372,15 @@ def sink_dead_letter(record: KafkaRecord, exc: Exception) -> list[Any]:
             version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             exc = _UnknownVersion(version)
-    reason = str(exc)
+    reason = " ".join(str(exc).split())
     error_type = "UnknownSchemaVersion" if isinstance(exc, _UnknownVersion) else type(exc).__name__
     return [
         f"{record.topic}:{record.partition}:{record.offset}",
         datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc) if record.timestamp >= 0 else None,
-        "sink", error_type, " ".join(reason.split()), record.topic, record.partition, record.offset, None,
+        "sink", error_type, reason, record.topic, record.partition, record.offset, None,
         None if record.key is None else base64.b64encode(record.key).decode(),
         base64.b64encode(value).decode() if len(value) <= MAX_DEAD_VALUE else None,
-        len(value), value[:200].decode("utf-8", "replace"), SCHEMA_VERSION,
+        len(value), value[:200].decode("utf-8", "replace"), SCHEMA_VERSION, reason_codes.derive(error_type, reason),
     ]
 
 
@@ -405,7 +416,7 @@ _JSON_FIELDS: dict[str, dict[str, Any]] = {
     "dead_letters": {
         "dead_letter_id": _S, "at": _T, "stage": _S, "error_type": _S, "reason": _S, "topic": _S,
         "partition": _I, "offset": _L, "vendor": _S, "key_b64": _S, "value_b64": _S, "value_size": _L,
-        "value_preview": _S, "schema_version": _I,
+        "value_preview": _S, "schema_version": _I, "reason_code": _S,
     },
     "alerts": {
         "alert_id": _S, "rule": _S, "status": _S, "reason": _S, "vendor": _S, "source": _S, "job_key": _S,

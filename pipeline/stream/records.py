@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from pipeline import catalog, lifecycle
+from pipeline import catalog, lifecycle, reason_codes
 from pipeline.model import JobEvent, encode_event
 
 SCHEMA_VERSION = 1
@@ -71,6 +71,7 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     value_size: int | None
     value_preview: str | None
     schema_version: int = SCHEMA_VERSION
+    reason_code: str | None = None  # the cause without its variable parts (pipeline/reason_codes.py)
 
 
 _json = msgspec.json.Encoder()
@@ -110,7 +111,9 @@ def dead_letter_id(message: Message) -> str:
     return f"{message.topic}:{message.partition}:{message.offset}"
 
 
-def dead_letter(message: Message, stage: str, error_type: str, reason: str, vendor: str | None) -> Output:
+def dead_letter(
+    message: Message, stage: str, error_type: str, reason: str, vendor: str | None, *, reason_code: str | None = None,
+) -> Output:
     """The ``jobs.deadletter`` record of ``message``: keyed by its stable id, so its key
     is small whatever the raw key was, and identical when re-sent after a restart."""
     value, key = message.value, message.key
@@ -122,6 +125,7 @@ def dead_letter(message: Message, stage: str, error_type: str, reason: str, vend
         value_b64=_b64(value) if value is None or len(value) <= DEAD_LETTER_MAX_BYTES else None,
         value_size=None if value is None else len(value),
         value_preview=None if value is None else value[:200].decode("utf-8", "replace"),
+        reason_code=reason_code or reason_codes.derive(error_type, reason),
     )
     return Output(catalog.DEADLETTER, record.dead_letter_id.encode(), _json.encode(record))
 

@@ -206,7 +206,8 @@ def test_every_field_of_each_record_lands_in_its_column(writer):
     assert row("job_transitions") == {**transition, "at": "2026-11-30T09:00:00Z", "kafka_partition": 0, "kafka_offset": 0}
     assert row("job_runs") == {**run, "first_event_at": "2026-11-30T09:00:00Z", "last_event_at": "2026-11-30T09:00:00Z",
                                "current_at": "2026-11-30T09:00:00Z", "started_at": "2026-11-30T09:00:00Z"}
-    assert row("dead_letters") == {**letter, "at": "2026-11-30T09:00:00Z"}
+    # a letter from a writer that sets no reason_code gets the code the worker gives (reason_codes.derive)
+    assert row("dead_letters") == {**letter, "at": "2026-11-30T09:00:00Z", "reason_code": "rejected.bad_document"}
     assert row("alerts") == {**alert, "at": "2026-11-30T09:00:00Z", "delivered_at": "2026-11-30T09:00:00Z",
                              "status_rank": 1, "kafka_partition": 0, "kafka_offset": 0}
 
@@ -240,3 +241,24 @@ def test_the_alerters_own_records_land_in_alerts_and_dead_letters(writer):
     assert writer.connection.execute("SELECT dead_letter_id, stage, reason FROM dead_letters").fetchall() == [
         ("jobs.transitions:0:7", "alerts", "not JSON"),
     ]
+
+
+def test_dead_letters_of_a_file_older_than_reason_codes_get_their_code(tmp_path):
+    """Schema 5 adds dead_letters.reason_code; the letters already in the file are coded
+    as the worker now codes new ones, so dead_letter_reasons groups old and new alike."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    schema.migrate(con, upto=4)
+    con.execute(
+        "INSERT INTO dead_letters (dead_letter_id, stage, error_type, reason) VALUES "
+        "('a', 'normalize', 'Rejected', 'not valid JSON: unexpected end of data: line 1 column 9 (char 8)'), "
+        "('b', 'normalize', 'Rejected', 'not valid JSON: unexpected end of data: line 1 column 3 (char 2)')"
+    )
+    con.close()
+    w = DuckDBWriter(path).open()
+    try:
+        assert w.connection.execute("SELECT reason_code, dead_letters FROM dead_letter_reasons").fetchall() == [
+            ("rejected.not_valid_json_unexpected_end_of_data_line", 2),
+        ]
+    finally:
+        w.close()
