@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.vendor_names import VENDOR_NAMES
+from pipeline.vendors import VENDOR_NAMES
 
 
 class CheckError(RuntimeError):
