@@ -21,12 +21,17 @@ from pipeline.cli.common import (
     load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
 )
 from pipeline.errors import ConfigError, JobstreamError
+from pipeline.vendors import registry
 from pipeline.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from pipeline import backfill
 
 
+
+
+ROLES = ", ".join(["worker", "sink", "alerter", *(v.command for kind in ("push", "pull") for v in registry.of_kind(kind))])
+"""``pipeline run``'s roles, as its help names them (the vendors' from the registry)."""
 
 
 @app.command()
@@ -61,7 +66,7 @@ def demo(
 
 @app.command("run")
 def run_pipeline(
-    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: [run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
+    roles: Annotated[Optional[list[str]], typer.Argument(help=f"Roles to run: {ROLES} (default: [run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: [pipeline] settings, [run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
