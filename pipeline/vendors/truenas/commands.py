@@ -11,7 +11,6 @@ import typer
 
 from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
 from pipeline.errors import ConfigError
-from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
