@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from pipeline.settings import Settings
+from pipeline.vendors import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -38,8 +39,7 @@ def _command_path(command: list[str]) -> str:
 
 def test_every_role_of_the_pipeline_is_a_service():
     commands = {_command_path(service["command"]) for service in PIPELINE_SERVICES.values()}
-    assert {"topics apply", "worker", "sink", "alert", "ingest qlik-cloud", "ingest truenas", "ingest qlik-qrs",
-            "ingest zuora", "ingest informatica"} <= commands
+    assert {"topics apply", "worker", "sink", "alert", *(f"ingest {v.command}" for v in registry.vendors())} <= commands
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINE_SERVICES))
@@ -71,10 +71,10 @@ def test_the_image_installs_the_package_and_runs_pipeline():
         assert (ROOT / copied).exists(), copied
 
 
-def test_the_demo_profile_runs_five_simulators_and_ingestors_pointed_at_them(monkeypatch):
+def test_the_demo_profile_runs_every_vendors_simulator_and_ingestors_pointed_at_them(monkeypatch):
     demo = {name: s for name, s in PIPELINE_SERVICES.items() if "demo" in s.get("profiles", [])}
     simulated = {" ".join(s["command"][:2]) for s in demo.values() if s["command"][0] == "simulate"}
-    assert simulated == {f"simulate {v}" for v in ("qlik-cloud", "qlik-qrs", "zuora", "informatica", "truenas")}
+    assert simulated == {f"simulate {v.command}" for v in registry.vendors()}
     listening = {}
     for name, service in demo.items():
         command = service["command"]
@@ -82,13 +82,14 @@ def test_the_demo_profile_runs_five_simulators_and_ingestors_pointed_at_them(mon
             assert command[command.index("--host") + 1] == "0.0.0.0", name  # reachable from other containers
             listening[name] = command[command.index("--port") + 1]
     ingestors = {" ".join(s["command"][:2]) for s in demo.values() if s["command"][0] == "ingest"}
-    assert ingestors == {"ingest truenas", "ingest qlik-qrs", "ingest zuora", "ingest informatica"}
+    # Qlik Cloud's receiver is the production one (ingest-qlik-cloud): webhooks need no demo twin.
+    assert ingestors == {f"ingest {v.command}" for v in registry.vendors() if v.name != "qlik_cloud"}
     assert "ws://simulate-truenas:8781/" in " ".join(demo["demo-ingest-truenas"]["command"])
     # The pull ingestors' config (mounted from ./config) loads and points at the simulators.
     from pipeline.ingest_cli import settings_for
 
-    secrets = {"JOBSTREAM_ZUORA_PASSWORD": "revpro-password", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-password"}
-    for command in ("qlik-qrs", "zuora", "informatica"):
+    secrets = {name: value for v in registry.of_kind("pull") for name, value in v.demo_secrets}
+    for command in (v.command for v in registry.of_kind("pull")):
         service = demo[f"demo-ingest-{command}"]
         mounted = service["command"][service["command"].index("--config") + 1]
         host_dir, container_dir = service["volumes"][0].split(":")[:2]

@@ -48,6 +48,7 @@ from pipeline.settings import Settings
 from pipeline.model import UTC
 from pipeline.sink import quack
 from pipeline.vendors.qlik_cloud.simulator import reload_events
+from pipeline.vendors import registry
 
 QLIK_CLOUD_SENDER = "qlik-cloud-simulator"
 WEBHOOKS = 140  # bad requests to the Qlik Cloud receiver (20 of each kind)
@@ -76,9 +77,9 @@ class ChaosResult:
 def secrets() -> set[bytes]:
     """The credentials the simulators accept (planted in them by demo.roles), and the
     Basic auth header values made of them: none may show in a log, a table or Kafka."""
-    plain = [demo.DEMO_SECRET, demo.DEMO_API_KEY, *demo.PULL_SECRETS.values()]
-    basic = [f"revpro-user:{demo.PULL_SECRETS['JOBSTREAM_ZUORA_PASSWORD']}",
-             f"iics-user:{demo.PULL_SECRETS['JOBSTREAM_INFORMATICA_PASSWORD']}"]
+    plain = [value for vendor in registry.vendors() for _name, value in vendor.demo_secrets]
+    basic = [f"{dict(vendor.demo_config)['user']}:{password}" for vendor in registry.of_kind("pull")
+             if "user" in dict(vendor.demo_config) for _name, password in vendor.demo_secrets]
     return {s.encode() for s in plain} | {base64.b64encode(s.encode()) for s in basic}
 
 

@@ -9,17 +9,13 @@ exit status, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import functools
 import logging
 import signal
 import sys
-import time
-from datetime import datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
-
-import functools
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -29,8 +25,6 @@ from pipeline import vendors
 from pipeline.errors import EXIT_FAILED, ConfigError, JobstreamError
 from pipeline.settings import Settings
 
-if TYPE_CHECKING:
-    from pipeline import backfill
 
 def _version(value: bool) -> None:
     if value:
@@ -40,16 +34,12 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-# Help text is plain: paragraphs are rewrapped to the terminal ("rich" mode kept the
-# docstrings' own line breaks, which broke sentences mid-line), brackets print as written.
-
-
-def guarded(function):
+def guarded(function: Callable[..., Any]) -> Callable[..., Any]:
     """``function`` with every ``JobstreamError`` it raises turned into its one-line
     message (a line per problem) and its exit code: the one mapping for every command."""
 
     @functools.wraps(function)
-    def command(*args, **kwargs):
+    def command(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except JobstreamError as exc:
@@ -61,10 +51,13 @@ def guarded(function):
 class Commands(typer.Typer):
     """A Typer whose commands map ``JobstreamError`` to a line and an exit code."""
 
-    def command(self, *args, **kwargs):
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         register = super().command(*args, **kwargs)
         return lambda function: register(guarded(function))
 
+
+# Help text is plain: paragraphs are rewrapped to the terminal ("rich" mode kept the
+# docstrings' own line breaks, which broke sentences mid-line), brackets print as written.
 PLAIN = None
 
 app = Commands(

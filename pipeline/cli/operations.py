@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import signal
-import sys
-import time
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
-from pipeline import catalog, vendors
 from pipeline.cli.common import (
-    BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
-    load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
+    BootstrapOpt, app, err, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
-from pipeline.errors import ConfigError, JobstreamError
-from pipeline.settings import Settings, host_port
-
-if TYPE_CHECKING:
-    from pipeline import backfill
+from pipeline.vendors import registry
 
 
+
+
+ROLES = ", ".join(["worker", "sink", "alerter", *(v.command for kind in ("push", "pull") for v in registry.of_kind(kind))])
+"""``pipeline run``'s roles, as its help names them (the vendors' from the registry)."""
 
 
 @app.command()
@@ -61,7 +54,7 @@ def demo(
 
 @app.command("run")
 def run_pipeline(
-    roles: Annotated[Optional[list[str]], typer.Argument(help="Roles to run: worker, sink, alerter, qlik-cloud, truenas, qlik-qrs, zuora, informatica (default: [run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
+    roles: Annotated[Optional[list[str]], typer.Argument(help=f"Roles to run: {ROLES} (default: [run] roles in the file, else worker, sink, alerter and every ingestor with a table in the file).")] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: [pipeline] settings, [run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,

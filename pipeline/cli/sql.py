@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import logging
-import signal
 import sys
-import time
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
-from pipeline import catalog, vendors
-from pipeline.cli.common import (
-    BootstrapOpt, ConfigOpt, DbOpt, ListenOpt, MetricsPortOpt, app, err, exit_on_sigterm, fail, ingest_app,
-    load_settings, out, quiet_kafka_logs, simulate_app, topics_app,
-)
-from pipeline.errors import ConfigError, JobstreamError
-from pipeline.settings import Settings, host_port
-
-if TYPE_CHECKING:
-    from pipeline import backfill
+from pipeline.cli.common import DbOpt, app, err, fail, load_settings, out
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
 
 
 @app.command()

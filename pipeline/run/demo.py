@@ -38,11 +38,12 @@ from pipeline.model import UTC
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage, read_usage
 from pipeline.sources import RawProducer, records_for
 from pipeline.vendors import VENDOR_NAMES, registry
+from pipeline.vendors.registry import DemoContext
 from pipeline.vendors import Context
 
 PIPELINE = (sys.executable, "-P", "-m", "pipeline")
-DEMO_SECRET = "demo-webhook-secret"  # noqa: S105 - a local demo's own secret, on loopback only
-DEMO_API_KEY = "1-demo-truenas-api-key"  # noqa: S105
+DEMO_SECRET = dict(registry.by_name("qlik_cloud").demo_secrets)["JOBSTREAM_QLIK_WEBHOOK_SECRET"]
+DEMO_API_KEY = dict(registry.by_name("truenas").demo_secrets)["JOBSTREAM_TRUENAS_API_KEY"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +106,23 @@ PULL_SECRETS = {name: value for vendor in registry.of_kind("pull") for name, val
 def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: int) -> list[Role]:
     """Every process of the demo, in start order (readiness probes where others depend)."""
     pull_vendors = registry.of_kind("pull")
-    ports = {name: free_port() for name in ("truenas", "webhook", *(vendor.command for vendor in pull_vendors))}
+    ports: dict[str, int] = {}
+
+    def port(name: str) -> int:
+        return ports.setdefault(name, free_port())
+
+    for vendor in pull_vendors:
+        port(vendor.command)
+    context = DemoContext(bootstrap, port, options.duration_s, CLOCK_FACTOR)
+    push = [
+        Role(process.name, [*PIPELINE, *process.args], env=dict(process.env), one_shot=process.one_shot,
+             ready=_port_open(process.ready_port) if process.ready_port is not None else None)
+        for vendor in registry.of_kind("push") if vendor.demo_processes
+        for process in registry.load(vendor.demo_processes)(context)
+    ]
     config = _pull_config(options.run_dir / "ingest.toml", ports)
     pull: list[Role] = []
-    for vendor in (pull.command for pull in pull_vendors):
+    for vendor in (pull_vendor.command for pull_vendor in pull_vendors):
         pull.append(Role(f"{vendor}-simulator", [
             *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
             "--faults", PULL_FAULTS[vendor], "--groups", "4",
@@ -125,20 +139,7 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: i
                         "--app-id", "jobstream-demo", "--datadir", str(options.run_dir / "worker")],
              env={"JOBSTREAM_MAX_CLOCK_SKEW_S": str(int(options.duration_s * CLOCK_FACTOR * 4 + 3600))}),
         Role("alerter", [*PIPELINE, "alert", "--bootstrap", bootstrap, "--url", receiver_url]),
-        Role("truenas-simulator", [*PIPELINE, "simulate", "truenas", "--listen", f"127.0.0.1:{ports['truenas']}",
-                                   "--clock", str(CLOCK_FACTOR), "--every", "40", "--drop-every", "900",
-                                   "--restart-every", "1500"],
-             env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}, ready=_port_open(ports["truenas"])),
-        Role("truenas-ingestor", [*PIPELINE, "ingest", "truenas", "--bootstrap", bootstrap,
-                                  "--url", f"ws://127.0.0.1:{ports['truenas']}/api/current"],
-             env={"JOBSTREAM_TRUENAS_API_KEY": DEMO_API_KEY}),
-        Role("qlik-cloud-receiver", [*PIPELINE, "ingest", "qlik-cloud", "--bootstrap", bootstrap,
-                                     "--listen", f"127.0.0.1:{ports['webhook']}"],
-             env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, ready=_port_open(ports["webhook"])),
-        Role("qlik-cloud-simulator", [*PIPELINE, "simulate", "qlik-cloud",
-                                      "--url", f"http://127.0.0.1:{ports['webhook']}/",
-                                      "--events", str(max(int(options.duration_s), 20)), "--clock", "60"],
-             env={"JOBSTREAM_QLIK_WEBHOOK_SECRET": DEMO_SECRET}, one_shot=True),
+        *push,
         *pull,
     ]
 

@@ -3,9 +3,9 @@
 One TOML file configures everything (``jobstream.example.toml`` is the commented example):
 ``[pipeline]`` holds the typed ``Settings`` (the same names as the ``JOBSTREAM_*``
 variables, lower case), ``[run]`` what this command runs, and one table per role that
-needs one: ``[alerter]``, ``[qlik_cloud]``, ``[truenas]`` and the pull ingestors' own
-``[qlik_qrs]``, ``[zuora]``, ``[informatica]`` (read by ``sources.load_config``, as
-``pipeline ingest <vendor> --config`` reads them). Flags win over the environment, which
+needs one: ``[alerter]`` and one ``[<vendor>]`` per vendor in the registry (a push
+vendor's checked by its declared ``run_command``; a pull ingestor's read by
+``sources.load_config``, as ``pipeline ingest <vendor> --config`` reads them). Flags win over the environment, which
 wins over the file. Everything is checked before anything starts, one line per problem;
 a secret written in the file is refused (secrets come from the environment or a file).
 

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from functools import cache
+from collections.abc import Callable
 from typing import Any, Literal
 
 PACKAGE = "pipeline.vendors"
@@ -25,6 +26,29 @@ def load(reference: str) -> Any:
     for part in filter(None, attribute.split(".")):
         found = getattr(found, part)
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class DemoProcess:
+    """One process a push vendor adds to ``pipeline demo``: ``pipeline <args>`` with ``env``;
+    ``ready_port``: others start once it listens there; ``one_shot``: it ends by itself."""
+
+    name: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    ready_port: int | None = None
+    one_shot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DemoContext:
+    """What a vendor's demo processes are built from: the broker, a free port per name
+    (the same port for the same name), the demo's length and its vendor clock factor."""
+
+    bootstrap: str
+    port: Callable[[str], int]
+    duration_s: float
+    clock_factor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +80,9 @@ class Vendor:
     run_command: str | None = None
     """Push vendors: ``module:function(table, settings, problems) -> argv tail`` that checks
     its ``[<name>]`` table for ``pipeline run`` and gives its ingest command's arguments."""
+    demo_processes: str | None = None
+    """Push vendors: ``module:function(DemoContext) -> list[DemoProcess]``, its receiver and
+    its simulator in ``pipeline demo`` (pull vendors' are generated from the fields below)."""
     demo_faults: str = ""
     """Pull vendors: the faults its simulator injects in ``pipeline demo``."""
     demo_config: tuple[tuple[str, Any], ...] = ()

@@ -8,7 +8,9 @@ VENDOR = Vendor(
     ingest_command="pipeline.vendors.qlik_cloud.commands:ingest",
     simulate_command="pipeline.vendors.qlik_cloud.commands:simulate",
     run_command="pipeline.vendors.qlik_cloud.commands:run_arguments",
+    demo_processes="pipeline.vendors.qlik_cloud.commands:demo_processes",
     hostile=({"specversion": "1.0", "type": "com.qlik.v1.reload.finished", "data": "not an object"},),
     bench="pipeline.bench.workload:_qlik_cloud_run",
+    demo_secrets=(("JOBSTREAM_QLIK_WEBHOOK_SECRET", "demo-webhook-secret"),),  # a local demo's own, on loopback only
     role_names=("qlik-cloud-receiver",),
 )

@@ -13,6 +13,7 @@ from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
+    from pipeline.vendors.registry import DemoContext, DemoProcess
 
 
 def ingest(
@@ -92,3 +93,18 @@ def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: 
                 problems.append(f"qlik-cloud: {exc}")
     arguments = ["--listen", str(table.get("listen", "127.0.0.1:8780"))]
     return arguments + (["--source", str(table["source"])] if "source" in table else [])
+
+
+def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
+    """``pipeline demo``: the webhook receiver, then a sender of signed reloads for the demo's length."""
+    from pipeline.vendors.qlik_cloud import VENDOR
+    from pipeline.vendors.registry import DemoProcess
+
+    port = demo.port("webhook")
+    return [
+        DemoProcess("qlik-cloud-receiver", ("ingest", "qlik-cloud", "--bootstrap", demo.bootstrap,
+                                            "--listen", f"127.0.0.1:{port}"), env=VENDOR.demo_secrets, ready_port=port),
+        DemoProcess("qlik-cloud-simulator", ("simulate", "qlik-cloud", "--url", f"http://127.0.0.1:{port}/",
+                                             "--events", str(max(int(demo.duration_s), 20)), "--clock", "60"),
+                    env=VENDOR.demo_secrets, one_shot=True),
+    ]

@@ -8,6 +8,8 @@ VENDOR = Vendor(
     ingest_command="pipeline.vendors.truenas.commands:ingest",
     simulate_command="pipeline.vendors.truenas.commands:simulate",
     run_command="pipeline.vendors.truenas.commands:run_arguments",
+    demo_processes="pipeline.vendors.truenas.commands:demo_processes",
     hostile=({"msg": "changed", "collection": "core.get_jobs", "id": "x" * 300},),
+    demo_secrets=(("JOBSTREAM_TRUENAS_API_KEY", "1-demo-truenas-api-key"),),
     bench="pipeline.bench.workload:_truenas_run",
 )

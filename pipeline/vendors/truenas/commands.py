@@ -11,10 +11,10 @@ import typer
 
 from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
 from pipeline.errors import ConfigError
-from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
+    from pipeline.vendors.registry import DemoContext, DemoProcess
 
 
 def ingest(
@@ -125,3 +125,18 @@ def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: 
     if "host" in table:
         arguments += ["--host", str(table["host"])]
     return arguments + (["--insecure"] if table.get("insecure") is True else [])
+
+
+def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
+    """``pipeline demo``: a middleware that drops connections and restarts, and the ingestor."""
+    from pipeline.vendors.registry import DemoProcess
+    from pipeline.vendors.truenas import VENDOR
+
+    port = demo.port("truenas")
+    return [
+        DemoProcess("truenas-simulator", ("simulate", "truenas", "--listen", f"127.0.0.1:{port}",
+                                          "--clock", str(demo.clock_factor), "--every", "40", "--drop-every", "900",
+                                          "--restart-every", "1500"), env=VENDOR.demo_secrets, ready_port=port),
+        DemoProcess("truenas-ingestor", ("ingest", "truenas", "--bootstrap", demo.bootstrap,
+                                         "--url", f"ws://127.0.0.1:{port}/api/current"), env=VENDOR.demo_secrets),
+    ]
