@@ -56,7 +56,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from pipeline.run.health import RoleMetrics, observe_fetch, operate
 from pipeline.settings import Settings
-from pipeline.sink import quack
+from pipeline.sink import endpoint, quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder
 from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
 
@@ -234,6 +234,8 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
                 raise SinkError(str(exc)) from None
             where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
             echo(f"sink: live SQL on {server.uri} (token in {where})")
+            endpoint.publish(settings.db_path, endpoint.Endpoint(
+                os.getpid(), quack.uri(endpoint.client_host(settings.quack_host), settings.quack_port)))
         echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")
 
         async def main() -> SinkStats:
@@ -254,5 +256,6 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
         return stats
     finally:
         if server is not None:
+            endpoint.withdraw(settings.db_path, os.getpid())
             server.stop()
         writer.close()
