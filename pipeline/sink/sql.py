@@ -122,7 +122,7 @@ def live_address(db_path: Path, given: str | None, default: str) -> str:
     if given:
         return given
     found = endpoint.discover(db_path)
-    return found.quack if found is not None else default
+    return found.quack if found is not None and found.quack else default
 
 
 def table_width(result: Result) -> int:
