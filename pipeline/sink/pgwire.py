@@ -8,7 +8,8 @@ its sdist needs a Rust toolchain and network access to crates.io and GitHub; ``b
 accepts only 127.0.0.1 peers, and fails psycopg's first parameterised query (it parses a
 text parameter as a date). What is served here, per protocol 3.0:
 
-- TLS when a certificate is given (SSLRequest answered "S"), else "N" (plain, for localhost).
+- TLS when a certificate is given (SSLRequest answered "S"; a client without TLS is then
+  refused), else "N": plain, which only a loopback address may serve.
 - A cleartext password (AuthenticationCleartextPassword): the Quack token, or a password
   from a file; a wrong one is refused with SQLSTATE 28P01.
 - Simple and extended queries (Parse / Bind / Describe / Execute / Sync / Close), text
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import ipaddress
 import os
 import secrets
 import socket
@@ -72,6 +74,13 @@ class PgConfig:
     query_timeout_s: float
     certificate: Path | None = None
     private_key: Path | None = None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def type_oid(duckdb_type: object) -> int:
@@ -235,6 +244,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.wfile.flush()
                 continue
             if code != PROTOCOL_3:
+                return False
+            if self.server.tls is not None and not isinstance(self.request, ssl.SSLSocket):
+                self._error("28000", "this endpoint requires TLS (connect with sslmode=require or verify-full)", "FATAL")
+                self.wfile.flush()
                 return False
             parts = body.split(b"\0")
             params = dict(zip((p.decode() for p in parts[0::2]), (p.decode() for p in parts[1::2])))
@@ -434,6 +447,11 @@ class PgServer:
             except (OSError, ssl.SSLError) as exc:
                 raise PgWireError(f"cannot load the Postgres TLS certificate {config.certificate}: {exc}") from None
         host = "127.0.0.1" if config.host == "localhost" else config.host
+        if tls is None and not is_loopback(host):
+            raise PgWireError(
+                f"refusing to serve Postgres on {host} without TLS (the password and results would cross the network "
+                "in clear): give pg_tls_cert and pg_tls_key, or bind localhost"
+            )
         try:
             server = _Server(PgConfig(host, config.port, config.password, config.query_timeout_s), connection.cursor, tls)
         except OSError as exc:

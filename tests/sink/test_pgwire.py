@@ -140,8 +140,17 @@ def test_tls_is_served_when_a_certificate_is_given(broker, tmp_path):
         with psycopg.connect(dsn(port, "tls-token-1234", sslmode="verify-full", sslrootcert=str(ca_file))) as con:
             assert con.pgconn.ssl_in_use
             assert con.execute("SELECT count(*) >= 0 FROM job_runs").fetchone() == (True,)
-        with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(dsn(port, "tls-token-1234", sslmode="verify-full", sslrootcert=str(tmp_path / "missing.pem")))
+        with pytest.raises(psycopg.OperationalError, match="requires TLS"):
+            psycopg.connect(dsn(port, "tls-token-1234", sslmode="disable"))
     finally:
         assert sink.stop() == 0, sink.tail()
     assert quack.token_file_for(tmp_path / "tls.duckdb").exists() is False  # the token came from the environment
+
+
+def test_a_plain_endpoint_on_a_network_address_is_refused(tmp_path):
+    import duckdb
+
+    from pipeline.sink import pgwire
+
+    with pytest.raises(pgwire.PgWireError, match="refusing to serve Postgres on 0.0.0.0 without TLS"):
+        pgwire.PgServer.start(duckdb.connect(), pgwire.PgConfig("0.0.0.0", 0, PASSWORD, 5.0))
