@@ -87,6 +87,8 @@ _RANGES: dict[str, _Range] = {
     "max_entry_bytes": _Range(1024, 100_000_000),
     "max_record_bytes": _Range(1024, 100_000_000),
     "quack_port": _Range(0, 65535),
+    "pg_port": _Range(0, 65535),
+    "live_query_timeout_s": _Range(0, 86400, open_low=True),
     "sink_batch_max": _Range(1, 1_000_000),
     "sink_fetch_wait_ms": _Range(0, 60_000),
     "sink_commit_interval_ms": _Range(0, 60_000),
@@ -157,6 +159,15 @@ class Settings:
     quack_host: str = "localhost"
     quack_port: int = 9494
     quack_token_file: Path | None = None
+    # The same database over the PostgreSQL wire (pipeline/sink/pgwire.py): off at port 0;
+    # the password is the Quack token unless pg_password_file names one; TLS when a
+    # certificate (and key) is given. Both endpoints stop a query after live_query_timeout_s.
+    pg_host: str = "localhost"
+    pg_port: int = 0
+    pg_password_file: Path | None = None
+    pg_tls_cert: Path | None = None
+    pg_tls_key: Path | None = None
+    live_query_timeout_s: float = 300.0
     sink_batch_max: int = 50_000
     sink_fetch_wait_ms: int = 100
     # Least time between the starts of two commits: a commit costs ~30 ms of CPU whatever

@@ -99,3 +99,19 @@ def test_the_demo_profile_runs_every_vendors_simulator_and_ingestors_pointed_at_
             monkeypatch.setenv(variable, value)
         settings = settings_for(command, path)
         assert settings.base_url == f"http://simulate-{command}:{listening[f'simulate-{command}']}"
+
+
+def _option(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_live_sql_is_published_only_over_tls():
+    """Quack (plain HTTP) stays on the container's localhost; the one published live
+    endpoint is Postgres, with a certificate (pgwire refuses a plain network bind)."""
+    sink = COMPOSE["services"]["sink"]
+    command = sink["command"]
+    assert _option(command, "--quack-host") in ("localhost", "127.0.0.1")
+    published = {str(p).rsplit(":", 1)[-1] for p in sink.get("ports", [])}
+    assert published == {_option(command, "--pg-port")}
+    assert sink["environment"]["JOBSTREAM_PG_TLS_CERT"] and sink["environment"]["JOBSTREAM_PG_TLS_KEY"]
+    assert any(volume.endswith(":/certs:ro") for volume in sink["volumes"])

@@ -92,19 +92,21 @@ def sink(
     db: DbOpt = None,
     quack_host: Annotated[Optional[str], typer.Option(help="Address live SQL listens on (default localhost; anything else is reachable from other hosts).")] = None,
     quack_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over Quack (default 9494; 0 turns it off).")] = None,
+    pg_host: Annotated[Optional[str], typer.Option(help="Address the Postgres endpoint listens on (default localhost).")] = None,
+    pg_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over the PostgreSQL wire (default 0: off).")] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Write the jobs.* topics into DuckDB, exactly once, and serve it for live SQL.
 
     The single writer of the file: each batch and its Kafka offsets go in one transaction
     (the commit protocol: pipeline/sink/consumer.py). The Quack token comes from
-    JOBSTREAM_QUACK_TOKEN or is generated into <db>.quack-token (mode 0600).
+    JOBSTREAM_QUACK_TOKEN or is generated into <db>.quack-token (mode 0640, kept until rotated).
     """
     from pipeline.sink.consumer import run_sink
     from pipeline.sink.writer import SinkError
 
     settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port,
-                             metrics_port=metrics_port)
+                             pg_host=pg_host, pg_port=pg_port, metrics_port=metrics_port)
     quiet_kafka_logs()
     try:
         run_sink(settings, echo=lambda line: out.print(line, markup=False))

@@ -20,6 +20,7 @@ def sql(
     quack_uri: Annotated[Optional[str], typer.Option("--quack", help="Live sink to ask (default quack:localhost:9494, from the settings).")] = None,
     output: Annotated[str, typer.Option("--format", "-f", help="table (one block per row when too wide for the terminal), csv or json (JSON lines).")] = "table",
     attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database (or opens the file read-only when no sink answers), and exit.")] = False,
+    rotate_token: Annotated[bool, typer.Option("--rotate-token", help="Write a new live SQL token to the token file (the sink serves it from its next start), and exit.")] = False,
     describe: Annotated[bool, typer.Option("--describe", help="Describe the catalog: every table and view, or the columns of the one named instead of a query (pipeline sql --describe jobs).")] = False,
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
@@ -33,8 +34,12 @@ def sql(
     from pipeline.sink import quack, sql as sql_module
 
     settings = load_settings(db_path=db)
-    address = quack_uri or quack.uri(settings.quack_host, settings.quack_port)
+    address = sql_module.live_address(settings.db_path, quack_uri, quack.uri(settings.quack_host, settings.quack_port))
     token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+    if rotate_token:
+        quack.rotate_token(token_file)
+        out.print(f"new token in {token_file}; restart the sink to serve it", markup=False)
+        return
     if describe:
         from pipeline.sink.describe import describe as describe_catalog
 
@@ -52,8 +57,8 @@ def sql(
             out.print(f"{binary or 'duckdb'} -readonly {settings.db_path}", markup=False)
             return
         try:
-            line = sql_module.attach_command(address, token_file, bool(os.environ.get(quack.TOKEN_ENV)))
-        except quack.QuackError as exc:
+            line = sql_module.attach_command(address, token_file)
+        except (quack.QuackError, sql_module.SqlError) as exc:
             raise fail(str(exc)) from None
         out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
         return
@@ -99,7 +104,7 @@ def _sink_offsets(settings: Settings) -> tuple[dict, str]:
     """The sink's committed offsets from its own table (live over Quack, else the file)."""
     from pipeline.sink import quack, sql as sql_module
 
-    address = quack.uri(settings.quack_host, settings.quack_port)
+    address = sql_module.live_address(settings.db_path, None, quack.uri(settings.quack_host, settings.quack_port))
     token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
     try:
         result = sql_module.run_query(

@@ -56,7 +56,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from pipeline.run.health import RoleMetrics, observe_fetch, operate
 from pipeline.settings import Settings
-from pipeline.sink import quack
+from pipeline.sink import endpoint, pgwire, quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder
 from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
 
@@ -220,20 +220,47 @@ async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     return [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t))]
 
 
+def start_postgres(settings: Settings, writer: DuckDBWriter, token: str, *, hardened: bool) -> pgwire.PgServer:
+    """The Postgres endpoint beside Quack; without Quack it locks the database's file
+    access and configuration itself (what Quack's start does)."""
+    try:
+        password = pgwire.read_password(settings.pg_password_file, token)
+        if not hardened:
+            pgwire.harden(writer.connection)
+        return pgwire.PgServer.start(writer.connection, pgwire.PgConfig(
+            settings.pg_host, settings.pg_port, password, settings.live_query_timeout_s,
+            settings.pg_tls_cert, settings.pg_tls_key or None,
+        ))
+    except pgwire.PgWireError as exc:
+        raise SinkError(str(exc)) from None
+
+
 def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> SinkStats:
     """Step 1, then the loop until SIGINT/SIGTERM; errors surface as ``SinkError``."""
     writer = DuckDBWriter(settings.db_path, settings.sink_threads).open()
     server = None
+    postgres = None
     try:
-        if settings.quack_port:
-            token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+        token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
+        where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
+        if settings.quack_port or settings.pg_port:
             token = quack.resolve_token(token_file)
+        if settings.quack_port:
             try:
                 server = quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token)
             except quack.QuackError as exc:
                 raise SinkError(str(exc)) from None
-            where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
             echo(f"sink: live SQL on {server.uri} (token in {where})")
+        if settings.pg_port:
+            postgres = start_postgres(settings, writer, token, hardened=server is not None)
+            echo(f"sink: live SQL on {postgres.uri} (password: {settings.pg_password_file or where}"
+                 f"{', TLS' if settings.pg_tls_cert else ''})")
+        if server is not None or postgres is not None:
+            endpoint.publish(settings.db_path, endpoint.Endpoint(
+                os.getpid(),
+                quack.uri(endpoint.client_host(settings.quack_host), settings.quack_port) if server else "",
+                postgres.uri if postgres else None,
+            ))
         echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")
 
         async def main() -> SinkStats:
@@ -253,6 +280,9 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
         echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters")
         return stats
     finally:
+        endpoint.withdraw(settings.db_path, os.getpid())
+        if postgres is not None:
+            postgres.stop()
         if server is not None:
             server.stop()
         writer.close()

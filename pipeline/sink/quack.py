@@ -39,20 +39,28 @@ DUCKDB_VERSION = "v1.5.5"
 SCHEME = "quack:"
 TOKEN_ENV = "JOBSTREAM_QUACK_TOKEN"
 AUTHORIZATION_MACRO = "jobstream_read_only"
+TOKEN_FILE_MODE = 0o640
 
 _DENIED_FUNCTIONS = ("quack_", "nextval", "checkpoint", "force_checkpoint", "set_variable")
 
+_DENIED_PATTERN = "|".join(f"{n}[a-z_]*" if n.endswith("_") else n for n in _DENIED_FUNCTIONS)
+
+# A read: SELECT text json_serialize_sql accepts (DESCRIBE / SHOW / SUMMARIZE included) that
+# calls no denied function; EXPLAIN [ANALYZE] of such a read is one too.
+_IS_READ = f"""NOT (json_serialize_sql(q::VARCHAR)::JSON ->> 'error')::BOOLEAN
+    AND NOT regexp_matches(json_serialize_sql(q::VARCHAR), '"function_name":"({_DENIED_PATTERN})"')"""
+
 READ_ONLY = rf"""
+CREATE OR REPLACE MACRO jobstream_is_read(q) AS {_IS_READ};
 CREATE OR REPLACE MACRO {AUTHORIZATION_MACRO}(session, query) AS
 CASE
     WHEN regexp_full_match(trim(query::VARCHAR), '(?is)(BEGIN( TRANSACTION)?|COMMIT|ROLLBACK|ABORT);?') THEN query
     WHEN regexp_matches(trim(query::VARCHAR), '(?is)^INSERT\b') THEN NULL
-    WHEN NOT (json_serialize_sql(query::VARCHAR)::JSON ->> 'error')::BOOLEAN
-         AND NOT regexp_matches(json_serialize_sql(query::VARCHAR),
-                                '"function_name":"({"|".join(f"{n}[a-z_]*" if n.endswith("_") else n for n in _DENIED_FUNCTIONS)})"')
-        THEN query
+    WHEN jobstream_is_read(query::VARCHAR) THEN query
+    WHEN regexp_matches(trim(query::VARCHAR), '(?is)^EXPLAIN\s')
+         AND jobstream_is_read(regexp_replace(trim(query::VARCHAR), '(?is)^EXPLAIN\s+(ANALYZE\s+)?', '')) THEN query
     ELSE 'SELECT error(' || '''' || replace(
-        'jobstream: the live database is read-only over Quack (SELECT only); refused: '
+        'jobstream: the live database is read-only over Quack (SELECT and EXPLAIN only); refused: '
         || left(regexp_replace(trim(query::VARCHAR), '\s+', ' ', 'g'), 80), '''', '''''') || '''' || ')'
 END
 """
@@ -92,18 +100,36 @@ def token_file_for(db_path: Path) -> Path:
 
 
 def resolve_token(token_file: Path, env: dict[str, str] | None = None) -> str:
-    """The server's token: ``JOBSTREAM_QUACK_TOKEN``, or a new random one written to
-    ``token_file`` readable only by its owner (0600). Never logged."""
+    """The server's token: ``JOBSTREAM_QUACK_TOKEN``, else the one already in ``token_file``
+    (kept across sink restarts until rotated), else a new one written there. Never logged."""
     env = dict(os.environ) if env is None else env
     token = env.get(TOKEN_ENV, "")
     if token:
         return token
+    try:
+        kept = token_file.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    return kept or rotate_token(token_file)
+
+
+def rotate_token(token_file: Path) -> str:
+    """Write a new random token to ``token_file``, mode 0640, its group the directory's
+    (so an analysts' group owning the directory can read it); a running sink keeps
+    serving the old one until it restarts."""
     token = secrets.token_urlsafe(24)
     token_file.parent.mkdir(parents=True, exist_ok=True)
-    token_file.unlink(missing_ok=True)
-    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fresh = token_file.with_name(token_file.name + ".new")
+    fresh.unlink(missing_ok=True)
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, TOKEN_FILE_MODE)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token + "\n")
+    os.chmod(fresh, TOKEN_FILE_MODE)
+    try:
+        os.chown(fresh, -1, token_file.parent.stat().st_gid)
+    except PermissionError:
+        pass
+    os.replace(fresh, token_file)
     return token
 
 
@@ -170,10 +196,12 @@ def query(con: duckdb.DuckDBPyConnection, address: str, token: str, sql: str) ->
     return con.execute("FROM quack_query(?, ?, token => ?)", [address, sql, token]).fetchall()
 
 
-def analyst_command(address: str, token_hint: str) -> str:
-    """The ``duckdb`` command line an analyst pastes to attach the live database."""
+def attach_script(address: str, token: str) -> str:
+    """The SQL a ``duckdb`` CLI runs (``-init FILE``) to attach the live database as ``jobs``."""
     httpfs, quack = extension_path("httpfs"), extension_path("quack")
+    escaped = token.replace("'", "''")
     return (
-        f"duckdb -cmd \"LOAD '{httpfs}'; LOAD '{quack}'; "
-        f"CREATE SECRET (TYPE quack, TOKEN '{token_hint}'); ATTACH '{address}' AS jobs; USE jobs;\""
+        f"LOAD '{httpfs}';\nLOAD '{quack}';\n"
+        f"CREATE SECRET jobstream_quack (TYPE quack, TOKEN '{escaped}');\n"
+        f"ATTACH '{address}' AS jobs;\nUSE jobs;\n"
     )

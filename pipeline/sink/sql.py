@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from pipeline.sink import quack
+from pipeline.sink import endpoint, quack
 
 
 class SqlError(RuntimeError):
@@ -46,50 +47,82 @@ def refusal(sql: str) -> str | None:
         con.close()
     if allowed == sql and not sql.strip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "ABORT")):
         return None
-    return "the database is read-only here: only SELECT queries (and DESCRIBE / SHOW / SUMMARIZE) are allowed"
+    return "the database is read-only here: only SELECT queries (and DESCRIBE / SHOW / SUMMARIZE / EXPLAIN) are allowed"
 
 
-def open_database(db_path: Path, address: str, token_file: Path) -> tuple[duckdb.DuckDBPyConnection, str]:
-    """A connection to the live sink over Quack, or to the file read-only when no sink answers."""
-    token = quack.read_token(token_file)
-    if token is not None:
-        con = duckdb.connect()
-        try:
-            quack.attach(con, address, token)
-            return con, address
-        except duckdb.Error as exc:
-            con.close()
-            if "authentication failed" in str(exc).lower():
-                raise SqlError(f"{address} refused the token (from JOBSTREAM_QUACK_TOKEN or {token_file})") from None
-        except quack.QuackError as exc:
-            raise SqlError(str(exc)) from None
+def _server_error(exc: duckdb.Error) -> str:
+    """The server's own message, without the local ``quack_query(...)`` call it came through."""
+    text = str(exc).split("\n\nLINE 1: FROM quack_query")[0]
+    return " ".join(text.split())
+
+
+def query_live(address: str, token: str, sql: str) -> Result | None:
+    """Run ``sql`` whole on the sink (``quack_query``): joins, subqueries and UNION read
+    several stored tables, which an attached catalog cannot stream ("Multiple streaming
+    scans"). None when nothing answers at ``address``."""
+    con = duckdb.connect()
+    try:
+        quack.load_extensions(con)
+        cursor = con.execute("FROM quack_query(?, ?, token => ?)", [address, sql.strip().rstrip(";"), token])
+        columns = [d[0] for d in cursor.description or []]
+        return Result(columns, cursor.fetchall(), address)
+    except duckdb.IOException as exc:
+        if "could not connect" in str(exc).lower():
+            return None
+        raise SqlError(_server_error(exc)) from None
+    except duckdb.Error as exc:
+        if _server_error(exc).endswith("Authentication failed"):
+            raise SqlError(f"{address} refused the token") from None
+        raise SqlError(_server_error(exc)) from None
+    except quack.QuackError as exc:
+        raise SqlError(str(exc)) from None
+    finally:
+        con.close()
+
+
+def query_file(db_path: Path, address: str, sql: str, token_known: bool, token_file: Path) -> Result:
+    """Run ``sql`` on the file opened read-only, for when no sink serves it."""
     if not db_path.is_file():
         raise SqlError(f"no database at {db_path} and no live sink at {address}: start `pipeline sink` or pass --db")
     try:
-        return duckdb.connect(str(db_path), read_only=True), str(db_path)
+        con = duckdb.connect(str(db_path), read_only=True)
     except duckdb.Error as exc:
         text = " ".join(str(exc).split())
         if "lock" in text.lower():
             raise SqlError(
                 f"{db_path} is held by a running sink, but its live SQL at {address} did not answer"
-                + ("" if token else f" (no token: set JOBSTREAM_QUACK_TOKEN or check {token_file})")
+                + ("" if token_known else f" (no token: set JOBSTREAM_QUACK_TOKEN or check {token_file})")
             ) from None
         raise SqlError(f"cannot open {db_path}: {text}") from None
+    try:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description or []]
+        return Result(columns, cursor.fetchall(), str(db_path))
+    except duckdb.Error as exc:
+        raise SqlError(" ".join(str(exc).split())) from None
+    finally:
+        con.close()
 
 
 def run_query(db_path: Path, address: str, token_file: Path, sql: str) -> Result:
     reason = refusal(sql)
     if reason is not None:
         raise SqlError(reason)
-    con, source = open_database(db_path, address, token_file)
-    try:
-        cursor = con.execute(sql)
-        columns = [d[0] for d in cursor.description or []]
-        return Result(columns, cursor.fetchall(), source)
-    except duckdb.Error as exc:
-        raise SqlError(" ".join(str(exc).split())) from None
-    finally:
-        con.close()
+    token = quack.read_token(token_file)
+    if token is not None:
+        result = query_live(address, token, sql)
+        if result is not None:
+            return result
+    return query_file(db_path, address, sql, token is not None, token_file)
+
+
+def live_address(db_path: Path, given: str | None, default: str) -> str:
+    """Where to ask: ``--quack`` when given, else the endpoint the running sink recorded
+    beside ``db_path``, else the settings' default."""
+    if given:
+        return given
+    found = endpoint.discover(db_path)
+    return found.quack if found is not None and found.quack else default
 
 
 def table_width(result: Result) -> int:
@@ -140,8 +173,24 @@ def live_sink_answers(address: str, token_file: Path) -> bool:
         con.close()
 
 
-def attach_command(address: str, token_file: Path, token_from_env: bool) -> str:
-    """The exact ``duckdb`` command an analyst pastes; the token stays in the file or the
-    environment (the shell reads it), so it never lands on screen or in shell history."""
-    hint = "$JOBSTREAM_QUACK_TOKEN" if token_from_env else f"$(cat {token_file})"
-    return quack.analyst_command(address, hint)
+def attach_init_file(address: str, token_file: Path, home: Path | None = None) -> Path:
+    """Write the SQL that attaches ``address`` to a file only this user can read
+    (``~/.cache/jobstream/attach-<port>.sql``, mode 0600), for ``duckdb -init FILE``: the
+    token stays in files, never in the ``duckdb`` command line that ``ps`` shows."""
+    token = quack.read_token(token_file)
+    if token is None:
+        raise SqlError(f"no token: set JOBSTREAM_QUACK_TOKEN or check {token_file}")
+    cache = (home or Path.home()) / ".cache" / "jobstream"
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = cache / f"attach-{address.rsplit(':', 1)[-1]}.sql"
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(quack.attach_script(address, token))
+    return path
+
+
+def attach_command(address: str, token_file: Path, token_from_env: bool = False) -> str:
+    """The exact ``duckdb`` command an analyst pastes: ``-init`` a private file that
+    attaches the live database, so the token is in no process's argv."""
+    return f"duckdb -init {attach_init_file(address, token_file)}"

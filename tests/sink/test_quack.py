@@ -116,7 +116,7 @@ def test_every_kind_of_write_sent_as_sql_is_refused_with_the_reason_and_changes_
     before = snapshot(writer)
     statement = SENT_WRITES[kind].replace("'", "''")
     # An INSERT can only be refused without a reason (quack.py: appends ignore a rewrite).
-    reason = "Authorization failed" if kind == "INSERT" else r"jobstream: the live database is read-only over Quack \(SELECT only\); refused: "
+    reason = "Authorization failed" if kind == "INSERT" else r"jobstream: the live database is read-only over Quack \(SELECT and EXPLAIN only\); refused: "
     with pytest.raises(duckdb.Error, match=reason):
         client.execute(f"FROM quack_query('{server.uri}', '{statement}', token => '{TOKEN}')").fetchall()
     assert snapshot(writer) == before
@@ -139,14 +139,28 @@ def test_a_wrong_token_is_refused(served):
         quack.attach(con, server.uri, "not-the-token")
 
 
-def test_a_generated_token_is_written_readable_only_by_its_owner(tmp_path):
+def test_a_generated_token_is_kept_across_starts_group_readable_until_rotated(tmp_path):
     token_file = quack.token_file_for(tmp_path / "x.duckdb")
     token = quack.resolve_token(token_file, env={})
     assert token_file.name == "x.duckdb.quack-token"
     assert token_file.read_text().strip() == token and len(token) >= 24
-    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert quack.resolve_token(token_file, env={}) != token  # a new one each start
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o640
+    assert token_file.stat().st_gid == tmp_path.stat().st_gid  # the analysts' group owns the directory
+    assert quack.resolve_token(token_file, env={}) == token  # a restart serves the same token
+    rotated = quack.rotate_token(token_file)
+    assert rotated != token and quack.resolve_token(token_file, env={}) == rotated
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o640
     assert quack.resolve_token(token_file, env={quack.TOKEN_ENV: "from-env-1234"}) == "from-env-1234"
+
+
+def test_explain_of_a_read_is_allowed_and_explain_of_a_write_refused(served):
+    writer, server = served
+    con = duckdb.connect()
+    quack.load_extensions(con)
+    plan = quack.query(con, server.uri, TOKEN, "EXPLAIN SELECT count(*) FROM job_runs r JOIN job_transitions t USING (run_key)")
+    assert "HASH_JOIN" in "".join(value for _, value in plan)
+    with pytest.raises(duckdb.Error, match="read-only over Quack"):
+        quack.query(con, server.uri, TOKEN, "EXPLAIN ANALYZE DELETE FROM job_events")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
