@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.sink import quack, sql as sql_module
+from pipeline.sink import sql as sql_module
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,23 +259,18 @@ def describe(db_path: Path, address: str, token_file: Path, name: str | None) ->
     text, read from the database itself: from the live sink over Quack (the server runs the
     catalog query: a client's own ``duckdb_tables()`` does not list an attached Quack
     catalog), else from the file opened read-only."""
-    con, source = sql_module.open_database(db_path, address, token_file)
-    try:
-        if source == address:
-            token = quack.read_token(token_file) or ""
-            read = lambda sql: quack.query(con, address, token, sql)  # noqa: E731
-        else:
-            read = lambda sql: con.execute(sql).fetchall()  # noqa: E731
-        try:
-            return _describe(read, source, name)
-        except duckdb.Error as exc:
-            raise sql_module.SqlError(" ".join(str(exc).split())) from None
-    finally:
-        con.close()
+    sources: list[str] = []
 
+    def read(sql: str) -> list[tuple]:
+        result = sql_module.run_query(db_path, address, token_file, sql)
+        sources.append(result.source)
+        return result.rows
 
-def _describe(read: Callable[[str], list[tuple]], source: str, name: str | None) -> str:
     relations = read(_RELATIONS)
+    return _describe(read, sources[0], name, relations)
+
+
+def _describe(read: Callable[[str], list[tuple]], source: str, name: str | None, relations: list[tuple]) -> str:
     if name is None:
         width = max((len(n) for n, _, _ in relations), default=0)
         lines = [f"{n.ljust(width)}  {kind:<5}  {comment or ''}" for n, kind, comment in relations]
