@@ -93,6 +93,7 @@ def test_seed_events_carry_every_seed_field():
     assert active.received_at == RECEIVED
     assert active.attrs == {
         "queue": "active",
+        "job_name": "RPRO_BI3_RC_SCHD_V",  # issue 33 case 11: the BI view
         "filter_params": {"fromDate": "2018-01-26 00:00:00", "toDate": "2020-07-02 00:00:00"},
         "elapsed_seconds": 4.259198,
     }

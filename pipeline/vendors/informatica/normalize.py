@@ -246,6 +246,7 @@ def _run_events(node: _Node, source: str, ctx: Context) -> list[JobEvent]:
 
     run_key = f"{VENDOR}:{source}:{event_id}"
     base_attrs = _identity_attrs(fields, event_id, node.parent_id)
+    base_attrs["job_name"] = pub_sub  # the publication's or subscription's name
     if skipped:
         base_attrs["history_skipped"] = skipped
     common = {

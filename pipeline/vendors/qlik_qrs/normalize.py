@@ -452,6 +452,8 @@ def _result_job_event(
     """The JobEvent of what an execution result says (a result's own, or a session's)."""
     if result.result_id is not None:  # the lifecycle's R17: the name every endpoint shares
         attrs["same_run_as"] = [f"{VENDOR}:{source}:result:{result.result_id}"]
+    if attrs.get("task_name"):  # the job's human name, where the document gives it
+        attrs["job_name"] = attrs["task_name"]
     return JobEvent(
         event_id=event_id,
         vendor=VENDOR,

@@ -253,7 +253,7 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
     if message is not None and not isinstance(message, str):
         raise Rejected(f"task {task_id[:60]}: message must be a string, got {type(message).__name__}")
 
-    attrs: dict[str, Any] = {"queue": queue}
+    attrs: dict[str, Any] = {"queue": queue, "job_name": view}
     if page is not None:
         attrs["page"] = page
     filters = config.get("filter_params", config.get("filter_param"))
