@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
@@ -188,6 +189,8 @@ class Simulator:
             self.note(request, 503)
             return web.json_response({"message": "Service Unavailable (simulated)"}, status=503)
         response = await handler(request)
+        if "Date" not in response.headers:  # the vendor's clock, as a real server's Date header is
+            response.headers["Date"] = format_datetime(self.clock.now(), usegmt=True)
         retry_after = response.headers.get("Retry-After")
         self.note(request, response.status, float(retry_after) if retry_after else None, REQUEST_BODY.get())
         if isinstance(response, web.Response) and response.status == 200 and response.body and (

@@ -432,3 +432,24 @@ def test_fuzz_deep_nesting_and_huge_strings(depth, opener):
     outcome((opener * depth).encode())
     outcome(task(message="x" * 1_000_000, task_id="t" * 100_000))
     outcome(b'{"active": [ "task_id": "' + b"\xc3\x28" * 1000 + b'" ]}')
+
+
+def _idle_task(**extra) -> dict:
+    return {"task_id": "tok-1", "status": "SCANNING-PAGE-1", "query_config": {"object_name": "RPRO_BI3_RI_V"},
+            "activity_tracker": {"initated_time": "2026-01-01 10:00:00", "last_activity": "2026-01-01 10:00:05"},
+            **extra}
+
+
+@pytest.mark.parametrize("queue", ["stale", "draining"])
+def test_a_queue_change_is_dated_when_it_was_observed(queue):
+    """issue 33 case 3: Zuora gives no time for going stale or draining: the event is
+    dated by the ingestor's observed_at, else the envelope's received_at."""
+    seen = datetime(2026, 1, 1, 10, 4, 9, tzinfo=timezone.utc)
+    received = datetime(2026, 1, 1, 10, 4, 10, tzinfo=timezone.utc)
+    [event] = zuora.normalize({queue: [_idle_task()]}, Context(source="t", received_at=received))
+    assert event.occurred_at == received
+    [event] = zuora.normalize({queue: [_idle_task(observed_at=seen.isoformat())]}, Context(source="t", received_at=received))
+    assert event.occurred_at == seen and event.finished_at == (seen if queue == "draining" else None)
+    active = _idle_task(observed_at=seen.isoformat())
+    [event] = zuora.normalize({"active": [active]}, Context(source="t", received_at=received))
+    assert event.occurred_at == datetime(2026, 1, 1, 10, 0, 5, tzinfo=timezone.utc)  # activity has its own time

@@ -37,9 +37,22 @@ Unknown statuses therefore follow rule 2/3 like the in-progress ones and keep th
 spelling in ``native_state``. A token that returns from stale to active simply says
 RUNNING again; the lifecycle counts the reactivation.
 
-Event fields: occurred_at = ``last_activity`` (else the initiated time, else
-``ctx.received_at``); started_at = initiated time; finished_at = ``last_activity`` for
-terminal states; rows = ``accumulate``; counts["last_page_rows"] = ``metric``; queue,
+Times (which clock dates what):
+
+=====================================  ==============================================
+snapshot                               occurred_at (and finished_at when terminal)
+=====================================  ==============================================
+active, or a final status (COMPLETED,  ``last_activity``: Zuora's time of the change
+CANCELLED, FAILED) in any queue        (else the initiated time, else observed)
+completed queue, non-final status      ``last_activity`` (all data was cached by then)
+stale queue, non-final status          observed: Zuora gives no time for a token
+                                       going stale, so the time the poll saw it
+draining queue, non-final status       observed: the drain, as the poll saw it
+=====================================  ==============================================
+
+"observed" = the task's ``observed_at`` (added by the ingestor: the poll answer's
+``Date``, the vendor's clock) else ``ctx.received_at`` (the envelope's receive time),
+else ``last_activity`` for a document read with neither. started_at = initiated time; rows = ``accumulate``; counts["last_page_rows"] = ``metric``; queue,
 filter params, page number, elapsed seconds and message go to attrs. ``event_id`` is made
 of token, queue, status, accumulate, metric, last activity and message: re-reading the same
 snapshot gives the same id, while ``elapsed_time`` (which grows on every poll of an idle
@@ -243,9 +256,14 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
     initiated = parse_time(initiated_raw, tz=ctx.tz, field="initated_time")
     last_activity = parse_time(tracker.get("last_activity"), tz=ctx.tz, field="last_activity")
     elapsed = _elapsed(tracker.get("elapsed_time"))
-    occurred_at = last_activity or initiated or ctx.received_at
+    observed = parse_time(task.get("observed_at"), field="observed_at") or ctx.received_at
+    occurred_at = last_activity or initiated or observed
     if occurred_at is None:
         raise Rejected(f"task {task_id[:60]} has no activity time and the context no received_at")
+    finished_at = occurred_at if state.terminal else None
+    if queue in ("stale", "draining") and status_key(status)[0] not in FINAL_STATES and observed is not None:
+        occurred_at = observed  # the queue change has no vendor time: when it was seen
+        finished_at = observed if state.terminal else None
 
     rows = _count(task.get("accumulate"), "accumulate")
     last_page_rows = _count(task.get("metric"), "metric")
@@ -288,7 +306,7 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
         occurred_at=occurred_at,
         received_at=ctx.received_at,
         started_at=initiated,
-        finished_at=(last_activity or occurred_at) if state.terminal else None,
+        finished_at=finished_at,
         rows=rows,
         counts={} if last_page_rows is None else {"last_page_rows": last_page_rows},
         error_code=error_code,
