@@ -39,6 +39,7 @@ from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage, read_us
 from pipeline.sources import RawProducer, records_for
 from pipeline.vendor_names import VENDOR_NAMES
 from pipeline.vendors import Context
+from pipeline.vendors._common import TIMELINE_ENV, Timeline
 
 PIPELINE = (sys.executable, "-P", "-m", "pipeline")
 DEMO_SECRET = "demo-webhook-secret"  # noqa: S105 - a local demo's own secret, on loopback only
@@ -112,13 +113,15 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: i
     ports = {name: free_port() for name in ("truenas", "webhook", "qlik-qrs", "zuora", "informatica")}
     config = _pull_config(options.run_dir / "ingest.toml", ports)
     pull: list[Role] = []
+    # one vendor timeline for the pull simulators and their ingestors: it reaches now at the demo's end
+    timeline = {TIMELINE_ENV: Timeline.starting_now(CLOCK_FACTOR, options.duration_s).text()}
     for vendor in ("qlik-qrs", "zuora", "informatica"):
         pull.append(Role(f"{vendor}-simulator", [
             *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
             "--faults", PULL_FAULTS[vendor], "--groups", "4",
-        ], ready=_port_open(ports[vendor])))
+        ], ready=_port_open(ports[vendor]), env=timeline))
         pull.append(Role(f"{vendor}-ingestor", [*PIPELINE, "ingest", vendor, "--config", str(config),
-                                                "--bootstrap", bootstrap], env=PULL_SECRETS))
+                                                "--bootstrap", bootstrap], env={**PULL_SECRETS, **timeline}))
     return [
         Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
                       "--quack-host", "127.0.0.1", "--quack-port", str(quack_port)],

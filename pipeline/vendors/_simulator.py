@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.model import UTC
+from pipeline.vendors._common import Timeline, timeline_from_env
 
 _ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("simulated_request_arrived", default=None)
 REQUEST_BODY: contextvars.ContextVar[Any] = contextvars.ContextVar("simulated_request_body", default=None)
@@ -30,12 +31,21 @@ REQUEST_BODY: contextvars.ContextVar[Any] = contextvars.ContextVar("simulated_re
 
 @dataclass(slots=True)
 class SimClock:
-    """Vendor time: ``epoch`` plus real seconds elapsed times ``factor``."""
+    """Vendor time: ``epoch`` plus real seconds elapsed times ``factor``; or, when
+    ``JOBSTREAM_VENDOR_TIMELINE`` is set (the demo), that shared ``Timeline``, which
+    starts in the past and reaches real time at the demo's end (so demo data are never
+    in the future) and which the ingestors' receive clock follows too."""
 
     factor: float = 1.0
     epoch: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     _started: float = field(default_factory=time.monotonic)
     _frozen: float | None = None
+    timeline: Timeline | None = field(default_factory=timeline_from_env)
+
+    def __post_init__(self) -> None:
+        if self.timeline is not None:
+            self.epoch = self.timeline.epoch
+            self.factor = self.timeline.factor
 
     def now(self) -> datetime:
         return self.epoch + timedelta(seconds=self.elapsed())
@@ -44,6 +54,8 @@ class SimClock:
         """Vendor seconds since the epoch."""
         if self._frozen is not None:
             return self._frozen
+        if self.timeline is not None:
+            return self.timeline.elapsed(time.time())
         return (time.monotonic() - self._started) * self.factor
 
     def freeze(self, at_s: float | None = None) -> None:
@@ -52,6 +64,8 @@ class SimClock:
         self._frozen = self.elapsed() if at_s is None else at_s
 
     def thaw(self) -> None:
+        if self._frozen is not None and self.timeline is not None:
+            self._frozen = None  # the shared timeline goes on by the wall clock
         if self._frozen is not None:
             self._started = time.monotonic() - self._frozen / self.factor
             self._frozen = None

@@ -45,6 +45,7 @@ from pipeline.sources import (
     records_for, run_source,
 )
 from pipeline.vendors import Context
+from pipeline.vendors._common import receive_now
 
 VENDOR = "zuora"
 AUTH_PATH = "/api/integration/v1/authenticate"
@@ -158,7 +159,7 @@ class ZuoraSource:
         return {"tasks": {}}
 
     async def poll(self, cursor: dict[str, Any]) -> Poll:
-        received_at = datetime.now(UTC)
+        received_at = receive_now()
         try:
             answer = await self.api.call("GET", STATUS_PATH, "biviews-status")
             current = self._queues(answer)
