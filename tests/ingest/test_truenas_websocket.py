@@ -535,13 +535,13 @@ async def test_a_job_running_through_a_restart_ends_lost_and_keeps_its_job_key(b
     try:
         async with ingesting(broker.bootstrap, sim, host) as ingestor:
             await connected(ingestor)
-            doomed = sim.add_job("replication.run", arguments=[3, True])
+            doomed = sim.add_job("replication.run")  # task 1, as the simulator lists it
             sim.update_job(doomed, state="RUNNING", percent=10)
             assert len(await records_of(broker.bootstrap, host, 2)) == 2
             ingestor.connected.clear()
             await sim.restart()
             await connected(ingestor)
-            again = sim.add_job("replication.run", arguments=[3, True])
+            again = sim.add_job("replication.run")
             sim.update_job(again, state="RUNNING", percent=10)
             records = await records_of(broker.bootstrap, host, 5)
             assert ingestor.stats.lost_jobs == 1
@@ -550,11 +550,11 @@ async def test_a_job_running_through_a_restart_ends_lost_and_keeps_its_job_key(b
     events = [(key, envelope, event) for key, envelope in records
               for event in vendors.normalize("truenas", envelope.payload,
                                              vendors.Context(source=envelope.source, received_at=envelope.received_at))]
-    assert {key for key, _, _ in events} == {f"truenas:{host}:replication.run:3".encode()}
-    assert {event.job_key for _, _, event in events} == {f"truenas:{host}:replication.run:3"}
+    assert {key for key, _, _ in events} == {f"truenas:{host}:replication.run:1".encode()}
+    assert {event.job_key for _, _, event in events} == {f"truenas:{host}:replication.run:1"}
     [lost] = [(envelope, event) for _, envelope, event in events if event.error_code == "LOST_IN_RESTART"]
     envelope, event = lost
     first_run = events[0][2].run_key
     assert event.run_key == first_run and envelope.source == f"{host}@{sim.boot_id[:8]}"
-    assert event.state.value == "FAILED" and event.attrs["job_name"] == "replication.run [3]"
+    assert event.state.value == "FAILED" and event.attrs["job_name"] == "replication.run [1]"
     assert {e.run_key for _, _, e in events if e.run_key != first_run}, "the new boot's run is another run"
