@@ -515,10 +515,16 @@ def test_a_restart_reports_the_unfinished_jobs_of_the_ended_run_as_lost():
     book.update("added", 2, job(2, state="WAITING", method="update.download"))
     book.update("added", 3, job(3, state="WAITING", method="pool.scrub.scrub"))
     book.update("changed", 3, job(3, state="SUCCESS", time_finished={"$date": 1714640100000}))
+    book.update("added", 4, job(4, state="RUNNING", method="replication.run", arguments=[7, True]))
     again = JobBook.from_cursor("nas", book.cursor())
     assert again.connect("bbbbbbbb-2", [job(1, state="RUNNING", method="cloudsync.sync")])
     assert [(lost.source, lost.job["id"], lost.job["state"]) for lost in again.lost] == [
-        ("nas@aaaaaaaa", 1, "RUNNING"), ("nas@aaaaaaaa", 2, "WAITING")]
+        ("nas@aaaaaaaa", 1, "RUNNING"), ("nas@aaaaaaaa", 2, "WAITING"), ("nas@aaaaaaaa", 4, "RUNNING")]
+    ctx = vendors.Context(source="nas@aaaaaaaa", received_at=datetime.now(UTC))
+    [lost_replication] = vendors.normalize("truenas", again.lost[2].payload(), ctx)
+    [running] = vendors.normalize("truenas", book.snapshots[4], ctx)
+    assert lost_replication.job_key == running.job_key == "truenas:nas:replication.run:7"  # the task is in the cursor
+    assert lost_replication.run_key == running.run_key
     [event] = vendors.normalize("truenas", again.lost[0].payload(),
                                 vendors.Context(source="nas@aaaaaaaa", received_at=datetime.now(UTC)))
     assert (event.state.value, event.error_code) == ("FAILED", "LOST_IN_RESTART")

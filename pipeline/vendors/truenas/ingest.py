@@ -86,14 +86,16 @@ def _ms(value: Any) -> Any:
 
 
 def _identity(job: dict[str, Any]) -> list[Any]:
-    """What cannot change for one job id within one middleware run, once it ran."""
-    return [job.get("method"), _ms(job.get("time_started")), _ms(job.get("time_finished")), job.get("state")]
+    """What cannot change for one job id within one middleware run, once it ran (and its
+    state and task, so that a job lost in a restart can be named from the cursor alone)."""
+    return [job.get("method"), _ms(job.get("time_started")), _ms(job.get("time_finished")), job.get("state"),
+            job.get(TASK_FIELD)]
 
 
 def _same_run(known: list[Any], job: dict[str, Any]) -> bool:
     """Whether ``job`` can be the job ``known`` describes: middlewared sets a job's
     ``time_started`` once, when it creates it, and its ``time_finished`` once."""
-    method, started, finished, _state = known
+    method, started, finished = known[:3]
     if job.get("method", method) != method:
         return False
     if "time_started" in job and started is not None and _ms(job.get("time_started")) != started:
@@ -115,7 +117,7 @@ _UNFINISHED = ("WAITING", "RUNNING")
 
 
 def _unfinished(identity: list[Any]) -> bool:
-    _method, _started, finished, state = identity
+    finished, state = identity[2:4]
     return finished is None and (state in _UNFINISHED or state is None)
 
 
@@ -178,10 +180,12 @@ class JobBook:
         ended = self.source
         for job_id, identity in sorted(self.identities.items()):
             if _unfinished(identity):
-                method, started, _finished, state = identity
+                method, started, _finished, state = identity[:4]
+                task = identity[4] if len(identity) > 4 else None
                 job = self.snapshots.get(job_id) or {
                     "id": job_id, "method": method, "state": state,
                     "time_started": None if started is None else {"$date": started},
+                    **({TASK_FIELD: task} if task is not None else {}),
                 }
                 self.lost.append(LostJob(ended, job))
         if boot_id == self.boot_id:
