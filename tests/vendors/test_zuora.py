@@ -440,16 +440,18 @@ def _idle_task(**extra) -> dict:
             **extra}
 
 
-@pytest.mark.parametrize("queue", ["stale", "draining"])
-def test_a_queue_change_is_dated_when_it_was_observed(queue):
-    """issue 33 case 3: Zuora gives no time for going stale or draining: the event is
-    dated by the ingestor's observed_at, else the envelope's received_at."""
-    seen = datetime(2026, 1, 1, 10, 4, 9, tzinfo=timezone.utc)
-    received = datetime(2026, 1, 1, 10, 4, 10, tzinfo=timezone.utc)
-    [event] = zuora.normalize({queue: [_idle_task()]}, Context(source="t", received_at=received))
-    assert event.occurred_at == received
-    [event] = zuora.normalize({queue: [_idle_task(observed_at=seen.isoformat())]}, Context(source="t", received_at=received))
-    assert event.occurred_at == seen and event.finished_at == (seen if queue == "draining" else None)
-    active = _idle_task(observed_at=seen.isoformat())
-    [event] = zuora.normalize({"active": [active]}, Context(source="t", received_at=received))
-    assert event.occurred_at == datetime(2026, 1, 1, 10, 0, 5, tzinfo=timezone.utc)  # activity has its own time
+def test_a_queue_change_is_dated_by_zuoras_rule_or_when_it_was_observed():
+    """issue 33 case 3: a token goes stale 240 s after its last activity (Zuora's rule,
+    on Zuora's clock); the drain has no vendor time: it is dated by the ingestor's
+    observed_at, else the envelope's received_at."""
+    seen = datetime(2026, 1, 1, 10, 9, 9, tzinfo=timezone.utc)
+    received = datetime(2026, 1, 1, 10, 9, 10, tzinfo=timezone.utc)
+    ctx = Context(source="t", received_at=received)
+    [stale] = zuora.normalize({"stale": [_idle_task(observed_at=seen.isoformat())]}, ctx)
+    assert stale.occurred_at == datetime(2026, 1, 1, 10, 4, 5, tzinfo=timezone.utc) and stale.finished_at is None
+    [drained] = zuora.normalize({"draining": [_idle_task()]}, ctx)
+    assert drained.occurred_at == drained.finished_at == received
+    [drained] = zuora.normalize({"draining": [_idle_task(observed_at=seen.isoformat())]}, ctx)
+    assert drained.occurred_at == drained.finished_at == seen
+    [active] = zuora.normalize({"active": [_idle_task(observed_at=seen.isoformat())]}, ctx)
+    assert active.occurred_at == datetime(2026, 1, 1, 10, 0, 5, tzinfo=timezone.utc)  # activity has its own time

@@ -45,14 +45,22 @@ snapshot                               occurred_at (and finished_at when termina
 active, or a final status (COMPLETED,  ``last_activity``: Zuora's time of the change
 CANCELLED, FAILED) in any queue        (else the initiated time, else observed)
 completed queue, non-final status      ``last_activity`` (all data was cached by then)
-stale queue, non-final status          observed: Zuora gives no time for a token
-                                       going stale, so the time the poll saw it
-draining queue, non-final status       observed: the drain, as the poll saw it
+stale queue, non-final status          ``last_activity`` + 240 s: Zuora lists a token
+                                       stale after 240 s without activity, so its rule
+                                       dates the change, on Zuora's clock (at most the
+                                       observed time)
+draining queue, non-final status       observed: Zuora gives no time for the drain, so
+                                       the time the poll saw it (not before
+                                       ``last_activity``)
 =====================================  ==============================================
 
 "observed" = the task's ``observed_at`` (added by the ingestor: the poll answer's
 ``Date``, the vendor's clock) else ``ctx.received_at`` (the envelope's receive time),
-else ``last_activity`` for a document read with neither. started_at = initiated time; rows = ``accumulate``; counts["last_page_rows"] = ``metric``; queue,
+else ``last_activity`` for a document read with neither. Why not the observed time for
+stale too: a stale token that resumes or completes reports that activity on Zuora's
+clock; dated by a later poll (or by another clock), the stale event could lie after the
+resumption, which the lifecycle would then refuse as late and the run would stay STALE.
+started_at = initiated time; rows = ``accumulate``; counts["last_page_rows"] = ``metric``; queue,
 filter params, page number, elapsed seconds and message go to attrs. ``event_id`` is made
 of token, queue, status, accumulate, metric, last activity and message: re-reading the same
 snapshot gives the same id, while ``elapsed_time`` (which grows on every poll of an idle
@@ -85,6 +93,7 @@ VENDOR = "zuora"
 # without activity, and that queue is the vendor's word: the timer is only the fallback
 # for a poller that stopped confirming the token, so it waits two and a half times that.
 STALE_AFTER = timedelta(seconds=600)
+STALE_IDLE = timedelta(seconds=240)  # Zuora lists a token stale after this long without activity
 
 QUEUES: tuple[str, ...] = ("active", "stale", "draining", "completed")
 
@@ -261,9 +270,14 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
     if occurred_at is None:
         raise Rejected(f"task {task_id[:60]} has no activity time and the context no received_at")
     finished_at = occurred_at if state.terminal else None
-    if queue in ("stale", "draining") and status_key(status)[0] not in FINAL_STATES and observed is not None:
-        occurred_at = observed  # the queue change has no vendor time: when it was seen
-        finished_at = observed if state.terminal else None
+    if status_key(status)[0] not in FINAL_STATES:
+        if queue == "stale" and last_activity is not None:
+            occurred_at = last_activity + STALE_IDLE  # Zuora's own rule dates it
+            if observed is not None and observed < occurred_at:
+                occurred_at = max(observed, last_activity)
+        elif queue == "draining" and observed is not None:
+            occurred_at = max(observed, last_activity) if last_activity is not None else observed
+            finished_at = occurred_at  # when the drain was seen: Zuora gives it no time
 
     rows = _count(task.get("accumulate"), "accumulate")
     last_page_rows = _count(task.get("metric"), "metric")
