@@ -3,6 +3,7 @@
 Names used here: job = one publication or subscription, ``informatica:<source>:
 <applicationName>/<pubSubName>``; run = one CIH event (``informatica:<source>:<eventId>``);
 source = ``ctx.source`` or "default" (the documents never name the organization).
+attrs["job_name"] = the publication's or subscription's name (``pubSubName``).
 
 Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw text/bytes):
 

@@ -2,7 +2,8 @@
 ``com.qlik.v1.app.reload.finished``) -> JobEvents.
 
 Names used here: source = the tenant (``tenantid``), job = the app
-(``qlik_cloud:<tenant>:<data.appId>``), run = the reload (``data.id``). Qlik publishes
+(``qlik_cloud:<tenant>:<data.appId>``), run = the reload (``data.id``); attrs["job_name"]
+= the app's name when the event carries it (the legacy ``data.name``). Qlik publishes
 one finished event per reload ("while a reload might be executed multiple times,
 there will be only one reload finished event"), so every event is terminal and
 ``attempt`` is None.

@@ -3,7 +3,8 @@
 Names used here: job = the task (``qlik_qrs:<source>:<taskID>``), run = the execution
 session (``qlik_qrs:<source>:<executionID>``); source = the repository host, which
 the entities never name: ``ctx.source`` (or a wrapper's ``host``/``source``), else
-"default".
+"default". attrs["job_name"] = the task's name where the document gives it (sessions
+and reload tasks do; bare execution results name only the task id).
 
 Where the enum comes from: ``ExecutionResult.status`` is QRS's ``TaskExecutionStatus``
 as help.qlik.com documents it (Repository Service API reference, model

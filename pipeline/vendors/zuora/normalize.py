@@ -3,7 +3,7 @@
 A BI Views v2 query is tracked by its continuation token (``task_id``) while Zuora moves
 it between four queues: active, completed, draining and stale. Names used here:
 job = the BI view (``query_config.object_name``), run = the token, source = the tenant
-(``ctx.source``; the documents never name it).
+(``ctx.source``; the documents never name it). attrs["job_name"] = the BI view.
 
 Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw text/bytes):
 
