@@ -61,6 +61,7 @@ from pipeline.errors import JobstreamError
 from pipeline import catalog, vendors
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.vendors import Context, Rejected
+from pipeline.vendors._common import receive_now
 
 log = logging.getLogger("pipeline.ingest")
 
@@ -169,7 +170,7 @@ def records_for(vendor: str, doc: Any, ctx: Context) -> list[Record]:
     A document the vendor module refuses is still sent, whole and unkeyed: the worker
     dead-letters it with the reason and its bytes, so nothing received is lost.
     """
-    received_at = ctx.received_at or datetime.now(UTC)
+    received_at = ctx.received_at or receive_now()
     try:
         pieces = vendors.keyed_documents(vendor, doc, ctx)
     except Rejected:
@@ -250,7 +251,7 @@ class RawProducer:
 
     async def heartbeat(self, at: datetime | None = None) -> int:
         """One heartbeat per partition of the raw topic; returns how many were sent."""
-        at = at or datetime.now(UTC)
+        at = at or receive_now()  # the demo's vendor timeline when set
         value = encode_envelope(RawEnvelope(
             vendor=self.vendor, source=self.source, received_at=at, payload=None, heartbeat=True,
         ))

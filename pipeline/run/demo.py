@@ -40,6 +40,7 @@ from pipeline.sources import RawProducer, records_for
 from pipeline.vendors import VENDOR_NAMES, registry
 from pipeline.vendors.registry import DemoContext
 from pipeline.vendors import Context
+from pipeline.vendors._common import TIMELINE_ENV, Timeline
 
 PIPELINE = (sys.executable, "-P", "-m", "pipeline")
 DEMO_SECRET = dict(registry.by_name("qlik_cloud").demo_secrets)["JOBSTREAM_QLIK_WEBHOOK_SECRET"]
@@ -122,13 +123,15 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: i
     ]
     config = _pull_config(options.run_dir / "ingest.toml", ports)
     pull: list[Role] = []
+    # one vendor timeline for the pull simulators and their ingestors: it reaches now at the demo's end
+    timeline = {TIMELINE_ENV: Timeline.starting_now(CLOCK_FACTOR, options.duration_s).text()}
     for vendor in (pull_vendor.command for pull_vendor in pull_vendors):
         pull.append(Role(f"{vendor}-simulator", [
             *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
             "--faults", PULL_FAULTS[vendor], "--groups", "4",
-        ], ready=_port_open(ports[vendor])))
+        ], ready=_port_open(ports[vendor]), env=timeline))
         pull.append(Role(f"{vendor}-ingestor", [*PIPELINE, "ingest", vendor, "--config", str(config),
-                                                "--bootstrap", bootstrap], env=PULL_SECRETS))
+                                                "--bootstrap", bootstrap], env={**PULL_SECRETS, **timeline}))
     return [
         Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
                       "--quack-host", "127.0.0.1", "--quack-port", str(quack_port)],

@@ -3,7 +3,9 @@ and tolerant parsers for the time and number formats vendors really send."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -174,3 +176,67 @@ def identifier(value: Any, field: str, *, numbers: bool = False) -> str:
     if clean_text(text) != text:
         raise Rejected(f"{field} is not valid Unicode text")
     return text
+
+
+TIMELINE_ENV = "JOBSTREAM_VENDOR_TIMELINE"
+"""``<start unix seconds>:<factor>:<span seconds>``: a demo's shared vendor timeline."""
+
+
+class Timeline(msgspec.Struct, frozen=True):
+    """A vendor clock that several processes agree on (the demo's simulators and the
+    ingestors that poll them), so that data made ``factor`` times faster than real time
+    still ends in the past.
+
+    It starts ``(factor - 1) * span_s`` seconds before the wall time ``start`` and runs
+    ``factor`` times faster than the wall clock, so it reaches the wall clock at
+    ``start + span_s`` (the demo's end) and follows it from then on: it is never ahead.
+    """
+
+    start: float
+    factor: float
+    span_s: float
+
+    @classmethod
+    def starting_now(cls, factor: float, span_s: float) -> "Timeline":
+        return cls(float(int(time.time())), factor, span_s)  # whole seconds: the text round-trips
+
+    @classmethod
+    def parse(cls, text: str) -> "Timeline":
+        try:
+            start, factor, span = (float(part) for part in text.split(":"))
+        except ValueError:
+            raise ValueError(f"{TIMELINE_ENV}={text!r} is not <start unix s>:<factor>:<span s>") from None
+        if factor < 1 or span < 0:
+            raise ValueError(f"{TIMELINE_ENV}={text!r}: the factor must be at least 1 and the span not negative")
+        return cls(start, factor, span)
+
+    def text(self) -> str:
+        return f"{self.start:.3f}:{self.factor:g}:{self.span_s:g}"
+
+    @property
+    def epoch(self) -> datetime:
+        """Vendor time at wall time ``start``."""
+        return datetime.fromtimestamp(self.start - (self.factor - 1) * self.span_s, UTC)
+
+    def elapsed(self, wall: float) -> float:
+        """Vendor seconds since ``epoch`` at wall time ``wall`` (unix seconds)."""
+        real = wall - self.start
+        if real <= self.span_s:
+            return real * self.factor
+        return self.span_s * self.factor + (real - self.span_s)
+
+    def at(self, wall: float) -> datetime:
+        return self.epoch + timedelta(seconds=self.elapsed(wall))
+
+
+def timeline_from_env() -> Timeline | None:
+    text = os.environ.get(TIMELINE_ENV)
+    return Timeline.parse(text) if text else None
+
+
+def receive_now() -> datetime:
+    """The ingestors' receive clock: the wall clock, or the shared vendor timeline when
+    ``JOBSTREAM_VENDOR_TIMELINE`` is set (the demo), so that received_at, heartbeats and
+    the simulated vendors' times are one clock."""
+    timeline = timeline_from_env()
+    return datetime.now(UTC) if timeline is None else timeline.at(time.time())

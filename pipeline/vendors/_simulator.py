@@ -16,12 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
 
 from pipeline.errors import ConfigError
 from pipeline.model import UTC
+from pipeline.vendors._common import Timeline, timeline_from_env
 
 _ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("simulated_request_arrived", default=None)
 REQUEST_BODY: contextvars.ContextVar[Any] = contextvars.ContextVar("simulated_request_body", default=None)
@@ -30,12 +32,21 @@ REQUEST_BODY: contextvars.ContextVar[Any] = contextvars.ContextVar("simulated_re
 
 @dataclass(slots=True)
 class SimClock:
-    """Vendor time: ``epoch`` plus real seconds elapsed times ``factor``."""
+    """Vendor time: ``epoch`` plus real seconds elapsed times ``factor``; or, when
+    ``JOBSTREAM_VENDOR_TIMELINE`` is set (the demo), that shared ``Timeline``, which
+    starts in the past and reaches real time at the demo's end (so demo data are never
+    in the future) and which the ingestors' receive clock follows too."""
 
     factor: float = 1.0
     epoch: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     _started: float = field(default_factory=time.monotonic)
     _frozen: float | None = None
+    timeline: Timeline | None = field(default_factory=timeline_from_env)
+
+    def __post_init__(self) -> None:
+        if self.timeline is not None:
+            self.epoch = self.timeline.epoch
+            self.factor = self.timeline.factor
 
     def now(self) -> datetime:
         return self.epoch + timedelta(seconds=self.elapsed())
@@ -44,6 +55,8 @@ class SimClock:
         """Vendor seconds since the epoch."""
         if self._frozen is not None:
             return self._frozen
+        if self.timeline is not None:
+            return self.timeline.elapsed(time.time())
         return (time.monotonic() - self._started) * self.factor
 
     def freeze(self, at_s: float | None = None) -> None:
@@ -52,6 +65,8 @@ class SimClock:
         self._frozen = self.elapsed() if at_s is None else at_s
 
     def thaw(self) -> None:
+        if self._frozen is not None and self.timeline is not None:
+            self._frozen = None  # the shared timeline goes on by the wall clock
         if self._frozen is not None:
             self._started = time.monotonic() - self._frozen / self.factor
             self._frozen = None
@@ -189,6 +204,8 @@ class Simulator:
             self.note(request, 503)
             return web.json_response({"message": "Service Unavailable (simulated)"}, status=503)
         response = await handler(request)
+        if "Date" not in response.headers:  # the vendor's clock, as a real server's Date header is
+            response.headers["Date"] = format_datetime(self.clock.now(), usegmt=True)
         retry_after = response.headers.get("Retry-After")
         self.note(request, response.status, float(retry_after) if retry_after else None, REQUEST_BODY.get())
         if isinstance(response, web.Response) and response.status == 200 and response.body and (

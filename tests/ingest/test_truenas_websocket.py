@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ import pytest
 
 from pipeline import catalog, vendors
 from pipeline.broker import free_port
-from pipeline.model import decode_envelope
+from pipeline.model import UTC, decode_envelope
 from pipeline.push import KafkaLink
 from pipeline.sources import Backoff, CursorStore, TerminalError
 from pipeline.vendors.truenas.ingest import JobBook, TruenasConfig, TruenasIngestor, check_url
@@ -199,7 +200,9 @@ async def test_a_connection_dropped_mid_job_loses_no_state_change(broker):
         fields = fields_of(envelope.payload)
         by_job.setdefault(fields["id"], []).append(fields["state"])
         assert "credentials" not in fields and "arguments" not in fields
-        assert key == f"truenas:{envelope.source}:{fields['method']}".encode()
+        # the job key is the host's, not the boot's; a scrub's pool is part of the job
+        task = {"pool.scrub.scrub": ":tank", "cloudsync.sync": ":1"}[fields["method"]]
+        assert key == f"truenas:{host}:{fields['method']}{task}".encode()
     assert by_job == {scrub: ["WAITING", "RUNNING", "SUCCESS"], backup: ["FAILED"]}
     assert all(b"never-leaves-the-nas" not in orjson.dumps(e.payload) for _, e in records)
     sources = {envelope.source for _, envelope in records}
@@ -360,8 +363,12 @@ async def test_the_ingestor_follows_a_busy_middleware_through_drops_and_restarts
     sources = {envelope.source for _, envelope in records}
     assert len(sources) >= 3  # one per middleware run
     for _, envelope in records:  # every record is a job the normalizer accepts, keyed by its run
-        [event] = vendors.normalize("truenas", envelope.payload, vendors.Context(source=envelope.source))
+        [event] = vendors.normalize("truenas", envelope.payload,
+                                    vendors.Context(source=envelope.source, received_at=envelope.received_at))
         assert event.run_key.startswith(f"truenas:{envelope.source}:")
+        assert event.job_key.startswith(f"truenas:{host}:")  # one job across middleware runs
+    lost = [envelope for _, envelope in records if envelope.payload.get("msg") == "lost"]
+    assert lost and ingestor.stats.lost_jobs == len(lost)  # jobs running at a restart were closed
 
 
 class _CountingBackoff(Backoff):
@@ -497,3 +504,63 @@ async def test_through_the_worker_job_1_before_and_after_a_restart_are_two_runs(
             latest[run["run_key"]] = run["state"]
         seen = {(key.split(":")[1], key.rsplit(":", 1)[1], state) for key, state in latest.items()}
     assert seen == want and len(latest) == 2, latest
+
+
+def test_a_restart_reports_the_unfinished_jobs_of_the_ended_run_as_lost():
+    """issue 33 case 2, the pure part: a restart seen in a listing (here after an ingestor
+    restart, from the identities kept in the cursor) names the jobs that cannot finish."""
+    book = JobBook("nas", boot_id="aaaaaaaa-1")
+    book.update("added", 1, job(1, state="WAITING"))
+    book.update("changed", 1, job(1, state="RUNNING"))
+    book.update("added", 2, job(2, state="WAITING", method="update.download"))
+    book.update("added", 3, job(3, state="WAITING", method="pool.scrub.scrub"))
+    book.update("changed", 3, job(3, state="SUCCESS", time_finished={"$date": 1714640100000}))
+    book.update("added", 4, job(4, state="RUNNING", method="replication.run", arguments=[7, True]))
+    again = JobBook.from_cursor("nas", book.cursor())
+    assert again.connect("bbbbbbbb-2", [job(1, state="RUNNING", method="cloudsync.sync")])
+    assert [(lost.source, lost.job["id"], lost.job["state"]) for lost in again.lost] == [
+        ("nas@aaaaaaaa", 1, "RUNNING"), ("nas@aaaaaaaa", 2, "WAITING"), ("nas@aaaaaaaa", 4, "RUNNING")]
+    ctx = vendors.Context(source="nas@aaaaaaaa", received_at=datetime.now(UTC))
+    [lost_replication] = vendors.normalize("truenas", again.lost[2].payload(), ctx)
+    [running] = vendors.normalize("truenas", book.snapshots[4], ctx)
+    assert lost_replication.job_key == running.job_key == "truenas:nas:replication.run:7"  # the task is in the cursor
+    assert lost_replication.run_key == running.run_key
+    [event] = vendors.normalize("truenas", again.lost[0].payload(),
+                                vendors.Context(source="nas@aaaaaaaa", received_at=datetime.now(UTC)))
+    assert (event.state.value, event.error_code) == ("FAILED", "LOST_IN_RESTART")
+
+
+@pytest.mark.integration
+async def test_a_job_running_through_a_restart_ends_lost_and_keeps_its_job_key(broker):
+    """issue 33 cases 1 and 2 through the real ingestor and a real websocket: the job
+    running when middlewared restarts is closed (FAILED, LOST_IN_RESTART) under its own
+    boot's source, and the same task before and after the restart is one job key."""
+    host = f"nas-{uuid.uuid4().hex[:6]}"
+    sim = MiddlewareSimulator(api_key=API_KEY, kernel_boot_id=True)
+    await sim.start()
+    try:
+        async with ingesting(broker.bootstrap, sim, host) as ingestor:
+            await connected(ingestor)
+            doomed = sim.add_job("replication.run")  # task 1, as the simulator lists it
+            sim.update_job(doomed, state="RUNNING", percent=10)
+            assert len(await records_of(broker.bootstrap, host, 2)) == 2
+            ingestor.connected.clear()
+            await sim.restart()
+            await connected(ingestor)
+            again = sim.add_job("replication.run")
+            sim.update_job(again, state="RUNNING", percent=10)
+            records = await records_of(broker.bootstrap, host, 5)
+            assert ingestor.stats.lost_jobs == 1
+    finally:
+        await sim.stop()
+    events = [(key, envelope, event) for key, envelope in records
+              for event in vendors.normalize("truenas", envelope.payload,
+                                             vendors.Context(source=envelope.source, received_at=envelope.received_at))]
+    assert {key for key, _, _ in events} == {f"truenas:{host}:replication.run:1".encode()}
+    assert {event.job_key for _, _, event in events} == {f"truenas:{host}:replication.run:1"}
+    [lost] = [(envelope, event) for _, envelope, event in events if event.error_code == "LOST_IN_RESTART"]
+    envelope, event = lost
+    first_run = events[0][2].run_key
+    assert event.run_key == first_run and envelope.source == f"{host}@{sim.boot_id[:8]}"
+    assert event.state.value == "FAILED" and event.attrs["job_name"] == "replication.run [1]"
+    assert {e.run_key for _, _, e in events if e.run_key != first_run}, "the new boot's run is another run"

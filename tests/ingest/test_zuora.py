@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -214,3 +215,58 @@ async def test_the_token_is_renewed_before_it_runs_out_and_sent_in_the_configure
             assert (await api.call("GET", STATUS_PATH, "status")).status == 200
     assert sim.authentications == 2
     assert all(c.status == 200 for c in sim.calls)
+
+
+async def test_stale_and_drain_times_are_when_the_poll_saw_them_as_the_script_says(broker):
+    """issue 33 case 3, against the simulator's script: the drain token (last activity
+    t+5) is stale from t+245 and drains at t+545, so its stale episode lasts 300 s; the
+    back token (last activity t+4) is stale from t+244 and active again at t+304. Stale is
+    dated by Zuora's 240 s rule, the drain by the poll that saw it (its Date header)."""
+    from pipeline import vendors
+
+    sim = ZuoraSimulator(scenario(1), clock=past_clock(1.0))
+    drain_id = next(t for t in sim.tokens if t.startswith("drain-"))
+    back_id = next(t for t in sim.tokens if t.startswith("back-"))
+    events: dict[str, list] = {drain_id: [], back_id: []}
+    async with sim:
+        async with aiohttp.ClientSession() as http:
+            source = ZuoraSource(settings_for(sim, "t-times"), http)
+            cursor = source.initial_cursor()
+            for second in (100.0, 245.0, 250.0, 305.0, 545.5, 900.0):
+                sim.clock.freeze(second)
+                poll = await source.poll(cursor)
+                cursor = poll.cursor
+                for record in poll.records:
+                    if record.key is None:
+                        continue
+                    ctx = vendors.Context(source="t-times", received_at=record.received_at)
+                    for event in vendors.normalize("zuora", record.payload, ctx):
+                        if event.run_key.rsplit(":", 1)[1] in events:
+                            events[event.run_key.rsplit(":", 1)[1]].append(event)
+    at = sim.clock.at
+    drain = {event.attrs["queue"]: event for event in events[drain_id]}
+    assert drain["stale"].occurred_at == at(245) and drain["stale"].state.value == "STALE"  # last activity + 240 s
+    assert drain["draining"].occurred_at == drain["draining"].finished_at == at(545)  # the poll's Date (s)
+    assert drain["draining"].finished_at - drain["stale"].occurred_at == timedelta(seconds=300)
+    back = [(event.attrs["queue"], event.occurred_at) for event in events[back_id]]
+    assert ("stale", at(244)) in back and ("active", at(304)) in back  # 60 s, as scripted
+
+
+async def test_a_vanished_token_drains_when_the_poll_found_it_gone(broker):
+    """issue 33 case 3: the vanished-token path dates the drain by the call that found
+    the token gone, not by the old snapshot's last activity."""
+    from pipeline import vendors
+
+    sim = ZuoraSimulator(scenario(1), clock=past_clock(1.0))
+    drain_id = next(t for t in sim.tokens if t.startswith("drain-"))
+    async with sim:
+        async with aiohttp.ClientSession() as http:
+            source = ZuoraSource(settings_for(sim, "t-vanish2"), http)
+            sim.clock.freeze(300.0)
+            first = await source.poll(source.initial_cursor())
+            sim.clock.freeze(900.0)
+            second = await source.poll(first.cursor)
+    [record] = [r for r in second.records if r.payload.get("draining", [{}])[0].get("task_id") == drain_id]
+    [event] = vendors.normalize("zuora", record.payload, vendors.Context(source="t-vanish2", received_at=record.received_at))
+    assert event.state.value == "FAILED" and event.error_code == "DRAINED_STALE"
+    assert event.finished_at == event.occurred_at == sim.clock.at(900)

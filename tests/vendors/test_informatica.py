@@ -87,6 +87,7 @@ def test_seed_publication_every_field():
     assert processing.counts == {} and processing.rows is None
     assert processing.attrs == {
         "native_event_id": "32010",
+        "job_name": "DSS_Pub",  # issue 33 case 11: the publication's name
         "event_type": "PUBLICATION",
         "topic": "DI_Topic",
         "run_id": "28",
@@ -98,6 +99,7 @@ def test_seed_publication_every_field():
     assert complete.rows == 1
     assert complete.attrs == {
         "native_event_id": "32010",
+        "job_name": "DSS_Pub",
         "event_type": "PUBLICATION",
         "topic": "DI_Topic",
         "run_id": "28",
@@ -122,6 +124,7 @@ def test_seed_child_subscription_every_field():
     assert child_error.rows == 0
     assert child_error.attrs == {
         "native_event_id": "32011",
+        "job_name": "DSS_Sub",  # the subscription's name
         "event_type": "SUBSCRIPTION",
         "topic": "DI_Topic",
         "run_id": "9",

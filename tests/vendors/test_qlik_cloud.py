@@ -478,3 +478,27 @@ def test_the_legacy_and_hybrid_forms_of_one_reload_are_one_event() -> None:
 def test_legacy_events_missing_what_identifies_the_run_are_rejected(change: dict, reason: str) -> None:
     with pytest.raises(Rejected, match=reason):
         qlik_cloud.normalize({**load("app_reload_finished_legacy.json"), **change}, CTX)
+
+
+def _legacy_with(errors: list, status: str = "error") -> dict:
+    return {"eventType": "com.qlik.v1.app.reload.finished", "eventTime": "2025-11-20T09:00:40Z",
+            "extensions": {"tenantId": "t1", "topLevelResourceId": "app-1"},
+            "data": {"status": status, "reloadId": "r-9", "name": "Sales", "duration": "40s", "errors": errors}}
+
+
+@pytest.mark.parametrize("errors", [
+    [{"errorCode": "RELOAD_CANCELED", "message": "Reload canceled"}],
+    ["The reload was cancelled by the user"],
+    [{"code": "aborted", "message": "stopped"}],
+])
+def test_a_legacy_cancel_is_canceled_not_failed(errors):
+    """issue 33 case 8: the legacy envelope's status is only ok/error; a cancel says so in errors[]."""
+    [event] = qlik_cloud.normalize(_legacy_with(errors), Context(received_at=RECEIVED))
+    assert event.state is State.CANCELED
+    assert event.error_code in ("RELOAD_CANCELED", "ABORTED")
+    assert event.attrs["job_name"] == "Sales"  # case 11: the app's name
+
+
+def test_a_legacy_error_that_is_no_cancel_stays_failed():
+    [event] = qlik_cloud.normalize(_legacy_with(["Field not found"]), Context(received_at=RECEIVED))
+    assert event.state is State.FAILED and event.error_code is None

@@ -122,3 +122,28 @@ def test_every_vendor_gives_a_default_stale_after_and_says_why(name):
     source = inspect.getsource(module)
     comment = source[: source.index("STALE_AFTER = ")].rsplit("\n\n", 1)[-1]
     assert comment.lstrip().startswith("#") and "STALE" in comment
+
+
+
+@pytest.mark.parametrize(("vendor", "fixture", "name"), [
+    ("qlik_qrs", "executionsession_full_list.json", None),
+    ("qlik_qrs", "reloadtask_full_list.json", None),
+    ("qlik_cloud", "app_reload_finished_legacy.json", None),
+    ("truenas", "job_success_all_fields.json", "pool.scrub.scrub [tank]"),
+    ("zuora", None, "RPRO_BI3_RC_SCHD_V"),
+    ("informatica", "events_list_mixed_shapes.json", None),
+])
+def test_every_vendor_names_its_job_in_attrs_job_name(vendor, fixture, name):
+    """issue 33 case 11: the ``jobs`` view reads ``attrs->>'job_name'``: each vendor puts
+    its job's human name there (QRS task, Qlik Cloud app, TrueNAS method [task], Zuora
+    view, Informatica publication/subscription)."""
+    import pathlib
+    from datetime import datetime, timezone
+
+    folder = pathlib.Path(__file__).parent / "fixtures" / vendor
+    text = (folder / fixture).read_bytes() if fixture else (pathlib.Path(__file__).parents[2] / "pipeline" / "samples" / "zuora" / "seed-status.txt").read_bytes()
+    events = vendors.normalize(vendor, text, vendors.Context(source="s", received_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    named = [event.attrs.get("job_name") for event in events]
+    assert events and all(isinstance(found, str) and found.strip() for found in named), named
+    if name is not None:
+        assert set(named) == {name}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -52,7 +52,7 @@ def ms(value: int) -> datetime:
 def test_successful_job_with_every_documented_field():
     [event] = truenas.normalize(load("job_success_all_fields.json"), CTX)
     assert (event.vendor, event.source) == ("truenas", "nas01")
-    assert event.job_key == "truenas:nas01:pool.scrub.scrub"
+    assert event.job_key == "truenas:nas01:pool.scrub.scrub:tank"  # the pool it scrubs is part of the job
     assert event.run_key == "truenas:nas01:1714640376560:42"  # host, time_started (creation), id
     assert (event.native_state, event.state) == ("SUCCESS", State.SUCCEEDED)
     assert event.started_at == ms(1714640376560)
@@ -61,6 +61,8 @@ def test_successful_job_with_every_documented_field():
     assert event.progress == 100.0
     assert event.error_code is None and event.error_message is None
     assert event.attrs == {
+        "job_name": "pool.scrub.scrub [tank]",
+        "task": "tank",
         "description": "Scrub of pool tank",
         "logs_path": "/var/log/jobs/42.log",
         "logs_excerpt": "scrub started\nscrub finished\n",
@@ -117,7 +119,7 @@ def test_iso_times_are_accepted_too():
 
 def test_source_defaults_when_the_context_names_no_host():
     [event] = truenas.normalize(load("job_success_all_fields.json"))
-    assert event.job_key == "truenas:default:pool.scrub.scrub"
+    assert event.job_key == "truenas:default:pool.scrub.scrub:tank"
 
 
 def test_small_results_are_kept_and_large_ones_omitted():
@@ -484,3 +486,49 @@ def test_a_job_id_reused_after_a_middleware_restart_is_another_run():
     waiting = job("job_waiting.json", id=1, time_started={"$date": 1763629200000})
     [queued] = truenas.normalize(waiting, CTX)
     assert queued.run_key == first.run_key  # WAITING keeps time_started as its queue time, same run
+
+
+def test_a_job_keeps_its_key_across_middleware_restarts():
+    """issue 33 case 1: the boot marker in the ingestor's source is part of the run key,
+    not of the job key; the task a job runs (its first argument) is."""
+    def job(job_id: int, started: int, task: int) -> dict:
+        return {"id": job_id, "method": "replication.run", "arguments": [task, True], "state": "SUCCESS",
+                "time_started": {"$date": started}, "time_finished": {"$date": started + 1000}}
+
+    def one(doc: dict, source: str):
+        [event] = truenas.normalize(doc, Context(source=source, received_at=RECEIVED))
+        return event
+
+    before = one(job(7, 1714640000000, 3), "nas01@aaaaaaaa")
+    after = one(job(7, 1714640900000, 3), "nas01@aaaaaaaa.1")
+    other_task = one(job(8, 1714640900000, 4), "nas01@bbbbbbbb")
+    assert before.job_key == after.job_key == "truenas:nas01:replication.run:3"
+    assert other_task.job_key == "truenas:nas01:replication.run:4"
+    assert before.run_key == "truenas:nas01@aaaaaaaa:1714640000000:7"
+    assert after.run_key == "truenas:nas01@aaaaaaaa.1:1714640900000:7"
+    assert before.attrs["job_name"] == "replication.run [3]"
+    kept = {**job(9, 1714640000000, 0), "task": 5}
+    del kept["arguments"]
+    assert one(kept, "nas01@cccccccc").job_key == "truenas:nas01:replication.run:5"  # as the ingestor keeps it
+    secret = {**job(10, 1714640000000, 0), "method": "user.update", "arguments": [1, {"password": "x"}]}
+    assert one(secret, "nas01").job_key == "truenas:nas01:user.update"  # other methods' arguments are never read
+
+
+def test_a_job_lost_in_a_middleware_restart_ends_failed_with_its_cause():
+    """issue 33 case 2: the ingestor's ``lost`` message closes the run it names."""
+    snapshot = {"id": 4, "method": "update.download", "state": "RUNNING", "time_started": {"$date": 1714640000000},
+                "progress": {"percent": 40, "description": "downloading"}}
+    [running] = truenas.normalize({"msg": "changed", "collection": "core.get_jobs", "id": 4, "fields": snapshot},
+                                  Context(source="nas01@aaaaaaaa", received_at=RECEIVED))
+    seen = RECEIVED + timedelta(minutes=3)
+    [lost] = truenas.normalize({"msg": "lost", "collection": "core.get_jobs", "id": 4, "fields": snapshot},
+                               Context(source="nas01@aaaaaaaa", received_at=seen))
+    assert lost.run_key == running.run_key and lost.job_key == running.job_key
+    assert lost.event_id != running.event_id
+    assert (lost.state, lost.native_state, lost.error_code) == (State.FAILED, "LOST_IN_RESTART", "LOST_IN_RESTART")
+    assert lost.error_message == "lost in a middleware restart (last seen RUNNING)"
+    assert lost.finished_at == lost.occurred_at == seen
+    assert lost.started_at == ms(1714640000000)
+    assert lost.attrs["cause"] == "lost_in_restart"
+    with pytest.raises(Rejected, match="received_at"):
+        truenas.normalize({"msg": "lost", "collection": "core.get_jobs", "id": 4, "fields": snapshot})

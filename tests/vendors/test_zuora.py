@@ -93,6 +93,7 @@ def test_seed_events_carry_every_seed_field():
     assert active.received_at == RECEIVED
     assert active.attrs == {
         "queue": "active",
+        "job_name": "RPRO_BI3_RC_SCHD_V",  # issue 33 case 11: the BI view
         "filter_params": {"fromDate": "2018-01-26 00:00:00", "toDate": "2020-07-02 00:00:00"},
         "elapsed_seconds": 4.259198,
     }
@@ -431,3 +432,26 @@ def test_fuzz_deep_nesting_and_huge_strings(depth, opener):
     outcome((opener * depth).encode())
     outcome(task(message="x" * 1_000_000, task_id="t" * 100_000))
     outcome(b'{"active": [ "task_id": "' + b"\xc3\x28" * 1000 + b'" ]}')
+
+
+def _idle_task(**extra) -> dict:
+    return {"task_id": "tok-1", "status": "SCANNING-PAGE-1", "query_config": {"object_name": "RPRO_BI3_RI_V"},
+            "activity_tracker": {"initated_time": "2026-01-01 10:00:00", "last_activity": "2026-01-01 10:00:05"},
+            **extra}
+
+
+def test_a_queue_change_is_dated_by_zuoras_rule_or_when_it_was_observed():
+    """issue 33 case 3: a token goes stale 240 s after its last activity (Zuora's rule,
+    on Zuora's clock); the drain has no vendor time: it is dated by the ingestor's
+    observed_at, else the envelope's received_at."""
+    seen = datetime(2026, 1, 1, 10, 9, 9, tzinfo=timezone.utc)
+    received = datetime(2026, 1, 1, 10, 9, 10, tzinfo=timezone.utc)
+    ctx = Context(source="t", received_at=received)
+    [stale] = zuora.normalize({"stale": [_idle_task(observed_at=seen.isoformat())]}, ctx)
+    assert stale.occurred_at == datetime(2026, 1, 1, 10, 4, 5, tzinfo=timezone.utc) and stale.finished_at is None
+    [drained] = zuora.normalize({"draining": [_idle_task()]}, ctx)
+    assert drained.occurred_at == drained.finished_at == received
+    [drained] = zuora.normalize({"draining": [_idle_task(observed_at=seen.isoformat())]}, ctx)
+    assert drained.occurred_at == drained.finished_at == seen
+    [active] = zuora.normalize({"active": [_idle_task(observed_at=seen.isoformat())]}, ctx)
+    assert active.occurred_at == datetime(2026, 1, 1, 10, 0, 5, tzinfo=timezone.utc)  # activity has its own time

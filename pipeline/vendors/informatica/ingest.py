@@ -34,7 +34,7 @@ from pipeline.sources import (
     records_for,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import parse_time
+from pipeline.vendors._common import parse_time, receive_now
 
 VENDOR = "informatica"
 EVENTS_PATH = "/dih-console/api/v1/events"
@@ -119,12 +119,12 @@ class InformaticaSource:
         return f"informatica:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
-        start = datetime.now(UTC) - timedelta(seconds=self.settings.lookback_s)
+        start = receive_now() - timedelta(seconds=self.settings.lookback_s)
         return {"from": cih_time(start), "seen": {}}
 
     def window_end(self) -> datetime:
         """The vendor's now as its last Date header said (else ours), minus settle_s."""
-        now = self.vendor_now or datetime.now(UTC)
+        now = self.vendor_now or receive_now()
         return now - timedelta(seconds=self.settings.settle_s)
 
     async def poll(self, cursor: dict[str, Any]) -> Poll:
@@ -137,13 +137,13 @@ class InformaticaSource:
         except BadAnswer as exc:
             log.warning("%s: %s; the body goes to the dead letters and the window is read again", self.cursor_key, exc)
             body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            record = Record(key=None, payload=body, received_at=datetime.now(UTC))
+            record = Record(key=None, payload=body, received_at=receive_now())
             return Poll(records=[record], cursor=cursor, next_in_s=min(self.settings.poll_interval_s, 5.0))
         return self._plan(events, cursor, end)
 
     def _plan(self, events: list[dict[str, Any]], cursor: dict[str, Any], end: datetime) -> Poll:
         """Records for what changed, and the cursor after this window."""
-        received_at = datetime.now(UTC)
+        received_at = receive_now()
         ctx = Context(source=self.source, received_at=received_at)
         seen: dict[str, str] = cursor["seen"]
         kept: dict[str, str] = {}

@@ -3,6 +3,7 @@
 Names used here: job = one publication or subscription, ``informatica:<source>:
 <applicationName>/<pubSubName>``; run = one CIH event (``informatica:<source>:<eventId>``);
 source = ``ctx.source`` or "default" (the documents never name the organization).
+attrs["job_name"] = the publication's or subscription's name (``pubSubName``).
 
 Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw text/bytes):
 
@@ -246,6 +247,7 @@ def _run_events(node: _Node, source: str, ctx: Context) -> list[JobEvent]:
 
     run_key = f"{VENDOR}:{source}:{event_id}"
     base_attrs = _identity_attrs(fields, event_id, node.parent_id)
+    base_attrs["job_name"] = pub_sub  # the publication's or subscription's name
     if skipped:
         base_attrs["history_skipped"] = skipped
     common = {

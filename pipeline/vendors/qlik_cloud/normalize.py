@@ -2,7 +2,8 @@
 ``com.qlik.v1.app.reload.finished``) -> JobEvents.
 
 Names used here: source = the tenant (``tenantid``), job = the app
-(``qlik_cloud:<tenant>:<data.appId>``), run = the reload (``data.id``). Qlik publishes
+(``qlik_cloud:<tenant>:<data.appId>``), run = the reload (``data.id``); attrs["job_name"]
+= the app's name when the event carries it (the legacy ``data.name``). Qlik publishes
 one finished event per reload ("while a reload might be executed multiple times,
 there will be only one reload finished event"), so every event is terminal and
 ``attempt`` is None.
@@ -61,7 +62,12 @@ Rules:
   through (the same plus CloudEvents 1.0.2 ``id``, ``time``, ``type``, ``specversion``
   and lowercase extensions at the top level, which win): job = the app
   (``topLevelResourceId``), run = ``data.reloadId``; status ``ok`` -> SUCCEEDED,
-  ``error`` -> FAILED (anything else FAILED, ``attrs["status_unknown"]``);
+  ``error`` -> FAILED (anything else FAILED, ``attrs["status_unknown"]``), except a
+  cancel: the legacy status has no value for it, so ``error`` whose ``errors`` carry a
+  cancel code (``CANCEL_CODES``, the reloads API's CANCELED status among them) or a
+  message saying the reload was cancelled/aborted (what the engine's CancelReload echoes
+  to the script log) is CANCELED, with error_code ``RELOAD_CANCELED`` (or the code
+  given); a ``canceled``/``cancelled`` status is CANCELED too;
   finished_at = the event time, started_at = finished_at - ``duration`` when it is a Go
   duration ("40s", "1m20.5s"); error_message = the ``errors`` joined by "; ". Its
   event_id is (tenant, type, reloadId), so the legacy and hybrid forms of one reload
@@ -100,7 +106,13 @@ VENDOR = "qlik_cloud"
 STALE_AFTER = timedelta(seconds=240)
 EVENT_TYPE = "com.qlik.v1.reload.finished"
 LEGACY_EVENT_TYPE = "com.qlik.v1.app.reload.finished"
-LEGACY_STATES: dict[str, State] = {"ok": State.SUCCEEDED, "error": State.FAILED}
+LEGACY_STATES: dict[str, State] = {
+    "ok": State.SUCCEEDED, "error": State.FAILED, "canceled": State.CANCELED, "cancelled": State.CANCELED,
+}
+# error codes in a legacy event's errors[] that mean the reload was cancelled, not failed
+CANCEL_CODES = frozenset({"CANCELED", "CANCELLED", "RELOAD_CANCELED", "RELOAD_CANCELLED", "RELOAD_ABORTED", "ABORTED"})
+RELOAD_CANCELED = "RELOAD_CANCELED"
+_CANCEL_TEXT = re.compile(r"\b(cancell?ed|aborted)\b", re.IGNORECASE)
 
 STATES: dict[str, State] = {
     "SUCCEEDED": State.SUCCEEDED,
@@ -364,7 +376,7 @@ def _legacy_event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
             attrs[key] = clean_text(value)[:MAX_ID]
     name = data.get("name")
     if isinstance(name, str) and name:
-        attrs["app_name"] = clean_text(name)[:_MAX_TEXT]
+        attrs["app_name"] = attrs["job_name"] = clean_text(name)[:_MAX_TEXT]
     partial = data.get("isPartialReload")
     if isinstance(partial, bool):
         attrs["partial"] = partial
@@ -375,6 +387,13 @@ def _legacy_event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
     if warnings:
         attrs["warnings"] = warnings
     errors = _messages(data.get("errors"))
+    error_code = None
+    if state is State.FAILED and native.lower() == "error":
+        error_code = _cancel_code(data.get("errors"))
+        if error_code is not None:
+            state = State.CANCELED
+    elif state is State.CANCELED:
+        error_code = RELOAD_CANCELED
     duration = _go_duration(data.get("duration"))
     if duration is not None:
         attrs["duration_seconds"] = duration.total_seconds()
@@ -392,10 +411,28 @@ def _legacy_event(envelope: dict[str, Any], ctx: Context) -> JobEvent:
         received_at=ctx.received_at,
         started_at=finished - duration if finished is not None and duration is not None else None,
         finished_at=finished,
+        error_code=error_code,
         error_message=("; ".join(errors))[:_MAX_TEXT] if errors else None,
         raw_ref=ctx.raw_ref,
         attrs=attrs,
     )
+
+
+def _cancel_code(value: Any) -> str | None:
+    """The error code that says a legacy ``error`` reload was cancelled, else None."""
+    if not isinstance(value, list):
+        return None
+    for item in value[:_MAX_EXTRA]:
+        code, text = None, item
+        if isinstance(item, dict):
+            raw_code = item.get("errorCode", item.get("code"))
+            code = str(raw_code).strip().upper() if isinstance(raw_code, (str, int)) and not isinstance(raw_code, bool) else None
+            text = item.get("message", item.get("errorMessage"))
+        if code in CANCEL_CODES:
+            return code
+        if isinstance(text, str) and _CANCEL_TEXT.search(text):
+            return RELOAD_CANCELED
+    return None
 
 
 def _messages(value: Any) -> list[str]:

@@ -38,7 +38,7 @@ from pipeline.sources import (
     Watermark, http_call, records_for, run_source,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import parse_time
+from pipeline.vendors._common import parse_time, receive_now
 
 VENDOR = "qlik_qrs"
 log = logging.getLogger("pipeline.ingest.qlik_qrs")
@@ -146,11 +146,11 @@ class QrsSource:
         return f"qlik_qrs:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
-        mark = datetime.now(UTC) - timedelta(seconds=self.settings.lookback_s)
+        mark = receive_now() - timedelta(seconds=self.settings.lookback_s)
         return {"mark": mark.isoformat(), "seen": {}, "sessions": {}}
 
     async def poll(self, cursor: dict[str, Any]) -> Poll:
-        received_at = datetime.now(UTC)
+        received_at = receive_now()
         watermark = Watermark(mark=datetime.fromisoformat(cursor["mark"]) if cursor["mark"] else None, seen=cursor["seen"])
         since = watermark.query_from(self.settings.overlap_s)
         try:
@@ -196,7 +196,7 @@ async def start_and_follow(
     backoff: Backoff = Backoff(maximum_s=30.0),
 ) -> None:
     api = QrsApi(settings, http, settings.redactor())
-    ctx = lambda: Context(source=settings.source, received_at=datetime.now(UTC))  # noqa: E731
+    ctx = lambda: Context(source=settings.source, received_at=receive_now())  # noqa: E731
 
     async def retried(what: str, call: Any) -> Any:
         failures = 0
@@ -217,7 +217,7 @@ async def start_and_follow(
         guid = body.get("value") if isinstance(body, dict) else body
         if not isinstance(guid, str):
             raise TerminalError(f"QRS start task answered HTTP {answer.status} without a session id")
-        start_doc = {"taskId": task_id, "value": guid, "host": settings.source, "time": datetime.now(UTC).isoformat()}
+        start_doc = {"taskId": task_id, "value": guid, "host": settings.source, "time": receive_now().isoformat()}
         await producer.send(records_for(VENDOR, start_doc, ctx()))
         if guid == EMPTY_GUID:
             raise TerminalError(f"QRS did not start task {task_id} (empty GUID: disabled, no scheduler, or the app is unavailable)")

@@ -3,7 +3,8 @@
 Names used here: job = the task (``qlik_qrs:<source>:<taskID>``), run = the execution
 session (``qlik_qrs:<source>:<executionID>``); source = the repository host, which
 the entities never name: ``ctx.source`` (or a wrapper's ``host``/``source``), else
-"default".
+"default". attrs["job_name"] = the task's name where the document gives it (sessions
+and reload tasks do; bare execution results name only the task id).
 
 Where the enum comes from: ``ExecutionResult.status`` is QRS's ``TaskExecutionStatus``
 as help.qlik.com documents it (Repository Service API reference, model
@@ -452,6 +453,8 @@ def _result_job_event(
     """The JobEvent of what an execution result says (a result's own, or a session's)."""
     if result.result_id is not None:  # the lifecycle's R17: the name every endpoint shares
         attrs["same_run_as"] = [f"{VENDOR}:{source}:result:{result.result_id}"]
+    if attrs.get("task_name"):  # the job's human name, where the document gives it
+        attrs["job_name"] = attrs["task_name"]
     return JobEvent(
         event_id=event_id,
         vendor=VENDOR,

@@ -19,7 +19,10 @@ One connection, in this order (both API flavours; the URL path picks it):
 Any failure (connection dropped, ping unanswered, Kafka not acknowledging) closes the
 connection; the ingestor reconnects with backoff and resyncs (step 5), so a job change
 that could not be sent is sent from the next listing. ``credentials`` and ``arguments``
-are dropped from every job before anything else sees it: they may hold secrets.
+are dropped from every job before anything else sees it: they may hold secrets. Only the
+first argument of the methods that run a named task (``normalize.TASK_METHODS``: a
+replication, cloud sync, snapshot or rsync task id, a scrub's pool) is kept, as the
+job's ``task`` field: it is part of the job's identity.
 
 Runs across middleware restarts: job ids restart at 1 when middlewared restarts, so the
 records' ``source`` (the normalizer's run key is ``truenas:<source>:<id>``) is
@@ -29,7 +32,14 @@ boot id, which a middleware restart keeps). A restart is detected when a job id 
 back with another method, creation time (``time_started``) or finish time, when an
 ``added`` id is not above every id seen, or when a kept (non-transient) job vanished from
 a listing without newer jobs. The marker state is stored in ``ingest.cursors``, so an
-ingestor restart keeps the same source.
+ingestor restart keeps the same source. The normalizer keys the job by the host alone.
+
+Jobs lost in a restart: middlewared forgets every job when it restarts, so a job that the
+previous run last showed WAITING or RUNNING can never finish. When a restart is detected,
+each such job goes to Kafka, under the previous run's source, as ``{"msg": "lost",
+"collection": "core.get_jobs", "id": N, "fields": {its last snapshot}}``, which the
+normalizer ends as FAILED with error_code ``LOST_IN_RESTART``. Until Kafka acknowledged
+them they are kept and sent again before the next listing.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from pipeline.model import UTC
 from pipeline.push import KafkaLink, KafkaUnavailable
 from pipeline.sources import Backoff, CursorStore, Record, Redactor, TerminalError, TransientError, records_for
 from pipeline.vendors import Context
+from pipeline.vendors.truenas.normalize import LOST, TASK_FIELD, task_of
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -75,14 +86,16 @@ def _ms(value: Any) -> Any:
 
 
 def _identity(job: dict[str, Any]) -> list[Any]:
-    """What cannot change for one job id within one middleware run, once it ran."""
-    return [job.get("method"), _ms(job.get("time_started")), _ms(job.get("time_finished")), job.get("state")]
+    """What cannot change for one job id within one middleware run, once it ran (and its
+    state and task, so that a job lost in a restart can be named from the cursor alone)."""
+    return [job.get("method"), _ms(job.get("time_started")), _ms(job.get("time_finished")), job.get("state"),
+            job.get(TASK_FIELD)]
 
 
 def _same_run(known: list[Any], job: dict[str, Any]) -> bool:
     """Whether ``job`` can be the job ``known`` describes: middlewared sets a job's
     ``time_started`` once, when it creates it, and its ``time_finished`` once."""
-    method, started, finished, _state = known
+    method, started, finished = known[:3]
     if job.get("method", method) != method:
         return False
     if "time_started" in job and started is not None and _ms(job.get("time_started")) != started:
@@ -91,7 +104,32 @@ def _same_run(known: list[Any], job: dict[str, Any]) -> bool:
 
 
 def without_secrets(fields: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in fields.items() if name not in SECRET_FIELDS}
+    """The job without ``credentials`` and ``arguments``; a named task (the first
+    argument of ``TASK_METHODS``) kept as ``task``."""
+    kept = {name: value for name, value in fields.items() if name not in SECRET_FIELDS}
+    task = task_of(fields.get("method"), fields.get("arguments"))
+    if task is not None:
+        kept[TASK_FIELD] = task
+    return kept
+
+
+_UNFINISHED = ("WAITING", "RUNNING")
+
+
+def _unfinished(identity: list[Any]) -> bool:
+    finished, state = identity[2:4]
+    return finished is None and (state in _UNFINISHED or state is None)
+
+
+@dataclass(frozen=True, slots=True)
+class LostJob:
+    """A job of an ended middleware run that did not finish in it: its source and last snapshot."""
+
+    source: str
+    job: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return {"msg": LOST, "collection": COLLECTION, "id": self.job["id"], "fields": self.job}
 
 
 @dataclass
@@ -110,6 +148,7 @@ class JobBook:
     identities: dict[int, list[Any]] = field(default_factory=dict)
     snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
     sent: dict[int, bytes] = field(default_factory=dict)
+    lost: list[LostJob] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -138,6 +177,17 @@ class JobBook:
     # boots ----------------------------------------------------------------------------
 
     def _new_run(self, boot_id: str | None) -> None:
+        ended = self.source
+        for job_id, identity in sorted(self.identities.items()):
+            if _unfinished(identity):
+                method, started, _finished, state = identity[:4]
+                task = identity[4] if len(identity) > 4 else None
+                job = self.snapshots.get(job_id) or {
+                    "id": job_id, "method": method, "state": state,
+                    "time_started": None if started is None else {"$date": started},
+                    **({TASK_FIELD: task} if task is not None else {}),
+                }
+                self.lost.append(LostJob(ended, job))
         if boot_id == self.boot_id:
             self.epoch += 1
         else:
@@ -475,6 +525,7 @@ class IngestStats:
     records: int = 0
     heartbeats: int = 0
     restarts_detected: int = 0
+    lost_jobs: int = 0
 
 
 class TruenasIngestor:
@@ -563,6 +614,7 @@ class TruenasIngestor:
             self.stats.restarts_detected += 1
             log.warning("truenas %s: middleware restart detected; runs now under source %s", book.host, book.source)
         self.link.source = book.source
+        await self._send_lost()
         await self._send(book.resync(listed))
         self.stats.resyncs += 1
         await self._heartbeat_and_cursor()
@@ -605,6 +657,7 @@ class TruenasIngestor:
             if restarted:
                 await self._send(payloads)
                 payloads = []
+                await self._send_lost()
                 self.stats.restarts_detected += 1
                 self.link.source = book.source
                 log.warning("truenas %s: job id %s came back: middleware restart; runs now under source %s",
@@ -616,19 +669,39 @@ class TruenasIngestor:
             payloads.append(body if self.config.legacy else {"jsonrpc": "2.0", "method": "collection_update", "params": body})
         await self._send(payloads)
 
-    async def _send(self, payloads: list[Any]) -> None:
-        """Records under the current source, sent and acknowledged (acks=all); only then
-        are the jobs in them marked as sent (a failure leaves them to the next resync)."""
+    async def _send_lost(self) -> None:
+        """The jobs a restart took away, each under the source of the run it was in;
+        forgotten only once Kafka acknowledged them."""
+        book = self.book
+        assert book is not None
+        while book.lost:
+            source = book.lost[0].source
+            batch = list(itertools.takewhile(lambda lost: lost.source == source, book.lost))
+            await self._send([lost.payload() for lost in batch], source=source)
+            del book.lost[: len(batch)]
+            self.stats.lost_jobs += len(batch)
+            log.warning("truenas %s: %d job(s) of %s lost in the middleware restart", book.host, len(batch), source)
+
+    async def _send(self, payloads: list[Any], *, source: str | None = None) -> None:
+        """Records under the current source (or ``source``), sent and acknowledged
+        (acks=all); only then are the jobs in them marked as sent (a failure leaves them
+        to the next resync)."""
         if not payloads:
             return
         book = self.book
         assert book is not None
-        ctx = Context(source=book.source, received_at=datetime.now(UTC))
+        ctx = Context(source=source or book.source, received_at=datetime.now(UTC))
         records: list[Record] = []
         for payload in payloads:
             records.extend(records_for(VENDOR, payload, ctx))
-        report = await self.link.send(records)
-        book.acknowledged([_job_of(payload) for payload in payloads])
+        current = self.link.source
+        self.link.source = source or book.source
+        try:
+            report = await self.link.send(records)
+        finally:
+            self.link.source = current
+        if source is None:
+            book.acknowledged([_job_of(payload) for payload in payloads])
         for index, reason in report.too_large:
             log.error("truenas %s: a job record was not sent: %s", book.host, reason)
         self.stats.records += report.sent

@@ -1,7 +1,12 @@
 """TrueNAS middleware jobs (``core.get_jobs``) -> JobEvents.
 
-Names used here: job = the job's ``method`` (``truenas:<host>:<method>``), run = the job
-``id``, source = the host (``ctx.source``; the messages never name it).
+Names used here: job = the job's ``method`` on one host, plus the task it runs where the
+method's first argument names one (``truenas:<host>:<method>`` or
+``truenas:<host>:<method>:<task>``, see ``TASK_METHODS``); run = the job ``id`` within one
+middleware run; source = ``ctx.source``: the host, or ``<host>@<boot marker>`` as the
+ingestor writes it. The boot marker belongs to the run key, never to the job key: a job
+keeps its identity across middleware restarts. attrs["job_name"] is the method, with the
+task in brackets when known (``replication.run [3]``).
 
 Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw text/bytes):
 
@@ -13,6 +18,12 @@ Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw te
   "collection_update", "params": {"msg": "added|changed|removed", "collection":
   "core.get_jobs", "id": N, "fields": {...}}}`` or in the legacy form ``{"msg": ...,
   "collection": "core.get_jobs", "id": N, "fields": {...}}``.
+- the ingestor's own ``{"msg": "lost", "collection": "core.get_jobs", "id": N, "fields":
+  {last snapshot}}``: a job of an earlier middleware run that the new run does not know
+  (middlewared forgets every job when it restarts, so the job can never finish). It
+  gives a FAILED event with error_code ``LOST_IN_RESTART`` at ``ctx.received_at``
+  (when the restart was seen): FAILED, not CANCELED, because the work did not complete
+  and nobody asked it to stop; the code tells it apart from a job that failed by itself.
 JSON-RPC error answers, other collections and other websocket messages are rejected.
 
 Rules:
@@ -94,7 +105,33 @@ STATES: dict[str, State] = {
 # middlewared.job.State enum values, for senders that write the number.
 NUMERIC_STATES: dict[int, str] = {1: "WAITING", 2: "RUNNING", 3: "SUCCESS", 4: "FAILED", 5: "ABORTED"}
 
-UPDATE_KINDS = ("added", "changed", "removed")
+UPDATE_KINDS = ("added", "changed", "removed", "lost")
+LOST = "lost"  # the ingestor's kind for a job a middleware restart took away
+LOST_IN_RESTART = "LOST_IN_RESTART"
+
+# Methods whose first argument names the task they run (a replication / cloud sync /
+# snapshot / rsync task id, or the pool a scrub runs on): the task is part of the job.
+TASK_METHODS = frozenset({
+    "replication.run", "replication.run_onetime", "cloudsync.sync", "cloud_backup.sync",
+    "pool.snapshottask.run", "pool.dataset.snapshot_task.run", "rsynctask.run",
+    "pool.scrub.run", "pool.scrub.scrub",
+})
+TASK_FIELD = "task"  # where the ingestor keeps that first argument (``arguments`` never leave it)
+_MAX_TASK = 100
+
+
+def task_of(method: Any, arguments: Any) -> str | None:
+    """The task a job runs, from its first argument, for ``TASK_METHODS`` only (other
+    arguments may hold secrets and are never read)."""
+    if method not in TASK_METHODS or not isinstance(arguments, list) or not arguments:
+        return None
+    first = arguments[0]
+    if isinstance(first, bool) or not isinstance(first, (int, str)):
+        return None
+    text = str(first).strip()
+    if not text or len(text) > _MAX_TASK or any(char in text for char in ": \t\n"):
+        return None
+    return text
 
 # Never copied into an event (nor into its fingerprint): they may hold secrets.
 SECRET_FIELDS = frozenset({"credentials", "arguments"})
@@ -234,30 +271,46 @@ def _event(piece: _Piece, source: str, ctx: Context) -> JobEvent:
     started = parse_time(fields.get("time_started"), field="time_started")
     finished = parse_time(fields.get("time_finished"), field="time_finished")
     state = canonical_state(native, finished is not None)
+    lost = piece.update == LOST
+    if lost:
+        if ctx.received_at is None:
+            raise Rejected(f"lost job {job_id}: the context has no received_at (when the restart was seen)")
+        last_native = native
+        native, state, finished = LOST_IN_RESTART, State.FAILED, ctx.received_at
     occurred_at = ctx.received_at or finished or started
     if occurred_at is None:
         raise Rejected(f"job {job_id} has no time and the context no received_at")
 
-    attrs: dict[str, Any] = {}
+    task = _task(fields, method)
+    attrs: dict[str, Any] = {"job_name": f"{method} [{task}]" if task else method}
+    if task:
+        attrs["task"] = task
     if piece.update is not None:
         attrs["update"] = piece.update
     queued_at = None
-    if state is State.PENDING and started is not None:
+    if (state is State.PENDING or (lost and last_native == "WAITING")) and started is not None:
         attrs["queued_at"] = started.isoformat()
         queued_at, started = started, None
     progress = _progress(fields.get("progress"), attrs, job_id)
     error_code = _exc_info(fields.get("exc_info"), attrs, job_id)
     error_message = _text(fields.get("error"), "error", job_id)
+    if lost:
+        error_code = LOST_IN_RESTART
+        error_message = f"lost in a middleware restart (last seen {last_native or 'without a state'})"
+        attrs["cause"] = "lost_in_restart"
+        attrs["last_native_state"] = last_native or ""
     _copy_extras(fields, attrs, job_id)
 
     created = queued_at if queued_at is not None else started
     if created is None:
         attrs["run_key_basis"] = "job_id"  # a partial update without time_started
+    host = source.partition("@")[0] or source
+    fingerprint = _fingerprint(fields, job_id)
     return JobEvent(
-        event_id=make_event_id(VENDOR, source, job_id, _fingerprint(fields, job_id)),
+        event_id=make_event_id(VENDOR, source, job_id, LOST, fingerprint) if lost else make_event_id(VENDOR, source, job_id, fingerprint),
         vendor=VENDOR,
         source=source,
-        job_key=f"{VENDOR}:{source}:{method}",
+        job_key=f"{VENDOR}:{host}:{method}" + (f":{task}" if task else ""),
         run_key=f"{VENDOR}:{source}:{job_id}" if created is None else f"{VENDOR}:{source}:{_epoch_ms(created)}:{job_id}",
         native_state=native or "",
         state=state,
@@ -271,6 +324,14 @@ def _event(piece: _Piece, source: str, ctx: Context) -> JobEvent:
         raw_ref=ctx.raw_ref,
         attrs=attrs,
     )
+
+
+def _task(fields: dict[str, Any], method: str) -> str | None:
+    """The task: as the ingestor kept it (``TASK_FIELD``), else from ``arguments``."""
+    kept = fields.get(TASK_FIELD)
+    if kept is not None:
+        return task_of(method, [kept])
+    return task_of(method, fields.get("arguments"))
 
 
 def _epoch_ms(when: datetime) -> int:
@@ -396,5 +457,5 @@ def _fingerprint(fields: dict[str, Any], job_id: int) -> str:
         raise Rejected(f"job {job_id}: fields cannot be encoded ({str(exc)[:80]})") from None
 
 
-__all__ = ["VENDOR", "STATES", "NUMERIC_STATES", "canonical_state", "normalize", "split"]
+__all__ = ["VENDOR", "STATES", "NUMERIC_STATES", "LOST_IN_RESTART", "TASK_METHODS", "canonical_state", "normalize", "split", "task_of"]
 

@@ -36,6 +36,22 @@ from aiohttp import WSMsgType, web
 COLLECTION = "core.get_jobs"
 OUTCOMES = ("SUCCESS", "FAILED", "ABORTED")
 METHODS = ("pool.scrub.scrub", "replication.run", "cloudsync.sync", "pool.dataset.snapshot_task.run", "update.download")
+TASK_IDS = (1, 2)
+"""The replication / cloud sync / snapshot tasks the simulated NAS has (their ids)."""
+
+
+def arguments_for(method: str, task_id: int = 1) -> list[Any]:
+    """A job's ``arguments`` as middlewared lists them for ``method`` (the task id first
+    for the task runners, the pool and action for a scrub)."""
+    if method == "pool.scrub.scrub":
+        return ["tank", "START"]
+    if method == "replication.run":
+        return [task_id, True]
+    if method == "cloudsync.sync":
+        return [task_id, {"dry_run": False}]
+    if method == "pool.dataset.snapshot_task.run":
+        return [task_id]
+    return []
 
 
 def _now_ms() -> int:
@@ -232,19 +248,21 @@ class MiddlewareSimulator:
             else:
                 session.push({"jsonrpc": "2.0", "method": "collection_update", "params": body})
 
-    def add_job(self, method: str, *, description: str | None = None, transient: bool = False) -> int:
+    def add_job(self, method: str, *, description: str | None = None, transient: bool = False,
+                arguments: list[Any] | None = None) -> int:
         """A new job in WAITING (``time_started`` is its creation time and never
-        changes, as in middlewared); subscribers get ``added``."""
+        changes, as in middlewared); subscribers get ``added``. ``arguments``: the
+        method's usual ones (``arguments_for``) unless given."""
         job_id = self.next_id
         self.next_id += 1
         job = {
             "id": job_id, "message_ids": [], "method": method,
-            "arguments": ["tank", {"password": "never-leaves-the-nas"}],
+            "arguments": arguments_for(method) if arguments is None else arguments,
             "transient": transient, "description": description, "abortable": True, "logs_path": None,
             "logs_excerpt": None, "progress": {"percent": 0, "description": "", "extra": None},
             "result": None, "result_encoding_error": None, "error": None, "exception": None,
             "exc_info": None, "state": "WAITING", "time_started": {"$date": _now_ms()}, "time_finished": None,
-            "credentials": {"type": "LOGIN_PASSWORD", "data": {"username": "root"}},
+            "credentials": {"type": "LOGIN_PASSWORD", "data": {"username": "root", "password": "never-leaves-the-nas"}},
         }
         self.jobs[job_id] = job
         self._broadcast("added", job_id, job)
@@ -280,9 +298,10 @@ class MiddlewareSimulator:
         self.jobs.pop(job_id, None)
         self._broadcast("removed", job_id, None)
 
-    async def run_job(self, method: str, *, outcome: str = "SUCCESS", steps: int = 4, step_s: float = 5.0) -> int:
+    async def run_job(self, method: str, *, outcome: str = "SUCCESS", steps: int = 4, step_s: float = 5.0,
+                      task_id: int = 1) -> int:
         """One job on its own: WAITING, RUNNING with progress, then ``outcome``."""
-        job_id = self.add_job(method, description=f"{method} (simulated)")
+        job_id = self.add_job(method, description=f"{method} (simulated)", arguments=arguments_for(method, task_id))
         await self._sleep(step_s / 2)
         self.update_job(job_id, state="RUNNING", percent=0, description="starting")
         for step in range(1, steps + 1):
@@ -306,7 +325,7 @@ class MiddlewareSimulator:
                 outcome = self.rng.choices(OUTCOMES, (80, 15, 5))[0]
                 method = self.rng.choice(METHODS)
                 self._spawn(self.run_job(method, outcome=outcome, steps=self.rng.randint(2, 6),
-                                         step_s=self.rng.uniform(2, 15)))
+                                         step_s=self.rng.uniform(2, 15), task_id=self.rng.choice(TASK_IDS)))
                 started += 1
                 await self._sleep(self.rng.uniform(every_s / 2, every_s * 1.5))
 

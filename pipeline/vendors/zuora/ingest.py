@@ -15,6 +15,14 @@ knows it and it was last active or stale, it is sent as draining with the messag
 "token vanished from every queue" (Zuora removes stale tokens through draining, which a
 poll can miss: it lasts 5 s). Tokens last seen completed or draining vanish as the
 documentation says they do, and nothing is sent. The cursor is the last snapshot.
+
+Observation time: Zuora gives no time for a queue change (a token listed stale or
+draining carries only its ``last_activity``), so every task sent carries
+``observed_at``: when this poll saw it, on the vendor's clock (the answer's ``Date``
+header, the clock ``last_activity`` is written in), else this ingestor's receive time.
+The normalizer dates stale and draining snapshots by it; a vanished token's drain gets
+the time of the call that found it gone. ``observed_at`` is no part of the snapshot's
+fingerprint nor of the cursor.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -36,6 +45,7 @@ from pipeline.sources import (
     records_for, run_source,
 )
 from pipeline.vendors import Context
+from pipeline.vendors._common import receive_now
 
 VENDOR = "zuora"
 AUTH_PATH = "/api/integration/v1/authenticate"
@@ -149,7 +159,7 @@ class ZuoraSource:
         return {"tasks": {}}
 
     async def poll(self, cursor: dict[str, Any]) -> Poll:
-        received_at = datetime.now(UTC)
+        received_at = receive_now()
         try:
             answer = await self.api.call("GET", STATUS_PATH, "biviews-status")
             current = self._queues(answer)
@@ -159,6 +169,7 @@ class ZuoraSource:
             return Poll(records=[Record(key=None, payload=body, received_at=received_at)], cursor=cursor,
                         next_in_s=min(self.settings.poll_interval_s, 5.0))
         ctx = Context(source=self.source, received_at=received_at)
+        seen = observed_at(answer, received_at)
         before: dict[str, dict[str, Any]] = cursor["tasks"]
         after: dict[str, dict[str, Any]] = {}
         records: list[Record] = []
@@ -166,7 +177,7 @@ class ZuoraSource:
             mark = fingerprint(queue, task)
             after[task_id] = {"queue": queue, "fp": mark, "task": task}
             if before.get(task_id, {}).get("fp") != mark:
-                records.extend(records_for(VENDOR, {queue: [task]}, ctx))
+                records.extend(records_for(VENDOR, {queue: [{**task, "observed_at": seen}]}, ctx))
         for task_id, last in before.items():
             if task_id not in after:
                 records.extend(await self._vanished(task_id, last, ctx))
@@ -197,11 +208,29 @@ class ZuoraSource:
                 again = None
             if again is not None:
                 queue, task = again
-                return [] if fingerprint(queue, task) == last["fp"] else records_for(VENDOR, {queue: [task]}, ctx)
+                if fingerprint(queue, task) == last["fp"]:
+                    return []
+                return records_for(VENDOR, {queue: [{**task, "observed_at": observed_at(answer, ctx.received_at)}]}, ctx)
         if last["queue"] not in ("active", "stale"):
             return []
-        task = {**last["task"], "message": f"token vanished from every queue (last seen {last['queue']})"}
+        # drained when this call found it gone: not at the old snapshot's last activity
+        task = {**last["task"], "message": f"token vanished from every queue (last seen {last['queue']})",
+                "observed_at": observed_at(answer, ctx.received_at)}
         return records_for(VENDOR, {"draining": [task]}, ctx)
+
+
+def observed_at(answer: Answer, received_at: datetime | None) -> str | None:
+    """When an answer was given, on the vendor's clock (its ``Date`` header), else
+    ``received_at``; ISO 8601 text."""
+    date = answer.headers.get("Date")
+    if date:
+        try:
+            parsed = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError):
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC).isoformat()
+    return received_at.isoformat() if received_at is not None else None
 
 
 async def run(settings: ZuoraSettings, bootstrap: str, *, stop: asyncio.Event) -> None:

@@ -3,7 +3,7 @@
 A BI Views v2 query is tracked by its continuation token (``task_id``) while Zuora moves
 it between four queues: active, completed, draining and stale. Names used here:
 job = the BI view (``query_config.object_name``), run = the token, source = the tenant
-(``ctx.source``; the documents never name it).
+(``ctx.source``; the documents never name it). attrs["job_name"] = the BI view.
 
 Shapes accepted (``normalize`` and ``split`` take the parsed value or the raw text/bytes):
 
@@ -37,9 +37,30 @@ Unknown statuses therefore follow rule 2/3 like the in-progress ones and keep th
 spelling in ``native_state``. A token that returns from stale to active simply says
 RUNNING again; the lifecycle counts the reactivation.
 
-Event fields: occurred_at = ``last_activity`` (else the initiated time, else
-``ctx.received_at``); started_at = initiated time; finished_at = ``last_activity`` for
-terminal states; rows = ``accumulate``; counts["last_page_rows"] = ``metric``; queue,
+Times (which clock dates what):
+
+=====================================  ==============================================
+snapshot                               occurred_at (and finished_at when terminal)
+=====================================  ==============================================
+active, or a final status (COMPLETED,  ``last_activity``: Zuora's time of the change
+CANCELLED, FAILED) in any queue        (else the initiated time, else observed)
+completed queue, non-final status      ``last_activity`` (all data was cached by then)
+stale queue, non-final status          ``last_activity`` + 240 s: Zuora lists a token
+                                       stale after 240 s without activity, so its rule
+                                       dates the change, on Zuora's clock (at most the
+                                       observed time)
+draining queue, non-final status       observed: Zuora gives no time for the drain, so
+                                       the time the poll saw it (not before
+                                       ``last_activity``)
+=====================================  ==============================================
+
+"observed" = the task's ``observed_at`` (added by the ingestor: the poll answer's
+``Date``, the vendor's clock) else ``ctx.received_at`` (the envelope's receive time),
+else ``last_activity`` for a document read with neither. Why not the observed time for
+stale too: a stale token that resumes or completes reports that activity on Zuora's
+clock; dated by a later poll (or by another clock), the stale event could lie after the
+resumption, which the lifecycle would then refuse as late and the run would stay STALE.
+started_at = initiated time; rows = ``accumulate``; counts["last_page_rows"] = ``metric``; queue,
 filter params, page number, elapsed seconds and message go to attrs. ``event_id`` is made
 of token, queue, status, accumulate, metric, last activity and message: re-reading the same
 snapshot gives the same id, while ``elapsed_time`` (which grows on every poll of an idle
@@ -72,6 +93,7 @@ VENDOR = "zuora"
 # without activity, and that queue is the vendor's word: the timer is only the fallback
 # for a poller that stopped confirming the token, so it waits two and a half times that.
 STALE_AFTER = timedelta(seconds=600)
+STALE_IDLE = timedelta(seconds=240)  # Zuora lists a token stale after this long without activity
 
 QUEUES: tuple[str, ...] = ("active", "stale", "draining", "completed")
 
@@ -243,9 +265,19 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
     initiated = parse_time(initiated_raw, tz=ctx.tz, field="initated_time")
     last_activity = parse_time(tracker.get("last_activity"), tz=ctx.tz, field="last_activity")
     elapsed = _elapsed(tracker.get("elapsed_time"))
-    occurred_at = last_activity or initiated or ctx.received_at
+    observed = parse_time(task.get("observed_at"), field="observed_at") or ctx.received_at
+    occurred_at = last_activity or initiated or observed
     if occurred_at is None:
         raise Rejected(f"task {task_id[:60]} has no activity time and the context no received_at")
+    finished_at = occurred_at if state.terminal else None
+    if status_key(status)[0] not in FINAL_STATES:
+        if queue == "stale" and last_activity is not None:
+            occurred_at = last_activity + STALE_IDLE  # Zuora's own rule dates it
+            if observed is not None and observed < occurred_at:
+                occurred_at = max(observed, last_activity)
+        elif queue == "draining" and observed is not None:
+            occurred_at = max(observed, last_activity) if last_activity is not None else observed
+            finished_at = occurred_at  # when the drain was seen: Zuora gives it no time
 
     rows = _count(task.get("accumulate"), "accumulate")
     last_page_rows = _count(task.get("metric"), "metric")
@@ -253,7 +285,7 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
     if message is not None and not isinstance(message, str):
         raise Rejected(f"task {task_id[:60]}: message must be a string, got {type(message).__name__}")
 
-    attrs: dict[str, Any] = {"queue": queue}
+    attrs: dict[str, Any] = {"queue": queue, "job_name": view}
     if page is not None:
         attrs["page"] = page
     filters = config.get("filter_params", config.get("filter_param"))
@@ -288,7 +320,7 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
         occurred_at=occurred_at,
         received_at=ctx.received_at,
         started_at=initiated,
-        finished_at=(last_activity or occurred_at) if state.terminal else None,
+        finished_at=finished_at,
         rows=rows,
         counts={} if last_page_rows is None else {"last_page_rows": last_page_rows},
         error_code=error_code,
