@@ -6,15 +6,19 @@ Per batch of consumed messages (numbered, the order is the guarantee):
    offset order per partition, and returns output records and table writes.
 2. The outputs (``jobs.events``, ``jobs.transitions``, ``jobs.runs``, ``jobs.deadletter``)
    are sent and awaited (acks=all).
-3. The table entries are written to the local store and sent to the changelog, to the
-   partition of the raw messages that changed them, and awaited.
+3. The table entries are (a) sent to the changelog, to the partition of the raw messages
+   that changed them, and awaited, then (b) written to the local store with the
+   changelog's offset marker. The changelog goes first: the local store is never ahead
+   of it, so every owner of a partition (this one after a restart, the next one, a
+   standby) recovers the same state.
 4. Only then does the batch return to Faust, which acks its offsets; commits follow.
 
 | killed after step | what the restart sees |
 |---|---|
 | 1 | nothing was sent; the batch is consumed again and gives the same outputs |
 | 2 | outputs sent, state not stored: the batch is applied again and the same records (same deterministic ids) are sent again; downstream dedupes on event_id / transition_id |
-| 3 | state stored, offsets not committed: the entry remembers the applied offsets, so those messages are skipped (no output twice) |
+| 3a | changelog sent, local store not written: recovery reads the entries from the changelog (the local offset marker is behind them), then the re-delivered messages are skipped as applied (no output twice), on this worker as on any other |
+| 3b | state stored, offsets not committed: the entry remembers the applied offsets, so those messages are skipped (no output twice) |
 | 4 | offsets committed: nothing is consumed again |
 
 Before step 1, every raw partition's records must follow on from the last one (or, after
@@ -121,10 +125,10 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
         key_serializer="raw", value_serializer="raw",
     )
     core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: table.data.items())
-    shell = _Shell(app, table, settings)
+    faults = Injector(Faults.from_env())
+    shell = _Shell(app, table, settings, faults)
     continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
     probe = GapProbe(settings.bootstrap, timeout_s=settings.send_timeout_s)
-    faults = Injector(Faults.from_env())
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
@@ -216,8 +220,9 @@ class _Shell:
     Outputs and changelog records go through a producer of the worker's own, one Kafka
     batch per topic-partition (``batches.BatchSender``), not Faust's per-record send."""
 
-    def __init__(self, app: faust.App, table: faust.Table, settings: Settings) -> None:
+    def __init__(self, app: faust.App, table: faust.Table, settings: Settings, faults: Injector) -> None:
         self.app = app
+        self.faults = faults
         self.table = table
         self.settings = settings
         self._producer: Any = None
@@ -259,6 +264,10 @@ class _Shell:
         )
 
     async def store(self, writes: dict[bytes, tuple[int, bytes | None]], events: list) -> None:
+        """Step 3: the changelog first (3a), awaited, then the local store and its
+        offset marker (3b). The other order let a send timeout or a kill between the two
+        leave the local store ahead of the changelog: the re-delivered messages were then
+        skipped as applied, and the next owner of the partition recovered older state."""
         if not writes:
             return
         by_partition = {e.message.partition: e for e in events}
@@ -268,20 +277,21 @@ class _Shell:
         for key, (partition, value) in writes.items():
             grouped.setdefault(partition, []).append((key, value))
         for partition, items in grouped.items():
-            event = by_partition.get(partition)
-            with faust_compat.current_event(event):  # RocksDB: the partition's database
-                for key, value in items:
-                    if value is None:
-                        store.pop(key, None)  # a tombstone: the job has nothing left to keep
-                    elif event is None:
-                        raise RuntimeError(f"a table write for partition {partition} without a message of it in the batch")
-                    else:
-                        store[key] = value
+            if partition not in by_partition and any(value is not None for _key, value in items):
+                raise RuntimeError(f"a table write for partition {partition} without a message of it in the batch")
         sender = await self._batch_sender()
         last = await sender.send((changelog, key, value, partition) for partition, items in grouped.items()
                                  for key, value in items)
         if self.settings.tansu:
             await self._end_with_single_record_batches(changelog, set(grouped))
+        self.faults.step("3a")
+        for partition, items in grouped.items():
+            with faust_compat.current_event(by_partition.get(partition)):  # RocksDB: the partition's database
+                for key, value in items:
+                    if value is None:
+                        store.pop(key, None)  # a tombstone: the job has nothing left to keep
+                    else:
+                        store[key] = value
         for (topic, partition), offset in last.items():
             store.set_persisted_offset(TP(topic, partition), offset)
 
