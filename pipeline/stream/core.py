@@ -14,6 +14,7 @@ times at most ``max_clock_skew`` ahead of ``received_at``, and heartbeats.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -284,33 +285,79 @@ class StreamCore:
                     "default (murmur2) partitioner", vendor,
                 ))
                 return
-        # Event time moves once per message, before any of its events apply: replay and
-        # live see the same expiries whatever the batching (and a skipped message too).
+        # Event time moves before each event applies, to that event's trusted time: a
+        # message of several events has the effects of the same events sent one message
+        # each (R19), so stale episodes do not depend on how the ingestor packs documents.
         trusted_until = received + self._skew
-        trusted = [event.occurred_at for event in events if event.occurred_at <= trusted_until]
-        if trusted:
-            self._advance(clock, max(trusted), message, pending, runs, batch)
+        if len(events) == 1:
+            if events[0].occurred_at <= trusted_until:
+                self._advance(clock, events[0].occurred_at, message, pending, runs, batch)
+            self._apply_staged(events, message, clock, pending, runs, batch, received, trusted_until)
+            return
+        # Several events: staged over an overlay, kept or dropped as a whole with the
+        # expiries that the message's own events moved between them.
+        overlay: ChainMap[bytes, Entry | None] = ChainMap({}, pending)
+        staged_runs: dict[str, tuple[lifecycle.RunState, int]] = {}
+        staged_batch = Batch()
+        applied: set[bytes] = set()
+        for event in events:
+            if event.occurred_at <= trusted_until:
+                self._advance(clock, event.occurred_at, message, overlay, staged_runs, staged_batch)  # type: ignore[arg-type]
+            failure = self._apply_staged(
+                [event], message, clock, overlay, staged_runs, staged_batch, received, trusted_until, applied,  # type: ignore[arg-type]
+            )
+            if failure is not None:
+                for key in overlay.maps[0]:  # the index as if the message never came
+                    entry = self._stored(key, pending)
+                    if entry is not None:
+                        clock.schedule(key, self._next_due(entry.job))
+                trusted = [e.occurred_at for e in events if e.occurred_at <= trusted_until]
+                if trusted:
+                    self._advance(clock, max(trusted), message, pending, runs, batch)
+                batch.outputs.append(failure)
+                return
+        pending.update(overlay.maps[0])
+        batch.outputs.extend(staged_batch.outputs)
+        for run_key, snapshot in staged_runs.items():
+            runs.pop(run_key, None)
+            runs[run_key] = snapshot
+
+    def _apply_staged(
+        self, events: list[JobEvent], message: Message, clock: PartitionClock, pending: dict[bytes, Entry | None],
+        runs: dict[str, tuple[lifecycle.RunState, int]], batch: Batch, received: datetime,
+        trusted_until: datetime, applied: set[bytes] | None = None,
+    ) -> Output | None:
+        """``events`` of ``message`` through the lifecycle, kept whole or dropped whole:
+        then the dead letter that says why is returned (with ``applied``, the caller's
+        to send) or sent (without)."""
+        vendor = events[0].vendor
         try:
-            staged = self._apply(events, message, clock, pending, trusted_until)
+            staged = self._apply(events, message, clock, pending, received, trusted_until, applied or frozenset())
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
             # Nothing of the message is kept: a redelivery gives the same dead letter.
-            batch.outputs.append(dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor))
-            return
-        too_big = max((output.size for output in staged.outputs), default=0)
-        if too_big > self.settings.max_record_bytes:
-            batch.outputs.append(dead_letter(
+            failure = dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor)
+        else:
+            too_big = max((output.size for output in staged.outputs), default=0)
+            if too_big <= self.settings.max_record_bytes:
+                for key, entry in staged.entries.items():
+                    pending[key] = entry
+                    if applied is not None:
+                        applied.add(key)
+                    clock.schedule(key, self._next_due(entry.job))
+                batch.outputs.extend(staged.outputs)
+                for run_key, snapshot in staged.runs.items():
+                    runs.pop(run_key, None)
+                    runs[run_key] = snapshot
+                return None
+            failure = dead_letter(
                 message, "size", "RecordTooLarge",
                 f"an output record would take {too_big} bytes, more than the {self.settings.max_record_bytes} "
                 "a produce request may carry; the message's effects were dropped", vendor,
-            ))
-            return
-        for key, entry in staged.entries.items():
-            pending[key] = entry
-            clock.schedule(key, self._next_due(entry.job))
-        batch.outputs.extend(staged.outputs)
-        for run_key, snapshot in staged.runs.items():
-            runs.pop(run_key, None)
-            runs[run_key] = snapshot
+            )
+        if applied is not None:
+            return failure
+        batch.outputs.append(failure)
+        return None
 
     def _trusted_received_at(self, envelope: RawEnvelope, message: Message) -> datetime:
         """``received_at``, but never more than ``max_clock_skew`` past the record's
@@ -324,7 +371,8 @@ class StreamCore:
 
     def _apply(
         self, events: list[JobEvent], message: Message, clock: PartitionClock,
-        pending: dict[bytes, Entry | None], trusted_until: datetime,
+        pending: dict[bytes, Entry | None], received: datetime, trusted_until: datetime,
+        applied: set[bytes] = frozenset(),  # type: ignore[assignment]
     ) -> _Staged:
         """One message's events through the lifecycle, staged: the caller keeps all of it
         or, if anything raises or does not fit, none of it."""
@@ -336,14 +384,20 @@ class StreamCore:
             job_key = event.job_key
             key = job_key.encode()
             entry = staged.entries.get(key) or self._stored(key, pending)
-            if entry is not None and message.offset <= entry.offset:
+            if entry is not None and message.offset <= entry.offset and not (
+                message.offset == entry.offset and key in applied
+            ):
                 continue  # applied before a restart: its state is stored, its outputs were sent
             job = None if entry is None else entry.job
-            late = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event.run_key) is not None
-            job, transitions = lifecycle.apply_job(job, event, stale_after=self._stale_after[event.vendor])
+            skewed = event.occurred_at > trusted_until
+            late = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
+            job, transitions = lifecycle.apply_job(
+                job, lifecycle.trusted(event, received, trusted_until) if skewed else event,
+                stale_after=self._stale_after[event.vendor],
+            )
             # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
             self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
-                key, event, late, event.occurred_at > trusted_until, partition))
+                key, event, late, skewed, partition))
             job = lifecycle.evict(  # before any trusted time (watermark None) by count alone
                 job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
                 max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
@@ -390,9 +444,10 @@ class StreamCore:
             for transition in transitions:  # snapshots from before eviction: a STALE run that
                 # leaves at once still ends STALE in jobs.runs
                 self._emit(batch.outputs, runs, expired, transition.run_key, [transition], clock.number)
-            if lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
-                pending[key] = None  # a tombstone: the job has nothing left to keep
-                self._deleted[key] = entry.partition
+            if job.runs and lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
+                # Not a tombstone: the forgotten job keeps its applied offset (a re-delivery
+                # is skipped) and seen_until (a late event does not reopen a run), R20.
+                pending[key] = Entry(entry.partition, entry.offset, lifecycle.forget(job), watermark)
                 continue
             if job is not old:
                 pending[key] = Entry(entry.partition, entry.offset, job, watermark)

@@ -84,12 +84,19 @@ def test_no_entry_exceeds_max_entry_bytes_whatever_its_runs_carry():
     assert max(len(value) for value in harness.store.values()) <= 8 * 1024
 
 
-def test_a_job_with_nothing_left_is_deleted_without_another_event_of_its_own():
+def test_a_job_with_nothing_left_is_forgotten_without_another_event_of_its_own():
+    """Forgotten, not deleted (R20): the entry keeps counts, the applied offset and
+    seen_until at a fixed size, and is not written again by later event time."""
     harness = Harness(run_retention_s=60, forget_after_s=600)
     harness.feed([message(0, truenas_job(1, "SUCCESS", finished=T0), at=T0)])
     assert harness.core.process([heartbeat(1, T0 + timedelta(seconds=599))]).writes == {}  # one write, not two
     batch = harness.core.process([heartbeat(2, T0 + timedelta(seconds=600))])
-    assert batch.writes == {KEY: (0, None)}  # a tombstone
+    assert list(batch.writes) == [KEY]
+    entry = decode_entry(batch.writes[KEY][1])
+    assert entry.offset == 0 and entry.job.runs == {} and entry.job.succeeded == 1 and entry.job.seen_until == T0
+    assert len(batch.writes[KEY][1]) < 200
+    harness.store[KEY] = batch.writes[KEY][1]
+    assert harness.core.process([heartbeat(3, T0 + timedelta(days=30))]).writes == {}
 
 
 # --- 25.4 event time: skewed clocks and heartbeats --------------------------------------
@@ -282,16 +289,18 @@ def test_a_raw_topic_whose_end_lies_below_an_applied_offset_is_reported_as_recre
 @pytest.mark.timeout(60)
 def test_eviction_and_forgetting_due_exactly_at_a_watermark_make_progress():
     """Event time in whole seconds meets due instants exactly (retention 60 s after a
-    run's last event): each due job is handled once, then forgotten with a tombstone."""
+    run's last event): each due job is handled once, then forgotten (R20: no runs left,
+    a small entry that keeps its offset and seen_until)."""
     harness = Harness(run_retention_s=60, forget_after_s=120)
     harness.feed([
         message(n, truenas_job(n, "SUCCESS", method=f"m{n}", finished=T0 + timedelta(seconds=n)),
                 at=T0 + timedelta(seconds=n), key=f"truenas:nas1:m{n}".encode())
         for n in range(3000)
     ])
-    assert len(harness.store) <= 120 + 2  # only the last two minutes of jobs remain
+    holding = [key for key, value in harness.store.items() if decode_entry(value).job.runs]
+    assert len(holding) <= 120 + 2  # only the last two minutes of jobs hold runs
     harness.feed([heartbeat(3000, T0 + timedelta(seconds=4000))])
-    assert harness.store == {}
+    assert all(not decode_entry(value).job.runs and len(value) < 100 for value in harness.store.values())
 
 
 def test_a_run_that_leaves_the_state_at_once_still_ends_complete_in_jobs_runs():
