@@ -8,8 +8,9 @@ messages always gives the same outputs (the consistency oracle relies on it).
 State is one ``Entry`` per job key (``state.py``), in the raw partition of the first
 message that carried the job; a job seen on another partition is dead-lettered, so one
 run never gets two lifecycles and no worker writes another's changelog partition.
-Event time is per raw partition and moves only by times the worker can trust: vendor
-times at most ``max_clock_skew`` ahead of ``received_at``, and heartbeats.
+Event time is per source on each raw partition (a job belongs to one source) and moves
+only by times the worker can trust: vendor times at most ``max_clock_skew`` ahead of
+``received_at``, and heartbeats (stored as clock records, ``state.clock_key``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pipeline.stream.records import (
     run_record,
     transition_record,
 )
-from pipeline.stream.state import Entry, PartitionClock, decode_entry, encode_entry
+from pipeline.stream.state import Entry, PartitionClock, clock_key, decode_entry, encode_entry, source_of
 from pipeline.vendors import Context, Rejected
 
 
@@ -76,7 +77,7 @@ class StreamCore:
         self.settings = settings
         self._lookup = lookup
         self._entries = entries
-        self._clocks: dict[tuple[str, int], PartitionClock] = {}
+        self._clocks: dict[tuple[str, int, str], PartitionClock] = {}  # (topic, partition, source)
         self._to_index: set[int] | None = None  # raw partition numbers; None: all
         self._indexed = False
         # Decoded entries this worker wrote: it is their only writer while it owns their
@@ -102,14 +103,14 @@ class StreamCore:
         """The raw partitions this worker now owns (None: whatever arrives). Event time
         and index of partitions kept stay; gained ones are rebuilt from the store."""
         owned = None if partitions is None else set(partitions)
-        known = {number for _topic, number in self._clocks}
+        known = {number for _topic, number, _source in self._clocks}
         if owned is None:
             self._clocks.clear()
             self._to_index = None
         else:
-            for topic, number in list(self._clocks):
-                if number not in owned:
-                    del self._clocks[(topic, number)]
+            for clock_id in list(self._clocks):
+                if clock_id[1] not in owned:
+                    del self._clocks[clock_id]
             self._to_index = owned - known
         self._cache.clear()
         self._cache_bytes = 0
@@ -128,7 +129,7 @@ class StreamCore:
             if gained is None or entry.partition in gained:
                 job = entry.job
                 topic = catalog.raw_topic(job.vendor)
-                clock = self._clock(topic, entry.partition)
+                clock = self._clock(topic, entry.partition, source_of(entry))
                 if entry.watermark is not None:
                     clock.advance(entry.watermark)
                 clock.schedule(key, self._next_due(job))
@@ -161,14 +162,20 @@ class StreamCore:
         long behind is silent (for status and alerts), not a reason to make runs STALE."""
         return dict(self._heartbeats)
 
-    def watermark(self, topic: str, partition: int) -> datetime | None:
-        clock = self._clocks.get((topic, partition))
-        return None if clock is None else clock.watermark
+    def watermark(self, topic: str, partition: int, source: str | None = None) -> datetime | None:
+        """A source's event time on a raw partition; without ``source``, the partition's
+        progress: the earliest of its sources' event times (what every source reached)."""
+        if source is not None:
+            clock = self._clocks.get((topic, partition, source))
+            return None if clock is None else clock.watermark
+        times = [clock.watermark for (t, p, _s), clock in self._clocks.items()
+                 if t == topic and p == partition and clock.watermark is not None]
+        return min(times) if times else None
 
-    def _clock(self, topic: str, partition: int) -> PartitionClock:
-        clock = self._clocks.get((topic, partition))
+    def _clock(self, topic: str, partition: int, source: str) -> PartitionClock:
+        clock = self._clocks.get((topic, partition, source))
         if clock is None:
-            clock = self._clocks[(topic, partition)] = PartitionClock(topic, partition)
+            clock = self._clocks[(topic, partition, source)] = PartitionClock(topic, partition, source)
         return clock
 
     def _next_due(self, job: JobState) -> datetime | None:
@@ -222,7 +229,7 @@ class StreamCore:
             job = lifecycle.evict_oldest(
                 entry.job, count, entry.watermark or _EPOCH, max_evicted=self.settings.evicted_memory
             )
-            entry = Entry(entry.partition, entry.offset, job, entry.watermark)
+            entry = Entry(entry.partition, entry.offset, job, entry.watermark, entry.source)
             data = encode_entry(entry)
         return entry, data
 
@@ -256,13 +263,19 @@ class StreamCore:
             # UnicodeDecodeError for invalid UTF-8 in some strings, not DecodeError.
             batch.outputs.append(dead_letter(message, "decode", type(exc).__name__, one_line(exc), vendor))
             return
-        clock = self._clock(message.topic, message.partition)
+        clock = self._clock(message.topic, message.partition, envelope.source)
         received = self._trusted_received_at(envelope, message)
         if envelope.heartbeat:
             source_key = (vendor, envelope.source)
             if source_key not in self._heartbeats or self._heartbeats[source_key] < received:
                 self._heartbeats[source_key] = received
+            before = clock.watermark
             self._advance(clock, received, message, pending, runs, batch)
+            if clock.watermark != before:  # stored, so a restart does not roll it back
+                pending[clock_key(message.topic, message.partition, envelope.source)] = Entry(
+                    message.partition, message.offset, JobState(job_key="", vendor=vendor), clock.watermark,
+                    envelope.source,
+                )
             return
         ctx = Context(
             source=envelope.source, received_at=envelope.received_at,
@@ -403,9 +416,9 @@ class StreamCore:
                 max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
                 max_evicted=settings.evicted_memory,
             )
-            staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark)
+            staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark, clock.source)
         for key, entry in staged.entries.items():
-            staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark)
+            staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark, clock.source)
         return staged
 
     def _advance(
@@ -447,10 +460,10 @@ class StreamCore:
             if job.runs and lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
                 # Not a tombstone: the forgotten job keeps its applied offset (a re-delivery
                 # is skipped) and seen_until (a late event does not reopen a run), R20.
-                pending[key] = Entry(entry.partition, entry.offset, lifecycle.forget(job), watermark)
+                pending[key] = Entry(entry.partition, entry.offset, lifecycle.forget(job), watermark, clock.source)
                 continue
             if job is not old:
-                pending[key] = Entry(entry.partition, entry.offset, job, watermark)
+                pending[key] = Entry(entry.partition, entry.offset, job, watermark, clock.source)
             clock.schedule(key, self._next_due(job))
         for key, due in again:
             clock.schedule(key, due)

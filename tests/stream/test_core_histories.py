@@ -191,3 +191,28 @@ def test_r20_a_resent_run_older_than_the_memory_of_evicted_runs_is_not_counted_a
     assert (job(harness).runs_seen, job(harness).succeeded) == (300, 300)
     new = harness.feed([raw(301, result("f300", "SUCCEEDED", 300 * 60 + 30, start=300 * 60), 300 * 60 + 30)])
     assert moves(new) == [("f300", None, "SUCCEEDED", "vendor", False)]
+
+
+# --- case 8: event time per source, heartbeats stored ------------------------------------
+
+
+def test_event_time_moved_by_heartbeats_survives_a_restart():
+    harness = Harness()
+    harness.feed([raw(0, result("e1", "RUNNING", 0), 0)])
+    harness.feed([beat(1, 100), beat(2, 200)])
+    harness.restart()
+    harness.core.process([])  # the index rebuild
+    assert harness.core.watermark(QRS, 0) == secs(200)
+    assert moves(harness.feed([beat(3, 239)])) == []  # 200 -> 239 s: not yet due (240 s)
+
+
+def test_one_source_with_a_fast_clock_does_not_make_another_sources_runs_stale():
+    harness = Harness()
+    harness.feed([raw(0, result("e1", "RUNNING", 0), 0)])
+    other = b"qlik_qrs:qs2:task-9"
+    ahead = harness.feed([raw(1, result("x1", "RUNNING", 3600, task="task-9"), 3600, key=other, source="qs2"),
+                          beat(2, 7200, source="qs2")])
+    assert [m for m in moves(ahead) if m[0] == "e1"] == []  # qs1's run hears nothing of qs2's time
+    assert harness.core.watermark(QRS, 0, "qs1") == secs(0)
+    assert harness.core.watermark(QRS, 0) == secs(0)  # the partition's progress: every source reached it
+    assert moves(harness.feed([beat(3, 240)])) == [("e1", "RUNNING", "STALE", "stale_timeout", False)]
