@@ -143,6 +143,12 @@ R20 The past at a fixed size. A job's ``seen_until`` is an event time up to whic
     counted. Not covered: a run never seen whose every event is older than
     ``seen_until`` (a backfill delivered out of order by more than the memory) is
     taken for a past one.
+R21 Runs that leave open. A PENDING/RUNNING/STALE run that leaves (R14: a STALE one by
+    time, any open one by count or size) leaves with one record, cause EVICTED, from_state == to_state == its state,
+    and a last ``jobs.runs`` snapshot with ``left_open`` set and no deadline (``left_open``),
+    so readers stop showing it active. Its memory keeps that open state: a later terminal event of it is its
+    outcome, counted once (one transition from the remembered state, cause VENDOR,
+    and the memory then holds the outcome); any other event of it is late (R14).
 R18 Deadlines follow the current setting: ``deadline(job, stale_after)`` is the earliest
     activity_at + stale_after of its PENDING/RUNNING runs, whatever ``stale_after``
     was when the runs were stored; ``next_due`` adds when ``evict`` or forgetting is
@@ -180,6 +186,7 @@ class Cause(enum.StrEnum):
     STALE_TIMEOUT = "stale_timeout"
     RETRY = "retry"
     REACTIVATION = "reactivation"
+    EVICTED = "evicted"
 
 
 class Transition(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -237,6 +244,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     source: str = ""
     parent_run_key: str | None = None
     version: int = 0
+    left_open: bool = False  # R21: its last snapshot, sent as it left the state open
 
     @property
     def duration(self) -> timedelta | None:
@@ -380,6 +388,8 @@ def apply_job(
     if old is None and (job.evicted or job.seen_until is not None):
         final = evicted_state(job, event)
         if final is not None:
+            if not _is_terminal(final) and _is_terminal(event.state):
+                return _closed_after_eviction(job, event, final)
             return job, [_late_for_evicted(event, final)]
     run, transitions = apply(old, event, stale_after=stale_after)
     if run is old:
@@ -405,6 +415,41 @@ def evicted_state(job: JobState, event: JobEvent | str) -> State | None:
     if seen_until is not None and event.occurred_at <= seen_until:
         return event.state
     return None
+
+
+def left_open(before: JobState, after: JobState, at: datetime) -> list[tuple[RunState, Transition]]:
+    """R21: per PENDING/RUNNING/STALE run of ``before`` that ``after`` no longer holds,
+    its last snapshot (``left_open``, no deadline, next version) and one record (cause
+    EVICTED): it left the state open, so readers stop showing it active."""
+    records = []
+    for run_key, run in before.runs.items():
+        if run_key in after.runs or _is_terminal(run.state):
+            continue
+        records.append((replace(run, left_open=True, deadline=None, version=run.version + 1), Transition(
+            transition_id=_transition_id(run_key, "evicted", run.state, run.state, Cause.EVICTED, ""),
+            vendor=run.vendor, job_key=run.job_key, run_key=run_key, attempt=run.attempt,
+            from_state=run.state, to_state=run.state, at=at, cause=Cause.EVICTED, event_id=None,
+        )))
+    return records
+
+
+def _closed_after_eviction(job: JobState, event: JobEvent, final: State) -> tuple[JobState, list[Transition]]:
+    """R21: the outcome of a run that left the state open: counted once, remembered."""
+    evicted = dict(job.evicted)
+    for name in (event.run_key, *_other_names(event)):
+        if run_hash(name) in evicted:
+            evicted[run_hash(name)] = event.state
+    state = event.state
+    transition = Transition(
+        transition_id=_transition_id(event.run_key, event.event_id, final, state, _VENDOR, ""),
+        vendor=event.vendor, job_key=event.job_key, run_key=event.run_key, attempt=event.attempt or 1,
+        from_state=final, to_state=state, at=event.occurred_at, cause=_VENDOR, event_id=event.event_id,
+    )
+    return replace(
+        job, evicted=evicted, events=job.events + 1,
+        succeeded=job.succeeded + (state is _SUCCEEDED), failed=job.failed + (state is _FAILED),
+        canceled=job.canceled + (state is _CANCELED), skipped=job.skipped + (state is State.SKIPPED),
+    ), [transition]
 
 
 def forget(job: JobState) -> JobState:

@@ -86,6 +86,7 @@ class StreamCore:
         self._cache_bytes = 0
         self._heartbeats: dict[tuple[str, str], datetime] = {}
         self._deleted: dict[bytes, int] = {}  # this batch's tombstones -> their partition
+        self._left: list[tuple[lifecycle.RunState, lifecycle.Transition]] = []  # runs ``_shrunk`` made leave open
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
@@ -206,6 +207,10 @@ class StreamCore:
             data = encode_entry(entry)
             if len(data) > self.settings.max_entry_bytes:
                 entry, data = self._shrunk(entry, data)
+                for run, transition in self._left:
+                    batch.outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), entry.partition))
+                    batch.outputs.append(Output(catalog.RUNS, run.run_key.encode(), run_record(run), entry.partition))
+                self._left.clear()
             batch.writes[key] = (entry.partition, data)
             self._cache[key] = (entry, len(data))
             self._cache_bytes += len(data)
@@ -229,6 +234,7 @@ class StreamCore:
             job = lifecycle.evict_oldest(
                 entry.job, count, entry.watermark or _EPOCH, max_evicted=self.settings.evicted_memory
             )
+            self._left.extend(lifecycle.left_open(entry.job, job, entry.watermark or _EPOCH))
             entry = Entry(entry.partition, entry.offset, job, entry.watermark, entry.source)
             data = encode_entry(entry)
         return entry, data
@@ -403,19 +409,23 @@ class StreamCore:
                 continue  # applied before a restart: its state is stored, its outputs were sent
             job = None if entry is None else entry.job
             skewed = event.occurred_at > trusted_until
-            late = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
+            left = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
             job, transitions = lifecycle.apply_job(
                 job, lifecycle.trusted(event, received, trusted_until) if skewed else event,
                 stale_after=self._stale_after[event.vendor],
             )
+            late = left and bool(transitions) and transitions[0].late
             # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
             self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
                 key, event, late, skewed, partition))
-            job = lifecycle.evict(  # before any trusted time (watermark None) by count alone
+            kept = lifecycle.evict(  # before any trusted time (watermark None) by count alone
                 job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
                 max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
                 max_evicted=settings.evicted_memory,
             )
+            if len(kept.runs) < len(job.runs):
+                self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, event.occurred_at), partition)
+            job = kept
             staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark, clock.source)
         for key, entry in staged.entries.items():
             staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark, clock.source)
@@ -457,6 +467,8 @@ class StreamCore:
             for transition in transitions:  # snapshots from before eviction: a STALE run that
                 # leaves at once still ends STALE in jobs.runs
                 self._emit(batch.outputs, runs, expired, transition.run_key, [transition], clock.number)
+            if len(job.runs) < len(expired.runs):
+                self._left_open(batch.outputs, runs, lifecycle.left_open(expired, job, watermark), clock.number)
             if job.runs and lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
                 # Not a tombstone: the forgotten job keeps its applied offset (a re-delivery
                 # is skipped) and seen_until (a late event does not reopen a run), R20.
@@ -467,6 +479,16 @@ class StreamCore:
             clock.schedule(key, self._next_due(job))
         for key, due in again:
             clock.schedule(key, due)
+
+    def _left_open(
+        self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]],
+        left: list[tuple[lifecycle.RunState, lifecycle.Transition]], partition: int,
+    ) -> None:
+        """R21: the record and last snapshot of each run that left the state open."""
+        for run, transition in left:
+            outputs.append(Output(catalog.TRANSITIONS, run.job_key.encode(), transition_record(transition), partition))
+            runs.pop(run.run_key, None)
+            runs[run.run_key] = (run, partition)
 
     def _emit(
         self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,

@@ -305,13 +305,15 @@ def test_eviction_and_forgetting_due_exactly_at_a_watermark_make_progress():
 
 def test_a_run_that_leaves_the_state_at_once_still_ends_complete_in_jobs_runs():
     """A run that goes STALE when event time jumps past its stale retention leaves in
-    the same step: its last jobs.runs snapshot must say STALE, not its earlier RUNNING."""
+    the same step: its last jobs.runs snapshot must say STALE, not its earlier RUNNING,
+    and that it left the state open (R21: one version after the STALE one)."""
     harness = Harness(stale_retention_s=86400)
     harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0)])
     outputs = harness.feed([message(1, truenas_job(2, "RUNNING"), at=T0 + timedelta(days=2))])
     assert f"truenas:nas1:{T0_MS}:1" not in decode_entry(harness.store[KEY]).job.runs
     [snapshot] = [r for r in of(outputs, catalog.RUNS) if r["run_key"] == f"truenas:nas1:{T0_MS}:1"]
-    assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"]) == ("STALE", 1, 2)
+    assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"], snapshot["left_open"]) == (
+        "STALE", 1, 3, True)
 
 
 def test_a_rebalance_rebuilds_only_the_partitions_gained():

@@ -216,3 +216,21 @@ def test_one_source_with_a_fast_clock_does_not_make_another_sources_runs_stale()
     assert harness.core.watermark(QRS, 0, "qs1") == secs(0)
     assert harness.core.watermark(QRS, 0) == secs(0)  # the partition's progress: every source reached it
     assert moves(harness.feed([beat(3, 240)])) == [("e1", "RUNNING", "STALE", "stale_timeout", False)]
+
+
+def test_r21_a_run_evicted_open_leaves_with_a_record_and_its_outcome_still_counts_once():
+    harness = Harness()
+    for n in range(100):
+        harness.feed([raw(n, result(f"e{n:03}", "RUNNING", n), n)])
+    opened = harness.feed([raw(100, result("e100", "RUNNING", 100), 100)])  # the 101st open run
+    assert [m for m in moves(opened) if m[0] == "e000"] == [("e000", "RUNNING", "RUNNING", "evicted", False)]
+    [last] = [r for r in of(opened, catalog.RUNS) if r["run_key"].endswith("e000")]
+    assert last["left_open"] is True and last["deadline"] is None and last["state"] == "RUNNING"
+    done = harness.feed([raw(101, result("e000", "SUCCEEDED", 150), 150)])
+    assert moves(done) == [("e000", "RUNNING", "SUCCEEDED", "vendor", False)]
+    assert [e["late"] for e in of(done, catalog.EVENTS)] == [False]
+    assert (job(harness).succeeded, job(harness).runs_seen) == (1, 101)
+    again = harness.feed([raw(102, result("e000", "SUCCEEDED", 150, rid="again"), 160)])
+    assert moves(again) == [("e000", "SUCCEEDED", "SUCCEEDED", "vendor", True)] and job(harness).succeeded == 1
+    expired = harness.feed([beat(103, 100000)])
+    assert "e000" not in {m[0] for m in moves(expired)}
