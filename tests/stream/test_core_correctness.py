@@ -211,7 +211,7 @@ RECORDS_MD = Path(__file__).parents[2] / "docs" / "records.md"
 
 NOT_FIELDS = {  # backticked words of records.md that are values or topics, not fields
     "vendor_", "stale_timeout", "retry", "reactivation", "decode", "normalize", "lifecycle", "expiry", "size",
-    "sink", "fired", "delivered", "suppressed", "failed", "max_clock_skew",
+    "sink", "fired", "delivered", "suppressed", "failed", "max_clock_skew", "evicted",
 }
 
 
