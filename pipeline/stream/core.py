@@ -410,10 +410,8 @@ class StreamCore:
             job = None if entry is None else entry.job
             skewed = event.occurred_at > trusted_until
             left = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
-            job, transitions = lifecycle.apply_job(
-                job, lifecycle.trusted(event, received, trusted_until) if skewed else event,
-                stale_after=self._stale_after[event.vendor],
-            )
+            applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
+            job, transitions = lifecycle.apply_job(job, applied_event, stale_after=self._stale_after[event.vendor])
             late = left and bool(transitions) and transitions[0].late
             # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
             self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
@@ -424,7 +422,7 @@ class StreamCore:
                 max_evicted=settings.evicted_memory,
             )
             if len(kept.runs) < len(job.runs):
-                self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, event.occurred_at), partition)
+                self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
             job = kept
             staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark, clock.source)
         for key, entry in staged.entries.items():
