@@ -125,6 +125,30 @@ R17 One run, several names. Some vendors name one execution differently in diffe
     job is remembered under all its names (R14), so a late event under any of them is
     flagged late; two runs already opened under names nothing had connected are not
     merged afterwards.
+R19 Skewed times. An event whose occurred_at lies beyond the time its receipt lets the
+    stream trust (``received_at + max_clock_skew``) is applied as ``trusted`` makes it:
+    at its ``received_at``, with no start or finish beyond the trusted bound. So it
+    never orders the run ahead of the vendor's later true events (a later FAILED still
+    applies) nor puts a deadline beyond activity the stream can trust; its event record
+    keeps the vendor's time, flagged ``skewed``. The stream layer moves event time
+    before each event, to that event's trusted time, so a message of several events
+    has the effects of the same events one message each.
+R20 The past at a fixed size. A job's ``seen_until`` is an event time up to which the
+    runs it no longer holds have left it: when the memory of evicted runs (R14)
+    overflows, the last event of the quietest run leaving then; when the job is
+    forgotten (``forget``: no runs, counts and ``seen_until`` kept, the stream layer
+    stores it in place of a tombstone, so the applied offset stays too), its last
+    event. An event of a run the job does not hold, not in the memory, and no newer
+    than ``seen_until`` is late: one flagged record in its own state, nothing
+    counted. Not covered: a run never seen whose every event is older than
+    ``seen_until`` (a backfill delivered out of order by more than the memory) is
+    taken for a past one.
+R21 Runs that leave open. A PENDING/RUNNING/STALE run that leaves (R14: a STALE one by
+    time, any open one by count or size) leaves with one record, cause EVICTED, from_state == to_state == its state,
+    and a last ``jobs.runs`` snapshot with ``left_open`` set and no deadline (``left_open``),
+    so readers stop showing it active. Its memory keeps that open state: a later terminal event of it is its
+    outcome, counted once (one transition from the remembered state, cause VENDOR,
+    and the memory then holds the outcome); any other event of it is late (R14).
 R18 Deadlines follow the current setting: ``deadline(job, stale_after)`` is the earliest
     activity_at + stale_after of its PENDING/RUNNING runs, whatever ``stale_after``
     was when the runs were stored; ``next_due`` adds when ``evict`` or forgetting is
@@ -162,6 +186,7 @@ class Cause(enum.StrEnum):
     STALE_TIMEOUT = "stale_timeout"
     RETRY = "retry"
     REACTIVATION = "reactivation"
+    EVICTED = "evicted"
 
 
 class Transition(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -219,6 +244,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     source: str = ""
     parent_run_key: str | None = None
     version: int = 0
+    left_open: bool = False  # R21: its last snapshot, sent as it left the state open
 
     @property
     def duration(self) -> timedelta | None:
@@ -262,6 +288,7 @@ class JobState(msgspec.Struct, frozen=True, gc=False, array_like=True, kw_only=T
     stale_quiet_since: datetime | None = None
     evicted: dict[int, State] = {}  # run_hash(run key) -> final state, oldest first (R14)
     evicted_at: datetime | None = None  # the watermark of the last eviction
+    seen_until: datetime | None = None  # R20: runs quiet since then that the job no longer holds left it
 
 
 def run_hash(run_key: str) -> int:
@@ -358,11 +385,12 @@ def apply_job(
         old = _run_also_named(job, event)
         if old is not None:
             event = replace(event, run_key=old.run_key)
-    if old is None and job.evicted:
-        for name in (named, *_other_names(event)):
-            final = evicted_state(job, name)
-            if final is not None:
-                return job, [_late_for_evicted(event, final)]
+    if old is None and (job.evicted or job.seen_until is not None):
+        final = evicted_state(job, event)
+        if final is not None:
+            if not _is_terminal(final) and _is_terminal(event.state):
+                return _closed_after_eviction(job, event, final)
+            return job, [_late_for_evicted(event, final)]
     run, transitions = apply(old, event, stale_after=stale_after)
     if run is old:
         return job, transitions
@@ -370,9 +398,79 @@ def apply_job(
     return _with_run(job, old, replace(run, version=(0 if old is None else old.version) + 1)), transitions
 
 
-def evicted_state(job: JobState, run_key: str) -> State | None:
-    """The final state of ``run_key`` if it left the job's state (R14), else None."""
-    return job.evicted.get(run_hash(run_key)) if job.evicted else None
+def evicted_state(job: JobState, event: JobEvent | str) -> State | None:
+    """The final state of the event's run if it left the job's state (R14: under the
+    event's key or another of its names), else, when the event is no newer than the
+    job's ``seen_until`` (R20), the event's own state; None for a run not seen before.
+    Given a run key alone, what the memory of evicted runs says."""
+    if isinstance(event, str):
+        return job.evicted.get(run_hash(event)) if job.evicted else None
+    if job.evicted:
+        evicted = job.evicted
+        for name in (event.run_key, *_other_names(event)):
+            final = evicted.get(run_hash(name))
+            if final is not None:
+                return final
+    seen_until = job.seen_until
+    if seen_until is not None and event.occurred_at <= seen_until:
+        return event.state
+    return None
+
+
+def left_open(before: JobState, after: JobState, at: datetime) -> list[tuple[RunState, Transition]]:
+    """R21: per PENDING/RUNNING/STALE run of ``before`` that ``after`` no longer holds,
+    its last snapshot (``left_open``, no deadline, next version) and one record (cause
+    EVICTED): it left the state open, so readers stop showing it active."""
+    records = []
+    for run_key, run in before.runs.items():
+        if run_key in after.runs or _is_terminal(run.state):
+            continue
+        records.append((replace(run, left_open=True, deadline=None, version=run.version + 1), Transition(
+            transition_id=_transition_id(run_key, "evicted", run.state, run.state, Cause.EVICTED, ""),
+            vendor=run.vendor, job_key=run.job_key, run_key=run_key, attempt=run.attempt,
+            from_state=run.state, to_state=run.state, at=at, cause=Cause.EVICTED, event_id=None,
+        )))
+    return records
+
+
+def _closed_after_eviction(job: JobState, event: JobEvent, final: State) -> tuple[JobState, list[Transition]]:
+    """R21: the outcome of a run that left the state open: counted once, remembered."""
+    evicted = dict(job.evicted)
+    for name in (event.run_key, *_other_names(event)):
+        if run_hash(name) in evicted:
+            evicted[run_hash(name)] = event.state
+    state = event.state
+    transition = Transition(
+        transition_id=_transition_id(event.run_key, event.event_id, final, state, _VENDOR, ""),
+        vendor=event.vendor, job_key=event.job_key, run_key=event.run_key, attempt=event.attempt or 1,
+        from_state=final, to_state=state, at=event.occurred_at, cause=_VENDOR, event_id=event.event_id,
+    )
+    return replace(
+        job, evicted=evicted, events=job.events + 1,
+        succeeded=job.succeeded + (state is _SUCCEEDED), failed=job.failed + (state is _FAILED),
+        canceled=job.canceled + (state is _CANCELED), skipped=job.skipped + (state is State.SKIPPED),
+    ), [transition]
+
+
+def forget(job: JobState) -> JobState:
+    """R20: the job with nothing left but its counts and ``seen_until``, the last event
+    time of every run it held or evicted: what recognises the past at a fixed size."""
+    return replace(
+        job, runs={}, deadline=None, finished_quiet_since=None, stale_quiet_since=None, evicted={},
+        evicted_at=None, seen_until=_later(job.seen_until, _last_event(job)),
+    )
+
+
+def trusted(event: JobEvent, received: datetime, trusted_until: datetime) -> JobEvent:
+    """R19: a skewed event (occurred_at beyond ``trusted_until``, the time its receipt
+    lets the stream trust) as the lifecycle orders it: at ``received``, and with no
+    start or finish time beyond ``trusted_until``."""
+    started, finished = event.started_at, event.finished_at
+    return replace(
+        event, occurred_at=received,
+        started_at=received if started is not None and started > trusted_until else started,
+        finished_at=received if finished is not None and finished > trusted_until else finished,
+    )
 
 
 def deadline(job: JobState, stale_after: timedelta) -> datetime | None:
@@ -414,6 +512,11 @@ def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) 
         return False
     last = _last_activity(job)
     return last is None or last + forget_after <= watermark
+
+
+def _last_event(job: JobState) -> datetime | None:
+    times = [run.last_event_at for run in job.runs.values()]
+    return max(times) if times else None
 
 
 def _last_activity(job: JobState) -> datetime | None:
@@ -500,12 +603,17 @@ def _quietness(run: RunState) -> tuple[datetime, str]:
 def _without(job: JobState, keep: dict[str, RunState], watermark: datetime, max_evicted: int) -> JobState:
     """The job holding only ``keep``; the runs that left go to the memory (R14)."""
     evicted = job.evicted
+    seen_until = job.seen_until
     gone = [run for key, run in job.runs.items() if key not in keep]
     if gone:
         evicted = dict(evicted)
         for run in gone:
             for name in (run.run_key, *run.aliases):
                 evicted[run_hash(name)] = run.state
+        if len(evicted) > max_evicted:
+            # R20: runs leave the memory oldest first, quieter than the quietest run
+            # leaving now (eviction goes by quietness): time answers for them.
+            seen_until = _later(seen_until, min(run.last_event_at for run in gone))
         while len(evicted) > max_evicted:
             del evicted[next(iter(evicted))]
     finished_quiet_since, stale_quiet_since = _quiet_since(keep)
@@ -513,6 +621,7 @@ def _without(job: JobState, keep: dict[str, RunState], watermark: datetime, max_
     return replace(
         job, runs=keep, finished_quiet_since=finished_quiet_since, stale_quiet_since=stale_quiet_since,
         evicted=evicted, evicted_at=watermark if gone else job.evicted_at, deadline=deadline,
+        seen_until=seen_until,
     )
 
 

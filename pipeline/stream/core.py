@@ -8,12 +8,14 @@ messages always gives the same outputs (the consistency oracle relies on it).
 State is one ``Entry`` per job key (``state.py``), in the raw partition of the first
 message that carried the job; a job seen on another partition is dead-lettered, so one
 run never gets two lifecycles and no worker writes another's changelog partition.
-Event time is per raw partition and moves only by times the worker can trust: vendor
-times at most ``max_clock_skew`` ahead of ``received_at``, and heartbeats.
+Event time is per source on each raw partition (a job belongs to one source) and moves
+only by times the worker can trust: vendor times at most ``max_clock_skew`` ahead of
+``received_at``, and heartbeats (stored as clock records, ``state.clock_key``).
 """
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +35,7 @@ from pipeline.stream.records import (
     run_record,
     transition_record,
 )
-from pipeline.stream.state import Entry, PartitionClock, decode_entry, encode_entry
+from pipeline.stream.state import Entry, PartitionClock, clock_key, decode_entry, encode_entry, source_of
 from pipeline.vendors import Context, Rejected
 
 
@@ -75,7 +77,7 @@ class StreamCore:
         self.settings = settings
         self._lookup = lookup
         self._entries = entries
-        self._clocks: dict[tuple[str, int], PartitionClock] = {}
+        self._clocks: dict[tuple[str, int, str], PartitionClock] = {}  # (topic, partition, source)
         self._to_index: set[int] | None = None  # raw partition numbers; None: all
         self._indexed = False
         # Decoded entries this worker wrote: it is their only writer while it owns their
@@ -84,6 +86,7 @@ class StreamCore:
         self._cache_bytes = 0
         self._heartbeats: dict[tuple[str, str], datetime] = {}
         self._deleted: dict[bytes, int] = {}  # this batch's tombstones -> their partition
+        self._left: list[tuple[lifecycle.RunState, lifecycle.Transition]] = []  # runs ``_shrunk`` made leave open
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
@@ -101,14 +104,14 @@ class StreamCore:
         """The raw partitions this worker now owns (None: whatever arrives). Event time
         and index of partitions kept stay; gained ones are rebuilt from the store."""
         owned = None if partitions is None else set(partitions)
-        known = {number for _topic, number in self._clocks}
+        known = {number for _topic, number, _source in self._clocks}
         if owned is None:
             self._clocks.clear()
             self._to_index = None
         else:
-            for topic, number in list(self._clocks):
-                if number not in owned:
-                    del self._clocks[(topic, number)]
+            for clock_id in list(self._clocks):
+                if clock_id[1] not in owned:
+                    del self._clocks[clock_id]
             self._to_index = owned - known
         self._cache.clear()
         self._cache_bytes = 0
@@ -127,7 +130,7 @@ class StreamCore:
             if gained is None or entry.partition in gained:
                 job = entry.job
                 topic = catalog.raw_topic(job.vendor)
-                clock = self._clock(topic, entry.partition)
+                clock = self._clock(topic, entry.partition, source_of(entry))
                 if entry.watermark is not None:
                     clock.advance(entry.watermark)
                 clock.schedule(key, self._next_due(job))
@@ -160,14 +163,20 @@ class StreamCore:
         long behind is silent (for status and alerts), not a reason to make runs STALE."""
         return dict(self._heartbeats)
 
-    def watermark(self, topic: str, partition: int) -> datetime | None:
-        clock = self._clocks.get((topic, partition))
-        return None if clock is None else clock.watermark
+    def watermark(self, topic: str, partition: int, source: str | None = None) -> datetime | None:
+        """A source's event time on a raw partition; without ``source``, the partition's
+        progress: the earliest of its sources' event times (what every source reached)."""
+        if source is not None:
+            clock = self._clocks.get((topic, partition, source))
+            return None if clock is None else clock.watermark
+        times = [clock.watermark for (t, p, _s), clock in self._clocks.items()
+                 if t == topic and p == partition and clock.watermark is not None]
+        return min(times) if times else None
 
-    def _clock(self, topic: str, partition: int) -> PartitionClock:
-        clock = self._clocks.get((topic, partition))
+    def _clock(self, topic: str, partition: int, source: str) -> PartitionClock:
+        clock = self._clocks.get((topic, partition, source))
         if clock is None:
-            clock = self._clocks[(topic, partition)] = PartitionClock(topic, partition)
+            clock = self._clocks[(topic, partition, source)] = PartitionClock(topic, partition, source)
         return clock
 
     def _next_due(self, job: JobState) -> datetime | None:
@@ -198,6 +207,10 @@ class StreamCore:
             data = encode_entry(entry)
             if len(data) > self.settings.max_entry_bytes:
                 entry, data = self._shrunk(entry, data)
+                for run, transition in self._left:
+                    batch.outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), entry.partition))
+                    batch.outputs.append(Output(catalog.RUNS, run.run_key.encode(), run_record(run), entry.partition))
+                self._left.clear()
             batch.writes[key] = (entry.partition, data)
             self._cache[key] = (entry, len(data))
             self._cache_bytes += len(data)
@@ -221,7 +234,8 @@ class StreamCore:
             job = lifecycle.evict_oldest(
                 entry.job, count, entry.watermark or _EPOCH, max_evicted=self.settings.evicted_memory
             )
-            entry = Entry(entry.partition, entry.offset, job, entry.watermark)
+            self._left.extend(lifecycle.left_open(entry.job, job, entry.watermark or _EPOCH))
+            entry = Entry(entry.partition, entry.offset, job, entry.watermark, entry.source)
             data = encode_entry(entry)
         return entry, data
 
@@ -255,13 +269,19 @@ class StreamCore:
             # UnicodeDecodeError for invalid UTF-8 in some strings, not DecodeError.
             batch.outputs.append(dead_letter(message, "decode", type(exc).__name__, one_line(exc), vendor))
             return
-        clock = self._clock(message.topic, message.partition)
+        clock = self._clock(message.topic, message.partition, envelope.source)
         received = self._trusted_received_at(envelope, message)
         if envelope.heartbeat:
             source_key = (vendor, envelope.source)
             if source_key not in self._heartbeats or self._heartbeats[source_key] < received:
                 self._heartbeats[source_key] = received
+            before = clock.watermark
             self._advance(clock, received, message, pending, runs, batch)
+            if clock.watermark != before:  # stored, so a restart does not roll it back
+                pending[clock_key(message.topic, message.partition, envelope.source)] = Entry(
+                    message.partition, message.offset, JobState(job_key="", vendor=vendor), clock.watermark,
+                    envelope.source,
+                )
             return
         ctx = Context(
             source=envelope.source, received_at=envelope.received_at,
@@ -284,33 +304,79 @@ class StreamCore:
                     "default (murmur2) partitioner", vendor,
                 ))
                 return
-        # Event time moves once per message, before any of its events apply: replay and
-        # live see the same expiries whatever the batching (and a skipped message too).
+        # Event time moves before each event applies, to that event's trusted time: a
+        # message of several events has the effects of the same events sent one message
+        # each (R19), so stale episodes do not depend on how the ingestor packs documents.
         trusted_until = received + self._skew
-        trusted = [event.occurred_at for event in events if event.occurred_at <= trusted_until]
-        if trusted:
-            self._advance(clock, max(trusted), message, pending, runs, batch)
+        if len(events) == 1:
+            if events[0].occurred_at <= trusted_until:
+                self._advance(clock, events[0].occurred_at, message, pending, runs, batch)
+            self._apply_staged(events, message, clock, pending, runs, batch, received, trusted_until)
+            return
+        # Several events: staged over an overlay, kept or dropped as a whole with the
+        # expiries that the message's own events moved between them.
+        overlay: ChainMap[bytes, Entry | None] = ChainMap({}, pending)
+        staged_runs: dict[str, tuple[lifecycle.RunState, int]] = {}
+        staged_batch = Batch()
+        applied: set[bytes] = set()
+        for event in events:
+            if event.occurred_at <= trusted_until:
+                self._advance(clock, event.occurred_at, message, overlay, staged_runs, staged_batch)  # type: ignore[arg-type]
+            failure = self._apply_staged(
+                [event], message, clock, overlay, staged_runs, staged_batch, received, trusted_until, applied,  # type: ignore[arg-type]
+            )
+            if failure is not None:
+                for key in overlay.maps[0]:  # the index as if the message never came
+                    entry = self._stored(key, pending)
+                    if entry is not None:
+                        clock.schedule(key, self._next_due(entry.job))
+                trusted = [e.occurred_at for e in events if e.occurred_at <= trusted_until]
+                if trusted:
+                    self._advance(clock, max(trusted), message, pending, runs, batch)
+                batch.outputs.append(failure)
+                return
+        pending.update(overlay.maps[0])
+        batch.outputs.extend(staged_batch.outputs)
+        for run_key, snapshot in staged_runs.items():
+            runs.pop(run_key, None)
+            runs[run_key] = snapshot
+
+    def _apply_staged(
+        self, events: list[JobEvent], message: Message, clock: PartitionClock, pending: dict[bytes, Entry | None],
+        runs: dict[str, tuple[lifecycle.RunState, int]], batch: Batch, received: datetime,
+        trusted_until: datetime, applied: set[bytes] | None = None,
+    ) -> Output | None:
+        """``events`` of ``message`` through the lifecycle, kept whole or dropped whole:
+        then the dead letter that says why is returned (with ``applied``, the caller's
+        to send) or sent (without)."""
+        vendor = events[0].vendor
         try:
-            staged = self._apply(events, message, clock, pending, trusted_until)
+            staged = self._apply(events, message, clock, pending, received, trusted_until, applied or frozenset())
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
             # Nothing of the message is kept: a redelivery gives the same dead letter.
-            batch.outputs.append(dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor))
-            return
-        too_big = max((output.size for output in staged.outputs), default=0)
-        if too_big > self.settings.max_record_bytes:
-            batch.outputs.append(dead_letter(
+            failure = dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor)
+        else:
+            too_big = max((output.size for output in staged.outputs), default=0)
+            if too_big <= self.settings.max_record_bytes:
+                for key, entry in staged.entries.items():
+                    pending[key] = entry
+                    if applied is not None:
+                        applied.add(key)
+                    clock.schedule(key, self._next_due(entry.job))
+                batch.outputs.extend(staged.outputs)
+                for run_key, snapshot in staged.runs.items():
+                    runs.pop(run_key, None)
+                    runs[run_key] = snapshot
+                return None
+            failure = dead_letter(
                 message, "size", "RecordTooLarge",
                 f"an output record would take {too_big} bytes, more than the {self.settings.max_record_bytes} "
                 "a produce request may carry; the message's effects were dropped", vendor,
-            ))
-            return
-        for key, entry in staged.entries.items():
-            pending[key] = entry
-            clock.schedule(key, self._next_due(entry.job))
-        batch.outputs.extend(staged.outputs)
-        for run_key, snapshot in staged.runs.items():
-            runs.pop(run_key, None)
-            runs[run_key] = snapshot
+            )
+        if applied is not None:
+            return failure
+        batch.outputs.append(failure)
+        return None
 
     def _trusted_received_at(self, envelope: RawEnvelope, message: Message) -> datetime:
         """``received_at``, but never more than ``max_clock_skew`` past the record's
@@ -324,7 +390,8 @@ class StreamCore:
 
     def _apply(
         self, events: list[JobEvent], message: Message, clock: PartitionClock,
-        pending: dict[bytes, Entry | None], trusted_until: datetime,
+        pending: dict[bytes, Entry | None], received: datetime, trusted_until: datetime,
+        applied: set[bytes] = frozenset(),  # type: ignore[assignment]
     ) -> _Staged:
         """One message's events through the lifecycle, staged: the caller keeps all of it
         or, if anything raises or does not fit, none of it."""
@@ -336,22 +403,30 @@ class StreamCore:
             job_key = event.job_key
             key = job_key.encode()
             entry = staged.entries.get(key) or self._stored(key, pending)
-            if entry is not None and message.offset <= entry.offset:
+            if entry is not None and message.offset <= entry.offset and not (
+                message.offset == entry.offset and key in applied
+            ):
                 continue  # applied before a restart: its state is stored, its outputs were sent
             job = None if entry is None else entry.job
-            late = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event.run_key) is not None
-            job, transitions = lifecycle.apply_job(job, event, stale_after=self._stale_after[event.vendor])
+            skewed = event.occurred_at > trusted_until
+            left = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
+            applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
+            job, transitions = lifecycle.apply_job(job, applied_event, stale_after=self._stale_after[event.vendor])
+            late = left and bool(transitions) and transitions[0].late
             # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
             self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
-                key, event, late, event.occurred_at > trusted_until, partition))
-            job = lifecycle.evict(  # before any trusted time (watermark None) by count alone
+                key, event, late, skewed, partition))
+            kept = lifecycle.evict(  # before any trusted time (watermark None) by count alone
                 job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
                 max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
                 max_evicted=settings.evicted_memory,
             )
-            staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark)
+            if len(kept.runs) < len(job.runs):
+                self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
+            job = kept
+            staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark, clock.source)
         for key, entry in staged.entries.items():
-            staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark)
+            staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark, clock.source)
         return staged
 
     def _advance(
@@ -390,15 +465,28 @@ class StreamCore:
             for transition in transitions:  # snapshots from before eviction: a STALE run that
                 # leaves at once still ends STALE in jobs.runs
                 self._emit(batch.outputs, runs, expired, transition.run_key, [transition], clock.number)
-            if lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
-                pending[key] = None  # a tombstone: the job has nothing left to keep
-                self._deleted[key] = entry.partition
+            if len(job.runs) < len(expired.runs):
+                self._left_open(batch.outputs, runs, lifecycle.left_open(expired, job, watermark), clock.number)
+            if job.runs and lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
+                # Not a tombstone: the forgotten job keeps its applied offset (a re-delivery
+                # is skipped) and seen_until (a late event does not reopen a run), R20.
+                pending[key] = Entry(entry.partition, entry.offset, lifecycle.forget(job), watermark, clock.source)
                 continue
             if job is not old:
-                pending[key] = Entry(entry.partition, entry.offset, job, watermark)
+                pending[key] = Entry(entry.partition, entry.offset, job, watermark, clock.source)
             clock.schedule(key, self._next_due(job))
         for key, due in again:
             clock.schedule(key, due)
+
+    def _left_open(
+        self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]],
+        left: list[tuple[lifecycle.RunState, lifecycle.Transition]], partition: int,
+    ) -> None:
+        """R21: the record and last snapshot of each run that left the state open."""
+        for run, transition in left:
+            outputs.append(Output(catalog.TRANSITIONS, run.job_key.encode(), transition_record(transition), partition))
+            runs.pop(run.run_key, None)
+            runs[run.run_key] = (run, partition)
 
     def _emit(
         self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,

@@ -29,6 +29,28 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     offset: int
     job: JobState
     watermark: datetime | None = None
+    source: str = ""  # whose event time ``watermark`` is (the job's source); "" before issue 32
+
+
+CLOCK_KEY_PREFIX = b"\x00clock\x1f"
+"""Table keys of event-time records (never a job key): a source's event time on a raw
+partition as its heartbeats moved it, so a restart does not roll it back."""
+
+
+def clock_key(topic: str, partition: int, source: str) -> bytes:
+    return CLOCK_KEY_PREFIX + "\x1f".join((topic, str(partition), source)).encode("utf-8", "surrogatepass")
+
+
+def source_of(entry: Entry) -> str:
+    """The source whose clock an entry follows (entries stored before it was kept:
+    a run's source, else the job key's middle part, ``vendor:source:job``)."""
+    if entry.source:
+        return entry.source
+    for run in entry.job.runs.values():
+        if run.source:
+            return run.source
+    parts = entry.job.job_key.split(":", 2)
+    return parts[1] if len(parts) == 3 else ""
 
 
 _entry_encoder = msgspec.msgpack.Encoder()
@@ -45,7 +67,9 @@ def decode_entry(data: bytes) -> Entry:
 
 @dataclass(slots=True)
 class PartitionClock:
-    """Event time of one raw topic-partition and the jobs due in it, by time.
+    """Event time of one source on one raw topic-partition and its jobs due, by time
+    (Flink's per-split watermarks: one source's fast clock or backfill moves no other
+    source's runs).
 
     The index holds, per job key, a time no later than when the job next needs the
     stream's attention (``lifecycle.next_due``); a popped entry is re-checked against
@@ -54,6 +78,7 @@ class PartitionClock:
 
     topic: str
     number: int
+    source: str = ""
     watermark: datetime | None = None
     _heap: list[tuple[datetime, bytes]] = field(default_factory=list)
     _due: dict[bytes, datetime] = field(default_factory=dict)

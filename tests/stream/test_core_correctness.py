@@ -13,7 +13,7 @@ import pytest
 from pipeline import catalog
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.stream.records import Message
-from pipeline.stream.state import decode_entry
+from pipeline.stream.state import CLOCK_KEY_PREFIX, decode_entry
 from tests.stream.test_core import T0, TOPIC, Harness, message, transitions, truenas_job
 
 KEY = b"truenas:nas1:pool.scrub"
@@ -84,12 +84,19 @@ def test_no_entry_exceeds_max_entry_bytes_whatever_its_runs_carry():
     assert max(len(value) for value in harness.store.values()) <= 8 * 1024
 
 
-def test_a_job_with_nothing_left_is_deleted_without_another_event_of_its_own():
+def test_a_job_with_nothing_left_is_forgotten_without_another_event_of_its_own():
+    """Forgotten, not deleted (R20): the entry keeps counts, the applied offset and
+    seen_until at a fixed size, and is not written again by later event time."""
     harness = Harness(run_retention_s=60, forget_after_s=600)
     harness.feed([message(0, truenas_job(1, "SUCCESS", finished=T0), at=T0)])
-    assert harness.core.process([heartbeat(1, T0 + timedelta(seconds=599))]).writes == {}  # one write, not two
+    assert KEY not in harness.core.process([heartbeat(1, T0 + timedelta(seconds=599))]).writes  # one write, not two
     batch = harness.core.process([heartbeat(2, T0 + timedelta(seconds=600))])
-    assert batch.writes == {KEY: (0, None)}  # a tombstone
+    assert [key for key in batch.writes if not key.startswith(CLOCK_KEY_PREFIX)] == [KEY]
+    entry = decode_entry(batch.writes[KEY][1])
+    assert entry.offset == 0 and entry.job.runs == {} and entry.job.succeeded == 1 and entry.job.seen_until == T0
+    assert len(batch.writes[KEY][1]) < 200
+    harness.store[KEY] = batch.writes[KEY][1]
+    assert KEY not in harness.core.process([heartbeat(3, T0 + timedelta(days=30))]).writes
 
 
 # --- 25.4 event time: skewed clocks and heartbeats --------------------------------------
@@ -204,7 +211,7 @@ RECORDS_MD = Path(__file__).parents[2] / "docs" / "records.md"
 
 NOT_FIELDS = {  # backticked words of records.md that are values or topics, not fields
     "vendor_", "stale_timeout", "retry", "reactivation", "decode", "normalize", "lifecycle", "expiry", "size",
-    "sink", "fired", "delivered", "suppressed", "failed", "max_clock_skew",
+    "sink", "fired", "delivered", "suppressed", "failed", "max_clock_skew", "evicted",
 }
 
 
@@ -282,27 +289,31 @@ def test_a_raw_topic_whose_end_lies_below_an_applied_offset_is_reported_as_recre
 @pytest.mark.timeout(60)
 def test_eviction_and_forgetting_due_exactly_at_a_watermark_make_progress():
     """Event time in whole seconds meets due instants exactly (retention 60 s after a
-    run's last event): each due job is handled once, then forgotten with a tombstone."""
+    run's last event): each due job is handled once, then forgotten (R20: no runs left,
+    a small entry that keeps its offset and seen_until)."""
     harness = Harness(run_retention_s=60, forget_after_s=120)
     harness.feed([
         message(n, truenas_job(n, "SUCCESS", method=f"m{n}", finished=T0 + timedelta(seconds=n)),
                 at=T0 + timedelta(seconds=n), key=f"truenas:nas1:m{n}".encode())
         for n in range(3000)
     ])
-    assert len(harness.store) <= 120 + 2  # only the last two minutes of jobs remain
+    holding = [key for key, value in harness.store.items() if decode_entry(value).job.runs]
+    assert len(holding) <= 120 + 2  # only the last two minutes of jobs hold runs
     harness.feed([heartbeat(3000, T0 + timedelta(seconds=4000))])
-    assert harness.store == {}
+    assert all(not decode_entry(value).job.runs and len(value) < 100 for value in harness.store.values())
 
 
 def test_a_run_that_leaves_the_state_at_once_still_ends_complete_in_jobs_runs():
     """A run that goes STALE when event time jumps past its stale retention leaves in
-    the same step: its last jobs.runs snapshot must say STALE, not its earlier RUNNING."""
+    the same step: its last jobs.runs snapshot must say STALE, not its earlier RUNNING,
+    and that it left the state open (R21: one version after the STALE one)."""
     harness = Harness(stale_retention_s=86400)
     harness.feed([message(0, truenas_job(1, "RUNNING"), at=T0)])
     outputs = harness.feed([message(1, truenas_job(2, "RUNNING"), at=T0 + timedelta(days=2))])
     assert f"truenas:nas1:{T0_MS}:1" not in decode_entry(harness.store[KEY]).job.runs
     [snapshot] = [r for r in of(outputs, catalog.RUNS) if r["run_key"] == f"truenas:nas1:{T0_MS}:1"]
-    assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"]) == ("STALE", 1, 2)
+    assert (snapshot["state"], snapshot["stale_episodes"], snapshot["version"], snapshot["left_open"]) == (
+        "STALE", 1, 3, True)
 
 
 def test_a_rebalance_rebuilds_only_the_partitions_gained():
