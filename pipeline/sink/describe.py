@@ -104,6 +104,7 @@ CATALOG: dict[str, Relation] = {
     }),
     "job_runs": Relation("TABLE", "Current state: one row per run (run_key), the worker's latest snapshot (highest version wins).", {
         "version": "Snapshot number: every change of the run adds 1.",
+        "left_open": "True when the run left the worker's state still open (evicted by count or size, lifecycle R21): its state is the last one known, and it is not active.",
         "attempt": "The run's current (highest) attempt.",
         "first_event_at": "Earliest event time of the run (UTC).",
         "current_at": "Event time of the newest event applied to the current attempt (UTC).",
@@ -196,7 +197,7 @@ CATALOG: dict[str, Relation] = {
         "failed_attempts": "Attempts whose outcome is FAILED that day (count), including those of runs that later succeeded.",
         "attempt_failure_rate": "failed attempts / (succeeded + failed attempts) (fraction, 4 decimals); NULL when none.",
     }),
-    "active_runs": Relation("VIEW", "One row per run PENDING, RUNNING or STALE now (from job_runs).", {
+    "active_runs": Relation("VIEW", "One row per run PENDING, RUNNING or STALE now (from job_runs), less runs that left the worker's state open (left_open).", {
         "attempt": "The run's current attempt.",
     }),
     "dead_letter_reasons": Relation("VIEW", "One row per (vendor, stage, reason_code): how many dead letters one cause made.", {

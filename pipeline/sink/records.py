@@ -125,6 +125,7 @@ class RunRecord(msgspec.Struct, kw_only=True, gc=False):
     last_error_message: str | None = None
     last_error_at: Time | None = None
     deadline: Time | None = None
+    left_open: bool = False
 
 
 class DeadLetterRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -411,7 +412,7 @@ _JSON_FIELDS: dict[str, dict[str, Any]] = {
         "current_at": _T, "queued_at": _T, "started_at": _T, "finished_at": _T, "duration_s": _F,
         "queue_s": _F, "native_state": _S, "progress": _F, "rows": _L, "stale_episodes": _I,
         "reactivations": _I, "events": _L, "last_error_code": _S, "last_error_message": _S,
-        "last_error_at": _T, "deadline": _T, "schema_version": _I,
+        "last_error_at": _T, "deadline": _T, "schema_version": _I, "left_open": _B,
     },
     "dead_letters": {
         "dead_letter_id": _S, "at": _T, "stage": _S, "error_type": _S, "reason": _S, "topic": _S,

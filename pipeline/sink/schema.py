@@ -458,6 +458,16 @@ def _code_old_dead_letters(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("old_dead_letter_codes")
 
 
+_LEFT_OPEN = """
+ALTER TABLE job_runs ADD COLUMN left_open BOOLEAN;
+CREATE OR REPLACE VIEW active_runs AS
+SELECT vendor, source, job_key, run_key, state, attempt, started_at, last_event_at,
+       deadline, progress, native_state
+FROM job_runs
+WHERE state IN ('PENDING', 'RUNNING', 'STALE') AND NOT coalesce(left_open, false);
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables and the sink's offsets", _TABLES),
     Migration(2, "alerts (the alerter's jobs.alerts records, latest status per alert)", _ALERTS),
@@ -470,6 +480,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _ATTEMPTS, then=_code_old_dead_letters),
     Migration(6, "the catalog described: COMMENT ON every table, view and column (pipeline/sink/describe.py)",
               "", then=describe.apply_comments),
+    Migration(7, "runs that left the worker's state still open (left_open, lifecycle R21) are not active",
+              _LEFT_OPEN, then=describe.apply_comments),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -335,3 +335,19 @@ def test_a_failure_reported_after_the_retry_opened_is_the_failed_attempts_outcom
         (1, "FAILED", at[0], at[1], 10.0),
         (2, "SUCCEEDED", at[2], at[3], 28.0),
     ]
+
+
+def test_a_run_that_left_the_workers_state_open_is_not_active(db):
+    """Lifecycle R21: a run evicted while RUNNING leaves with a last snapshot saying
+    left_open; active_runs must not show it running for ever (issue 32 case 7a)."""
+    z = Story(vendor="zuora")
+    write(db, [
+        (catalog.RUNS, z.run("b", "r1", 2, "RUNNING")),
+        (catalog.RUNS, z.run("b", "r2", 2, "RUNNING")),
+        (catalog.RUNS, z.run("b", "r2", 3, "RUNNING", left_open=True)),
+    ])
+    con = db.connection
+    assert con.execute("SELECT run_key FROM active_runs").fetchall() == [(z.run_key("b", "r1"),)]
+    assert con.execute("SELECT run_key, coalesce(left_open, false) FROM job_runs ORDER BY run_key").fetchall() == [
+        (z.run_key("b", "r1"), False), (z.run_key("b", "r2"), True),
+    ]

@@ -181,7 +181,8 @@ def test_every_field_of_each_record_lands_in_its_column(writer):
     transition = s.transition("j", "r", 1, "RUNNING", "FAILED", cause="retry", duplicate=True)
     run = s.run("j", "r", 7, "FAILED", queued_at="2026-11-30T08:58:00Z", duration_s=60.0, queue_s=60.0, rows=12,
                 retries=1, stale_episodes=2, reactivations=1, last_error_code="E1", last_error_message="boom",
-                last_error_at="2026-11-30T09:00:00Z", deadline="2026-11-30T09:04:00Z", progress=99.5)
+                last_error_at="2026-11-30T09:00:00Z", deadline="2026-11-30T09:04:00Z", progress=99.5,
+                left_open=True)
     letter = s.dead_letter(1)
     alert = s.alert(1, "delivered")
     writer.write(batch_of((catalog.EVENTS, 0, event), (catalog.TRANSITIONS, 0, transition), (catalog.RUNS, 0, run),
