@@ -458,8 +458,19 @@ def _code_old_dead_letters(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("old_dead_letter_codes")
 
 
-_LEFT_OPEN = """
-ALTER TABLE job_runs ADD COLUMN left_open BOOLEAN;
+def _jobs_view_without_left_open_runs() -> str:
+    """Migration 5's ``jobs`` view with runs that left the worker's state open counted
+    neither active nor stale (their state is the last one known, not a live one)."""
+    start = _ATTEMPTS.index("CREATE OR REPLACE VIEW jobs AS")
+    end = _ATTEMPTS.index("LEFT JOIN attempt_outcomes a USING (job_key);") + len("LEFT JOIN attempt_outcomes a USING (job_key);")
+    view = _ATTEMPTS[start:end]
+    for live in ("state IN ('PENDING', 'RUNNING')", "state = 'STALE'"):
+        assert view.count(f"FILTER ({live})") == 1, live
+        view = view.replace(f"FILTER ({live})", f"FILTER ({live} AND NOT coalesce(left_open, false))")
+    return view
+
+
+_LEFT_OPEN = "ALTER TABLE job_runs ADD COLUMN left_open BOOLEAN;\n" + _jobs_view_without_left_open_runs() + """
 CREATE OR REPLACE VIEW active_runs AS
 SELECT vendor, source, job_key, run_key, state, attempt, started_at, last_event_at,
        deadline, progress, native_state

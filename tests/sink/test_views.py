@@ -348,6 +348,7 @@ def test_a_run_that_left_the_workers_state_open_is_not_active(db):
     ])
     con = db.connection
     assert con.execute("SELECT run_key FROM active_runs").fetchall() == [(z.run_key("b", "r1"),)]
+    assert con.execute("SELECT runs, active, stale FROM jobs").fetchall() == [(2, 1, 0)]
     assert con.execute("SELECT run_key, coalesce(left_open, false) FROM job_runs ORDER BY run_key").fetchall() == [
         (z.run_key("b", "r1"), False), (z.run_key("b", "r2"), True),
     ]
