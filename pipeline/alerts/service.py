@@ -69,6 +69,7 @@ from pipeline.alerts.records import (
 )
 from pipeline.alerts.rules import Rule, RuleSet
 from pipeline.contract import SCHEMA_VERSION, Alert, RunView, TransitionView
+from pipeline.kafka import clients
 from pipeline.model import UTC
 from pipeline.run.health import RoleMetrics, observe_fetch, operate
 from pipeline.settings import Settings
@@ -87,11 +88,8 @@ class AlerterError(RuntimeError):
 class RunTable:
     """``jobs.runs`` as a table: the highest version per run, bounded by count."""
 
-    def __init__(self, bootstrap: str, on_update: Callable[[RunView], None]) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="jobstream-alerts-runs",
-        )
+    def __init__(self, connection: Settings | str, on_update: Callable[[RunView], None]) -> None:
+        self._consumer = clients.consumer(connection, auto_offset_reset="earliest", client_id="jobstream-alerts-runs")
         self._on_update = on_update
         self._runs: OrderedDict[str, RunView] = OrderedDict()
         self._changed = asyncio.Event()
@@ -222,7 +220,7 @@ class Alerter:
         self.wakes: list[logic.Wake] = []
         self._wake_keys: set[tuple[str, str, int]] = set()
         self._slow_fired: OrderedDict[str, None] = OrderedDict()
-        self.runs = RunTable(settings.bootstrap, self._on_run)
+        self.runs = RunTable(settings, self._on_run)
         self.counts = {"fired": 0, "delivered": 0, "suppressed": 0, "failed": 0}
 
     # -- state ------------------------------------------------------------------
@@ -381,13 +379,9 @@ class Alerter:
     # -- the loop -----------------------------------------------------------------
     async def run(self, *, stop: asyncio.Event | None = None, start_timeout: float = 30.0) -> None:
         settings = self.settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=False,
-            client_id="jobstream-alerts", request_timeout_ms=30_000,
-        )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap, group_id=settings.alert_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="jobstream-alerts",
+        producer = clients.producer(settings, client_id="jobstream-alerts", request_timeout_ms=30_000)
+        consumer = clients.consumer(
+            settings, group_id=settings.alert_group, auto_offset_reset="earliest", client_id="jobstream-alerts",
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=max(100, int(settings.session_timeout_s * 1000) // 3),
             max_poll_interval_ms=600_000,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from pipeline.model import UTC, decode_envelope
 from pipeline.vendors._simulator import SimClock
-from pipeline.sources import read_to_end
+from pipeline.kafka.reading import read_to_end
 
 
 async def raw_records(bootstrap: str, vendor: str, source: str) -> list[tuple[str | None, Any]]:
