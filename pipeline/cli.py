@@ -569,7 +569,7 @@ def ingest_qlik_cloud(
     it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
     GET /healthz answers 200 while Kafka is reachable.
     """
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
     from pipeline.vendors.qlik_cloud import ingest
 
     host, port = _listen(listen)
@@ -604,7 +604,7 @@ def ingest_truenas(
     The API key's user must see every job (full or read-only admin): middlewared shows
     other users only their own.
     """
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
     from pipeline.sources import TerminalError
     from pipeline.vendors.truenas import ingest
 

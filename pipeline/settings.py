@@ -186,7 +186,7 @@ class Settings:
     max_entry_bytes: int = 64 * 1024
     max_record_bytes: int = 1_000_000
 
-    # Operations (pipeline/run/health.py): every long-running role serves /metrics and
+    # Operations (pipeline/ops/): every long-running role serves /metrics and
     # /healthz on metrics_host:metrics_port (0: not served); a partition with lag that does
     # not move for stall_after_s makes /healthz 503; a consumer role (worker, sink, alerter)
     # that cannot reach any broker for broker_lost_exit_s ends with one line and exit 69,

@@ -59,6 +59,7 @@ from aiokafka.errors import KafkaError
 from pipeline import catalog, vendors
 from pipeline.kafka import clients
 from pipeline.kafka.reading import EndNotReached, read_to_end
+from pipeline.ops.stopping import sleep_unless
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.vendors import Context, Rejected
 
@@ -374,7 +375,7 @@ async def run_poller(
                 metrics.polled(False)
             wait = backoff.delay(failures, getattr(exc, "retry_after", None))
             log.warning("%s: %s; retrying in %.1f s", source.cursor_key, redact(str(exc) or type(exc).__name__), wait)
-            await _sleep_unless(stop, wait)
+            await sleep_unless(stop, wait)
             continue
         failures = 0
         cursor = poll.cursor
@@ -384,14 +385,8 @@ async def run_poller(
             result = on_poll(poll, report)
             if asyncio.iscoroutine(result):
                 await result
-        await _sleep_unless(stop, poll.next_in_s)
+        await sleep_unless(stop, poll.next_in_s)
 
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
-    except asyncio.TimeoutError:
-        pass
 
 
 # --- what every HTTP poller shares: one call, its errors, paging, cursors, a budget ----

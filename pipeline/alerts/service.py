@@ -71,7 +71,9 @@ from pipeline.alerts.rules import Rule, RuleSet
 from pipeline.contract import SCHEMA_VERSION, Alert, RunView, TransitionView
 from pipeline.kafka import clients
 from pipeline.model import UTC
-from pipeline.run.health import RoleMetrics, observe_fetch, operate
+from pipeline.ops.health import RoleMetrics, observe_fetch
+from pipeline.ops.runtime import beside
+from pipeline.ops.stopping import stop_on_signals
 from pipeline.settings import Settings
 
 log = logging.getLogger("pipeline.alerts")
@@ -392,14 +394,11 @@ class Alerter:
             await _stop_all(producer, consumer, self.runs)
             raise
         consumer.subscribe([catalog.TRANSITIONS, catalog.DEADLETTER], listener=_ReadyLog(self))
-        operations = asyncio.ensure_future(operate(self.metrics, settings)) if self.metrics is not None else None
         try:
-            while stop is None or not stop.is_set():
-                await self._one_batch(consumer, producer)
+            async with beside(self.metrics, settings):
+                while stop is None or not stop.is_set():
+                    await self._one_batch(consumer, producer)
         finally:
-            if operations is not None:
-                operations.cancel()
-                await asyncio.gather(operations, return_exceptions=True)
             await _stop_all(producer, consumer, self.runs)
 
     async def _start(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, timeout: float) -> None:
@@ -469,13 +468,8 @@ async def _stop_all(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, runs
 def run(settings: Settings, rules: RuleSet) -> None:
     """Run the alerter until SIGTERM or Ctrl-C, which end the loop between batches: a
     clean stop, one ``stopped`` line and exit status 0, like the other roles."""
-    import signal
-
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals(asyncio.Event())
         alerter = Alerter(settings, rules, metrics=RoleMetrics("alerter", stall_after_s=settings.stall_after_s))
         await alerter.run(stop=stop)
         log.info("stopped: %s", ", ".join(f"{n} {what}" for what, n in alerter.counts.items()))

@@ -52,7 +52,8 @@ import faust
 from faust.types import TP
 
 from pipeline import catalog
-from pipeline.run.health import RoleMetrics, observe_batch, operate
+from pipeline.ops.health import RoleMetrics, observe_batch
+from pipeline.ops.runtime import operate
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
 from pipeline.stream.batches import BatchSender

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker, free_port
-from pipeline.run.health import EXIT_BROKER_LOST
+from pipeline.ops.runtime import EXIT_BROKER_LOST
 from tests.integration.kafka import send_documents, truenas_probe
 from tests.sink.contract import Story, produce
 
