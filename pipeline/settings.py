@@ -105,7 +105,7 @@ class Settings:
     """What every process reads. Defaults suit a local run against ``localhost:9092``.
 
     ``tansu`` turns on the workarounds for the embedded broker's ListOffsets bug
-    (DESIGN.md): never needed, and never turned on, against real Kafka.
+    (docs/design.md, "Tansu"): never needed, and never turned on, against real Kafka.
     ``stale_after_s`` None means each vendor's own default (``stale_after_defaults``,
     filled from the vendor registry by the command line), else 240 s.
     """

@@ -110,7 +110,7 @@ def jobs_partitions() -> list[TopicPartition]:
 
 async def jobs_ends(bootstrap: str) -> dict[Position, int]:
     """The next offset of every ``jobs.*`` partition. Tansu's ListOffsets can answer short
-    (DESIGN.md), so this reads on from there until each position meets the highwater
+    (docs/design.md, "Tansu"), so this reads on from there until each position meets the highwater
     that fetch responses report (which is right)."""
     consumer = clients.consumer(bootstrap, fetch_max_wait_ms=50)
     await consumer.start()

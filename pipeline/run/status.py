@@ -4,7 +4,7 @@ moved, read from Kafka itself (so it works for any deployment of the roles).
 For each role's consumer group: its state and member count (DescribeGroups), its
 committed offset per partition (OffsetFetch through a consumer that only *assigns*, so
 it never joins or disturbs the group), the partition's end (the fetch high-water mark,
-which Tansu answers right, unlike ListOffsets: DESIGN.md) and the Kafka timestamp of the
+which Tansu answers right, unlike ListOffsets: docs/design.md, "Tansu") and the Kafka timestamp of the
 last record the group consumed: "last moved" without asking the role.
 """
 

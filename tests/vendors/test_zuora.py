@@ -24,7 +24,7 @@ SEED = next(pathlib.Path("/work/shared/seeds").glob("002_*.txt"), None)
 RECEIVED = datetime(2019, 5, 2, 12, 0, tzinfo=timezone.utc)
 CTX = Context(source="acme-prod", received_at=RECEIVED)
 
-# The statuses Zuora documents (DESIGN "Vendor facts"); page numbers stand for any n.
+# The statuses Zuora documents (docs/design.md, "Vendor facts"); page numbers stand for any n.
 DOCUMENTED_IN_PROGRESS = [
     "ADDED-TO-QUEUE",
     "META-DATA-SCANNED",
