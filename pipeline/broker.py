@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id  # noqa: F401 - kafka_api_versions: callers still import it from here
+from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id  # noqa: F401 - kafka_api_versions: cli.py imports it from here
 
 
 class BrokerError(RuntimeError):

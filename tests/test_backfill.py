@@ -16,7 +16,7 @@ import pytest
 
 from pipeline import backfill, catalog
 from pipeline.model import UTC, decode_envelope, heartbeat_key
-from tests.integration.kafka import collect
+from tests.support.kafka import collect
 
 SAMPLES = Path(__file__).resolve().parent.parent / "pipeline" / "samples"
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

@@ -47,3 +47,12 @@ def test_only_the_cli_and_the_chaos_run_import_the_supervisors_folder():
         if not name.startswith("pipeline.run") and any(i == "pipeline.run" or i.startswith("pipeline.run.") for i in imported)
     }
     assert users <= SUPERVISOR_USERS
+
+
+def test_tests_share_helpers_only_through_tests_support():
+    tests = PIPELINE.parent / "tests"
+    for path in tests.rglob("*.py"):
+        if "support" in path.relative_to(tests).parts:
+            continue
+        shared = {i for i in imports_of(path) if i.startswith("tests.") and not i.startswith("tests.support")}
+        assert not shared, f"{path.relative_to(tests)} imports {sorted(shared)}"

@@ -16,7 +16,8 @@ import pytest
 
 from pipeline import catalog
 from pipeline.sink import quack
-from tests.sink.contract import SinkProcess, Story, produce
+from tests.support.processes import SinkProcess
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

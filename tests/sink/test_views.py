@@ -10,7 +10,7 @@ import pytest
 from pipeline import catalog
 from pipeline.sink.records import KafkaRecord, decode_batch
 from pipeline.sink.writer import DuckDBWriter
-from tests.sink.contract import T0, Story, iso
+from tests.support.records import T0, Story, iso
 
 
 def write(writer: DuckDBWriter, records: list[tuple[str, dict]]) -> None:

@@ -16,7 +16,7 @@ from pipeline import catalog
 from pipeline.sink import schema
 from pipeline.sink.records import KafkaRecord, decode_batch
 from pipeline.sink.writer import DuckDBWriter, SinkError
-from tests.sink.contract import Story
+from tests.support.records import Story
 
 
 def batch_of(*items: tuple[str, int, dict | bytes], partition: int = 0):

@@ -17,7 +17,7 @@ from pipeline import vendors
 from pipeline.model import JobEvent, State
 from pipeline.vendors.zuora import normalize as zuora
 from pipeline.vendors._common import Context, Rejected
-from tests.vendors.allowed import assert_allowed_outcome
+from tests.support.vendors import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "zuora"
 SEED = next(pathlib.Path("/work/shared/seeds").glob("002_*.txt"), None)
