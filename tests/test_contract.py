@@ -56,6 +56,13 @@ def test_records_md_lists_every_field_of_the_struct_and_nothing_else(topic):
     assert listed == field_names(contract.RECORDS[topic])
 
 
+def test_records_md_lists_every_field_of_the_raw_envelope():
+    section = DOC.read_text().split("## `raw.<vendor>`", 1)[1]
+    value = section.split("Value: ", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`([^`]+)`", value)) - {"RawEnvelope", "pipeline/model.py", "false"}
+    assert listed == field_names(contract.RawEnvelope)
+
+
 @pytest.mark.parametrize("view", list(contract.VIEWS), ids=lambda v: v.__name__)
 def test_every_reader_view_reads_fields_of_its_record(view):
     assert field_names(view) <= field_names(contract.VIEWS[view])

@@ -2,8 +2,8 @@
 beside its loop (``operate``: /metrics and /healthz when ``metrics_port`` is set, and the
 broker watch, which makes a consumer role whose brokers are all gone exit 69 instead of
 reconnecting forever), SIGINT/SIGTERM to a stop event and a sleep that a stop ends
-(``pipeline/ops/stopping.py``), the role's logging (``pipeline/ops/logs.py``) and its
-one-line error. Nothing here imports the supervisor (``pipeline/run/``).
+(``pipeline/ops/stopping.py``) and the role's logging (``pipeline/ops/logs.py``).
+Nothing here imports the supervisor (``pipeline/run/``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as the one line a role prints before it exits (never a traceback)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 async def watch_broker(
