@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id  # noqa: F401 - kafka_api_versions: cli.py imports it from here
 
 
 class BrokerError(JobstreamError, RuntimeError):
@@ -66,67 +67,6 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _request(host: str, port: int, api_key: int, version: int, body: bytes, timeout: float) -> bytes | None:
-    """One hand-built Kafka request (correlation id 1); the response body, or None.
-
-    A bare socket keeps the probes independent of any client library's retry loops."""
-    client_id = b"jobstream-probe"
-    message = struct.pack(">hhih", api_key, version, 1, len(client_id)) + client_id + body
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(message)) + message)
-            header = _read_exactly(sock, 4)
-            size = struct.unpack(">i", header)[0]
-            if not 4 <= size <= 1 << 20:
-                return None
-            response = _read_exactly(sock, size)
-    except (OSError, EOFError):
-        return None
-    if struct.unpack(">i", response[:4])[0] != 1:
-        return None
-    return response[4:]
-
-
-def _read_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
-def kafka_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when something on host:port answers a Kafka ApiVersions request (v0)."""
-    return _request(host, port, 18, 0, b"", timeout) is not None
-
-
-def kafka_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:
-    """The cluster id a Kafka on host:port reports (Metadata v2, no topics), or None.
-
-    The embedded broker starts with a cluster id of its own, so this tells our child
-    apart from any other Kafka that answers on the same address."""
-    body = _request(host, port, 3, 2, struct.pack(">i", 0), timeout)
-    if body is None:
-        return None
-    try:
-        offset = 4
-        (brokers,) = struct.unpack_from(">i", body, 0)
-        for _ in range(brokers):
-            offset += 4  # node id
-            (length,) = struct.unpack_from(">h", body, offset)
-            offset += 2 + length + 4  # host, port
-            (length,) = struct.unpack_from(">h", body, offset)
-            offset += 2 + max(length, 0)  # rack
-        (length,) = struct.unpack_from(">h", body, offset)
-        if length < 0:
-            return None
-        return body[offset + 2: offset + 2 + length].decode("utf-8", "replace")
-    except struct.error:
-        return None
 
 
 class EmbeddedBroker:

@@ -207,12 +207,9 @@ async def raw_partition_problems(bootstrap: str, partitions: int | None, *, time
 
 @asynccontextmanager
 async def _admin(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from pipeline.kafka import clients
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
-        client_id="jobstream-topics",
-    )
+    admin = clients.admin(bootstrap, request_timeout_ms=int(timeout * 1000), client_id="jobstream-topics")
     try:
         await asyncio.wait_for(admin.start(), timeout)
         yield admin

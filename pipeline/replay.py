@@ -81,12 +81,10 @@ async def watch(
     """Read the output topics until ``expected_events`` events came out and the
     outputs have been quiet for a second, ``timeout`` passes or ``alive()`` says the
     worker is gone."""
-    from aiokafka import AIOKafkaConsumer
+    from pipeline.kafka import clients
 
-    consumer = AIOKafkaConsumer(
-        catalog.EVENTS, catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER,
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
-        enable_auto_commit=False,
+    consumer = clients.consumer(
+        bootstrap, catalog.EVENTS, catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER, auto_offset_reset="earliest",
     )
     await consumer.start()
     outcome = Outcome()

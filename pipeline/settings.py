@@ -108,7 +108,7 @@ class Settings:
     """What every process reads. Defaults suit a local run against ``localhost:9092``.
 
     ``tansu`` turns on the workarounds for the embedded broker's ListOffsets bug
-    (DESIGN.md): never needed, and never turned on, against real Kafka.
+    (docs/design.md, "Tansu"): never needed, and never turned on, against real Kafka.
     ``stale_after_s`` None means each vendor's own default (``stale_after_defaults``,
     filled from the vendor registry by the command line), else 240 s.
     """
@@ -198,7 +198,7 @@ class Settings:
     max_entry_bytes: int = 64 * 1024
     max_record_bytes: int = 1_000_000
 
-    # Operations (pipeline/run/health.py): every long-running role serves /metrics and
+    # Operations (pipeline/ops/): every long-running role serves /metrics and
     # /healthz on metrics_host:metrics_port (0: not served); a partition with lag that does
     # not move for stall_after_s makes /healthz 503; a consumer role (worker, sink, alerter)
     # that cannot reach any broker for broker_lost_exit_s ends with one line and exit 69,

@@ -44,7 +44,7 @@ import random
 import time
 import tomllib
 from contextvars import ContextVar
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,12 +53,15 @@ from typing import Any, Protocol
 import aiohttp
 import msgspec
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline import errors
 from pipeline.errors import JobstreamError
 from pipeline import catalog, vendors
+from pipeline.kafka import clients
+from pipeline.kafka.reading import EndNotReached, read_to_end
+from pipeline.ops.stopping import sleep_unless
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.vendors import Context, Rejected
 from pipeline.vendors._common import receive_now
@@ -196,9 +199,8 @@ class RawProducer:
         self.source = source
         self.topic = catalog.raw_topic(vendor)
         self.max_request_bytes = max_request_bytes
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-            client_id=client_id or f"jobstream-ingest-{vendor}", max_request_size=max_request_bytes,
+        self._producer = clients.producer(
+            bootstrap, client_id=client_id or f"jobstream-ingest-{vendor}", max_request_size=max_request_bytes,
             request_timeout_ms=int(request_timeout_s * 1000), linger_ms=5,
         )
 
@@ -272,9 +274,8 @@ class CursorStore:
     def __init__(self, bootstrap: str, *, request_timeout_s: float = 30.0) -> None:
         self.bootstrap = bootstrap
         self.topic = catalog.CURSORS
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-            client_id="jobstream-cursors", request_timeout_ms=int(request_timeout_s * 1000),
+        self._producer = clients.producer(
+            bootstrap, client_id="jobstream-cursors", request_timeout_ms=int(request_timeout_s * 1000),
         )
 
     async def start(self) -> "CursorStore":
@@ -290,10 +291,7 @@ class CursorStore:
     async def load(self, key: str, *, timeout_s: float = 30.0) -> Any | None:
         """The last cursor stored under ``key``, read from the start of the topic to its
         end (found with the fetch high-water mark, which Tansu answers right)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = clients.consumer(self.bootstrap, auto_offset_reset="earliest")
         await consumer.start()
         try:
             partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
@@ -305,40 +303,20 @@ class CursorStore:
                 if record.key == wanted:
                     found = None if record.value is None else orjson.loads(record.value)
             return found
+        except EndNotReached as exc:
+            raise TransientError(str(exc)) from None
         finally:
             await consumer.stop()
 
 
-async def read_to_end(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, timeout_s: float = 30.0,
-) -> AsyncIterator[Any]:
-    """Every record of ``partitions`` up to their end as first seen (the fetch
-    high-water mark, which Tansu answers right), even while writers keep appending."""
-    ends: dict[TopicPartition, int] = {}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        batches = await consumer.getmany(*partitions, timeout_ms=300)
-        for tp in partitions:
-            highwater = consumer.highwater(tp)
-            if tp not in ends and highwater is not None:
-                ends[tp] = highwater
-        for tp, records in batches.items():
-            for record in records:
-                if record.offset < ends.get(tp, record.offset + 1):
-                    yield record
-        if len(ends) == len(partitions) and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
-            return
-    raise TransientError(f"reading {partitions[0].topic} did not reach its end within {timeout_s:.0f} s")
-
-
 class SourceMetrics(Protocol):
-    """The hook an ingestor counts its polls and pushes with (``pipeline.run.health.RoleMetrics``)."""
+    """The hook an ingestor counts its polls and pushes with (``pipeline.ops.health.RoleMetrics``)."""
 
     def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None: ...
 
 
 SOURCE_METRICS: ContextVar[SourceMetrics | None] = ContextVar("jobstream_source_metrics", default=None)
-"""Set by the command that runs an ingestor (``health.run_with_operations``): pollers and
+"""Set by the command that runs an ingestor (``ops.runtime.run_with_operations``): pollers and
 push links count there without every vendor module passing it along."""
 
 
@@ -400,7 +378,7 @@ async def run_poller(
                 metrics.polled(False)
             wait = backoff.delay(failures, getattr(exc, "retry_after", None))
             log.warning("%s: %s; retrying in %.1f s", source.cursor_key, redact(str(exc) or type(exc).__name__), wait)
-            await _sleep_unless(stop, wait)
+            await sleep_unless(stop, wait)
             continue
         failures = 0
         cursor = poll.cursor
@@ -410,14 +388,8 @@ async def run_poller(
             result = on_poll(poll, report)
             if asyncio.iscoroutine(result):
                 await result
-        await _sleep_unless(stop, poll.next_in_s)
+        await sleep_unless(stop, poll.next_in_s)
 
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
-    except asyncio.TimeoutError:
-        pass
 
 
 # --- what every HTTP poller shares: one call, its errors, paging, cursors, a budget ----

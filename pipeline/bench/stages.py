@@ -19,11 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline.errors import JobstreamError
 from pipeline import catalog, lifecycle, vendors
 from pipeline.bench.workload import Document
+from pipeline.kafka import clients
 from pipeline.model import JobEvent
 from pipeline.sources import RawProducer, records_for
 from pipeline.vendors import Context
@@ -68,8 +69,7 @@ async def load(bootstrap: str, docs: Iterable[Document], *, progress=None) -> in
 
 async def bare_aiokafka(bootstrap: str, count: int, timeout_s: float = 600) -> float:
     """Read the raw topics from the start and orjson-parse every value: events/s."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = clients.consumer(bootstrap, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
         partitions = [

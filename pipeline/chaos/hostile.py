@@ -33,9 +33,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from pipeline import catalog
+from pipeline.kafka import clients
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.settings import Settings
 from pipeline.stream.core import StreamCore
@@ -282,8 +282,7 @@ class _Judge:
 
 async def send_records(bootstrap: str, records: Iterator[BadRecord], sent: Sent) -> None:
     """Produce every record (acks=all) and note the dead-letter id each must become."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                                max_request_size=2 * 1024 * 1024, linger_ms=20, client_id="jobstream-chaos-hostile")
+    producer = clients.producer(bootstrap, max_request_size=2 * 1024 * 1024, linger_ms=20, client_id="jobstream-chaos-hostile")
     await producer.start()
     try:
         pending = []

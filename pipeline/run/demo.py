@@ -29,11 +29,12 @@ from typing import Any
 
 import duckdb
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline import catalog
 from pipeline.alerts.receiver import LocalReceiver
 from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.kafka import clients
 from pipeline.model import UTC
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage, read_usage
 from pipeline.sources import RawProducer, records_for
@@ -184,7 +185,7 @@ class _Tally:
         self._thread.join(timeout=10)
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = clients.consumer(self.bootstrap)
         await consumer.start()
         try:
             topics = [*catalog.raw_topics(), catalog.EVENTS, catalog.DEADLETTER]

@@ -54,7 +54,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
-from pipeline.run.health import RoleMetrics, observe_fetch, operate
+from pipeline.ops.health import RoleMetrics, observe_fetch
+from pipeline.ops.runtime import operate
 from pipeline.settings import Settings
 from pipeline.sink import endpoint, pgwire, quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder

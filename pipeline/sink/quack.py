@@ -1,7 +1,7 @@
 """Live SQL over Quack, DuckDB's client-server protocol: everything Quack-specific is here.
 
 Quack was beta in DuckDB 1.5 and is stable in 2.0; moving to 2.0 builds is one change to
-this module. Facts it relies on (DESIGN.md, and measured with duckdb 1.5.5):
+this module. Facts it relies on (docs/design.md, "DuckDB and Quack", and measured with duckdb 1.5.5):
 
 - Extensions load by path from the PyPI wheels ``duckdb-extension-httpfs`` and
   ``duckdb-extension-quack`` (never ``INSTALL``), httpfs first on both sides.

@@ -38,7 +38,7 @@ supervisor restarts it and the table above applies.
 The table is written through its store and changelog directly rather than
 ``table[key] = value``, and outputs and changelog records are sent as one Kafka batch per
 topic-partition (``batches.py``) rather than through Faust's producer: Faust's
-per-message send path costs ~100 us a record (DESIGN.md), and the changelog record must
+per-message send path costs ~100 us a record (docs/design.md, "Faust"), and the changelog record must
 go to the source partition, which ``take_events`` batches cannot get from
 ``table[key]``. Recovery, standbys and partition ownership are still Faust's own.
 """
@@ -59,7 +59,8 @@ import faust
 from faust.types import TP
 
 from pipeline import catalog
-from pipeline.run.health import RoleMetrics, observe_batch, operate
+from pipeline.ops.health import RoleMetrics, observe_batch
+from pipeline.ops.runtime import operate
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
 from pipeline.stream.batches import BatchSender
@@ -91,7 +92,7 @@ SEND_BATCH_BYTES = 1_000_000
 def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.App:
     """The Faust app with its agent and table, configured from ``settings``; with
     ``metrics``, each batch is counted there and /metrics, /healthz and the broker watch
-    run beside the agent (pipeline/run/health.py)."""
+    run beside the agent (pipeline/ops/)."""
     faust_compat.check_version()
     datadir = Path(settings.datadir)
     datadir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +299,7 @@ class _Shell:
     async def _end_with_single_record_batches(self, changelog: str, partitions: set[int]) -> None:
         """Tansu answers ListOffsets with the last batch's base offset + 1, so a changelog
         whose last batch holds several records is recovered short of its tail
-        (DESIGN.md). Ending each written partition with a batch of one record (a
+        (docs/design.md, "Tansu"). Ending each written partition with a batch of one record (a
         tombstone for a key that never exists) makes that answer right; one record per
         partition and batch instead of every record alone. Never done on real Kafka."""
         if self._barrier_producer is None:

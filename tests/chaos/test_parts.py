@@ -18,7 +18,7 @@ from pipeline.settings import Settings
 from pipeline.sink.schema import migrate
 from pipeline.stream.records import Message
 from pipeline.vendors import VENDOR_NAMES
-from tests.stream.test_core import T0, message, truenas_job
+from tests.support.stream import T0, message, truenas_job
 
 
 def test_the_plan_is_the_seeds_and_kills_every_role_the_issue_names():

@@ -21,7 +21,7 @@ from pipeline.model import UTC
 from pipeline.push import KafkaLink
 from pipeline.vendors.qlik_cloud.ingest import Receiver, ReceiverConfig, serve, signature, signature_matches
 from pipeline.vendors.qlik_cloud.simulator import Faults, WebhookSender, binary, delivery_plan, reload_events, structured
-from tests.integration.kafka import collect
+from tests.support.kafka import collect
 
 SECRET = "webhook-secret-123"
 pytestmark = pytest.mark.integration

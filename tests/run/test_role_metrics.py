@@ -19,9 +19,9 @@ import pytest
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker, free_port
-from pipeline.run.health import EXIT_BROKER_LOST
-from tests.integration.kafka import send_documents, truenas_probe
-from tests.sink.contract import Story, produce
+from pipeline.ops.runtime import EXIT_BROKER_LOST
+from tests.support.kafka import send_documents, truenas_probe
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

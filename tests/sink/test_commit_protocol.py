@@ -16,7 +16,8 @@ from pipeline import catalog
 from pipeline.settings import Settings
 from pipeline.sink.consumer import consume
 from pipeline.sink.writer import DuckDBWriter, SinkError
-from tests.sink.contract import SinkProcess, Story, produce
+from tests.support.processes import SinkProcess
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

@@ -80,7 +80,7 @@ def test_pipeline_sql_describe_lists_the_catalog_and_one_relations_columns(descr
 def test_describe_answers_from_the_live_sink_over_quack(broker, tmp_path):
     """While the sink holds the file, the catalog comes over Quack: the server runs the
     catalog query (a client's duckdb_tables() does not list an attached Quack catalog)."""
-    from tests.sink.contract import SinkProcess
+    from tests.support.processes import SinkProcess
 
     sink = SinkProcess(broker.bootstrap, tmp_path / "live.duckdb", token=None).start()
     try:

@@ -19,7 +19,7 @@ from pipeline.broker import free_port
 from pipeline.sink import quack
 from pipeline.sink.records import KafkaRecord, decode_batch
 from pipeline.sink.writer import DuckDBWriter
-from tests.sink.contract import Story
+from tests.support.records import Story
 
 TOKEN = "quack-test-token"
 CLI = Path(sys.executable).parent / "duckdb"

@@ -33,7 +33,7 @@ def ingest(
     it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
     GET /healthz answers 200 while Kafka is reachable.
     """
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
     from pipeline.vendors.qlik_cloud import ingest
 
     host, port = parse_listen(listen)

@@ -35,7 +35,7 @@ def ingest(
     The API key's user must see every job (full or read-only admin): middlewared shows
     other users only their own.
     """
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
     from pipeline.vendors.truenas import ingest
 
     try:

@@ -1,6 +1,6 @@
 """Metrics and health for every long-running role, on one port: ``/metrics`` (Prometheus
 text format, prometheus-client) and ``/healthz`` (JSON; 200 when healthy, 503 with the
-reasons when not).
+reasons when not). ``pipeline/ops/runtime.py`` serves them beside a role's loop.
 
 A role creates one ``RoleMetrics``, counts what it does (records in and out, dead
 letters, batch latency, deliveries), reports each consumed partition's position and
@@ -9,23 +9,15 @@ for ``stall_after_s`` makes the role unhealthy: the failure users of Faust compl
 about most (an agent that stops silently) shows up here and in ``pipeline status``.
 
 The roles' loops call one hook per batch (``observe_batch`` for the Faust worker,
-``observe_fetch`` for aiokafka consumers, ``RoleMetrics.polled`` for ingestors) and run
-``operate`` beside their loop: the server (when ``metrics_port`` is set) and the broker
-watch, which makes a consumer role whose brokers are all gone exit 69 instead of
-reconnecting forever. This module imports nothing above ``settings`` and ``sources``, so
-the worker and the sink may take a ``RoleMetrics`` without importing the supervisor.
+``observe_fetch`` for aiokafka consumers, ``RoleMetrics.polled`` for ingestors).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -33,15 +25,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline import catalog
-from pipeline.broker import kafka_api_versions
-from pipeline.settings import host_port
-from pipeline.sources import SOURCE_METRICS
-
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
-
-T = TypeVar("T")
-EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
 
 
 @dataclass(slots=True)
@@ -195,83 +178,6 @@ def observe_fetch(
     metrics.batch(seconds=seconds, records_in=records_in, records_out=rows_out,
                   dead_letters={"sink": dead_letters} if dead_letters else None,
                   newest_at=None if newest is None else newest / 1000)
-
-
-async def watch_broker(
-    bootstrap: str, metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
-    on_lost: Callable[[str], None] | None = None,
-    probe: Callable[[str], Awaitable[bool]] | None = None,
-) -> None:
-    """Probe the brokers every ``every_s`` (an ApiVersions request on a connection of its
-    own: Kafka clients hide a dead broker behind endless reconnects). Unreachable: /healthz
-    says so at once; for ``lost_after_s`` (0: never) ``on_lost`` is called with one line
-    (default: print it and exit 69). Runs until cancelled."""
-    probe = probe or _any_broker_answers
-    on_lost = on_lost or _exit_broker_lost
-    lost_since: float | None = None
-    while True:
-        reachable = await probe(bootstrap)
-        metrics.broker_reachable.labels(metrics.role).set(1 if reachable else 0)
-        now = time.monotonic()
-        if reachable:
-            lost_since = None
-            metrics.problem("broker", None)
-        else:
-            lost_since = now if lost_since is None else lost_since
-            metrics.problem("broker", f"no broker of {bootstrap} answered for {now - lost_since:.0f} s")
-            if lost_after_s and now - lost_since >= lost_after_s:
-                on_lost(
-                    f"pipeline {metrics.role}: no Kafka broker at {bootstrap} answered for {lost_after_s:g} s "
-                    f"(JOBSTREAM_BROKER_LOST_EXIT_S); exit {EXIT_BROKER_LOST} so a supervisor restarts it"
-                )
-                return
-        await asyncio.sleep(every_s)
-
-
-async def _any_broker_answers(bootstrap: str) -> bool:
-    for address in bootstrap.split(","):
-        host, port = host_port(address)
-        if await asyncio.to_thread(kafka_api_versions, host, port, 2.0):
-            return True
-    return False
-
-
-def _exit_broker_lost(line: str) -> None:
-    print(line, file=sys.__stderr__, flush=True)
-    logging.shutdown()
-    os._exit(EXIT_BROKER_LOST)
-
-
-async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True) -> None:
-    """What every long-running role runs beside its loop, until cancelled: the /metrics and
-    /healthz server when ``metrics_port`` is set, and (``watch``) the broker watch."""
-    runner = None
-    try:
-        if settings.metrics_port:
-            runner = await serve(metrics, settings.metrics_host, settings.metrics_port)
-            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
-                  file=sys.__stderr__, flush=True)
-        if watch:
-            await watch_broker(settings.bootstrap, metrics, lost_after_s=settings.broker_lost_exit_s)
-        await asyncio.Event().wait()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-
-
-async def run_with_operations(role: str, settings: "Settings", main: Callable[[], Awaitable[T]], *, watch: bool = False) -> T:
-    """Run an ingestor's ``main`` with its metrics: /metrics and /healthz served beside it,
-    and its polls and pushes counted (``sources.SOURCE_METRICS``). Ingestors keep running
-    without Kafka (they back off, or answer 503), so no broker watch unless ``watch``."""
-    metrics = RoleMetrics(role, stall_after_s=settings.stall_after_s)
-    token = SOURCE_METRICS.set(metrics)
-    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch))
-    try:
-        return await main()
-    finally:
-        operations.cancel()
-        await asyncio.gather(operations, return_exceptions=True)
-        SOURCE_METRICS.reset(token)
 
 
 async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:

@@ -1,0 +1,84 @@
+"""Is a Kafka there: hand-built requests on a bare socket, independent of any client
+library's retry loops (a Kafka client hides a dead broker behind endless reconnects)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+from pipeline.settings import host_port
+
+
+def _request(host: str, port: int, api_key: int, version: int, body: bytes, timeout: float) -> bytes | None:
+    """One hand-built Kafka request (correlation id 1); the response body, or None.
+
+    A bare socket keeps the probes independent of any client library's retry loops."""
+    client_id = b"jobstream-probe"
+    message = struct.pack(">hhih", api_key, version, 1, len(client_id)) + client_id + body
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(message)) + message)
+            header = _read_exactly(sock, 4)
+            size = struct.unpack(">i", header)[0]
+            if not 4 <= size <= 1 << 20:
+                return None
+            response = _read_exactly(sock, size)
+    except (OSError, EOFError):
+        return None
+    if struct.unpack(">i", response[:4])[0] != 1:
+        return None
+    return response[4:]
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def kafka_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when something on host:port answers a Kafka ApiVersions request (v0)."""
+    return _request(host, port, 18, 0, b"", timeout) is not None
+
+
+def kafka_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """The cluster id a Kafka on host:port reports (Metadata v2, no topics), or None.
+
+    The embedded broker starts with a cluster id of its own, so this tells our child
+    apart from any other Kafka that answers on the same address."""
+    body = _request(host, port, 3, 2, struct.pack(">i", 0), timeout)
+    if body is None:
+        return None
+    try:
+        offset = 4
+        (brokers,) = struct.unpack_from(">i", body, 0)
+        for _ in range(brokers):
+            offset += 4  # node id
+            (length,) = struct.unpack_from(">h", body, offset)
+            offset += 2 + length + 4  # host, port
+            (length,) = struct.unpack_from(">h", body, offset)
+            offset += 2 + max(length, 0)  # rack
+        (length,) = struct.unpack_from(">h", body, offset)
+        if length < 0:
+            return None
+        return body[offset + 2: offset + 2 + length].decode("utf-8", "replace")
+    except struct.error:
+        return None
+
+
+def any_broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True when one of the bootstrap addresses answers an ApiVersions request."""
+    return any(kafka_api_versions(*host_port(address), timeout=timeout) for address in bootstrap.split(","))
+
+
+async def any_broker_answers_async(bootstrap: str, timeout: float = 2.0) -> bool:
+    """``any_broker_answers`` off the event loop, one address at a time."""
+    for address in bootstrap.split(","):
+        if await asyncio.to_thread(kafka_api_versions, *host_port(address), timeout):
+            return True
+    return False
