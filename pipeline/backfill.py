@@ -150,7 +150,7 @@ def read_documents(path: Path) -> Iterator[Document]:
             yield from _lines(stream)
             return
         if size > MAX_WHOLE_DOCUMENT_BYTES:
-            raise DocumentTooLarge(
+            raise FileTooLargeToRead(
                 f"not JSON lines, and {size / 2**20:.0f} MiB is over the {MAX_WHOLE_DOCUMENT_BYTES >> 20} MiB "
                 "read as one document; save it as JSON lines"
             )
@@ -168,7 +168,7 @@ def read_documents(path: Path) -> Iterator[Document]:
         yield Document("document 1", data, size)
 
 
-class DocumentTooLarge(ValueError):
+class FileTooLargeToRead(ValueError):
     """A file that is neither JSON lines nor small enough to read whole."""
 
 
@@ -500,7 +500,7 @@ async def run(
                     if heartbeats and time.monotonic() - last_beat >= heartbeat_every_s:
                         await beat()
                         last_beat = time.monotonic()
-            except DocumentTooLarge as exc:
+            except FileTooLargeToRead as exc:
                 reject(Rejection(str(path), str(exc)))
             except OSError as exc:
                 reject(Rejection(str(path), f"cannot read it: {exc.strerror or exc}"))

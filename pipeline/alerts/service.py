@@ -75,6 +75,7 @@ from pipeline.ops.health import RoleMetrics, observe_fetch
 from pipeline.ops.runtime import beside
 from pipeline.ops.stopping import stop_on_signals
 from pipeline.settings import Settings
+from pipeline.errors import JobstreamError
 
 log = logging.getLogger("pipeline.alerts")
 
@@ -83,7 +84,7 @@ JOBS_KEPT = 100_000  # per-job memories
 SLOW_FIRED_KEPT = 10_000  # slow alerts already sent by this process (a wake-up and the finish)
 
 
-class AlerterError(RuntimeError):
+class AlerterError(JobstreamError, RuntimeError):
     """The alerter cannot start or go on (Kafka unreachable, a bad URL); one line."""
 
 

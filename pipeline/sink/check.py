@@ -17,10 +17,11 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.errors import JobstreamError
 from pipeline.vendors import VENDOR_NAMES
 
 
-class CheckError(RuntimeError):
+class CheckError(JobstreamError, RuntimeError):
     """The file cannot be checked; the message is one line for the user."""
 
 

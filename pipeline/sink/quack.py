@@ -35,6 +35,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.errors import JobstreamError
+
 DUCKDB_VERSION = "v1.5.5"
 SCHEME = "quack:"
 TOKEN_ENV = "JOBSTREAM_QUACK_TOKEN"
@@ -66,7 +68,7 @@ END
 """
 
 
-class QuackError(RuntimeError):
+class QuackError(JobstreamError, RuntimeError):
     """Quack cannot serve or attach; the message is one line for the user."""
 
 
