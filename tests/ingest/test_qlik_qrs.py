@@ -209,3 +209,37 @@ async def test_client_certificate_auth_over_tls(tmp_path):
                     await r.read()
     finally:
         await sim.stop()
+
+
+class NewestFirstQrs(QrsSimulator):
+    """QRS promises no order in a list answer; this one lists the newest change first."""
+
+    def shaped(self, items: list[Any]) -> list[Any]:
+        return sorted(items, key=lambda item: item["modifiedDate"], reverse=True)
+
+
+async def test_a_poll_sends_a_sessions_results_in_the_order_qrs_changed_them():
+    """A reload failed and then succeeded on retry before the first poll, and QRS listed
+    the success first. Sent in the answer's order, the worker (which numbers results of
+    one execution by arrival, lifecycle R15) took the failed attempt for a late copy:
+    one attempt, no failure, the run's start from the failed attempt (issue 33, seen on a
+    10-minute demo)."""
+    from pipeline import lifecycle
+    from pipeline.vendors import Context
+    from pipeline.vendors.qlik_qrs.normalize import normalize
+
+    retried_reload = [session for session in scenario(1) if session.task_name == "Reload HR"]
+    sim = NewestFirstQrs(retried_reload, clock=past_clock(1.0))
+    sim.clock.freeze(60.0)
+    async with sim:
+        settings = QrsSettings(base_url=sim.base_url, source="order", lookback_s=3 * 3600, timeout_s=5.0)
+        async with aiohttp.ClientSession() as http:
+            source = QrsSource(settings, http)
+            poll = await source.poll(source.initial_cursor())
+    results = [r.payload for r in poll.records if r.payload.get("schemaPath") == "ExecutionResult"]
+    assert [r["status"] for r in results] == [8, 7]  # FinishedFail, then FinishedSuccess
+    run = None
+    for record in poll.records:
+        for event in normalize(record.payload, Context(source="order", received_at=record.received_at)):
+            run, _ = lifecycle.apply(run, event)
+    assert run is not None and (run.state.name, run.attempt, run.retries) == ("SUCCEEDED", 2, 1)
