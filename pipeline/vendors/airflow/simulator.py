@@ -280,7 +280,6 @@ class AirflowSimulator(Simulator):
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict) or body.get("username") != self.user or body.get("password") != self.password:
-            self.note(request, 401)
             return web.json_response({"detail": "Invalid credentials"}, status=401)
         token = ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=") for part in (
             b'{"alg":"HS512","typ":"JWT"}', orjson.dumps({"sub": self.user, "iat": int(time.time())}),
