@@ -34,6 +34,14 @@ def test_a_sixth_vendor_package_is_discovered(sixth_vendor):
     assert [v.name for v in registry.of_kind("pull")][-1] == "acme_batch"
 
 
+def test_a_vendor_packages_own_samples_are_bundled_without_a_shared_folder(sixth_vendor, tmp_path):
+    samples = tmp_path / "acme_batch" / "samples"
+    samples.mkdir()
+    (samples / "one-run.json").write_text("{}")
+    assert registry.by_name("acme_batch").sample_folder() == samples
+    assert registry.by_name("zuora").sample_folder().parts[-2:] == ("samples", "zuora")  # the first vendors' place
+
+
 def test_a_package_without_a_declaration_is_refused(tmp_path, monkeypatch):
     (tmp_path / "nameless").mkdir()
     (tmp_path / "nameless" / "__init__.py").write_text("")
