@@ -236,3 +236,41 @@ def test_property_retries_fold_to_one_run_whose_attempt_is_the_last_try_in_any_o
         job, _ = apply_job(job, one(doc))
     (run,) = job.runs.values()
     assert run.state is State.SUCCEEDED and run.attempt == failures + 1 and run.retries == failures
+
+
+# --- the poller's pure parts: settings and the (id, content) memory ---------------------
+
+
+def test_settings_name_every_problem_in_one_line_each(tmp_path):
+    from pipeline.sources import ConfigError, load_config
+    from pipeline.vendors.airflow.ingest import AirflowSettings
+
+    config = tmp_path / "ingest.toml"
+    config.write_text('[airflow]\nbase_url = "airflow.local"\napi_version = "v3"\npage_size = 0\n')
+    with pytest.raises(ConfigError) as problems:
+        load_config(AirflowSettings, config, "airflow", env={})
+    lines = str(problems.value).splitlines()
+    assert any("base_url" in line for line in lines) and any("api_version must be v1" in line for line in lines)
+    assert any("JOBSTREAM_AIRFLOW_PASSWORD" in line for line in lines) and any("page_size" in line for line in lines)
+    config.write_text('[airflow]\npassword = "secret-in-file"\n')
+    with pytest.raises(ConfigError, match="secrets are not read from the config file"):
+        load_config(AirflowSettings, config, "airflow", env={})
+
+
+def test_the_memory_sends_a_change_once_and_an_unchanged_object_never_again():
+    from pipeline.vendors.airflow.ingest import AirflowSettings, AirflowSource
+
+    source = AirflowSource(AirflowSettings(base_url="http://x", user="u", password="pass", source="af-prod"), None)
+    mark = T0
+    running = ti("running", start_date=iso(1))
+    noise = {"event_log_id": 1, "when": iso(1), "event": "cli_task_run", "dag_id": "etl", "run_id": "r"}
+    first = source._plan([("task_instances", running), ("task_instances", running), ("event_logs", noise)],
+                         {"mark": mark.isoformat(), "seen": {}}, mark)
+    assert len(first.records) == 1, "one object repeated in one answer is sent once; unrelated audit entries never"
+    assert len(first.cursor["seen"]) == 1
+    again = source._plan([("task_instances", running)], first.cursor, mark)
+    assert again.records == [] and again.cursor["seen"] == first.cursor["seen"]
+    done = ti("success", start_date=iso(1), end_date=iso(9))
+    changed = source._plan([("task_instances", done)], again.cursor, mark)
+    assert [r.payload["state"] for r in changed.records] == ["success"]
+    assert changed.records[0].key == "airflow:af-prod:etl.load"

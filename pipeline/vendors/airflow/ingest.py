@@ -155,19 +155,21 @@ class AirflowApi:
         self.redact.add(token)
 
     async def get(self, path: str, params: dict[str, Any], what: str) -> Answer:
-        """One GET; with v2 an expired token (401) is renewed once before 401 is terminal."""
-        for renewed in (False, True):
-            answer = await http_call(
-                self.http, "GET", self.root + self.prefix + path, what=what, timeout_s=self.settings.timeout_s,
-                redact=self.redact, params=params, headers={"Authorization": await self._authorization()},
-                passthrough=(401,) if self.settings.api_version == "v2" and not renewed else (),
-            )
-            if answer.status == 401:
-                self.token = None
-                continue
-            self._note_date(answer)
-            return answer
-        raise TerminalError(f"{what}: HTTP 401 after renewing the token")  # unreachable: the second call raises
+        """One GET; with v2 an expired token (401) is renewed once, and a second 401 is terminal."""
+        renewable = self.settings.api_version == "v2"
+        answer = await self._get(path, params, what, passthrough=(401,) if renewable else ())
+        if answer.status == 401:
+            self.token = None
+            answer = await self._get(path, params, what, passthrough=())
+        self._note_date(answer)
+        return answer
+
+    async def _get(self, path: str, params: dict[str, Any], what: str, *, passthrough: tuple[int, ...]) -> Answer:
+        return await http_call(
+            self.http, "GET", self.root + self.prefix + path, what=what, timeout_s=self.settings.timeout_s,
+            redact=self.redact, params=params, headers={"Authorization": await self._authorization()},
+            passthrough=passthrough,
+        )
 
     def _note_date(self, answer: Answer) -> None:
         """The vendor's time at the first answer of a poll (the next window starts there)."""
