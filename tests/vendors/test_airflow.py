@@ -274,3 +274,21 @@ def test_the_memory_sends_a_change_once_and_an_unchanged_object_never_again():
     changed = source._plan([("task_instances", done)], again.cursor, mark)
     assert [r.payload["state"] for r in changed.records] == ["success"]
     assert changed.records[0].key == "airflow:af-prod:etl.load"
+
+
+@st.composite
+def dag_run_documents(draw):
+    fields = {name: iso(draw(seconds)) for name in airflow.DAG_RUN_TIMES if draw(st.booleans())}
+    return dag_run(draw(st.sampled_from(sorted(airflow.DAG_RUN_STATES))), dag_run_id=draw(st.text(
+        st.characters(min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=("Cs",)), min_size=1, max_size=60)),
+        **fields)
+
+
+@PROPERTY
+@given(doc=dag_run_documents())
+def test_property_a_dag_run_is_a_run_of_its_dag_in_the_table(doc):
+    event = one(doc)
+    assert event.state is airflow.DAG_RUN_STATES[doc["state"]]
+    assert event.job_key == "airflow:af-prod:etl" and event.parent_run_key is None
+    assert event.run_key == f"airflow:af-prod:etl:{doc['dag_run_id'].strip()}" and event.attempt is None
+    assert vendors.keyed_documents("airflow", doc, CTX) == [("airflow:af-prod:etl", doc)]
