@@ -93,9 +93,12 @@ def test_jobs_carry_dag_and_task_names_and_every_task_run_has_its_dag_run_as_par
 
 
 def test_retries_attempts_and_outcomes_per_task(db):
-    runs = {key.split(":", 2)[2]: (state, attempt, retries) for key, state, attempt, retries in db.execute(
-        "SELECT run_key, state, attempt, retries FROM job_runs WHERE vendor = 'airflow'").fetchall()}
-    by_task = {key.split(":")[0] + "." + key.split(":")[-1]: value for key, value in runs.items() if key.count(":") >= 2}
+    rows = db.execute("""
+        SELECT job_key, run_key, parent_run_key, state, attempt, retries FROM job_runs WHERE vendor = 'airflow'""").fetchall()
+    prefix = f"airflow:{SOURCE}:"
+    by_task = {job[len(prefix):] + (run[run.rindex("["):] if run.endswith("]") else ""): (state, attempt, retries)
+               for job, run, parent, state, attempt, retries in rows if parent is not None}
+    dag_runs = {job[len(prefix):]: state for job, _run, parent, state, _a, _r in rows if parent is None}
     assert by_task["etl_orders.transform"] == ("SUCCEEDED", 2, 1)
     assert by_task["etl_orders.load_partition[1]"] == ("SUCCEEDED", 2, 1)
     assert by_task["etl_orders.load_partition[0]"] == ("SUCCEEDED", 1, 0)
@@ -103,7 +106,6 @@ def test_retries_attempts_and_outcomes_per_task(db):
     assert by_task["sensor_pipeline.wait_for_file"] == ("SUCCEEDED", 1, 0)  # three pokes, one try
     assert by_task["sensor_pipeline.wait_for_partner"] == ("SUCCEEDED", 1, 0)  # deferred and resumed
     assert by_task["billing_sync.sync"] == ("SUCCEEDED", 2, 1)  # cleared by hand: a second try
-    dag_runs = {key.split(":")[0]: state for key, (state, _a, _r) in runs.items() if key.count(":") == 1}
     assert dag_runs == {"etl_orders": "SUCCEEDED", "sensor_pipeline": "SUCCEEDED", "nightly_report": "FAILED",
                         "flaky_worker": "SUCCEEDED", "manual_fix": "FAILED", "billing_sync": "SUCCEEDED"}
 

@@ -39,6 +39,7 @@ from pipeline.vendors._simulator import Faults, SimClock, Simulator
 from pipeline.vendors.airflow.ingest import API_PREFIX, DAG_RUNS_PATH, EVENT_LOGS_PATH, TASK_INSTANCES_PATH, TOKEN_PATH
 
 TIME_FIELDS = ("queued_when", "scheduled_when", "start_date", "end_date", "queued_at", "logical_date", "when")
+RUN_ID_FIELDS = ("dag_run_id", "run_id")
 MAXIMUM_PAGE_LIMIT = 100
 
 
@@ -57,7 +58,7 @@ class Scripted:
 
     def sort_key(self) -> tuple[Any, ...]:
         b = self.base
-        return (b.get("event_log_id", 0), b.get("dag_id", ""), b.get("dag_run_id", ""), b.get("task_id", ""),
+        return (b.get("event_log_id", 0), b.get("dag_id", ""), str(b.get("dag_run_id", "")), b.get("task_id", ""),
                 b.get("map_index", -1))
 
     def updated_s(self, now_s: float) -> float | None:
@@ -78,6 +79,10 @@ class Scripted:
         for name in TIME_FIELDS:
             if isinstance(fields.get(name), (int, float)) and not isinstance(fields.get(name), bool):
                 fields[name] = clock.at(fields[name]).isoformat().replace("+00:00", "Z")
+        for name in RUN_ID_FIELDS:
+            if isinstance(fields.get(name), tuple):  # (run_type, vendor second): Airflow's own run id
+                run_type, at_s = fields[name]
+                fields[name] = f"{run_type}__{clock.at(at_s).isoformat()}"
         return _flavoured(self.kind, fields, version)
 
 
@@ -104,7 +109,7 @@ class Script:
         self._log_id = 0
 
     def dag_run(self, dag_id: str, at_s: float, run_type: str = "scheduled") -> Scripted:
-        run_id = f"{run_type}__{int(at_s):07d}"
+        run_id = (run_type, at_s)  # rendered as Airflow writes it, e.g. scheduled__2026-11-20T06:00:10+00:00
         run = Scripted("dag_run", {"dag_id": dag_id, "dag_run_id": run_id, "run_type": run_type, "logical_date": at_s,
                                    "data_interval_start": None, "data_interval_end": None, "note": None,
                                    "triggered_by": "ui" if run_type == "manual" else "timetable"})
@@ -135,7 +140,7 @@ class Script:
         ti.at(end, state=outcome, end_date=end)
         return end
 
-    def log(self, at_s: float, event: str, dag_id: str, run_id: str, task_id: str | None = None, *,
+    def log(self, at_s: float, event: str, dag_id: str, run_id: tuple[str, float], task_id: str | None = None, *,
             try_number: int | None = None, owner: str | None = None, extra: Any = None, map_index: int = -1) -> None:
         self._log_id += 1
         entry = Scripted("event_log", {"event_log_id": self._log_id, "when": at_s, "event": event, "dag_id": dag_id,
