@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 from collections import Counter
 from typing import Any
 
@@ -168,3 +169,16 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
     assert by_second, "the second process sent nothing"
     assert not [piece for piece in by_second if piece in covered], "the restart re-sent what its stored cursor covers"
     assert PASSWORD not in first.text() + second.text()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_a_server_page_cap_below_page_size_still_reads_every_object(version):
+    """Airflow caps ``limit`` at its ``maximum_page_limit``: a short page is then not the last."""
+    sim = AirflowSimulator(scenario(1), clock=past_clock(30.0), maximum_page_limit=2)
+    async with sim:
+        sim.clock.freeze(5000)
+        settings = settings_for(sim, "cap", version)
+        async with aiohttp.ClientSession() as http:
+            api = AirflowSource(replace(settings, page_size=5), http).api
+            found = await api.listing("/dags/~/dagRuns/~/taskInstances", "task_instances", {}, "task instances")
+    assert len(found) == sum(1 for obj in sim.objects if obj.kind == "task_instance") == 13

@@ -1,8 +1,8 @@
 """Apache Airflow poller: the stable REST API of Airflow 2 (``/api/v1``, HTTP Basic auth) and
 Airflow 3 (``/api/v2``, a JWT from ``POST /auth/token``).
 
-Each poll lists, page by page (``limit``/``offset``; a page shorter than ``limit`` is the
-last), what changed since the last poll:
+Each poll lists, page by page (``limit``/``offset`` up to ``total_entries``), what changed
+since the last poll:
 
 - ``GET <api>/dags/~/dagRuns?updated_at_gte=T`` (answer ``{"dag_runs": [...], "total_entries"}``),
 - ``GET <api>/dags/~/dagRuns/~/taskInstances?updated_at_gte=T`` (``{"task_instances": [...]}``),
@@ -40,7 +40,7 @@ import orjson
 
 from pipeline.model import UTC
 from pipeline.sources import (
-    Answer, BadAnswer, Backoff, ConfigError, OffsetPaginator, Poll, Record, Redactor, TerminalError, basic_auth,
+    Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, basic_auth,
     http_call, password_problems, records_for, run_source,
 )
 from pipeline.vendors import Context
@@ -181,12 +181,14 @@ class AirflowApi:
                 pass
 
     async def listing(self, path: str, collection: str, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
-        """Every object of a list endpoint, page by page."""
-        paginator = OffsetPaginator(self.settings.page_size, offset_param="offset", limit_param="limit")
+        """Every object of a list endpoint, page by page. The next offset counts the distinct
+        objects read so far (a page that repeats one did not skip one) and the end is
+        ``total_entries``: a server whose ``maximum_page_limit`` is below ``page_size``
+        answers shorter pages that are not the last."""
         items: list[dict[str, Any]] = []
-        page_params: dict[str, int] | None = paginator.first()
-        while page_params is not None:
-            answer = await self.get(path, {**params, **page_params}, what)
+        offset = 0
+        while True:
+            answer = await self.get(path, {**params, "limit": self.settings.page_size, "offset": offset}, what)
             if answer.status != 200:
                 raise BadAnswer(f"{what}: HTTP {answer.status}", body=answer.body)
             body = answer.json(what)
@@ -194,11 +196,10 @@ class AirflowApi:
             if not isinstance(page, list) or not all(isinstance(item, dict) for item in page):
                 raise BadAnswer(f"{what}: the answer has no {collection!r} list of objects", body=answer.body)
             items.extend(page)
+            offset += len({item_id(collection, item) for item in page})
             total = body.get("total_entries")
-            page_params = paginator.next(page_params, len(page))
-            if page_params is not None and isinstance(total, int) and page_params["offset"] >= total:
-                page_params = None
-        return items
+            if not page or (offset >= total if isinstance(total, int) else len(page) < self.settings.page_size):
+                return items
 
 
 class AirflowSource:

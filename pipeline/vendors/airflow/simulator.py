@@ -252,13 +252,15 @@ class AirflowSimulator(Simulator):
 
     def __init__(
         self, objects: list[Scripted] | None = None, *, user: str = "airflow", password: str = "airflow-password",
-        token_ttl_s: float = 3600.0, clock: SimClock | None = None, faults: Faults | None = None,
+        token_ttl_s: float = 3600.0, maximum_page_limit: int = MAXIMUM_PAGE_LIMIT, clock: SimClock | None = None,
+        faults: Faults | None = None,
     ) -> None:
         super().__init__(clock, faults)
         self.objects = sorted(scenario() if objects is None else objects, key=Scripted.sort_key)
         self.user = user
         self.password = password
         self.token_ttl_s = token_ttl_s
+        self.maximum_page_limit = maximum_page_limit
         self.tokens: dict[str, float] = {}  # token -> real monotonic expiry
         self.tokens_issued = 0
         self._basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -313,7 +315,7 @@ class AirflowSimulator(Simulator):
             if (refused := self._refused(request, version)) is not None:
                 return refused
             try:
-                limit = min(int(request.query.get("limit", "100")), MAXIMUM_PAGE_LIMIT)
+                limit = min(int(request.query.get("limit", "100")), self.maximum_page_limit)
                 offset = int(request.query.get("offset", "0"))
                 since_text = request.query.get(filter_name)
                 since = _parse(since_text) if since_text else None
