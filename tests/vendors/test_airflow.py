@@ -280,7 +280,8 @@ def test_the_memory_sends_a_change_once_and_an_unchanged_object_never_again():
 def dag_run_documents(draw):
     fields = {name: iso(draw(seconds)) for name in airflow.DAG_RUN_TIMES if draw(st.booleans())}
     return dag_run(draw(st.sampled_from(sorted(airflow.DAG_RUN_STATES))), dag_run_id=draw(st.text(
-        st.characters(min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=("Cs",)), min_size=1, max_size=60)),
+        st.characters(min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+        min_size=1, max_size=60)),
         **fields)
 
 
