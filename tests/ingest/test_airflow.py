@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline.sources import Backoff, CursorStore, TerminalError, run_source
+from pipeline.sources import Backoff, CursorStore, TerminalError, basic_auth, run_source
 from pipeline.vendors._simulator import Faults
 from pipeline.vendors.airflow.ingest import AirflowSettings, AirflowSource, digest, item_id
 from pipeline.vendors.airflow.normalize import relevant_log
@@ -182,3 +182,26 @@ async def test_a_server_page_cap_below_page_size_still_reads_every_object(versio
             api = AirflowSource(replace(settings, page_size=5), http).api
             found = await api.listing("/dags/~/dagRuns/~/taskInstances", "task_instances", {}, "task instances")
     assert len(found) == sum(1 for obj in sim.objects if obj.kind == "task_instance") == 13
+
+
+async def test_the_simulator_serves_each_flavour_with_its_own_auth_and_field_names():
+    sim = AirflowSimulator(scenario(1), clock=past_clock(30.0))
+    async with sim:
+        sim.clock.freeze(5000)
+        basic = {"Authorization": basic_auth("airflow", PASSWORD)}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{sim.base_url}/api/v1/dags/~/dagRuns/~/taskInstances", headers=basic) as v1:
+                v1_items = (await v1.json())["task_instances"]
+            async with http.get(f"{sim.base_url}/api/v2/dags/~/dagRuns/~/taskInstances", headers=basic) as refused:
+                assert refused.status == 401, "basic auth on /api/v2"
+            async with http.post(f"{sim.base_url}/auth/token", json={"username": "airflow", "password": PASSWORD}) as token:
+                assert token.status == 201
+                bearer = {"Authorization": f"Bearer {(await token.json())['access_token']}"}
+            async with http.get(f"{sim.base_url}/api/v2/dags/~/dagRuns/~/taskInstances", headers=bearer) as v2:
+                v2_items = (await v2.json())["task_instances"]
+            async with http.get(f"{sim.base_url}/api/v1/dags/~/dagRuns", headers=bearer) as refused:
+                assert refused.status == 401, "a JWT on /api/v1"
+    assert len(v1_items) == len(v2_items) == 13
+    assert all("execution_date" in item and "scheduled_when" not in item for item in v1_items)
+    assert all("logical_date" in item and "execution_date" not in item for item in v2_items)
+    assert {item["state"] for item in v2_items} >= {"success", "failed", "upstream_failed", "skipped"}
