@@ -38,7 +38,8 @@ from pipeline.vendors._common import parse_time
 from pipeline.vendors._simulator import Faults, SimClock, Simulator
 from pipeline.vendors.airflow.ingest import API_PREFIX, DAG_RUNS_PATH, EVENT_LOGS_PATH, TASK_INSTANCES_PATH, TOKEN_PATH
 
-TIME_FIELDS = ("queued_when", "scheduled_when", "start_date", "end_date", "queued_at", "logical_date", "when")
+TIME_FIELDS = ("queued_when", "scheduled_when", "start_date", "end_date", "queued_at", "logical_date", "when",
+               "data_interval_start", "data_interval_end")
 RUN_ID_FIELDS = ("dag_run_id", "run_id")
 MAXIMUM_PAGE_LIMIT = 100
 
@@ -111,7 +112,8 @@ class Script:
     def dag_run(self, dag_id: str, at_s: float, run_type: str = "scheduled") -> Scripted:
         run_id = (run_type, at_s)  # rendered as Airflow writes it, e.g. scheduled__2026-11-20T06:00:10+00:00
         run = Scripted("dag_run", {"dag_id": dag_id, "dag_run_id": run_id, "run_type": run_type, "logical_date": at_s,
-                                   "data_interval_start": None, "data_interval_end": None, "note": None,
+                                   "data_interval_start": at_s - 86400 if run_type == "scheduled" else at_s,
+                                   "data_interval_end": at_s, "note": None,
                                    "triggered_by": "ui" if run_type == "manual" else "timetable"})
         run.at(at_s, state="queued", queued_at=at_s, start_date=None, end_date=None)
         self.objects.append(run)
