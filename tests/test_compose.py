@@ -21,10 +21,12 @@ PIPELINE_SERVICES = {
     name: service for name, service in COMPOSE["services"].items() if service.get("image", "").startswith("jobstream")
 }
 
-# Variables read outside Settings' own fields (per vendor, per ingestor section, secrets).
+# Variables read outside Settings' own fields (per vendor, per ingestor section, secrets):
+# each pull vendor's secrets are found through the registry, as its settings read them.
 EXTRA_VARIABLES = {
     "JOBSTREAM_QUACK_TOKEN", "JOBSTREAM_QLIK_WEBHOOK_SECRET", "JOBSTREAM_TRUENAS_API_KEY",
-    "JOBSTREAM_ZUORA_PASSWORD", "JOBSTREAM_INFORMATICA_PASSWORD",
+    *(f"JOBSTREAM_{vendor.name.upper()}_{secret.upper()}" for vendor in registry.of_kind("pull") if vendor.settings
+      for secret in registry.load(vendor.settings).SECRETS),
 }
 
 

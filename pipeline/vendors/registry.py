@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from importlib import resources
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import cache
 from collections.abc import Callable
@@ -114,6 +116,12 @@ class Vendor:
 
     def normalizer(self) -> Any:
         return importlib.import_module(f"{PACKAGE}.{self.name}.normalize")
+
+    def sample_folder(self) -> Path:
+        """Its bundled sample documents: the package's own ``samples/`` folder, else
+        ``pipeline/samples/<name>/`` (where the first vendors keep theirs)."""
+        own = Path(str(resources.files(f"{PACKAGE}.{self.name}") / "samples"))
+        return own if own.is_dir() else Path(str(resources.files("pipeline") / "samples" / self.name))
 
 
 @cache

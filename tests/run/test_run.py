@@ -19,11 +19,14 @@ import pytest
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.run import production
+from pipeline.vendors import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "JOBSTREAM_ALERT_URLS": "json://127.0.0.1:9/hook", "JOBSTREAM_TRUENAS_API_KEY": "1-test-key",
-    "JOBSTREAM_ZUORA_PASSWORD": "zuora-pw", "JOBSTREAM_INFORMATICA_PASSWORD": "iics-pw",
+    # every pull vendor's secrets, as its settings name them (JOBSTREAM_ZUORA_PASSWORD ...)
+    **{f"JOBSTREAM_{vendor.name.upper()}_{secret.upper()}": f"{vendor.name}-test-secret"
+       for vendor in registry.of_kind("pull") if vendor.settings for secret in registry.load(vendor.settings).SECRETS},
 }
 
 
@@ -42,7 +45,7 @@ def test_the_example_file_loads_and_validates(tmp_path):
     plan = production.load_plan(ROOT / "jobstream.example.toml", [], {}, env={**SECRETS, **files})
     assert [r.name for r in plan.roles] == list(production.ROLE_NAMES)
     assert plan.settings.bootstrap == "kafka-1.example.com:9092,kafka-2.example.com:9092"
-    assert [r.env["JOBSTREAM_METRICS_PORT"] for r in plan.roles] == [str(9100 + i) for i in range(8)]
+    assert [r.env["JOBSTREAM_METRICS_PORT"] for r in plan.roles] == [str(9100 + i) for i in range(len(plan.roles))]
     assert plan.env["JOBSTREAM_STALE_AFTER_ZUORA"] == "300" and plan.env["JOBSTREAM_STORE"] == "rocksdb://"
 
 
