@@ -19,7 +19,8 @@ from pipeline.vendors._simulator import Faults
 from pipeline.vendors.airflow.ingest import AirflowSettings, AirflowSource, digest, item_id
 from pipeline.vendors.airflow.normalize import relevant_log
 from pipeline.vendors.airflow.simulator import AirflowSimulator, scenario
-from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
+from tests.support.ingest import past_clock, raw_records, wait_for
+from tests.support.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +141,7 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
         cursors = CursorStore(broker.bootstrap)
         await cursors.start()
         key = f"airflow:{source}"
-        first = await IngestProcess(["airflow"], config, broker.bootstrap, tmp_path / "first.log", env).start()
+        first = IngestProcess(["airflow"], config, broker.bootstrap, tmp_path / "first.log", env).start()
         try:
             async def some_progress() -> bool:
                 assert first.alive(), first.text()
@@ -149,10 +150,10 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
 
             await wait_for(some_progress, timeout=60, what="a stored cursor with objects")
         finally:
-            await first.kill()
+            await first.kill_async()
         before = sent_pieces(await raw_records(broker.bootstrap, "airflow", source))
         stored = await cursors.load(key)
-        second = await IngestProcess(["airflow"], config, broker.bootstrap, tmp_path / "second.log", env).start()
+        second = IngestProcess(["airflow"], config, broker.bootstrap, tmp_path / "second.log", env).start()
         try:
             async def complete() -> bool:
                 assert second.alive(), second.text()
@@ -161,7 +162,7 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
 
             await wait_for(complete, timeout=90, what="every final state after the restart", every=1.0)
         finally:
-            assert await second.terminate() == 0, second.text()
+            assert await second.stop_async() == 0, second.text()
             await cursors.stop()
     after = sent_pieces(await raw_records(broker.bootstrap, "airflow", source))
     by_second = Counter(after) - Counter(before)  # records come back partition by partition: count, not slice
