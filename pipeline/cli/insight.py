@@ -58,3 +58,40 @@ def explain(
     sys.stdout.write(render.run_json(story) if output == "json" else render.run_text(story))
     if not story.refold.agrees:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    db: DbOpt = None,
+    since: Annotated[str, typer.Option("--since", help="How far back: 7d, 12h, 30m, 90s, or all.")] = "7d",
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    serve: Annotated[bool, typer.Option("--serve", help="Serve the page on --listen instead, made again from the live database on every request.")] = False,
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT for --serve (port 0: any free one, printed).")] = "127.0.0.1:8765",
+    refresh: Annotated[int, typer.Option("--refresh", min=0, help="With --serve: the page reloads itself every N seconds (0: never).")] = 30,
+) -> None:
+    """One self-contained HTML report (opens offline, can be mailed): timelines of runs and
+    attempts, durations p50/p95, failure rates per vendor, top failing jobs, dead letters by
+    reason, alerts. Live from the sink when it runs, else from the file."""
+    from pipeline.report import ReportError, build, render
+    from pipeline.report.data import parse_since
+
+    try:
+        window = parse_since(since)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    _settings, db_path, address, token_file = _database(db)
+    if serve:
+        from pipeline.cli.common import parse_listen
+        from pipeline.report.serve import serve_forever
+
+        host, port = parse_listen(listen)
+        serve_forever(host, port, lambda: render(build(db_path, address, token_file, since=window), refresh_s=refresh or None),
+                      lambda url: out.print(f"serving the report on {url} (Ctrl-C stops)", markup=False))
+        return
+    try:
+        made = build(db_path, address, token_file, since=window)
+    except ReportError as exc:
+        raise fail(str(exc)) from None
+    page = render(made)
+    out_file.write_text(page, encoding="utf-8")
+    out.print(f"wrote {out_file} ({len(page.encode()) / 1e6:.1f} MB, {len(made.timeline.rows)} attempts drawn, from {made.source})", markup=False)
