@@ -5,22 +5,24 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from pipeline.cli.common import BootstrapOpt, DbOpt, app, fail, load_settings, out, quiet_kafka_logs
 from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.analytics import Database
 
 
-def _database(db: Path | None, **overrides: object) -> tuple[object, Path, str, Path]:
-    """Settings, the file, the live address (the sink's Quack when it serves) and the token file."""
-    from pipeline.sink import quack, sql as sql_module
+def _database(db: Path | None, **overrides: object) -> tuple[Settings, Database]:
+    """Settings and the database: the sink serving this file, else the file read-only."""
+    from pipeline.analytics import Database
 
     settings = load_settings(db_path=db, **overrides)
-    address = sql_module.live_address(settings.db_path, None, quack.uri(settings.quack_host, settings.quack_port))
-    token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
-    return settings, settings.db_path, address, token_file
+    return settings, Database.of(settings.db_path, settings.quack_token_file)
 
 
 @app.command()
@@ -42,15 +44,15 @@ def explain(
     if (run_key is None) == (dead_letter is None):
         raise ConfigError("give a RUN_KEY or --dead-letter ID (one of them)")
     overrides = {"bootstrap": bootstrap} if bootstrap else {}
-    settings, db_path, address, token_file = _database(db, **overrides)
+    settings, database = _database(db, **overrides)
     quiet_kafka_logs()
     try:
         if dead_letter is not None:
-            letter = explain_dead_letter(db_path, address, token_file, dead_letter, bootstrap=settings.bootstrap if bootstrap else None)
+            letter = explain_dead_letter(database, dead_letter, bootstrap=settings.bootstrap if bootstrap else None)
             sys.stdout.write(render.dead_letter_json(letter) if output == "json" else render.dead_letter_text(letter))
             return
         story = explain_run(
-            db_path, address, token_file, run_key, bootstrap=settings.bootstrap if bootstrap else None,
+            database, run_key, bootstrap=settings.bootstrap if bootstrap else None,
             stale_after_for=settings.stale_after, max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
         )
     except ExplainError as exc:
@@ -79,17 +81,17 @@ def report(
         window = parse_since(since)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    _settings, db_path, address, token_file = _database(db)
+    _settings, database = _database(db)
     if serve:
         from pipeline.cli.common import parse_listen
         from pipeline.report.serve import serve_forever
 
         host, port = parse_listen(listen)
-        serve_forever(host, port, lambda: render(build(db_path, address, token_file, since=window), refresh_s=refresh or None),
+        serve_forever(host, port, lambda: render(build(database, since=window), refresh_s=refresh or None),
                       lambda url: out.print(f"serving the report on {url} (Ctrl-C stops)", markup=False))
         return
     try:
-        made = build(db_path, address, token_file, since=window)
+        made = build(database, since=window)
     except ReportError as exc:
         raise fail(str(exc)) from None
     page = render(made)

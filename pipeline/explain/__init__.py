@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+from pipeline.analytics import Database
 from pipeline.explain import refold as refold_module
 from pipeline.explain import story as story_module
 from pipeline.explain.refold import Refold
@@ -43,11 +43,11 @@ class DeadLetterStory:
 
 
 def explain_run(
-    db_path: Path, address: str, token_file: Path, run_key: str, *, bootstrap: str | None,
+    db: Database, run_key: str, *, bootstrap: str | None,
     stale_after_for: Any, max_clock_skew: timedelta,
 ) -> RunStory:
     """Read the run, fetch its raw records (when ``bootstrap`` is given), refold it."""
-    stored = story_module.load_run(db_path, address, token_file, run_key)
+    stored = story_module.load_run(db, run_key)
     events = [(story_module.event_of(row), bool(row.get("skewed"))) for row in stored.events]
     vendor = (stored.run or stored.events[0])["vendor"]
     stale_after = stale_after_for(vendor)
@@ -61,8 +61,8 @@ def explain_run(
     return RunStory(stored, raw, note, folded, stale_after)
 
 
-def explain_dead_letter(db_path: Path, address: str, token_file: Path, dead_letter_id: str, *, bootstrap: str | None) -> DeadLetterStory:
-    row = dict(story_module.load_dead_letter(db_path, address, token_file, dead_letter_id))
+def explain_dead_letter(db: Database, dead_letter_id: str, *, bootstrap: str | None) -> DeadLetterStory:
+    row = dict(story_module.load_dead_letter(db, dead_letter_id))
     in_kafka, note = None, None
     if bootstrap is None:
         note = "no --bootstrap given: the record in Kafka not fetched"

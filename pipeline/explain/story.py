@@ -1,7 +1,7 @@
 """Gather one run's story: its rows from the analytics database, its raw records from Kafka.
 
-The database is read with ``pipeline.sink.sql.run_query``: live over the sink's Quack
-endpoint when a sink serves the file, else the file opened read-only. Each event row
+The database is read through ``pipeline.analytics.Database``: live over the Quack
+endpoint of the sink that serves the file, else the file opened read-only. Each event row
 keeps the coordinates of the raw record it came from (``raw_topic``, ``raw_partition``,
 ``raw_offset``), so the raw record is fetched from exactly there, or reported as removed
 by retention when the log no longer starts before it.
@@ -14,11 +14,11 @@ import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from pipeline.analytics import AnalyticsError, Database
 from pipeline.model import UTC, JobEvent, RawRef, State
 
 
@@ -69,25 +69,23 @@ def _rows(result: Any) -> tuple[dict[str, Any], ...]:
     return tuple(dict(zip(result.columns, row)) for row in result.rows)
 
 
-def _query(db_path: Path, address: str, token_file: Path, sql: str) -> Any:
-    from pipeline.sink import sql as sql_module
-
+def _query(db: Database, sql: str) -> Any:
     try:
-        return sql_module.run_query(db_path, address, token_file, sql)
-    except sql_module.SqlError as exc:
+        return db.query(sql)
+    except AnalyticsError as exc:
         raise ExplainError(str(exc)) from None
 
 
-def load_run(db_path: Path, address: str, token_file: Path, run_key: str) -> StoredRun:
+def load_run(db: Database, run_key: str) -> StoredRun:
     """The run's row, events (in the order the worker read them), transitions and alerts."""
     key = _quote(run_key)
-    runs = _rows(_query(db_path, address, token_file, f"SELECT * FROM job_runs WHERE run_key = {key}"))
-    events = _rows(_query(db_path, address, token_file,
+    runs = _rows(_query(db, f"SELECT * FROM job_runs WHERE run_key = {key}"))
+    events = _rows(_query(db,
                           f"SELECT * FROM job_events WHERE run_key = {key} "
                           "ORDER BY raw_topic, raw_partition, raw_offset, occurred_at, event_id"))
-    transitions = _query(db_path, address, token_file,
+    transitions = _query(db,
                          f'SELECT * FROM job_transitions WHERE run_key = {key} ORDER BY "at", transition_id')
-    alerts = _rows(_query(db_path, address, token_file,
+    alerts = _rows(_query(db,
                           f'SELECT alert_id, rule, status, "at", delivered_at, channels, message FROM alerts '
                           f'WHERE run_key = {key} ORDER BY "at", alert_id'))
     if not runs and not events:
@@ -95,8 +93,8 @@ def load_run(db_path: Path, address: str, token_file: Path, run_key: str) -> Sto
     return StoredRun(run_key, runs[0] if runs else None, events, _rows(transitions), alerts, transitions.source)
 
 
-def load_dead_letter(db_path: Path, address: str, token_file: Path, dead_letter_id: str) -> Mapping[str, Any]:
-    rows = _rows(_query(db_path, address, token_file,
+def load_dead_letter(db: Database, dead_letter_id: str) -> Mapping[str, Any]:
+    rows = _rows(_query(db,
                         f"SELECT * FROM dead_letters WHERE dead_letter_id = {_quote(dead_letter_id)}"))
     if not rows:
         raise ExplainError(f"no dead letter {dead_letter_id!r} (see: pipeline sql \"SELECT dead_letter_id, reason FROM dead_letters\")")

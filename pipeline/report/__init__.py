@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
+from pipeline.analytics import AnalyticsError, Database
 from pipeline.model import UTC
 from pipeline.report import data, page
 
@@ -24,23 +25,20 @@ def _utc(value: Any) -> Any:
     return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo is not None else value
 
 
-def build(db_path: Path, address: str, token_file: Path, *, since: timedelta | None, now: datetime | None = None) -> data.ReportData:
+def build(db: Database, *, since: timedelta | None, now: datetime | None = None) -> data.ReportData:
     """Every section's rows, from the live sink when it serves the file, else the file."""
-    from pipeline.sink import sql as sql_module
-
     sources: list[str] = []
 
     def query(sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
-            result = sql_module.run_query(db_path, address, token_file, sql)
-        except sql_module.SqlError as exc:
+            result = db.query(sql)
+        except AnalyticsError as exc:
             raise ReportError(str(exc)) from None
         sources.append(result.source)
         return result.columns, [tuple(_utc(v) for v in row) for row in result.rows]
 
-    moment = now or datetime.now(UTC)
-    loaded = data.load(query, now=moment, since=since, source=str(db_path))
-    return data.ReportData(**{**{f: getattr(loaded, f) for f in loaded.__dataclass_fields__}, "source": sources[0] if sources else str(db_path)})
+    loaded = data.load(query, now=now or datetime.now(UTC), since=since, source=str(db.db_path))
+    return replace(loaded, source=sources[0] if sources else str(db.db_path))
 
 
 def render(report: data.ReportData, *, refresh_s: int | None = None) -> str:
