@@ -30,9 +30,10 @@ class Database:
 
     @classmethod
     def of(cls, db_path: Path, token_file: Path | None = None, quack_address: str | None = None) -> "Database":
+        db_path = Path(db_path)
         found = endpoint.discover(db_path)
         live = quack_address or (found.quack if found is not None and found.quack else None)
-        return cls(Path(db_path), live, token_file or quack.token_file_for(db_path))
+        return cls(db_path, live, token_file or quack.token_file_for(db_path))
 
     def query(self, sql: str) -> sql_module.Result:
         reason = sql_module.refusal(sql)

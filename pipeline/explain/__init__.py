@@ -56,6 +56,7 @@ def explain_run(
     stored_ids = [t["transition_id"] for t in stored.transitions if t["cause"] != "evicted"]
     folded = refold_module.refold(
         events, story_module.stale_timeouts(stored.transitions), story_module.stored_run_fields(stored.run), stored_ids,
+        redeliveries=story_module.redeliveries(stored.transitions),
         stale_after=stale_after, max_clock_skew=max_clock_skew,
     )
     return RunStory(stored, raw, note, folded, stale_after)

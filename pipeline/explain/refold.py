@@ -105,13 +105,17 @@ def refold(
     stored_run: Mapping[str, Any] | None,
     stored_transition_ids: Sequence[str],
     *,
+    redeliveries: Sequence[tuple[str, str, str]] = (),
     stale_after: timedelta = lifecycle.DEFAULT_STALE_AFTER,
     max_clock_skew: timedelta = timedelta(minutes=5),
 ) -> Refold:
     """Fold ``events`` (in the order the worker read them, each with its ``skewed`` flag)
     into a run, expiring it (R10) at each stored stale-timeout instant once the watermark
     had passed it (before the first event at or after that instant), and compare the
-    result with ``stored_run`` (a ``job_runs`` row as a mapping) and the stored ids."""
+    result with ``stored_run`` (a ``job_runs`` row as a mapping) and the stored ids.
+    ``redeliveries``: (transition id, event id, state) of each stored duplicate or late
+    record; one the refold has not emitted once the event was applied is a re-delivery,
+    applied again in that state (``replay_redeliveries``)."""
     pending = sorted(stale_timeouts)
     run: RunState | None = None
     steps: list[Step] = []
@@ -127,9 +131,12 @@ def refold(
                 run = _versioned(expired, run)
                 steps.append(Step("R10", "stale timeout: no activity for stale_after", None, due, tuple(records), run))
 
-    for event, skewed in events:
+    redelivered = list(redeliveries)
+    applied_events: dict[str, tuple[JobEvent, bool]] = {}
+
+    def step(event: JobEvent, skewed: bool, again: bool) -> None:
+        nonlocal run
         applied = _applied_event(event, skewed, max_clock_skew)
-        expire_until(applied.occurred_at)
         before = run
         after, records = lifecycle.apply(before, applied, stale_after=stale_after)
         if after is not before:
@@ -137,9 +144,31 @@ def refold(
         rule, action = classify(before, applied, after, records)
         if skewed:
             action += " (R19: skewed, applied at its receipt time)"
+        if again:
+            action = "re-delivered: " + action
         run = after
         steps.append(Step(rule, action, event, applied.occurred_at, tuple(records), after))
+        applied_events.setdefault(event.event_id, (event, skewed))
+
+    def replay_redeliveries() -> None:
+        """A re-delivered event (same id) is one ``job_events`` row, but its flagged record
+        (R2 duplicate, R4 late) was stored: apply it again where the run was in the state
+        that record names (a re-delivery changes no state, so the exact place is moot)."""
+        while run is not None:
+            emitted = {t.transition_id for s in steps for t in s.transitions}
+            redelivered[:] = [r for r in redelivered if r[0] not in emitted]
+            due = next((r for r in redelivered if r[1] in applied_events and r[2] == run.state.value), None)
+            if due is None:
+                return
+            redelivered.remove(due)
+            step(*applied_events[due[1]], again=True)
+
+    for event, skewed in events:
+        expire_until(_applied_event(event, skewed, max_clock_skew).occurred_at)
+        step(event, skewed, again=False)
+        replay_redeliveries()
     expire_until(None)
+    replay_redeliveries()
 
     emitted = [t.transition_id for step in steps for t in step.transitions]
     stored_ids = set(stored_transition_ids)

@@ -143,6 +143,13 @@ def stale_timeouts(transitions: Sequence[Mapping[str, Any]]) -> list[datetime]:
     return [_utc(t["at"]) for t in transitions if t["cause"] == "stale_timeout"]
 
 
+def redeliveries(transitions: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(transition id, event id, state) of each stored duplicate or late record, oldest
+    first: maybe an event the run saw again (``job_events`` keeps it once)."""
+    return [(t["transition_id"], t["event_id"], t["from_state"]) for t in transitions
+            if t["event_id"] is not None and (t["duplicate"] or t["late"])]
+
+
 def fetch_raw(bootstrap: str, refs: Sequence[RawRef], timeout: float = 10.0) -> tuple[dict[RawRef, RawRecord], str | None]:
     """The raw records at ``refs`` from Kafka, each found, or said missing with why; the
     second value says why none could be read (no broker answered)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from msgspec.structs import asdict
+from msgspec.structs import asdict, replace
 
 from pipeline import lifecycle
 from pipeline.explain.refold import refold
@@ -51,3 +51,31 @@ def test_a_stale_timeout_the_refold_cannot_reach_is_a_disagreement():
     stale_id = lifecycle._transition_id("run-1", at(240).isoformat(), State.RUNNING, State.STALE, lifecycle.Cause.STALE_TIMEOUT, "")
     result = refold([(e, False) for e in events], [at(240)], row, [*ids, stale_id], stale_after=timedelta(seconds=240))
     assert result.missing_transitions == (stale_id,) and not result.agrees
+
+
+def test_a_redelivered_event_kept_once_in_job_events_is_applied_again_where_its_record_says():
+    """A webhook delivered twice: one ``job_events`` row, but the worker stored the R2 record."""
+    first, done = ev(1, State.RUNNING, 0), ev(2, State.SUCCEEDED, 10, finished=10)
+    run, stored = None, []
+    for event in (first, done, first):
+        before = run
+        run, records = lifecycle.apply(run, event)
+        if run is not before:
+            run = replace(run, version=(0 if before is None else before.version) + 1)
+        stored.extend(records)
+    flagged = [(t.transition_id, t.event_id, t.from_state.value) for t in stored if t.duplicate]
+    assert len(flagged) == 1
+    without = refold([(first, False), (done, False)], [], asdict(run), [t.transition_id for t in stored])
+    assert without.missing_transitions == (flagged[0][0],)
+    result = refold([(first, False), (done, False)], [], asdict(run), [t.transition_id for t in stored], redeliveries=flagged)
+    assert result.agrees and [s.rule for s in result.steps] == ["R1", "R6", "R2"]
+    assert result.steps[-1].action.startswith("re-delivered: duplicate")
+
+
+def test_an_event_late_the_first_time_is_not_replayed_as_a_redelivery():
+    events = [ev(1, State.RUNNING, 10, attempt=2), ev(2, State.FAILED, 5, attempt=1, finished=5)]
+    row, ids = _stored(events)
+    first = refold([(e, False) for e in events], [], None, [])
+    late = [(t.transition_id, t.event_id, t.from_state.value) for s in first.steps for t in s.transitions if t.late]
+    result = refold([(e, False) for e in events], [], row, ids, redeliveries=late)
+    assert result.agrees and [s.rule for s in result.steps] == ["R1", "R4"]

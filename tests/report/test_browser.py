@@ -89,16 +89,6 @@ class RenderedPage(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory) -> Path:
-    """A database written by the whole pipeline in a short demo."""
-    folder = tmp_path_factory.mktemp("report")
-    db = folder / "demo.duckdb"
-    demo = pipeline("demo", "--duration", "30", "--db", str(db), "--run-dir", str(folder / "run"), timeout=400)
-    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
-    return db
-
-
-@pytest.fixture(scope="module")
 def rendered(demo_db, tmp_path_factory) -> tuple[RenderedPage, Path, Path]:
     folder = tmp_path_factory.mktemp("page")
     page = folder / "report.html"
