@@ -4,6 +4,7 @@ story is told through the real command, raw records fetched from the same broker
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from pipeline.model import UTC
+from pipeline.sink import quack
 from tests.integration.kafka import produce, send_documents
 from tests.sink.contract import SinkProcess
 
@@ -23,8 +25,10 @@ pytestmark = pytest.mark.integration
 POISON = b"\x00\xffnot an envelope"
 
 
-def explain(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", "explain", *args], capture_output=True, text=True, timeout=120)
+def explain(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != quack.TOKEN_ENV} | (env or {})
+    return subprocess.run([sys.executable, "-m", "pipeline", "explain", *args], capture_output=True, text=True,
+                          timeout=120, env=environment)
 
 
 def _qrs_docs(host: str, t0: datetime) -> tuple[str, list]:
@@ -40,6 +44,43 @@ def _qrs_docs(host: str, t0: datetime) -> tuple[str, list]:
                              "detailCreatedDate": iso(stop)}] if status == 8 else []}
 
     return session, [result(1, 2, 0), result(1, 8, 0, 10), result(2, 2, 20), result(2, "FinishedSuccess", 20, 30)]
+
+
+def _qrs_silent_docs(t0: datetime) -> tuple[str, list[tuple[datetime, dict]]]:
+    """Execution X starts, says nothing for longer than QRS's stale_after (300 s) while a
+    later execution of the same task moves event time on, then finishes."""
+    iso = lambda n: (t0 + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    task, silent, later = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+
+    def result(execution: str, number: int, status: str, start: int, stop: int | None = None) -> dict:
+        return {"id": f"b0000000-0000-4000-8000-00000000000{number}", "taskID": task, "executionID": execution,
+                "appID": "app-2", "status": status, "startTime": iso(start),
+                "stopTime": iso(stop) if stop is not None else "1753-01-01T00:00:00.000Z",
+                "modifiedDate": iso(stop if stop is not None else start), "details": []}
+
+    return silent, [(t0 + timedelta(seconds=n), doc) for n, doc in (
+        (-1000, result(silent, 1, "Started", -1000)), (-600, result(later, 2, "Started", -600)),
+        (-500, result(silent, 1, "FinishedSuccess", -1000, -500)))]
+
+
+async def send_backfill(bootstrap: str, vendor: str, timed: list[tuple[datetime, dict]], *, source: str) -> None:
+    """Documents as a backfill sends them: each received when it happened (the worker keeps
+    a run alive until its last receipt + stale_after, R2/R10)."""
+    from aiokafka import AIOKafkaProducer
+
+    from pipeline import catalog, vendors
+    from pipeline.model import RawEnvelope, encode_envelope
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for received, doc in timed:
+            ctx = vendors.Context(source=source, received_at=received)
+            for job_key, piece in vendors.keyed_documents(vendor, doc, ctx):
+                value = encode_envelope(RawEnvelope(vendor=vendor, source=source, received_at=received, payload=piece))
+                await producer.send_and_wait(catalog.raw_topic(vendor), value, key=job_key.encode())
+    finally:
+        await producer.stop()
 
 
 def _zuora_docs(t0: datetime) -> tuple[str, list]:
@@ -76,34 +117,38 @@ def stories(broker, worker, tmp_path_factory):
     import asyncio
 
     suffix = uuid.uuid4().hex[:8]
-    host, tenant, nas = f"qs-{suffix}", f"tenant-{suffix}", f"nas-{suffix}"
+    host, tenant, nas, quiet = f"qs-{suffix}", f"tenant-{suffix}", f"nas-{suffix}", f"qs2-{suffix}"
     t0 = datetime.now(UTC)
     session, qrs = _qrs_docs(host, t0)
     token, zuora = _zuora_docs(t0)
     job_id, truenas = _truenas_docs(t0)
+    silent, qrs_silent = _qrs_silent_docs(t0)
 
     async def send() -> None:
         await send_documents(broker.bootstrap, "qlik_qrs", qrs, source=host)
         await send_documents(broker.bootstrap, "zuora", zuora, source=tenant)
         await send_documents(broker.bootstrap, "truenas", truenas, source=nas)
+        await send_backfill(broker.bootstrap, "qlik_qrs", qrs_silent, source=quiet)
         await produce(broker.bootstrap, "zuora", [(f"zuora:{tenant}:poison", POISON)], source=tenant)
 
     asyncio.run(send())
     db = tmp_path_factory.mktemp("explain") / "explain.duckdb"
     sink = SinkProcess(broker.bootstrap, db).start()
     try:
-        done = f"SELECT count(*) FROM job_runs WHERE state IN ('SUCCEEDED', 'FAILED') AND source IN ('{host}', '{tenant}', '{nas}')"
-        sink.wait_for(done, 3, timeout=90)
+        done = f"SELECT count(*) FROM job_runs WHERE state IN ('SUCCEEDED', 'FAILED') AND source IN ('{host}', '{tenant}', '{nas}', '{quiet}')"
+        sink.wait_for(done, 4, timeout=90)
         sink.wait_for(f"SELECT count(*) FROM dead_letters WHERE stage = 'decode' AND vendor = 'zuora'", lambda n: n >= 1)
+        keys = dict(sink.connect().execute(
+            f"SELECT vendor, run_key FROM job_runs WHERE source IN ('{host}', '{tenant}', '{nas}')").fetchall())
+        live = explain(keys["qlik_qrs"], "--db", str(db), "--format", "json", env={quack.TOKEN_ENV: sink.token})
     finally:
         sink.stop()
     con = duckdb.connect(str(db), read_only=True)
-    keys = dict(con.execute(
-        f"SELECT vendor, run_key FROM job_runs WHERE source IN ('{host}', '{tenant}', '{nas}')").fetchall())
+    keys["silent"] = con.execute(f"SELECT run_key FROM job_runs WHERE source = '{quiet}' AND run_key LIKE '%{silent}'").fetchone()[0]
     letter = con.execute("SELECT dead_letter_id FROM dead_letters WHERE vendor = 'zuora' AND stage = 'decode' LIMIT 1").fetchone()[0]
     con.close()
     assert keys["qlik_qrs"].endswith(session) and keys["zuora"].endswith(token) and keys["truenas"].endswith(str(job_id))
-    return db, keys, letter
+    return db, keys, letter, (live, sink.uri)
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> dict:
@@ -112,7 +157,7 @@ def _json(result: subprocess.CompletedProcess[str]) -> dict:
 
 
 def test_a_qrs_run_with_a_retry_tells_each_raw_record_its_rule_and_agrees_with_its_row(stories, broker):
-    db, keys, _ = stories
+    db, keys, _, _ = stories
     story = _json(explain(keys["qlik_qrs"], "--db", str(db), "--bootstrap", broker.bootstrap, "--format", "json"))
     assert [(s["rule"], s["state_after"]["state"], s["state_after"]["attempt"]) for s in story["steps"]] == [
         ("R1", "RUNNING", 1), ("R6", "FAILED", 1), ("R7", "RUNNING", 2), ("R6", "SUCCEEDED", 2)]
@@ -126,7 +171,7 @@ def test_a_qrs_run_with_a_retry_tells_each_raw_record_its_rule_and_agrees_with_i
 
 
 def test_a_zuora_token_that_went_stale_and_came_back_is_a_reactivation(stories, broker):
-    db, keys, _ = stories
+    db, keys, _, _ = stories
     result = explain(keys["zuora"], "--db", str(db), "--bootstrap", broker.bootstrap)
     assert result.returncode == 0, result.stdout + result.stderr
     rules = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("    R")]
@@ -138,7 +183,7 @@ def test_a_zuora_token_that_went_stale_and_came_back_is_a_reactivation(stories, 
 
 
 def test_a_truenas_run_closed_by_a_middleware_restart_ends_failed_lost_in_restart(stories, broker):
-    db, keys, _ = stories
+    db, keys, _, _ = stories
     story = _json(explain(keys["truenas"], "--db", str(db), "--bootstrap", broker.bootstrap, "--format", "json"))
     assert [(s["rule"], s["state_after"]["state"]) for s in story["steps"]] == [("R1", "RUNNING"), ("R6", "FAILED")]
     last = story["steps"][-1]["event"]
@@ -148,7 +193,7 @@ def test_a_truenas_run_closed_by_a_middleware_restart_ends_failed_lost_in_restar
 
 
 def test_a_stored_row_that_the_events_do_not_give_is_reported_with_exit_1(stories, tmp_path):
-    db, keys, _ = stories
+    db, keys, _, _ = stories
     damaged = tmp_path / "damaged.duckdb"
     damaged.write_bytes(Path(db).read_bytes())
     con = duckdb.connect(str(damaged))
@@ -161,7 +206,7 @@ def test_a_stored_row_that_the_events_do_not_give_is_reported_with_exit_1(storie
 
 
 def test_a_dead_letter_shows_the_refused_bytes_and_why_and_that_kafka_still_holds_them(stories, broker):
-    db, _, letter = stories
+    db, _, letter, _ = stories
     result = explain("--dead-letter", letter, "--db", str(db), "--bootstrap", broker.bootstrap)
     assert result.returncode == 0, result.stderr
     assert "refused at stage decode" in result.stdout and "not an envelope" in result.stdout
@@ -169,6 +214,22 @@ def test_a_dead_letter_shows_the_refused_bytes_and_why_and_that_kafka_still_hold
 
 
 def test_an_unknown_run_is_one_clear_line(stories):
-    db, _, _ = stories
+    db, _, _, _ = stories
     result = explain("nope:nope:nope", "--db", str(db))
     assert result.returncode == 1 and result.stderr.startswith("error: no run 'nope:nope:nope'") and "Traceback" not in result.stderr
+
+
+def test_a_run_that_went_silent_is_made_stale_by_the_stored_watermark_instant_then_finishes(stories, broker):
+    db, keys, _, _ = stories
+    story = _json(explain(keys["silent"], "--db", str(db), "--format", "json"))
+    assert [(s["rule"], s["state_after"]["state"]) for s in story["steps"]] == [
+        ("R1", "RUNNING"), ("R10", "STALE"), ("R6", "SUCCEEDED")]
+    timeout = story["steps"][1]
+    assert timeout["event"] is None and timeout["transitions"][0]["cause"] == "stale_timeout"
+    assert story["stale_after_s"] == 300 and story["agrees"] is True
+
+
+def test_explain_asks_the_sink_that_serves_the_file_while_it_runs(stories):
+    _, _, _, (live, uri) = stories
+    story = _json(live)
+    assert story["database"] == uri and story["agrees"] is True
