@@ -233,3 +233,23 @@ def test_explain_asks_the_sink_that_serves_the_file_while_it_runs(stories):
     _, _, _, (live, uri) = stories
     story = _json(live)
     assert story["database"] == uri and story["agrees"] is True
+
+
+def test_raw_records_a_broker_does_not_hold_are_said_missing_and_a_dead_broker_is_one_note(stories):
+    """Another broker (same topics, empty logs) does not hold the records; a port where no
+    broker listens gives one note, and the story is still told from the database."""
+    import asyncio
+
+    from pipeline import catalog
+    from pipeline.broker import EmbeddedBroker
+
+    db, keys, _, _ = stories
+    other = EmbeddedBroker().start()
+    try:
+        asyncio.run(catalog.apply(other.bootstrap))
+        story = _json(explain(keys["zuora"], "--db", str(db), "--bootstrap", other.bootstrap, "--format", "json"))
+    finally:
+        other.stop()
+    assert [r["missing"] for r in story["raw_records"]] == ["not in the log (past its end: another broker, or its log was reset)"] * 4
+    dead = _json(explain(keys["zuora"], "--db", str(db), "--bootstrap", "127.0.0.1:1", "--format", "json"))
+    assert dead["raw_note"].startswith("Kafka at 127.0.0.1:1 did not answer") and dead["agrees"] is True
