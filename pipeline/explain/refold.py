@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from msgspec.structs import replace
+
 from pipeline import lifecycle
 from pipeline.lifecycle import Cause, RunState, Transition
 from pipeline.model import JobEvent
@@ -183,8 +185,6 @@ def refold(
 
 def _versioned(run: RunState, before: RunState | None) -> RunState:
     """Each change of a run adds one to its version (R12), as ``apply_job`` does."""
-    from msgspec.structs import replace
-
     return replace(run, version=(0 if before is None else before.version) + 1)
 
 

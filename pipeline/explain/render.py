@@ -62,7 +62,7 @@ def _step_dict(step: Step) -> dict[str, Any]:
         "rule": step.rule, "action": step.action, "at": _time(step.at),
         "event": _plain({f: getattr(step.event, f) for f in step.event.__struct_fields__}) if step.event else None,
         "transitions": [_plain({f: getattr(t, f) for f in t.__struct_fields__}) for t in step.transitions],
-        "state_after": _plain({f: getattr(step.after, f) for f in ("state", *COMPARED_FIELDS, "deadline") if f != "state"} | {"state": step.after.state}),
+        "state_after": _plain({f: getattr(step.after, f) for f in (*COMPARED_FIELDS, "deadline")}),
     }
 
 

@@ -9,7 +9,7 @@ are bucketed so that a chart has at most about ``MAX_BUCKETS`` points per vendor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -169,6 +169,3 @@ def parse_since(text: str | None) -> timedelta | None:
         raise ValueError(f"--since must be like 7d, 12h, 30m, 90s or all, not {text!r}") from None
     return timedelta(seconds=number * units[unit])
 
-
-def sections() -> Sequence[str]:
-    return ("summary", "timeline", "durations", "failure_rates", "top_failing", "dead_letters", "alerts")
