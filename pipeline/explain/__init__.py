@@ -48,7 +48,7 @@ def explain_run(
 ) -> RunStory:
     """Read the run, fetch its raw records (when ``bootstrap`` is given), refold it."""
     stored = story_module.load_run(db, run_key)
-    events = [(story_module.event_of(row), bool(row.get("skewed"))) for row in stored.events]
+    events = [(story_module.event_of(row, run_key), bool(row.get("skewed"))) for row in stored.events]
     vendor = (stored.run or stored.events[0])["vendor"]
     stale_after = stale_after_for(vendor)
     refs = list(dict.fromkeys(e.raw_ref for e, _ in events if e.raw_ref is not None))

@@ -77,12 +77,18 @@ def _query(db: Database, sql: str) -> Any:
 
 
 def load_run(db: Database, run_key: str) -> StoredRun:
-    """The run's row, events (in the order the worker read them), transitions and alerts."""
+    """The run's row, events (in the order the worker read them), transitions and alerts.
+    Events under another name of the run (R17: they list it in ``same_run_as``, or one of
+    the run's transitions names them) are the run's too."""
     key = _quote(run_key)
     runs = _rows(_query(db, f"SELECT * FROM job_runs WHERE run_key = {key}"))
-    events = _rows(_query(db,
-                          f"SELECT * FROM job_events WHERE run_key = {key} "
-                          "ORDER BY raw_topic, raw_partition, raw_offset, occurred_at, event_id"))
+    names = "CAST(json_extract(attrs, '$.same_run_as') AS VARCHAR[])"
+    events = _rows(_query(db, (
+        f"WITH names AS (SELECT {key} AS name UNION SELECT unnest({names}) FROM job_events WHERE run_key = {key}) "
+        "SELECT * FROM job_events WHERE run_key IN (SELECT name FROM names) "
+        f"OR list_has_any({names}, (SELECT list(name) FROM names)) "
+        f"OR event_id IN (SELECT event_id FROM job_transitions WHERE run_key = {key} AND event_id IS NOT NULL) "
+        "ORDER BY raw_topic, raw_partition, raw_offset, occurred_at, event_id")))
     transitions = _query(db,
                          f'SELECT * FROM job_transitions WHERE run_key = {key} ORDER BY "at", transition_id')
     alerts = _rows(_query(db,
@@ -115,14 +121,16 @@ def _json(value: Any) -> Any:
     return value
 
 
-def event_of(row: Mapping[str, Any]) -> JobEvent:
-    """A ``job_events`` row as the canonical event the worker applied."""
+def event_of(row: Mapping[str, Any], run_key: str | None = None) -> JobEvent:
+    """A ``job_events`` row as the canonical event the worker applied: under ``run_key``
+    when it named the run otherwise (R17: ``apply_job`` applies it to the run that answers
+    to that name, under the run's key)."""
     raw_ref = None
     if row.get("raw_topic") is not None:
         raw_ref = RawRef(row["raw_topic"], int(row["raw_partition"]), int(row["raw_offset"]))
     return JobEvent(
         event_id=row["event_id"], vendor=row["vendor"], source=row["source"], job_key=row["job_key"],
-        run_key=row["run_key"], native_state=row["native_state"] or "", state=State(row["state"]),
+        run_key=run_key or row["run_key"], native_state=row["native_state"] or "", state=State(row["state"]),
         occurred_at=_utc(row["occurred_at"]), attempt=row["attempt"], received_at=_utc(row["received_at"]),
         started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]), progress=row["progress"],
         rows=row["rows"], counts=_json(row.get("counts")), error_code=row["error_code"],

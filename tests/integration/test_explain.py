@@ -83,6 +83,19 @@ async def send_backfill(bootstrap: str, vendor: str, timed: list[tuple[datetime,
         await producer.stop()
 
 
+def _qrs_two_names_docs(t0: datetime) -> tuple[str, list]:
+    """One execution seen first as a reload task's last result (named by its result id
+    only), then as an execution result (named by executionID): one run (R17)."""
+    iso = lambda n: (t0 + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    task, result_id, execution = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    reload_task = {"id": task, "name": "Reload Sales", "operational": {"id": "op-1", "lastExecutionResult": {
+        "id": result_id, "executingNodeName": "qlik-sched-01", "status": 7, "startTime": iso(0), "stopTime": iso(30),
+        "duration": 30000, "details": []}}}
+    result = {"id": result_id, "taskID": task, "executionID": execution, "appID": "app-3", "status": 7,
+              "startTime": iso(0), "stopTime": iso(30), "modifiedDate": iso(30), "details": []}
+    return execution, [reload_task, result]
+
+
 def _zuora_docs(t0: datetime) -> tuple[str, list]:
     token = f"tok-{uuid.uuid4().hex[:8]}"
     t0 = t0.replace(tzinfo=None, microsecond=0)
@@ -123,20 +136,24 @@ def stories(broker, worker, tmp_path_factory):
     token, zuora = _zuora_docs(t0)
     job_id, truenas = _truenas_docs(t0)
     silent, qrs_silent = _qrs_silent_docs(t0)
+    execution, qrs_named_twice = _qrs_two_names_docs(t0)
+    named = f"qs3-{suffix}"
 
     async def send() -> None:
         await send_documents(broker.bootstrap, "qlik_qrs", qrs, source=host)
         await send_documents(broker.bootstrap, "zuora", zuora, source=tenant)
         await send_documents(broker.bootstrap, "truenas", truenas, source=nas)
         await send_backfill(broker.bootstrap, "qlik_qrs", qrs_silent, source=quiet)
+        await send_documents(broker.bootstrap, "qlik_qrs", qrs_named_twice, source=named)
         await produce(broker.bootstrap, "zuora", [(f"zuora:{tenant}:poison", POISON)], source=tenant)
 
     asyncio.run(send())
     db = tmp_path_factory.mktemp("explain") / "explain.duckdb"
     sink = SinkProcess(broker.bootstrap, db).start()
     try:
-        done = f"SELECT count(*) FROM job_runs WHERE state IN ('SUCCEEDED', 'FAILED') AND source IN ('{host}', '{tenant}', '{nas}', '{quiet}')"
-        sink.wait_for(done, 4, timeout=90)
+        done = f"SELECT count(*) FROM job_runs WHERE state IN ('SUCCEEDED', 'FAILED') AND source IN ('{host}', '{tenant}', '{nas}', '{quiet}', '{named}')"
+        sink.wait_for(done, 5, timeout=90)
+        sink.wait_for(f"SELECT count(*) FROM job_events WHERE source = '{named}'", 2)
         sink.wait_for(f"SELECT count(*) FROM dead_letters WHERE stage = 'decode' AND vendor = 'zuora'", lambda n: n >= 1)
         keys = dict(sink.connect().execute(
             f"SELECT vendor, run_key FROM job_runs WHERE source IN ('{host}', '{tenant}', '{nas}')").fetchall())
@@ -144,6 +161,8 @@ def stories(broker, worker, tmp_path_factory):
     finally:
         sink.stop()
     con = duckdb.connect(str(db), read_only=True)
+    keys["named"] = con.execute(f"SELECT run_key FROM job_runs WHERE source = '{named}'").fetchone()[0]
+    keys["execution"] = execution
     keys["silent"] = con.execute(f"SELECT run_key FROM job_runs WHERE source = '{quiet}' AND run_key LIKE '%{silent}'").fetchone()[0]
     letter = con.execute("SELECT dead_letter_id FROM dead_letters WHERE vendor = 'zuora' AND stage = 'decode' LIMIT 1").fetchone()[0]
     con.close()
@@ -253,3 +272,20 @@ def test_raw_records_a_broker_does_not_hold_are_said_missing_and_a_dead_broker_i
     assert [r["missing"] for r in story["raw_records"]] == ["not in the log (past its end: another broker, or its log was reset)"] * 4
     dead = _json(explain(keys["zuora"], "--db", str(db), "--bootstrap", "127.0.0.1:1", "--format", "json"))
     assert dead["raw_note"].startswith("Kafka at 127.0.0.1:1 did not answer") and dead["agrees"] is True
+
+
+def test_a_run_known_by_two_names_gathers_both_and_names_the_snapshot_the_worker_never_sent(stories):
+    """R17: the reload task named the run first (by result id); the execution result,
+    under its executionID, was applied to that run. Both are in its story. The stored
+    row still counts one event: the worker looks the run up by the event's own key to
+    send its snapshot (``StreamCore._emit``), so an update applied under another name
+    never reaches ``jobs.runs``. Explain says exactly that; when the worker is fixed,
+    this story agrees and the assertion on the differences flips."""
+    db, keys, _, _ = stories
+    result = explain(keys["named"], "--db", str(db), "--format", "json")
+    story = orjson.loads(result.stdout)
+    assert ":result:" in keys["named"]
+    assert [(s["rule"], s["state_after"]["state"]) for s in story["steps"]] == [("R1", "SUCCEEDED"), ("R5", "SUCCEEDED")]
+    assert story["steps"][1]["event"]["run_key"] == keys["named"] and story["steps"][1]["event"]["attrs"]["app_id"] == "app-3"
+    assert result.returncode == 1 and story["agrees"] is False
+    assert {(d["field"], d["stored"], d["refolded"]) for d in story["differences"]} == {("events", 1, 2), ("version", 1, 2)}
