@@ -87,13 +87,19 @@ def report(
         from pipeline.report.serve import serve_forever
 
         host, port = parse_listen(listen)
-        serve_forever(host, port, lambda: render(build(database, since=window), refresh_s=refresh or None),
-                      lambda url: out.print(f"serving the report on {url} (Ctrl-C stops)", markup=False))
+        try:
+            serve_forever(host, port, lambda: render(build(database, since=window), refresh_s=refresh or None),
+                          lambda url: out.print(f"serving the report on {url} (Ctrl-C stops)", markup=False))
+        except OSError as exc:
+            raise fail(f"cannot serve on {listen}: {exc.strerror or exc}") from None
         return
     try:
         made = build(database, since=window)
     except ReportError as exc:
         raise fail(str(exc)) from None
     page = render(made)
-    out_file.write_text(page, encoding="utf-8")
+    try:
+        out_file.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot write {out_file}: {exc.strerror or exc}") from None
     out.print(f"wrote {out_file} ({len(page.encode()) / 1e6:.1f} MB, {len(made.timeline.rows)} attempts drawn, from {made.source})", markup=False)

@@ -187,3 +187,8 @@ def test_a_bad_since_or_missing_database_is_one_clear_line(tmp_path):
     assert bad.returncode == 2 and "--since must be like 7d" in bad.stderr and "Traceback" not in bad.stderr
     missing = pipeline("report", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "r.html"))
     assert missing.returncode == 1 and "no database at" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_an_unwritable_out_file_is_one_clear_line(demo_db, tmp_path):
+    result = pipeline("report", "--db", str(demo_db), "--since", "all", "--out", str(tmp_path / "no" / "such" / "r.html"))
+    assert result.returncode == 1 and result.stderr.startswith("error: cannot write") and "Traceback" not in result.stderr
