@@ -1,8 +1,9 @@
 """What the report shows, read from the analytics database by SQL over its views.
 
 Every number on the page comes from one of the queries below (so a test can run the same
-SQL on the file and compare). Large histories stay usable: the timeline shows at most
-``MAX_TIMELINE_BARS`` attempts (the most recent) and says how many it left out; the
+SQL on the file and compare). Large histories stay usable: the timeline shows the
+``MAX_TIMELINE_JOBS`` jobs with the most recent attempts and at most ``MAX_TIMELINE_BARS``
+attempts (the most recent), and says how many it left out; the
 per-job charts show the ``MAX_JOBS`` jobs with the most runs (or failures); failure rates
 are bucketed so that a chart has at most about ``MAX_BUCKETS`` points per vendor.
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 MAX_TIMELINE_BARS = 2000
 """The most recent attempts drawn on the timeline; older ones are counted, not drawn."""
+MAX_TIMELINE_JOBS = 40
+"""Jobs on the timeline: those with the most recent attempts; the others are counted."""
 MAX_JOBS = 25
 """Jobs per per-job chart (durations, top failing)."""
 MAX_BUCKETS = 24
@@ -51,6 +54,7 @@ class ReportData:
     summary: Table
     timeline: Table
     timeline_total: int
+    timeline_jobs: int
     stale: Table
     durations: Table
     failure_rates: Table
@@ -88,16 +92,25 @@ SELECT vendor, count(*) AS runs,
        sum(retries)::BIGINT AS retries
 FROM job_runs WHERE {runs} GROUP BY vendor ORDER BY vendor""",
         "timeline": f"""
+WITH recent_jobs AS (
+    SELECT job_key FROM job_attempts WHERE coalesce(started_at, queued_at) IS NOT NULL AND {attempts}
+    GROUP BY job_key ORDER BY max(coalesce(started_at, queued_at)) DESC, job_key LIMIT {MAX_TIMELINE_JOBS}
+)
 SELECT a.vendor, a.job_key, coalesce(j.job_name, a.job_key) AS job_name, a.run_key, a.attempt, a.outcome,
        coalesce(a.started_at, a.queued_at) AS bar_start, a.finished_at AS bar_end, a.duration_s, a.error_message
-FROM job_attempts a LEFT JOIN jobs j USING (job_key)
+FROM job_attempts a JOIN recent_jobs USING (job_key) LEFT JOIN jobs j USING (job_key)
 WHERE coalesce(a.started_at, a.queued_at) IS NOT NULL AND {attempts}
 ORDER BY coalesce(a.started_at, a.queued_at) DESC, a.run_key, a.attempt LIMIT {MAX_TIMELINE_BARS}""",
+        "timeline_jobs": f"""
+SELECT count(DISTINCT job_key) FROM job_attempts WHERE coalesce(started_at, queued_at) IS NOT NULL AND {attempts}""",
         "timeline_total": f"SELECT count(*) FROM job_attempts WHERE coalesce(started_at, queued_at) IS NOT NULL AND {attempts}",
         "stale": f"""
 SELECT s.vendor, r.job_key, coalesce(j.job_name, r.job_key) AS job_name, s.run_key, s.stale_at, s.ended_at, s.ended_by
 FROM stale_episodes s JOIN job_runs r USING (run_key) LEFT JOIN jobs j ON j.job_key = r.job_key
-WHERE {_since('s.stale_at', since)} ORDER BY s.stale_at DESC LIMIT {MAX_TIMELINE_BARS}""",
+WHERE {_since('s.stale_at', since)} AND r.job_key IN (
+    SELECT job_key FROM job_attempts WHERE coalesce(started_at, queued_at) IS NOT NULL AND {attempts}
+    GROUP BY job_key ORDER BY max(coalesce(started_at, queued_at)) DESC, job_key LIMIT {MAX_TIMELINE_JOBS})
+ORDER BY s.stale_at DESC LIMIT {MAX_TIMELINE_BARS}""",
         "durations": f"""
 WITH finished AS (
     SELECT vendor, job_key, duration_s, finished_at FROM job_runs
@@ -149,11 +162,10 @@ def load(query: Query, *, now: datetime, since: timedelta | None, source: str) -
     first, last = span_rows[0] if span_rows else (None, None)
     bucket = bucket_for(last - first) if first is not None and last is not None else BUCKETS[0]
     sql = queries(start, bucket)
-    tables = {name: _table(name, text, query) for name, text in sql.items() if name != "timeline_total"}
-    _, total = query(sql["timeline_total"])
-    return ReportData(
-        generated_at=now, since=start, source=source, timeline_total=int(total[0][0]), bucket=bucket, **tables,
-    )
+    counts = ("timeline_total", "timeline_jobs")
+    tables = {name: _table(name, text, query) for name, text in sql.items() if name not in counts}
+    totals = {name: int(query(sql[name])[1][0][0]) for name in counts}
+    return ReportData(generated_at=now, since=start, source=source, bucket=bucket, **totals, **tables)
 
 
 def parse_since(text: str | None) -> timedelta | None:

@@ -16,7 +16,7 @@ import html
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.report.data import MAX_BUCKETS, MAX_JOBS, MAX_TIMELINE_BARS, ReportData, Table
+from pipeline.report.data import MAX_BUCKETS, MAX_JOBS, MAX_TIMELINE_BARS, MAX_TIMELINE_JOBS, ReportData, Table
 
 OUTCOME_COLOURS = {
     "SUCCEEDED": "#2e7d32", "FAILED": "#c62828", "RETRIED": "#ef6c00", "CANCELED": "#6d4c41",
@@ -28,6 +28,13 @@ STALE_COLOURS = {"reactivated": "#fdd835", "retried": "#ffb300", "drained": "#a1
 def _label(vendor: str, name: str) -> str:
     text = f"{vendor} · {name}"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _job_labels(vendors: list[str], job_keys: list[str], names: list[str]) -> dict[str, str]:
+    """A readable label per job key: vendor and job name, plus the key where two jobs share a name."""
+    labels = {key: _label(vendor, name) for vendor, key, name in zip(vendors, job_keys, names)}
+    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {key: (_label(key.split(":", 1)[0], key) if label in shared else label) for key, label in labels.items()}
 
 
 def _ms(start: datetime, end: datetime) -> float:
@@ -59,12 +66,15 @@ def timeline_figure(data: ReportData) -> Any:
     t = data.timeline
     fig = go.Figure()
     now = data.generated_at
+    s = data.stale
+    labels = _job_labels(t.column("vendor") + s.column("vendor"), t.column("job_key") + s.column("job_key"),
+                         t.column("job_name") + s.column("job_name"))
     by_outcome: dict[str, dict[str, list]] = {}
     for row in t.rows:
         r = dict(zip(t.columns, row))
         start, end = r["bar_start"], r["bar_end"]
         bars = by_outcome.setdefault(r["outcome"], {"y": [], "base": [], "x": [], "text": [], "hover": [], "open": []})
-        bars["y"].append(_label(r["vendor"], r["job_name"]))
+        bars["y"].append(labels[r["job_key"]])
         bars["base"].append(start.isoformat())
         bars["x"].append(_ms(start, end or now))
         bars["text"].append(f"a{r['attempt']}" if r["attempt"] > 1 else "")
@@ -77,12 +87,11 @@ def timeline_figure(data: ReportData) -> Any:
         if r["error_message"]:
             hover += "<br>" + html.escape(str(r["error_message"])[:120])
         bars["hover"].append(hover)
-    s = data.stale
     stale: dict[str, dict[str, list]] = {}
     for row in s.rows:
         r = dict(zip(s.columns, row))
         bars = stale.setdefault(r["ended_by"], {"y": [], "base": [], "x": [], "hover": []})
-        bars["y"].append(_label(r["vendor"], r["job_name"]))
+        bars["y"].append(labels[r["job_key"]])
         bars["base"].append(r["stale_at"].isoformat())
         bars["x"].append(_ms(r["stale_at"], r["ended_at"] or now))
         bars["hover"].append(f"{html.escape(r['run_key'])}<br>stale, ended: {r['ended_by']}")
@@ -95,12 +104,13 @@ def timeline_figure(data: ReportData) -> Any:
                     textposition="inside", marker={"color": OUTCOME_COLOURS.get(outcome, "#607d8b"),
                                                    "pattern": {"shape": bars["open"]}},
                     width=0.5, hovertext=bars["hover"], hoverinfo="text")
-    rows = len({_label(dict(zip(t.columns, row))["vendor"], dict(zip(t.columns, row))["job_name"]) for row in t.rows})
+    rows = len(set(t.column("job_key")))
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(type="date")
     shown = len(t.rows)
     title = f"Runs and attempts per job ({shown} attempts" + (
-        f"; the {MAX_TIMELINE_BARS} most recent of {data.timeline_total})" if data.timeline_total > shown else ")")
+        f"; the {MAX_TIMELINE_BARS} most recent of {data.timeline_total}" if shown == MAX_TIMELINE_BARS < data.timeline_total else "") + (
+        f"; the {rows} jobs most recently run of {data.timeline_jobs})" if data.timeline_jobs > rows else ")")
     return _layout(fig, title, height=max(320, 26 * rows + 140), empty=not t.rows)
 
 
@@ -108,7 +118,8 @@ def durations_figure(data: ReportData) -> Any:
     import plotly.graph_objects as go
 
     d = data.durations
-    labels = [_label(v, n) for v, n in zip(d.column("vendor"), d.column("job_name"))]
+    named = _job_labels(d.column("vendor"), d.column("job_key"), d.column("job_name"))
+    labels = [named[key] for key in d.column("job_key")]
     fig = go.Figure()
     fig.add_bar(y=labels, x=d.column("p50_s"), name="p50 (the usual)", orientation="h", marker={"color": "#90caf9"})
     fig.add_bar(y=labels, x=d.column("p95_s"), name="p95", orientation="h", marker={"color": "#1565c0"})
@@ -195,7 +206,10 @@ def render(data: ReportData, *, refresh_s: int | None = None) -> str:
     from plotly.offline import get_plotlyjs
 
     since = f"since {data.since.isoformat(timespec='seconds')}" if data.since else "all history"
-    bound = (f"The timeline draws the {MAX_TIMELINE_BARS} most recent attempts (and stale episodes); per-job charts the "
+    top = data.top_failing
+    failing = _job_labels(top.column("vendor"), top.column("job_key"), top.column("job_name"))
+    bound = (f"The timeline draws the {MAX_TIMELINE_JOBS} jobs most recently run, at most {MAX_TIMELINE_BARS} attempts "
+             f"(the most recent, and their stale episodes); per-job charts the "
              f"top {MAX_JOBS} jobs; failure rates are bucketed to at most {MAX_BUCKETS} points per vendor.")
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Jobstream report</title>",
@@ -214,7 +228,7 @@ def render(data: ReportData, *, refresh_s: int | None = None) -> str:
         "<details><summary>the numbers</summary>", table_html(data.failure_rates), "</details></section>",
         '<section id="top_failing"><h2>Top failing jobs</h2>',
         _figure_html(_bar_figure(data.top_failing, "failed_attempts", "Failed attempts per job",
-                                 lambda r: _label(r["vendor"], r["job_name"])), "top_failing"),
+                                 lambda r: failing[r["job_key"]]), "top_failing"),
         table_html(data.top_failing, "with the last error of each"), "</section>",
         '<section id="dead_letters"><h2>Dead letters by reason</h2>',
         _figure_html(_bar_figure(data.dead_letters, "dead_letters", "Dead letters per reason code",

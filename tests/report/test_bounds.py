@@ -16,16 +16,16 @@ from pipeline.sink import schema
 RUNS = 20_000
 
 
-def _large_history(path) -> None:
-    """20,000 finished runs of 40 jobs over a week, as the sink's tables hold them."""
+def _large_history(path, *, jobs: int = 40, runs: int = RUNS) -> None:
+    """Finished runs (20,000 of 40 jobs unless told) over a week, as the sink's tables hold them."""
     con = duckdb.connect(str(path))
     schema.migrate(con)
     con.execute(f"""
         CREATE TEMP TABLE gen AS
-        SELECT i, 'qlik_cloud' AS vendor, 'qlik_cloud:t:app-' || (i % 40) AS job_key, 'qlik_cloud:t:run-' || i AS run_key,
+        SELECT i, 'qlik_cloud' AS vendor, 'qlik_cloud:t:app-' || (i % {jobs}) AS job_key, 'qlik_cloud:t:run-' || i AS run_key,
                now() - INTERVAL 7 DAY + i * INTERVAL 30 SECOND AS t, 10 + (i % 17) AS d,
                CASE WHEN i % 9 = 0 THEN 'FAILED' ELSE 'SUCCEEDED' END AS outcome
-        FROM range({RUNS}) r(i)""")
+        FROM range({runs}) r(i)""")
     con.execute("""
         INSERT INTO job_events (event_id, vendor, source, job_key, run_key, attempt, native_state, state, occurred_at,
                                 received_at, started_at, finished_at, attrs)
@@ -58,8 +58,20 @@ def test_a_large_history_draws_the_most_recent_attempts_and_counts_them_all(tmp_
     took = time.monotonic() - started
     assert made.returncode == 0, made.stderr
     text = page.read_text()
-    assert f"the {data.MAX_TIMELINE_BARS} most recent of {RUNS})" in text
+    assert f"the {data.MAX_TIMELINE_BARS} most recent of {RUNS})" in text  # 40 jobs: all of them drawn
     assert f'data-column="runs" data-value="{RUNS}"' in text
     size_mb = len(text.encode()) / 1e6
     assert size_mb < 8, size_mb
     print(f"{RUNS} runs: report in {took:.1f} s, {size_mb:.1f} MB")
+
+
+def test_a_history_of_many_jobs_draws_the_most_recently_run_and_counts_them_all(tmp_path):
+    db = tmp_path / "wide.duckdb"
+    _large_history(db, jobs=100, runs=1000)
+    page = tmp_path / "wide.html"
+    made = subprocess.run([sys.executable, "-m", "pipeline", "report", "--db", str(db), "--since", "all", "--out", str(page)],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    text = page.read_text()
+    drawn = 1000 * data.MAX_TIMELINE_JOBS // 100
+    assert f"Runs and attempts per job ({drawn} attempts; the {data.MAX_TIMELINE_JOBS} jobs most recently run of 100)" in text
