@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from pipeline.explain import DeadLetterStory, RunStory
@@ -23,6 +24,8 @@ def _plain(value: Any) -> Any:
     """A value as JSON can carry it."""
     if isinstance(value, datetime):
         return _time(value)
+    if isinstance(value, msgspec.Struct):
+        return _plain(msgspec.structs.asdict(value))
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

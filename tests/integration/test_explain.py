@@ -187,6 +187,7 @@ def test_a_qrs_run_with_a_retry_tells_each_raw_record_its_rule_and_agrees_with_i
     assert [r["envelope"]["payload"]["status"] for r in raw] == [2, 8, 2, "FinishedSuccess"]
     assert all(r["normalizer_today"] == [s["event"]["event_id"]] for r, s in zip(raw, story["steps"]))
     assert story["steps"][1]["event"]["error_message"].startswith("Script error")
+    assert story["steps"][0]["event"]["raw_ref"] == {k: raw[0][k] for k in ("topic", "partition", "offset")}
 
 
 def test_a_zuora_token_that_went_stale_and_came_back_is_a_reactivation(stories, broker):
