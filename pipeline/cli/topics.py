@@ -43,7 +43,8 @@ def topics_apply(
     quiet_kafka_logs()
     try:
         report = asyncio.run(asyncio.wait_for(
-            catalog.apply(settings.bootstrap, timeout=timeout, partitions=settings.partitions),
+            catalog.apply(settings, timeout=timeout, partitions=settings.partitions,
+                          replication_factor=settings.replication_factor, min_insync_replicas=settings.min_insync_replicas),
             timeout + 5,
         ))
     except catalog.CatalogError as exc:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
+from pipeline.kafka import clients
 from pipeline.kafka.probes import any_broker_answers_async
 from pipeline.ops.health import RoleMetrics, serve
 from pipeline.sources import SOURCE_METRICS
@@ -29,7 +30,7 @@ EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
 
 
 async def watch_broker(
-    bootstrap: str, metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
+    bootstrap: "str | clients.Connection", metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
     on_lost: Callable[[str], None] | None = None,
     probe: Callable[[str], Awaitable[bool]] | None = None,
 ) -> None:
@@ -37,7 +38,11 @@ async def watch_broker(
     own: Kafka clients hide a dead broker behind endless reconnects). Unreachable: /healthz
     says so at once; for ``lost_after_s`` (0: never) ``on_lost`` is called with one line
     (default: print it and exit 69). Runs until cancelled."""
-    probe = probe or any_broker_answers_async
+    if probe is None:
+        tls = clients.connection(bootstrap).security.ssl_context()
+
+        async def probe(addresses: object) -> bool:
+            return await any_broker_answers_async(str(addresses), tls=tls)
     on_lost = on_lost or _exit_broker_lost
     lost_since: float | None = None
     while True:
@@ -75,7 +80,7 @@ async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = T
             print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
                   file=sys.__stderr__, flush=True)
         if watch:
-            await watch_broker(settings.bootstrap, metrics, lost_after_s=settings.broker_lost_exit_s)
+            await watch_broker(clients.connection(settings), metrics, lost_after_s=settings.broker_lost_exit_s)
         await asyncio.Event().wait()
     finally:
         if runner is not None:

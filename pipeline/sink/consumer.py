@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from pipeline.kafka import clients
 from pipeline.ops.health import RoleMetrics, observe_fetch
 from pipeline.ops.runtime import operate
 from pipeline.settings import Settings
@@ -90,10 +91,8 @@ async def consume(
 ) -> SinkStats:
     """Steps 2 to 5 until ``stop`` is set; returns what was written (and, with
     ``metrics``, counts each committed batch there)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
+    consumer = clients.consumer(
+        settings,
         auto_offset_reset="none",  # a stored offset Kafka no longer has is an error, never a silent jump
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,

@@ -59,6 +59,7 @@ import faust
 from faust.types import TP
 
 from pipeline import catalog
+from pipeline.kafka import clients
 from pipeline.ops.health import RoleMetrics, observe_batch
 from pipeline.ops.runtime import operate
 from pipeline.settings import Settings
@@ -99,7 +100,8 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     partitions = settings.partitions or catalog.topic(catalog.raw_topics()[0]).partitions
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        **clients.faust_options(settings),
+        topic_replication_factor=catalog.changelog_replication(settings.replication_factor),
         store=settings.store,
         datadir=str(datadir),
         topic_partitions=partitions,
@@ -108,7 +110,6 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 4, 0.5),
         consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
         producer_request_timeout=settings.send_timeout_s,
         topic_disable_leader=True,
         web_enabled=False,
@@ -120,6 +121,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     table = app.Table(
         TABLE_NAME, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
         options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
+        extra_topic_configs=catalog.changelog_config(settings.min_insync_replicas),
     )
     raw = app.topic(
         *catalog.raw_topics(), key_type=bytes, value_type=bytes,
@@ -129,7 +131,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     faults = Injector(Faults.from_env())
     shell = _Shell(app, table, settings, faults)
     continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
-    probe = GapProbe(settings.bootstrap, timeout_s=settings.send_timeout_s)
+    probe = GapProbe(clients.connection(settings), timeout_s=settings.send_timeout_s)
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
@@ -241,12 +243,9 @@ class _Shell:
 
     async def _batch_sender(self) -> BatchSender:
         if self._sender is None:
-            from aiokafka import AIOKafkaProducer
-
             settings = self.settings
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=False,
-                client_id=f"{settings.app_id}-worker", linger_ms=0, max_batch_size=SEND_BATCH_BYTES,
+            self._producer = clients.producer(
+                settings, client_id=f"{settings.app_id}-worker", linger_ms=0, max_batch_size=SEND_BATCH_BYTES,
                 max_request_size=settings.max_record_bytes + 48_576,
                 request_timeout_ms=int(settings.send_timeout_s * 1000),
             )
@@ -303,7 +302,7 @@ class _Shell:
         tombstone for a key that never exists) makes that answer right; one record per
         partition and batch instead of every record alone. Never done on real Kafka."""
         if self._barrier_producer is None:
-            self._barrier_producer = _SingleRecordProducer(self.settings.bootstrap)
+            self._barrier_producer = _SingleRecordProducer(clients.connection(self.settings))
             await self._barrier_producer.start()
         futures = [
             await self._barrier_producer.send(changelog, TANSU_BARRIER_KEY, None, partition, None, None)
@@ -315,13 +314,8 @@ class _Shell:
 class _SingleRecordProducer:
     """An aiokafka producer with Faust's ``send`` signature and one record per batch."""
 
-    def __init__(self, bootstrap: str) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-            max_batch_size=1, linger_ms=0, client_id="jobstream-changelog",
-        )
+    def __init__(self, connection: clients.Connection) -> None:
+        self._producer = clients.producer(connection, max_batch_size=1, linger_ms=0, client_id="jobstream-changelog")
 
     async def start(self) -> None:
         await self._producer.start()
