@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Union
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline.kafka.probes import serves_idempotence
+from pipeline.kafka.probes import serves_idempotence, tls_problem
 from pipeline.kafka.security import KafkaSecurity
 from pipeline.settings import host_port
 
@@ -131,3 +131,23 @@ def faust_options(of: ConnectionLike) -> dict[str, Any]:
     conn = connection(of)
     return {"broker": f"kafka://{conn.bootstrap}", "producer_acks": -1,
             "producer_enable_idempotence": idempotent(conn), **conn.security.faust_options()}
+
+
+def unreachable(of: ConnectionLike, error: BaseException | None = None, *, within_s: float | None = None) -> str:
+    """One line on why the cluster cannot be used: the TLS handshake's reason (a wrong CA,
+    a refused client certificate), SASL authentication refused, else ``error``'s text."""
+    conn = connection(of)
+    where = f"Kafka at {conn.bootstrap}" + (f" within {within_s:g} s" if within_s is not None else "")
+    if conn.security.protocol != "PLAINTEXT":
+        where += f" ({conn.security.describe()})"
+    if conn.security.tls:
+        for address in conn.bootstrap.split(","):
+            problem = tls_problem(*host_port(address), conn.security.ssl_context())
+            if problem:
+                verify = "verify failed" in problem and conn.security.ca_file
+                hint = f"; ssl_ca_file is {conn.security.ca_file}" if verify else ""
+                return f"cannot reach {where}: TLS handshake with {address} failed: {problem}{hint}"
+    if error is not None and "Authentication" in type(error).__name__:
+        return f"cannot reach {where}: SASL authentication refused ({error})"
+    reason = f" ({str(error) or type(error).__name__})" if error is not None else ""
+    return f"cannot reach {where}{reason}"

@@ -45,6 +45,25 @@ def _read_exactly(sock: socket.socket, count: int) -> bytes:
     return data
 
 
+def tls_problem(host: str, port: int, tls: ssl.SSLContext, timeout: float = 3.0) -> str | None:
+    """Why a TLS handshake with host:port fails (the certificate check's own words), or
+    None when it succeeds or nothing listens (that is another problem)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as plain:
+            with tls.wrap_socket(plain, server_hostname=host) as sock:
+                # TLS 1.3: a server refuses a client certificate only after the handshake
+                sock.sendall(struct.pack(">ihhih", 10, 18, 0, 1, 0))
+                if not sock.recv(1):
+                    return "the broker closed the connection right after the TLS handshake (does it want a client certificate?)"
+                return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"certificate verify failed: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        return exc.reason or str(exc)
+    except (OSError, EOFError):
+        return None
+
+
 def kafka_api_versions(host: str, port: int, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
     """True when something on host:port answers a Kafka ApiVersions request (v0)."""
     return _request(host, port, 18, 0, b"", timeout, tls) is not None
