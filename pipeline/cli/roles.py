@@ -12,7 +12,7 @@ import typer
 from pipeline.cli.common import (
     BootstrapOpt, DbOpt, MetricsPortOpt, app, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, JobstreamError
 
 
 @app.command()
@@ -80,6 +80,8 @@ def alert(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    except JobstreamError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
         raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
 

@@ -14,6 +14,7 @@ The roles' loops call one hook per batch (``observe_batch`` for the Faust worker
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline import catalog
+from pipeline.errors import ConfigError
 
 
 @dataclass(slots=True)
@@ -180,8 +182,26 @@ def observe_fetch(
                   newest_at=None if newest is None else newest / 1000)
 
 
-async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:
-    """Serve ``/metrics`` and ``/healthz``; returns the runner (``await runner.cleanup()``)."""
+class MetricsPortTaken(ConfigError):
+    """The metrics port cannot be bound (another process has it): the role must not start
+    without its metrics and, above all, without the broker watch that runs beside them."""
+
+
+def bind_metrics(role: str, host: str, port: int) -> socket.socket:
+    """The metrics port, bound and listening now, at the role's start (``serve`` takes it
+    later): a taken port is one line and exit 2 there, not a task that dies unseen."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as exc:
+        raise MetricsPortTaken(
+            f"pipeline {role}: cannot serve metrics on {host}:{port} ({exc.strerror or exc}); another process "
+            "listens there: choose another port (--metrics-port, JOBSTREAM_METRICS_PORT)"
+        ) from None
+
+
+async def serve(metrics: RoleMetrics, host: str, port: int, *, listening: socket.socket | None = None) -> web.AppRunner:
+    """Serve ``/metrics`` and ``/healthz`` (on ``listening`` when the port was bound
+    already); returns the runner (``await runner.cleanup()``)."""
 
     async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -197,5 +217,6 @@ async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    site = web.SockSite(runner, listening) if listening is not None else web.TCPSite(runner, host, port)
+    await site.start()
     return runner

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.kafka import clients
 from pipeline.kafka.probes import any_broker_answers_async
-from pipeline.ops.health import RoleMetrics, serve
+from pipeline.ops.health import RoleMetrics, bind_metrics, serve
 from pipeline.sources import SOURCE_METRICS
 
 if TYPE_CHECKING:
@@ -70,13 +71,25 @@ def _exit_broker_lost(line: str) -> None:
     os._exit(EXIT_BROKER_LOST)
 
 
-async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True) -> None:
+def bind(metrics: RoleMetrics, settings: "Settings") -> socket.socket | None:
+    """The role's metrics port bound now, at its start (None when not served); a taken
+    port raises ``MetricsPortTaken``, one line."""
+    if not settings.metrics_port:
+        return None
+    return bind_metrics(metrics.role, settings.metrics_host, settings.metrics_port)
+
+
+async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True,
+                  listening: socket.socket | None = None) -> None:
     """What every long-running role runs beside its loop, until cancelled: the /metrics and
-    /healthz server when ``metrics_port`` is set, and (``watch``) the broker watch."""
+    /healthz server (on ``listening``, the port ``bind`` took at the start) and
+    (``watch``) the broker watch."""
     runner = None
     try:
-        if settings.metrics_port:
-            runner = await serve(metrics, settings.metrics_host, settings.metrics_port)
+        if listening is None:
+            listening = bind(metrics, settings)
+        if listening is not None:
+            runner = await serve(metrics, settings.metrics_host, settings.metrics_port, listening=listening)
             print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
                   file=sys.__stderr__, flush=True)
         if watch:
@@ -106,7 +119,7 @@ async def beside(metrics: RoleMetrics | None, settings: "Settings", *, watch: bo
     if metrics is None:
         yield
         return
-    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch))
+    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch, listening=bind(metrics, settings)))
     try:
         yield
     finally:

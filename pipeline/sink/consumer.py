@@ -56,7 +56,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from pipeline.kafka import clients
 from pipeline.ops.health import RoleMetrics, observe_fetch
-from pipeline.ops.runtime import operate
+from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.sink import endpoint, pgwire, quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder
@@ -269,7 +269,7 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
-            operations = asyncio.ensure_future(operate(metrics, settings))
+            operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
             try:
                 return await consume(settings, writer, stop=stop, metrics=metrics)
             finally:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -60,8 +61,9 @@ from faust.types import TP
 
 from pipeline import catalog
 from pipeline.kafka import clients
-from pipeline.ops.health import RoleMetrics, observe_batch
-from pipeline.ops.runtime import operate
+from pipeline.errors import EXIT_CONFIG
+from pipeline.ops.health import MetricsPortTaken, RoleMetrics, observe_batch
+from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
 from pipeline.stream.batches import BatchSender
@@ -90,7 +92,7 @@ SEND_BATCH_BYTES = 1_000_000
 """The largest Kafka batch the worker builds (Kafka's default limit is 1 MB a batch)."""
 
 
-def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.App:
+def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening: socket.socket | None = None) -> faust.App:
     """The Faust app with its agent and table, configured from ``settings``; with
     ``metrics``, each batch is counted there and /metrics, /healthz and the broker watch
     run beside the agent (pipeline/ops/)."""
@@ -159,7 +161,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     if metrics is not None:
         @app.task
         async def _operations(app: faust.App) -> None:
-            await operate(metrics, settings)
+            await operate(metrics, settings, listening=listening)
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
@@ -389,8 +391,12 @@ def _die(exc: BaseException) -> None:
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
+    metrics = RoleMetrics("worker", stall_after_s=settings.stall_after_s)
     try:
-        app = create_app(settings, RoleMetrics("worker", stall_after_s=settings.stall_after_s))
+        app = create_app(settings, metrics, bind(metrics, settings))
+    except MetricsPortTaken as exc:
+        print(exc, file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG) from None
     except faust_compat.UnsupportedFaust as exc:
         print(f"pipeline worker: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
