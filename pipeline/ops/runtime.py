@@ -80,7 +80,7 @@ def bind(metrics: RoleMetrics, settings: "Settings") -> socket.socket | None:
 
 
 async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True,
-                  listening: socket.socket | None = None) -> None:
+                  listening: socket.socket | None = None, exit_on_lost: bool = True) -> None:
     """What every long-running role runs beside its loop, until cancelled: the /metrics and
     /healthz server (on ``listening``, the port ``bind`` took at the start) and
     (``watch``) the broker watch."""
@@ -93,7 +93,8 @@ async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = T
             print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
                   file=sys.__stderr__, flush=True)
         if watch:
-            await watch_broker(clients.connection(settings), metrics, lost_after_s=settings.broker_lost_exit_s)
+            await watch_broker(clients.connection(settings), metrics,
+                               lost_after_s=settings.broker_lost_exit_s if exit_on_lost else 0)
         await asyncio.Event().wait()
     finally:
         if runner is not None:
@@ -102,24 +103,35 @@ async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = T
 
 async def run_with_operations(role: str, settings: "Settings", main: Callable[[], Awaitable[T]], *, watch: bool = False) -> T:
     """Run an ingestor's ``main`` with its metrics: /metrics and /healthz served beside it,
-    and its polls and pushes counted (``sources.SOURCE_METRICS``). Ingestors keep running
-    without Kafka (they back off, or answer 503), so no broker watch unless ``watch``."""
-    metrics = RoleMetrics(role, stall_after_s=settings.stall_after_s)
+    and its polls and pushes counted (``sources.SOURCE_METRICS``). /healthz is 503 when no
+    poll or push was acknowledged for ``stall_after_s`` (beyond the next planned poll) and
+    while no broker answers. Ingestors keep running without Kafka (they back off, or
+    answer 503), so the broker watch ends one only with ``watch``."""
+    metrics = RoleMetrics(role_name(role), stall_after_s=settings.stall_after_s)
+    metrics.expect_success_within(settings.stall_after_s)
     token = SOURCE_METRICS.set(metrics)
     try:
-        async with beside(metrics, settings, watch=watch):
+        async with beside(metrics, settings, exit_on_lost=watch):
             return await main()
     finally:
         SOURCE_METRICS.reset(token)
 
 
+def role_name(role: str) -> str:
+    """The role's label in metrics: its name in ``pipeline run`` (``zuora``, ``qlik-cloud``),
+    not the command's description (``zuora-ingestor``)."""
+    return role.removesuffix("-ingestor")
+
+
 @asynccontextmanager
-async def beside(metrics: RoleMetrics | None, settings: "Settings", *, watch: bool = True) -> AsyncIterator[None]:
+async def beside(metrics: RoleMetrics | None, settings: "Settings", *, watch: bool = True,
+                 exit_on_lost: bool = True) -> AsyncIterator[None]:
     """``operate`` for as long as the block runs (nothing when ``metrics`` is None)."""
     if metrics is None:
         yield
         return
-    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch, listening=bind(metrics, settings)))
+    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch, listening=bind(metrics, settings),
+                                               exit_on_lost=exit_on_lost))
     try:
         yield
     finally:
