@@ -1,7 +1,8 @@
 """Kafka security (issue 35 case 1): every client comes from pipeline/kafka/clients.py, the
 SASL password never shows, bad security settings are one line, and the roles reach a
-broker over TLS with a client certificate (tests/support/tls.py: Tansu 0.6.0 cannot serve
-TLS itself, so a TLS front relays to it), while a wrong CA is one line and exit 1."""
+broker over TLS with a client certificate and over SASL (PLAIN, SCRAM-SHA-256/512), while
+a wrong CA or password is one line and exit 1. Tansu 0.6.0 can serve neither (see
+tests/support/tls.py and sasl.py), so a front before it does the TLS or the SASL part."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pipeline.kafka import clients
 from pipeline.kafka.security import KafkaSecurity, KafkaSecurityError, Secret
 from pipeline.settings import Settings, SettingsError
 from tests.support.processes import SinkProcess, WorkerProcess, pipeline as run_pipeline
+from tests.support.sasl import SaslFrontedBroker
 from tests.support.tls import TlsFrontedBroker
 
 CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
@@ -139,3 +141,57 @@ async def test_clients_from_a_connection_carry_its_tls(tls_broker):
         assert "jobs.events" in await consumer.topics()
     finally:
         await consumer.stop()
+
+
+SASL_USER, SASL_PASSWORD = "jobstream", "scram-secret-1"
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory):
+    """tests/support/sasl.py: Tansu 0.6.0 cannot hold a user while it requires authentication."""
+    with SaslFrontedBroker(tmp_path_factory.mktemp("sasl"), {SASL_USER: SASL_PASSWORD}) as fronted:
+        yield fronted
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_topics_apply_authenticates_with_each_mechanism(sasl_broker, mechanism):
+    unauthenticated = run_pipeline("topics", "apply", "-b", sasl_broker.bootstrap, "--timeout", "3")
+    assert unauthenticated.returncode == 1
+    applied = run_pipeline("topics", "apply", "-b", sasl_broker.bootstrap,
+                           env=sasl_broker.env(SASL_USER, SASL_PASSWORD, mechanism))
+    assert applied.returncode == 0, applied.stderr
+
+
+def test_a_wrong_sasl_password_is_one_line_and_exit_1(sasl_broker, tmp_path):
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text("not-the-password\n")
+    env = sasl_broker.env(SASL_USER, "") | {"JOBSTREAM_SASL_PASSWORD_FILE": str(password_file)}
+    env.pop("JOBSTREAM_SASL_PASSWORD")
+    wrong = run_pipeline("topics", "apply", "-b", sasl_broker.bootstrap, "--timeout", "3", env=env)
+    assert wrong.returncode == 1
+    lines = [line for line in wrong.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, wrong.stderr
+    assert f"SASL authentication as {SASL_USER} refused" in lines[0] and "not-the-password" not in lines[0]
+
+
+async def test_backfill_worker_and_sink_run_over_sasl_scram(sasl_broker, tmp_path):
+    """The roles that write and read every topic, authenticated with SCRAM-SHA-512."""
+    env = sasl_broker.env(SASL_USER, SASL_PASSWORD)
+    assert run_pipeline("topics", "apply", "-b", sasl_broker.bootstrap, env=env).returncode == 0
+    refused_before = len(sasl_broker.refused)
+    worker = WorkerProcess(sasl_broker.bootstrap, "jobstream-sasl", tmp_path / "worker", tmp_path / "worker.log", **env)
+    sink = SinkProcess(sasl_broker.bootstrap, tmp_path / "sasl.duckdb", env=env)
+    documents = tmp_path / "zuora"
+    documents.mkdir()
+    shutil.copy(SAMPLES / "zuora" / "status-polls.jsonl", documents / "status-polls.jsonl")
+    worker.start()
+    sink.start()
+    try:
+        sent = await asyncio.to_thread(run_pipeline, "ingest", "file", str(documents), "-b", sasl_broker.bootstrap, env=env)
+        assert sent.returncode == 0, sent.stderr
+        await asyncio.to_thread(sink.wait_for, "SELECT count(*) FROM jobs.job_events WHERE vendor = 'zuora'",
+                                lambda n: n > 0, 120)
+    finally:
+        await worker.stop_async()
+        await sink.stop_async()
+    assert len(sasl_broker.refused) == refused_before

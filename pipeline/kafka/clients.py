@@ -12,12 +12,12 @@ retried send is not written twice; Kafka clients default to it since 3.0). The s
 InitProducerId request as aiokafka sends it (v0). Tansu 0.6.0, the embedded broker,
 answers that one with error -1 (it wants the producer id and epoch of v3+), so producers
 to it are not idempotent (tests/test_kafka.py). A broker that does not answer the
-question is not assumed to serve it; SASL brokers (the probe does no handshake) are
-real Kafka, and are.
+question is not assumed to serve it (SASL brokers are asked after authentication).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Union
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from pipeline.kafka import compat
 from pipeline.kafka.probes import serves_idempotence, tls_problem
 from pipeline.kafka.security import KafkaSecurity
 from pipeline.settings import host_port
@@ -95,15 +96,16 @@ def idempotent(of: ConnectionLike) -> bool:
     conn = connection(of)
     if conn.idempotent is not None:
         return conn.idempotent
-    if conn.security.sasl:
-        return True
     key = (conn.bootstrap, conn.security)
     with _served_lock:
         if key not in _served:
-            tls = conn.security.ssl_context()
-            answers = [serves_idempotence(*host_port(address), tls=tls) for address in conn.bootstrap.split(",")[:1]]
-            if answers[0] is not None:
-                _served[key] = answers[0]
+            address = host_port(conn.bootstrap.split(",")[0])
+            if conn.security.sasl:
+                answer = _in_a_thread(compat.serves_idempotence(*address, conn.security.client_options()))
+            else:
+                answer = serves_idempotence(*address, tls=conn.security.ssl_context())
+            if answer is not None:
+                _served[key] = answer
         return _served.get(key, False)
 
 
@@ -147,7 +149,23 @@ def unreachable(of: ConnectionLike, error: BaseException | None = None, *, withi
                 verify = "verify failed" in problem and conn.security.ca_file
                 hint = f"; ssl_ca_file is {conn.security.ca_file}" if verify else ""
                 return f"cannot reach {where}: TLS handshake with {address} failed: {problem}{hint}"
-    if error is not None and "Authentication" in type(error).__name__:
-        return f"cannot reach {where}: SASL authentication refused ({error})"
+    if conn.security.sasl:
+        refusal = _in_a_thread(compat.authentication_refusal(*host_port(conn.bootstrap.split(",")[0]),
+                                                              conn.security.client_options()))
+        if refusal:
+            return f"cannot reach {where}: SASL authentication as {conn.security.username} refused ({refusal})"
     reason = f" ({str(error) or type(error).__name__})" if error is not None else ""
     return f"cannot reach {where}{reason}"
+
+
+def _in_a_thread(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end on a loop of its own (callers may be inside a loop)."""
+    result: list[Any] = [None]
+
+    def run() -> None:
+        result[0] = asyncio.run(coroutine)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)
+    return result[0]
