@@ -471,7 +471,7 @@ async def run(
         try:
             await asyncio.wait_for(producer.start(), connect_timeout_s)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            raise BackfillError(f"cannot reach Kafka at {bootstrap} ({exc or type(exc).__name__})") from None
+            raise BackfillError(clients.unreachable(bootstrap, exc)) from None
         if heartbeats:
             await beat()
         last_beat = time.monotonic()

@@ -195,3 +195,22 @@ async def test_backfill_worker_and_sink_run_over_sasl_scram(sasl_broker, tmp_pat
         await worker.stop_async()
         await sink.stop_async()
     assert len(sasl_broker.refused) == refused_before
+
+
+@pytest.mark.parametrize("role", ["worker", "sink", "alert", "ingest file"])
+def test_every_role_with_a_wrong_password_says_so_in_one_line(sasl_broker, role, tmp_path):
+    documents = tmp_path / "zuora"
+    documents.mkdir()
+    shutil.copy(SAMPLES / "zuora" / "status-polls.jsonl", documents / "status-polls.jsonl")
+    extra = {
+        "worker": ["--store", "memory://", "--datadir", str(tmp_path / "w"), "--tansu"],
+        "sink": ["--db", str(tmp_path / "j.duckdb"), "--quack-port", "0"],
+        "alert": [],
+        "ingest file": [str(documents)],
+    }[role]
+    env = sasl_broker.env(SASL_USER, "wrong-password-1") | {"JOBSTREAM_ALERT_URLS": "json://127.0.0.1:9/hook"}
+    result = run_pipeline(*role.split(), "--bootstrap", sasl_broker.bootstrap, *extra, env=env, timeout=120)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"SASL authentication as {SASL_USER} refused" in lines[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "wrong-password-1" not in result.stderr + result.stdout

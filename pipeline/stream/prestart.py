@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline import catalog
 from pipeline.errors import ConfigError, JobstreamError
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 
 
@@ -29,6 +30,8 @@ def check_worker(settings: Settings) -> None:
     try:
         problems = asyncio.run(catalog.raw_partition_problems(settings, settings.partitions))
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        if settings.security_protocol != "PLAINTEXT":  # a refused certificate or password says so
+            raise WorkerCannotStart(clients.unreachable(settings, exc)) from None
         raise WorkerCannotStart(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
     finally:
         kafka_log.setLevel(level)
