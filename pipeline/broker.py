@@ -2,8 +2,9 @@
 
 Tests, ``pipeline demo`` and ``pipeline bench`` start their own broker instead of asking
 for a Kafka: Tansu starts in ~60 ms, keeps everything in memory and listens only on a
-free loopback port. It has no idempotent or transactional producers, so every client
-the project builds leaves those off (see ``pipeline.settings.KafkaSettings``).
+free loopback port. It refuses aiokafka's InitProducerId (v0), so producers to it are not
+idempotent (``pipeline/kafka/clients.py`` asks each broker), and it serves neither TLS nor
+SASL users (tests put a front before it: tests/support/tls.py, sasl.py).
 """
 
 from __future__ import annotations

@@ -188,8 +188,8 @@ class SendReport:
 
 
 class RawProducer:
-    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, no idempotence (Tansu has
-    no InitProducerId), every send awaited before the caller moves its cursor."""
+    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, idempotent where the broker
+    serves it (``kafka.clients``), every send awaited before the caller moves its cursor."""
 
     def __init__(
         self, bootstrap: str, vendor: str, source: str, *, client_id: str | None = None,
