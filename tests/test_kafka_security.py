@@ -17,7 +17,9 @@ import pipeline
 from pipeline.kafka import clients
 from pipeline.kafka.security import KafkaSecurity, KafkaSecurityError, Secret
 from pipeline.settings import Settings, SettingsError
-from tests.support.processes import SinkProcess, WorkerProcess, pipeline as run_pipeline
+from pipeline.vendors._simulator import Faults, SimClock
+from pipeline.vendors.qlik_qrs.simulator import demo_simulator
+from tests.support.processes import IngestProcess, RoleProcess, SinkProcess, WorkerProcess, pipeline as run_pipeline
 from tests.support.sasl import SaslFrontedBroker
 from tests.support.tls import TlsFrontedBroker
 
@@ -174,26 +176,36 @@ def test_a_wrong_sasl_password_is_one_line_and_exit_1(sasl_broker, tmp_path):
     assert f"SASL authentication as {SASL_USER} refused" in lines[0] and "not-the-password" not in lines[0]
 
 
-async def test_backfill_worker_and_sink_run_over_sasl_scram(sasl_broker, tmp_path):
-    """The roles that write and read every topic, authenticated with SCRAM-SHA-512."""
+async def test_every_role_runs_over_sasl_scram(sasl_broker, tmp_path):
+    """Backfill, a pull ingestor (QRS, against its simulator), the worker, the sink and
+    the alerter, all authenticated with SCRAM-SHA-512, end to end into DuckDB."""
     env = sasl_broker.env(SASL_USER, SASL_PASSWORD)
     assert run_pipeline("topics", "apply", "-b", sasl_broker.bootstrap, env=env).returncode == 0
     refused_before = len(sasl_broker.refused)
+    simulator = demo_simulator(clock=SimClock(factor=30), faults=Faults.parse(""), groups=1)
+    url = await simulator.start()
+    config = tmp_path / "qrs.toml"
+    config.write_text(f'[qlik_qrs]\nbase_url = "{url}"\nsource = "sasl-test"\npoll_interval_s = 0.5\n')
     worker = WorkerProcess(sasl_broker.bootstrap, "jobstream-sasl", tmp_path / "worker", tmp_path / "worker.log", **env)
     sink = SinkProcess(sasl_broker.bootstrap, tmp_path / "sasl.duckdb", env=env)
+    ingestor = IngestProcess(["qlik-qrs"], config, sasl_broker.bootstrap, tmp_path / "qrs.log", env)
+    alerter = RoleProcess(["alert", "--bootstrap", sasl_broker.bootstrap], tmp_path / "alert.log",
+                          env | {"JOBSTREAM_ALERT_URLS": "json://127.0.0.1:9/hook"})
     documents = tmp_path / "zuora"
     documents.mkdir()
     shutil.copy(SAMPLES / "zuora" / "status-polls.jsonl", documents / "status-polls.jsonl")
-    worker.start()
-    sink.start()
+    roles = [worker.start(), sink.start(), ingestor.start(), alerter.start()]
     try:
         sent = await asyncio.to_thread(run_pipeline, "ingest", "file", str(documents), "-b", sasl_broker.bootstrap, env=env)
         assert sent.returncode == 0, sent.stderr
-        await asyncio.to_thread(sink.wait_for, "SELECT count(*) FROM jobs.job_events WHERE vendor = 'zuora'",
-                                lambda n: n > 0, 120)
+        for vendor in ("zuora", "qlik_qrs"):
+            await asyncio.to_thread(sink.wait_for, f"SELECT count(*) FROM jobs.job_events WHERE vendor = '{vendor}'",
+                                    lambda n: n > 0, 120)
+        assert "alerter ready" in alerter.text() and alerter.alive(), alerter.tail()
     finally:
-        await worker.stop_async()
-        await sink.stop_async()
+        for role in roles:
+            await role.stop_async()
+        await simulator.stop()
     assert len(sasl_broker.refused) == refused_before
 
 
