@@ -2,8 +2,9 @@
 
 Tests, ``pipeline demo`` and ``pipeline bench`` start their own broker instead of asking
 for a Kafka: Tansu starts in ~60 ms, keeps everything in memory and listens only on a
-free loopback port. It has no idempotent or transactional producers, so every client
-the project builds leaves those off (see ``pipeline.settings.KafkaSettings``).
+free loopback port. It refuses aiokafka's InitProducerId (v0), so producers to it are not
+idempotent (``pipeline/kafka/clients.py`` asks each broker), and it serves neither TLS nor
+SASL users (tests put a front before it: tests/support/tls.py, sasl.py).
 """
 
 from __future__ import annotations
@@ -82,10 +83,12 @@ class EmbeddedBroker:
     ...     broker.bootstrap  # '127.0.0.1:40123'
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log: Path | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log: Path | None = None,
+                 advertised: str | None = None):
         self.host = host
         self.port = port or free_port(host)
         self.log = log
+        self.advertised = advertised  # HOST:PORT clients are told to use (a TLS front); default the listener
         self.cluster_id = f"jobstream-{uuid.uuid4().hex[:12]}"
         self._process: subprocess.Popen[bytes] | None = None
         self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
@@ -106,7 +109,8 @@ class EmbeddedBroker:
         self._output.clear()
         try:
             self._process = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+                 f"tcp://{self.advertised}" if self.advertised else url,
                  "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=die_with_parent,

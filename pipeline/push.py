@@ -102,9 +102,9 @@ class KafkaLink:
         try:
             producer = await self._ready()
             report = await self._send(producer, records)
-        except KafkaUnavailable:
+        except KafkaUnavailable as exc:
             if self._metrics is not None:
-                self._metrics.polled(False)
+                self._metrics.polled(False, error=str(exc))
             raise
         if self._metrics is not None:
             self._metrics.polled(True, topic=producer.topic, sent=report.sent)
@@ -122,11 +122,14 @@ class KafkaLink:
         """One heartbeat per raw partition (docs/records.md), or ``KafkaUnavailable``."""
         producer = await self._ready()
         try:
-            return await asyncio.wait_for(producer.heartbeat(at), self.ack_timeout_s)
+            sent = await asyncio.wait_for(producer.heartbeat(at), self.ack_timeout_s)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             error = self._failed(exc)
             await self._drop(producer)
             raise error from None
+        if self._metrics is not None:
+            self._metrics.acknowledged()  # a quiet receiver is healthy while Kafka takes its heartbeats
+        return sent
 
     async def close(self) -> None:
         async with self._lock:

@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.errors import ConfigError
+from pipeline.kafka.security import MECHANISMS, PROTOCOLS, KafkaSecurity, Secret
 from pipeline.vendors import VENDOR_NAMES
 
 ENV_PREFIX = "JOBSTREAM_"
@@ -25,7 +26,7 @@ DEFAULT_STALE_AFTER_S = 240.0
 DEFAULT_KAFKA_PORT = 9092
 STORE_SCHEMES = ("rocksdb://", "memory://")
 _YEAR_S = 365 * 86400.0
-SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key")
+SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key", "sasl_password")
 """Settings only the environment (or a ``*_file``) may give: never a config file, never a repr."""
 
 
@@ -100,6 +101,8 @@ _RANGES: dict[str, _Range] = {
     "metrics_port": _Range(0, 65535),
     "broker_lost_exit_s": _Range(0, 86400),
     "stall_after_s": _Range(0, 86400, open_low=True),
+    "replication_factor": _Range(1, 100),
+    "min_insync_replicas": _Range(1, 100),
 }
 
 
@@ -210,6 +213,23 @@ class Settings:
     # `pipeline run` writes each role's pid, metrics port and restarts here; `pipeline
     # status` reads it.
     run_state_file: Path = Path("data/run/state.json")
+    # Kafka security for every client, aiokafka and Faust (pipeline/kafka/security.py);
+    # the SASL password only from JOBSTREAM_SASL_PASSWORD or sasl_password_file.
+    security_protocol: str = "PLAINTEXT"
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password_file: Path | None = None
+    # Every topic's replication (topics apply, the worker's changelog): None keeps the
+    # catalog's replication_factor / min_insync_replicas.
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
+    # Idempotent producers (a retried send is not written twice): on, off, or unset:
+    # where the broker serves it (pipeline/kafka/clients.py asks it once).
+    kafka_idempotence: bool | None = None
     # Where each given value came from, for messages: a template with {value} such as
     # "JOBSTREAM_QUACK_PORT={value}", "--quack-port {value}" or
     # "[pipeline] quack_port = {value} in my.toml". Unnamed: the variable.
@@ -230,6 +250,9 @@ class Settings:
             problem = None if value is None else allowed.problem(value)
             if problem:
                 problems.append(f"{self.where(name, value)}: {problem}")
+        problems += [f"{self.where(name, getattr(self, name))}: use one of {', '.join(allowed)}"
+                     for name, allowed in (("security_protocol", PROTOCOLS), ("sasl_mechanism", MECHANISMS))
+                     if getattr(self, name) not in allowed]
         for values in (self.stale_after_by_vendor, self.stale_after_defaults):
             for vendor, value in values.items():
                 problem = _RANGES["stale_after_s"].problem(value)
@@ -278,6 +301,20 @@ class Settings:
     def truenas_key(self) -> str | None:
         """The TrueNAS API key (env, else file), or None when none is configured."""
         return read_secret(self.truenas_api_key, self.truenas_api_key_file, "TRUENAS_API_KEY")
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka security every client of this process uses (the password read from
+        the environment or its file now); a ``SettingsError`` listing every problem."""
+        password = read_secret(self.sasl_password, self.sasl_password_file, "SASL_PASSWORD")
+        security = KafkaSecurity(
+            protocol=self.security_protocol, ca_file=self.ssl_ca_file, cert_file=self.ssl_cert_file,
+            key_file=self.ssl_key_file, mechanism=self.sasl_mechanism, username=self.sasl_username,
+            password=None if password is None else Secret(password),
+        )
+        problems = security.problems()
+        if problems:
+            raise SettingsError("\n".join(problems))
+        return security
 
     @property
     def max_clock_skew(self) -> timedelta:

@@ -188,8 +188,8 @@ class SendReport:
 
 
 class RawProducer:
-    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, no idempotence (Tansu has
-    no InitProducerId), every send awaited before the caller moves its cursor."""
+    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, idempotent where the broker
+    serves it (``kafka.clients``), every send awaited before the caller moves its cursor."""
 
     def __init__(
         self, bootstrap: str, vendor: str, source: str, *, client_id: str | None = None,
@@ -312,7 +312,10 @@ class CursorStore:
 class SourceMetrics(Protocol):
     """The hook an ingestor counts its polls and pushes with (``pipeline.ops.health.RoleMetrics``)."""
 
-    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None: ...
+    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0, next_in_s: float = 0.0,
+               error: str | None = None) -> None: ...
+
+    def acknowledged(self) -> None: ...
 
 
 SOURCE_METRICS: ContextVar[SourceMetrics | None] = ContextVar("jobstream_source_metrics", default=None)
@@ -375,7 +378,7 @@ async def run_poller(
             # Kafka not acknowledging is transient too: the cursor did not move.
             failures += 1
             if metrics is not None:
-                metrics.polled(False)
+                metrics.polled(False, error=redact(str(exc) or type(exc).__name__))
             wait = backoff.delay(failures, getattr(exc, "retry_after", None))
             log.warning("%s: %s; retrying in %.1f s", source.cursor_key, redact(str(exc) or type(exc).__name__), wait)
             await sleep_unless(stop, wait)
@@ -383,7 +386,7 @@ async def run_poller(
         failures = 0
         cursor = poll.cursor
         if metrics is not None:
-            metrics.polled(True, topic=producer.topic, sent=report.sent)
+            metrics.polled(True, topic=producer.topic, sent=report.sent, next_in_s=poll.next_in_s)
         if on_poll is not None:
             result = on_poll(poll, report)
             if asyncio.iscoroutine(result):

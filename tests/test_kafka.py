@@ -4,15 +4,19 @@ started is found)."""
 
 from __future__ import annotations
 
+import asyncio
+import struct
 import uuid
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
+from aiokafka.errors import UnknownError
 
 from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import clients, probes
 from pipeline.kafka.reading import highwaters, partitions_of, read_to_end
-from pipeline.settings import Settings
+from pipeline.settings import Settings, host_port
 
 
 async def test_every_client_kind_takes_the_settings_or_an_address(broker):
@@ -78,3 +82,39 @@ async def test_a_topic_created_after_the_consumer_started_is_found_and_read_to_i
         assert await highwaters(consumer, partitions) == {partitions[0]: 3, partitions[1]: 2}
     finally:
         await consumer.stop()
+
+
+async def _answer_init_producer_id(error_code: int) -> tuple[asyncio.base_events.Server, int]:
+    """A server that answers every request as InitProducerId v0 would (``error_code``):
+    a broker's side of the one question ``clients.idempotent`` asks."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        size = struct.unpack(">i", await reader.readexactly(4))[0]
+        request = await reader.readexactly(size)
+        correlation = request[4:8]
+        body = correlation + struct.pack(">ihqh", 0, error_code, 7, 0)
+        writer.write(struct.pack(">i", len(body)) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_producers_are_idempotent_where_the_broker_serves_init_producer_id(broker):
+    """Case 15: on unless the broker refuses aiokafka's InitProducerId (v0). Tansu 0.6.0
+    answers it with error -1, and an idempotent producer cannot start against it."""
+    assert await asyncio.to_thread(probes.serves_idempotence, *host_port(broker.bootstrap)) is False
+    assert clients.idempotent(broker.bootstrap) is False
+    assert clients.producer(broker.bootstrap)._txn_manager is None
+    refused = clients.producer(clients.Connection(broker.bootstrap, idempotent=True))
+    with pytest.raises(UnknownError):
+        await asyncio.wait_for(refused.start(), 30)
+    await refused.stop()
+    server, port = await _answer_init_producer_id(0)
+    async with server:
+        serving = f"127.0.0.1:{port}"
+        assert await asyncio.to_thread(clients.idempotent, serving) is True
+        assert clients.producer(serving)._txn_manager is not None  # enable_idempotence on
+    assert clients.idempotent(Settings(bootstrap=broker.bootstrap, kafka_idempotence=True)) is True
+    assert clients.idempotent(Settings(bootstrap=serving, kafka_idempotence=False)) is False

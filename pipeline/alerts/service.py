@@ -410,7 +410,7 @@ class Alerter:
             await asyncio.wait_for(consumer.start(), timeout)
             missing = {catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER, catalog.ALERTS} - await consumer.topics()
         except (TimeoutError, OSError, KafkaConnectionError) as exc:
-            raise AlerterError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+            raise AlerterError(clients.unreachable(self.settings, exc)) from None
         if missing:
             raise AlerterError(
                 f"topics {', '.join(sorted(missing))} are not on {bootstrap}: "

@@ -120,7 +120,11 @@ def exit_on_sigterm() -> None:
 def load_settings(**overrides: object) -> Settings:
     """The settings every command reads (environment, then its flags); a ``SettingsError``
     (every problem at once) reaches the guard."""
-    return Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
+    from pipeline.kafka import clients
+
+    settings = Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
+    clients.configure(settings)  # Kafka security for every client of this process, checked now
+    return settings
 
 
 

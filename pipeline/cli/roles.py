@@ -12,7 +12,8 @@ import typer
 from pipeline.cli.common import (
     BootstrapOpt, DbOpt, MetricsPortOpt, app, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.kafka import clients
 
 
 @app.command()
@@ -80,6 +81,8 @@ def alert(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    except JobstreamError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
         raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
 
@@ -113,8 +116,8 @@ def sink(
     except SinkError as exc:
         raise fail(str(exc)) from None
     except (OSError, ConnectionError) as exc:
-        raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc})") from None
+        raise fail(clients.unreachable(settings, exc)) from None
     except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors; one line, no traceback
         if type(exc).__module__.startswith("aiokafka"):
-            raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc or type(exc).__name__})") from None
+            raise fail(clients.unreachable(settings, exc)) from None
         raise

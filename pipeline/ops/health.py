@@ -14,6 +14,8 @@ The roles' loops call one hook per batch (``observe_batch`` for the Faust worker
 
 from __future__ import annotations
 
+import platform
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,10 +23,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector, generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline import catalog
+from pipeline.errors import ConfigError
 
 
 @dataclass(slots=True)
@@ -44,6 +49,10 @@ class RoleMetrics:
         self._started = clock()
         self._positions: dict[tuple[str, int], _Position] = {}
         self._problems: dict[str, str] = {}
+        self._success_within_s: float | None = None
+        self._last_success: float | None = None
+        self._next_poll_in_s = 0.0
+        self._last_error: str | None = None
         self.registry = CollectorRegistry()
         self.records_in = Counter("jobstream_records_in", "Records consumed", ["role", "topic"], registry=self.registry)
         self.records_out = Counter("jobstream_records_out", "Records produced or written", ["role", "topic"], registry=self.registry)
@@ -64,6 +73,10 @@ class RoleMetrics:
             "jobstream_last_success_timestamp_seconds", "Unix time of the last poll or push Kafka acknowledged", ["role"],
             registry=self.registry,
         )
+        self.rows_written = Counter("jobstream_rows_written", "Rows the sink wrote, by table", ["role", "table"], registry=self.registry)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes ...
+        PlatformCollector(registry=self.registry)
+        Info("jobstream_build", "The running code's versions", registry=self.registry).info(build_info())
         self.broker_reachable = Gauge("jobstream_broker_reachable", "1 when a broker answered the last probe", ["role"], registry=self.registry)
 
     # -- one call per batch or poll: the hooks the roles' loops use --------------------
@@ -81,13 +94,29 @@ class RoleMetrics:
         if newest_at is not None:
             self.freshness_seconds.labels(self.role).set(max(time.time() - newest_at, 0.0))
 
-    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None:
-        """One poll (or push delivery) of an ingestor: ok means Kafka acknowledged it."""
+    def expect_success_within(self, seconds: float) -> None:
+        """An ingestor: unhealthy when no poll or push was acknowledged by Kafka for
+        ``seconds`` beyond the wait its last poll planned (a hung vendor, a Kafka that
+        does not acknowledge: either stops every success)."""
+        self._success_within_s = seconds
+
+    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0, next_in_s: float = 0.0,
+               error: str | None = None) -> None:
+        """One poll (or push delivery) of an ingestor: ok means Kafka acknowledged it;
+        ``next_in_s``, when the next poll is planned; ``error``, why it failed."""
         self.polls.labels(self.role, "ok" if ok else "error").inc()
         if ok:
-            self.last_success.labels(self.role).set(time.time())
+            self.acknowledged()
+            self._next_poll_in_s = next_in_s
             if topic is not None and sent:
                 self.records_out.labels(self.role, topic).inc(sent)
+        elif error:
+            self._last_error = error
+
+    def acknowledged(self) -> None:
+        """Kafka acknowledged what an ingestor wrote (a poll's records, a heartbeat)."""
+        self._last_success = self._clock()
+        self.last_success.labels(self.role).set(time.time())
 
     def position(self, topic: str, partition: int, offset: int, highwater: int) -> None:
         """Where the role is in one partition (``offset``: the next it will read)."""
@@ -115,6 +144,11 @@ class RoleMetrics:
     def health(self) -> tuple[bool, dict[str, object]]:
         now = self._clock()
         problems = dict(self._problems)
+        if self._success_within_s is not None:
+            since = now - (self._last_success if self._last_success is not None else self._started)
+            if since > self._success_within_s + self._next_poll_in_s:
+                what = "no poll or push acknowledged by Kafka" + (" since the start" if self._last_success is None else "")
+                problems["ingest"] = f"{what} for {since:.0f} s" + (f" (last error: {self._last_error})" if self._last_error else "")
         partitions = {}
         for (topic, partition), pos in sorted(self._positions.items()):
             lag = max(pos.highwater - pos.offset, 0)
@@ -175,13 +209,46 @@ def observe_fetch(
         end = highwater(tp)
         nxt = records[-1].offset + 1
         metrics.position(tp.topic, tp.partition, nxt, nxt if end is None else end)
-    metrics.batch(seconds=seconds, records_in=records_in, records_out=rows_out,
+    metrics.batch(seconds=seconds, records_in=records_in,
                   dead_letters={"sink": dead_letters} if dead_letters else None,
                   newest_at=None if newest is None else newest / 1000)
+    for table, rows in rows_out.items():
+        metrics.rows_written.labels(metrics.role, table).inc(rows)
 
 
-async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:
-    """Serve ``/metrics`` and ``/healthz``; returns the runner (``await runner.cleanup()``)."""
+def build_info() -> dict[str, str]:
+    """What ``jobstream_build_info`` reports: Jobstream's version and its stack's."""
+    from importlib import metadata
+
+    info = {"python": platform.python_version()}
+    for name, label in (("jobstream", "version"), ("faust-streaming", "faust"), ("aiokafka", "aiokafka"), ("duckdb", "duckdb")):
+        try:
+            info[label] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[label] = "unknown"
+    return info
+
+
+class MetricsPortTaken(ConfigError):
+    """The metrics port cannot be bound (another process has it): the role must not start
+    without its metrics and, above all, without the broker watch that runs beside them."""
+
+
+def bind_metrics(role: str, host: str, port: int) -> socket.socket:
+    """The metrics port, bound and listening now, at the role's start (``serve`` takes it
+    later): a taken port is one line and exit 2 there, not a task that dies unseen."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as exc:
+        raise MetricsPortTaken(
+            f"pipeline {role}: cannot serve metrics on {host}:{port} ({exc.strerror or exc}); another process "
+            "listens there: choose another port (--metrics-port, JOBSTREAM_METRICS_PORT)"
+        ) from None
+
+
+async def serve(metrics: RoleMetrics, host: str, port: int, *, listening: socket.socket | None = None) -> web.AppRunner:
+    """Serve ``/metrics`` and ``/healthz`` (on ``listening`` when the port was bound
+    already); returns the runner (``await runner.cleanup()``)."""
 
     async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -197,5 +264,6 @@ async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    site = web.SockSite(runner, listening) if listening is not None else web.TCPSite(runner, host, port)
+    await site.start()
     return runner

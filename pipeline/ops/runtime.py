@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
+from pipeline.kafka import clients
 from pipeline.kafka.probes import any_broker_answers_async
-from pipeline.ops.health import RoleMetrics, serve
+from pipeline.ops.health import RoleMetrics, bind_metrics, serve
 from pipeline.sources import SOURCE_METRICS
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
 
 
 async def watch_broker(
-    bootstrap: str, metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
+    bootstrap: "str | clients.Connection", metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
     on_lost: Callable[[str], None] | None = None,
     probe: Callable[[str], Awaitable[bool]] | None = None,
 ) -> None:
@@ -37,7 +39,11 @@ async def watch_broker(
     own: Kafka clients hide a dead broker behind endless reconnects). Unreachable: /healthz
     says so at once; for ``lost_after_s`` (0: never) ``on_lost`` is called with one line
     (default: print it and exit 69). Runs until cancelled."""
-    probe = probe or any_broker_answers_async
+    if probe is None:
+        tls = clients.connection(bootstrap).security.ssl_context()
+
+        async def probe(addresses: object) -> bool:
+            return await any_broker_answers_async(str(addresses), tls=tls)
     on_lost = on_lost or _exit_broker_lost
     lost_since: float | None = None
     while True:
@@ -65,17 +71,30 @@ def _exit_broker_lost(line: str) -> None:
     os._exit(EXIT_BROKER_LOST)
 
 
-async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True) -> None:
+def bind(metrics: RoleMetrics, settings: "Settings") -> socket.socket | None:
+    """The role's metrics port bound now, at its start (None when not served); a taken
+    port raises ``MetricsPortTaken``, one line."""
+    if not settings.metrics_port:
+        return None
+    return bind_metrics(metrics.role, settings.metrics_host, settings.metrics_port)
+
+
+async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True,
+                  listening: socket.socket | None = None, exit_on_lost: bool = True) -> None:
     """What every long-running role runs beside its loop, until cancelled: the /metrics and
-    /healthz server when ``metrics_port`` is set, and (``watch``) the broker watch."""
+    /healthz server (on ``listening``, the port ``bind`` took at the start) and
+    (``watch``) the broker watch."""
     runner = None
     try:
-        if settings.metrics_port:
-            runner = await serve(metrics, settings.metrics_host, settings.metrics_port)
+        if listening is None:
+            listening = bind(metrics, settings)
+        if listening is not None:
+            runner = await serve(metrics, settings.metrics_host, settings.metrics_port, listening=listening)
             print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
                   file=sys.__stderr__, flush=True)
         if watch:
-            await watch_broker(settings.bootstrap, metrics, lost_after_s=settings.broker_lost_exit_s)
+            await watch_broker(clients.connection(settings), metrics,
+                               lost_after_s=settings.broker_lost_exit_s if exit_on_lost else 0)
         await asyncio.Event().wait()
     finally:
         if runner is not None:
@@ -84,24 +103,35 @@ async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = T
 
 async def run_with_operations(role: str, settings: "Settings", main: Callable[[], Awaitable[T]], *, watch: bool = False) -> T:
     """Run an ingestor's ``main`` with its metrics: /metrics and /healthz served beside it,
-    and its polls and pushes counted (``sources.SOURCE_METRICS``). Ingestors keep running
-    without Kafka (they back off, or answer 503), so no broker watch unless ``watch``."""
-    metrics = RoleMetrics(role, stall_after_s=settings.stall_after_s)
+    and its polls and pushes counted (``sources.SOURCE_METRICS``). /healthz is 503 when no
+    poll or push was acknowledged for ``stall_after_s`` (beyond the next planned poll) and
+    while no broker answers. Ingestors keep running without Kafka (they back off, or
+    answer 503), so the broker watch ends one only with ``watch``."""
+    metrics = RoleMetrics(role_name(role), stall_after_s=settings.stall_after_s)
+    metrics.expect_success_within(settings.stall_after_s)
     token = SOURCE_METRICS.set(metrics)
     try:
-        async with beside(metrics, settings, watch=watch):
+        async with beside(metrics, settings, exit_on_lost=watch):
             return await main()
     finally:
         SOURCE_METRICS.reset(token)
 
 
+def role_name(role: str) -> str:
+    """The role's label in metrics: its name in ``pipeline run`` (``zuora``, ``qlik-cloud``),
+    not the command's description (``zuora-ingestor``)."""
+    return role.removesuffix("-ingestor")
+
+
 @asynccontextmanager
-async def beside(metrics: RoleMetrics | None, settings: "Settings", *, watch: bool = True) -> AsyncIterator[None]:
+async def beside(metrics: RoleMetrics | None, settings: "Settings", *, watch: bool = True,
+                 exit_on_lost: bool = True) -> AsyncIterator[None]:
     """``operate`` for as long as the block runs (nothing when ``metrics`` is None)."""
     if metrics is None:
         yield
         return
-    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch))
+    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch, listening=bind(metrics, settings),
+                                               exit_on_lost=exit_on_lost))
     try:
         yield
     finally:

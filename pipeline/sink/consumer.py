@@ -54,8 +54,9 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from pipeline.kafka import clients
 from pipeline.ops.health import RoleMetrics, observe_fetch
-from pipeline.ops.runtime import operate
+from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.sink import endpoint, pgwire, quack
 from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder
@@ -90,10 +91,8 @@ async def consume(
 ) -> SinkStats:
     """Steps 2 to 5 until ``stop`` is set; returns what was written (and, with
     ``metrics``, counts each committed batch there)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
+    consumer = clients.consumer(
+        settings,
         auto_offset_reset="none",  # a stored offset Kafka no longer has is an error, never a silent jump
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
@@ -270,7 +269,7 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
-            operations = asyncio.ensure_future(operate(metrics, settings))
+            operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
             try:
                 return await consume(settings, writer, stop=stop, metrics=metrics)
             finally:

@@ -175,7 +175,7 @@ def test_run_worker_sink_and_an_ingestor_restarts_a_killed_role_and_stops_clean(
             except OSError:
                 return 0
             return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith('jobstream_records_out_total{role="sink",topic="job_events"}'))
+                       if line.startswith('jobstream_rows_written_total{role="sink",table="job_events"}'))
 
         _wait(lambda: sink_rows() > 0, 120, "no event reached the sink", run, log)
         status = subprocess.run([sys.executable, "-m", "pipeline", "status", "--bootstrap", broker.bootstrap,
