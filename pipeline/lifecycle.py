@@ -479,8 +479,11 @@ def deadline(job: JobState, stale_after: timedelta) -> datetime | None:
     earliest = None
     for run in job.runs.values():
         state = run.state
-        if (state is _RUNNING or state is _PENDING) and (earliest is None or run.activity_at < earliest):
-            earliest = run.activity_at
+        if state is _RUNNING or state is _PENDING:
+            alive, last = run.alive_at, run.last_event_at
+            activity = alive if alive is not None and alive > last else last  # ``activity_at``, inlined
+            if earliest is None or activity < earliest:
+                earliest = activity
     return None if earliest is None else earliest + stale_after
 
 
@@ -490,19 +493,23 @@ def next_due(
 ) -> datetime | None:
     """R18: the earliest event time at which expiry, eviction or forgetting may change
     the job (never later than the truth; possibly earlier, then nothing happens)."""
-    due = deadline(job, stale_after)
-    candidates = [due]
+    due = earliest = deadline(job, stale_after)
     if len(job.runs) > 1:  # time never evicts a job's last run (it is forgotten whole)
         if job.finished_quiet_since is not None:
-            candidates.append(job.finished_quiet_since + retention)
+            at = job.finished_quiet_since + retention
+            if earliest is None or at < earliest:
+                earliest = at
         if stale_retention is not None and job.stale_quiet_since is not None:
-            candidates.append(job.stale_quiet_since + stale_retention)
+            at = job.stale_quiet_since + stale_retention
+            if earliest is None or at < earliest:
+                earliest = at
     if due is None:
         last = _last_activity(job)
         if last is not None:
-            candidates.append(last + forget_after)
-    times = [c for c in candidates if c is not None]
-    return min(times) if times else None
+            at = last + forget_after
+            if earliest is None or at < earliest:
+                earliest = at
+    return earliest
 
 
 def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) -> bool:
