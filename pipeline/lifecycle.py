@@ -515,8 +515,10 @@ def next_due(
 def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) -> bool:
     """R14: nothing left to keep: no PENDING/RUNNING run, and nothing heard of the job
     (nor a run evicted) for ``forget_after``."""
-    if any(run.state is _RUNNING or run.state is _PENDING for run in job.runs.values()):
-        return False
+    for run in job.runs.values():
+        state = run.state
+        if state is _RUNNING or state is _PENDING:
+            return False
     last = _last_activity(job)
     return last is None or last + forget_after <= watermark
 

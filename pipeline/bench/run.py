@@ -7,7 +7,9 @@ over that same input, each the median of ``repeats``:
 
 1. bare aiokafka: read the raw topics and orjson-parse every value;
 2. bare Faust: an agent loop over the raw topics doing nothing per event;
-3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O);
+3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O), and the worker's
+   own work per raw record (``StreamCore.process`` without Kafka, in CPU seconds:
+   ``core_stage``), what the worker pays on top of Faust's consumer;
 4. normalize alone, per vendor (parse included);
 5. the worker: raw topics -> jobs.* topics (``worker_stages.worker_rate``);
 6. the sink alone: jobs.* -> committed DuckDB rows, against a bare aiokafka loop over the
@@ -33,7 +35,7 @@ from typing import Any
 import orjson
 
 from pipeline import catalog
-from pipeline.bench import sink_stages, stages, worker_stages
+from pipeline.bench import core_stage, sink_stages, stages, worker_stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
 
@@ -57,6 +59,11 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, fr
 
     say("lifecycle alone ...")
     results["lifecycle_eps"] = statistics.median(stages.lifecycle_rate(sample) for _ in range(repeats))
+
+    say("the worker's own work alone (StreamCore, no Kafka, CPU time) ...")
+    messages = core_stage.raw_messages(sample)
+    results["core_eps"] = statistics.median(core_stage.core_rate(messages) for _ in range(repeats))
+    del messages
 
     with EmbeddedBroker() as broker:
         asyncio.run(catalog.apply(broker.bootstrap))
@@ -108,6 +115,7 @@ def table(results: dict[str, Any]) -> list[str]:
         ("bare aiokafka + orjson", results.get("bare_aiokafka_eps"), None, ""),
         ("bare faust agent loop", bare_faust, bare_kafka, "of bare aiokafka"),
         ("lifecycle alone", results.get("lifecycle_eps"), None, ""),
+        ("worker's own work (no Kafka, CPU)", results.get("core_eps"), None, ""),
         ("normalize alone (all vendors)", results.get("normalize_eps"), None, ""),
     ]
     rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]

@@ -109,6 +109,8 @@ class StreamCore:
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
         self._skew = settings.max_clock_skew
+        self._bound_of_ms: int | None = None  # the last record timestamp and its trusted bound
+        self._bound = _EPOCH
         self._retention = settings.run_retention
         self._stale_retention = settings.stale_retention
         self._forget_after = settings.forget_after
@@ -312,7 +314,8 @@ class StreamCore:
             return
         if not events:
             return
-        for job_key in dict.fromkeys(event.job_key for event in events):
+        job_keys = (events[0].job_key,) if len(events) == 1 else dict.fromkeys(event.job_key for event in events)
+        for job_key in job_keys:
             entry = self._stored(job_key.encode(), pending)
             if entry is not None and entry.partition != message.partition:
                 batch.outputs.append(dead_letter(
@@ -405,8 +408,12 @@ class StreamCore:
         """``received_at``, but never more than ``max_clock_skew`` past the record's
         Kafka timestamp (an ingestor's clock is trusted no more than a vendor's)."""
         received = envelope.received_at
-        if message.timestamp_ms is not None:
-            bound = datetime.fromtimestamp(message.timestamp_ms / 1000, timezone.utc) + self._skew
+        timestamp_ms = message.timestamp_ms
+        if timestamp_ms is not None:
+            if timestamp_ms != self._bound_of_ms:  # records of one produce batch share it
+                self._bound_of_ms = timestamp_ms
+                self._bound = datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc) + self._skew
+            bound = self._bound
             if received > bound:
                 return bound
         return received
