@@ -1041,6 +1041,8 @@ def _run_also_named(job: JobState, event: JobEvent) -> RunState | None:
 
 def _with_aliases(run: RunState, named: str, event: JobEvent) -> RunState:
     """R17: ``run`` also answering to the key the event used and the names it gave."""
+    if named == run.run_key and not (event.attrs and "same_run_as" in event.attrs):
+        return run  # the common case: the run's own key and no other names
     new = [name for name in (named, *_other_names(event)) if name != run.run_key and name not in run.aliases]
     if not new:
         return run

@@ -13,8 +13,9 @@ It prints one line ``quix-peer: N records in S s``, timed from its first record 
 
 What the comparison leaves out, in the peer's favour: no output records (jobs.events,
 transitions, run snapshots), no dead letters, no partition clock or stale expiry, no
-re-delivery check against applied offsets, no continuity check; its state is one
-bytes value per job key (the lifecycle's own msgpack encoding).
+re-delivery check against applied offsets, no continuity check. Its state is committed
+(changelog and store) at the worker's cadence, per ``batch_max`` records or
+``batch_within_s``; it is one bytes value per job key (the lifecycle's own msgpack encoding).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         broker_address=args.bootstrap, consumer_group=args.app_id, auto_offset_reset="earliest",
         state_dir=tempfile.mkdtemp(prefix="jobstream-quix-"), loglevel="WARNING",
         producer_extra_config={"enable.idempotence": False},
+        # The worker's durability cadence: its state is sent to the changelog and stored
+        # per batch (batch_max records or batch_within_s); quix's default, every 5 s,
+        # would leave a short run's state writes out of the timing.
+        commit_every=settings.batch_max, commit_interval=settings.batch_within_s,
         rocksdb_options=RocksDBOptions(dumps=_dumps, loads=_loads),
     )
     seen = 0
