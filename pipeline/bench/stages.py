@@ -113,6 +113,31 @@ def bare_faust(bootstrap: str, count: int, timeout_s: float = 600) -> float:
     return events / seconds
 
 
+def quix_peer(bootstrap: str, count: int, timeout_s: float = 600) -> float:
+    """The peer (``quix_peer``): normalize + lifecycle as a quix-streams application in
+    its own process, over the same topics: raw records/s. Needs the ``bench`` extra."""
+    app_id = f"jobstream-bench-quix-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "pipeline.bench.quix_peer", "--bootstrap", bootstrap,
+         "--count", str(count), "--app-id", app_id],
+        capture_output=True, text=True, timeout=timeout_s,
+    )
+    match = re.search(r"quix-peer: (\d+) records in ([\d.]+) s", result.stdout + result.stderr)
+    if result.returncode != 0 or match is None:
+        raise BenchError(f"the quix-streams peer failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
+    records, seconds = int(match.group(1)), float(match.group(2))
+    if records == 0 or seconds <= 0:
+        raise BenchError("too few records to time the quix-streams peer: use more --events")
+    return records / seconds
+
+
+def has_quix() -> bool:
+    """Whether the peer can run here (quix-streams is an optional extra, ``bench``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("quixstreams") is not None
+
+
 def normalize_rates(docs: list[Document]) -> dict[str, float]:
     """Parse + normalize, per vendor, from the documents' JSON bytes: events/s."""
     by_vendor: dict[str, list[tuple[bytes, Context]]] = defaultdict(list)

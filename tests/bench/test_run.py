@@ -23,7 +23,7 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
     )  # 3,000 documents: several batches, as the loops are timed after their first
     assert result.returncode == 0, result.stdout + result.stderr
     results = orjson.loads(out.read_bytes())
-    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "normalize_eps", "worker_eps",
+    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "core_eps", "normalize_eps", "worker_eps",
                  "sink_rows_per_s", "bare_aiokafka_jobs_eps", "end_to_end_eps", "worker_peak_rss_mb", "restart_to_ready_s"):
         assert results[name] > 0, name
     assert 0 < results["freshness_p50_s"] <= results["freshness_p99_s"] <= results["freshness_max_s"]
