@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import datetime, timedelta
-from importlib import resources
 from pathlib import Path
 
 import msgspec
@@ -18,6 +17,7 @@ from pipeline.alerts import logic, rules
 from pipeline.alerts.records import decode_dead_letter, decode_run, decode_transition, encode
 from pipeline.alerts.service import alert_record
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
+from pipeline.vendors import registry
 from pipeline.normalize_cli import documents
 from pipeline.sink.records import TOPIC_TABLES, BatchBuilder, KafkaRecord
 from pipeline.stream.records import Message
@@ -110,7 +110,7 @@ def sample_messages() -> list[Message]:
     for vendor in vendors.VENDOR_NAMES:
         source = f"{vendor}-contract"
         ctx = vendors.Context(source=source, received_at=RECEIVED)
-        for item in sorted((resources.files("pipeline") / "samples" / vendor).iterdir(), key=lambda p: p.name):
+        for item in sorted(registry.by_name(vendor).sample_folder().iterdir(), key=lambda p: p.name):
             for _position, doc in documents(item.read_bytes()):
                 for key, piece in vendors.keyed_documents(vendor, doc, ctx):
                     envelope = RawEnvelope(vendor=vendor, source=source, received_at=RECEIVED, payload=piece)

@@ -172,9 +172,11 @@ def fetch_raw(bootstrap: str, refs: Sequence[RawRef], timeout: float = 10.0) -> 
 
 
 async def _fetch(bootstrap: str, refs: Sequence[RawRef]) -> dict[RawRef, RawRecord]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    from pipeline.kafka import clients
+
+    consumer = clients.consumer(bootstrap, group_id=None, enable_auto_commit=False,
                                 request_timeout_ms=10_000, auto_offset_reset="earliest")
     await consumer.start()
     found: dict[RawRef, RawRecord] = {}
