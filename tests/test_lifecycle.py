@@ -696,8 +696,10 @@ def check_invariants(job: JobState, transitions: list[Transition]) -> None:
         last = transitions[-1]
         if last.run_key in job.runs:
             assert last.to_state is job.runs[last.run_key].state
-        else:  # an event of an evicted run: flagged late in its final state (R14)
-            assert last.late and lifecycle.evicted_state(job, last.run_key) is last.to_state
+        else:  # an event of a run no longer held: flagged late in its final state (R14), or
+            # the terminal event of a run that left the state open, taken once, unflagged (R21)
+            assert lifecycle.evicted_state(job, last.run_key) is last.to_state
+            assert last.late or (last.to_state in TERMINAL and last.cause is Cause.VENDOR)
 
 
 @settings(max_examples=200, deadline=None)
