@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.kafka.probes import any_broker_answers_async
+from pipeline.ops import ports
 from pipeline.ops.health import RoleMetrics, serve
 from pipeline.sources import SOURCE_METRICS
 
@@ -67,12 +68,16 @@ def _exit_broker_lost(line: str) -> None:
 
 async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True) -> None:
     """What every long-running role runs beside its loop, until cancelled: the /metrics and
-    /healthz server when ``metrics_port`` is set, and (``watch``) the broker watch."""
+    /healthz server when ``metrics_port`` is set (or the starter asked for any port:
+    ``pipeline/ops/ports.py``; the bound port is reported), and (``watch``) the broker watch."""
     runner = None
     try:
-        if settings.metrics_port:
-            runner = await serve(metrics, settings.metrics_host, settings.metrics_port)
-            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+        port = 0 if ports.wants_any("metrics") else settings.metrics_port
+        if port or ports.wants_any("metrics"):
+            runner = await serve(metrics, settings.metrics_host, port)
+            bound = runner.addresses[0][1] if runner.addresses else port
+            ports.report("metrics", bound)
+            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{bound}/metrics",
                   file=sys.__stderr__, flush=True)
         if watch:
             await watch_broker(settings.bootstrap, metrics, lost_after_s=settings.broker_lost_exit_s)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import EXIT_CONFIG, ConfigError
-from pipeline.broker import free_port
+from pipeline.ops import ports
 from pipeline.run.supervisor import Role, Supervisor
 from pipeline.vendors import registry
 from pipeline.settings import ENV_PREFIX, Settings, SettingsError
@@ -98,13 +98,10 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
         argv[role] = _command(role, config, document, settings, env, problems)
     if problems or settings is None:
         raise RunConfigError(problems)
-    ports = _ports(options.metrics_port, len(roles))
     child_env = children_env(table, env, overrides)
     return RunPlan(
         settings=settings, options=options, env=child_env,
-        roles=tuple(
-            Role(name, argv[name], env={f"{ENV_PREFIX}METRICS_PORT": str(port)}) for name, port in zip(roles, ports)
-        ),
+        roles=tuple(Role(name, argv[name], env=_metrics_env(options.metrics_port, i)) for i, name in enumerate(roles)),
     )
 
 
@@ -175,6 +172,7 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
         except SourceConfigError as exc:
             problems += str(exc).splitlines()
         return [*PIPELINE, "ingest", role, "--config", str(config)]
+    import pipeline.cli  # noqa: F401 - first: a vendor's commands module imports the CLI, which imports it back
     section = PUSH_INGESTORS[role]
     vendor = registry.by_name(section)
     assert vendor.run_command is not None, f"push vendor {section} declares no run_command"
@@ -195,8 +193,16 @@ def _alerter(table: Mapping[str, Any], settings: Settings | None, env: Mapping[s
     return [*PIPELINE, "alert", *(["--rules", str(rules)] if rules else [])]
 
 
-def _ports(first: int, count: int) -> list[int]:
-    return [first + i for i in range(count)] if first else [free_port() for _ in range(count)]
+def _metrics_env(first: int, index: int) -> dict[str, str]:
+    """Role ``index``'s metrics port: ``first + index``, or (``first`` 0) one it binds
+    itself and reports (``pipeline/ops/ports.py``): never a port picked here and bound there."""
+    return {f"{ENV_PREFIX}METRICS_PORT": str(first + index)} if first else {ports.ANY_ENV: "metrics"}
+
+
+def metrics_port(role: Role, supervisor: Supervisor) -> int | None:
+    """The role's metrics port: the fixed one, else the one it reported (None until it did)."""
+    fixed = role.env.get(f"{ENV_PREFIX}METRICS_PORT")
+    return int(fixed) if fixed else supervisor.ports(role.name).get("metrics")
 
 
 def children_env(table: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, str]:
@@ -248,8 +254,9 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
         for role in plan.roles:
             process = supervisor.start(role)
             started[role.name] = time.monotonic()
-            say(f"started {role.name} (pid {process.pid}, metrics http://{plan.settings.metrics_host}:"
-                f"{role.env[ENV_PREFIX + 'METRICS_PORT']}/metrics, log {plan.options.log_dir / (role.name + '.log')})")
+            port = metrics_port(role, supervisor)
+            metrics = f"http://{plan.settings.metrics_host}:{port}/metrics" if port else "on a port it reports (pipeline status)"
+            say(f"started {role.name} (pid {process.pid}, metrics {metrics}, log {plan.options.log_dir / (role.name + '.log')})")
         write_state(state_file, plan, supervisor, last_exit, due)
         while True:
             time.sleep(tick_s)
@@ -314,7 +321,7 @@ def write_state(path: Path, plan: RunPlan, supervisor: Supervisor, last_exit: Ma
         running = process.poll() is None
         roles[role.name] = {
             "pid": process.pid, "state": "running" if running else "restarting" if role.name in due else "exited",
-            "metrics_port": int(role.env[ENV_PREFIX + "METRICS_PORT"]), "restarts": restarts,
+            "metrics_port": metrics_port(role, supervisor), "restarts": restarts,
             "last_exit": last_exit.get(role.name),
         }
     settings = plan.settings

@@ -17,7 +17,8 @@ import duckdb
 import pytest
 
 from pipeline import catalog
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker
+from pipeline.ops import ports
 from pipeline.run import production
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,9 +147,11 @@ def test_run_worker_sink_and_an_ingestor_restarts_a_killed_role_and_stops_clean(
     simulator = run = None
     try:
         asyncio.run(catalog.apply(broker.bootstrap))
-        sim_port = free_port()
-        simulator = subprocess.Popen([sys.executable, "-m", "pipeline", "simulate", "qlik-qrs", "--port", str(sim_port),
-                                      "--clock-factor", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reported = tmp_path / "simulator.ports"
+        simulator = subprocess.Popen([sys.executable, "-m", "pipeline", "simulate", "qlik-qrs", "--port", "0",
+                                      "--clock-factor", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, ports.REPORT_ENV: str(reported)})
+        sim_port = _wait(lambda: ports.reported(reported).get("listen"), 30, "the simulator reported no port", simulator, reported)
         db, state_file, log = tmp_path / "run.duckdb", tmp_path / "state.json", tmp_path / "run.log"
         config = tmp_path / "jobstream.toml"
         config.write_text(
@@ -160,7 +163,9 @@ def test_run_worker_sink_and_an_ingestor_restarts_a_killed_role_and_stops_clean(
         with open(log, "wb") as output:
             run = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--bootstrap", broker.bootstrap, "--config",
                                     str(config), "--state-file", str(state_file)], stdout=output, stderr=subprocess.STDOUT, env=env)
-        state = _wait(lambda: _state(state_file).get("roles"), 60, "no state file", run, log)
+        # each role binds its metrics port itself and reports it: the state file shows it then
+        state = _wait(lambda: (roles := _state(state_file).get("roles")) and all(r["metrics_port"] for r in roles.values())
+                      and roles, 60, "no state file with every role's metrics port", run, log)
         assert set(state) == {"worker", "sink", "qlik-qrs"}
         sink_port = state["sink"]["metrics_port"]
 

@@ -103,7 +103,8 @@ def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
     port = demo.port("webhook")
     return [
         DemoProcess("qlik-cloud-receiver", ("ingest", "qlik-cloud", "--bootstrap", demo.bootstrap,
-                                            "--listen", f"127.0.0.1:{port}"), env=VENDOR.demo_secrets, ready_port=port),
+                                            "--listen", "127.0.0.1:{listen:webhook}"), env=VENDOR.demo_secrets,
+                    listens_as="webhook"),
         DemoProcess("qlik-cloud-simulator", ("simulate", "qlik-cloud", "--url", f"http://127.0.0.1:{port}/",
                                              "--events", str(max(int(demo.duration_s), 20)), "--clock", "60"),
                     env=VENDOR.demo_secrets, one_shot=True),

@@ -38,6 +38,7 @@ import orjson
 from aiohttp import web
 
 from pipeline.model import UTC
+from pipeline.ops import ports
 from pipeline.push import KafkaLink, KafkaUnavailable
 from pipeline.sources import Record, Redactor, records_for
 from pipeline.vendors import Context
@@ -214,6 +215,7 @@ async def serve(
     try:
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
+        ports.report("listen", bound)
         if ready is not None and not ready.done():
             ready.set_result(bound)
         heartbeats = asyncio.create_task(receiver.heartbeats(stop))

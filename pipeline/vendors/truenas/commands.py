@@ -134,9 +134,9 @@ def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
 
     port = demo.port("truenas")
     return [
-        DemoProcess("truenas-simulator", ("simulate", "truenas", "--listen", f"127.0.0.1:{port}",
+        DemoProcess("truenas-simulator", ("simulate", "truenas", "--listen", "127.0.0.1:{listen:truenas}",
                                           "--clock", str(demo.clock_factor), "--every", "40", "--drop-every", "900",
-                                          "--restart-every", "1500"), env=VENDOR.demo_secrets, ready_port=port),
+                                          "--restart-every", "1500"), env=VENDOR.demo_secrets, listens_as="truenas"),
         DemoProcess("truenas-ingestor", ("ingest", "truenas", "--bootstrap", demo.bootstrap,
                                          "--url", f"ws://127.0.0.1:{port}/api/current"), env=VENDOR.demo_secrets),
     ]
