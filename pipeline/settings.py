@@ -273,7 +273,7 @@ class Settings:
 
     def qlik_secret(self) -> str | None:
         """The webhook secret (env, else file), or None when none is configured."""
-        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET")
+        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET", minimum=16)
 
     def truenas_key(self) -> str | None:
         """The TrueNAS API key (env, else file), or None when none is configured."""
@@ -381,9 +381,9 @@ class Settings:
         return settings
 
 
-def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
-    """A secret given directly or as a file (first line, stripped); at least 4
-    characters, since shorter ones cannot be redacted from logs."""
+def read_secret(value: str | None, file: Path | None, name: str, minimum: int = 4) -> str | None:
+    """A secret given directly or as a file (first line, stripped); at least ``minimum``
+    characters (4: shorter ones cannot be redacted from logs; 16 for an HMAC key)."""
     if not value and file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
@@ -392,8 +392,8 @@ def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
             raise SettingsError(f"{ENV_PREFIX}{name}_FILE={str(file)!r} cannot be read ({reason})") from None
     if value is None or value == "":
         return None
-    if len(value) < 4:
-        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than 4 characters")
+    if len(value) < minimum:
+        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than {minimum} characters")
     return value
 
 
