@@ -69,8 +69,10 @@ def run_pipeline(
     """
     from pipeline.run import production
 
+    from pipeline.ops.stopping import raise_on_stop_signals
+
     plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
-    exit_on_sigterm()
+    raise_on_stop_signals()  # a requested stop (systemctl stop, docker stop, Ctrl-C) exits 0
     code = production.run(plan, say=lambda line: out.print(line, markup=False))
     if code:
         raise typer.Exit(code)

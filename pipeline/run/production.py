@@ -14,7 +14,8 @@ process whose settings arrive as ``JOBSTREAM_*`` variables, with a metrics port 
 A role that exits non-zero is started again after a backoff (1 s, doubling to
 ``restart_backoff_max_s``; reset after a minute of good running), except on status 2, a
 configuration error that no restart heals: that stops the run with the role's error line. Ctrl-C or SIGTERM stops
-every role, newest first, and nothing is left running. The state (each role's pid, metrics
+every role at once within one deadline (``STOP_GRACE_S``), nothing is left running, and the exit status is 0 (a
+requested stop, which systemd must not mark failed). The state (each role's pid, metrics
 port, restarts, last exit) is in ``run_state_file`` for ``pipeline status``.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import tomllib
@@ -32,6 +34,7 @@ from typing import Any
 
 from pipeline.errors import EXIT_CONFIG, ConfigError
 from pipeline.ops import ports
+from pipeline.ops.stopping import hold_stop_signals
 from pipeline.run.supervisor import Role, Supervisor
 from pipeline.vendors import registry
 from pipeline.settings import ENV_PREFIX, Settings, SettingsError
@@ -43,6 +46,9 @@ PUSH_INGESTORS = {vendor.command: vendor.name for vendor in registry.of_kind("pu
 ROLE_NAMES = (*CORE_ROLES, *PUSH_INGESTORS, *PULL_INGESTORS)
 CONFIG_ERROR_EXIT = EXIT_CONFIG  # a role's command exits so on a configuration error: never restarted
 GOOD_RUN_S = 60.0  # a role that ran this long before exiting restarts after the shortest backoff
+STOP_GRACE_S = 30.0
+"""Every role gets SIGTERM at once and this long before SIGKILL: above the worker's own 15 s
+grace, well below systemd's default 90 s stop timeout (deploy/systemd/jobstream.service)."""
 
 
 class RunConfigError(ConfigError):
@@ -288,12 +294,13 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
                     started[role.name] = now
                     say(f"restarted {role.name} (pid {process.pid})")
             write_state(state_file, plan, supervisor, last_exit, due)
-    except KeyboardInterrupt:
-        say("stopping (Ctrl-C) ...")
+    except KeyboardInterrupt as stop:
+        say(f"stopping ({'SIGTERM' if getattr(stop, 'signum', None) == signal.SIGTERM else 'Ctrl-C'}) ...")
     except _StopRun:
         say("stopping every role ...")
     finally:
-        statuses = supervisor.stop(grace_s=20)
+        hold_stop_signals()
+        statuses = supervisor.stop(grace_s=STOP_GRACE_S)
         state_file.unlink(missing_ok=True)
         say("stopped: " + ", ".join(f"{name} {code}" for name, code in statuses.items()))
     return result

@@ -7,8 +7,8 @@ production, so one crash is one role's exit status and not a dead demo. The supe
 - starts roles in the order given, each with its log in the run folder, and waits for each
   to be ready (a probe: a port that answers, a file that appears) before the next;
 - never leaves a child behind: children die with it (PR_SET_PDEATHSIG on Linux, even when
-  the supervisor is SIGKILLed) and ``stop`` ends them in reverse order, SIGTERM first,
-  SIGKILL after a grace period;
+  the supervisor is SIGKILLed) and ``stop`` ends them all at once, SIGTERM first,
+  SIGKILL to those still running when one grace period ends;
 - notices a role that exited and says which, with its status and the last lines of its log;
 - reads each role's CPU time and peak RSS from /proc for the summary.
 """
@@ -177,11 +177,21 @@ class Supervisor:
         return {c.role.name: c.usage for c in self._children if c.usage is not None}
 
     def stop(self, grace_s: float = 10.0) -> dict[str, int | None]:
-        """Stop every role, newest first; returns each role's exit status."""
+        """Stop every role within one deadline: SIGTERM to all at once (newest first), then
+        SIGKILL to whatever still runs ``grace_s`` later; returns each role's exit status.
+        One at a time, eight roles with 20 s each took up to 160 s, beyond systemd's 90 s."""
         self.usage()
-        statuses: dict[str, int | None] = {}
-        for child in reversed(self._children):
-            statuses[child.role.name] = stop_process(child.process, grace_s)
+        children = list(reversed(self._children))
+        for child in children:
+            if child.process.poll() is None:
+                _signal(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in children:
+            try:
+                child.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                pass
+        statuses = {child.role.name: stop_process(child.process, 0.0) for child in children}
         self._children.clear()
         return statuses
 

@@ -193,7 +193,7 @@ def test_run_worker_sink_and_an_ingestor_restarts_a_killed_role_and_stops_clean(
         pids = [r["pid"] for r in _state(state_file)["roles"].values()]
 
         run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=60) == 0 or run.returncode == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        assert run.wait(timeout=60) == 0, log.read_text()[-3000:]  # a requested stop
         assert not any(_alive(pid) for pid in pids)
         assert not state_file.exists()
         con = duckdb.connect(str(db), read_only=True)
