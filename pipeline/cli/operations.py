@@ -72,8 +72,11 @@ def run_pipeline(
     from pipeline.ops.stopping import raise_on_stop_signals
 
     plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
-    raise_on_stop_signals()  # a requested stop (systemctl stop, docker stop, Ctrl-C) exits 0
-    code = production.run(plan, say=lambda line: out.print(line, markup=False))
+    from pipeline.run.lock import run_lock
+
+    with run_lock(Path(plan.settings.run_state_file)):  # a second run on this configuration: one line
+        raise_on_stop_signals()  # a requested stop (systemctl stop, docker stop, Ctrl-C) exits 0
+        code = production.run(plan, say=lambda line: out.print(line, markup=False))
     if code:
         raise typer.Exit(code)
 

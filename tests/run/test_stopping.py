@@ -82,3 +82,28 @@ def test_the_service_examples_give_the_roles_more_than_their_own_grace():
     assert production.STOP_GRACE_S < timeout <= 90
     assert re.search(r"^ExecStart=.*pipeline run --config \S+$", unit, re.M)
     assert re.search(r"^RestartPreventExitStatus=2$", unit, re.M)
+
+
+def test_a_second_run_on_the_same_configuration_is_refused_with_one_line(tmp_path):
+    """Issue 35 case 7 (second_run.sh): before, the second supervisor started, shared the
+    state file (deleted by the first to stop) and its sink crash-looped."""
+    state_file = tmp_path / "state.json"
+    config = tmp_path / "jobstream.toml"
+    config.write_text(f'[pipeline]\nbootstrap = "127.0.0.1:9"\nrun_state_file = "{state_file}"\n\n'
+                      f'[run]\nroles = ["qlik-cloud"]\nlog_dir = "{tmp_path / "logs"}"\n\n[qlik_cloud]\nlisten = "127.0.0.1:0"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")} | {
+        "JOBSTREAM_QLIK_WEBHOOK_SECRET": "a-webhook-secret-for-the-test"}
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--config", str(config)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: state_file.exists(), 60, "the first run wrote no state file")
+        second = subprocess.run([sys.executable, "-m", "pipeline", "run", "--config", str(config)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and second.stdout == ""
+        assert second.stderr.strip().splitlines() == [
+            f"error: another `pipeline run` (pid {first.pid}) is running with the state file {state_file}: "
+            "stop it first, or give this run its own run_state_file"]
+        assert json.loads(state_file.read_text())["supervisor_pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
