@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import EXIT_CONFIG, ConfigError
+from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, ConfigError
 from pipeline.ops import ports
 from pipeline.ops.stopping import hold_stop_signals
 from pipeline.run.supervisor import Role, Supervisor
@@ -46,6 +48,9 @@ PUSH_INGESTORS = {vendor.command: vendor.name for vendor in registry.of_kind("pu
 ROLE_NAMES = (*CORE_ROLES, *PUSH_INGESTORS, *PULL_INGESTORS)
 CONFIG_ERROR_EXIT = EXIT_CONFIG  # a role's command exits so on a configuration error: never restarted
 GOOD_RUN_S = 60.0  # a role that ran this long before exiting restarts after the shortest backoff
+SAME_FAILURES_STOP = 5
+"""A role that exits this many times in a row with the same error line stops the run with
+that line: a restart does not heal it (a full disk, offsets Kafka no longer holds)."""
 STOP_GRACE_S = 30.0
 """Every role gets SIGTERM at once and this long before SIGKILL: above the worker's own 15 s
 grace, well below systemd's default 90 s stop timeout (deploy/systemd/jobstream.service)."""
@@ -166,6 +171,8 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
     if role == "worker":
         return [*PIPELINE, "worker"]
     if role == "sink":
+        if settings is not None:
+            problems += sink_problems(Path(settings.db_path))
         return [*PIPELINE, "sink"]
     if role == "alerter":
         return _alerter(_table(document, "alerter", problems), settings, env, problems)
@@ -192,11 +199,41 @@ def _alerter(table: Mapping[str, Any], settings: Settings | None, env: Mapping[s
     problems += [f"[alerter] {k}: unknown setting (known: rules)" for k in table if k != "rules"]
     rules = Path(str(table["rules"])) if "rules" in table else None
     if settings is not None:
+        from pipeline.alerts.delivery import DeliveryError, open_channel
+
         try:
-            rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_urls), env=dict(env))
+            loaded = rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_urls), env=dict(env))
         except rules_module.RulesError as exc:
             problems.append(f"alerter: {exc}")
+        else:  # a URL Apprise cannot use made the alerter exit 1 and restart forever
+            urls = dict.fromkeys(url for rule in loaded.rules for url in rule.urls)
+            for number, url in enumerate(urls, 1):
+                try:
+                    open_channel(url, f"alerter: Apprise URL {number} of {len(urls)}")
+                except DeliveryError as exc:
+                    problems.append(str(exc))
     return [*PIPELINE, "alert", *(["--rules", str(rules)] if rules else [])]
+
+
+def sink_problems(db_path: Path) -> list[str]:
+    """What the sink would die of at once, checked before anything starts: a database whose
+    folder cannot be written, or that another process holds (DuckDB's one-process lock)."""
+    import duckdb
+
+    folder = db_path.absolute().parent
+    if not folder.is_dir():
+        return [f"sink: db_path {db_path}: the folder {folder} does not exist"]
+    try:  # by trying (os.access says yes to root, even in /proc)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return [f"sink: db_path {db_path}: the folder {folder} is not writable (DuckDB writes a WAL beside the file)"]
+    if db_path.exists():
+        try:
+            duckdb.connect(str(db_path), read_only=True).close()
+        except duckdb.Error as exc:
+            return [f"sink: db_path {db_path} cannot be opened: {' '.join(str(exc).split())[:300]}"]
+    return []
 
 
 def _metrics_env(first: int, index: int) -> dict[str, str]:
@@ -254,6 +291,7 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
     failures: dict[str, int] = {}
     due: dict[str, float] = {}
     last_exit: dict[str, int] = {}
+    same = SameFailures(SAME_FAILURES_STOP)
     finished: set[str] = set()
     result = 0
     try:
@@ -282,12 +320,18 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
                     result = CONFIG_ERROR_EXIT
                     raise _StopRun
                 if role.name not in due:
+                    line = error_line(plan.options.log_dir / (role.name + ".log"))
+                    if same.failed(role.name, code, line):
+                        say(f"{role.name} exited with status {code} {SAME_FAILURES_STOP} times in a row with the same error "
+                            f"(a restart does not heal it; stopping the run): {line}")
+                        result = EXIT_FAILED
+                        raise _StopRun
                     quick = now - started[role.name] < GOOD_RUN_S
                     failures[role.name] = failures.get(role.name, 0) + 1 if quick else 1
                     delay = backoff_s(failures[role.name], plan.options.restart_backoff_max_s)
                     due[role.name] = now + delay
                     last_exit[role.name] = code
-                    say(f"{role.name} exited with status {code}; restart {restarts + 1} in {delay:.0f} s")
+                    say(f"{role.name} exited with status {code}: {line}; restart {restarts + 1} in {delay:.0f} s")
                 elif now >= due[role.name]:
                     del due[role.name]
                     process = supervisor.restart(role.name)
@@ -304,6 +348,26 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
         state_file.unlink(missing_ok=True)
         say("stopped: " + ", ".join(f"{name} {code}" for name, code in statuses.items()))
     return result
+
+
+class SameFailures:
+    """Counts each role's exits in a row with the same error line (digits aside: offsets and
+    times differ between tries). A lost broker (exit 69) is an outage a restart outlives: never counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._last: dict[str, tuple[str, int]] = {}
+
+    def failed(self, role: str, code: int, line: str) -> bool:
+        """Record one exit; True when it is the ``limit``-th in a row with the same line."""
+        if code == EXIT_UNAVAILABLE:
+            self._last.pop(role, None)
+            return False
+        shape = re.sub(r"\d+", "#", line)
+        previous, count = self._last.get(role, ("", 0))
+        count = count + 1 if previous == shape else 1
+        self._last[role] = (shape, count)
+        return count >= self.limit
 
 
 class _StopRun(Exception):
