@@ -46,7 +46,7 @@ def worker(
 def alert(
     rules: Annotated[Optional[Path], typer.Option("--rules", "-r", help="Rules file (TOML). Default: the rules shipped with the package (see --show-rules).")] = None,
     bootstrap: BootstrapOpt = None,
-    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for rules that name none (repeatable; env JOBSTREAM_ALERT_URLS). Example: json://host:8080/hook, mailto://user:pass@smtp.example.com?to=ops@example.com.")] = None,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL without credentials for rules that name none (repeatable), e.g. json://host:8080/hook; a URL with a token or password is refused here (ps shows command lines): put it in env JOBSTREAM_ALERT_URLS.")] = None,
     group: Annotated[Optional[str], typer.Option(help="Consumer group (default jobstream-alerts).")] = None,
     show_rules: Annotated[bool, typer.Option("--show-rules", help="Print the rules (URLs shown by scheme only) and exit.")] = False,
     metrics_port: MetricsPortOpt = None,
@@ -61,6 +61,12 @@ def alert(
     from pipeline.alerts import rules as rules_module
     from pipeline.alerts import service
 
+    from pipeline.alerts.delivery import carries_secrets, scheme_of
+
+    for given in url or ():  # a command line is visible to every user of the machine (ps, /proc)
+        if carries_secrets(given):
+            raise ConfigError(f"--url: the {scheme_of(given)}:// URL carries a token or password, which a command line "
+                              "shows to every user (ps); give it in JOBSTREAM_ALERT_URLS or a rules file instead")
     settings = load_settings(bootstrap=bootstrap, alert_group=group, metrics_port=metrics_port)
     extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
     rule_set = rules_module.load(rules, extra_urls=extra)
