@@ -9,7 +9,7 @@ run, status, chaos, bench). ``common`` holds the app, the options, and the one m
 
 from __future__ import annotations
 
-from pipeline.cli import documents, operations, roles, sql, topics, vendors  # noqa: F401 - registers the commands
+from pipeline.cli import documents, operations, roles, sinkops, sql, topics, vendors  # noqa: F401 - registers the commands
 from pipeline.cli.common import app, load_settings
 
 __all__ = ["app", "load_settings", "main"]
