@@ -79,11 +79,12 @@ def run_pipeline(
     if check:
         out.print(f"{config}: configuration OK for {', '.join(role.name for role in plan.roles)} (nothing started)", markup=False)
         return
+    from pipeline.ops.logs import stamp
     from pipeline.run.lock import run_lock
 
     with run_lock(Path(plan.settings.run_state_file)):  # a second run on this configuration: one line
         raise_on_stop_signals()  # a requested stop (systemctl stop, docker stop, Ctrl-C) exits 0
-        code = production.run(plan, say=lambda line: out.print(line, markup=False))
+        code = production.run(plan, say=lambda line: out.print(stamp(line), markup=False))
     if code:
         raise typer.Exit(code)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,7 +25,7 @@ def worker(
     app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
     send_timeout: Annotated[Optional[float], typer.Option(help="Seconds Kafka has to acknowledge a batch's records before the worker exits 70 (default 30).")] = None,
-    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    loglevel: Annotated[Optional[str], typer.Option(help="Faust log level (default: JOBSTREAM_LOG_LEVEL, else warning).")] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
@@ -38,7 +38,9 @@ def worker(
         metrics_port=metrics_port,
     )
     check_worker(settings)
-    run_worker(settings, loglevel=loglevel)
+    from pipeline.ops.logs import LEVEL_ENV
+
+    run_worker(settings, loglevel=loglevel or os.environ.get(LEVEL_ENV, "").strip().lower() or "warning")
 
 
 
@@ -76,7 +78,9 @@ def alert(
         return
     if settings.alert_delivery_attempts < 1:
         raise ConfigError("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from pipeline.ops.logs import setup_logging
+
+    setup_logging(level=logging.INFO)
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
     quiet_kafka_logs()
     exit_on_sigterm()
@@ -115,7 +119,9 @@ def sink(
                              pg_host=pg_host, pg_port=pg_port, metrics_port=metrics_port)
     quiet_kafka_logs()
     try:
-        run_sink(settings, echo=lambda line: out.print(line, markup=False))
+        from pipeline.ops.logs import stamp
+
+        run_sink(settings, echo=lambda line: out.print(stamp(line), markup=False))
     except SinkError as exc:
         raise fail(str(exc)) from None
     except (OSError, ConnectionError) as exc:

@@ -53,7 +53,7 @@ def test_a_role_failing_the_same_way_five_times_stops_the_run_with_its_line(tmp_
         result = _run("--config", config, env={"JOBSTREAM_QUACK_TOKEN": "a-token-for-the-test"})
     assert result.returncode == 1, result.stdout + result.stderr
     reason = f"error: cannot serve live SQL on quack:127.0.0.1:{port}"
-    said = result.stdout.splitlines()
+    said = [line.split(" INFO ", 1)[1] for line in result.stdout.splitlines()]  # each line: UTC time, level, text
     assert sum(line.startswith(f"sink exited with status 1: {reason}") for line in said) == 4, said
     assert any(line.startswith("sink exited with status 1 5 times in a row with the same error (a restart does not heal it; "
                                f"stopping the run): {reason}") for line in said), said
