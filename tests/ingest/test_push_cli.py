@@ -17,9 +17,11 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["ingest", "truenas", "--url", "http://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"}, "must start with ws:// or wss://"),
-    (["ingest", "truenas", "--url", "ws://nas/api/current"], {}, "no API key"),
-    (["ingest", "truenas", "--url", "ws://nas/api/current", "--host", "a:b"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"}, "without ':'"),
-    (["ingest", "truenas", "--url", "ws://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+    (["ingest", "truenas", "--url", "wss://nas/api/current"], {}, "no API key"),
+    (["ingest", "truenas", "--url", "wss://nas/api/current", "--host", "a:b"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"}, "without ':'"),
+    (["ingest", "truenas", "--url", "wss://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+    (["ingest", "truenas", "--url", "ws://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"},
+     "TrueNAS revokes an API key sent over an unencrypted connection; use wss://, or pass --allow-plain-ws"),
     (["ingest", "qlik-cloud", "--listen", "nowhere"], {}, "is not HOST:PORT"),
     (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0"], {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "abcd-15-chars.."}, "shorter than 16"),
     (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0"], {}, "no webhook secret: set JOBSTREAM_QLIK_WEBHOOK_SECRET"),
