@@ -233,8 +233,8 @@ async def test_the_sender_retries_5xx_until_the_receiver_takes_the_event():
     app.router.add_post("/", flaky)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
     try:
         events = reload_events(1, tenant="flaky", start=datetime(2026, 11, 30, tzinfo=UTC))
         report = await WebhookSender(f"http://127.0.0.1:{port}/", secret=SECRET, clock=100).run(events)
