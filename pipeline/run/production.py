@@ -221,8 +221,10 @@ def sink_problems(db_path: Path) -> list[str]:
     import duckdb
 
     folder = db_path.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # the sink creates the missing folders
+        folder = folder.parent
     if not folder.is_dir():
-        return [f"sink: db_path {db_path}: the folder {folder} does not exist"]
+        return [f"sink: db_path {db_path}: {folder} is not a folder"]
     try:  # by trying (os.access says yes to root, even in /proc)
         with tempfile.TemporaryFile(dir=folder):
             pass

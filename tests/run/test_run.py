@@ -39,7 +39,8 @@ def test_the_example_file_loads_and_validates(tmp_path):
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "client_key.pem"))
     files = {"JOBSTREAM_QLIK_QRS_CERT_FILE": str(tmp_path / "client.pem"), "JOBSTREAM_QLIK_QRS_KEY_FILE": str(tmp_path / "client_key.pem"),
-             "JOBSTREAM_QLIK_QRS_CA_FILE": str(tmp_path / "root.pem"), "JOBSTREAM_QLIK_WEBHOOK_SECRET": "webhook-secret-16-chars+"}
+             "JOBSTREAM_QLIK_QRS_CA_FILE": str(tmp_path / "root.pem"), "JOBSTREAM_QLIK_WEBHOOK_SECRET": "webhook-secret-16-chars+",
+             "JOBSTREAM_DB_PATH": str(tmp_path / "jobstream.duckdb")}  # its folder is checked too
     plan = production.load_plan(ROOT / "jobstream.example.toml", [], {}, env={**SECRETS, **files})
     assert [r.name for r in plan.roles] == list(production.ROLE_NAMES)
     assert plan.settings.bootstrap == "kafka-1.example.com:9092,kafka-2.example.com:9092"
