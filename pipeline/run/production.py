@@ -98,6 +98,7 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
         settings = Settings.from_file_and_env(table, env, file=config).with_overrides(**overrides)
     except SettingsError as exc:
         problems += str(exc).splitlines()
+    checked = settings or _without_wrong_values(table, env, config, overrides)
     options = _options(_table(document, "run", problems), problems)
     roles = list(chosen) or list(options.roles) or [
         *CORE_ROLES, *(r for r, section in {**PUSH_INGESTORS, **PULL_INGESTORS}.items() if section in document)
@@ -106,7 +107,7 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
     roles = [r for r in dict.fromkeys(roles) if r in ROLE_NAMES]
     argv: dict[str, list[str]] = {}
     for role in roles:
-        argv[role] = _command(role, config, document, settings, env, problems)
+        argv[role] = _command(role, config, document, checked, env, problems)
     if problems or settings is None:
         raise RunConfigError(problems)
     child_env = children_env(table, env, overrides)
@@ -114,6 +115,25 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
         settings=settings, options=options, env=child_env,
         roles=tuple(Role(name, argv[name], env=_metrics_env(options.metrics_port, i)) for i, name in enumerate(roles)),
     )
+
+
+def _without_wrong_values(table: Mapping[str, Any], env: Mapping[str, str], config: Path,
+                          overrides: Mapping[str, Any]) -> Settings | None:
+    """The settings without the ``[pipeline]`` values that are wrong, so that one wrong value
+    does not hide the roles' own checks (each problem is said once, by ``load_plan``)."""
+
+    def valid(name: str, value: Any) -> bool:
+        try:
+            Settings.from_file_and_env({name: value}, env, file=config)
+        except SettingsError:
+            return False
+        return True
+
+    try:
+        return Settings.from_file_and_env({k: v for k, v in table.items() if valid(k, v)}, env,
+                                          file=config).with_overrides(**overrides)
+    except SettingsError:
+        return None
 
 
 def _read_document(config: Path) -> dict[str, Any]:

@@ -57,3 +57,14 @@ def test_a_role_failing_the_same_way_five_times_stops_the_run_with_its_line(tmp_
     assert sum(line.startswith(f"sink exited with status 1: {reason}") for line in said) == 4, said
     assert any(line.startswith("sink exited with status 1 5 times in a row with the same error (a restart does not heal it; "
                                f"stopping the run): {reason}") for line in said), said
+
+
+def test_a_wrong_pipeline_value_does_not_hide_the_roles_checks(tmp_path):
+    """Issue 35 case 13: before, a `[pipeline]` error was the only line; the missing
+    webhook secret showed only once it was fixed."""
+    config = _config(tmp_path, '["sink", "qlik-cloud"]', str(tmp_path / "j.duckdb"), 'stall_after_s = "soon"\n')
+    result = _run("--config", config, "--check")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any("stall_after_s" in line for line in lines), lines
+    assert any(line.startswith("error: qlik-cloud: no webhook secret") for line in lines), lines
