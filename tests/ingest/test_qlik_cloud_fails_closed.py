@@ -131,3 +131,12 @@ def test_old_events_floods_and_refusals_are_refused_counted_and_said_at_a_bounde
         receiver.stop()
     said = [line for line in receiver.log.read_text().splitlines() if "refused a delivery" in line]
     assert 3 <= len(said) <= 6, said  # one line per reason every 10 s, not one per request (before: 300)
+
+
+def test_behind_a_proxy_on_this_machine_each_forwarded_client_has_its_own_rate():
+    from pipeline.vendors.qlik_cloud.guard import client_of
+
+    assert client_of("127.0.0.1", "203.0.113.7") == "203.0.113.7"
+    assert client_of("127.0.0.1", "198.51.100.1, 203.0.113.7") == "203.0.113.7"  # the entry the proxy added
+    assert client_of("203.0.113.9", "127.0.0.1") == "203.0.113.9"  # not from a local proxy: not trusted
+    assert client_of("127.0.0.1", None) == "127.0.0.1"

@@ -126,7 +126,9 @@ def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
     port = demo.port("webhook")
     return [
         DemoProcess("qlik-cloud-receiver", ("ingest", "qlik-cloud", "--bootstrap", demo.bootstrap,
-                                            "--listen", "127.0.0.1:{listen:webhook}"), env=VENDOR.demo_secrets,
+                                            "--listen", "127.0.0.1:{listen:webhook}",
+                                            "--rate-per-client", "0"),  # its own sender (and chaos's hostile one) on loopback
+                    env=VENDOR.demo_secrets,
                     listens_as="webhook"),
         DemoProcess("qlik-cloud-simulator", ("simulate", "qlik-cloud", "--url", f"http://127.0.0.1:{port}/",
                                              "--events", str(max(int(demo.duration_s), 20)), "--clock", "60"),

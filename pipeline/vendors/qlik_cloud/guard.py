@@ -47,6 +47,16 @@ def too_old(when: datetime | None, now: datetime, max_age_s: float) -> str | Non
             "(a replayed or stale delivery)")
 
 
+def client_of(remote: str | None, forwarded_for: str | None) -> str:
+    """The client a request is counted for: behind a TLS proxy on this machine every request
+    comes from loopback, so there the proxy's ``X-Forwarded-For`` (its last entry, the one
+    the proxy added) names the client; from anywhere else the header is not trusted."""
+    remote = remote or "?"
+    if forwarded_for and (remote.startswith("127.") or remote == "::1"):
+        return forwarded_for.rsplit(",", 1)[-1].strip() or remote
+    return remote
+
+
 class ClientRates:
     """A token bucket per client address: ``per_s`` requests a second, bursts of twice that.
     At most ``clients`` buckets are kept (the least recently seen go first)."""

@@ -170,7 +170,7 @@ class Receiver:
     async def receive(self, request: web.Request) -> web.Response:
         received_at = datetime.now(UTC)
         now = asyncio.get_running_loop().time()
-        if not self._rates.allow(request.remote or "?", now):
+        if not self._rates.allow(guard.client_of(request.remote, request.headers.get("X-Forwarded-For")), now):
             self.refuse("rate_limited", request.remote)
             return web.json_response({"error": "too many requests from this client"}, status=429,
                                      headers={"Retry-After": str(RETRY_AFTER_S)})
