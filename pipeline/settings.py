@@ -146,6 +146,7 @@ class Settings:
     # history, a replay: no flood of old news).
     alert_group: str = "jobstream-alerts"
     alert_urls: str = field(default="", repr=False)
+    alert_urls_file: Path | None = None  # the URLs in a file (compose secrets), when alert_urls is empty
     alert_delivery_attempts: int = 4
     alert_retry_base_s: float = 0.5
     alert_context_wait_s: float = 2.0
@@ -270,6 +271,16 @@ class Settings:
         """STALE runs silent this long leave too: a run that never resumes must not
         keep state forever (its last record, STALE, is already downstream)."""
         return timedelta(seconds=self.stale_retention_s)
+
+    def alert_url_text(self) -> str:
+        """JOBSTREAM_ALERT_URLS, else the contents of the file JOBSTREAM_ALERT_URLS_FILE names."""
+        if self.alert_urls or self.alert_urls_file is None:
+            return self.alert_urls
+        try:
+            return Path(self.alert_urls_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(f"{ENV_PREFIX}ALERT_URLS_FILE={str(self.alert_urls_file)!r} cannot be read ({reason})") from None
 
     def qlik_secret(self) -> str | None:
         """The webhook secret (env, else file), or None when none is configured."""

@@ -139,7 +139,8 @@ def test_an_operator_can_bring_it_down_and_nothing_listens_on_all_interfaces():
             if not demo and any(word in variable for word in ("SECRET", "PASSWORD", "API_KEY")):
                 assert variable.endswith("_FILE") and str(value).startswith("/run/secrets/"), f"{name}: {variable}"
                 assert str(value).rsplit("/", 1)[1] in service["secrets"], name
-    assert set(COMPOSE["secrets"]) == {"webhook_secret", "truenas_api_key", "zuora_password", "informatica_password"}
+    assert set(COMPOSE["secrets"]) == {"alert_urls", "webhook_secret", "truenas_api_key", "zuora_password", "informatica_password"}
+    assert services["alerter"]["environment"]["JOBSTREAM_ALERT_URLS_FILE"] == "/run/secrets/alert_urls"
 
 
 def test_the_vendors_profile_has_the_config_it_mounts(monkeypatch):

@@ -70,7 +70,7 @@ def alert(
             raise ConfigError(f"--url: the {scheme_of(given)}:// URL carries a token or password, which a command line "
                               "shows to every user (ps); give it in JOBSTREAM_ALERT_URLS or a rules file instead")
     settings = load_settings(bootstrap=bootstrap, alert_group=group, metrics_port=metrics_port)
-    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
+    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_url_text())
     rule_set = rules_module.load(rules, extra_urls=extra)
     if show_rules:
         for line in rules_module.describe(rule_set):

@@ -222,8 +222,8 @@ def _alerter(table: Mapping[str, Any], settings: Settings | None, env: Mapping[s
         from pipeline.alerts.delivery import DeliveryError, open_channel
 
         try:
-            loaded = rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_urls), env=dict(env))
-        except rules_module.RulesError as exc:
+            loaded = rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_url_text()), env=dict(env))
+        except (rules_module.RulesError, SettingsError) as exc:
             problems.append(f"alerter: {exc}")
         else:  # a URL Apprise cannot use made the alerter exit 1 and restart forever
             urls = dict.fromkeys(url for rule in loaded.rules for url in rule.urls)

@@ -68,3 +68,18 @@ def test_a_wrong_pipeline_value_does_not_hide_the_roles_checks(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert any("stall_after_s" in line for line in lines), lines
     assert any(line.startswith("error: qlik-cloud: no webhook secret") for line in lines), lines
+
+
+def test_apprise_urls_can_come_from_a_file_and_are_checked_there(tmp_path):
+    """Compose gives the alerter its URLs as a secret file (JOBSTREAM_ALERT_URLS_FILE)."""
+    urls = tmp_path / "alert_urls"
+    urls.write_text("slack://T000/B000/XXXXSECRET\njson//typo@host\n")
+    config = _config(tmp_path, '["alerter"]', str(tmp_path / "j.duckdb"))
+    result = _run("--config", config, "--check", env={"JOBSTREAM_ALERT_URLS_FILE": str(urls)})
+    assert result.returncode == 2
+    assert [line.split(":")[0:3] for line in result.stderr.strip().splitlines()] == [["error", " alerter", " Apprise URL 2 of 2"]]
+    assert "XXXXSECRET" not in result.stderr
+    missing = _run("--config", config, "--check", env={"JOBSTREAM_ALERT_URLS_FILE": str(tmp_path / "none")})
+    assert missing.returncode == 2 and "JOBSTREAM_ALERT_URLS_FILE=" in missing.stderr and "cannot be read" in missing.stderr
+    urls.write_text("json://127.0.0.1:9/hook\n")
+    assert _run("--config", config, "--check", env={"JOBSTREAM_ALERT_URLS_FILE": str(urls)}).returncode == 0
