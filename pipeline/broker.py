@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pipeline.ops import ports
 from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id  # noqa: F401 - kafka_api_versions: cli.py imports it from here
 
 
@@ -54,6 +55,9 @@ def find_tansu() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free a moment ago. Not for a server started later (another process may take
+    it first): servers bind port 0 or retry (``pipeline/ops/ports.py``); this is for
+    addresses where nothing should answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
@@ -86,7 +90,8 @@ class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, log: Path | None = None,
                  advertised: str | None = None):
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or ports.candidate(host)
+        self._port_chosen_here = not port
         self.log = log
         self.advertised = advertised  # HOST:PORT clients are told to use (a TLS front); default the listener
         self.cluster_id = f"jobstream-{uuid.uuid4().hex[:12]}"
@@ -99,8 +104,26 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+        """Start Tansu and wait until it answers. Tansu must advertise its port, so it
+        cannot bind port 0: a port chosen here that another process takes before Tansu
+        binds it is replaced by the next candidate (a port given by the caller is not)."""
+        if not self._port_chosen_here:
+            return self._start_on_port(timeout)
+        for _ in range(ports.ATTEMPTS - 1):
+            try:
+                return self._start_on_port(timeout)
+            except ports.PortTaken:
+                self.port = ports.candidate(self.host)
+        try:
+            return self._start_on_port(timeout)
+        except ports.PortTaken as exc:
+            raise BrokerError(str(exc)) from None
+
+    def _start_on_port(self, timeout: float) -> "EmbeddedBroker":
         url = f"tcp://{self.host}:{self.port}"
         if not port_is_free(self.host, self.port):
+            if self._port_chosen_here:
+                raise ports.PortTaken(f"port {self.port} on {self.host} was taken before Tansu could bind it")
             other = kafka_cluster_id(self.host, self.port, timeout=1.0)
             held_by = f"a Kafka (cluster id {other}) already answers there" if other else "another program listens there"
             raise BrokerError(f"port {self.port} on {self.host} is taken: {held_by}; choose another --port")
@@ -125,12 +148,16 @@ class EmbeddedBroker:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
+                if self._port_chosen_here and not port_is_free(self.host, self.port):
+                    raise ports.PortTaken(f"port {self.port} on {self.host} was taken while Tansu started")
                 raise BrokerError(f"Tansu exited with status {code} while starting on {url}{self._tail()}")
             answer = kafka_cluster_id(self.host, self.port, timeout=0.5)
             if answer == self.cluster_id:
                 return self
             if answer is not None:
                 self.stop()
+                if self._port_chosen_here:
+                    raise ports.PortTaken(f"another Kafka took port {self.port} on {self.host} while Tansu started")
                 raise BrokerError(
                     f"another Kafka (cluster id {answer}) answers on {self.bootstrap}, not the broker "
                     f"started here; choose another --port{self._tail()}"

@@ -149,6 +149,7 @@ class Settings:
     # history, a replay: no flood of old news).
     alert_group: str = "jobstream-alerts"
     alert_urls: str = field(default="", repr=False)
+    alert_urls_file: Path | None = None  # the URLs in a file (compose secrets), when alert_urls is empty
     alert_delivery_attempts: int = 4
     alert_retry_base_s: float = 0.5
     alert_context_wait_s: float = 2.0
@@ -294,9 +295,19 @@ class Settings:
         keep state forever (its last record, STALE, is already downstream)."""
         return timedelta(seconds=self.stale_retention_s)
 
+    def alert_url_text(self) -> str:
+        """JOBSTREAM_ALERT_URLS, else the contents of the file JOBSTREAM_ALERT_URLS_FILE names."""
+        if self.alert_urls or self.alert_urls_file is None:
+            return self.alert_urls
+        try:
+            return Path(self.alert_urls_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(f"{ENV_PREFIX}ALERT_URLS_FILE={str(self.alert_urls_file)!r} cannot be read ({reason})") from None
+
     def qlik_secret(self) -> str | None:
         """The webhook secret (env, else file), or None when none is configured."""
-        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET")
+        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET", minimum=16)
 
     def truenas_key(self) -> str | None:
         """The TrueNAS API key (env, else file), or None when none is configured."""
@@ -418,9 +429,9 @@ class Settings:
         return settings
 
 
-def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
-    """A secret given directly or as a file (first line, stripped); at least 4
-    characters, since shorter ones cannot be redacted from logs."""
+def read_secret(value: str | None, file: Path | None, name: str, minimum: int = 4) -> str | None:
+    """A secret given directly or as a file (first line, stripped); at least ``minimum``
+    characters (4: shorter ones cannot be redacted from logs; 16 for an HMAC key)."""
     if not value and file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
@@ -429,8 +440,8 @@ def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
             raise SettingsError(f"{ENV_PREFIX}{name}_FILE={str(file)!r} cannot be read ({reason})") from None
     if value is None or value == "":
         return None
-    if len(value) < 4:
-        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than 4 characters")
+    if len(value) < minimum:
+        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than {minimum} characters")
     return value
 
 

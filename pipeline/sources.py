@@ -652,14 +652,49 @@ async def run_source(
 ) -> None:
     """Run one poller against Kafka until ``stop``: the producer and cursor store
     started and stopped around ``run_poller``."""
-    producer = RawProducer(bootstrap, source.vendor, source.source)
-    cursors = CursorStore(bootstrap)
-    await producer.start()
+    connected = await _connect_until_stopped(source, bootstrap, stop, redact)
+    if connected is None:
+        return
+    producer, cursors = connected
     try:
-        await cursors.start()
-        try:
-            await run_poller(source, producer, cursors, stop=stop, backoff=backoff, redact=redact, on_poll=on_poll)
-        finally:
-            await cursors.stop()
+        await run_poller(source, producer, cursors, stop=stop, backoff=backoff, redact=redact, on_poll=on_poll)
     finally:
+        await cursors.stop()
         await producer.stop()
+
+
+KAFKA_RETRY_MAX_S = 30.0
+"""Longest wait between two attempts to reach Kafka at an ingestor's start."""
+
+
+async def _connect_until_stopped(
+    source: PollingSource, bootstrap: str, stop: asyncio.Event, redact: Redactor,
+) -> tuple[RawProducer, CursorStore] | None:
+    """The producer and the cursor store, started once Kafka answers. An ingestor started
+    while Kafka is away keeps trying (1 s, doubling to 30 s; said on the first try and every
+    tenth), as README promises, instead of a traceback and exit 1. None when stopped first."""
+    delay, attempts = 1.0, 0
+    while not stop.is_set():
+        producer = RawProducer(bootstrap, source.vendor, source.source)
+        try:
+            await producer.start()
+            cursors = CursorStore(bootstrap)  # made only now: an unstarted client warns when collected
+            try:
+                await cursors.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer, cursors
+        except (KafkaError, OSError) as exc:
+            try:  # a producer that failed to start still holds its client
+                await producer.stop()
+            except Exception as failed:  # noqa: BLE001 - it failed already; say why only in debug
+                log.debug("stopping a producer that did not start: %s", failed)
+            attempts += 1
+            if attempts == 1 or attempts % 10 == 0:
+                log.warning(redact(f"Kafka at {bootstrap} does not answer ({exc or type(exc).__name__}); "
+                                   f"{source.vendor} keeps trying (attempt {attempts}, next in {delay:.0f} s)"))
+            if await sleep_unless(stop, delay):
+                return None
+            delay = min(delay * 2, KAFKA_RETRY_MAX_S)
+    return None

@@ -55,7 +55,7 @@ from aiokafka.errors import KafkaError
 from pipeline import catalog, vendors
 from pipeline.bench.stages import BenchError, log_tail as _tail, stop_process
 from pipeline.bench.workload import Document, documents
-from pipeline.broker import free_port
+from pipeline.ops import ports
 from pipeline.kafka import clients
 from pipeline.settings import Settings
 from pipeline.sink import quack
@@ -170,8 +170,9 @@ def running(bootstrap: str, folder: Path, name: str) -> Iterator[Live]:
     ends of the ``jobs.*`` topics, then ``pipeline worker`` with a new app id."""
     db = folder / f"{name}.duckdb"
     new_file(db, asyncio.run(jobs_ends(bootstrap)))
-    token, port = uuid.uuid4().hex, free_port()
+    token = uuid.uuid4().hex
     logs = folder / name
+    reported = logs / "sink.ports"
     logs.mkdir()
     processes: list[subprocess.Popen] = []
     client = duckdb.connect()
@@ -179,15 +180,16 @@ def running(bootstrap: str, folder: Path, name: str) -> Iterator[Live]:
         with open(logs / "sink.log", "wb") as log:
             sink = subprocess.Popen(
                 [sys.executable, "-P", "-m", "pipeline", "sink", "--bootstrap", bootstrap, "--db", str(db),
-                 "--quack-host", "localhost", "--quack-port", str(port)],
-                env={**os.environ, quack.TOKEN_ENV: token}, stdout=log, stderr=subprocess.STDOUT,
+                 "--quack-host", "localhost"],
+                env={**os.environ, quack.TOKEN_ENV: token, ports.ANY_ENV: "quack", ports.REPORT_ENV: str(reported)},
+                stdout=log, stderr=subprocess.STDOUT,
             )
         processes.append(sink)
         quack.load_extensions(client)
-        address = quack.uri("localhost", port)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
-            try:
+            try:  # the sink binds a Quack port of its choosing and reports it
+                address = quack.uri("localhost", ports.reported(reported).get("quack", 0))
                 quack.query(client, address, token, "SELECT 1")
                 break
             except duckdb.Error:

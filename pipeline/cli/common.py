@@ -81,8 +81,9 @@ def root(
 ) -> None:
     """Jobstream: the vendors' job events -> Kafka -> one lifecycle history in DuckDB."""
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# emoji=False: rich would print "a:b:c" paths and URLs with ":smile:"-like parts as emoji.
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
 
 BootstrapOpt = Annotated[
     Optional[str],

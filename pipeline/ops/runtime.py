@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.kafka import clients
 from pipeline.kafka.probes import any_broker_answers_async
+from pipeline.ops import ports
 from pipeline.ops.health import RoleMetrics, bind_metrics, serve
 from pipeline.sources import SOURCE_METRICS
 
@@ -72,25 +73,29 @@ def _exit_broker_lost(line: str) -> None:
 
 
 def bind(metrics: RoleMetrics, settings: "Settings") -> socket.socket | None:
-    """The role's metrics port bound now, at its start (None when not served); a taken
-    port raises ``MetricsPortTaken``, one line."""
-    if not settings.metrics_port:
+    """The role's metrics port bound now, at its start (None when not served; port 0 when
+    the starter asked for any port); a taken port raises ``MetricsPortTaken``, one line."""
+    any_port = ports.wants_any("metrics")
+    if not settings.metrics_port and not any_port:
         return None
-    return bind_metrics(metrics.role, settings.metrics_host, settings.metrics_port)
+    return bind_metrics(metrics.role, settings.metrics_host, 0 if any_port else settings.metrics_port)
 
 
 async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True,
                   listening: socket.socket | None = None, exit_on_lost: bool = True) -> None:
     """What every long-running role runs beside its loop, until cancelled: the /metrics and
-    /healthz server (on ``listening``, the port ``bind`` took at the start) and
+    /healthz server (on ``listening``, the port ``bind`` took at the start; the bound port
+    is reported when the starter asked for any port: ``pipeline/ops/ports.py``) and
     (``watch``) the broker watch."""
     runner = None
     try:
         if listening is None:
             listening = bind(metrics, settings)
         if listening is not None:
-            runner = await serve(metrics, settings.metrics_host, settings.metrics_port, listening=listening)
-            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+            bound = listening.getsockname()[1]
+            runner = await serve(metrics, settings.metrics_host, bound, listening=listening)
+            ports.report("metrics", bound)
+            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{bound}/metrics",
                   file=sys.__stderr__, flush=True)
         if watch:
             await watch_broker(clients.connection(settings), metrics,

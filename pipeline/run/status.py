@@ -232,9 +232,11 @@ async def run_state_lines(path: Path, *, timeout_s: float = 2.0) -> list[str]:
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for name, role in state.get("roles", {}).items():
-            address = f"{host}:{role['metrics_port']}"
+            address = f"{host}:{role['metrics_port']}" if role.get("metrics_port") else "(not reported yet)"
             health, partitions = "no answer", {}
             try:
+                if not role.get("metrics_port"):
+                    raise aiohttp.ClientError(address)
                 async with session.get(f"http://{address}/healthz") as response:
                     body = await response.json()
                     problems = body.get("problems") or {}

@@ -55,6 +55,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
 from pipeline.kafka import clients
+from pipeline.ops import ports
 from pipeline.ops.health import RoleMetrics, observe_fetch
 from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
@@ -243,13 +244,16 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
     try:
         token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
         where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
-        if settings.quack_port or settings.pg_port:
+        any_quack_port = ports.wants_any("quack")  # the starter asked for a port of its choosing
+        if settings.quack_port or any_quack_port or settings.pg_port:
             token = quack.resolve_token(token_file)
-        if settings.quack_port:
+        if settings.quack_port or any_quack_port:
             try:
-                server = quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token)
+                server = (quack.QuackServer.start_on_any_port(writer.connection, settings.quack_host, token) if any_quack_port
+                          else quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token))
             except quack.QuackError as exc:
                 raise SinkError(str(exc)) from None
+            ports.report("quack", server.port)
             echo(f"sink: live SQL on {server.uri} (token in {where})")
         if settings.pg_port:
             postgres = start_postgres(settings, writer, token, hardened=server is not None)
@@ -258,7 +262,7 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
         if server is not None or postgres is not None:
             endpoint.publish(settings.db_path, endpoint.Endpoint(
                 os.getpid(),
-                quack.uri(endpoint.client_host(settings.quack_host), settings.quack_port) if server else "",
+                quack.uri(endpoint.client_host(settings.quack_host), server.port) if server else "",
                 postgres.uri if postgres else None,
             ))
         echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")

@@ -36,6 +36,7 @@ from pathlib import Path
 import duckdb
 
 from pipeline.errors import JobstreamError
+from pipeline.ops import ports
 
 DUCKDB_VERSION = "v1.5.5"
 SCHEME = "quack:"
@@ -174,6 +175,28 @@ class QuackServer:
             text = " ".join(str(exc).split())
             raise QuackError(f"cannot serve live SQL on {uri(host, port)}: {text}") from None
         return cls(server, address)
+
+    @classmethod
+    def start_on_any_port(cls, con: duckdb.DuckDBPyConnection, host: str, token: str) -> "QuackServer":
+        """``start`` on a port of its own choosing: Quack refuses port 0, so a candidate is
+        tried and, when another process took it meanwhile, the next (``ops/ports.py``)."""
+
+        def attempt(port: int) -> "QuackServer":
+            try:
+                return cls.start(con, host, port, token)
+            except QuackError as exc:
+                if "Failed to bind" in str(exc):
+                    raise ports.PortTaken(str(exc)) from None
+                raise
+
+        try:
+            return ports.first_free(attempt, host)
+        except ports.PortTaken as exc:
+            raise QuackError(str(exc)) from None
+
+    @property
+    def port(self) -> int:
+        return int(self.uri.rsplit(":", 1)[1])
 
     def stop(self) -> None:
         try:

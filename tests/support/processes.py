@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from pipeline.broker import free_port
+from pipeline.ops import ports
 from pipeline.sink import quack
 
 
@@ -117,18 +117,33 @@ class WorkerProcess(RoleProcess):
 
 
 class SinkProcess(RoleProcess):
-    """``pipeline sink`` with its own file, Quack port and token."""
+    """``pipeline sink`` with its own file and token, serving Quack on a port it chooses
+    and reports (``pipeline/ops/ports.py``): no port is picked here and bound there later."""
 
     def __init__(self, bootstrap: str, db: Path, *, token: str | None = "test-token-1234", env: dict[str, str] | None = None) -> None:
         self.db = db
-        self.port = free_port()
         self.token = token
-        super().__init__(
-            ["sink", "--bootstrap", bootstrap, "--db", str(db), "--quack-port", str(self.port)], db.with_suffix(".log"),
-        )
+        self.port_file = db.with_suffix(".ports")
+        super().__init__(["sink", "--bootstrap", bootstrap, "--db", str(db)], db.with_suffix(".log"))
         self.env = {k: v for k, v in self.env.items() if k != quack.TOKEN_ENV} | (env or {})
+        self.env |= {ports.ANY_ENV: "quack", ports.REPORT_ENV: str(self.port_file)}
         if token is not None:
             self.env[quack.TOKEN_ENV] = token
+
+    def start(self) -> "SinkProcess":
+        self.port_file.unlink(missing_ok=True)
+        super().start()
+        return self
+
+    @property
+    def port(self) -> int:
+        """The Quack port this start of the sink reported (waits for it while the sink runs)."""
+        deadline = time.monotonic() + 60
+        while (port := ports.reported(self.port_file).get("quack")) is None:
+            if self.process is None or self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the sink reported no Quack port: {self.tail()}")
+            time.sleep(0.05)
+        return port
 
     @property
     def uri(self) -> str:
