@@ -19,10 +19,9 @@ import hashlib
 import hmac
 import os
 import struct
-import threading
 from pathlib import Path
 
-from pipeline.broker import EmbeddedBroker
+from tests.support.front import FrontedBroker, pipe
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 ITERATIONS = 4096
@@ -78,59 +77,26 @@ class _Scram:
         return True, f"v={verifier}".encode(), True
 
 
-class SaslFrontedBroker:
+class SaslFrontedBroker(FrontedBroker):
     """Tansu behind a SASL front on a port the front bound itself (port 0)."""
 
     def __init__(self, folder: Path, users: dict[str, str]) -> None:
-        self.folder = folder
+        super().__init__(folder)
         self.users = dict(users)
-        self._loop = asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
-        self.broker: EmbeddedBroker | None = None
-        self.port = 0
         self.refused: list[str] = []
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def env(self, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
         return {"JOBSTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "JOBSTREAM_SASL_MECHANISM": mechanism,
                 "JOBSTREAM_SASL_USERNAME": user, "JOBSTREAM_SASL_PASSWORD": password}
 
-    def __enter__(self) -> "SaslFrontedBroker":
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        started.wait(10)
-        self.broker = EmbeddedBroker(log=self.folder / "tansu.log", advertised=self.bootstrap).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.broker is not None:
-            self.broker.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        started.set()
-        self._loop.run_forever()
-        server.close()
-
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self.broker is not None
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
-        except OSError:
-            writer.close()
+        upstream = await self._upstream(writer)
+        if upstream is None:
             return
+        up_reader, up_writer = upstream
         try:
             if await self._authenticate(reader, writer, up_reader, up_writer):
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+                await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, IndexError):
             pass
         finally:
@@ -185,14 +151,3 @@ class SaslFrontedBroker:
 
 def _response(correlation: int, body: bytes) -> bytes:
     return struct.pack(">ii", len(body) + 4, correlation) + body
-
-
-async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-    try:
-        while data := await source.read(65536):
-            target.write(data)
-            await target.drain()
-    except OSError:
-        pass
-    finally:
-        target.close()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
-from pipeline.broker import EmbeddedBroker
+from tests.support.front import FrontedBroker, pipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,7 @@ class TlsFiles:
     client_key: Path
 
 
-class TlsFrontedBroker:
+class TlsFrontedBroker(FrontedBroker):
     """Tansu behind a TLS front on a port the front bound itself (port 0)."""
 
     def __init__(self, folder: Path, *, mutual: bool = False) -> None:
@@ -48,15 +47,7 @@ class TlsFrontedBroker:
         if mutual:
             ca.configure_trust(self._context)
             self._context.verify_mode = ssl.CERT_REQUIRED
-        self._loop = asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self.broker: EmbeddedBroker | None = None
-        self.port = 0
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        super().__init__(folder, tls=self._context)
 
     def env(self, protocol: str = "SSL") -> dict[str, str]:
         """The settings a role needs to reach this broker (client certificate when mutual)."""
@@ -65,46 +56,7 @@ class TlsFrontedBroker:
             env |= {"JOBSTREAM_SSL_CERT_FILE": str(self.files.client_cert), "JOBSTREAM_SSL_KEY_FILE": str(self.files.client_key)}
         return env
 
-    def __enter__(self) -> "TlsFrontedBroker":
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        started.wait(10)
-        self.broker = EmbeddedBroker(log=self.folder / "tansu.log", advertised=self.bootstrap).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.broker is not None:
-            self.broker.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _serve(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self._context))
-        self.port = self._server.sockets[0].getsockname()[1]
-        started.set()
-        self._loop.run_forever()
-        self._server.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self.broker is not None
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(self.broker.host, self.broker.port)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    target.write(data)
-                    await target.drain()
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                target.close()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await self._upstream(writer)
+        if upstream is not None:
+            await asyncio.gather(pipe(reader, upstream[1]), pipe(upstream[0], writer))
