@@ -62,6 +62,10 @@ class Refold:
     """Stored transition ids (other than R21's) the refold did not emit."""
     extra_transitions: tuple[str, ...]
     """Transition ids the refold emitted that were never stored."""
+    unseen_confirmations: int = 0
+    """Versions the stored row has beyond the refold's while the run was active: re-polls
+    that confirmed it alive (R2) move only its deadline and leave no stored event or
+    transition, so a refold cannot see them, only count the versions they took."""
 
     @property
     def agrees(self) -> bool:
@@ -174,13 +178,33 @@ def refold(
 
     emitted = [t.transition_id for step in steps for t in step.transitions]
     stored_ids = set(stored_transition_ids)
+    could_confirm = any(s.after.state in _CONFIRMABLE for s in steps)
+    differences, unseen = _without_unseen_confirmations(compare(run, stored_run), could_confirm)
     return Refold(
         steps=tuple(steps),
         run=run,
-        differences=compare(run, stored_run),
+        differences=differences,
+        unseen_confirmations=unseen,
         missing_transitions=tuple(i for i in stored_transition_ids if i not in set(emitted)),
         extra_transitions=tuple(i for i in emitted if i not in stored_ids),
     )
+
+
+_CONFIRMABLE = (lifecycle.State.RUNNING, lifecycle.State.PENDING)
+
+
+def _without_unseen_confirmations(
+    differences: tuple[Difference, ...], could_confirm: bool
+) -> tuple[tuple[Difference, ...], int]:
+    """A stored version above the refold's, with every other field reproduced and the run
+    active at some step, is the alive confirmations (R2) the refold cannot see: counted,
+    not a disagreement. A lower stored version, or one with other differences, still is."""
+    if len(differences) != 1 or differences[0].field != "version" or not could_confirm:
+        return differences, 0
+    stored, refolded = differences[0].stored, differences[0].refolded
+    if not isinstance(stored, int) or stored <= refolded:
+        return differences, 0
+    return (), stored - refolded
 
 
 def _versioned(run: RunState, before: RunState | None) -> RunState:

@@ -84,6 +84,7 @@ def run_json(story: RunStory) -> str:
         "alerts": _plain([dict(a) for a in story.stored.alerts]),
         "stored_run": _plain(dict(story.stored.run)) if story.stored.run else None,
         "agrees": story.refold.agrees,
+        "unseen_confirmations": story.refold.unseen_confirmations,
         "differences": [{"field": d.field, "stored": _plain(d.stored), "refolded": _plain(d.refolded)} for d in story.refold.differences],
         "missing_transitions": list(story.refold.missing_transitions),
         "extra_transitions": list(story.refold.extra_transitions),
@@ -133,6 +134,9 @@ def run_text(story: RunStory) -> str:
     if folded.agrees:
         lines.append(f"agrees: the refold reproduces the stored row ({len(COMPARED_FIELDS)} fields) "
                      f"and every stored transition ({sum(len(s.transitions) for s in folded.steps)})")
+        if folded.unseen_confirmations:
+            lines.append(f"  (the stored version is {folded.unseen_confirmations} higher: re-polls that confirmed the "
+                         "run alive (R2) move only its deadline and are not stored)")
     else:
         lines.append("DISAGREES with the stored data:")
         lines += [f"  {d.field}: stored {_time(d.stored) or 'NULL'}, refolded {_time(d.refolded) or 'NULL'}" for d in folded.differences]

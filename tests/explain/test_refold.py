@@ -79,3 +79,41 @@ def test_an_event_late_the_first_time_is_not_replayed_as_a_redelivery():
     late = [(t.transition_id, t.event_id, t.from_state.value) for s in first.steps for t in s.transitions if t.late]
     result = refold([(e, False) for e in events], [], row, ids, redeliveries=late)
     assert result.agrees and [s.rule for s in result.steps] == ["R1", "R4"]
+
+
+def _worker_fold(events):
+    """The run as the worker stores it: ``apply_job`` per event, each change a version."""
+    job, records = None, []
+    for event in events:
+        job, emitted = lifecycle.apply_job(job, event)
+        records.extend(emitted)
+    [run] = job.runs.values()
+    return asdict(run), [t.transition_id for t in records]
+
+
+def test_a_repoll_confirming_an_active_run_is_counted_not_a_disagreement():
+    """R2: the same RUNNING record polled again later moves the deadline and takes a
+    version, but leaves no event or transition for the refold (CI: Informatica, stored 3
+    against refolded 2)."""
+    running, failed = ev(1, State.RUNNING, 0, received=1), ev(2, State.FAILED, 30, finished=30, received=400)
+    repoll = ev(1, State.RUNNING, 0, received=200)
+    row, ids = _worker_fold([running, repoll, failed])
+    assert row["version"] == 3 and row["events"] == 2
+    result = refold([(running, False), (failed, False)], [], row, ids)
+    assert result.agrees and result.unseen_confirmations == 1
+
+
+def test_a_stored_version_below_the_refold_or_with_other_differences_still_disagrees():
+    running, failed = ev(1, State.RUNNING, 0, received=1), ev(2, State.FAILED, 30, finished=30, received=400)
+    row, ids = _worker_fold([running, failed])
+    lower = refold([(running, False), (failed, False)], [], {**row, "version": 1}, ids)
+    assert not lower.agrees and lower.unseen_confirmations == 0
+    both = refold([(running, False), (failed, False)], [], {**row, "version": 5, "events": 9}, ids)
+    assert {d.field for d in both.differences} == {"version", "events"}
+
+
+def test_a_run_never_active_cannot_have_been_confirmed_alive():
+    done = ev(1, State.SUCCEEDED, 0, finished=0, received=1)
+    row, ids = _worker_fold([done])
+    result = refold([(done, False)], [], {**row, "version": 2}, ids)
+    assert not result.agrees and result.differences[0].field == "version"
