@@ -3,10 +3,13 @@ per session: Tansu starts in ~0.1 s, a Faust worker in ~6 s."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
+from tests.support.demo import DemoRun, shared_demo
 
 pytest_plugins = ["tests.support.kafka"]
 
@@ -21,3 +24,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedBroker:
     asyncio.run(catalog.apply(embedded.bootstrap))
     yield embedded
     embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One ``pipeline demo`` for the session (its own embedded broker), shared by the demo's,
+    the checks', the report's and explain's tests: they only read what it wrote."""
+    return shared_demo(tmp_path_factory.mktemp("shared-demo"))
+
+
+@pytest.fixture(scope="session")
+def demo_db(demo_run: DemoRun) -> Path:
+    return demo_run.db

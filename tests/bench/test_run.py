@@ -16,11 +16,15 @@ pytestmark = pytest.mark.integration
 
 def test_a_small_run_reports_every_measured_stage(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--freshness-seconds", "2",
-         "--state-runs", "2000", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # 3,000 documents: several batches, as the loops are timed after their first
+    try:  # about 60 s here; the bound sits below pytest's 300 s so a stuck stage shows in its progress lines
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--freshness-seconds", "2",
+             "--state-runs", "2000", "--out", str(out)],
+            capture_output=True, text=True, timeout=270,
+        )  # 3,000 documents: several batches, as the loops are timed after their first
+    except subprocess.TimeoutExpired as stuck:
+        progress = stuck.stderr.decode(errors="replace") if isinstance(stuck.stderr, bytes) else stuck.stderr
+        pytest.fail(f"pipeline bench did not finish in 270 s; its progress:\n{progress}")
     assert result.returncode == 0, result.stdout + result.stderr
     results = orjson.loads(out.read_bytes())
     for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "core_eps", "normalize_eps", "worker_eps",
