@@ -848,7 +848,9 @@ def _start_facts(
 ) -> tuple[datetime | None, datetime | None, datetime | None]:
     """R3: (queued_at, running_at, started_at) with ``event`` merged in, in any order.
 
-    queued_at is the earliest PENDING event; running_at the earliest RUNNING one;
+    queued_at is the earliest PENDING event, unless the run began before it (then it
+    queued a later attempt, and the run's own queue time is unknown); running_at the
+    earliest RUNNING one;
     started_at the earliest of running_at and the start times the events report, except
     a reported start at or before queued_at: that is when the vendor created the run
     (TrueNAS ``time_started``), not when it began to run."""
@@ -868,6 +870,8 @@ def _start_facts(
             started_at = reported
     if queued_moved and started_at is not None and started_at <= queued_at and started_at != running_at:
         started_at = running_at  # the reported start turned out to be the creation time
+    if queued_at is not None and started_at is not None and queued_at > started_at:
+        queued_at = None  # a PENDING after the run began queues a later attempt, not the run
     return queued_at, running_at, started_at
 
 

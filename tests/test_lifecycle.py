@@ -638,6 +638,17 @@ def test_r15b_stale_episodes_count_what_arrival_order_shows():
     assert late_stale.stale_episodes == 0 and late_stale.state is R  # the report came after it resumed
 
 
+def test_r3_a_pending_event_after_the_run_began_queues_a_later_attempt_not_the_run():
+    """CI: `pipeline check` found queue_s < 0 on a demo file: a run first seen RUNNING, whose
+    retry was seen queued, took the retry's queue time as its own."""
+    history = [ev(1, R, 10), ev(2, FAIL, 20, attempt=1), ev(3, P, 30, attempt=2), ev(4, R, 40, attempt=2)]
+    for order in (history, [history[2], history[0], history[1], history[3]]):
+        run = fold(order)[0]
+        assert (run.queued_at, run.started_at) == (None, at(10))
+    queued_first = fold([ev(0, P, 5), *history])[0]
+    assert (queued_first.queued_at, queued_first.started_at) == (at(5), at(10))
+
+
 def test_r15b_inferred_retries_depend_on_arrival_order():
     history = [ev(1, R, 0), ev(2, FAIL, 10), ev(3, R, 20), ev(4, OK, 30)]
     assert fold(history)[0].attempt == 2
@@ -683,6 +694,7 @@ def check_invariants(job: JobState, transitions: list[Transition]) -> None:
         assert run.deadline == (run.activity_at + DEFAULT_STALE_AFTER if active else None)
         assert run.first_event_at <= run.current_at <= run.last_event_at
         assert 1 <= len(run.recent_event_ids) <= RECENT_EVENT_IDS
+        assert run.queued_at is None or run.started_at is None or run.queued_at <= run.started_at  # queue_s >= 0 (R3)
     deadlines = [r.deadline for r in job.runs.values() if r.deadline is not None]
     assert job.deadline == (min(deadlines) if deadlines else None)
     for state, bound in ((None, job.finished_quiet_since), (S, job.stale_quiet_since)):
