@@ -186,6 +186,19 @@ class SinkProcess(RoleProcess):
             con.close()
 
 
+    def wait_until_read(self, written: Mapping[tuple[str, int], int], timeout: float = 60.0) -> None:
+        """Wait until the sink has committed, per (topic, partition), at least the next
+        offset given (what ``tests.support.records.produce`` returns): everything sent
+        there is in the file, whatever other partitions the sink was busy with."""
+        wanted = " UNION ALL ".join(f"SELECT '{topic}' AS topic, {partition} AS p, {offset} AS next_offset"
+                                    for (topic, partition), offset in written.items())
+        self.wait_for(
+            f'SELECT count(*) FROM kafka_offsets o JOIN ({wanted}) w ON o.topic = w.topic AND o."partition" = w.p'
+            " WHERE o.next_offset >= w.next_offset",
+            len(written), timeout,
+        )
+
+
 class IngestProcess(RoleProcess):
     """``pipeline ingest <vendor> --config FILE``."""
 
