@@ -140,9 +140,11 @@ def status(
     if config is None:
         settings = load_settings(**overrides)
     else:
+        from pipeline.kafka import clients
         from pipeline.run import production
 
         settings = production.load_settings(config, overrides)
+        clients.configure(settings)  # the file's Kafka security, as load_settings does for the environment
     settings = settings.with_overrides(**status_module.run_sink_overrides(
         status_module.live_run_state(Path(settings.run_state_file))))
     quiet_kafka_logs()
