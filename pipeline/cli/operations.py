@@ -13,6 +13,7 @@ import typer
 from pipeline.cli.common import (
     BootstrapOpt, app, err, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
+from pipeline.errors import EXIT_FAILED
 from pipeline.vendors import registry
 
 
@@ -118,7 +119,7 @@ def chaos(
     for line in runner.report(result):
         out.print(line, markup=False)
     if not result.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
