@@ -11,7 +11,7 @@ from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
 from tests.support.demo import DemoRun, shared_demo
 
-pytest_plugins = ["tests.support.kafka"]
+pytest_plugins = ["tests.support.kafka", "tests.support.ports"]
 
 
 @pytest.fixture(scope="session")

@@ -175,11 +175,9 @@ def test_replay_sends_to_the_configured_kafka_and_fails_on_a_rejected_item(broke
     assert [p["id"] for p in payload] == [qrs_result(1)["id"], qrs_result(3)["id"]]
 
 
-def test_replay_to_an_unreachable_kafka_is_one_line_without_warnings(tmp_path):
+def test_replay_to_an_unreachable_kafka_is_one_line_without_warnings(refused_port, tmp_path):
     """Issue 27.10: an unclosed-producer warning followed the error."""
-    from pipeline.broker import free_port
-
-    port = free_port()
+    port = refused_port()
     result = pipeline("replay", "-b", f"127.0.0.1:{port}", str(SAMPLES / "truenas" / "job-updates.jsonl"))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: cannot reach Kafka at 127.0.0.1:{port}")

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from pipeline import broker as broker_module
-from pipeline.broker import BrokerError, EmbeddedBroker, free_port
+from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id
 
 
@@ -18,13 +18,10 @@ def test_embedded_broker_starts_answers_kafka_and_stops():
     assert not kafka_api_versions(embedded.host, embedded.port, timeout=0.2)
 
 
-def test_probe_is_false_for_a_port_with_no_kafka():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-        server.close()
-    assert not kafka_api_versions("127.0.0.1", port, timeout=0.2)
+def test_probe_is_false_for_a_port_with_no_kafka(refused_port):
+    assert not kafka_api_versions("127.0.0.1", refused_port(), timeout=0.2)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts the connection, never answers
+        assert not kafka_api_versions("127.0.0.1", silent.getsockname()[1], timeout=0.2)
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path):
@@ -80,8 +77,8 @@ def test_an_unwritable_home_is_one_line_not_a_traceback():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_stop_is_idempotent_and_free_port_is_bindable():
-    embedded = EmbeddedBroker(port=free_port())
+def test_stop_is_idempotent_and_a_stopped_broker_starts_again():
+    embedded = EmbeddedBroker()
     embedded.stop()
     embedded.start().stop()
     embedded.stop()
@@ -96,13 +93,14 @@ def test_the_broker_does_not_outlive_pipeline_broker_on_sigterm_or_sigkill():
     import time
 
     for stop in (signal.SIGTERM, signal.SIGKILL):
-        port = free_port()
         command = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "broker", "--port", str(port), "--no-topics"],
+            [sys.executable, "-m", "pipeline", "broker", "--no-topics"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = command.stdout.readline()
-        assert re.search(rf"broker ready at 127.0.0.1:{port}", line), line
+        ready = re.search(r"broker ready at 127.0.0.1:(\d+)", line)
+        assert ready, line
+        port = int(ready.group(1))  # the port the broker chose itself
         assert kafka_api_versions("127.0.0.1", port)
         command.send_signal(stop)
         command.wait(timeout=30)

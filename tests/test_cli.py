@@ -6,7 +6,6 @@ import time
 from typer.testing import CliRunner
 
 from pipeline import catalog
-from pipeline.broker import free_port
 from pipeline.cli import app
 
 runner = CliRunner()
@@ -19,8 +18,8 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
-def test_topics_apply_against_an_unreachable_broker_is_one_line_and_bounded():
-    port = free_port()  # nothing listens there
+def test_topics_apply_against_an_unreachable_broker_is_one_line_and_bounded(refused_port):
+    port = refused_port()  # nothing listens there
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "topics", "apply", "--bootstrap", f"127.0.0.1:{port}", "--timeout", "2"],
@@ -39,8 +38,8 @@ def test_bad_environment_is_a_usage_error():
     assert "JOBSTREAM_PARTITIONS" in result.output
 
 
-def test_worker_against_an_unreachable_broker_is_one_line():
-    port = free_port()
+def test_worker_against_an_unreachable_broker_is_one_line(refused_port):
+    port = refused_port()
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "worker", "--bootstrap", f"127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=60,
@@ -91,10 +90,10 @@ def test_worker_refuses_raw_topics_with_another_partition_count(broker):
         ({}, ["--store", "bogus://"], "error: --store 'bogus://': unknown table store; use one of rocksdb://, memory://"),
     ],
 )
-def test_worker_refuses_bad_settings_in_one_line_before_it_starts(env, args, message):
+def test_worker_refuses_bad_settings_in_one_line_before_it_starts(refused_port, env, args, message):
     """Issue 27.6: a NaN batch window made a live worker that consumed nothing; the
     others were tracebacks or an endless loop. Env and flags follow one rule."""
-    port = free_port()  # never reached: settings are checked first
+    port = refused_port()  # never reached: settings are checked first
     result = _pipeline("worker", "--bootstrap", f"127.0.0.1:{port}", *args, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == message
@@ -116,7 +115,7 @@ def test_bootstrap_localhost_means_port_9092():
     ("qlik-cloud", "", {"JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE": "/nonexistent/secret"}, "error: JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE="),
     ("truenas", "", {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "error: JOBSTREAM_TRUENAS_API_KEY_FILE="),
 ])
-def test_every_ingestors_config_error_is_one_error_line_and_exit_2(tmp_path, vendor, table, env, expected):
+def test_every_ingestors_config_error_is_one_error_line_and_exit_2(refused_port, tmp_path, vendor, table, env, expected):
     import os
 
     config = tmp_path / "my.toml"
@@ -124,7 +123,7 @@ def test_every_ingestors_config_error_is_one_error_line_and_exit_2(tmp_path, ven
     args = {"qlik-cloud": ["--listen", "127.0.0.1:0"], "truenas": ["--url", "wss://nas/api/current"]}.get(vendor, ["--config", str(config)])
     clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
     result = subprocess.run([sys.executable, "-m", "pipeline", "ingest", vendor, *args], capture_output=True, text=True,
-                            timeout=60, env={**clean, **env, "JOBSTREAM_BOOTSTRAP": f"127.0.0.1:{free_port()}"})
+                            timeout=60, env={**clean, **env, "JOBSTREAM_BOOTSTRAP": f"127.0.0.1:{refused_port()}"})
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -161,7 +160,7 @@ def test_a_short_password_is_called_short_not_missing(tmp_path, vendor, table):
     assert result.stderr.strip().endswith(f"password is shorter than 4 characters (set JOBSTREAM_{vendor.upper()}_PASSWORD or password_file)"), result.stderr
 
 
-def test_sql_shows_a_result_too_wide_for_the_terminal_one_block_per_row(tmp_path):
+def test_sql_shows_a_result_too_wide_for_the_terminal_one_block_per_row(refused_port, tmp_path):
     import duckdb
 
     db = tmp_path / "wide.duckdb"
@@ -169,7 +168,7 @@ def test_sql_shows_a_result_too_wide_for_the_terminal_one_block_per_row(tmp_path
     con.execute("CREATE TABLE wide AS SELECT " + ", ".join(f"'value-{n}' AS column_{n}" for n in range(28)))
     con.execute("CREATE TABLE narrow AS SELECT 'zuora' AS vendor, 3 AS runs")
     con.close()
-    env = {"COLUMNS": "80", "JOBSTREAM_QUACK_PORT": str(free_port())}
+    env = {"COLUMNS": "80", "JOBSTREAM_QUACK_PORT": str(refused_port())}
     wide = _pipeline("sql", "--db", str(db), "FROM wide", env=env)
     assert wide.returncode == 0, wide.stderr
     lines = wide.stdout.splitlines()
@@ -210,12 +209,12 @@ def test_the_alerter_stops_cleanly_on_sigterm_with_status_0(broker):
     assert "stopped: " in rest and "Traceback" not in rest
 
 
-def test_sql_says_a_syntax_error_is_one_and_only_real_writes_are_refused_as_writes(tmp_path):
+def test_sql_says_a_syntax_error_is_one_and_only_real_writes_are_refused_as_writes(refused_port, tmp_path):
     import duckdb
 
     db = tmp_path / "f.duckdb"
     duckdb.connect(str(db)).close()
-    env = {"JOBSTREAM_QUACK_PORT": str(free_port())}
+    env = {"JOBSTREAM_QUACK_PORT": str(refused_port())}
     typo = _pipeline("sql", "--db", str(db), "SELEC 1", env=env)
     assert typo.returncode == 1
     assert typo.stderr.strip().splitlines() == ['error: Parser Error: syntax error at or near "SELEC" LINE 1: SELEC 1 ^']
@@ -223,12 +222,12 @@ def test_sql_says_a_syntax_error_is_one_and_only_real_writes_are_refused_as_writ
     assert write.returncode == 1 and "read-only" in write.stderr
 
 
-def test_sql_attach_without_a_live_sink_gives_the_read_only_file_line(tmp_path):
+def test_sql_attach_without_a_live_sink_gives_the_read_only_file_line(refused_port, tmp_path):
     import duckdb
 
     db = tmp_path / "finished.duckdb"
     duckdb.connect(str(db)).close()
-    port = free_port()
+    port = refused_port()
     done = _pipeline("sql", "--attach", "--db", str(db), env={"JOBSTREAM_QUACK_PORT": str(port)})
     assert done.returncode == 0, done.stderr
     assert f"no live sink answers at quack:localhost:{port}" in done.stderr

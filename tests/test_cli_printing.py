@@ -29,3 +29,20 @@ def test_alert_refuses_a_token_on_its_command_line():
         "give it in JOBSTREAM_ALERT_URLS or a rules file instead"]
     assert "XXXXSECRET" not in result.stdout + result.stderr
     assert _pipeline("alert", "--url", "json://127.0.0.1:9/hook", "--show-rules").returncode == 0
+
+
+def test_sql_and_sink_errors_reach_the_one_guard_and_are_printed_as_given(tmp_path):
+    """`pipeline sql` and `pipeline sink` caught their errors by hand and printed them as
+    rich markup: a table or a path named "[bold]..." lost its brackets."""
+    import duckdb
+
+    db = tmp_path / "f.duckdb"
+    duckdb.connect(str(db)).close()
+    missing = _pipeline("sql", "--db", str(db), "--quack", "quack:localhost:1", 'FROM "[bold]nosuch"')
+    assert missing.returncode == 1
+    assert "[bold]nosuch" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    directory = tmp_path / "[red]data.duckdb"
+    directory.mkdir()
+    sink = _pipeline("sink", "--db", str(directory), "--quack-port", "0", "--bootstrap", "127.0.0.1:1")
+    assert sink.returncode == 1
+    assert sink.stderr.strip() == f"error: {directory} is a directory, not a database file", sink.stderr

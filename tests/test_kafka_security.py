@@ -17,6 +17,7 @@ import pipeline
 from pipeline.kafka import clients
 from pipeline.kafka.security import KafkaSecurity, KafkaSecurityError, Secret
 from pipeline.settings import Settings, SettingsError
+from pipeline.sink.writer import DuckDBWriter
 from pipeline.vendors._simulator import Faults, SimClock
 from pipeline.vendors.qlik_qrs.simulator import demo_simulator
 from tests.support.processes import IngestProcess, RoleProcess, SinkProcess, WorkerProcess, pipeline as run_pipeline
@@ -226,3 +227,25 @@ def test_every_role_with_a_wrong_password_says_so_in_one_line(sasl_broker, role,
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"SASL authentication as {SASL_USER} refused" in lines[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "wrong-password-1" not in result.stderr + result.stdout
+
+
+def test_status_with_a_config_file_reaches_the_broker_with_that_files_sasl_settings(sasl_broker, tmp_path):
+    """`pipeline status --config` read the file's Kafka address but connected without its
+    security: a SASL cluster was 'cannot read the consumer groups'."""
+    assert run_pipeline("topics", "apply", "-b", sasl_broker.bootstrap, env=sasl_broker.env(SASL_USER, SASL_PASSWORD)).returncode == 0
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text(SASL_PASSWORD + "\n")
+    writer = DuckDBWriter(tmp_path / "sink.duckdb").open()  # a sink's file that read jobs.events:0 up to 0
+    writer.connection.execute("INSERT INTO kafka_offsets VALUES ('jobs.events', 0, 0, now())")
+    writer.close()
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "[pipeline]\n"
+        f'bootstrap = "{sasl_broker.bootstrap}"\n'
+        'security_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "SCRAM-SHA-256"\n'
+        f'sasl_username = "{SASL_USER}"\nsasl_password_file = "{password_file}"\n'
+        f'run_state_file = "{tmp_path / "state.json"}"\ndb_path = "{tmp_path / "sink.duckdb"}"\n'
+    )
+    result = run_pipeline("status", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith("sink") and "jobs.events:0" in line for line in result.stdout.splitlines()), result.stdout

@@ -14,17 +14,17 @@ import time
 
 import orjson
 
-from pipeline.broker import free_port
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
 
-def _ingestor(tmp_path, **env: str) -> subprocess.Popen[str]:
+def _ingestor(tmp_path, kafka_port: int, **env: str) -> subprocess.Popen[str]:
+    """A zuora ingestor whose Kafka is ``kafka_port``, where nothing answers."""
     config = tmp_path / "ingest.toml"
     config.write_text('[zuora]\nbase_url = "http://127.0.0.1:9"\nuser = "u"\nrole = "r"\nclientname = "c"\nsource = "s"\n')
     base = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "ingest", "zuora", "--config", str(config), "--bootstrap", f"127.0.0.1:{free_port()}"],
+        [sys.executable, "-m", "pipeline", "ingest", "zuora", "--config", str(config), "--bootstrap", f"127.0.0.1:{kafka_port}"],
         env={**base, "JOBSTREAM_ZUORA_PASSWORD": "a-password", **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -42,8 +42,8 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, rest
 
 
-def test_a_pull_ingestor_without_kafka_keeps_running_and_says_it_in_one_utc_stamped_line(tmp_path):
-    process = _ingestor(tmp_path)
+def test_a_pull_ingestor_without_kafka_keeps_running_and_says_it_in_one_utc_stamped_line(refused_port, tmp_path):
+    process = _ingestor(tmp_path, refused_port())
     try:
         line = _first_line(process)
         assert STAMP.match(line), line
@@ -54,8 +54,8 @@ def test_a_pull_ingestor_without_kafka_keeps_running_and_says_it_in_one_utc_stam
     assert code == 0 and "Traceback" not in rest, rest
 
 
-def test_json_lines_when_asked(tmp_path):
-    process = _ingestor(tmp_path, JOBSTREAM_LOG_FORMAT="json")
+def test_json_lines_when_asked(refused_port, tmp_path):
+    process = _ingestor(tmp_path, refused_port(), JOBSTREAM_LOG_FORMAT="json")
     try:
         document = orjson.loads(_first_line(process))
     finally:
@@ -64,8 +64,8 @@ def test_json_lines_when_asked(tmp_path):
     assert STAMP.match(document["time"] + " ") and document["level"] == "WARNING" and "keeps trying" in document["message"]
 
 
-def test_a_wrong_log_setting_is_one_line_and_exit_2(tmp_path):
-    process = _ingestor(tmp_path, JOBSTREAM_LOG_LEVEL="loud")
+def test_a_wrong_log_setting_is_one_line_and_exit_2(refused_port, tmp_path):
+    process = _ingestor(tmp_path, refused_port(), JOBSTREAM_LOG_LEVEL="loud")
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 2
     assert output.strip() == "error: JOBSTREAM_LOG_LEVEL='LOUD': choose one of DEBUG, INFO, WARNING, ERROR"

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline import vendors
-from pipeline.errors import EXIT_FAILED, ConfigError, JobstreamError
+from pipeline.errors import EXIT_FAILED, EXIT_SIGTERM, ConfigError, JobstreamError
 from pipeline.settings import Settings
 
 
@@ -115,7 +115,7 @@ def quiet_kafka_logs() -> None:
 def exit_on_sigterm() -> None:
     """SIGTERM exits through SystemExit, so ``finally`` blocks stop the embedded broker
     and the worker child (Python's default would end the process on the spot)."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(EXIT_SIGTERM))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -14,7 +14,7 @@ from pipeline import vendors
 from pipeline.cli.common import (
     BootstrapOpt, app, err, exit_on_sigterm, fail, ingest_app, load_settings, out, quiet_kafka_logs,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import EXIT_FAILED, ConfigError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def normalize(
         settings = settings.with_overrides(vendor_tz={**settings.vendor_tz, vendor: tz})
     zone = settings.tz(vendor)
     rejected = run_normalize(vendor, data, source=source, tz=zone, out=sys.stdout.buffer, err=err)
-    raise typer.Exit(1 if rejected else 0)
+    raise typer.Exit(EXIT_FAILED if rejected else 0)
 
 
 

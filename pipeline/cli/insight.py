@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from pipeline.cli.common import BootstrapOpt, DbOpt, app, fail, load_settings, out, quiet_kafka_logs
-from pipeline.errors import ConfigError
+from pipeline.errors import EXIT_FAILED, ConfigError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def explain(
         raise fail(str(exc)) from None
     sys.stdout.write(render.run_json(story) if output == "json" else render.run_text(story))
     if not story.refold.agrees:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

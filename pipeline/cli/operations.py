@@ -13,6 +13,7 @@ import typer
 from pipeline.cli.common import (
     BootstrapOpt, app, err, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
+from pipeline.errors import EXIT_FAILED
 from pipeline.vendors import registry
 
 
@@ -118,7 +119,7 @@ def chaos(
     for line in runner.report(result):
         out.print(line, markup=False)
     if not result.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -140,9 +141,11 @@ def status(
     if config is None:
         settings = load_settings(**overrides)
     else:
+        from pipeline.kafka import clients
         from pipeline.run import production
 
         settings = production.load_settings(config, overrides)
+        clients.configure(settings)  # the file's Kafka security, as load_settings does for the environment
     settings = settings.with_overrides(**status_module.run_sink_overrides(
         status_module.live_run_state(Path(settings.run_state_file))))
     quiet_kafka_logs()

@@ -87,11 +87,9 @@ def alert(
     exit_on_sigterm()
     try:
         service.run(settings, rule_set)
-    except service.AlerterError as exc:
-        raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
-    except JobstreamError:
+    except JobstreamError:  # the guard prints it (AlerterError included)
         raise
     except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
         raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
@@ -116,7 +114,6 @@ def sink(
     JOBSTREAM_QUACK_TOKEN or is generated into <db>.quack-token (mode 0640, kept until rotated).
     """
     from pipeline.sink.consumer import run_sink
-    from pipeline.sink.writer import SinkError
 
     settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port,
                              pg_host=pg_host, pg_port=pg_port, metrics_port=metrics_port)
@@ -125,8 +122,8 @@ def sink(
         from pipeline.ops.logs import stamp
 
         run_sink(settings, echo=lambda line: out.print(stamp(line), markup=False))
-    except SinkError as exc:
-        raise fail(str(exc)) from None
+    except JobstreamError:  # the guard prints it (SinkError included)
+        raise
     except (OSError, ConnectionError) as exc:
         raise fail(clients.unreachable(settings, exc)) from None
     except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors; one line, no traceback

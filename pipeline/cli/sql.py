@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import DbOpt, app, err, fail, load_settings, out
-from pipeline.errors import ConfigError
+from pipeline.cli.common import DbOpt, app, err, load_settings, out
+from pipeline.errors import EXIT_FAILED, ConfigError
 from pipeline.settings import Settings
 
 
@@ -43,33 +43,24 @@ def sql(
     if describe:
         from pipeline.sink.describe import describe as describe_catalog
 
-        try:
-            sys.stdout.write(describe_catalog(settings.db_path, address, token_file, query))
-        except sql_module.SqlError as exc:
-            raise fail(str(exc)) from None
+        sys.stdout.write(describe_catalog(settings.db_path, address, token_file, query))
         return
     if attach:
         binary = shutil.which("duckdb", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         if not sql_module.live_sink_answers(address, token_file):
             if not Path(settings.db_path).is_file():
-                raise fail(f"no live sink answers at {address} and there is no database at {settings.db_path}")
+                raise sql_module.SqlError(f"no live sink answers at {address} and there is no database at {settings.db_path}")
             err.print(f"no live sink answers at {address}; open the file read-only instead:", markup=False, highlight=False)
             out.print(f"{binary or 'duckdb'} -readonly {settings.db_path}", markup=False)
             return
-        try:
-            line = sql_module.attach_command(address, token_file)
-        except (quack.QuackError, sql_module.SqlError) as exc:
-            raise fail(str(exc)) from None
+        line = sql_module.attach_command(address, token_file)
         out.print(line.replace("duckdb ", f"{binary} ", 1) if binary else line, markup=False)
         return
     if not query:
         raise ConfigError('give a query, e.g. pipeline sql "FROM active_runs", or --attach')
     if output not in ("table", "csv", "json"):
         raise ConfigError(f"--format must be table, csv or json, not {output!r}")
-    try:
-        result = sql_module.run_query(settings.db_path, address, token_file, query)
-    except sql_module.SqlError as exc:
-        raise fail(str(exc)) from None
+    result = sql_module.run_query(settings.db_path, address, token_file, query)
     if output == "csv":
         sys.stdout.write(sql_module.render_csv(result))
     elif output == "json":
@@ -91,13 +82,10 @@ def check(db: DbOpt = None) -> None:
     from pipeline.sink import check as check_module
 
     settings = load_settings(db_path=db)
-    try:
-        outcomes = check_module.check_file(settings.db_path)
-    except check_module.CheckError as exc:
-        raise fail(str(exc)) from None
+    outcomes = check_module.check_file(settings.db_path)
     sys.stdout.write(check_module.report(outcomes, str(settings.db_path)))
     if not all(o.passed for o in outcomes):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _sink_offsets(settings: Settings) -> tuple[dict, str]:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline import catalog
+from pipeline.errors import EXIT_FAILED
 from pipeline.kafka import clients
 from pipeline.cli.common import (
     BootstrapOpt, app, err, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs, topics_app,
@@ -59,7 +60,7 @@ def topics_apply(
     for line in report.mismatched:
         err.print(f"[yellow]mismatch[/] {line}")
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

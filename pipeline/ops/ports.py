@@ -8,7 +8,7 @@ A supervisor sets two variables for a child:
   ``<name> <port>`` (``listen``, ``metrics``, ``quack``), the last line per name wins
   (a restarted role appends again);
 - ``JOBSTREAM_ANY_PORT``: the names of listeners that should bind a port of their own
-  choosing instead of a configured one (``metrics``, ``quack``; 0 in their settings means
+  choosing instead of a configured one (``metrics``, ``quack``, ``pg``; 0 in their settings means
   "off", so "any" needs its own word).
 
 Listeners that can bind port 0 do so and report the port the kernel gave; one that

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
+from pipeline.errors import EXIT_UNAVAILABLE
 from pipeline.kafka import clients
 from pipeline.kafka.probes import any_broker_answers_async
 from pipeline.ops import ports
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 T = TypeVar("T")
-EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
+EXIT_BROKER_LOST = EXIT_UNAVAILABLE  # a supervisor restarts the role
 
 
 async def watch_broker(

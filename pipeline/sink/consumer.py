@@ -221,15 +221,16 @@ async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     return [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t))]
 
 
-def start_postgres(settings: Settings, writer: DuckDBWriter, token: str, *, hardened: bool) -> pgwire.PgServer:
-    """The Postgres endpoint beside Quack; without Quack it locks the database's file
-    access and configuration itself (what Quack's start does)."""
+def start_postgres(settings: Settings, writer: DuckDBWriter, token: str, *, hardened: bool, port: int | None = None) -> pgwire.PgServer:
+    """The Postgres endpoint beside Quack (on ``port``, default the setting's; 0 lets the
+    kernel choose); without Quack it locks the database's file access and configuration
+    itself (what Quack's start does)."""
     try:
         password = pgwire.read_password(settings.pg_password_file, token)
         if not hardened:
             pgwire.harden(writer.connection)
         return pgwire.PgServer.start(writer.connection, pgwire.PgConfig(
-            settings.pg_host, settings.pg_port, password, settings.live_query_timeout_s,
+            settings.pg_host, settings.pg_port if port is None else port, password, settings.live_query_timeout_s,
             settings.pg_tls_cert, settings.pg_tls_key or None,
         ))
     except pgwire.PgWireError as exc:
@@ -245,7 +246,8 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
         token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
         where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
         any_quack_port = ports.wants_any("quack")  # the starter asked for a port of its choosing
-        if settings.quack_port or any_quack_port or settings.pg_port:
+        any_pg_port = ports.wants_any("pg")
+        if settings.quack_port or any_quack_port or settings.pg_port or any_pg_port:
             token = quack.resolve_token(token_file)
         if settings.quack_port or any_quack_port:
             try:
@@ -255,8 +257,9 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
                 raise SinkError(str(exc)) from None
             ports.report("quack", server.port)
             echo(f"sink: live SQL on {server.uri} (token in {where})")
-        if settings.pg_port:
-            postgres = start_postgres(settings, writer, token, hardened=server is not None)
+        if settings.pg_port or any_pg_port:
+            postgres = start_postgres(settings, writer, token, hardened=server is not None, port=0 if any_pg_port else None)
+            ports.report("pg", postgres.server.server_address[1])
             echo(f"sink: live SQL on {postgres.uri} (password: {settings.pg_password_file or where}"
                  f"{', TLS' if settings.pg_tls_cert else ''})")
         if server is not None or postgres is not None:

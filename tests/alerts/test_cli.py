@@ -8,7 +8,6 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline.broker import free_port
 from pipeline.cli import app
 
 runner = CliRunner()
@@ -42,10 +41,10 @@ def test_a_bad_rules_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "'kind' must be one of" in result.output
 
 
-def test_an_unknown_apprise_scheme_is_one_line_without_the_secret(tmp_path: Path) -> None:
+def test_an_unknown_apprise_scheme_is_one_line_without_the_secret(refused_port, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "alert", "--url", "nosuch://u:Hunter2Secret@x/y",
-         "--bootstrap", f"127.0.0.1:{free_port()}"],
+         "--bootstrap", f"127.0.0.1:{refused_port()}"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1
@@ -53,10 +52,10 @@ def test_an_unknown_apprise_scheme_is_one_line_without_the_secret(tmp_path: Path
     assert len(lines) == 1 and "nosuch://" in lines[0] and "Hunter2Secret" not in result.stderr
 
 
-def test_an_unreachable_kafka_is_one_line() -> None:
+def test_an_unreachable_kafka_is_one_line(refused_port) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "alert", "--url", "json://127.0.0.1:9/hook",
-         "--bootstrap", f"127.0.0.1:{free_port()}"],
+         "--bootstrap", f"127.0.0.1:{refused_port()}"],
         capture_output=True, text=True, timeout=90,
     )
     assert result.returncode == 1

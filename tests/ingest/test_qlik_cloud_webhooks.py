@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 
 from pipeline import catalog, vendors
-from pipeline.broker import free_port
 from pipeline.model import UTC
 from pipeline.push import KafkaLink
 from pipeline.vendors.qlik_cloud.ingest import Receiver, ReceiverConfig, serve, signature, signature_matches
@@ -183,9 +182,9 @@ async def test_without_a_secret_unsigned_events_are_accepted(broker):
     assert len(await raw_records(broker.bootstrap, tenant, 1)) == 1
 
 
-async def test_kafka_down_answers_503_with_retry_after_and_healthz_says_so():
+async def test_kafka_down_answers_503_with_retry_after_and_healthz_says_so(refused_port):
     body, headers = structured(event("nobody"), SECRET)
-    async with running(f"127.0.0.1:{free_port()}") as url:  # nothing listens there
+    async with running(f"127.0.0.1:{refused_port()}") as url:  # nothing listens there
         status, answer, answer_headers = await post(url, body, headers)
         async with aiohttp.ClientSession() as session:
             async with session.get(url + "/healthz") as health:

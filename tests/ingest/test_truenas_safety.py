@@ -10,24 +10,23 @@ import subprocess
 import sys
 import time
 
-from pipeline.broker import free_port
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")} | {
     "JOBSTREAM_TRUENAS_API_KEY": "1-a-test-api-key", "COLUMNS": "300"}
 
 
-def test_plain_ws_to_another_host_is_refused_before_the_key_is_sent():
+def test_plain_ws_to_another_host_is_refused_before_the_key_is_sent(refused_port):
     result = subprocess.run([sys.executable, "-m", "pipeline", "ingest", "truenas", "--url", "ws://nas.example.com/api/current",
-                             "--bootstrap", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60, env=ENV)
+                             "--bootstrap", f"127.0.0.1:{refused_port()}"], capture_output=True, text=True, timeout=60, env=ENV)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: --url 'ws://nas.example.com/api/current': TrueNAS revokes an API key sent over an unencrypted connection; "
         "use wss://, or pass --allow-plain-ws (allow_plain_ws = true) when a TLS tunnel carries it")
 
 
-def test_root_and_an_unverified_certificate_are_warned_about():
+def test_root_and_an_unverified_certificate_are_warned_about(refused_port):
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "ingest", "truenas", "--url", "wss://127.0.0.1:9/api/current",
-                                "--insecure", "--bootstrap", f"127.0.0.1:{free_port()}"],
+                                "--insecure", "--bootstrap", f"127.0.0.1:{refused_port()}"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     said: list[str] = []
     try:

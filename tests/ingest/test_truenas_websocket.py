@@ -15,7 +15,6 @@ import orjson
 import pytest
 
 from pipeline import catalog, vendors
-from pipeline.broker import free_port
 from pipeline.model import UTC, decode_envelope
 from pipeline.push import KafkaLink
 from pipeline.sources import Backoff, CursorStore, TerminalError
@@ -292,13 +291,13 @@ async def test_a_refused_api_key_ends_the_ingestor_with_one_clear_error(broker):
 
 
 @pytest.mark.integration
-async def test_job_changes_kafka_did_not_acknowledge_are_sent_after_it_comes_back(broker):
+async def test_job_changes_kafka_did_not_acknowledge_are_sent_after_it_comes_back(refused_port, broker):
     host = f"nas-{uuid.uuid4().hex[:6]}"
     sim = MiddlewareSimulator(api_key=API_KEY)
     await sim.start()
     cursors = await CursorStore(broker.bootstrap).start()
     config = TruenasConfig(url=sim.url, api_key=API_KEY, host=host, ping_every_s=0.3, heartbeat_every_s=0.5, call_timeout_s=5)
-    link = KafkaLink(f"127.0.0.1:{free_port()}", "truenas", host, ack_timeout_s=2)  # nothing listens there
+    link = KafkaLink(f"127.0.0.1:{refused_port()}", "truenas", host, ack_timeout_s=2)  # nothing listens there
     ingestor = TruenasIngestor(config, link, cursors, backoff=Backoff(initial_s=0.05, maximum_s=0.2))
     stop = asyncio.Event()
     done = sim.add_job("pool.scrub.scrub")

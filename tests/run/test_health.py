@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 import aiohttp
 import orjson
 
-from pipeline.broker import free_port
 from pipeline.ops.health import RoleMetrics, serve
 
 
@@ -30,8 +31,9 @@ async def test_metrics_and_health_over_http_and_a_stalled_partition():
     metrics.dead_letters.labels("worker", "normalize").inc()
     metrics.position("raw.zuora", 0, offset=10, highwater=12)
     metrics.position("raw.zuora", 1, offset=7, highwater=7)
-    port = free_port()
-    runner = await serve(metrics, "127.0.0.1", port)
+    listening = socket.create_server(("127.0.0.1", 0))  # bound here, served there: no port chosen and closed
+    port = listening.getsockname()[1]
+    runner = await serve(metrics, "127.0.0.1", port, listening=listening)
     try:
         status, kind, text = await _get(port, "/metrics")
         assert status == 200 and kind.startswith("text/plain")

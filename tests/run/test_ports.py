@@ -79,7 +79,6 @@ def test_the_embedded_broker_moves_on_when_its_chosen_port_was_taken(monkeypatch
     offered = iter([taken.getsockname()[1]])
     choose = lambda host="127.0.0.1": next(offered, None) or real(host)  # noqa: E731 - the taken port first
     monkeypatch.setattr(ports, "candidate", choose)
-    monkeypatch.setattr("pipeline.broker.free_port", choose)  # how the broker chose before
     try:
         with EmbeddedBroker() as broker:
             assert broker.port != taken.getsockname()[1]

@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from pipeline import catalog
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker
 from pipeline.ops.runtime import EXIT_BROKER_LOST
 from tests.support.kafka import send_documents, truenas_probe
+from tests.support.ports import report_env, reported_port
 from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
@@ -85,11 +86,11 @@ async def wait_exit(process: subprocess.Popen, timeout: float) -> int:
 
 
 async def test_sink_metrics_move_with_its_batches(broker, tmp_path):
-    port = free_port()
-    log = tmp_path / "sink.log"
-    sink = start(["sink", "--bootstrap", broker.bootstrap, "--db", str(tmp_path / "m.duckdb"), "--quack-port", "0",
-                  "--metrics-port", str(port)], log)
+    log, report = tmp_path / "sink.log", tmp_path / "sink.ports"
+    sink = start(["sink", "--bootstrap", broker.bootstrap, "--db", str(tmp_path / "m.duckdb"), "--quack-port", "0"],
+                 log, **report_env(report, "metrics"))
     try:
+        port = await asyncio.to_thread(reported_port, report, "metrics", sink)
         text = await wait_for_metrics(port, lambda t: "jobstream_batch_seconds" in t, sink, log)
         before = metric(text, "jobstream_records_in_total", role="sink", topic=catalog.EVENTS)
         story = Story()
@@ -113,13 +114,16 @@ async def test_sink_metrics_move_with_its_batches(broker, tmp_path):
 
 async def test_pull_ingestor_counts_its_polls(broker, tmp_path):
     sim_log, ingest_log = tmp_path / "sim.log", tmp_path / "ingest.log"
-    sim_port, port = free_port(), free_port()
-    simulator = start(["simulate", "qlik-qrs", "--port", str(sim_port), "--clock-factor", "30"], sim_log)
-    config = tmp_path / "ingest.toml"
-    config.write_text(f'[qlik_qrs]\nbase_url = "http://127.0.0.1:{sim_port}"\nsource = "metrics-test"\npoll_interval_s = 0.5\n')
-    ingestor = start(["ingest", "qlik-qrs", "--config", str(config), "--bootstrap", broker.bootstrap,
-                      "--metrics-port", str(port)], ingest_log)
+    sim_report, report = tmp_path / "sim.ports", tmp_path / "ingest.ports"
+    simulator = start(["simulate", "qlik-qrs", "--port", "0", "--clock-factor", "30"], sim_log, **report_env(sim_report))
+    ingestor = None
     try:
+        sim_port = await asyncio.to_thread(reported_port, sim_report, "listen", simulator)
+        config = tmp_path / "ingest.toml"
+        config.write_text(f'[qlik_qrs]\nbase_url = "http://127.0.0.1:{sim_port}"\nsource = "metrics-test"\npoll_interval_s = 0.5\n')
+        ingestor = start(["ingest", "qlik-qrs", "--config", str(config), "--bootstrap", broker.bootstrap],
+                         ingest_log, **report_env(report, "metrics"))
+        port = await asyncio.to_thread(reported_port, report, "metrics", ingestor)
         text = await wait_for_metrics(
             port, lambda t: metric(t, "jobstream_polls_total", role="qlik-qrs", outcome="ok") >= 2
             and metric(t, "jobstream_records_out_total", role="qlik-qrs", topic="raw.qlik_qrs") > 0,
@@ -129,7 +133,8 @@ async def test_pull_ingestor_counts_its_polls(broker, tmp_path):
         status, _ = await scrape(port, "/healthz")
         assert status == 200
     finally:
-        stop(ingestor)
+        if ingestor is not None:
+            stop(ingestor)
         stop(simulator)
 
 
@@ -137,14 +142,14 @@ async def test_worker_metrics_then_exit_69_when_its_broker_is_gone(tmp_path):
     """A private broker: the worker counts a few documents, then the broker stops; the idle
     worker turns /healthz 503 and exits 69 with one line within the configured time."""
     private = EmbeddedBroker(log=tmp_path / "broker.log").start()
-    port = free_port()
-    log = tmp_path / "worker.log"
+    log, report = tmp_path / "worker.log", tmp_path / "worker.ports"
     worker = None
     try:
         await catalog.apply(private.bootstrap)
         worker = start(["worker", "--bootstrap", private.bootstrap, "--store", "memory://", "--tansu",
-                        "--app-id", "metrics-test", "--datadir", str(tmp_path / "w"), "--metrics-port", str(port)],
-                       log, JOBSTREAM_BROKER_LOST_EXIT_S="6")
+                        "--app-id", "metrics-test", "--datadir", str(tmp_path / "w")],
+                       log, JOBSTREAM_BROKER_LOST_EXIT_S="6", **report_env(report, "metrics"))
+        port = await asyncio.to_thread(reported_port, report, "metrics", worker, 90)
         await send_documents(private.bootstrap, "truenas", [truenas_probe(n) for n in range(1, 4)], source="metrics-test")
         text = await wait_for_metrics(
             port, lambda t: metric(t, "jobstream_records_in_total", role="worker", topic="raw.truenas") >= 3,
@@ -197,13 +202,13 @@ async def test_sink_exits_69_when_its_broker_is_gone(tmp_path):
 
 async def test_alerter_serves_health_and_exits_69_when_its_broker_is_gone(tmp_path):
     private = EmbeddedBroker(log=tmp_path / "broker.log").start()
-    port = free_port()
-    log = tmp_path / "alerter.log"
+    log, report = tmp_path / "alerter.log", tmp_path / "alerter.ports"
     alerter = None
     try:
         await catalog.apply(private.bootstrap)
-        alerter = start(["alert", "--bootstrap", private.bootstrap, "--url", "json://127.0.0.1:9/hook",
-                         "--metrics-port", str(port)], log, JOBSTREAM_BROKER_LOST_EXIT_S="4")
+        alerter = start(["alert", "--bootstrap", private.bootstrap, "--url", "json://127.0.0.1:9/hook"],
+                        log, JOBSTREAM_BROKER_LOST_EXIT_S="4", **report_env(report, "metrics"))
+        port = await asyncio.to_thread(reported_port, report, "metrics", alerter)
         await wait_for_metrics(port, lambda t: metric(t, "jobstream_broker_reachable", role="alerter") == 1, alerter, log)
         status, body = await scrape(port, "/healthz")
         assert status == 200 and orjson.loads(body)["role"] == "alerter"
@@ -218,12 +223,13 @@ async def test_alerter_serves_health_and_exits_69_when_its_broker_is_gone(tmp_pa
 
 
 async def test_push_receiver_counts_deliveries_kafka_acknowledged(broker, tmp_path):
-    listen, port = free_port(), free_port()
-    log = tmp_path / "receiver.log"
+    log, report = tmp_path / "receiver.log", tmp_path / "receiver.ports"
     env = {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "metrics-test-secret"}
-    receiver = start(["ingest", "qlik-cloud", "--bootstrap", broker.bootstrap, "--listen", f"127.0.0.1:{listen}",
-                      "--source", "metrics-test", "--metrics-port", str(port)], log, **env)
+    receiver = start(["ingest", "qlik-cloud", "--bootstrap", broker.bootstrap, "--listen", "127.0.0.1:0",
+                      "--source", "metrics-test"], log, **env, **report_env(report, "metrics"))
     try:
+        port = await asyncio.to_thread(reported_port, report, "metrics", receiver)
+        listen = await asyncio.to_thread(reported_port, report, "listen", receiver)
         await wait_for_metrics(port, lambda t: "jobstream_polls" in t, receiver, log)
         sender = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pipeline", "simulate", "qlik-cloud", "--url", f"http://127.0.0.1:{listen}/",

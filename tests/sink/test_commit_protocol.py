@@ -152,7 +152,17 @@ def test_killed_after_the_commit_keeps_the_batch_and_the_restart_seeks_past_it(b
     assert all(later[k] >= v for k, v in stored.items())
 
 
+BACKLOG = 5000
+"""Dead letters of another story ahead of this one's in ``jobs.deadletter`` (one
+partition), as the session broker holds after the rest of the suite has run."""
+
+
 def test_sigkill_of_pipeline_sink_mid_stream_then_restart_gives_the_rows_of_a_run_without_the_kill(broker, tmp_path):
+    """The killed file is compared once the restarted sink has committed every offset
+    the story was written at. Waiting for some tables' rows instead compared it while
+    the sink was still reading a backlog in ``jobs.deadletter``: a full-suite run saw a
+    dead letter "missing" whose offset the file had not yet reached (nothing skipped)."""
+    asyncio.run(produce(broker.bootstrap, [(catalog.DEADLETTER, Story().dead_letter(n)) for n in range(BACKLOG)]))
     story = Story()
     records = stream_of(story)
     half = len(records) // 2
@@ -161,16 +171,14 @@ def test_sigkill_of_pipeline_sink_mid_stream_then_restart_gives_the_rows_of_a_ru
     events = f"SELECT count(*) FROM job_events WHERE source = '{story.source}'"
     try:
         sink.connect().close()  # serving, so consuming
-        asyncio.run(produce(broker.bootstrap, records[:half]))
+        written = asyncio.run(produce(broker.bootstrap, records[:half]))
         sink.wait_for(events, lambda n: n > 0)
         sink.kill()  # SIGKILL, while the first half is being written
         assert sink.process.returncode == -9
-        asyncio.run(produce(broker.bootstrap, records[half:]))  # the stream goes on while it is down
+        for position, offset in asyncio.run(produce(broker.bootstrap, records[half:])).items():  # the stream goes on while it is down
+            written[position] = max(written.get(position, 0), offset)
         sink.start()
-        sink.wait_for(events, EXPECTED["job_events"])
-        sink.wait_for(f"SELECT count(*) FROM job_runs WHERE source = '{story.source}' AND version = 5", EXPECTED["job_runs"])
-        sink.wait_for(f"SELECT count(*) FROM alerts WHERE source = '{story.source}' AND status = 'delivered'", EXPECTED["alerts"])
-        sink.wait_for(f"SELECT count(*) FROM dead_letters WHERE value_preview LIKE '%{story.source}%'", 1)
+        sink.wait_until_read(written, timeout=120)
     finally:
         assert sink.stop() == 0, sink.tail()
     con = duckdb.connect(str(db), read_only=True)
@@ -180,7 +188,6 @@ def test_sigkill_of_pipeline_sink_mid_stream_then_restart_gives_the_rows_of_a_ru
     assert killed_rows == clean
     assert {t: len(killed_rows[t]) for t in EXPECTED} == EXPECTED
     assert len(killed_rows["dead_letters"]) == 5
-
 
 
 def test_stored_offsets_beyond_the_end_of_the_topics_stop_the_sink_with_one_line(broker, tmp_path):

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 
 from pipeline import catalog
-from pipeline.broker import free_port
 from pipeline.sink import endpoint, quack
 from tests.support.processes import SinkProcess
 from tests.support.records import Story, produce
@@ -33,14 +32,13 @@ def live(broker, tmp_path_factory):
     root = tmp_path_factory.mktemp("pg")
     password_file = root / "pg-password"
     password_file.write_text(PASSWORD + "\n")
-    port = free_port()
-    sink = SinkProcess(broker.bootstrap, root / "live.duckdb", env={
-        "JOBSTREAM_PG_PORT": str(port), "JOBSTREAM_PG_PASSWORD_FILE": str(password_file),
-        "JOBSTREAM_LIVE_QUERY_TIMEOUT_S": "2",
+    sink = SinkProcess(broker.bootstrap, root / "live.duckdb", postgres=True, env={
+        "JOBSTREAM_PG_PASSWORD_FILE": str(password_file), "JOBSTREAM_LIVE_QUERY_TIMEOUT_S": "2",
     }).start()
     story = Story()
     try:
         sink.connect().close()
+        port = sink.pg_port
         asyncio.run(produce(broker.bootstrap, [(catalog.EVENTS, story.event("j", "r", n, "RUNNING")) for n in range(3)]))
         sink.wait_for(f"SELECT count(*) FROM job_events WHERE source = '{story.source}'", 3)
         yield sink, port, story
@@ -132,12 +130,12 @@ def test_tls_is_served_when_a_certificate_is_given(broker, tmp_path):
     certificate.cert_chain_pems[0].write_to_path(str(cert_file))
     certificate.private_key_pem.write_to_path(str(key_file))
     authority.cert_pem.write_to_path(str(ca_file))
-    port = free_port()
-    sink = SinkProcess(broker.bootstrap, tmp_path / "tls.duckdb", token="tls-token-1234", env={
-        "JOBSTREAM_PG_PORT": str(port), "JOBSTREAM_PG_TLS_CERT": str(cert_file), "JOBSTREAM_PG_TLS_KEY": str(key_file),
+    sink = SinkProcess(broker.bootstrap, tmp_path / "tls.duckdb", token="tls-token-1234", postgres=True, env={
+        "JOBSTREAM_PG_TLS_CERT": str(cert_file), "JOBSTREAM_PG_TLS_KEY": str(key_file),
     }).start()
     try:
         sink.connect().close()
+        port = sink.pg_port
         with psycopg.connect(dsn(port, "tls-token-1234", sslmode="verify-full", sslrootcert=str(ca_file))) as con:
             assert con.pgconn.ssl_in_use
             assert con.execute("SELECT count(*) >= 0 FROM job_runs").fetchone() == (True,)

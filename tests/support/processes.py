@@ -120,13 +120,17 @@ class SinkProcess(RoleProcess):
     """``pipeline sink`` with its own file and token, serving Quack on a port it chooses
     and reports (``pipeline/ops/ports.py``): no port is picked here and bound there later."""
 
-    def __init__(self, bootstrap: str, db: Path, *, token: str | None = "test-token-1234", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, db: Path, *, token: str | None = "test-token-1234", env: dict[str, str] | None = None,
+        postgres: bool = False,
+    ) -> None:
+        """``postgres``: serve Postgres too, on a port the sink chooses and reports (``pg_port``)."""
         self.db = db
         self.token = token
         self.port_file = db.with_suffix(".ports")
         super().__init__(["sink", "--bootstrap", bootstrap, "--db", str(db)], db.with_suffix(".log"))
         self.env = {k: v for k, v in self.env.items() if k != quack.TOKEN_ENV} | (env or {})
-        self.env |= {ports.ANY_ENV: "quack", ports.REPORT_ENV: str(self.port_file)}
+        self.env |= {ports.ANY_ENV: "quack,pg" if postgres else "quack", ports.REPORT_ENV: str(self.port_file)}
         if token is not None:
             self.env[quack.TOKEN_ENV] = token
 
@@ -138,10 +142,18 @@ class SinkProcess(RoleProcess):
     @property
     def port(self) -> int:
         """The Quack port this start of the sink reported (waits for it while the sink runs)."""
+        return self._reported("quack")
+
+    @property
+    def pg_port(self) -> int:
+        """The Postgres port this start of the sink reported (with ``postgres=True``)."""
+        return self._reported("pg")
+
+    def _reported(self, name: str) -> int:
         deadline = time.monotonic() + 60
-        while (port := ports.reported(self.port_file).get("quack")) is None:
+        while (port := ports.reported(self.port_file).get(name)) is None:
             if self.process is None or self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the sink reported no Quack port: {self.tail()}")
+                raise RuntimeError(f"the sink reported no {name} port: {self.tail()}")
             time.sleep(0.05)
         return port
 
@@ -184,6 +196,19 @@ class SinkProcess(RoleProcess):
                 time.sleep(0.05)
         finally:
             con.close()
+
+
+    def wait_until_read(self, written: Mapping[tuple[str, int], int], timeout: float = 60.0) -> None:
+        """Wait until the sink has committed, per (topic, partition), at least the next
+        offset given (what ``tests.support.records.produce`` returns): everything sent
+        there is in the file, whatever other partitions the sink was busy with."""
+        wanted = " UNION ALL ".join(f"SELECT '{topic}' AS topic, {partition} AS p, {offset} AS next_offset"
+                                    for (topic, partition), offset in written.items())
+        self.wait_for(
+            f'SELECT count(*) FROM kafka_offsets o JOIN ({wanted}) w ON o.topic = w.topic AND o."partition" = w.p'
+            " WHERE o.next_offset >= w.next_offset",
+            len(written), timeout,
+        )
 
 
 class IngestProcess(RoleProcess):

@@ -101,8 +101,14 @@ KEY_FIELDS = {
 }
 
 
-async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | bytes]], *, key: bytes | None = None) -> None:
-    """Send ``(topic, record)`` pairs in order, keyed as records.md says; bytes go as they are."""
+async def produce(
+    bootstrap: str, records: list[tuple[str, dict[str, Any] | bytes]], *, key: bytes | None = None,
+) -> dict[tuple[str, int], int]:
+    """Send ``(topic, record)`` pairs in order, keyed as records.md says; bytes go as they are.
+
+    Returns, per (topic, partition) written, the offset after the last record sent there:
+    a reader that stored those offsets has read everything sent (the acknowledged offsets,
+    not ``end_offsets()``, which Tansu answers short for batches of several records)."""
     producer = clients.producer(bootstrap, linger_ms=5)
     await producer.start()
     try:
@@ -112,7 +118,11 @@ async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | byte
                 sent.append(await producer.send(topic, record, key=key))
             else:
                 sent.append(await producer.send(topic, orjson.dumps(record), key=str(record[KEY_FIELDS[topic]]).encode()))
-        await asyncio.gather(*sent)
+        written: dict[tuple[str, int], int] = {}
+        for meta in await asyncio.gather(*sent):
+            position = (meta.topic, meta.partition)
+            written[position] = max(written.get(position, 0), meta.offset + 1)
+        return written
     finally:
         await producer.stop()
 

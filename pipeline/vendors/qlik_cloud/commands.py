@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from pipeline.cli.common import BootstrapOpt, ListenOpt, MetricsPortOpt, fail, load_settings, out, parse_listen
+from pipeline.errors import EXIT_FAILED
 from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def simulate(
         f"{report.binary} binary, {report.legacy} app.reload.finished), {report.retries} retries, {report.failed} given up; answers: {statuses}"
     )
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: list[str]) -> list[str]:
