@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
+from pipeline.config.secret import Secret, as_secrets, reveal
 from pipeline.model import UTC
 from pipeline.sources import (
     Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, basic_auth,
@@ -71,7 +72,7 @@ class AirflowSettings:
     base_url: str = ""
     api_version: str = "v2"
     user: str = ""
-    password: str = ""
+    password: Secret | None = None
     source: str = ""
     page_size: int = 100
     poll_interval_s: float = 15.0
@@ -79,6 +80,9 @@ class AirflowSettings:
     lookback_s: float = 86400.0
     read_audit_log: bool = True
     timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
@@ -143,7 +147,7 @@ class AirflowApi:
     async def _renew_token(self) -> None:
         answer = await http_call(
             self.http, "POST", self.root + TOKEN_PATH, what="Airflow token", timeout_s=self.settings.timeout_s,
-            redact=self.redact, json={"username": self.settings.user, "password": self.settings.password},
+            redact=self.redact, json={"username": self.settings.user, "password": reveal(self.settings.password)},
         )
         if answer.status not in (200, 201):
             raise TerminalError(f"Airflow token: HTTP {answer.status} from POST {TOKEN_PATH} (is this an Airflow 3 API server?)")

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
+from pipeline.config.secret import Secret, as_secrets
 from pipeline.model import UTC
 from pipeline.sources import (
     BadAnswer, CallBudget, basic_auth, ConfigError, password_problems, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError,
@@ -51,7 +52,7 @@ class InformaticaSettings:
 
     base_url: str = ""
     user: str = ""
-    password: str = ""
+    password: Secret | None = None
     source: str = "default"
     application: str = ""
     topic: str = ""
@@ -64,6 +65,9 @@ class InformaticaSettings:
     settle_s: float = 5.0
     child_grace_s: float = 300.0
     timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
+from pipeline.config.secret import Secret, as_secrets
 from pipeline.model import UTC
 from pipeline.sources import (
     Answer, BadAnswer, Backoff, ConfigError, Poll, password_problems, Record, Redactor, TerminalError, TransientError, basic_auth, http_call,
@@ -62,7 +63,7 @@ class ZuoraSettings:
 
     base_url: str = ""
     user: str = ""
-    password: str = ""
+    password: Secret | None = None
     role: str = ""
     clientname: str = ""
     source: str = "default"
@@ -71,6 +72,9 @@ class ZuoraSettings:
     renew_margin_s: float = 120.0
     poll_interval_s: float = 10.0
     timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
