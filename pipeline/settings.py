@@ -18,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.config.resolver import ENV_PREFIX, ConfigurationError, Layers, Origin, convert, resolve, specs_of
-from pipeline.config.secret import Secret, as_secrets, reveal
+from pipeline.config.secret import Secret, as_secrets, given_secret, reveal
 from pipeline.kafka.security import MECHANISMS, PROTOCOLS, KafkaSecurity
 from pipeline.vendors import VENDOR_NAMES
 
@@ -326,7 +326,7 @@ class Settings:
         security = KafkaSecurity(
             protocol=self.security_protocol, ca_file=self.ssl_ca_file, cert_file=self.ssl_cert_file,
             key_file=self.ssl_key_file, mechanism=self.sasl_mechanism, username=self.sasl_username,
-            password=None if password is None else Secret(password),
+            password=None if password is None else given_secret(password),
         )
         problems = security.problems()
         if problems:
@@ -435,7 +435,7 @@ def read_secret(value: Secret | str | None, file: Path | None, name: str, minimu
         return None
     if len(value) < minimum:
         raise SettingsError(f"{ENV_PREFIX}{name} is shorter than {minimum} characters")
-    return value
+    return given_secret(value).reveal()  # registered: redacted from this process's log lines
 
 
 def given(name: str, env: Mapping[str, str] | None = None) -> bool:

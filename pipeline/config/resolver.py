@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import errors
-from pipeline.config.secret import MIN_REDACTABLE, Secret
+from pipeline.config.secret import MIN_REDACTABLE, Secret, given_secret
 
 ENV_PREFIX = "JOBSTREAM_"
 NOT_GIVEN: Any = None
@@ -170,7 +170,7 @@ def resolve(specs: Iterable[Spec], layers: Layers, *, known_list: bool = False, 
             continue
         raw = env.get(spec.env)
         if raw:
-            values[spec.name], origins[spec.name] = Secret(raw), Origin("env", spec.env)
+            values[spec.name], origins[spec.name] = given_secret(raw), Origin("env", spec.env)
             continue
         if not read_secret_files:
             continue
@@ -184,7 +184,7 @@ def resolve(specs: Iterable[Spec], layers: Layers, *, known_list: bool = False, 
             problems.append(f"{path_origin.show(str(path))}: cannot be read ({reason})")
             continue
         if text:
-            values[spec.name], origins[spec.name] = Secret(text), path_origin
+            values[spec.name], origins[spec.name] = given_secret(text), path_origin
     if problems and strict:
         raise ConfigurationError.of(problems)
     return Resolved(values=values, origins=origins, problems=tuple(problems))

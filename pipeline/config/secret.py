@@ -3,9 +3,10 @@
 A ``Secret`` comes only from an environment variable or a file a ``*_file`` setting names
 (``pipeline.config.resolver`` refuses one written in a config file or given as a flag). Its
 repr and str are ``***``; ``reveal`` hands the value to the one call that needs it. Every
-secret made registers its value with this process's redactor, so a log line that quotes it
-anyway (an URL in an exception, a vendor echoing a header) shows ``***``: ``Redactor``
-replaces the secrets it was given and every registered one.
+secret the resolver reads (``given_secret``) registers its value with this process's
+redactor, so a log line that quotes it anyway (an URL in an exception, a vendor echoing a
+header) shows ``***``: ``Redactor`` replaces the secrets it was given and every registered
+one. A ``Secret`` made in code (a test's fixture) is not registered: only configuration is.
 """
 
 from __future__ import annotations
@@ -42,12 +43,9 @@ def registered() -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class Secret:
     """A value that must not be printed: its repr and str are redacted; ``reveal``
-    hands it to the one call that needs it. Made, it is registered with the redactor."""
+    hands it to the one call that needs it."""
 
     _value: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        register(self._value)
 
     def reveal(self) -> str:
         return self._value
@@ -63,6 +61,12 @@ class Secret:
 
     def __str__(self) -> str:
         return REDACTED
+
+
+def given_secret(value: str) -> Secret:
+    """A secret the configuration gave this process: redacted from every log line from now on."""
+    register(value)
+    return Secret(value)
 
 
 def reveal(value: "Secret | str | None") -> str | None:
