@@ -27,25 +27,20 @@ token never reach a log line (``Redactor``).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
-import orjson
 
 from pipeline.config.secret import Secret, as_secrets, reveal
-from pipeline.model import UTC
 from pipeline.sources import (
-    Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, basic_auth,
-    http_call, password_problems, records_for, run_source,
+    Answer, BadAnswer, ConfigError, Poll, Record, Redactor, TerminalError, basic_auth, http_call, password_problems,
+    records_for,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import receive_now
+from pipeline.vendors._common import content_digest, header_date, receive_now, utc_micros
+from pipeline.vendors._poller import HttpPoller
 from pipeline.vendors.airflow.normalize import relevant_log
 
 VENDOR = "airflow"
@@ -59,7 +54,6 @@ LISTINGS = (  # (path, collection key, filter parameter, what)
     (TASK_INSTANCES_PATH, "task_instances", "updated_at_gte", "Airflow task instances"),
     (EVENT_LOGS_PATH, "event_logs", "after", "Airflow audit log"),
 )
-log = logging.getLogger("pipeline.ingest.airflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +101,9 @@ class AirflowSettings:
         return Redactor([self.password])
 
 
-def airflow_time(value: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and ``Z``, as both API versions read date-time filters."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def digest(item: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+airflow_time = utc_micros
+"""Both API versions read date-time filters as ISO 8601 in UTC with microseconds and ``Z``."""
+digest = content_digest
 
 
 def item_id(collection: str, item: dict[str, Any]) -> str:
@@ -177,12 +167,8 @@ class AirflowApi:
 
     def _note_date(self, answer: Answer) -> None:
         """The vendor's time at the first answer of a poll (the next window starts there)."""
-        date = answer.headers.get("Date")
-        if date and self.vendor_now is None:
-            try:
-                self.vendor_now = parsedate_to_datetime(date).astimezone(UTC)
-            except (TypeError, ValueError, IndexError):
-                pass
+        if self.vendor_now is None:
+            self.vendor_now = header_date(answer.headers.get("Date"))
 
     async def listing(self, path: str, collection: str, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
         """Every object of a list endpoint, page by page. The next offset counts the distinct
@@ -206,41 +192,29 @@ class AirflowApi:
                 return items
 
 
-class AirflowSource:
+class AirflowSource(HttpPoller):
     """The ``PollingSource`` for one Airflow instance."""
 
     vendor = VENDOR
 
-    def __init__(self, settings: AirflowSettings, http: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self.source = settings.source
-        self.redact = settings.redactor()
+    def __init__(self, settings: AirflowSettings, http: aiohttp.ClientSession | None) -> None:
+        super().__init__(settings, http)
         self.api = AirflowApi(settings, http, self.redact)
-
-    @property
-    def cursor_key(self) -> str:
-        return f"airflow:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
         since = receive_now() - timedelta(seconds=self.settings.lookback_s)
         return {"mark": since.isoformat(), "seen": {}}
 
-    async def poll(self, cursor: dict[str, Any]) -> Poll:
+    async def poll_once(self, cursor: dict[str, Any]) -> Poll:
         since = datetime.fromisoformat(cursor["mark"]) - timedelta(seconds=self.settings.overlap_s)
         self.api.vendor_now = None
         polled_at = receive_now()
         found: list[tuple[str, dict[str, Any]]] = []
-        try:
-            for path, collection, parameter, what in LISTINGS:
-                if collection == "event_logs" and not self.settings.read_audit_log:
-                    continue
-                items = await self.api.listing(path, collection, {parameter: airflow_time(since)}, what)
-                found.extend((collection, item) for item in items)
-        except BadAnswer as exc:
-            log.warning("%s: %s; the body goes to the dead letters and the window is read again", self.cursor_key, exc)
-            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            return Poll(records=[Record(key=None, payload=body, received_at=receive_now())], cursor=cursor,
-                        next_in_s=min(self.settings.poll_interval_s, 5.0))
+        for path, collection, parameter, what in LISTINGS:
+            if collection == "event_logs" and not self.settings.read_audit_log:
+                continue
+            items = await self.api.listing(path, collection, {parameter: airflow_time(since)}, what)
+            found.extend((collection, item) for item in items)
         return self._plan(found, cursor, self.api.vendor_now or polled_at)
 
     def _plan(self, found: list[tuple[str, dict[str, Any]]], cursor: dict[str, Any], mark: datetime) -> Poll:
@@ -262,8 +236,4 @@ class AirflowSource:
                     next_in_s=self.settings.poll_interval_s)
 
 
-async def run(settings: AirflowSettings, bootstrap: str, *, stop: asyncio.Event) -> None:
-    """``pipeline ingest airflow``: poll until ``stop``."""
-    async with aiohttp.ClientSession() as http:
-        source = AirflowSource(settings, http)
-        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+run = AirflowSource.run

@@ -16,32 +16,26 @@ content last sent, so an event is sent again only when its content changed.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
-import orjson
 
 from pipeline.config.secret import Secret, as_secrets
 from pipeline.model import UTC
 from pipeline.sources import (
-    BadAnswer, CallBudget, basic_auth, ConfigError, password_problems, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError,
-    http_call,
-    records_for,
+    BadAnswer, CallBudget, ConfigError, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError, basic_auth,
+    http_call, password_problems, records_for,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import parse_time, receive_now
+from pipeline.vendors._common import content_digest, header_date, parse_time, receive_now, utc_millis
+from pipeline.vendors._poller import HttpPoller
 
 VENDOR = "informatica"
 EVENTS_PATH = "/dih-console/api/v1/events"
 EVENT_PATH = "/dih-console/api/v1/event"
 TERMINAL = ("Complete", "Completed", "Error", "Discarded")
-log = logging.getLogger("pipeline.ingest.informatica")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +82,8 @@ class InformaticaSettings:
         return Redactor([self.password])
 
 
-def cih_time(value: datetime) -> str:
-    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes and reads times."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+cih_time = utc_millis
+"""``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes and reads times."""
 
 
 def parse_cih_time(text: Any) -> datetime:
@@ -99,28 +92,20 @@ def parse_cih_time(text: Any) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def content_hash(piece: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(piece, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+content_hash = content_digest
 
 
-class InformaticaSource:
+class InformaticaSource(HttpPoller):
     """The ``PollingSource`` for one CIH organization."""
 
     vendor = VENDOR
 
-    def __init__(self, settings: InformaticaSettings, http: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self.source = settings.source
-        self.http = http
-        self.redact = settings.redactor()
+    def __init__(self, settings: InformaticaSettings, http: aiohttp.ClientSession | None) -> None:
+        super().__init__(settings, http)
         self.budget = CallBudget(settings.calls, settings.per_s)
         self.paginator = OffsetPaginator(settings.page_size)
         self.auth = {"Authorization": basic_auth(settings.user, settings.password)}
         self.vendor_now: datetime | None = None
-
-    @property
-    def cursor_key(self) -> str:
-        return f"informatica:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
         start = receive_now() - timedelta(seconds=self.settings.lookback_s)
@@ -131,19 +116,12 @@ class InformaticaSource:
         now = self.vendor_now or receive_now()
         return now - timedelta(seconds=self.settings.settle_s)
 
-    async def poll(self, cursor: dict[str, Any]) -> Poll:
+    async def poll_once(self, cursor: dict[str, Any]) -> Poll:
         start = parse_cih_time(cursor["from"])
         end = self.window_end()
         if end < start:
             return Poll(records=[], cursor=cursor, next_in_s=self.settings.poll_interval_s)
-        try:
-            events = await self._read_window(start, end)
-        except BadAnswer as exc:
-            log.warning("%s: %s; the body goes to the dead letters and the window is read again", self.cursor_key, exc)
-            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            record = Record(key=None, payload=body, received_at=receive_now())
-            return Poll(records=[record], cursor=cursor, next_in_s=min(self.settings.poll_interval_s, 5.0))
-        return self._plan(events, cursor, end)
+        return self._plan(await self._read_window(start, end), cursor, end)
 
     def _plan(self, events: list[dict[str, Any]], cursor: dict[str, Any], end: datetime) -> Poll:
         """Records for what changed, and the cursor after this window."""
@@ -207,12 +185,7 @@ class InformaticaSource:
             raise
         finally:
             self.budget.spent()
-        date = answer.headers.get("Date")
-        if date:
-            try:
-                self.vendor_now = parsedate_to_datetime(date).astimezone(UTC)
-            except (TypeError, ValueError):
-                pass
+        self.vendor_now = header_date(answer.headers.get("Date")) or self.vendor_now
         if answer.status == 400:
             raise TerminalError(f"CIH events refused the query: HTTP 400 {answer.body[:200].decode('utf-8', 'replace')}")
         if answer.status != 200:
@@ -236,10 +209,4 @@ def _finished(event: dict[str, Any], settled_before: datetime) -> bool:
     return all(_finished(child, settled_before) for child in event.get("childEvents") or [] if isinstance(child, dict))
 
 
-async def run(settings: InformaticaSettings, bootstrap: str, *, stop: asyncio.Event) -> None:
-    """``pipeline ingest informatica``: poll until ``stop``."""
-    from pipeline.sources import Backoff, run_source
-
-    async with aiohttp.ClientSession() as http:
-        source = InformaticaSource(settings, http)
-        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+run = InformaticaSource.run
