@@ -363,7 +363,7 @@ class Settings:
         then the environment over it, by the one resolver (flags go on top with
         ``with_overrides``). Every problem of the table and of the environment is one line
         of the error; a secret written in the file is refused."""
-        env = os.environ if env is None else env  # an empty variable counts as unset
+        env = Layers(env=env).environment()  # an empty variable counts as unset
         problems: list[str] = []
         values: dict[str, object] = {}
         for name in _PER_VENDOR:
