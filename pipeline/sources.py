@@ -537,7 +537,7 @@ def load_config(cls: type, path: Any | None, section: str, env: Mapping[str, str
     written in the TOML itself is refused, so config files can be shared and committed.
     """
     table = {} if path is None else section_of(read_toml(path), section, path)
-    specs = specs_of(cls, env_prefix=f"JOBSTREAM_{section.upper()}_", secrets=getattr(cls, "SECRETS", ()))
+    specs = specs_of(cls, env_prefix=f"JOBSTREAM_{section.upper()}_", secrets=getattr(cls, "SECRETS", ()), skip=("origins",))
     layers = Layers(flags=flags or {}, env=env, table=table, section=f"[{section}]",
                     file=None if path is None else str(path))
     return build(cls, specs, layers, known_list=True)

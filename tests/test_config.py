@@ -16,6 +16,7 @@ from pipeline.config.resolver import build
 from pipeline.ops.logs import setup_logging
 from pipeline.settings import Settings, SettingsError
 from pipeline.sources import load_config
+from pipeline.vendors.airflow.ingest import AirflowSettings
 from pipeline.vendors.zuora.ingest import ZuoraSettings
 
 
@@ -131,3 +132,22 @@ def test_a_pull_ingestors_settings_come_from_the_same_resolver(tmp_path):
         "JOBSTREAM_ZUORA_BASE_URL": "https://t.revpro.cloud", "JOBSTREAM_ZUORA_USER": "u", "JOBSTREAM_ZUORA_ROLE": "r",
         "JOBSTREAM_ZUORA_CLIENTNAME": "c", "JOBSTREAM_ZUORA_PASSWORD": "revpro-password"})
     assert settings.password == Secret("revpro-password") and "revpro-password" not in repr(settings)
+
+
+def test_a_pull_ingestors_checks_name_each_value_as_its_source_wrote_it(tmp_path):
+    config = tmp_path / "a.toml"
+    config.write_text('[airflow]\nbase_url = "ftp://airflow"\nuser = "u"\nsource = "s"\npage_size = 5000\n')
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(AirflowSettings, config, "airflow", env={"JOBSTREAM_AIRFLOW_PASSWORD": "airflow-pw"})
+    assert caught.value.lines == [
+        "[airflow] base_url must be an http(s) URL, e.g. https://airflow.example.com",
+        "[airflow] page_size must be 1..1000 (Airflow caps limit at maximum_page_limit, 100 by default)",
+    ]
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(AirflowSettings, config, "airflow", env={"JOBSTREAM_AIRFLOW_PASSWORD": "airflow-pw",
+                                                             "JOBSTREAM_AIRFLOW_BASE_URL": "airflow.example.com"},
+                    flags={"page_size": 2000})
+    assert caught.value.lines == [
+        "JOBSTREAM_AIRFLOW_BASE_URL='airflow.example.com' must be an http(s) URL, e.g. https://airflow.example.com",
+        "--page-size 2000 must be 1..1000 (Airflow caps limit at maximum_page_limit, 100 by default)",
+    ]

@@ -274,6 +274,15 @@ def convert(kind: str, raw: Any) -> Any:
     return raw
 
 
+def named(settings: Any, name: str, section: str) -> str:
+    """How a check names a setting: as its source wrote it when a flag or a variable gave it
+    (``JOBSTREAM_AIRFLOW_PAGE_SIZE=5000``), else ``[section] name`` (the file, or the default)."""
+    origin = getattr(settings, "origins", {}).get(name)
+    if origin is None or origin.kind in ("file", "default"):
+        return f"{section} {name}"
+    return origin.show(getattr(settings, name))
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A whole TOML config file; one ``ConfigurationError`` line when it cannot be read."""
     import tomllib
@@ -299,8 +308,9 @@ def build(cls: type, specs: Iterable[Spec], layers: Layers, *, known_list: bool 
     """An instance of the frozen dataclass ``cls`` from the resolved values (its defaults for
     the rest), then its own ``check()`` when it has one."""
     resolved = resolve(specs, layers, known_list=known_list)
+    kept = {"origins": dict(resolved.origins)} if "origins" in {f.name for f in dataclasses.fields(cls)} else {}
     try:
-        settings = cls(**resolved.values)
+        settings = cls(**resolved.values, **kept)
     except TypeError as exc:
         missing = str(exc).split(":")[-1].strip()
         raise ConfigurationError(f"{layers.section} missing required setting(s): {missing}") from None

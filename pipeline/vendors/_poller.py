@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from pipeline.config.resolver import named
 from pipeline.sources import Backoff, BadAnswer, Poll, Record, run_source
 from pipeline.vendors._common import receive_now
 
@@ -28,6 +29,13 @@ RETRY_BAD_ANSWER_S = 5.0
 """Longest wait before a poll whose answer was not the API's shape is made again."""
 BACKOFF = Backoff(maximum_s=60.0)
 """Every poller's backoff after transient failures (1 s doubling to 60 s, jittered)."""
+
+
+def url_problems(settings: Any, section: str, example: str) -> list[str]:
+    """The one rule for a poller's ``base_url``: an http(s) URL."""
+    if settings.base_url.startswith(("http://", "https://")):
+        return []
+    return [f"{named(settings, 'base_url', f'[{section}]')} must be an http(s) URL, e.g. {example}"]
 
 
 class HttpPoller:

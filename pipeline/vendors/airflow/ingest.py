@@ -27,7 +27,8 @@ token never reach a log line (``Redactor``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -40,7 +41,8 @@ from pipeline.sources import (
 )
 from pipeline.vendors import Context
 from pipeline.vendors._common import content_digest, header_date, receive_now, utc_micros
-from pipeline.vendors._poller import HttpPoller
+from pipeline.config.resolver import Origin, named
+from pipeline.vendors._poller import HttpPoller, url_problems
 from pipeline.vendors.airflow.normalize import relevant_log
 
 VENDOR = "airflow"
@@ -74,15 +76,15 @@ class AirflowSettings:
     lookback_s: float = 86400.0
     read_audit_log: bool = True
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
 
     def __post_init__(self) -> None:
         as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[airflow] base_url must be an http(s) URL, e.g. https://airflow.example.com")
+        problems = url_problems(self, "airflow", "https://airflow.example.com")
         if self.api_version not in API_PREFIX:
             problems.append(f"[airflow] api_version must be v1 (Airflow 2, basic auth) or v2 (Airflow 3, JWT), got {self.api_version!r}")
         if not self.source:
@@ -91,7 +93,7 @@ class AirflowSettings:
             problems.append("[airflow] user is required")
         problems += password_problems("airflow", "Airflow", self.password)
         if not 1 <= self.page_size <= 1000:
-            problems.append("[airflow] page_size must be 1..1000 (Airflow caps limit at maximum_page_limit, 100 by default)")
+            problems.append(f"{named(self, 'page_size', '[airflow]')} must be 1..1000 (Airflow caps limit at maximum_page_limit, 100 by default)")
         if self.overlap_s < 0 or self.poll_interval_s <= 0:
             problems.append("[airflow] overlap_s must not be negative and poll_interval_s must be positive")
         if problems:

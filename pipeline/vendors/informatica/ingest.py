@@ -16,7 +16,8 @@ content last sent, so an event is sent again only when its content changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -30,7 +31,8 @@ from pipeline.sources import (
 )
 from pipeline.vendors import Context
 from pipeline.vendors._common import content_digest, header_date, parse_time, receive_now, utc_millis
-from pipeline.vendors._poller import HttpPoller
+from pipeline.config.resolver import Origin, named
+from pipeline.vendors._poller import HttpPoller, url_problems
 
 VENDOR = "informatica"
 EVENTS_PATH = "/dih-console/api/v1/events"
@@ -59,20 +61,20 @@ class InformaticaSettings:
     settle_s: float = 5.0
     child_grace_s: float = 300.0
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
 
     def __post_init__(self) -> None:
         as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[informatica] base_url must be an http(s) URL, e.g. https://<pod>.dih.informaticacloud.com")
+        problems = url_problems(self, "informatica", "https://<pod>.dih.informaticacloud.com")
         if not self.user:
             problems.append("[informatica] user is required (the IICS user)")
         problems += password_problems("informatica", "IICS", self.password)
         if not 1 <= self.page_size <= 2000:
-            problems.append("[informatica] page_size must be 1..2000 (the API's maxResults)")
+            problems.append(f"{named(self, 'page_size', '[informatica]')} must be 1..2000 (the API's maxResults)")
         if self.calls < 1 or self.per_s <= 0:
             problems.append("[informatica] calls and per_s must be positive")
         if problems:

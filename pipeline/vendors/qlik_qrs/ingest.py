@@ -27,7 +27,8 @@ import logging
 import secrets
 import ssl
 import string
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -39,7 +40,8 @@ from pipeline.sources import (
 )
 from pipeline.vendors import Context
 from pipeline.vendors._common import parse_time, receive_now, utc_millis
-from pipeline.vendors._poller import BACKOFF, HttpPoller
+from pipeline.config.resolver import Origin
+from pipeline.vendors._poller import BACKOFF, HttpPoller, url_problems
 
 VENDOR = "qlik_qrs"
 log = logging.getLogger("pipeline.ingest.qlik_qrs")
@@ -69,13 +71,13 @@ class QrsSettings:
     lookback_s: float = 86400.0
     follow_interval_s: float = 2.0
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
 
     def check(self) -> None:
         """Every problem, one line each; the certificate files are loaded here, so an
         unreadable one is a config error at start, not at the first poll."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[qlik_qrs] base_url must be an http(s) URL, e.g. https://qlik.example.com:4242")
+        problems = url_problems(self, "qlik_qrs", "https://qlik.example.com:4242")
         if not self.source:
             problems.append("[qlik_qrs] source is required (the repository host, it names the jobs)")
         if bool(self.cert_file) != bool(self.key_file):

@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -44,7 +45,8 @@ from pipeline.sources import (
 )
 from pipeline.vendors import Context
 from pipeline.vendors._common import header_date, receive_now
-from pipeline.vendors._poller import HttpPoller
+from pipeline.config.resolver import Origin
+from pipeline.vendors._poller import HttpPoller, url_problems
 
 VENDOR = "zuora"
 AUTH_PATH = "/api/integration/v1/authenticate"
@@ -69,15 +71,15 @@ class ZuoraSettings:
     renew_margin_s: float = 120.0
     poll_interval_s: float = 10.0
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
 
     def __post_init__(self) -> None:
         as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[zuora] base_url must be an http(s) URL, e.g. https://<tenant>.revpro.cloud")
+        problems = url_problems(self, "zuora", "https://<tenant>.revpro.cloud")
         problems += [f"[zuora] {name} is required" for name in ("user", "role", "clientname", "token_header") if not getattr(self, name)]
         problems += password_problems("zuora", "RevPro", self.password)
         if problems:
