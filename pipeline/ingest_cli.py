@@ -58,8 +58,10 @@ def setup_logging(redact: Redactor, level: int = logging.INFO) -> None:
 def run_ingest(command: str, config: Path | None, operations: "Settings", **options: Any) -> None:
     """Run one pull ingestor until SIGINT/SIGTERM (or until a one-shot job ends), with its
     metrics served as ``operations`` (the pipeline's settings) say."""
+    from pipeline.config.roles import for_role
     from pipeline.ops.runtime import run_with_operations
 
+    operations = for_role(operations, "pull_ingestor")
     settings = settings_for(command, config)
     redact = settings.redactor()
     setup_logging(redact)

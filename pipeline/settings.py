@@ -12,17 +12,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.errors import ConfigError
-from pipeline.kafka.security import MECHANISMS, PROTOCOLS, KafkaSecurity, Secret
+from pipeline.config.resolver import ENV_PREFIX, ConfigurationError, Layers, Origin, convert, resolve, specs_of
+from pipeline.config.secret import Secret, as_secrets, given_secret, reveal
+from pipeline.kafka.security import MECHANISMS, PROTOCOLS, KafkaSecurity
 from pipeline.vendors import VENDOR_NAMES
 
-ENV_PREFIX = "JOBSTREAM_"
-DEFAULT_STALE_AFTER_S = 240.0
 DEFAULT_KAFKA_PORT = 9092
 STORE_SCHEMES = ("rocksdb://", "memory://")
 _YEAR_S = 365 * 86400.0
@@ -30,9 +29,8 @@ SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key", "sasl_p
 """Settings only the environment (or a ``*_file``) may give: never a config file, never a repr."""
 
 
-class SettingsError(ConfigError):
-    """Settings the pipeline cannot use: one line per problem, each naming where the value
-    came from (the variable, the flag, or the config file's setting)."""
+SettingsError = ConfigurationError
+"""Settings the pipeline cannot use: the one configuration error of ``pipeline.config``."""
 
 
 FLAG_NAMES = {
@@ -43,6 +41,7 @@ FLAG_NAMES = {
 }
 """Flags whose name is not ``--`` + the setting's name with dashes."""
 _NOT_FLAGS = ("origins", "stale_after_defaults", "vendor_tz", "stale_after_by_vendor")
+_PER_VENDOR = ("stale_after_by_vendor", "vendor_tz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +112,7 @@ class Settings:
     ``tansu`` turns on the workarounds for the embedded broker's ListOffsets bug
     (docs/design.md, "Tansu"): never needed, and never turned on, against real Kafka.
     ``stale_after_s`` None means each vendor's own default (``stale_after_defaults``,
-    filled from the vendor registry by the command line), else 240 s.
+    filled from the vendor registry by the command line), else the lifecycle's 240 s.
     """
 
     bootstrap: str = f"localhost:{DEFAULT_KAFKA_PORT}"
@@ -148,7 +147,7 @@ class Settings:
     # the age past which an alert is recorded but not sent (a first start on a week of
     # history, a replay: no flood of old news).
     alert_group: str = "jobstream-alerts"
-    alert_urls: str = field(default="", repr=False)
+    alert_urls: Secret | None = None
     alert_urls_file: Path | None = None  # the URLs in a file (compose secrets), when alert_urls is empty
     alert_delivery_attempts: int = 4
     alert_retry_base_s: float = 0.5
@@ -181,13 +180,13 @@ class Settings:
 
     # Push ingestors (Qlik Cloud webhooks, TrueNAS websocket). Secrets come from the
     # environment or from a file, never from a flag, and never appear in a repr.
-    qlik_webhook_secret: str | None = field(default=None, repr=False)
+    qlik_webhook_secret: Secret | None = None
     qlik_webhook_secret_file: Path | None = None
     webhook_max_body_bytes: int = 262_144
     webhook_tls_cert: Path | None = None
     webhook_tls_key: Path | None = None
     truenas_username: str = "root"
-    truenas_api_key: str | None = field(default=None, repr=False)
+    truenas_api_key: Secret | None = None
     truenas_api_key_file: Path | None = None
     truenas_ca_file: Path | None = None
     heartbeat_every_s: float = 5.0
@@ -222,7 +221,7 @@ class Settings:
     ssl_key_file: Path | None = None
     sasl_mechanism: str = "PLAIN"
     sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password: Secret | None = None
     sasl_password_file: Path | None = None
     # Every topic's replication (topics apply, the worker's changelog): None keeps the
     # catalog's replication_factor / min_insync_replicas.
@@ -237,6 +236,7 @@ class Settings:
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        as_secrets(self, *SECRET_FIELDS)
         problems = []
         try:
             object.__setattr__(self, "bootstrap", normalize_bootstrap(self.bootstrap, self.origins.get("bootstrap")))
@@ -268,12 +268,18 @@ class Settings:
         return origin.replace("{value}", repr(value))
 
     def stale_after(self, vendor: str) -> timedelta:
-        """The vendor's own variable, else the global one, else the vendor's default."""
+        """The vendor's own variable, else the global one, else the vendor's default, else
+        the lifecycle's (``lifecycle.DEFAULT_STALE_AFTER``, the one definition; imported
+        here, not at the top, so this module stays cheap to import)."""
         seconds = self.stale_after_by_vendor.get(vendor)
         if seconds is None:
             seconds = self.stale_after_s
         if seconds is None:
-            seconds = self.stale_after_defaults.get(vendor, DEFAULT_STALE_AFTER_S)
+            seconds = self.stale_after_defaults.get(vendor)
+        if seconds is None:
+            from pipeline.lifecycle import DEFAULT_STALE_AFTER
+
+            return DEFAULT_STALE_AFTER
         return timedelta(seconds=seconds)
 
     def tz(self, vendor: str) -> tzinfo:
@@ -298,7 +304,7 @@ class Settings:
     def alert_url_text(self) -> str:
         """JOBSTREAM_ALERT_URLS, else the contents of the file JOBSTREAM_ALERT_URLS_FILE names."""
         if self.alert_urls or self.alert_urls_file is None:
-            return self.alert_urls
+            return reveal(self.alert_urls) or ""
         try:
             return Path(self.alert_urls_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -320,7 +326,7 @@ class Settings:
         security = KafkaSecurity(
             protocol=self.security_protocol, ca_file=self.ssl_ca_file, cert_file=self.ssl_cert_file,
             key_file=self.ssl_key_file, mechanism=self.sasl_mechanism, username=self.sasl_username,
-            password=None if password is None else Secret(password),
+            password=None if password is None else given_secret(password),
         )
         problems = security.problems()
         if problems:
@@ -343,74 +349,47 @@ class Settings:
         """A copy with the flags that were given (``None`` means "not given"), checked
         by the same rules as the environment; messages name the flag."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        flags = {k: FLAG_NAMES.get(k, "--" + k.replace("_", "-")) + " {value}" for k in given if k not in _NOT_FLAGS}
+        refused = [f"{_flag(k)}: secrets are not read from a command-line flag; set {ENV_PREFIX}{k.upper()} or {k}_file"
+                   for k in given if k in SECRET_FIELDS]
+        if refused:
+            raise SettingsError("\n".join(refused))
+        flags = {k: Origin("flag", _flag(k)).template for k in given if k not in _NOT_FLAGS}
         return replace(self, **given, origins={**self.origins, **flags})
 
     @classmethod
     def from_file_and_env(cls, table: Mapping[str, object], env: Mapping[str, str] | None = None,
                           where: str = "[pipeline]", file: str | Path | None = None) -> "Settings":
         """Settings from a config file's table (``where`` and ``file`` name it in messages),
-        then the environment over it (flags go on top with ``with_overrides``). Every
-        problem of the table and of the environment is one line of the error; a secret
-        written in the file is refused."""
-        known = {f.name: f for f in fields(cls) if f.name != "origins"}
-        in_file = f" in {file}" if file else ""
+        then the environment over it, by the one resolver (flags go on top with
+        ``with_overrides``). Every problem of the table and of the environment is one line
+        of the error; a secret written in the file is refused."""
+        env = Layers(env=env).environment()  # an empty variable counts as unset
+        problems: list[str] = []
         values: dict[str, object] = {}
-        problems = []
-        for name, raw in table.items():
-            if name in SECRET_FIELDS:
-                problems.append(f"{where} {name}: secrets are not read from the config file; set "
-                                f"{ENV_PREFIX}{name.upper()}" + (f" or {name}_file" if name + "_file" in known else ""))
-            elif name not in known:
-                problems.append(f"{where} {name}: unknown setting")
-            elif name in ("stale_after_by_vendor", "vendor_tz"):
-                if not isinstance(raw, dict) or not set(raw) <= set(VENDOR_NAMES):
-                    problems.append(f"{where} {name}: must be a table of vendor = value ({', '.join(VENDOR_NAMES)})")
-                else:
-                    values[name] = dict(raw)
-            elif isinstance(raw, (dict, list)):
-                problems.append(f"{where} {name}: must be a single value")
-            else:
-                try:
-                    values[name] = _convert(name, known[name].type, str(raw).lower() if isinstance(raw, bool) else str(raw))
-                except SettingsError:
-                    kind = str(known[name].type).replace(" | None", "")
-                    problems.append(f"{where} {name} = {raw!r}{in_file}: not a valid {kind}")
-        origins = {name: f"{where} {name} = {{value}}{in_file}" for name in values}
-        try:
-            settings = cls.from_env(env, base=values, base_origins=origins)
-        except SettingsError as exc:
-            problems += str(exc).splitlines()
-        if problems:
-            raise SettingsError("\n".join(problems))
-        return settings
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, base: Mapping[str, object] | None = None,
-                 base_origins: Mapping[str, str] | None = None) -> "Settings":
-        """Settings from ``JOBSTREAM_*`` variables, over ``base`` (a config file's values,
-        from ``base_origins``); every problem is one line of the error."""
-        env = os.environ if env is None else env  # an empty variable counts as unset
-        values: dict[str, object] = dict(base or {})
-        origins = dict(base_origins or {})
-        problems = []
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if not raw or f.name in _NOT_FLAGS:
+        for name in _PER_VENDOR:
+            raw = table.get(name)
+            if raw is None:
                 continue
-            try:
-                values[f.name] = _convert(f.name, f.type, raw)
-                origins[f.name] = f"{ENV_PREFIX}{f.name.upper()}={{value}}"
-            except SettingsError as exc:
-                problems.append(str(exc))
+            if not isinstance(raw, dict) or not set(raw) <= set(VENDOR_NAMES):
+                problems.append(f"{where} {name}: must be a table of vendor = value ({', '.join(VENDOR_NAMES)})")
+            else:
+                values[name] = dict(raw)
+        layers = Layers(env=env, table={k: v for k, v in table.items() if k not in _PER_VENDOR}, section=where,
+                        file=None if file is None else str(file))
+        origins: dict[str, str] = {}
+        resolved = resolve(SPECS, layers, read_secret_files=False, strict=False)  # the value checks come too
+        problems += resolved.problems
+        values.update(resolved.values)
+        origins.update({name: origin.template for name, origin in resolved.origins.items()})
         stale = dict(values.pop("stale_after_by_vendor", {}))
         zones = dict(values.pop("vendor_tz", {}))
         for vendor in VENDOR_NAMES:
-            raw = env.get(f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}")
+            variable = f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}"
+            raw = env.get(variable)
             if raw:
                 try:
                     stale[vendor] = _convert(f"stale_after_{vendor}", "float", raw)
-                    origins[f"stale_after_{vendor}"] = f"{ENV_PREFIX}STALE_AFTER_{vendor.upper()}={{value}}"
+                    origins[f"stale_after_{vendor}"] = Origin("env", variable).template
                 except SettingsError as exc:
                     problems.append(str(exc))
             if f"{ENV_PREFIX}TZ_{vendor.upper()}" in env:
@@ -418,7 +397,7 @@ class Settings:
         try:
             settings = cls(**values, stale_after_by_vendor=stale, vendor_tz=zones, origins=origins)
         except SettingsError as exc:
-            raise SettingsError("\n".join([*problems, *str(exc).splitlines()])) from None
+            raise SettingsError("\n".join([*problems, *exc.lines])) from None
         for vendor in zones:
             try:
                 settings.tz(vendor)
@@ -428,10 +407,24 @@ class Settings:
             raise SettingsError("\n".join(problems))
         return settings
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``JOBSTREAM_*`` variables; every problem is one line of the error."""
+        return cls.from_file_and_env({}, env)
 
-def read_secret(value: str | None, file: Path | None, name: str, minimum: int = 4) -> str | None:
+
+SPECS = specs_of(Settings, flags=FLAG_NAMES, secrets=SECRET_FIELDS, skip=_NOT_FLAGS)
+"""Every setting of ``Settings`` for the resolver: ``JOBSTREAM_<NAME>``, its flag, its file key."""
+
+
+def _flag(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def read_secret(value: Secret | str | None, file: Path | None, name: str, minimum: int = 4) -> str | None:
     """A secret given directly or as a file (first line, stripped); at least ``minimum``
     characters (4: shorter ones cannot be redacted from logs; 16 for an HMAC key)."""
+    value = reveal(value)
     if not value and file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
@@ -442,7 +435,7 @@ def read_secret(value: str | None, file: Path | None, name: str, minimum: int = 
         return None
     if len(value) < minimum:
         raise SettingsError(f"{ENV_PREFIX}{name} is shorter than {minimum} characters")
-    return value
+    return given_secret(value).reveal()  # registered: redacted from this process's log lines
 
 
 def given(name: str, env: Mapping[str, str] | None = None) -> bool:
@@ -479,20 +472,7 @@ def host_port(address: str) -> tuple[str, int]:
 
 
 def _convert(name: str, kind: object, raw: str) -> object:
-    kind = str(kind)
     try:
-        if "bool" in kind:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(raw)
-        if "Path" in kind:
-            return Path(raw)
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        return raw
+        return convert(str(kind), raw)
     except ValueError:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None

@@ -37,17 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import logging
-import os
 import random
 import time
-import tomllib
 from contextvars import ContextVar
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -56,7 +52,10 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from pipeline import errors
+from pipeline.config.resolver import (
+    ConfigurationError, Layers, Spec, build, read_toml, secret_problems, section_of, specs_of,
+)
+from pipeline.config.secret import Redactor, Secret, reveal
 from pipeline.errors import JobstreamError
 from pipeline import catalog, vendors
 from pipeline.kafka import clients
@@ -129,34 +128,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(seconds, 0.0)
-
-
-class Redactor:
-    """Replaces every known secret in a text by ``***``; also a logging filter.
-
-    Secrets shorter than 4 characters are not replaced (they would mangle every
-    message) and are refused by the settings that read them.
-    """
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._secrets: list[str] = []
-        self.add(*secrets)
-
-    def add(self, *secrets: str | None) -> None:
-        for secret in secrets:
-            if secret and len(secret) >= 4 and secret not in self._secrets:
-                self._secrets.append(secret)
-        self._secrets.sort(key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self(record.getMessage())
-        record.args = None
-        return True
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -445,9 +416,9 @@ async def http_call(
     return answer
 
 
-def basic_auth(user: str, password: str) -> str:
+def basic_auth(user: str, password: "Secret | str | None") -> str:
     """The ``Authorization`` value for HTTP Basic auth."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return "Basic " + base64.b64encode(f"{user}:{reveal(password) or ''}".encode()).decode("ascii")
 
 
 def _snippet(answer: Answer, redact: Redactor) -> str:
@@ -544,105 +515,32 @@ class CallBudget:
 # --- settings of one ingestor: a TOML file, JOBSTREAM_<SECTION>_* env, secrets never in plain text
 
 
-class ConfigError(errors.ConfigError):
-    """An ingestor's configuration is unusable; the message names the setting."""
+ConfigError = ConfigurationError
+"""An ingestor's configuration is unusable (the one configuration error of ``pipeline.config``)."""
 
 
-def password_problems(section: str, what: str, password: str) -> list[str]:
+def password_problems(section: str, what: str, password: "Secret | str | None") -> list[str]:
     """The one rule for a vendor password: given, and at least 4 characters (shorter ones
     cannot be redacted from logs); the message says which of the two it broke."""
-    where = f"set JOBSTREAM_{section.upper()}_PASSWORD or password_file"
-    if not password:
-        return [f"[{section}] the {what} password is missing: {where}"]
-    if len(password) < 4:
-        return [f"[{section}] the {what} password is shorter than 4 characters ({where})"]
-    return []
+    spec = Spec(name="password", kind="str", env=f"JOBSTREAM_{section.upper()}_PASSWORD", secret=True,
+                secret_file="password_file")
+    return secret_problems(spec, password, what=f"{what} password", section=f"[{section}]")
 
 
-def load_config(cls: type, path: Any | None, section: str, env: dict[str, str] | None = None) -> Any:
-    """Build the frozen dataclass ``cls`` from table ``[section]`` of a TOML file and
-    ``JOBSTREAM_<SECTION>_<FIELD>`` variables (env wins).
+def load_config(cls: type, path: Any | None, section: str, env: Mapping[str, str] | None = None,
+                flags: Mapping[str, Any] | None = None) -> Any:
+    """Build the frozen dataclass ``cls`` with the one resolver (``pipeline.config``): flags
+    over ``JOBSTREAM_<SECTION>_<FIELD>`` variables over table ``[section]`` of a TOML file.
 
-    Fields listed in ``cls.SECRETS`` are read only from their variable or from a file
-    named by ``<field>_file`` (TOML) / ``JOBSTREAM_<SECTION>_<FIELD>_FILE``: a secret
+    Fields listed in ``cls.SECRETS`` are ``Secret``s read only from their variable or from a
+    file named by ``<field>_file`` (TOML) / ``JOBSTREAM_<SECTION>_<FIELD>_FILE``: a secret
     written in the TOML itself is refused, so config files can be shared and committed.
     """
-    env = dict(os.environ) if env is None else env
-    table: dict[str, Any] = {}
-    if path is not None:
-        try:
-            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        table = document.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"config file {path}: [{section}] must be a table")
-    secrets = set(getattr(cls, "SECRETS", ()))
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    problems: list[str] = []  # every one, one line each
-    for key in table:
-        if key in secrets:
-            problems.append(
-                f"[{section}] {key}: secrets are not read from the config file; set "
-                f"JOBSTREAM_{section.upper()}_{key.upper()} or {key}_file"
-            )
-        elif key not in names and not (key.endswith("_file") and key[:-5] in secrets):
-            problems.append(f"[{section}] {key}: unknown setting (known: {', '.join(sorted(names))})")
-    values: dict[str, Any] = {}
-    for name, f in names.items():
-        variable = f"JOBSTREAM_{section.upper()}_{name.upper()}"
-        if name in secrets:
-            file_name = env.get(variable + "_FILE") or table.get(name + "_file")
-            if variable in env:
-                values[name] = env[variable]
-            elif file_name:
-                try:
-                    values[name] = Path(file_name).read_text(encoding="utf-8").strip()
-                except OSError as exc:
-                    problems.append(f"[{section}] cannot read {name}_file {file_name}: {exc.strerror or exc}")
-            continue
-        try:
-            if variable in env:
-                values[name] = _config_value(variable, f.type, env[variable])
-            elif name in table:
-                values[name] = _config_value(f"[{section}] {name}", f.type, table[name])
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    try:
-        settings = cls(**values)
-    except TypeError as exc:
-        missing = str(exc).split(":")[-1].strip()
-        raise ConfigError(f"[{section}] missing required setting(s): {missing}") from None
-    check = getattr(settings, "check", None)
-    if check is not None:
-        check()
-    return settings
-
-
-def _config_value(name: str, kind: Any, raw: Any) -> Any:
-    kind = str(kind)
-    try:
-        if "bool" in kind:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        if kind.startswith("int"):
-            return int(raw)
-        if not isinstance(raw, str):
-            raise ValueError(raw)
-        return raw
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind}") from None
+    table = {} if path is None else section_of(read_toml(path), section, path)
+    specs = specs_of(cls, env_prefix=f"JOBSTREAM_{section.upper()}_", secrets=getattr(cls, "SECRETS", ()), skip=("origins",))
+    layers = Layers(flags=flags or {}, env=env, table=table, section=f"[{section}]",
+                    file=None if path is None else str(path))
+    return build(cls, specs, layers, known_list=True)
 
 
 async def run_source(

@@ -59,9 +59,9 @@ def test_load_config_refuses_secrets_in_the_file_and_reads_them_from_env_or_file
     secret.write_text("from-a-file\n")
     config.write_text(f'[informatica]\nbase_url = "https://pod"\nuser = "u"\npassword_file = "{secret}"\npage_size = 10\n')
     settings = load_config(InformaticaSettings, config, "informatica", env={"JOBSTREAM_INFORMATICA_PAGE_SIZE": "20"})
-    assert settings.password == "from-a-file" and settings.page_size == 20
+    assert settings.password.reveal() == "from-a-file" and settings.page_size == 20
     settings = load_config(InformaticaSettings, config, "informatica", env={"JOBSTREAM_INFORMATICA_PASSWORD": "env-secret"})
-    assert settings.password == "env-secret"
+    assert settings.password.reveal() == "env-secret"
     with pytest.raises(ConfigError, match="password is missing"):
         load_config(InformaticaSettings, None, "informatica", env={"JOBSTREAM_INFORMATICA_BASE_URL": "https://pod", "JOBSTREAM_INFORMATICA_USER": "u"})
     with pytest.raises(ConfigError, match="not a valid"):

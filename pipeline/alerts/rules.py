@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.config.resolver import ConfigurationError
 from pipeline.model import State
 from pipeline.vendors import VENDOR_NAMES
 
@@ -30,8 +30,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class RulesError(ConfigError):
-    """The rules file cannot be used; the message names the file and the rule."""
+RulesError = ConfigurationError
+"""The rules file cannot be used; the message names the file and the rule."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import typer
 from pipeline.cli.common import (
     BootstrapOpt, DbOpt, MetricsPortOpt, app, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
+from pipeline.config.roles import for_role
 from pipeline.errors import ConfigError, JobstreamError
 from pipeline.kafka import clients
 
@@ -38,6 +39,7 @@ def worker(
         stale_after_s=stale_after, app_id=app_id, tansu=tansu, send_timeout_s=send_timeout,
         metrics_port=metrics_port,
     )
+    settings = for_role(settings, "worker")  # the worker reads its own fields only
     check_worker(settings)
     from pipeline.ops.logs import LEVEL_ENV
 
@@ -86,7 +88,7 @@ def alert(
     quiet_kafka_logs()
     exit_on_sigterm()
     try:
-        service.run(settings, rule_set)
+        service.run(for_role(settings, "alerter"), rule_set)
     except KeyboardInterrupt:
         pass
     except JobstreamError:  # the guard prints it (AlerterError included)
@@ -115,8 +117,8 @@ def sink(
     """
     from pipeline.sink.consumer import run_sink
 
-    settings = load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port,
-                             pg_host=pg_host, pg_port=pg_port, metrics_port=metrics_port)
+    settings = for_role(load_settings(bootstrap=bootstrap, db_path=db, quack_host=quack_host, quack_port=quack_port,
+                                      pg_host=pg_host, pg_port=pg_port, metrics_port=metrics_port), "sink")
     quiet_kafka_logs()
     try:
         from pipeline.ops.logs import stamp

@@ -13,36 +13,19 @@ a ``KafkaSecurityError`` of one line, before any client starts.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.config.resolver import ConfigurationError
+from pipeline.config.secret import REDACTED, Secret  # noqa: F401 - both lived here; importers keep working
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-REDACTED = "***"
 
 
-class KafkaSecurityError(ConfigError):
-    """The Kafka security settings cannot be used (one line, naming the setting)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A value that must not be printed: its repr and str are redacted; ``reveal``
-    hands it to the one call that needs it."""
-
-    _value: str = field(repr=False)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret({REDACTED!r})"
-
-    def __str__(self) -> str:
-        return REDACTED
+KafkaSecurityError = ConfigurationError
+"""The Kafka security settings cannot be used (one line, naming the setting)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 
 import orjson
 
-from pipeline.errors import ConfigError
+from pipeline.config.resolver import ConfigurationError
+from pipeline.config.secret import Redactor
 
 LINE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 LEVEL_ENV = "JOBSTREAM_LOG_LEVEL"
@@ -26,8 +27,8 @@ FORMAT_ENV = "JOBSTREAM_LOG_FORMAT"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-class LogSettingError(ConfigError):
-    """``JOBSTREAM_LOG_LEVEL`` or ``JOBSTREAM_LOG_FORMAT`` holds a value no role understands."""
+LogSettingError = ConfigurationError
+"""``JOBSTREAM_LOG_LEVEL`` or ``JOBSTREAM_LOG_FORMAT`` holds a value no role understands."""
 
 
 def utc_time(created: float) -> str:
@@ -95,8 +96,7 @@ def setup_logging(
     time is UTC ISO 8601."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt))
-    if redact is not None:
-        handler.addFilter(redact)
+    handler.addFilter(redact if redact is not None else Redactor())
     target = logging.getLogger(logger or None)
     target.handlers[:] = [handler]
     target.setLevel(log_level(default=level if level is not None else logging.INFO))

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, ConfigError
+from pipeline.config.resolver import ConfigurationError
+from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE
 from pipeline.ops import ports
 from pipeline.ops.stopping import hold_stop_signals
 from pipeline.run.supervisor import Role, Supervisor
@@ -56,8 +57,8 @@ STOP_GRACE_S = 30.0
 grace, well below systemd's default 90 s stop timeout (deploy/systemd/jobstream.service)."""
 
 
-class RunConfigError(ConfigError):
-    """The configuration cannot run; ``lines`` holds one line per problem."""
+class RunConfigError(ConfigurationError):
+    """The configuration cannot run (the one configuration error, built from its lines)."""
 
     def __init__(self, lines: Sequence[str]) -> None:
         super().__init__("\n".join(lines))

@@ -258,3 +258,36 @@ def receive_now() -> datetime:
     the simulated vendors' times are one clock."""
     timeline = timeline_from_env()
     return datetime.now(UTC) if timeline is None else timeline.at(time.time())
+
+
+def utc_millis(value: datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as Informatica CIH and Qlik QRS write and read times."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def utc_micros(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and ``Z``, as Airflow's date-time filters read it."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def header_date(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header as an aware UTC time (the vendor's clock), None when absent,
+    unreadable or without a zone."""
+    if not value:
+        return None
+    from email.utils import parsedate_to_datetime
+
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+
+
+def content_digest(item: Any) -> str:
+    """A short digest of a JSON document's content (keys sorted): what a poller remembers of
+    an object it sent, to send it again only when it changed."""
+    import hashlib
+
+    return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()

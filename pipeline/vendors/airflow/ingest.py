@@ -27,24 +27,22 @@ token never reach a log line (``Redactor``).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
-import orjson
 
-from pipeline.model import UTC
+from pipeline.config.secret import Secret, as_secrets, reveal
 from pipeline.sources import (
-    Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, basic_auth,
-    http_call, password_problems, records_for, run_source,
+    Answer, BadAnswer, ConfigError, Poll, Record, Redactor, TerminalError, basic_auth, http_call, password_problems,
+    records_for,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import receive_now
+from pipeline.vendors._common import content_digest, header_date, receive_now, utc_micros
+from pipeline.config.resolver import Origin, named
+from pipeline.vendors._poller import HttpPoller, url_problems
 from pipeline.vendors.airflow.normalize import relevant_log
 
 VENDOR = "airflow"
@@ -58,7 +56,6 @@ LISTINGS = (  # (path, collection key, filter parameter, what)
     (TASK_INSTANCES_PATH, "task_instances", "updated_at_gte", "Airflow task instances"),
     (EVENT_LOGS_PATH, "event_logs", "after", "Airflow audit log"),
 )
-log = logging.getLogger("pipeline.ingest.airflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +68,7 @@ class AirflowSettings:
     base_url: str = ""
     api_version: str = "v2"
     user: str = ""
-    password: str = ""
+    password: Secret | None = None
     source: str = ""
     page_size: int = 100
     poll_interval_s: float = 15.0
@@ -79,12 +76,15 @@ class AirflowSettings:
     lookback_s: float = 86400.0
     read_audit_log: bool = True
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[airflow] base_url must be an http(s) URL, e.g. https://airflow.example.com")
+        problems = url_problems(self, "airflow", "https://airflow.example.com")
         if self.api_version not in API_PREFIX:
             problems.append(f"[airflow] api_version must be v1 (Airflow 2, basic auth) or v2 (Airflow 3, JWT), got {self.api_version!r}")
         if not self.source:
@@ -93,7 +93,7 @@ class AirflowSettings:
             problems.append("[airflow] user is required")
         problems += password_problems("airflow", "Airflow", self.password)
         if not 1 <= self.page_size <= 1000:
-            problems.append("[airflow] page_size must be 1..1000 (Airflow caps limit at maximum_page_limit, 100 by default)")
+            problems.append(f"{named(self, 'page_size', '[airflow]')} must be 1..1000 (Airflow caps limit at maximum_page_limit, 100 by default)")
         if self.overlap_s < 0 or self.poll_interval_s <= 0:
             problems.append("[airflow] overlap_s must not be negative and poll_interval_s must be positive")
         if problems:
@@ -103,13 +103,9 @@ class AirflowSettings:
         return Redactor([self.password])
 
 
-def airflow_time(value: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and ``Z``, as both API versions read date-time filters."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def digest(item: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+airflow_time = utc_micros
+"""Both API versions read date-time filters as ISO 8601 in UTC with microseconds and ``Z``."""
+digest = content_digest
 
 
 def item_id(collection: str, item: dict[str, Any]) -> str:
@@ -143,7 +139,7 @@ class AirflowApi:
     async def _renew_token(self) -> None:
         answer = await http_call(
             self.http, "POST", self.root + TOKEN_PATH, what="Airflow token", timeout_s=self.settings.timeout_s,
-            redact=self.redact, json={"username": self.settings.user, "password": self.settings.password},
+            redact=self.redact, json={"username": self.settings.user, "password": reveal(self.settings.password)},
         )
         if answer.status not in (200, 201):
             raise TerminalError(f"Airflow token: HTTP {answer.status} from POST {TOKEN_PATH} (is this an Airflow 3 API server?)")
@@ -173,12 +169,8 @@ class AirflowApi:
 
     def _note_date(self, answer: Answer) -> None:
         """The vendor's time at the first answer of a poll (the next window starts there)."""
-        date = answer.headers.get("Date")
-        if date and self.vendor_now is None:
-            try:
-                self.vendor_now = parsedate_to_datetime(date).astimezone(UTC)
-            except (TypeError, ValueError, IndexError):
-                pass
+        if self.vendor_now is None:
+            self.vendor_now = header_date(answer.headers.get("Date"))
 
     async def listing(self, path: str, collection: str, params: dict[str, Any], what: str) -> list[dict[str, Any]]:
         """Every object of a list endpoint, page by page. The next offset counts the distinct
@@ -202,41 +194,29 @@ class AirflowApi:
                 return items
 
 
-class AirflowSource:
+class AirflowSource(HttpPoller):
     """The ``PollingSource`` for one Airflow instance."""
 
     vendor = VENDOR
 
-    def __init__(self, settings: AirflowSettings, http: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self.source = settings.source
-        self.redact = settings.redactor()
+    def __init__(self, settings: AirflowSettings, http: aiohttp.ClientSession | None) -> None:
+        super().__init__(settings, http)
         self.api = AirflowApi(settings, http, self.redact)
-
-    @property
-    def cursor_key(self) -> str:
-        return f"airflow:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
         since = receive_now() - timedelta(seconds=self.settings.lookback_s)
         return {"mark": since.isoformat(), "seen": {}}
 
-    async def poll(self, cursor: dict[str, Any]) -> Poll:
+    async def poll_once(self, cursor: dict[str, Any]) -> Poll:
         since = datetime.fromisoformat(cursor["mark"]) - timedelta(seconds=self.settings.overlap_s)
         self.api.vendor_now = None
         polled_at = receive_now()
         found: list[tuple[str, dict[str, Any]]] = []
-        try:
-            for path, collection, parameter, what in LISTINGS:
-                if collection == "event_logs" and not self.settings.read_audit_log:
-                    continue
-                items = await self.api.listing(path, collection, {parameter: airflow_time(since)}, what)
-                found.extend((collection, item) for item in items)
-        except BadAnswer as exc:
-            log.warning("%s: %s; the body goes to the dead letters and the window is read again", self.cursor_key, exc)
-            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            return Poll(records=[Record(key=None, payload=body, received_at=receive_now())], cursor=cursor,
-                        next_in_s=min(self.settings.poll_interval_s, 5.0))
+        for path, collection, parameter, what in LISTINGS:
+            if collection == "event_logs" and not self.settings.read_audit_log:
+                continue
+            items = await self.api.listing(path, collection, {parameter: airflow_time(since)}, what)
+            found.extend((collection, item) for item in items)
         return self._plan(found, cursor, self.api.vendor_now or polled_at)
 
     def _plan(self, found: list[tuple[str, dict[str, Any]]], cursor: dict[str, Any], mark: datetime) -> Poll:
@@ -258,8 +238,4 @@ class AirflowSource:
                     next_in_s=self.settings.poll_interval_s)
 
 
-async def run(settings: AirflowSettings, bootstrap: str, *, stop: asyncio.Event) -> None:
-    """``pipeline ingest airflow``: poll until ``stop``."""
-    async with aiohttp.ClientSession() as http:
-        source = AirflowSource(settings, http)
-        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+run = AirflowSource.run

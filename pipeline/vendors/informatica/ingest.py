@@ -16,31 +16,28 @@ content last sent, so an event is sent again only when its content changed.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
-import orjson
 
+from pipeline.config.secret import Secret, as_secrets
 from pipeline.model import UTC
 from pipeline.sources import (
-    BadAnswer, CallBudget, basic_auth, ConfigError, password_problems, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError,
-    http_call,
-    records_for,
+    BadAnswer, CallBudget, ConfigError, OffsetPaginator, Poll, Record, Redactor, TerminalError, TransientError, basic_auth,
+    http_call, password_problems, records_for,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import parse_time, receive_now
+from pipeline.vendors._common import content_digest, header_date, parse_time, receive_now, utc_millis
+from pipeline.config.resolver import Origin, named
+from pipeline.vendors._poller import HttpPoller, url_problems
 
 VENDOR = "informatica"
 EVENTS_PATH = "/dih-console/api/v1/events"
 EVENT_PATH = "/dih-console/api/v1/event"
 TERMINAL = ("Complete", "Completed", "Error", "Discarded")
-log = logging.getLogger("pipeline.ingest.informatica")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +48,7 @@ class InformaticaSettings:
 
     base_url: str = ""
     user: str = ""
-    password: str = ""
+    password: Secret | None = None
     source: str = "default"
     application: str = ""
     topic: str = ""
@@ -64,17 +61,20 @@ class InformaticaSettings:
     settle_s: float = 5.0
     child_grace_s: float = 300.0
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[informatica] base_url must be an http(s) URL, e.g. https://<pod>.dih.informaticacloud.com")
+        problems = url_problems(self, "informatica", "https://<pod>.dih.informaticacloud.com")
         if not self.user:
             problems.append("[informatica] user is required (the IICS user)")
         problems += password_problems("informatica", "IICS", self.password)
         if not 1 <= self.page_size <= 2000:
-            problems.append("[informatica] page_size must be 1..2000 (the API's maxResults)")
+            problems.append(f"{named(self, 'page_size', '[informatica]')} must be 1..2000 (the API's maxResults)")
         if self.calls < 1 or self.per_s <= 0:
             problems.append("[informatica] calls and per_s must be positive")
         if problems:
@@ -84,9 +84,8 @@ class InformaticaSettings:
         return Redactor([self.password])
 
 
-def cih_time(value: datetime) -> str:
-    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes and reads times."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+cih_time = utc_millis
+"""``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes and reads times."""
 
 
 def parse_cih_time(text: Any) -> datetime:
@@ -95,28 +94,20 @@ def parse_cih_time(text: Any) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def content_hash(piece: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(piece, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+content_hash = content_digest
 
 
-class InformaticaSource:
+class InformaticaSource(HttpPoller):
     """The ``PollingSource`` for one CIH organization."""
 
     vendor = VENDOR
 
-    def __init__(self, settings: InformaticaSettings, http: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self.source = settings.source
-        self.http = http
-        self.redact = settings.redactor()
+    def __init__(self, settings: InformaticaSettings, http: aiohttp.ClientSession | None) -> None:
+        super().__init__(settings, http)
         self.budget = CallBudget(settings.calls, settings.per_s)
         self.paginator = OffsetPaginator(settings.page_size)
         self.auth = {"Authorization": basic_auth(settings.user, settings.password)}
         self.vendor_now: datetime | None = None
-
-    @property
-    def cursor_key(self) -> str:
-        return f"informatica:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
         start = receive_now() - timedelta(seconds=self.settings.lookback_s)
@@ -127,19 +118,12 @@ class InformaticaSource:
         now = self.vendor_now or receive_now()
         return now - timedelta(seconds=self.settings.settle_s)
 
-    async def poll(self, cursor: dict[str, Any]) -> Poll:
+    async def poll_once(self, cursor: dict[str, Any]) -> Poll:
         start = parse_cih_time(cursor["from"])
         end = self.window_end()
         if end < start:
             return Poll(records=[], cursor=cursor, next_in_s=self.settings.poll_interval_s)
-        try:
-            events = await self._read_window(start, end)
-        except BadAnswer as exc:
-            log.warning("%s: %s; the body goes to the dead letters and the window is read again", self.cursor_key, exc)
-            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            record = Record(key=None, payload=body, received_at=receive_now())
-            return Poll(records=[record], cursor=cursor, next_in_s=min(self.settings.poll_interval_s, 5.0))
-        return self._plan(events, cursor, end)
+        return self._plan(await self._read_window(start, end), cursor, end)
 
     def _plan(self, events: list[dict[str, Any]], cursor: dict[str, Any], end: datetime) -> Poll:
         """Records for what changed, and the cursor after this window."""
@@ -203,12 +187,7 @@ class InformaticaSource:
             raise
         finally:
             self.budget.spent()
-        date = answer.headers.get("Date")
-        if date:
-            try:
-                self.vendor_now = parsedate_to_datetime(date).astimezone(UTC)
-            except (TypeError, ValueError):
-                pass
+        self.vendor_now = header_date(answer.headers.get("Date")) or self.vendor_now
         if answer.status == 400:
             raise TerminalError(f"CIH events refused the query: HTTP 400 {answer.body[:200].decode('utf-8', 'replace')}")
         if answer.status != 200:
@@ -232,10 +211,4 @@ def _finished(event: dict[str, Any], settled_before: datetime) -> bool:
     return all(_finished(child, settled_before) for child in event.get("childEvents") or [] if isinstance(child, dict))
 
 
-async def run(settings: InformaticaSettings, bootstrap: str, *, stop: asyncio.Event) -> None:
-    """``pipeline ingest informatica``: poll until ``stop``."""
-    from pipeline.sources import Backoff, run_source
-
-    async with aiohttp.ClientSession() as http:
-        source = InformaticaSource(settings, http)
-        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+run = InformaticaSource.run

@@ -49,8 +49,11 @@ def ingest(
     from pipeline.vendors.qlik_cloud import ingest
 
     host, port = parse_listen(listen)
-    settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
-                             webhook_tls_cert=tls_cert, webhook_tls_key=tls_key, metrics_port=metrics_port)
+    from pipeline.config.roles import for_role
+
+    settings = for_role(load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file,
+                                      webhook_max_body_bytes=max_body, webhook_tls_cert=tls_cert, webhook_tls_key=tls_key,
+                                      metrics_port=metrics_port), "qlik_cloud")
     guard_config = {"header_timeout_s": header_timeout, "body_timeout_s": body_timeout, "max_connections": max_connections,
                     "requests_per_s_per_client": rate_per_client, "max_event_age_s": max_event_age}
     try:

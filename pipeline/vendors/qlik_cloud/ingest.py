@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from pipeline.config.secret import Secret, as_secrets
 from pipeline.model import UTC
 from pipeline.ops import ports
 from pipeline.push import KafkaLink, KafkaUnavailable
@@ -117,7 +118,7 @@ class ReceiverConfig:
     rate are bounded, an event older than ``max_event_age_s`` is refused and a delivery
     already acknowledged (same bytes) is acknowledged again without a second record."""
 
-    secret: str | None
+    secret: Secret | None
     max_body_bytes: int = 262_144
     heartbeat_every_s: float = 5.0
     header_timeout_s: float = 10.0
@@ -126,6 +127,9 @@ class ReceiverConfig:
     requests_per_s_per_client: float = 20.0
     max_event_age_s: float = 7 * 86_400.0
     remembered_deliveries: int = 100_000
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "secret")
 
 
 class Receiver:
@@ -222,7 +226,7 @@ class Receiver:
         header = request.headers.get(SIGNATURE_HEADER)
         if not header:
             raise BadRequest(401, f"missing {SIGNATURE_HEADER} header", "unsigned")
-        if not signature_matches(self.config.secret, body, header):
+        if not signature_matches(self.config.secret.reveal(), body, header):
             raise BadRequest(401, f"{SIGNATURE_HEADER} does not match the body", "bad_signature")
 
     async def heartbeats(self, stop: asyncio.Event) -> None:

@@ -27,19 +27,21 @@ import logging
 import secrets
 import ssl
 import string
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import aiohttp
 
-from pipeline.model import UTC
 from pipeline.sources import (
-    Answer, BadAnswer, Backoff, ConfigError, Poll, RawProducer, Record, Redactor, TerminalError, TransientError,
+    Answer, BadAnswer, Backoff, ConfigError, Poll, RawProducer, Redactor, TerminalError, TransientError,
     Watermark, http_call, records_for, run_source,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import parse_time, receive_now
+from pipeline.vendors._common import parse_time, receive_now, utc_millis
+from pipeline.config.resolver import Origin
+from pipeline.vendors._poller import BACKOFF, HttpPoller, url_problems
 
 VENDOR = "qlik_qrs"
 log = logging.getLogger("pipeline.ingest.qlik_qrs")
@@ -47,9 +49,8 @@ _XRF_ALPHABET = string.ascii_letters + string.digits
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"  # "the task did not start"
 
 
-def qrs_time(value: datetime) -> str:
-    """QRS's own time format, as its filters read it: ``2026-09-23T12:00:00.000Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+qrs_time = utc_millis
+"""QRS's own time format, as its filters read it: ``2026-09-23T12:00:00.000Z``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +71,13 @@ class QrsSettings:
     lookback_s: float = 86400.0
     follow_interval_s: float = 2.0
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
 
     def check(self) -> None:
         """Every problem, one line each; the certificate files are loaded here, so an
         unreadable one is a config error at start, not at the first poll."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[qlik_qrs] base_url must be an http(s) URL, e.g. https://qlik.example.com:4242")
+        problems = url_problems(self, "qlik_qrs", "https://qlik.example.com:4242")
         if not self.source:
             problems.append("[qlik_qrs] source is required (the repository host, it names the jobs)")
         if bool(self.cert_file) != bool(self.key_file):
@@ -131,40 +132,29 @@ class QrsApi:
         return items
 
 
-class QrsSource:
+class QrsSource(HttpPoller):
     """The ``PollingSource`` for one QRS repository."""
 
     vendor = VENDOR
+    repeat = "the poll is repeated"
 
-    def __init__(self, settings: QrsSettings, http: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self.source = settings.source
-        self.redact = settings.redactor()
+    def __init__(self, settings: QrsSettings, http: aiohttp.ClientSession | None) -> None:
+        super().__init__(settings, http)
         self.api = QrsApi(settings, http, self.redact)
-
-    @property
-    def cursor_key(self) -> str:
-        return f"qlik_qrs:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
         mark = receive_now() - timedelta(seconds=self.settings.lookback_s)
         return {"mark": mark.isoformat(), "seen": {}, "sessions": {}}
 
-    async def poll(self, cursor: dict[str, Any]) -> Poll:
+    async def poll_once(self, cursor: dict[str, Any]) -> Poll:
         received_at = receive_now()
         watermark = Watermark(mark=datetime.fromisoformat(cursor["mark"]) if cursor["mark"] else None, seen=cursor["seen"])
         since = watermark.query_from(self.settings.overlap_s)
-        try:
-            results = await self.api.entities(
-                "/qrs/executionresult/full", "QRS execution results",
-                f"modifiedDate ge '{qrs_time(since)}'" if since else None,
-            )
-            sessions = await self.api.entities("/qrs/executionsession/full", "QRS execution sessions")
-        except BadAnswer as exc:
-            log.warning("%s: %s; the body goes to the dead letters and the poll is repeated", self.cursor_key, exc)
-            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            return Poll(records=[Record(key=None, payload=body, received_at=received_at)], cursor=cursor,
-                        next_in_s=min(self.settings.poll_interval_s, 5.0))
+        results = await self.api.entities(
+            "/qrs/executionresult/full", "QRS execution results",
+            f"modifiedDate ge '{qrs_time(since)}'" if since else None,
+        )
+        sessions = await self.api.entities("/qrs/executionsession/full", "QRS execution sessions")
         ctx = Context(source=self.source, received_at=received_at)
         stamps = [(r["id"], parse_time(r["modifiedDate"], field="modifiedDate") or received_at) for r in results]
         new, watermark = watermark.admit(stamps, self.settings.overlap_s)
@@ -197,8 +187,7 @@ async def run(settings: QrsSettings, bootstrap: str, *, stop: asyncio.Event, sta
         if start_task:
             await start_and_follow(settings, http, bootstrap, start_task, stop=stop)
             return
-        source = QrsSource(settings, http)
-        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+        await run_source(QrsSource(settings, http), bootstrap, stop=stop, redact=settings.redactor(), backoff=BACKOFF)
 
 
 async def start_and_follow(

@@ -45,8 +45,10 @@ def ingest(
             ingest.check_host(host)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settings = load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
-                             truenas_ca_file=ca_file, metrics_port=metrics_port)
+    from pipeline.config.roles import for_role
+
+    settings = for_role(load_settings(bootstrap=bootstrap, truenas_username=username, truenas_api_key_file=api_key_file,
+                                      truenas_ca_file=ca_file, metrics_port=metrics_port), "truenas")
     key = credentials(settings)
     config = ingest.TruenasConfig(url=url, api_key=key, username=settings.truenas_username, host=host,
                                   heartbeat_every_s=settings.heartbeat_every_s, verify_tls=not insecure,

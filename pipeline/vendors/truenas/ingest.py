@@ -59,6 +59,7 @@ import aiohttp
 import orjson
 from aiokafka.errors import KafkaError
 
+from pipeline.config.secret import Secret, as_secrets
 from pipeline.model import UTC
 from pipeline.push import KafkaLink, KafkaUnavailable
 from pipeline.sources import Backoff, CursorStore, Record, Redactor, TerminalError, TransientError, records_for
@@ -471,7 +472,7 @@ class CallFailed(TransientError):
 @dataclass(frozen=True, slots=True)
 class TruenasConfig:
     url: str
-    api_key: str
+    api_key: Secret
     username: str = "root"
     host: str | None = None
     ping_every_s: float = 20.0
@@ -479,6 +480,9 @@ class TruenasConfig:
     call_timeout_s: float = 30.0
     verify_tls: bool = True
     ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "api_key")
 
     def ssl(self) -> ssl.SSLContext | bool:
         """What aiohttp gets: the system's CAs, a CA file of the NAS's own, or no check."""
@@ -615,7 +619,7 @@ class TruenasIngestor:
         book = self.book
         assert book is not None
         await client.handshake()
-        await client.login(self.config.username, self.config.api_key)
+        await client.login(self.config.username, self.config.api_key.reveal())
         boot_id = await client.boot_id()
         await client.subscribe()
         listed, barrier = await client.call("core.get_jobs", [])

@@ -29,29 +29,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
-from pipeline.model import UTC
+from pipeline.config.secret import Secret, as_secrets
 from pipeline.sources import (
-    Answer, BadAnswer, Backoff, ConfigError, Poll, password_problems, Record, Redactor, TerminalError, TransientError, basic_auth, http_call,
-    records_for, run_source,
+    Answer, BadAnswer, Backoff, ConfigError, Poll, Record, Redactor, TerminalError, TransientError, basic_auth, http_call,
+    password_problems, records_for,
 )
 from pipeline.vendors import Context
-from pipeline.vendors._common import receive_now
+from pipeline.vendors._common import header_date, receive_now
+from pipeline.config.resolver import Origin
+from pipeline.vendors._poller import HttpPoller, url_problems
 
 VENDOR = "zuora"
 AUTH_PATH = "/api/integration/v1/authenticate"
 STATUS_PATH = "/api/integrations/v2/biviews-status"
 QUEUES = ("active", "completed", "draining", "stale")
-log = logging.getLogger("pipeline.ingest.zuora")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ class ZuoraSettings:
 
     base_url: str = ""
     user: str = ""
-    password: str = ""
+    password: Secret | None = None
     role: str = ""
     clientname: str = ""
     source: str = "default"
@@ -71,12 +71,15 @@ class ZuoraSettings:
     renew_margin_s: float = 120.0
     poll_interval_s: float = 10.0
     timeout_s: float = 30.0
+    origins: Mapping[str, Origin] = field(default_factory=dict, repr=False, compare=False)
+    """Where each value came from (``load_config`` fills it): checks name a flag's or a variable's value as given."""
+
+    def __post_init__(self) -> None:
+        as_secrets(self, "password")
 
     def check(self) -> None:
         """Every problem, one line each."""
-        problems = []
-        if not self.base_url.startswith(("http://", "https://")):
-            problems.append("[zuora] base_url must be an http(s) URL, e.g. https://<tenant>.revpro.cloud")
+        problems = url_problems(self, "zuora", "https://<tenant>.revpro.cloud")
         problems += [f"[zuora] {name} is required" for name in ("user", "role", "clientname", "token_header") if not getattr(self, name)]
         problems += password_problems("zuora", "RevPro", self.password)
         if problems:
@@ -140,34 +143,23 @@ class ZuoraApi:
         return token
 
 
-class ZuoraSource:
+class ZuoraSource(HttpPoller):
     """The ``PollingSource`` for one RevPro tenant."""
 
     vendor = VENDOR
+    repeat = "the queues are read again"
 
-    def __init__(self, settings: ZuoraSettings, http: aiohttp.ClientSession) -> None:
-        self.settings = settings
-        self.source = settings.source
-        self.redact = settings.redactor()
+    def __init__(self, settings: ZuoraSettings, http: aiohttp.ClientSession | None) -> None:
+        super().__init__(settings, http)
         self.api = ZuoraApi(settings, http, self.redact)
-
-    @property
-    def cursor_key(self) -> str:
-        return f"zuora:{self.source}"
 
     def initial_cursor(self) -> dict[str, Any]:
         return {"tasks": {}}
 
-    async def poll(self, cursor: dict[str, Any]) -> Poll:
+    async def poll_once(self, cursor: dict[str, Any]) -> Poll:
         received_at = receive_now()
-        try:
-            answer = await self.api.call("GET", STATUS_PATH, "biviews-status")
-            current = self._queues(answer)
-        except BadAnswer as exc:
-            log.warning("%s: %s; the body goes to the dead letters and the queues are read again", self.cursor_key, exc)
-            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else exc.body
-            return Poll(records=[Record(key=None, payload=body, received_at=received_at)], cursor=cursor,
-                        next_in_s=min(self.settings.poll_interval_s, 5.0))
+        answer = await self.api.call("GET", STATUS_PATH, "biviews-status")
+        current = self._queues(answer)
         ctx = Context(source=self.source, received_at=received_at)
         seen = observed_at(answer, received_at)
         before: dict[str, dict[str, Any]] = cursor["tasks"]
@@ -222,22 +214,13 @@ class ZuoraSource:
 def observed_at(answer: Answer, received_at: datetime | None) -> str | None:
     """When an answer was given, on the vendor's clock (its ``Date`` header), else
     ``received_at``; ISO 8601 text."""
-    date = answer.headers.get("Date")
-    if date:
-        try:
-            parsed = parsedate_to_datetime(date)
-        except (TypeError, ValueError, IndexError):
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC).isoformat()
+    vendor_time = header_date(answer.headers.get("Date"))
+    if vendor_time is not None:
+        return vendor_time.isoformat()
     return received_at.isoformat() if received_at is not None else None
 
 
-async def run(settings: ZuoraSettings, bootstrap: str, *, stop: asyncio.Event) -> None:
-    """``pipeline ingest zuora``: poll until ``stop``."""
-    async with aiohttp.ClientSession() as http:
-        source = ZuoraSource(settings, http)
-        await run_source(source, bootstrap, stop=stop, redact=source.redact, backoff=Backoff(maximum_s=60.0))
+run = ZuoraSource.run
 
 
 async def cancel(settings: ZuoraSettings, task_id: str, *, attempts: int = 5, backoff: Backoff = Backoff(maximum_s=10.0)) -> str:
