@@ -398,6 +398,15 @@ def apply_job(
     return _with_run(job, old, replace(run, version=(0 if old is None else old.version) + 1)), transitions
 
 
+def run_of(job: JobState, event: JobEvent) -> RunState | None:
+    """The run of ``job`` that ``event`` was applied to: its own key, or (R17) the run
+    that answers to the key or one of the names it gave (``apply_job`` filed it there)."""
+    run = job.runs.get(event.run_key)
+    if run is None and job.runs and event.attrs and "same_run_as" in event.attrs:
+        return _run_also_named(job, event)
+    return run
+
+
 def evicted_state(job: JobState, event: JobEvent | str) -> State | None:
     """The final state of the event's run if it left the job's state (R14: under the
     event's key or another of its names), else, when the event is no newer than the

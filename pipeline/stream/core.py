@@ -444,8 +444,9 @@ class StreamCore:
             job, transitions = lifecycle.apply_job(job, applied_event, stale_after=self._stale_after[event.vendor])
             late = left and bool(transitions) and transitions[0].late
             # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
-            self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
-                key, event, late, skewed, partition))
+            run = lifecycle.run_of(job, event)  # R17: perhaps filed under another of its names
+            self._emit(staged.outputs, staged.runs, job, event.run_key if run is None else run.run_key, transitions,
+                       partition, before=event_output(key, event, late, skewed, partition))
             kept = lifecycle.evict(  # before any trusted time (watermark None) by count alone
                 job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
                 max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
