@@ -533,15 +533,21 @@ def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) 
 
 
 def _last_event(job: JobState) -> datetime | None:
-    times = [run.last_event_at for run in job.runs.values()]
-    return max(times) if times else None
+    latest = None
+    for run in job.runs.values():
+        last = run.last_event_at
+        if latest is None or last > latest:
+            latest = last
+    return latest
 
 
 def _last_activity(job: JobState) -> datetime | None:
-    times = [run.last_event_at for run in job.runs.values()]
-    if job.evicted_at is not None:
-        times.append(job.evicted_at)
-    return max(times) if times else None
+    latest = job.evicted_at
+    for run in job.runs.values():
+        last = run.last_event_at
+        if latest is None or last > latest:
+            latest = last
+    return latest
 
 
 def expire_job(

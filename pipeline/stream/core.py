@@ -482,6 +482,12 @@ class StreamCore:
             if entry is None:
                 continue
             old = entry.job
+            due = self._next_due(old)
+            if due is not None and due > watermark and len(old.runs) > 1:
+                # An early index entry (the job's activity moved its time on): nothing is
+                # due by time, so expiry, eviction and forgetting would change nothing.
+                clock.schedule(key, due)
+                continue
             try:
                 expired, transitions = lifecycle.expire_job(old, watermark, stale_after=self._stale_after[old.vendor])
                 job = lifecycle.evict(
