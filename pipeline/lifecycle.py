@@ -580,13 +580,11 @@ def evict(
     no terminal run had its last event before ``job.finished_quiet_since``, no STALE
     run before ``job.stale_quiet_since`` (lower bounds, kept by ``_with_run`` and made
     exact here when passed)."""
-    cutoff = watermark - retention
-    finished_due = job.finished_quiet_since is not None and job.finished_quiet_since <= cutoff
-    stale_cutoff = None if stale_retention is None else watermark - stale_retention
-    stale_due = stale_cutoff is not None and job.stale_quiet_since is not None and job.stale_quiet_since <= stale_cutoff
-    over_count = max_finished is not None and len(job.runs) > max_finished
-    if not (finished_due or stale_due or over_count):
+    if not eviction_due(job, watermark, retention=retention, stale_retention=stale_retention, max_finished=max_finished):
         return job
+    cutoff = watermark - retention
+    stale_cutoff = None if stale_retention is None else watermark - stale_retention
+    over_count = max_finished is not None and len(job.runs) > max_finished
     keep = {
         run_key: run
         for run_key, run in job.runs.items()
@@ -610,6 +608,22 @@ def evict(
         for run in rest[: len(keep) - max_runs]:
             del keep[run.run_key]
     return _without(job, keep, watermark, max_evicted)
+
+
+def eviction_due(
+    job: JobState, watermark: datetime, *, retention: timedelta, stale_retention: timedelta | None = None,
+    max_finished: int | None = None,
+) -> bool:
+    """Whether ``evict`` would look at the job's runs at all (R14's O(1) test): a
+    terminal run may be quiet for ``retention``, a STALE one for ``stale_retention``, or
+    the job holds more than ``max_finished`` runs. False: ``evict`` returns the job as is."""
+    quiet = job.finished_quiet_since
+    if quiet is not None and quiet <= watermark - retention:
+        return True
+    quiet = job.stale_quiet_since
+    if stale_retention is not None and quiet is not None and quiet <= watermark - stale_retention:
+        return True
+    return max_finished is not None and len(job.runs) > max_finished
 
 
 def evict_oldest(job: JobState, count: int, watermark: datetime, *, max_evicted: int = 256) -> JobState:
