@@ -436,12 +436,15 @@ class StreamCore:
             message.offset == entry.offset and key in applied
         ):
             return staged  # applied before a restart: its state is stored, its outputs were sent
-        job = None if entry is None else entry.job
+        before = None if entry is None else entry.job
         skewed = event.occurred_at > trusted_until
-        left = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
         applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
-        job, transitions = lifecycle.apply_job(job, applied_event, stale_after=self._stale_after[event.vendor])
-        late = left and bool(transitions) and transitions[0].late
+        job, transitions = lifecycle.apply_job(before, applied_event, stale_after=self._stale_after[event.vendor])
+        # The event record is flagged late when its run had left the state (R14, R20);
+        # asked only of a late record (the memory look-up hashes every name of the run).
+        late = bool(transitions) and transitions[0].late and before is not None and (
+            event.run_key not in before.runs and lifecycle.evicted_state(before, event) is not None
+        )
         # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
         staged.outputs.append(event_output(key, event, late, skewed, partition))
         self._emit(staged.outputs, staged.runs, job, transitions, partition, lifecycle.run_of(job, event))
