@@ -19,12 +19,17 @@ keeps it, to its table and ``sink/records.py``'s column list.
 
 from __future__ import annotations
 
+import enum
+import functools
+import operator
+import types
+import typing
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
-from pipeline import catalog
+from pipeline import catalog, lifecycle, model
 from pipeline.model import RawEnvelope, State
 
 __all__ = [
@@ -60,35 +65,60 @@ class RawRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     offset: Int64
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """``jobs.events``: one canonical ``JobEvent`` plus the worker's flags."""
-
-    event_id: str
-    vendor: str
-    source: str
-    job_key: str
-    run_key: str
-    native_state: str
-    state: str
-    occurred_at: Time
-    attempt: Int32 | None = None
-    received_at: Time | None = None
-    started_at: Time | None = None
-    finished_at: Time | None = None
-    progress: float | None = None
-    rows: Int64 | None = None
-    counts: dict[str, Int64] = {}
-    error_code: str | None = None
-    error_message: str | None = None
-    parent_run_key: str | None = None
-    raw_ref: RawRef | None = None
-    attrs: dict[str, object] = {}
-    late: bool = False
-    skewed: bool = False
-    schema_version: int
+def _wire_type(annotation: object) -> object:
+    """A domain field's type as the wire reads it: times must carry their zone, integers
+    are bounded like the DuckDB BIGINT they fill, enums are their text, a ``RawRef`` is
+    the contract's (bounded) one."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return functools.reduce(operator.or_, (_wire_type(arg) for arg in args))
+    if origin is dict:
+        return dict[_wire_type(args[0]), _wire_type(args[1])]  # type: ignore[misc]
+    if annotation is typing.Any:
+        return object
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return str
+    return {datetime: Time, int: Int64, model.RawRef: RawRef}.get(annotation, annotation)  # type: ignore[call-overload]
 
 
-class SinkEvent(Event, frozen=True, kw_only=True, gc=False):
+def _wire_struct(
+    name: str, domain: type[msgspec.Struct], doc: str, *, narrower: dict[str, object],
+    defaults: dict[str, object] | None = None, extra: list[tuple[str, object, object]],
+) -> type[msgspec.Struct]:
+    """The record struct of a domain struct: its fields under the same (wire) names and
+    in its order, with ``_wire_type``'s types (``narrower`` where a column is narrower),
+    ``defaults`` for fields a lenient reader may miss, then ``extra`` (what the writer
+    adds). One field list: a field added to the domain struct is on the wire at once."""
+    defaults = defaults or {}
+    fields: list[tuple] = []
+    for info in msgspec.structs.fields(domain):
+        wire = narrower.get(info.name, _wire_type(info.type))
+        if info.name in defaults:
+            fields.append((info.encode_name, wire, defaults[info.name]))
+        elif info.required:
+            fields.append((info.encode_name, wire))
+        elif info.default is not msgspec.NODEFAULT:
+            fields.append((info.encode_name, wire, info.default))
+        else:
+            fields.append((info.encode_name, wire, msgspec.field(default_factory=info.default_factory)))
+    fields.extend((field_name, wire, default) if default is not _REQUIRED else (field_name, wire)
+                  for field_name, wire, default in extra)
+    struct = msgspec.defstruct(name, fields, frozen=True, kw_only=True, gc=False, module=__name__)
+    struct.__doc__ = doc
+    return struct
+
+
+_REQUIRED = object()
+
+
+Event = _wire_struct(
+    "Event", model.JobEvent, "``jobs.events``: one canonical ``JobEvent`` plus the worker's flags.",
+    narrower={"attempt": Int32 | None},
+    extra=[("late", bool, False), ("skewed", bool, False), ("schema_version", int, _REQUIRED)],
+)
+
+
+class SinkEvent(Event, frozen=True, kw_only=True, gc=False):  # type: ignore[misc,valid-type]
     """``jobs.events`` as the sink reads it: ``counts`` and ``attrs`` stay JSON text (DuckDB
     parses them; decoding them in Python would cost the sink's hot path for nothing)."""
 
@@ -96,23 +126,13 @@ class SinkEvent(Event, frozen=True, kw_only=True, gc=False):
     attrs: msgspec.Raw = msgspec.Raw(b"{}")
 
 
-class Transition(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """``jobs.transitions``: one lifecycle transition or flagged event."""
-
-    transition_id: str
-    vendor: str
-    job_key: str
-    run_key: str
-    attempt: Int32
-    from_state: str | None
-    to_state: str
-    at: Time
-    cause: str  # vendor | stale_timeout | retry | reactivation | evicted
-    event_id: str | None = None
-    late: bool = False
-    duplicate: bool = False
-    illegal: bool = False
-    schema_version: int
+Transition = _wire_struct(
+    "Transition", lifecycle.Transition,
+    "``jobs.transitions``: one lifecycle transition or flagged event (``cause``: vendor | "
+    "stale_timeout | retry | reactivation | evicted).",
+    narrower={"attempt": Int32}, defaults={"event_id": None},
+    extra=[("schema_version", int, _REQUIRED)],
+)
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -398,6 +398,15 @@ def apply_job(
     return _with_run(job, old, replace(run, version=(0 if old is None else old.version) + 1)), transitions
 
 
+def run_of(job: JobState, event: JobEvent) -> RunState | None:
+    """The run of ``job`` that ``event`` was applied to: its own key, or (R17) the run
+    that answers to the key or one of the names it gave (``apply_job`` filed it there)."""
+    run = job.runs.get(event.run_key)
+    if run is None and job.runs and event.attrs and "same_run_as" in event.attrs:
+        return _run_also_named(job, event)
+    return run
+
+
 def evicted_state(job: JobState, event: JobEvent | str) -> State | None:
     """The final state of the event's run if it left the job's state (R14: under the
     event's key or another of its names), else, when the event is no newer than the
@@ -524,15 +533,21 @@ def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) 
 
 
 def _last_event(job: JobState) -> datetime | None:
-    times = [run.last_event_at for run in job.runs.values()]
-    return max(times) if times else None
+    latest = None
+    for run in job.runs.values():
+        last = run.last_event_at
+        if latest is None or last > latest:
+            latest = last
+    return latest
 
 
 def _last_activity(job: JobState) -> datetime | None:
-    times = [run.last_event_at for run in job.runs.values()]
-    if job.evicted_at is not None:
-        times.append(job.evicted_at)
-    return max(times) if times else None
+    latest = job.evicted_at
+    for run in job.runs.values():
+        last = run.last_event_at
+        if latest is None or last > latest:
+            latest = last
+    return latest
 
 
 def expire_job(
@@ -565,13 +580,11 @@ def evict(
     no terminal run had its last event before ``job.finished_quiet_since``, no STALE
     run before ``job.stale_quiet_since`` (lower bounds, kept by ``_with_run`` and made
     exact here when passed)."""
-    cutoff = watermark - retention
-    finished_due = job.finished_quiet_since is not None and job.finished_quiet_since <= cutoff
-    stale_cutoff = None if stale_retention is None else watermark - stale_retention
-    stale_due = stale_cutoff is not None and job.stale_quiet_since is not None and job.stale_quiet_since <= stale_cutoff
-    over_count = max_finished is not None and len(job.runs) > max_finished
-    if not (finished_due or stale_due or over_count):
+    if not eviction_due(job, watermark, retention=retention, stale_retention=stale_retention, max_finished=max_finished):
         return job
+    cutoff = watermark - retention
+    stale_cutoff = None if stale_retention is None else watermark - stale_retention
+    over_count = max_finished is not None and len(job.runs) > max_finished
     keep = {
         run_key: run
         for run_key, run in job.runs.items()
@@ -595,6 +608,22 @@ def evict(
         for run in rest[: len(keep) - max_runs]:
             del keep[run.run_key]
     return _without(job, keep, watermark, max_evicted)
+
+
+def eviction_due(
+    job: JobState, watermark: datetime, *, retention: timedelta, stale_retention: timedelta | None = None,
+    max_finished: int | None = None,
+) -> bool:
+    """Whether ``evict`` would look at the job's runs at all (R14's O(1) test): a
+    terminal run may be quiet for ``retention``, a STALE one for ``stale_retention``, or
+    the job holds more than ``max_finished`` runs. False: ``evict`` returns the job as is."""
+    quiet = job.finished_quiet_since
+    if quiet is not None and quiet <= watermark - retention:
+        return True
+    quiet = job.stale_quiet_since
+    if stale_retention is not None and quiet is not None and quiet <= watermark - stale_retention:
+        return True
+    return max_finished is not None and len(job.runs) > max_finished
 
 
 def evict_oldest(job: JobState, count: int, watermark: datetime, *, max_evicted: int = 256) -> JobState:

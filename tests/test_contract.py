@@ -193,3 +193,17 @@ def test_every_record_of_a_full_story_is_read_by_every_reader():
     for topic, _key, value in written:
         if topic in readers:
             readers[topic](value)
+
+
+def test_event_and_transition_records_are_their_domain_structs_on_the_wire():
+    """D1/D3: one field list each; ``jobs.events`` adds the worker's flags, both add the version."""
+    from pipeline import lifecycle
+    from pipeline.model import JobEvent
+
+    def names(struct: type[msgspec.Struct]) -> list[str]:
+        return [f.encode_name for f in msgspec.structs.fields(struct)]
+
+    assert names(contract.Event) == [*names(JobEvent), "late", "skewed", "schema_version"]
+    assert names(contract.Transition) == [*names(lifecycle.Transition), "schema_version"]
+    occurred = {f.name: f for f in msgspec.structs.fields(contract.Event)}["occurred_at"]
+    assert occurred.type == contract.Time and occurred.required

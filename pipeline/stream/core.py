@@ -332,7 +332,7 @@ class StreamCore:
         if len(events) == 1:
             if events[0].occurred_at <= trusted_until:
                 self._advance(clock, events[0].occurred_at, message, pending, runs, batch)
-            self._apply_staged(events, message, clock, pending, runs, batch, received, trusted_until)
+            self._apply_staged(events[0], message, clock, pending, runs, batch, received, trusted_until)
             return
         # Several events: staged over an overlay, kept or dropped as a whole with the
         # expiries that the message's own events moved between them.
@@ -344,7 +344,7 @@ class StreamCore:
             if event.occurred_at <= trusted_until:
                 self._advance(clock, event.occurred_at, message, overlay, staged_runs, staged_batch)  # type: ignore[arg-type]
             failure = self._apply_staged(
-                [event], message, clock, overlay, staged_runs, staged_batch, received, trusted_until, applied,  # type: ignore[arg-type]
+                event, message, clock, overlay, staged_runs, staged_batch, received, trusted_until, applied,  # type: ignore[arg-type]
             )
             if failure is not None:
                 for key in dict.keys(overlay):  # the index as if the message never came
@@ -363,16 +363,16 @@ class StreamCore:
             runs[run_key] = snapshot
 
     def _apply_staged(
-        self, events: list[JobEvent], message: Message, clock: PartitionClock, pending: dict[bytes, Entry | None],
+        self, event: JobEvent, message: Message, clock: PartitionClock, pending: dict[bytes, Entry | None],
         runs: dict[str, tuple[lifecycle.RunState, int]], batch: Batch, received: datetime,
         trusted_until: datetime, applied: set[bytes] | None = None,
     ) -> Output | None:
-        """``events`` of ``message`` through the lifecycle, kept whole or dropped whole:
+        """One event of ``message`` through the lifecycle, kept whole or dropped whole:
         then the dead letter that says why is returned (with ``applied``, the caller's
         to send) or sent (without)."""
-        vendor = events[0].vendor
+        vendor = event.vendor
         try:
-            staged = self._apply(events, message, clock, pending, received, trusted_until, applied or frozenset())
+            staged = self._apply(event, message, clock, pending, received, trusted_until, applied or frozenset())
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
             # Nothing of the message is kept: a redelivery gives the same dead letter.
             failure = dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor)
@@ -419,44 +419,44 @@ class StreamCore:
         return received
 
     def _apply(
-        self, events: list[JobEvent], message: Message, clock: PartitionClock,
+        self, event: JobEvent, message: Message, clock: PartitionClock,
         pending: dict[bytes, Entry | None], received: datetime, trusted_until: datetime,
         applied: set[bytes] = frozenset(),  # type: ignore[assignment]
     ) -> _Staged:
-        """One message's events through the lifecycle, staged: the caller keeps all of it
-        or, if anything raises or does not fit, none of it."""
+        """One event of a message through the lifecycle, staged: the caller keeps all of
+        it or, if anything raises or does not fit, none of it. ``applied``: the keys the
+        message's earlier events already moved to its offset."""
         staged = _Staged()
         watermark = clock.watermark
         partition = message.partition
         settings = self.settings
-        for event in events:
-            job_key = event.job_key
-            key = job_key.encode()
-            entry = staged.entries.get(key) or self._stored(key, pending)
-            if entry is not None and message.offset <= entry.offset and not (
-                message.offset == entry.offset and key in applied
-            ):
-                continue  # applied before a restart: its state is stored, its outputs were sent
-            job = None if entry is None else entry.job
-            skewed = event.occurred_at > trusted_until
-            left = job is not None and event.run_key not in job.runs and lifecycle.evicted_state(job, event) is not None
-            applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
-            job, transitions = lifecycle.apply_job(job, applied_event, stale_after=self._stale_after[event.vendor])
-            late = left and bool(transitions) and transitions[0].late
-            # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
-            self._emit(staged.outputs, staged.runs, job, event.run_key, transitions, partition, before=event_output(
-                key, event, late, skewed, partition))
-            kept = lifecycle.evict(  # before any trusted time (watermark None) by count alone
-                job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
-                max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
-                max_evicted=settings.evicted_memory,
-            )
-            if len(kept.runs) < len(job.runs):
-                self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
-            job = kept
-            staged.entries[key] = Entry(partition, -1 if entry is None else entry.offset, job, watermark, clock.source)
-        for key, entry in staged.entries.items():
-            staged.entries[key] = Entry(entry.partition, message.offset, entry.job, watermark, clock.source)
+        key = event.job_key.encode()
+        entry = self._stored(key, pending)
+        if entry is not None and message.offset <= entry.offset and not (
+            message.offset == entry.offset and key in applied
+        ):
+            return staged  # applied before a restart: its state is stored, its outputs were sent
+        before = None if entry is None else entry.job
+        skewed = event.occurred_at > trusted_until
+        applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
+        job, transitions = lifecycle.apply_job(before, applied_event, stale_after=self._stale_after[event.vendor])
+        # The event record is flagged late when its run had left the state (R14, R20);
+        # asked only of a late record (the memory look-up hashes every name of the run).
+        late = bool(transitions) and transitions[0].late and before is not None and (
+            event.run_key not in before.runs and lifecycle.evicted_state(before, event) is not None
+        )
+        # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
+        staged.outputs.append(event_output(key, event, late, skewed, partition))
+        self._emit(staged.outputs, staged.runs, job, transitions, partition, lifecycle.run_of(job, event))
+        kept = lifecycle.evict(  # before any trusted time (watermark None) by count alone
+            job, watermark or _EPOCH, retention=self._retention, stale_retention=self._stale_retention,
+            max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
+            max_evicted=settings.evicted_memory,
+        )
+        if len(kept.runs) < len(job.runs):
+            self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
+        job = kept
+        staged.entries[key] = Entry(partition, message.offset, job, watermark, clock.source)
         return staged
 
     def _advance(
@@ -481,6 +481,15 @@ class StreamCore:
             if entry is None:
                 continue
             old = entry.job
+            due = self._next_due(old)
+            if due is not None and due > watermark and not lifecycle.eviction_due(
+                old, watermark, retention=self._retention, stale_retention=self._stale_retention,
+                max_finished=settings.max_finished_runs,
+            ):
+                # An early index entry (the job's activity moved its time on): no run is
+                # due (R18), ``evict`` would return the job as it is, nothing to forget.
+                clock.schedule(key, due)
+                continue
             try:
                 expired, transitions = lifecycle.expire_job(old, watermark, stale_after=self._stale_after[old.vendor])
                 job = lifecycle.evict(
@@ -496,7 +505,7 @@ class StreamCore:
                 continue
             for transition in transitions:  # snapshots from before eviction: a STALE run that
                 # leaves at once still ends STALE in jobs.runs
-                self._emit(batch.outputs, runs, expired, transition.run_key, [transition], clock.number)
+                self._emit(batch.outputs, runs, expired, [transition], clock.number, expired.runs.get(transition.run_key))
             if len(job.runs) < len(expired.runs):
                 self._left_open(batch.outputs, runs, lifecycle.left_open(expired, job, watermark), clock.number)
             if job.runs and lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
@@ -522,17 +531,16 @@ class StreamCore:
 
     def _emit(
         self, outputs: list[Output], runs: dict[str, tuple[lifecycle.RunState, int]], job: JobState,
-        run_key: str, transitions: list[lifecycle.Transition], partition: int, before: Output | None = None,
+        transitions: list[lifecycle.Transition], partition: int, run: lifecycle.RunState | None,
     ) -> None:
-        """The transitions (after ``before``, the event's own record) and the run's
-        latest snapshot of the batch."""
-        key = job.job_key.encode()
-        if before is not None:
-            outputs.append(before)
-        for transition in transitions:
-            outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), partition))
-        run = job.runs.get(run_key)
+        """The transitions and ``run``'s latest snapshot of the batch (R17: the run the
+        lifecycle filed the event under, whatever name the event used)."""
+        if transitions:
+            key = job.job_key.encode()
+            for transition in transitions:
+                outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), partition))
         if run is not None:
+            run_key = run.run_key
             runs.pop(run_key, None)
             runs[run_key] = (run, partition)
 

@@ -100,6 +100,21 @@ _MAX_PARSED_TIMES = 16_384
 
 
 def _parse_text_time(value: str, tz: tzinfo, field: str) -> datetime:
+    try:  # the common case: ISO 8601 as Python 3.11 reads it (Z, any fraction digits)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return _parse_other_text_time(value, tz, field)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise Rejected(f"{field} is out of range in UTC: {value[:80]!r}") from None
+
+
+def _parse_other_text_time(value: str, tz: tzinfo, field: str) -> datetime:
+    """Text ``datetime.fromisoformat`` refuses as it is: padded, Qlik-Cli's slashes, a
+    lowercase ``z``."""
     text = value.strip()
     slashed = _SLASHED.match(text)
     if slashed:  # Qlik-Cli prints "2020/03/03 19:45" (no seconds, no zone)

@@ -275,18 +275,16 @@ def test_raw_records_a_broker_does_not_hold_are_said_missing_and_a_dead_broker_i
     assert dead["raw_note"].startswith("Kafka at 127.0.0.1:1 did not answer") and dead["agrees"] is True
 
 
-def test_a_run_known_by_two_names_gathers_both_and_names_the_snapshot_the_worker_never_sent(stories):
+def test_a_run_known_by_two_names_gathers_both_and_agrees_with_the_snapshot_the_worker_sent(stories):
     """R17: the reload task named the run first (by result id); the execution result,
-    under its executionID, was applied to that run. Both are in its story. The stored
-    row still counts one event: the worker looks the run up by the event's own key to
-    send its snapshot (``StreamCore._emit``), so an update applied under another name
-    never reaches ``jobs.runs``. Explain says exactly that; when the worker is fixed,
-    this story agrees and the assertion on the differences flips."""
+    under its executionID, was applied to that run. Both are in its story, and the
+    worker sent the run's snapshot after the second one (``StreamCore._apply`` finds
+    the run the lifecycle filed it under), so the stored row agrees with the refold."""
     db, keys, _, _ = stories
     result = explain(keys["named"], "--db", str(db), "--format", "json")
     story = orjson.loads(result.stdout)
     assert ":result:" in keys["named"]
     assert [(s["rule"], s["state_after"]["state"]) for s in story["steps"]] == [("R1", "SUCCEEDED"), ("R5", "SUCCEEDED")]
     assert story["steps"][1]["event"]["run_key"] == keys["named"] and story["steps"][1]["event"]["attrs"]["app_id"] == "app-3"
-    assert result.returncode == 1 and story["agrees"] is False
-    assert {(d["field"], d["stored"], d["refolded"]) for d in story["differences"]} == {("events", 1, 2), ("version", 1, 2)}
+    assert result.returncode == 0 and story["agrees"] is True, story["differences"]
+    assert story["differences"] == []

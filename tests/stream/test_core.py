@@ -213,3 +213,29 @@ def test_the_entry_cache_is_bounded_by_encoded_size_and_changes_no_output():
     assert len(everything.core._cache) == 40 and not nothing.core._cache
     assert 0 < some.core._cache_bytes <= 4096
     assert some.core._cache_bytes == sum(size for _entry, size in some.core._cache.values())
+
+
+def test_an_event_applied_under_a_runs_other_name_sends_that_runs_snapshot():
+    """R17: a QRS reload task names an execution by its result id; the execution result,
+    under its executionID, is applied to that run. jobs.runs must get the run's new
+    snapshot (two events, version 2), or the stored row stays behind the fold."""
+    topic = catalog.raw_topic("qlik_qrs")
+    iso = lambda n: (T0 + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    reload_task = {"id": "task-1", "name": "Reload Sales", "operational": {"id": "op-1", "lastExecutionResult": {
+        "id": "result-1", "executingNodeName": "node-1", "status": 7, "startTime": iso(0), "stopTime": iso(30),
+        "duration": 30000, "details": []}}}
+    result = {"id": "result-1", "taskID": "task-1", "executionID": "exec-1", "appID": "app-3", "status": 7,
+              "startTime": iso(0), "stopTime": iso(30), "modifiedDate": iso(30), "details": []}
+
+    def raw(offset: int, payload: dict) -> Message:
+        value = encode_envelope(RawEnvelope(vendor="qlik_qrs", source="qrs1", received_at=T0 + timedelta(seconds=40),
+                                            payload=payload))
+        return Message(topic, 0, offset, b"qlik_qrs:qrs1:task-1", value)
+
+    harness = Harness()
+    first = harness.feed([raw(0, reload_task)])
+    second = harness.feed([raw(1, result)])
+    [named] = [r for t, _k, r in first if t == catalog.RUNS]
+    assert named["run_key"].endswith(":result:result-1") and named["events"] == 1
+    snapshots = [r for t, _k, r in second if t == catalog.RUNS]
+    assert [(r["run_key"], r["events"], r["version"]) for r in snapshots] == [(named["run_key"], 2, 2)]

@@ -293,3 +293,12 @@ def test_property_a_dag_run_is_a_run_of_its_dag_in_the_table(doc):
     assert event.job_key == "airflow:af-prod:etl" and event.parent_run_key is None
     assert event.run_key == f"airflow:af-prod:etl:{doc['dag_run_id'].strip()}" and event.attempt is None
     assert vendors.keyed_documents("airflow", doc, CTX) == [("airflow:af-prod:etl", doc)]
+
+
+@pytest.mark.parametrize("value", ["", " ", "a b", "a  b", " a", "a ", "tab\there", "x" * 600, "é", "\x1c", "\ud800",
+                                   "line\nbreak", 42, 1.5, None, "plain_value-1.2"])
+def test_short_text_is_the_full_cleanup_also_on_its_fast_path(value):
+    """Clean one-line ASCII text skips the cleanup (most values); the answer is the same."""
+    text = value if isinstance(value, str) else str(value)
+    full = " ".join(text.encode("utf-8", "replace").decode("utf-8").split())[:airflow._MAX_TEXT]
+    assert airflow._short(value) == full

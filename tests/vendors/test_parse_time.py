@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,3 +32,21 @@ def test_the_kept_times_stay_bounded(monkeypatch):
     for second in range(10):
         assert parse_time(f"2026-01-01T00:00:{second:02d}Z") == datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC)
     assert len(_common._PARSED_TIMES) <= 4
+
+
+@pytest.mark.parametrize("text", [
+    "2026-01-01T12:00:00Z", "2026-01-01T12:00:00.1234567Z", "2026-01-01 12:00:00", "2026-01-01T12:00:00.5+01:00",
+    "2026-01-01T12:00:00,5Z", "20260101T120000Z", "2026-01-01T12", "2026-01-01", "1753-01-01T00:00:00",
+    "2026-01-01T12:00:00.123456789012+00:00", "2026-01-01T12:00:00-00:00", "0001-01-01T00:00+01:00",
+])
+@pytest.mark.parametrize("zone", [timezone.utc, timezone(timedelta(hours=5, minutes=30))])
+def test_the_fromisoformat_fast_path_reads_every_iso_text_as_the_full_path_does(text, zone):
+    """``_parse_text_time`` tries ``datetime.fromisoformat`` on the text as it is; the full
+    path (strip, slashes, ``z``, fraction digits) must give the same instant, or refuse."""
+    try:
+        full = _common._parse_other_text_time(text, zone, "t")
+    except Rejected:
+        with pytest.raises(Rejected):
+            _common._parse_text_time(text, zone, "t")
+        return
+    assert _common._parse_text_time(text, zone, "t") == full
