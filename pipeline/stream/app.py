@@ -61,7 +61,7 @@ from faust.types import TP
 
 from pipeline import catalog
 from pipeline.kafka import clients
-from pipeline.errors import EXIT_CONFIG
+from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_INTERNAL, EXIT_SIGTERM
 from pipeline.ops.health import MetricsPortTaken, RoleMetrics, observe_batch
 from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
@@ -76,8 +76,8 @@ log = logging.getLogger("pipeline.worker")
 
 TABLE_NAME = "lifecycle"
 TANSU_BARRIER_KEY = b"\x00jobstream:end-of-batch"
-EXIT_UNEXPECTED = 70
-EXIT_RECREATED = 65  # EX_DATAERR: the input no longer matches the stored state
+EXIT_UNEXPECTED = EXIT_INTERNAL
+EXIT_RECREATED = EXIT_DATA  # the input no longer matches the stored state
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 8 * 1024**2,
     "max_write_buffer_number": 2,
@@ -399,14 +399,13 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
         raise SystemExit(EXIT_CONFIG) from None
     except faust_compat.UnsupportedFaust as exc:
         print(f"pipeline worker: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     loop = "uvloop" if _has_uvloop() else "asyncio"
     worker = _Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
     worker.execute_from_commandline()
 
 
 SHUTDOWN_GRACE_S = 15.0
-EXIT_SIGTERM = 128 + 15
 
 
 class _Worker(faust.Worker):

@@ -51,7 +51,6 @@ from pipeline.vendors._common import (
     DEFAULT_CONTEXT,
     Context,
     Rejected,
-    as_dict,
     identifier,
     load_json,
     optional_int,
