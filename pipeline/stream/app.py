@@ -133,7 +133,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
     faults = Injector(Faults.from_env())
     shell = _Shell(app, table, settings, faults)
     continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
-    probe = GapProbe(clients.connection(settings), timeout_s=settings.send_timeout_s)
+    probe = GapProbe(clients.connection(settings), timeout_s=settings.send_timeout_s, group=settings.app_id)
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
@@ -189,6 +189,12 @@ async def _continuous(app: faust.App, continuity: Continuity, probe: GapProbe, e
     while (found := continuity.first_skip([(e.message.tp, e.message.offset) for e in kept[start:]])) is not None:
         index, skip = found
         index += start
+        if skip.expected is None and not skip.leftover:
+            committed = await probe.committed(skip.tp)
+            if committed:  # Faust's consumer did not know it yet: check from the group's offset
+                continuity.resume_at(skip.tp, committed)
+                start = index
+                continue
         verdict = None if skip.leftover else await probe.look(skip)
         if verdict is None or verdict.first_record is not None:
             to = skip.expected if verdict is None else verdict.first_record

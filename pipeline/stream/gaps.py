@@ -11,6 +11,8 @@ its own: nothing there is a hole (go on), records there were skipped (heal: seek
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +91,11 @@ class Continuity:
             self.holes += 1
         self._next[skip.tp] = skip.offset
 
+    def resume_at(self, tp: Any, offset: int) -> None:
+        """The group's committed offset, asked of the broker because Faust's consumer
+        did not know it yet: the partition goes on from there."""
+        self._next[tp] = offset
+
     def rewind(self, skip: Skip, to: int) -> None:
         """The partition was sought back to ``to``: records beyond it until it comes
         again are leftovers of the prefetch."""
@@ -102,8 +109,10 @@ class GapProbe:
     handed over. One consumer, started at the first probe and reused."""
 
     def __init__(self, connection: "clients.ConnectionLike", *, isolation_level: str = "read_uncommitted",
-                 timeout_s: float = 30.0, client_options: dict[str, Any] | None = None) -> None:
+                 timeout_s: float = 30.0, client_options: dict[str, Any] | None = None, group: str | None = None) -> None:
         self._connection = connection
+        self._group = group
+        self._offsets: Any = None
         self._isolation_level = isolation_level
         self._timeout_s = timeout_s
         self._options = client_options or {}
@@ -138,7 +147,29 @@ class GapProbe:
         raise TimeoutError(f"could not read {skip.tp.topic} partition {skip.tp.partition} "
                            f"from offset {start} within {self._timeout_s:g} s to check a skip")
 
+    async def committed(self, tp: Any) -> int | None:
+        """The worker group's committed offset of ``tp`` as the broker holds it (OffsetFetch
+        through a consumer that only assigns and never commits), None when nothing was
+        committed. Asked when Faust's consumer answers None: in a rebalance its cache can
+        lag the group, and taking the log start then would seek back over applied records."""
+        if self._group is None:
+            return None
+        from aiokafka import TopicPartition
+
+        from pipeline.kafka import clients
+
+        if self._offsets is None:
+            self._offsets = clients.consumer(self._connection, group_id=self._group, enable_auto_commit=False,
+                                             client_id="jobstream-gap-probe-offsets", **self._options)
+            await self._offsets.start()
+        tp = TopicPartition(tp.topic, tp.partition)
+        self._offsets.assign([tp])
+        return await asyncio.wait_for(self._offsets.committed(tp), self._timeout_s)
+
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None

@@ -98,3 +98,34 @@ async def test_a_record_not_handed_over_is_read_again_in_the_process(own_broker,
     finally:
         code = worker.stop()
     assert code in (0, -15), worker.tail()
+
+
+async def test_a_committed_offset_faust_does_not_know_yet_is_asked_of_the_broker_not_taken_for_the_log_start(own_broker):
+    """Chaos soak: after a rebalance a record at the group's committed offset came while
+    Faust's consumer had no committed offset for the partition; the worker took the log
+    start for next, sought back to 0 and Faust never handed those records over again (the
+    partition stalled). The group's offset is asked of the broker first."""
+    from types import SimpleNamespace
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from pipeline.stream.app import _continuous
+    from pipeline.stream.gaps import Continuity, GapProbe
+
+    await produce(own_broker.bootstrap, [envelope(n, "RUNNING") for n in range(8)])
+    tp = TopicPartition(TOPIC, 0)
+    group = AIOKafkaConsumer(bootstrap_servers=own_broker.bootstrap, group_id="gaps-group", enable_auto_commit=False)
+    await group.start()
+    try:
+        group.assign([tp])
+        await group.commit({tp: 5})
+    finally:
+        await group.stop()
+    events = [SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset)) for offset in (5, 6, 7)]
+    probe = GapProbe(own_broker.bootstrap, group="gaps-group", timeout_s=30)
+    try:
+        kept = await _continuous(object(), Continuity(lambda tp: None), probe, events)  # Faust: "none committed"
+        assert [e.message.offset for e in kept] == [5, 6, 7]  # nothing sought back, nothing dropped
+        assert await probe.committed(TopicPartition(TOPIC, 1)) is None
+    finally:
+        await probe.stop()
