@@ -127,7 +127,9 @@ async def consume(
             async def assigned(owned: set[TopicPartition]) -> None:
                 nonlocal generation
                 generation += 1
-                stored = await asyncio.to_thread(writer.claim, [(tp.topic, tp.partition) for tp in owned])
+                # No await before every partition has a position: aiokafka's fetcher would
+                # look for offsets committed in Kafka (there are none) and fail the fetch.
+                stored = writer.claim([(tp.topic, tp.partition) for tp in owned])
                 await _seek_to_stored(consumer, sorted(owned), stored)
                 print(f"sink: owns {len(owned)} partitions: {', '.join(f'{t}:{p}' for t, p in sorted(owned))}",
                       file=sys.stderr, flush=True)
@@ -145,7 +147,7 @@ async def consume(
                 generation += 1
                 print(f"sink: {exc}; reading the partitions again from the lake", file=sys.stderr, flush=True)
                 owned = consumer.assignment()
-                stored = await asyncio.to_thread(writer.claim, [(tp.topic, tp.partition) for tp in owned])
+                stored = writer.claim([(tp.topic, tp.partition) for tp in owned])
                 await _seek_to_stored(consumer, sorted(owned), stored)
                 return
             stats.batches += 1
@@ -169,8 +171,15 @@ async def consume(
         interval = settings.sink_commit_interval_ms / 1000
         next_write_at = 0.0
         while not stop.is_set():
-            if built_in != generation:  # partitions moved: what was fetched before is read again
+            if built_in != generation:
+                # Partitions moved (or this sink was fenced): the batch being built is
+                # dropped and every owned partition read again from what the lake holds.
+                if writing is not None:
+                    await writing
+                    writing = None
                 building, fetched_into, built_in = BatchBuilder(), {}, generation
+                await _seek_to_stored(consumer, sorted(consumer.assignment()), writer.claimed())
+                continue
             try:
                 fetched = await consumer.getmany(
                     timeout_ms=_poll_ms(building.records, writing, next_write_at),
@@ -225,12 +234,17 @@ class _GroupListener(ConsumerRebalanceListener):
 
 
 async def _seek_to_stored(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], stored: dict) -> None:
+    """Seek to the stored offsets, the others to the beginning: every position is set
+    before the first await (``seek_to_beginning`` marks all its partitions, then waits)."""
+    beginning = []
     for tp in partitions:
         offset = stored.get((tp.topic, tp.partition))
         if offset is None:
-            await consumer.seek_to_beginning(tp)
+            beginning.append(tp)
         else:
             consumer.seek(tp, offset)
+    if beginning:
+        await consumer.seek_to_beginning(*beginning)
 
 
 def _poll_ms(waiting: int, writing: asyncio.Future[None] | None, next_write_at: float) -> int:

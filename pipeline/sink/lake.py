@@ -246,6 +246,10 @@ class LakeWriter:
         self._claimed = {tp: stored.get(tp) for tp in partitions}
         return {tp: offset for tp, offset in self._claimed.items() if offset is not None}
 
+    def claimed(self) -> dict[tuple[str, int], int]:
+        """The offset each owned partition holds in the lake, as this sink last saw or wrote it."""
+        return {tp: offset for tp, offset in self._claimed.items() if offset is not None}
+
     def stale_runs(self) -> int:
         return self.connection.execute("SELECT count(*) FROM job_runs WHERE state = 'STALE'").fetchone()[0]
 
