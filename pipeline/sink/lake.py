@@ -129,15 +129,19 @@ def _linked(source: Path, name: str) -> Path:
     return link
 
 
-def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
-    """postgres (as postgres_scanner) then ducklake, from the installed wheels."""
+def extension_files() -> tuple[Path, Path]:
+    """The postgres (as postgres_scanner) and ducklake extension files of the installed wheels."""
     try:
         postgres = quack.extension_path("postgres")
         ducklake = quack.extension_path("ducklake")
     except quack.QuackError as exc:
         raise SinkError(str(exc)) from None
-    con.execute(f"LOAD {_literal(str(_linked(postgres, 'postgres_scanner')))}")
-    con.execute(f"LOAD {_literal(str(ducklake))}")
+    return _linked(postgres, "postgres_scanner"), ducklake
+
+
+def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
+    for extension in extension_files():
+        con.execute(f"LOAD {_literal(str(extension))}")
 
 
 def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, alias: str = ALIAS, *, read_only: bool = False) -> None:
