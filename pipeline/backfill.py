@@ -150,7 +150,7 @@ def read_documents(path: Path) -> Iterator[Document]:
             yield from _lines(stream)
             return
         if size > MAX_WHOLE_DOCUMENT_BYTES:
-            raise DocumentTooLarge(
+            raise FileTooLargeToRead(
                 f"not JSON lines, and {size / 2**20:.0f} MiB is over the {MAX_WHOLE_DOCUMENT_BYTES >> 20} MiB "
                 "read as one document; save it as JSON lines"
             )
@@ -168,7 +168,7 @@ def read_documents(path: Path) -> Iterator[Document]:
         yield Document("document 1", data, size)
 
 
-class DocumentTooLarge(ValueError):
+class FileTooLargeToRead(ValueError):
     """A file that is neither JSON lines nor small enough to read whole."""
 
 
@@ -437,15 +437,16 @@ async def run(
     per second (each is then sent at once, not gathered). Raises ``BackfillError`` when
     Kafka is unreachable or refuses a record.
     """
-    from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
+
+    from pipeline.kafka import clients
 
     clock = clock or EnvelopeClock()
     report = Report(files=len(files))
     started = time.monotonic()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5,
-        max_batch_size=BATCH_BYTES, request_timeout_ms=int(connect_timeout_s * 1000), client_id="jobstream-backfill",
+    producer = clients.producer(
+        bootstrap, linger_ms=5, max_batch_size=BATCH_BYTES, request_timeout_ms=int(connect_timeout_s * 1000),
+        client_id="jobstream-backfill",
     )
     sender = _Sender(producer, bootstrap, max_in_flight, connect_timeout_s)
 
@@ -470,7 +471,7 @@ async def run(
         try:
             await asyncio.wait_for(producer.start(), connect_timeout_s)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            raise BackfillError(f"cannot reach Kafka at {bootstrap} ({exc or type(exc).__name__})") from None
+            raise BackfillError(clients.unreachable(bootstrap, exc)) from None
         if heartbeats:
             await beat()
         last_beat = time.monotonic()
@@ -500,7 +501,7 @@ async def run(
                     if heartbeats and time.monotonic() - last_beat >= heartbeat_every_s:
                         await beat()
                         last_beat = time.monotonic()
-            except DocumentTooLarge as exc:
+            except FileTooLargeToRead as exc:
                 reject(Rejection(str(path), str(exc)))
             except OSError as exc:
                 reject(Rejection(str(path), f"cannot read it: {exc.strerror or exc}"))

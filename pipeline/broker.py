@@ -2,8 +2,9 @@
 
 Tests, ``pipeline demo`` and ``pipeline bench`` start their own broker instead of asking
 for a Kafka: Tansu starts in ~60 ms, keeps everything in memory and listens only on a
-free loopback port. It has no idempotent or transactional producers, so every client
-the project builds leaves those off (see ``pipeline.settings.KafkaSettings``).
+free loopback port. It refuses aiokafka's InitProducerId (v0), so producers to it are not
+idempotent (``pipeline/kafka/clients.py`` asks each broker), and it serves neither TLS nor
+SASL users (tests put a front before it: tests/support/tls.py, sasl.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -25,6 +25,9 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pipeline.ops import ports
+from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id  # noqa: F401 - kafka_api_versions: cli.py imports it from here
 
 
 class BrokerError(JobstreamError, RuntimeError):
@@ -52,6 +55,9 @@ def find_tansu() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free a moment ago. Not for a server started later (another process may take
+    it first): servers bind port 0 or retry (``pipeline/ops/ports.py``); this is for
+    addresses where nothing should answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
@@ -68,67 +74,6 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _request(host: str, port: int, api_key: int, version: int, body: bytes, timeout: float) -> bytes | None:
-    """One hand-built Kafka request (correlation id 1); the response body, or None.
-
-    A bare socket keeps the probes independent of any client library's retry loops."""
-    client_id = b"jobstream-probe"
-    message = struct.pack(">hhih", api_key, version, 1, len(client_id)) + client_id + body
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(struct.pack(">i", len(message)) + message)
-            header = _read_exactly(sock, 4)
-            size = struct.unpack(">i", header)[0]
-            if not 4 <= size <= 1 << 20:
-                return None
-            response = _read_exactly(sock, size)
-    except (OSError, EOFError):
-        return None
-    if struct.unpack(">i", response[:4])[0] != 1:
-        return None
-    return response[4:]
-
-
-def _read_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
-def kafka_api_versions(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when something on host:port answers a Kafka ApiVersions request (v0)."""
-    return _request(host, port, 18, 0, b"", timeout) is not None
-
-
-def kafka_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:
-    """The cluster id a Kafka on host:port reports (Metadata v2, no topics), or None.
-
-    The embedded broker starts with a cluster id of its own, so this tells our child
-    apart from any other Kafka that answers on the same address."""
-    body = _request(host, port, 3, 2, struct.pack(">i", 0), timeout)
-    if body is None:
-        return None
-    try:
-        offset = 4
-        (brokers,) = struct.unpack_from(">i", body, 0)
-        for _ in range(brokers):
-            offset += 4  # node id
-            (length,) = struct.unpack_from(">h", body, offset)
-            offset += 2 + length + 4  # host, port
-            (length,) = struct.unpack_from(">h", body, offset)
-            offset += 2 + max(length, 0)  # rack
-        (length,) = struct.unpack_from(">h", body, offset)
-        if length < 0:
-            return None
-        return body[offset + 2: offset + 2 + length].decode("utf-8", "replace")
-    except struct.error:
-        return None
-
-
 class EmbeddedBroker:
     """One Tansu process on a free loopback port. Use as a context manager or start/stop.
 
@@ -142,10 +87,13 @@ class EmbeddedBroker:
     ...     broker.bootstrap  # '127.0.0.1:40123'
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log: Path | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log: Path | None = None,
+                 advertised: str | None = None):
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or ports.candidate(host)
+        self._port_chosen_here = not port
         self.log = log
+        self.advertised = advertised  # HOST:PORT clients are told to use (a TLS front); default the listener
         self.cluster_id = f"jobstream-{uuid.uuid4().hex[:12]}"
         self._process: subprocess.Popen[bytes] | None = None
         self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES_KEPT)
@@ -156,8 +104,26 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+        """Start Tansu and wait until it answers. Tansu must advertise its port, so it
+        cannot bind port 0: a port chosen here that another process takes before Tansu
+        binds it is replaced by the next candidate (a port given by the caller is not)."""
+        if not self._port_chosen_here:
+            return self._start_on_port(timeout)
+        for _ in range(ports.ATTEMPTS - 1):
+            try:
+                return self._start_on_port(timeout)
+            except ports.PortTaken:
+                self.port = ports.candidate(self.host)
+        try:
+            return self._start_on_port(timeout)
+        except ports.PortTaken as exc:
+            raise BrokerError(str(exc)) from None
+
+    def _start_on_port(self, timeout: float) -> "EmbeddedBroker":
         url = f"tcp://{self.host}:{self.port}"
         if not port_is_free(self.host, self.port):
+            if self._port_chosen_here:
+                raise ports.PortTaken(f"port {self.port} on {self.host} was taken before Tansu could bind it")
             other = kafka_cluster_id(self.host, self.port, timeout=1.0)
             held_by = f"a Kafka (cluster id {other}) already answers there" if other else "another program listens there"
             raise BrokerError(f"port {self.port} on {self.host} is taken: {held_by}; choose another --port")
@@ -166,7 +132,8 @@ class EmbeddedBroker:
         self._output.clear()
         try:
             self._process = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url",
+                 f"tcp://{self.advertised}" if self.advertised else url,
                  "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=die_with_parent,
@@ -181,12 +148,16 @@ class EmbeddedBroker:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
+                if self._port_chosen_here and not port_is_free(self.host, self.port):
+                    raise ports.PortTaken(f"port {self.port} on {self.host} was taken while Tansu started")
                 raise BrokerError(f"Tansu exited with status {code} while starting on {url}{self._tail()}")
             answer = kafka_cluster_id(self.host, self.port, timeout=0.5)
             if answer == self.cluster_id:
                 return self
             if answer is not None:
                 self.stop()
+                if self._port_chosen_here:
+                    raise ports.PortTaken(f"another Kafka took port {self.port} on {self.host} while Tansu started")
                 raise BrokerError(
                     f"another Kafka (cluster id {answer}) answers on {self.bootstrap}, not the broker "
                     f"started here; choose another --port{self._tail()}"

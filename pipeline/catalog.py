@@ -13,7 +13,7 @@ import asyncio
 import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -41,7 +41,8 @@ class TopicSpec:
     description: str = ""
     key: str = ""
     value: str = ""
-    replication: int = 1
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None
     extra_config: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -49,7 +50,30 @@ class TopicSpec:
         config = {"cleanup.policy": self.cleanup_policy, **self.extra_config}
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
+        if self.min_insync_replicas is not None:
+            config["min.insync.replicas"] = str(self.min_insync_replicas)
         return config
+
+    def replicated(self, replication_factor: int | None = None, min_insync_replicas: int | None = None) -> "TopicSpec":
+        """This topic with a deployment's replication (None keeps the catalog's): one
+        broker of three lost loses nothing with 3 and min.insync.replicas 2."""
+        return replace(
+            self, replication_factor=replication_factor or self.replication_factor,
+            min_insync_replicas=min_insync_replicas or self.min_insync_replicas,
+        )
+
+
+def changelog_replication(replication_factor: int | None = None) -> int:
+    """The replication factor of the worker's changelog (its state): the deployment's,
+    else the raw topics' in the catalog (the changelog follows their partitions)."""
+    return replication_factor or max(topic(name).replication_factor for name in raw_topics())
+
+
+def changelog_config(min_insync_replicas: int | None = None) -> dict[str, str]:
+    """The changelog's topic settings beyond Faust's own: min.insync.replicas as the
+    deployment's, else as the raw topics' in the catalog."""
+    wanted = min_insync_replicas or max((topic(n).min_insync_replicas or 0) for n in raw_topics())
+    return {"min.insync.replicas": str(wanted)} if wanted else {}
 
 
 def _parse(filename: str, text: str) -> TopicSpec:
@@ -66,6 +90,9 @@ def _parse(filename: str, text: str) -> TopicSpec:
         raise CatalogError(f"{filename}: 'partitions' must be a positive integer")
     if data.get("cleanup_policy", "delete") not in ("delete", "compact", "compact,delete"):
         raise CatalogError(f"{filename}: unknown cleanup_policy {data['cleanup_policy']!r}")
+    for key in ("replication_factor", "min_insync_replicas"):
+        if key in data and (type(data[key]) is not int or data[key] < 1):
+            raise CatalogError(f"{filename}: '{key}' must be a positive integer")
     known = {f.name for f in TopicSpec.__dataclass_fields__.values()}
     unknown = set(data) - known
     if unknown:
@@ -142,6 +169,12 @@ def _canonical(name: str, value: str) -> object:
     return value.strip()
 
 
+def replication_mismatches(replicas: dict[str, int], want: dict[str, int]) -> list[str]:
+    """One line per topic whose replication factor on the broker differs from ``want``."""
+    return [f"{name}: replication factor {replicas[name]} on the broker, {wanted} in the catalog"
+            for name, wanted in sorted(want.items()) if name in replicas and replicas[name] != wanted]
+
+
 def partition_mismatches(counts: dict[str, int], want: dict[str, int]) -> list[str]:
     """One line per topic whose partition count on the broker differs from ``want``."""
     lines = []
@@ -154,16 +187,20 @@ def partition_mismatches(counts: dict[str, int], want: dict[str, int]) -> list[s
     return lines
 
 
-async def apply(bootstrap: str, *, timeout: float = 10.0, partitions: int | None = None) -> ApplyReport:
-    """Create the catalog's missing topics on ``bootstrap``; report every mismatch of the
-    topics already there (partition count and each setting the catalog states).
+async def apply(bootstrap: Any, *, timeout: float = 10.0, partitions: int | None = None,
+                replication_factor: int | None = None, min_insync_replicas: int | None = None) -> ApplyReport:
+    """Create the catalog's missing topics on ``bootstrap`` (an address, a
+    ``clients.Connection`` or the settings); report every mismatch of the topics already
+    there (partition count, replication factor and each setting the catalog states).
 
     Idempotent like a migration: a second run creates nothing. Existing topics are
     never changed automatically (new partition counts would move keys between
     partitions; changed settings are the operator's call).
-    ``partitions`` overrides the catalog's count for every topic (tests, demos).
+    ``partitions`` overrides the catalog's count for every topic (tests, demos);
+    ``replication_factor`` and ``min_insync_replicas`` its replication (a deployment's).
     """
-    specs = list(load().values())
+    specs = [s.replicated(replication_factor, min_insync_replicas) for s in load().values()]
+    by_name = {s.name: s for s in specs}
     want = {s.name: partitions or s.partitions for s in specs}
     async with _admin(bootstrap, timeout) as admin:
         from aiokafka.admin import NewTopic
@@ -173,7 +210,7 @@ async def apply(bootstrap: str, *, timeout: float = 10.0, partitions: int | None
         if missing:
             response = await asyncio.wait_for(
                 admin.create_topics([
-                    NewTopic(s.name, want[s.name], s.replication, topic_configs=s.config)
+                    NewTopic(s.name, want[s.name], s.replication_factor, topic_configs=s.config)
                     for s in missing
                 ]),
                 timeout,
@@ -189,13 +226,15 @@ async def apply(bootstrap: str, *, timeout: float = 10.0, partitions: int | None
                 line.replace(" expected", " in the catalog")
                 for line in partition_mismatches(counts, {name: want[name] for name in present})
             )
+            replicas = await _replication_factors(admin, present, timeout)
+            mismatched.extend(replication_mismatches(replicas, {n: by_name[n].replication_factor for n in present}))
             configs = await _configs(admin, present, timeout)
             for name in present:
-                mismatched.extend(config_mismatches(load()[name], configs.get(name, {})))
+                mismatched.extend(config_mismatches(by_name[name], configs.get(name, {})))
         return ApplyReport([s.name for s in missing], present, mismatched)
 
 
-async def raw_partition_problems(bootstrap: str, partitions: int | None, *, timeout: float = 10.0) -> list[str]:
+async def raw_partition_problems(bootstrap: Any, partitions: int | None, *, timeout: float = 10.0) -> list[str]:
     """What stops a worker from starting: a raw topic missing, or with another
     partition count than the worker's table (``partitions``, else the catalog's)."""
     table = partitions or topic(raw_topics()[0]).partitions  # as stream.app.create_app
@@ -206,13 +245,10 @@ async def raw_partition_problems(bootstrap: str, partitions: int | None, *, time
 
 
 @asynccontextmanager
-async def _admin(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
-    from aiokafka.admin import AIOKafkaAdminClient
+async def _admin(bootstrap: Any, timeout: float) -> AsyncIterator[Any]:
+    from pipeline.kafka import clients
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
-        client_id="jobstream-topics",
-    )
+    admin = clients.admin(bootstrap, request_timeout_ms=int(timeout * 1000), client_id="jobstream-topics")
     try:
         await asyncio.wait_for(admin.start(), timeout)
         yield admin
@@ -223,6 +259,13 @@ async def _admin(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
 async def _partition_counts(admin: Any, names: list[str], timeout: float) -> dict[str, int]:
     described = await asyncio.wait_for(admin.describe_topics(names), timeout)
     return {info["topic"]: len(info["partitions"]) for info in described if info.get("error_code", 0) == 0}
+
+
+async def _replication_factors(admin: Any, names: list[str], timeout: float) -> dict[str, int]:
+    """Each topic's replication factor: the most replicas any of its partitions has."""
+    described = await asyncio.wait_for(admin.describe_topics(names), timeout)
+    return {info["topic"]: max((len(p.get("replicas") or []) for p in info["partitions"]), default=0)
+            for info in described if info.get("error_code", 0) == 0 and info["partitions"]}
 
 
 async def _configs(admin: Any, names: list[str], timeout: float) -> dict[str, dict[str, str | None]]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, JobstreamError
+from pipeline.ops.logs import setup_logging as _setup_logging
+from pipeline.ops.stopping import stop_on_signals
 from pipeline.sources import ConfigError, Redactor, SourceError, load_config
 from pipeline.vendors import registry
 from pipeline.vendors.registry import Vendor
@@ -52,19 +52,13 @@ def settings_for(command: str, config: Path | None) -> Any:
 
 
 def setup_logging(redact: Redactor, level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(redact)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    _setup_logging(level=level, redact=redact, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def run_ingest(command: str, config: Path | None, operations: "Settings", **options: Any) -> None:
     """Run one pull ingestor until SIGINT/SIGTERM (or until a one-shot job ends), with its
     metrics served as ``operations`` (the pipeline's settings) say."""
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
 
     settings = settings_for(command, config)
     redact = settings.redactor()
@@ -77,11 +71,7 @@ def run_ingest(command: str, config: Path | None, operations: "Settings", **opti
 
 def run_async(main: Callable[[asyncio.Event], Awaitable[Any]], redact: Redactor) -> Any:
     async def runner() -> Any:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        return await main(stop)
+        return await main(stop_on_signals(asyncio.Event()))
 
     try:
         return asyncio.run(runner())

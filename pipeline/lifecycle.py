@@ -479,8 +479,11 @@ def deadline(job: JobState, stale_after: timedelta) -> datetime | None:
     earliest = None
     for run in job.runs.values():
         state = run.state
-        if (state is _RUNNING or state is _PENDING) and (earliest is None or run.activity_at < earliest):
-            earliest = run.activity_at
+        if state is _RUNNING or state is _PENDING:
+            alive, last = run.alive_at, run.last_event_at
+            activity = alive if alive is not None and alive > last else last  # ``activity_at``, inlined
+            if earliest is None or activity < earliest:
+                earliest = activity
     return None if earliest is None else earliest + stale_after
 
 
@@ -490,26 +493,32 @@ def next_due(
 ) -> datetime | None:
     """R18: the earliest event time at which expiry, eviction or forgetting may change
     the job (never later than the truth; possibly earlier, then nothing happens)."""
-    due = deadline(job, stale_after)
-    candidates = [due]
+    due = earliest = deadline(job, stale_after)
     if len(job.runs) > 1:  # time never evicts a job's last run (it is forgotten whole)
         if job.finished_quiet_since is not None:
-            candidates.append(job.finished_quiet_since + retention)
+            at = job.finished_quiet_since + retention
+            if earliest is None or at < earliest:
+                earliest = at
         if stale_retention is not None and job.stale_quiet_since is not None:
-            candidates.append(job.stale_quiet_since + stale_retention)
+            at = job.stale_quiet_since + stale_retention
+            if earliest is None or at < earliest:
+                earliest = at
     if due is None:
         last = _last_activity(job)
         if last is not None:
-            candidates.append(last + forget_after)
-    times = [c for c in candidates if c is not None]
-    return min(times) if times else None
+            at = last + forget_after
+            if earliest is None or at < earliest:
+                earliest = at
+    return earliest
 
 
 def forgettable(job: JobState, watermark: datetime, *, forget_after: timedelta) -> bool:
     """R14: nothing left to keep: no PENDING/RUNNING run, and nothing heard of the job
     (nor a run evicted) for ``forget_after``."""
-    if any(run.state is _RUNNING or run.state is _PENDING for run in job.runs.values()):
-        return False
+    for run in job.runs.values():
+        state = run.state
+        if state is _RUNNING or state is _PENDING:
+            return False
     last = _last_activity(job)
     return last is None or last + forget_after <= watermark
 
@@ -1032,6 +1041,8 @@ def _run_also_named(job: JobState, event: JobEvent) -> RunState | None:
 
 def _with_aliases(run: RunState, named: str, event: JobEvent) -> RunState:
     """R17: ``run`` also answering to the key the event used and the names it gave."""
+    if named == run.run_key and not (event.attrs and "same_run_as" in event.attrs):
+        return run  # the common case: the run's own key and no other names
     new = [name for name in (named, *_other_names(event)) if name != run.run_key and name not in run.aliases]
     if not new:
         return run

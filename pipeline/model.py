@@ -79,8 +79,24 @@ def make_event_id(vendor: str, *parts: object) -> str:
     Vendors pass the fields that identify one native event (its own id when it has
     one, else run id + state + time ...). 128-bit BLAKE2b, hex.
     """
-    text = "\x1f".join([vendor, *("" if p is None else str(p) for p in parts)])
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    if not parts:
+        return hashlib.blake2b(vendor.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    seeded = _SEEDED_ID_HASHERS.get(vendor)
+    if seeded is None:
+        if len(_SEEDED_ID_HASHERS) >= _MAX_SEEDED_ID_HASHERS:
+            _SEEDED_ID_HASHERS.clear()
+        seeded = _SEEDED_ID_HASHERS[vendor] = hashlib.blake2b(
+            (vendor + "\x1f").encode("utf-8", "surrogatepass"), digest_size=16,
+        )
+    digest = seeded.copy()
+    digest.update("\x1f".join(["" if p is None else str(p) for p in parts]).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+# The hash of "vendor\x1f", per vendor name: the id of one event hashes only its parts
+# (the same digest as hashing the joined text; measured ~0.3 us cheaper a call).
+_SEEDED_ID_HASHERS: dict[str, Any] = {}
+_MAX_SEEDED_ID_HASHERS = 64
 
 
 _TIME_FIELDS = ("occurred_at", "received_at", "started_at", "finished_at")

@@ -16,6 +16,8 @@ from datetime import datetime
 
 from aiokafka.errors import KafkaError
 
+from pipeline.ops.logs import setup_logging
+from pipeline.ops.stopping import stop_on_signals  # noqa: F401 - the push ingestors import it from here
 from pipeline.sources import SOURCE_METRICS, RawProducer, Record, Redactor, SendReport
 
 log = logging.getLogger("pipeline.ingest")
@@ -100,9 +102,9 @@ class KafkaLink:
         try:
             producer = await self._ready()
             report = await self._send(producer, records)
-        except KafkaUnavailable:
+        except KafkaUnavailable as exc:
             if self._metrics is not None:
-                self._metrics.polled(False)
+                self._metrics.polled(False, error=str(exc))
             raise
         if self._metrics is not None:
             self._metrics.polled(True, topic=producer.topic, sent=report.sent)
@@ -120,11 +122,14 @@ class KafkaLink:
         """One heartbeat per raw partition (docs/records.md), or ``KafkaUnavailable``."""
         producer = await self._ready()
         try:
-            return await asyncio.wait_for(producer.heartbeat(at), self.ack_timeout_s)
+            sent = await asyncio.wait_for(producer.heartbeat(at), self.ack_timeout_s)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             error = self._failed(exc)
             await self._drop(producer)
             raise error from None
+        if self._metrics is not None:
+            self._metrics.acknowledged()  # a quiet receiver is healthy while Kafka takes its heartbeats
+        return sent
 
     async def close(self) -> None:
         async with self._lock:
@@ -142,23 +147,7 @@ async def _quietly_stop(producer: RawProducer) -> None:
 
 def log_to_stderr(redact: Redactor, level: int = logging.INFO) -> None:
     """One line per log record on stderr, every line through ``redact``."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    handler.addFilter(redact)
-    root = logging.getLogger("pipeline")
-    root.handlers = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-def stop_on_signals(stop: asyncio.Event) -> None:
-    """SIGINT and SIGTERM set ``stop``, so the receivers close cleanly."""
-    import signal
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    setup_logging(level=level, redact=redact, logger="pipeline", datefmt="%H:%M:%S")
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from pipeline.backfill import vendor_of  # noqa: F401 - part of replay's surface
 from pipeline.broker import BrokerError, EmbeddedBroker, die_with_parent
 from pipeline.model import UTC
 from pipeline.settings import ENV_PREFIX
+from pipeline.vendors import registry
 
 LOCAL_APP_ID = "jobstream-local"
 # What the local run's worker keeps from the operator's environment: how to read the
@@ -49,11 +49,10 @@ class ReplayError(JobstreamError, RuntimeError):
 
 
 def sample_files() -> list[tuple[str, Path]]:
-    """The bundled sample documents: ``pipeline/samples/<vendor>/*``."""
-    root = resources.files("pipeline") / "samples"
+    """The bundled sample documents of every vendor (``Vendor.sample_folder``)."""
     found = []
     for vendor in vendors.VENDOR_NAMES:
-        folder = Path(str(root / vendor))
+        folder = registry.by_name(vendor).sample_folder()
         if folder.is_dir():
             found.extend((vendor, path) for path in sorted(folder.iterdir()) if path.is_file())
     return found
@@ -81,12 +80,10 @@ async def watch(
     """Read the output topics until ``expected_events`` events came out and the
     outputs have been quiet for a second, ``timeout`` passes or ``alive()`` says the
     worker is gone."""
-    from aiokafka import AIOKafkaConsumer
+    from pipeline.kafka import clients
 
-    consumer = AIOKafkaConsumer(
-        catalog.EVENTS, catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER,
-        bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
-        enable_auto_commit=False,
+    consumer = clients.consumer(
+        bootstrap, catalog.EVENTS, catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER, auto_offset_reset="earliest",
     )
     await consumer.start()
     outcome = Outcome()

@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.errors import ConfigError
+from pipeline.kafka.security import MECHANISMS, PROTOCOLS, KafkaSecurity, Secret
 from pipeline.vendors import VENDOR_NAMES
 
 ENV_PREFIX = "JOBSTREAM_"
@@ -25,7 +26,7 @@ DEFAULT_STALE_AFTER_S = 240.0
 DEFAULT_KAFKA_PORT = 9092
 STORE_SCHEMES = ("rocksdb://", "memory://")
 _YEAR_S = 365 * 86400.0
-SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key")
+SECRET_FIELDS = ("alert_urls", "qlik_webhook_secret", "truenas_api_key", "sasl_password")
 """Settings only the environment (or a ``*_file``) may give: never a config file, never a repr."""
 
 
@@ -100,6 +101,8 @@ _RANGES: dict[str, _Range] = {
     "metrics_port": _Range(0, 65535),
     "broker_lost_exit_s": _Range(0, 86400),
     "stall_after_s": _Range(0, 86400, open_low=True),
+    "replication_factor": _Range(1, 100),
+    "min_insync_replicas": _Range(1, 100),
 }
 
 
@@ -108,7 +111,7 @@ class Settings:
     """What every process reads. Defaults suit a local run against ``localhost:9092``.
 
     ``tansu`` turns on the workarounds for the embedded broker's ListOffsets bug
-    (DESIGN.md): never needed, and never turned on, against real Kafka.
+    (docs/design.md, "Tansu"): never needed, and never turned on, against real Kafka.
     ``stale_after_s`` None means each vendor's own default (``stale_after_defaults``,
     filled from the vendor registry by the command line), else 240 s.
     """
@@ -146,6 +149,7 @@ class Settings:
     # history, a replay: no flood of old news).
     alert_group: str = "jobstream-alerts"
     alert_urls: str = field(default="", repr=False)
+    alert_urls_file: Path | None = None  # the URLs in a file (compose secrets), when alert_urls is empty
     alert_delivery_attempts: int = 4
     alert_retry_base_s: float = 0.5
     alert_context_wait_s: float = 2.0
@@ -198,7 +202,7 @@ class Settings:
     max_entry_bytes: int = 64 * 1024
     max_record_bytes: int = 1_000_000
 
-    # Operations (pipeline/run/health.py): every long-running role serves /metrics and
+    # Operations (pipeline/ops/): every long-running role serves /metrics and
     # /healthz on metrics_host:metrics_port (0: not served); a partition with lag that does
     # not move for stall_after_s makes /healthz 503; a consumer role (worker, sink, alerter)
     # that cannot reach any broker for broker_lost_exit_s ends with one line and exit 69,
@@ -210,6 +214,23 @@ class Settings:
     # `pipeline run` writes each role's pid, metrics port and restarts here; `pipeline
     # status` reads it.
     run_state_file: Path = Path("data/run/state.json")
+    # Kafka security for every client, aiokafka and Faust (pipeline/kafka/security.py);
+    # the SASL password only from JOBSTREAM_SASL_PASSWORD or sasl_password_file.
+    security_protocol: str = "PLAINTEXT"
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password_file: Path | None = None
+    # Every topic's replication (topics apply, the worker's changelog): None keeps the
+    # catalog's replication_factor / min_insync_replicas.
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
+    # Idempotent producers (a retried send is not written twice): on, off, or unset:
+    # where the broker serves it (pipeline/kafka/clients.py asks it once).
+    kafka_idempotence: bool | None = None
     # Where each given value came from, for messages: a template with {value} such as
     # "JOBSTREAM_QUACK_PORT={value}", "--quack-port {value}" or
     # "[pipeline] quack_port = {value} in my.toml". Unnamed: the variable.
@@ -230,6 +251,9 @@ class Settings:
             problem = None if value is None else allowed.problem(value)
             if problem:
                 problems.append(f"{self.where(name, value)}: {problem}")
+        problems += [f"{self.where(name, getattr(self, name))}: use one of {', '.join(allowed)}"
+                     for name, allowed in (("security_protocol", PROTOCOLS), ("sasl_mechanism", MECHANISMS))
+                     if getattr(self, name) not in allowed]
         for values in (self.stale_after_by_vendor, self.stale_after_defaults):
             for vendor, value in values.items():
                 problem = _RANGES["stale_after_s"].problem(value)
@@ -271,13 +295,37 @@ class Settings:
         keep state forever (its last record, STALE, is already downstream)."""
         return timedelta(seconds=self.stale_retention_s)
 
+    def alert_url_text(self) -> str:
+        """JOBSTREAM_ALERT_URLS, else the contents of the file JOBSTREAM_ALERT_URLS_FILE names."""
+        if self.alert_urls or self.alert_urls_file is None:
+            return self.alert_urls
+        try:
+            return Path(self.alert_urls_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(f"{ENV_PREFIX}ALERT_URLS_FILE={str(self.alert_urls_file)!r} cannot be read ({reason})") from None
+
     def qlik_secret(self) -> str | None:
         """The webhook secret (env, else file), or None when none is configured."""
-        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET")
+        return read_secret(self.qlik_webhook_secret, self.qlik_webhook_secret_file, "QLIK_WEBHOOK_SECRET", minimum=16)
 
     def truenas_key(self) -> str | None:
         """The TrueNAS API key (env, else file), or None when none is configured."""
         return read_secret(self.truenas_api_key, self.truenas_api_key_file, "TRUENAS_API_KEY")
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka security every client of this process uses (the password read from
+        the environment or its file now); a ``SettingsError`` listing every problem."""
+        password = read_secret(self.sasl_password, self.sasl_password_file, "SASL_PASSWORD")
+        security = KafkaSecurity(
+            protocol=self.security_protocol, ca_file=self.ssl_ca_file, cert_file=self.ssl_cert_file,
+            key_file=self.ssl_key_file, mechanism=self.sasl_mechanism, username=self.sasl_username,
+            password=None if password is None else Secret(password),
+        )
+        problems = security.problems()
+        if problems:
+            raise SettingsError("\n".join(problems))
+        return security
 
     @property
     def max_clock_skew(self) -> timedelta:
@@ -381,9 +429,9 @@ class Settings:
         return settings
 
 
-def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
-    """A secret given directly or as a file (first line, stripped); at least 4
-    characters, since shorter ones cannot be redacted from logs."""
+def read_secret(value: str | None, file: Path | None, name: str, minimum: int = 4) -> str | None:
+    """A secret given directly or as a file (first line, stripped); at least ``minimum``
+    characters (4: shorter ones cannot be redacted from logs; 16 for an HMAC key)."""
     if not value and file is not None:
         try:
             value = Path(file).read_text(encoding="utf-8").strip()
@@ -392,8 +440,8 @@ def read_secret(value: str | None, file: Path | None, name: str) -> str | None:
             raise SettingsError(f"{ENV_PREFIX}{name}_FILE={str(file)!r} cannot be read ({reason})") from None
     if value is None or value == "":
         return None
-    if len(value) < 4:
-        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than 4 characters")
+    if len(value) < minimum:
+        raise SettingsError(f"{ENV_PREFIX}{name} is shorter than {minimum} characters")
     return value
 
 

@@ -44,7 +44,7 @@ import random
 import time
 import tomllib
 from contextvars import ContextVar
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,12 +53,15 @@ from typing import Any, Protocol
 import aiohttp
 import msgspec
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline import errors
 from pipeline.errors import JobstreamError
 from pipeline import catalog, vendors
+from pipeline.kafka import clients
+from pipeline.kafka.reading import EndNotReached, read_to_end
+from pipeline.ops.stopping import sleep_unless
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.vendors import Context, Rejected
 from pipeline.vendors._common import receive_now
@@ -185,8 +188,8 @@ class SendReport:
 
 
 class RawProducer:
-    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, no idempotence (Tansu has
-    no InitProducerId), every send awaited before the caller moves its cursor."""
+    """Writes RawEnvelopes to ``raw.<vendor>``: acks=all, idempotent where the broker
+    serves it (``kafka.clients``), every send awaited before the caller moves its cursor."""
 
     def __init__(
         self, bootstrap: str, vendor: str, source: str, *, client_id: str | None = None,
@@ -196,9 +199,8 @@ class RawProducer:
         self.source = source
         self.topic = catalog.raw_topic(vendor)
         self.max_request_bytes = max_request_bytes
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-            client_id=client_id or f"jobstream-ingest-{vendor}", max_request_size=max_request_bytes,
+        self._producer = clients.producer(
+            bootstrap, client_id=client_id or f"jobstream-ingest-{vendor}", max_request_size=max_request_bytes,
             request_timeout_ms=int(request_timeout_s * 1000), linger_ms=5,
         )
 
@@ -272,9 +274,8 @@ class CursorStore:
     def __init__(self, bootstrap: str, *, request_timeout_s: float = 30.0) -> None:
         self.bootstrap = bootstrap
         self.topic = catalog.CURSORS
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-            client_id="jobstream-cursors", request_timeout_ms=int(request_timeout_s * 1000),
+        self._producer = clients.producer(
+            bootstrap, client_id="jobstream-cursors", request_timeout_ms=int(request_timeout_s * 1000),
         )
 
     async def start(self) -> "CursorStore":
@@ -290,10 +291,7 @@ class CursorStore:
     async def load(self, key: str, *, timeout_s: float = 30.0) -> Any | None:
         """The last cursor stored under ``key``, read from the start of the topic to its
         end (found with the fetch high-water mark, which Tansu answers right)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = clients.consumer(self.bootstrap, auto_offset_reset="earliest")
         await consumer.start()
         try:
             partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
@@ -305,40 +303,23 @@ class CursorStore:
                 if record.key == wanted:
                     found = None if record.value is None else orjson.loads(record.value)
             return found
+        except EndNotReached as exc:
+            raise TransientError(str(exc)) from None
         finally:
             await consumer.stop()
 
 
-async def read_to_end(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, timeout_s: float = 30.0,
-) -> AsyncIterator[Any]:
-    """Every record of ``partitions`` up to their end as first seen (the fetch
-    high-water mark, which Tansu answers right), even while writers keep appending."""
-    ends: dict[TopicPartition, int] = {}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        batches = await consumer.getmany(*partitions, timeout_ms=300)
-        for tp in partitions:
-            highwater = consumer.highwater(tp)
-            if tp not in ends and highwater is not None:
-                ends[tp] = highwater
-        for tp, records in batches.items():
-            for record in records:
-                if record.offset < ends.get(tp, record.offset + 1):
-                    yield record
-        if len(ends) == len(partitions) and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
-            return
-    raise TransientError(f"reading {partitions[0].topic} did not reach its end within {timeout_s:.0f} s")
-
-
 class SourceMetrics(Protocol):
-    """The hook an ingestor counts its polls and pushes with (``pipeline.run.health.RoleMetrics``)."""
+    """The hook an ingestor counts its polls and pushes with (``pipeline.ops.health.RoleMetrics``)."""
 
-    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None: ...
+    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0, next_in_s: float = 0.0,
+               error: str | None = None) -> None: ...
+
+    def acknowledged(self) -> None: ...
 
 
 SOURCE_METRICS: ContextVar[SourceMetrics | None] = ContextVar("jobstream_source_metrics", default=None)
-"""Set by the command that runs an ingestor (``health.run_with_operations``): pollers and
+"""Set by the command that runs an ingestor (``ops.runtime.run_with_operations``): pollers and
 push links count there without every vendor module passing it along."""
 
 
@@ -397,27 +378,21 @@ async def run_poller(
             # Kafka not acknowledging is transient too: the cursor did not move.
             failures += 1
             if metrics is not None:
-                metrics.polled(False)
+                metrics.polled(False, error=redact(str(exc) or type(exc).__name__))
             wait = backoff.delay(failures, getattr(exc, "retry_after", None))
             log.warning("%s: %s; retrying in %.1f s", source.cursor_key, redact(str(exc) or type(exc).__name__), wait)
-            await _sleep_unless(stop, wait)
+            await sleep_unless(stop, wait)
             continue
         failures = 0
         cursor = poll.cursor
         if metrics is not None:
-            metrics.polled(True, topic=producer.topic, sent=report.sent)
+            metrics.polled(True, topic=producer.topic, sent=report.sent, next_in_s=poll.next_in_s)
         if on_poll is not None:
             result = on_poll(poll, report)
             if asyncio.iscoroutine(result):
                 await result
-        await _sleep_unless(stop, poll.next_in_s)
+        await sleep_unless(stop, poll.next_in_s)
 
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
-    except asyncio.TimeoutError:
-        pass
 
 
 # --- what every HTTP poller shares: one call, its errors, paging, cursors, a budget ----
@@ -677,14 +652,49 @@ async def run_source(
 ) -> None:
     """Run one poller against Kafka until ``stop``: the producer and cursor store
     started and stopped around ``run_poller``."""
-    producer = RawProducer(bootstrap, source.vendor, source.source)
-    cursors = CursorStore(bootstrap)
-    await producer.start()
+    connected = await _connect_until_stopped(source, bootstrap, stop, redact)
+    if connected is None:
+        return
+    producer, cursors = connected
     try:
-        await cursors.start()
-        try:
-            await run_poller(source, producer, cursors, stop=stop, backoff=backoff, redact=redact, on_poll=on_poll)
-        finally:
-            await cursors.stop()
+        await run_poller(source, producer, cursors, stop=stop, backoff=backoff, redact=redact, on_poll=on_poll)
     finally:
+        await cursors.stop()
         await producer.stop()
+
+
+KAFKA_RETRY_MAX_S = 30.0
+"""Longest wait between two attempts to reach Kafka at an ingestor's start."""
+
+
+async def _connect_until_stopped(
+    source: PollingSource, bootstrap: str, stop: asyncio.Event, redact: Redactor,
+) -> tuple[RawProducer, CursorStore] | None:
+    """The producer and the cursor store, started once Kafka answers. An ingestor started
+    while Kafka is away keeps trying (1 s, doubling to 30 s; said on the first try and every
+    tenth), as README promises, instead of a traceback and exit 1. None when stopped first."""
+    delay, attempts = 1.0, 0
+    while not stop.is_set():
+        producer = RawProducer(bootstrap, source.vendor, source.source)
+        try:
+            await producer.start()
+            cursors = CursorStore(bootstrap)  # made only now: an unstarted client warns when collected
+            try:
+                await cursors.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer, cursors
+        except (KafkaError, OSError) as exc:
+            try:  # a producer that failed to start still holds its client
+                await producer.stop()
+            except Exception as failed:  # noqa: BLE001 - it failed already; say why only in debug
+                log.debug("stopping a producer that did not start: %s", failed)
+            attempts += 1
+            if attempts == 1 or attempts % 10 == 0:
+                log.warning(redact(f"Kafka at {bootstrap} does not answer ({exc or type(exc).__name__}); "
+                                   f"{source.vendor} keeps trying (attempt {attempts}, next in {delay:.0f} s)"))
+            if await sleep_unless(stop, delay):
+                return None
+            delay = min(delay * 2, KAFKA_RETRY_MAX_S)
+    return None

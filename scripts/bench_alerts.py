@@ -29,6 +29,7 @@ from pipeline import catalog
 from pipeline.alerts import logic
 from pipeline.alerts.records import decode_transition
 from pipeline.alerts.rules import load
+from pipeline.kafka import clients
 from pipeline.model import UTC
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
@@ -111,8 +112,6 @@ class Receiver:
 
 
 async def bench_end_to_end(backlog: int, jobs: int) -> None:
-    from aiokafka import AIOKafkaProducer
-
     from pipeline.alerts.rules import default_rules_text, parse
     from pipeline.alerts.service import Alerter
     from pipeline.broker import EmbeddedBroker
@@ -123,7 +122,7 @@ async def bench_end_to_end(backlog: int, jobs: int) -> None:
         await catalog.apply(broker.bootstrap)
         receiver = Receiver()
         url = f"json://127.0.0.1:{receiver.port}/hook"
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False)
+        producer = clients.producer(broker.bootstrap)
         await producer.start()
         for value in transitions(backlog, jobs, random.Random(11)):
             key = msgspec.json.decode(value)["job_key"].encode()

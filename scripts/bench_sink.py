@@ -37,10 +37,11 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow as pa
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 from pipeline.sink import quack
 from pipeline.sink.consumer import TOPICS, consume
@@ -104,7 +105,7 @@ def records(count: int, source: str) -> list[tuple[str, bytes, bytes]]:
 
 
 async def preload(bootstrap: str, items: list[tuple[str, bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=20, max_batch_size=1 << 20)
+    producer = clients.producer(bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     futures = [await producer.send(topic, value, key=key) for topic, key, value in items]
     await asyncio.gather(*futures)
@@ -112,9 +113,8 @@ async def preload(bootstrap: str, items: list[tuple[str, bytes, bytes]]) -> None
 
 
 async def bare_loop(bootstrap: str, want: int) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    consumer = clients.consumer(
+        bootstrap, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()
     try:
@@ -212,7 +212,7 @@ def freshness(bootstrap: str, rate: int, seconds: float, db: Path) -> None:
             time.sleep(0.01)
 
     async def produce() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=2)
+        producer = clients.producer(bootstrap, linger_ms=2)
         await producer.start()
         started = time.perf_counter()
         pending = []

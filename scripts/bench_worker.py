@@ -33,12 +33,12 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline import catalog
 from pipeline.bench import stages, worker_stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import clients
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 
 TANSU_FLAG = "--tansu"
@@ -79,7 +79,7 @@ def history(count: int, runs_per_key: int) -> list[tuple[bytes, bytes]]:
 
 async def largest_record(bootstrap: str, topic: str) -> tuple[int, int]:
     """(records, largest value in bytes) of ``topic``, read to its highwater."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = clients.consumer(bootstrap, topic, auto_offset_reset="earliest")
     await consumer.start()
     count = largest = 0
     try:
@@ -102,7 +102,7 @@ async def probe(bootstrap: str, job_id: int) -> float:
            "fields": {"id": job_id, "method": f"probe{job_id}", "state": "RUNNING",
                       "time_started": {"$date": 1767225600000}}}
     envelope = RawEnvelope(vendor="truenas", source="bench", received_at=datetime(2027, 1, 1, tzinfo=UTC), payload=doc)
-    consumer = AIOKafkaConsumer(catalog.EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    consumer = clients.consumer(bootstrap, catalog.EVENTS, auto_offset_reset="latest")
     await consumer.start()
     try:
         await consumer.getmany(timeout_ms=100)
@@ -118,7 +118,7 @@ async def probe(bootstrap: str, job_id: int) -> float:
 
 
 async def preload(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=20)
+    producer = clients.producer(bootstrap, linger_ms=20)
     await producer.start()
     topic = catalog.raw_topic("truenas")
     futures = [await producer.send(topic, value, key=key) for key, value in records]
@@ -127,7 +127,7 @@ async def preload(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
 
 
 async def count_events(bootstrap: str, want: int, timeout: float) -> float:
-    consumer = AIOKafkaConsumer(catalog.EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = clients.consumer(bootstrap, catalog.EVENTS, auto_offset_reset="earliest")
     await consumer.start()
     seen, deadline = 0, time.monotonic() + timeout
     try:

@@ -8,7 +8,7 @@ import pytest
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
 
-pytest_plugins = ["tests.integration.kafka"]
+pytest_plugins = ["tests.support.kafka"]
 
 
 @pytest.fixture(scope="session")

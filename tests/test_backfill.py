@@ -16,7 +16,8 @@ import pytest
 
 from pipeline import backfill, catalog
 from pipeline.model import UTC, decode_envelope, heartbeat_key
-from tests.integration.kafka import collect
+from tests.support.kafka import collect
+from tests.support.processes import pipeline
 
 SAMPLES = Path(__file__).resolve().parent.parent / "pipeline" / "samples"
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -104,12 +105,6 @@ def test_the_envelope_clock_steps_from_a_fixed_start():
     assert clock.current == T0 + timedelta(seconds=10)
 
 
-def pipeline(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout,
-        env={**base, "COLUMNS": "200", **(env or {})},
-    )
 
 
 async def raw_records_of(bootstrap: str, vendor: str, source: str, *, count: int) -> list[tuple[bytes, dict]]:

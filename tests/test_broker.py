@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from pipeline import broker as broker_module
-from pipeline.broker import BrokerError, EmbeddedBroker, free_port, kafka_api_versions, kafka_cluster_id
+from pipeline.broker import BrokerError, EmbeddedBroker, free_port
+from pipeline.kafka.probes import kafka_api_versions, kafka_cluster_id
 
 
 def test_embedded_broker_starts_answers_kafka_and_stops():

@@ -111,3 +111,56 @@ def test_topics_apply_reports_a_topic_created_with_other_settings(bare_broker):
         capture_output=True, text=True, timeout=60,
     )
     assert again.returncode == 1 and "created" not in again.stdout
+
+
+def test_every_topic_states_its_replication_and_a_deployment_overrides_it():
+    """Issue 35 case 2: replication factor 1 was hard-wired; min.insync.replicas absent."""
+    for spec in catalog.load().values():
+        assert spec.replication_factor == 1 and spec.min_insync_replicas is None
+    replicated = catalog.topic(catalog.EVENTS).replicated(3, 2)
+    assert replicated.replication_factor == 3 and replicated.config["min.insync.replicas"] == "2"
+    assert catalog.changelog_replication(None) == 1 and catalog.changelog_replication(3) == 3
+    assert catalog.changelog_config(2) == {"min.insync.replicas": "2"} and catalog.changelog_config(None) == {}
+
+
+def test_topics_apply_creates_with_the_deployments_replication_and_compares_it(bare_broker):
+    import asyncio
+
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from pipeline.kafka import clients
+    from tests.support.processes import pipeline as run_pipeline
+
+    replicated = {"JOBSTREAM_REPLICATION_FACTOR": "3", "JOBSTREAM_MIN_INSYNC_REPLICAS": "2"}
+    created = run_pipeline("topics", "apply", "-b", bare_broker.bootstrap, env=replicated)
+    assert created.returncode == 0, created.stderr
+
+    async def described() -> tuple[int, str]:
+        admin = clients.admin(bare_broker.bootstrap)
+        await admin.start()
+        try:
+            [topic] = await admin.describe_topics([catalog.EVENTS])
+            [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, catalog.EVENTS)])
+        finally:
+            await admin.close()
+        entries = {entry[0]: entry[1] for entry in configs.resources[0][4]}
+        return len(topic["partitions"][0]["replicas"]), entries["min.insync.replicas"]
+
+    assert asyncio.run(described()) == (3, "2")
+    assert run_pipeline("topics", "apply", "-b", bare_broker.bootstrap, env=replicated).returncode == 0
+    compared = run_pipeline("topics", "apply", "-b", bare_broker.bootstrap)
+    assert compared.returncode == 1
+    assert "mismatch jobs.events: replication factor 3 on the broker, 1 in the catalog" in compared.stderr
+
+
+def test_the_workers_changelog_gets_the_deployments_replication(tmp_path):
+    from pipeline.settings import Settings
+    from pipeline.stream.app import TABLE_NAME, create_app
+
+    settings = Settings(bootstrap="127.0.0.1:9", store="memory://", datadir=tmp_path / "w",
+                        replication_factor=3, min_insync_replicas=2)
+    app = create_app(settings)
+    table = app.tables[TABLE_NAME]
+    assert app.conf.topic_replication_factor == 3
+    # Faust declares the changelog with conf.topic_replication_factor when its own replicas is unset
+    assert table.changelog_topic.replicas is None and table.changelog_topic.config == {"min.insync.replicas": "2"}

@@ -21,10 +21,14 @@ PIPELINE_SERVICES = {
     name: service for name, service in COMPOSE["services"].items() if service.get("image", "").startswith("jobstream")
 }
 
-# Variables read outside Settings' own fields (per vendor, per ingestor section, secrets).
+# Variables read outside Settings' own fields (per vendor, per ingestor section, secrets):
+# each pull vendor's secrets are found through the registry, as its settings read them.
 EXTRA_VARIABLES = {
     "JOBSTREAM_QUACK_TOKEN", "JOBSTREAM_QLIK_WEBHOOK_SECRET", "JOBSTREAM_TRUENAS_API_KEY",
-    "JOBSTREAM_ZUORA_PASSWORD", "JOBSTREAM_INFORMATICA_PASSWORD",
+    *(f"JOBSTREAM_{vendor.name.upper()}_{secret.upper()}" for vendor in registry.of_kind("pull") if vendor.settings
+      for secret in registry.load(vendor.settings).SECRETS),
+    *(f"JOBSTREAM_{vendor.name.upper()}_{secret.upper()}_FILE" for vendor in registry.of_kind("pull") if vendor.settings
+      for secret in registry.load(vendor.settings).SECRETS),
 }
 
 
@@ -115,3 +119,43 @@ def test_live_sql_is_published_only_over_tls():
     assert published == {_option(command, "--pg-port")}
     assert sink["environment"]["JOBSTREAM_PG_TLS_CERT"] and sink["environment"]["JOBSTREAM_PG_TLS_KEY"]
     assert any(volume.endswith(":/certs:ro") for volume in sink["volumes"])
+
+
+def test_an_operator_can_bring_it_down_and_nothing_listens_on_all_interfaces():
+    """Issue 35 case 12: no `${VAR:?}` (it failed every command, `down` included), Kafka and the
+    webhook receiver published on 127.0.0.1 only, Kafka's data in a volume (case 8), every
+    long-running role with a healthcheck, restarts bounded, secrets as files (`secrets:`)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"\$\{\w+:\?", text)
+    services = COMPOSE["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:") or name == "sink", f"{name} publishes {port} on all interfaces"
+    assert any(volume.startswith("kafka-data:") for volume in services["kafka"]["volumes"])
+    assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == services["kafka"]["volumes"][0].split(":")[1]
+    for name, service in PIPELINE_SERVICES.items():
+        assert service["restart"] in ("no", "on-failure:5"), name
+        if service["restart"] != "no" and not name.startswith("simulate-"):
+            assert "9100/healthz" in " ".join(service["healthcheck"]["test"]), name
+        demo = "demo" in service.get("profiles", [])  # the simulators' own demo credentials
+        for variable, value in (service.get("environment") or {}).items():
+            if not demo and any(word in variable for word in ("SECRET", "PASSWORD", "API_KEY")):
+                assert variable.endswith("_FILE") and str(value).startswith("/run/secrets/"), f"{name}: {variable}"
+                assert str(value).rsplit("/", 1)[1] in service["secrets"], name
+    pull_secrets = {f"{vendor.name}_{secret}" for vendor in registry.of_kind("pull") if vendor.settings
+                    for secret in registry.load(vendor.settings).SECRETS}
+    assert set(COMPOSE["secrets"]) == {"alert_urls", "webhook_secret", "truenas_api_key"} | pull_secrets
+    assert services["alerter"]["environment"]["JOBSTREAM_ALERT_URLS_FILE"] == "/run/secrets/alert_urls"
+
+
+def test_the_vendors_profile_has_the_config_it_mounts(monkeypatch):
+    """`--profile vendors` mounts ./config/ingest.toml: the repository ships it (an example
+    to edit), and every pull ingestor's table in it loads."""
+    from pipeline.ingest_cli import settings_for
+
+    path = ROOT / "config" / "ingest.toml"
+    assert path.is_file()
+    for vendor in registry.of_kind("pull"):
+        for variable, value in vendor.demo_secrets:
+            monkeypatch.setenv(variable, value)
+        assert settings_for(vendor.command, path).base_url.startswith("https://")

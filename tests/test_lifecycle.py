@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import msgspec
@@ -37,56 +37,12 @@ from pipeline.lifecycle import (
     expire,
     expire_job,
 )
-from pipeline.model import UTC, JobEvent, State, make_event_id
+from pipeline.model import JobEvent, State, make_event_id
+from tests.support.lifecycle import at, ev
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 P, R, S = State.PENDING, State.RUNNING, State.STALE
 OK, FAIL, CANCEL, SKIP = State.SUCCEEDED, State.FAILED, State.CANCELED, State.SKIPPED
 TERMINAL = (OK, FAIL, CANCEL, SKIP)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def ev(
-    n: object,
-    state: State,
-    seconds: float,
-    *,
-    attempt: int | None = None,
-    run: str = "run-1",
-    job: str = "job-1",
-    started: float | None = None,
-    finished: float | None = None,
-    progress: float | None = None,
-    rows: int | None = None,
-    error: str | None = None,
-    message: str | None = None,
-    native: str | None = None,
-    received: float | None = None,
-    same_run_as: list[str] | None = None,
-) -> JobEvent:
-    """An event named ``n`` (its id is derived from run and n: same n, same id)."""
-    return JobEvent(
-        event_id=make_event_id("test", run, n),
-        vendor="test",
-        source="src",
-        job_key=f"test:src:{job}",
-        run_key=f"test:src:{run}",
-        native_state=native if native is not None else state.value.lower(),
-        state=state,
-        occurred_at=at(seconds),
-        attempt=attempt,
-        started_at=None if started is None else at(started),
-        finished_at=None if finished is None else at(finished),
-        progress=progress,
-        rows=rows,
-        error_code=error,
-        error_message=message,
-        received_at=None if received is None else at(received),
-        attrs={} if same_run_as is None else {"same_run_as": same_run_as},
-    )
 
 
 def fold(events: Iterable[JobEvent], run: RunState | None = None) -> tuple[RunState, list[Transition]]:
@@ -740,8 +696,10 @@ def check_invariants(job: JobState, transitions: list[Transition]) -> None:
         last = transitions[-1]
         if last.run_key in job.runs:
             assert last.to_state is job.runs[last.run_key].state
-        else:  # an event of an evicted run: flagged late in its final state (R14)
-            assert last.late and lifecycle.evicted_state(job, last.run_key) is last.to_state
+        else:  # an event of a run no longer held: flagged late in its final state (R14), or
+            # the terminal event of a run that left the state open, taken once, unflagged (R21)
+            assert lifecycle.evicted_state(job, last.run_key) is last.to_state
+            assert last.late or (last.to_state in TERMINAL and last.cause is Cause.VENDOR)
 
 
 @settings(max_examples=200, deadline=None)

@@ -96,7 +96,7 @@ def test_a_config_file_table_is_typed_and_the_environment_wins():
 @pytest.mark.parametrize(
     "table, message",
     [
-        ({"alert_urls": "slack://token"}, r"\[pipeline\] alert_urls: secrets are not read from the config file; set JOBSTREAM_ALERT_URLS$"),
+        ({"alert_urls": "slack://token"}, r"\[pipeline\] alert_urls: secrets are not read from the config file; set JOBSTREAM_ALERT_URLS or alert_urls_file$"),
         ({"truenas_api_key": "1-key"}, "or truenas_api_key_file"),
         ({"metrics_port": "nine"}, r"metrics_port = 'nine': not a valid int"),
         ({"metrics_port": 70000}, r"\[pipeline\] metrics_port = 70000: must be at most 65535"),

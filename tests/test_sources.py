@@ -20,7 +20,7 @@ from pipeline.sources import (
     records_for, run_poller,
 )
 from pipeline.vendors import Context
-from tests.integration.kafka import collect
+from tests.support.kafka import collect
 
 
 def test_backoff_grows_with_jitter_and_stops_at_the_maximum():

@@ -47,6 +47,15 @@ class Channel:
 _asset = apprise.AppriseAsset(storage_mode="memory")
 
 
+def carries_secrets(url: str) -> bool:
+    """Whether ``url`` has parts Apprise hides in its privacy view (tokens, passwords)."""
+    try:
+        channel = open_channel(url, "url")
+    except DeliveryError:
+        return False
+    return any(secret != url for secret in channel.secrets)
+
+
 def open_channel(url: str, where: str) -> Channel:
     plugin = apprise.Apprise.instantiate(url, asset=_asset)
     if plugin is None:

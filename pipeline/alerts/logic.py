@@ -13,8 +13,9 @@ import statistics
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from pipeline.alerts.records import DeadLetterRecord, RunSnapshot, TransitionRecord, alert_id
+from pipeline.alerts.records import alert_id
 from pipeline.alerts.rules import Rule
+from pipeline.contract import DeadLetterView, RunView, TransitionView
 from pipeline.model import TERMINAL_STATES, State
 
 DURATIONS_KEPT = 20  # successful durations per job behind "usual"
@@ -56,7 +57,7 @@ class Firing:
     transition_id: str | None
     state: str | None
     facts: tuple[tuple[str, str], ...] = ()  # rule-specific lines: ("Stale for", "12 min")
-    run: RunSnapshot | None = field(default=None, compare=False)
+    run: RunView | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,14 +70,14 @@ class Wake:
     attempt: int
 
 
-def source_of(job_key: str, run: RunSnapshot | None) -> str | None:
+def source_of(job_key: str, run: RunView | None) -> str | None:
     if run is not None and run.source is not None:
         return run.source
     parts = job_key.split(":", 2)
     return parts[1] if len(parts) == 3 else None
 
 
-def _firing(rule: Rule, t: TransitionRecord, run: RunSnapshot | None, headline: str, *facts: tuple[str, str]) -> Firing:
+def _firing(rule: Rule, t: TransitionView, run: RunView | None, headline: str, *facts: tuple[str, str]) -> Firing:
     return Firing(
         alert_id=alert_id(rule.name, t.transition_id), rule=rule.name, kind=rule.kind, headline=headline,
         at=t.at, vendor=t.vendor, source=source_of(t.job_key, run), job_key=t.job_key, run_key=t.run_key,
@@ -95,7 +96,7 @@ def human_seconds(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def remember_run(memory: JobMemory, run: RunSnapshot, *, stale_after: timedelta) -> JobMemory:
+def remember_run(memory: JobMemory, run: RunView, *, stale_after: timedelta) -> JobMemory:
     """A run snapshot from ``jobs.runs``: successful durations feed "usual"; a STALE run
     whose start is not known yet gets an estimate (last activity + stale_after)."""
     if run.state == State.SUCCEEDED and run.duration_s is not None and run.duration_s >= 0:
@@ -108,7 +109,7 @@ def remember_run(memory: JobMemory, run: RunSnapshot, *, stale_after: timedelta)
     return memory
 
 
-def remember_transition(memory: JobMemory, t: TransitionRecord) -> JobMemory:
+def remember_transition(memory: JobMemory, t: TransitionView) -> JobMemory:
     if t.flagged:
         return memory
     if t.cause == "retry":
@@ -122,7 +123,7 @@ def remember_transition(memory: JobMemory, t: TransitionRecord) -> JobMemory:
 
 
 def on_transition(
-    rules: tuple[Rule, ...], memory: JobMemory, t: TransitionRecord, run: RunSnapshot | None,
+    rules: tuple[Rule, ...], memory: JobMemory, t: TransitionView, run: RunView | None,
 ) -> tuple[JobMemory, list[Firing], list[Wake]]:
     """Every rule over one transition; ``run`` is the run's snapshot if known."""
     if t.flagged:
@@ -151,14 +152,14 @@ def on_transition(
     return after, firings, wakes
 
 
-def _entered(rule: Rule, t: TransitionRecord, run: RunSnapshot | None) -> Firing:
+def _entered(rule: Rule, t: TransitionView, run: RunView | None) -> Firing:
     facts = [("Transition", f"{t.from_state or '(new)'} -> {t.to_state} (cause {t.cause})")]
     if t.to_state == State.STALE:
         facts.append(("Why", "the vendor said so" if t.cause == "vendor" else "no activity within its stale timeout"))
     return _firing(rule, t, run, f"run {t.to_state}", *facts)
 
 
-def _reactivated(rule: Rule, memory: JobMemory, t: TransitionRecord, run: RunSnapshot | None) -> Firing | None:
+def _reactivated(rule: Rule, memory: JobMemory, t: TransitionView, run: RunView | None) -> Firing | None:
     if t.from_state != State.STALE or t.to_state == State.STALE:
         return None
     since = memory.stale_start(t.run_key)
@@ -174,7 +175,7 @@ def _reactivated(rule: Rule, memory: JobMemory, t: TransitionRecord, run: RunSna
     )
 
 
-def _retries(rule: Rule, memory: JobMemory, t: TransitionRecord, run: RunSnapshot | None) -> Firing | None:
+def _retries(rule: Rule, memory: JobMemory, t: TransitionView, run: RunView | None) -> Firing | None:
     if t.cause != "retry":
         return None
     if rule.scope == "run":
@@ -192,7 +193,7 @@ def _retries(rule: Rule, memory: JobMemory, t: TransitionRecord, run: RunSnapsho
     )
 
 
-def _slow(rule: Rule, memory: JobMemory, t: TransitionRecord, run: RunSnapshot | None) -> tuple[Firing | None, Wake | None]:
+def _slow(rule: Rule, memory: JobMemory, t: TransitionView, run: RunView | None) -> tuple[Firing | None, Wake | None]:
     usual = memory.usual_duration(exclude=t.run_key, min_runs=rule.min_runs)
     if usual is None:
         return None, None
@@ -211,7 +212,7 @@ def _slow(rule: Rule, memory: JobMemory, t: TransitionRecord, run: RunSnapshot |
 
 def _slow_firing(
     rule: Rule, vendor: str, job_key: str, run_key: str, attempt: int, at: datetime,
-    duration: float, usual: float, run: RunSnapshot | None,
+    duration: float, usual: float, run: RunView | None,
 ) -> Firing:
     """One id per run attempt, whether the wake-up or the finish noticed it first."""
     return Firing(
@@ -225,7 +226,7 @@ def _slow_firing(
     )
 
 
-def wake_for_run(rule: Rule, memory: JobMemory, run: RunSnapshot) -> Wake | None:
+def wake_for_run(rule: Rule, memory: JobMemory, run: RunView) -> Wake | None:
     """A running run seen in ``jobs.runs`` (at start, or while running): when to look again."""
     if rule.kind != "slow" or run.state != State.RUNNING or run.started_at is None:
         return None
@@ -237,7 +238,7 @@ def wake_for_run(rule: Rule, memory: JobMemory, run: RunSnapshot) -> Wake | None
     return Wake(run.started_at + timedelta(seconds=rule.factor * usual), rule.name, run.run_key, run.attempt)
 
 
-def on_wake(rule: Rule, memory: JobMemory, wake: Wake, run: RunSnapshot | None) -> Firing | None:
+def on_wake(rule: Rule, memory: JobMemory, wake: Wake, run: RunView | None) -> Firing | None:
     """The run is still RUNNING at ``wake.when``: it is slow (unless it ended or went
     STALE meanwhile: the stale rule speaks for those; if it comes back, a new wake-up)."""
     if run is None or run.state != State.RUNNING or run.attempt != wake.attempt or run.started_at is None:
@@ -261,7 +262,7 @@ class DeadLetterCounts:
 
 
 def on_dead_letter(
-    rules: tuple[Rule, ...], counts: DeadLetterCounts, letter: DeadLetterRecord,
+    rules: tuple[Rule, ...], counts: DeadLetterCounts, letter: DeadLetterView,
 ) -> tuple[DeadLetterCounts, list[Firing]]:
     """Count the letter; a rule fires once per minute, when that minute passes its limit."""
     minute = letter.at.replace(second=0, microsecond=0)

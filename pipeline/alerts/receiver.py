@@ -1,6 +1,6 @@
 """A local webhook receiver for alerts: what ``pipeline demo`` can start to show alerts
 arriving without Slack or a mail server (Apprise URL ``json://127.0.0.1:PORT/hook``), and
-what the tests deliver to. It serves on a free 127.0.0.1 port in its own thread, keeps
+what the tests deliver to. It serves on a 127.0.0.1 port the kernel picks (``port`` once started) in its own thread, keeps
 every delivery, and counts distinct alert ids (a repeat after a crash counts once, as a
 receiver that honours ``X-Jobstream-Alert-Id`` would). ``fail_next`` answers 500 that
 many times, to show and test retries."""
@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.alerts.delivery import ALERT_ID_HEADER
-from pipeline.broker import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +32,7 @@ class LocalReceiver:
     """``POST /hook`` records JSON bodies; ``on_delivery`` runs (in the server's thread)
     after a delivery is recorded."""
 
-    port: int = field(default_factory=free_port)
+    port: int = 0  # 0: the kernel picks a free port; ``port`` holds it once started
     deliveries: list[Delivery] = field(default_factory=list)
     refused: int = 0
     fail_next: int = 0
@@ -62,6 +61,7 @@ class LocalReceiver:
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self.port = self._runner.addresses[0][1]
         self._ready.set()
         self._loop.run_forever()
 

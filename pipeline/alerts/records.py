@@ -1,6 +1,7 @@
-"""The records the alerter reads and writes, as ``docs/records.md`` (contract version 1)
-describes them. Decoding is strict about types and the schema version, lenient about
-fields it does not use (a newer writer may add some)."""
+"""Decoding the records the alerter reads (through the contract's narrow views) and
+building the ones it writes (``pipeline/contract.py``, docs/records.md). Decoding is
+strict about types and the schema version, lenient about fields it does not use (a newer
+writer may add some)."""
 
 from __future__ import annotations
 
@@ -11,103 +12,20 @@ from datetime import datetime
 import msgspec
 
 from pipeline import reason_codes
-from pipeline.model import State
-from pipeline.stream.records import DeadLetter  # the one jobs.deadletter record, as the worker writes it
+from pipeline.contract import (
+    DEAD_LETTER_MAX_BYTES, SCHEMA_VERSION, DeadLetter, DeadLetterView, RunView, TransitionView,
+)
 
-SCHEMA_VERSION = 1
-DEAD_LETTER_MAX_BYTES = 256 * 1024
 
 
 class RecordError(ValueError):
     """A record the alerter cannot use; the message is the dead letter's reason."""
 
 
-class TransitionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One row of ``jobs.transitions``."""
-
-    transition_id: str
-    vendor: str
-    job_key: str
-    run_key: str
-    attempt: int
-    from_state: State | None
-    to_state: State
-    at: datetime
-    cause: str
-    event_id: str | None = None
-    late: bool = False
-    duplicate: bool = False
-    illegal: bool = False
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def flagged(self) -> bool:
-        """Duplicates, late and illegal events changed nothing: no rule looks at them."""
-        return self.late or self.duplicate or self.illegal
-
-
-class RunSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of a ``jobs.runs`` snapshot an alert message and the rules need.
-
-    ``source`` and ``version`` have defaults so snapshots of a worker older than
-    contract version 1 still give context (source then comes from the job key).
-    """
-
-    run_key: str
-    job_key: str
-    vendor: str
-    source: str | None = None
-    version: int = 0
-    state: State
-    attempt: int
-    retries: int = 0
-    last_event_at: datetime | None = None
-    current_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_s: float | None = None
-    native_state: str | None = None
-    last_error_code: str | None = None
-    last_error_message: str | None = None
-    schema_version: int = SCHEMA_VERSION
-
-
-class DeadLetterRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of a ``jobs.deadletter`` record the dead-letter rule counts."""
-
-    dead_letter_id: str
-    at: datetime
-    stage: str
-    reason: str
-    vendor: str | None = None
-    schema_version: int = SCHEMA_VERSION
-
-
-class Alert(msgspec.Struct, frozen=True, kw_only=True):
-    """One ``jobs.alerts`` record: an alert and one of its statuses."""
-
-    alert_id: str
-    rule: str
-    status: str  # fired | delivered | suppressed | failed
-    reason: str | None
-    vendor: str | None
-    source: str | None
-    job_key: str | None
-    run_key: str | None
-    attempt: int | None
-    transition_id: str | None
-    state: str | None
-    at: datetime
-    delivered_at: datetime | None
-    channels: list[str]
-    message: str
-    schema_version: int = SCHEMA_VERSION
-
-
 _encoder = msgspec.json.Encoder()
-_transition = msgspec.json.Decoder(TransitionRecord)
-_run = msgspec.json.Decoder(RunSnapshot)
-_dead_letter = msgspec.json.Decoder(DeadLetterRecord)
+_transition = msgspec.json.Decoder(TransitionView)
+_run = msgspec.json.Decoder(RunView)
+_dead_letter = msgspec.json.Decoder(DeadLetterView)
 
 
 def _decode(decoder: msgspec.json.Decoder, data: bytes | None, what: str):
@@ -125,15 +43,15 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes | None, what: str):
     return record
 
 
-def decode_transition(data: bytes | None) -> TransitionRecord:
+def decode_transition(data: bytes | None) -> TransitionView:
     return _decode(_transition, data, "jobs.transitions")
 
 
-def decode_run(data: bytes | None) -> RunSnapshot:
+def decode_run(data: bytes | None) -> RunView:
     return _decode(_run, data, "jobs.runs")
 
 
-def decode_dead_letter(data: bytes | None) -> DeadLetterRecord:
+def decode_dead_letter(data: bytes | None) -> DeadLetterView:
     return _decode(_dead_letter, data, "jobs.deadletter")
 
 
@@ -164,4 +82,5 @@ def dead_letter(
         value_size=None if value is None else len(value),
         value_preview=None if value is None else value[:200].decode("utf-8", "replace"),
         reason_code=reason_codes.derive(error_type, reason),
+        schema_version=SCHEMA_VERSION,
     )

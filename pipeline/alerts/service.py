@@ -58,19 +58,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from pipeline import catalog
 from pipeline.alerts import delivery, limits, logic, message
 from pipeline.alerts.records import (
-    Alert, RecordError, RunSnapshot, TransitionRecord, alert_id, dead_letter, decode_dead_letter,
-    decode_run, decode_transition, encode,
+    RecordError, alert_id, dead_letter, decode_dead_letter, decode_run, decode_transition, encode,
 )
-from pipeline.alerts.rules import RuleSet
+from pipeline.alerts.rules import Rule, RuleSet
+from pipeline.contract import SCHEMA_VERSION, Alert, RunView, TransitionView
+from pipeline.kafka import clients
 from pipeline.model import UTC
-from pipeline.run.health import RoleMetrics, observe_fetch, operate
+from pipeline.ops.health import RoleMetrics, observe_fetch
+from pipeline.ops.runtime import beside
+from pipeline.ops.stopping import stop_on_signals
 from pipeline.settings import Settings
+from pipeline.errors import JobstreamError
 
 log = logging.getLogger("pipeline.alerts")
 
@@ -79,24 +84,21 @@ JOBS_KEPT = 100_000  # per-job memories
 SLOW_FIRED_KEPT = 10_000  # slow alerts already sent by this process (a wake-up and the finish)
 
 
-class AlerterError(RuntimeError):
+class AlerterError(JobstreamError, RuntimeError):
     """The alerter cannot start or go on (Kafka unreachable, a bad URL); one line."""
 
 
 class RunTable:
     """``jobs.runs`` as a table: the highest version per run, bounded by count."""
 
-    def __init__(self, bootstrap: str, on_update: Callable[[RunSnapshot], None]) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="jobstream-alerts-runs",
-        )
+    def __init__(self, connection: Settings | str, on_update: Callable[[RunView], None]) -> None:
+        self._consumer = clients.consumer(connection, auto_offset_reset="earliest", client_id="jobstream-alerts-runs")
         self._on_update = on_update
-        self._runs: OrderedDict[str, RunSnapshot] = OrderedDict()
+        self._runs: OrderedDict[str, RunView] = OrderedDict()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def get(self, run_key: str) -> RunSnapshot | None:
+    def get(self, run_key: str) -> RunView | None:
         return self._runs.get(run_key)
 
     def __len__(self) -> int:
@@ -166,7 +168,7 @@ class RunTable:
         await self._consumer.stop()
 
 
-def _context_ready(run: RunSnapshot | None, t: TransitionRecord) -> bool:
+def _context_ready(run: RunView | None, t: TransitionView) -> bool:
     """The snapshot tells at least as much as the transition."""
     if run is None:
         return False
@@ -180,6 +182,20 @@ class _Outcome:
     delivered: list[str]
     notes: list[str]
     failed: bool = False
+
+
+def alert_record(
+    firing: logic.Firing, rule: Rule, status: str, reason: str | None, delivered_at: datetime | None,
+) -> Alert:
+    """The ``jobs.alerts`` record of one status of ``firing`` (pure)."""
+    return Alert(
+        alert_id=firing.alert_id, rule=firing.rule, status=status, reason=reason, vendor=firing.vendor,
+        source=firing.source, job_key=firing.job_key, run_key=firing.run_key, attempt=firing.attempt,
+        transition_id=firing.transition_id, state=firing.state, at=firing.at, delivered_at=delivered_at,
+        channels=[delivery.scheme_of(url) for url in rule.urls],
+        message=message.title(firing) + "\n" + message.body(firing),
+        schema_version=SCHEMA_VERSION,
+    )
 
 
 class Alerter:
@@ -207,7 +223,7 @@ class Alerter:
         self.wakes: list[logic.Wake] = []
         self._wake_keys: set[tuple[str, str, int]] = set()
         self._slow_fired: OrderedDict[str, None] = OrderedDict()
-        self.runs = RunTable(settings.bootstrap, self._on_run)
+        self.runs = RunTable(settings, self._on_run)
         self.counts = {"fired": 0, "delivered": 0, "suppressed": 0, "failed": 0}
 
     # -- state ------------------------------------------------------------------
@@ -220,7 +236,7 @@ class Alerter:
         if len(self.memory) > JOBS_KEPT:
             self.memory.popitem(last=False)
 
-    def _on_run(self, run: RunSnapshot) -> None:
+    def _on_run(self, run: RunView) -> None:
         memory = logic.remember_run(self._job(run.job_key), run, stale_after=self.settings.stale_after(run.vendor))
         self._remember(run.job_key, memory)
         for rule in self.rules.rules:
@@ -282,6 +298,8 @@ class Alerter:
                 except RecordError as exc:
                     dead_letters.append(self._dead_letter(record, exc))
                     continue
+                if letter.at is None:  # a letter of a record without a timestamp: counted when it was written
+                    letter = msgspec.structs.replace(letter, at=datetime.fromtimestamp(record.timestamp / 1000, UTC))
                 self.dead_letter_counts, fired = logic.on_dead_letter(self.rules.rules, self.dead_letter_counts, letter)
                 firings.extend(fired)
         firings.extend(self.due_wakes(datetime.now(UTC)))
@@ -359,25 +377,14 @@ class Alerter:
                      f" ({reason})" if reason else "")
 
     def _record(self, firing: logic.Firing, status: str, reason: str | None, delivered_at: datetime | None) -> Alert:
-        rule = self.rules.by_name(firing.rule)
-        return Alert(
-            alert_id=firing.alert_id, rule=firing.rule, status=status, reason=reason, vendor=firing.vendor,
-            source=firing.source, job_key=firing.job_key, run_key=firing.run_key, attempt=firing.attempt,
-            transition_id=firing.transition_id, state=firing.state, at=firing.at, delivered_at=delivered_at,
-            channels=[delivery.scheme_of(url) for url in rule.urls],
-            message=message.title(firing) + "\n" + message.body(firing),
-        )
+        return alert_record(firing, self.rules.by_name(firing.rule), status, reason, delivered_at)
 
     # -- the loop -----------------------------------------------------------------
     async def run(self, *, stop: asyncio.Event | None = None, start_timeout: float = 30.0) -> None:
         settings = self.settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=False,
-            client_id="jobstream-alerts", request_timeout_ms=30_000,
-        )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap, group_id=settings.alert_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", client_id="jobstream-alerts",
+        producer = clients.producer(settings, client_id="jobstream-alerts", request_timeout_ms=30_000)
+        consumer = clients.consumer(
+            settings, group_id=settings.alert_group, auto_offset_reset="earliest", client_id="jobstream-alerts",
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=max(100, int(settings.session_timeout_s * 1000) // 3),
             max_poll_interval_ms=600_000,
@@ -388,14 +395,11 @@ class Alerter:
             await _stop_all(producer, consumer, self.runs)
             raise
         consumer.subscribe([catalog.TRANSITIONS, catalog.DEADLETTER], listener=_ReadyLog(self))
-        operations = asyncio.ensure_future(operate(self.metrics, settings)) if self.metrics is not None else None
         try:
-            while stop is None or not stop.is_set():
-                await self._one_batch(consumer, producer)
+            async with beside(self.metrics, settings):
+                while stop is None or not stop.is_set():
+                    await self._one_batch(consumer, producer)
         finally:
-            if operations is not None:
-                operations.cancel()
-                await asyncio.gather(operations, return_exceptions=True)
             await _stop_all(producer, consumer, self.runs)
 
     async def _start(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, timeout: float) -> None:
@@ -406,7 +410,7 @@ class Alerter:
             await asyncio.wait_for(consumer.start(), timeout)
             missing = {catalog.TRANSITIONS, catalog.RUNS, catalog.DEADLETTER, catalog.ALERTS} - await consumer.topics()
         except (TimeoutError, OSError, KafkaConnectionError) as exc:
-            raise AlerterError(f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})") from None
+            raise AlerterError(clients.unreachable(self.settings, exc)) from None
         if missing:
             raise AlerterError(
                 f"topics {', '.join(sorted(missing))} are not on {bootstrap}: "
@@ -465,13 +469,8 @@ async def _stop_all(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, runs
 def run(settings: Settings, rules: RuleSet) -> None:
     """Run the alerter until SIGTERM or Ctrl-C, which end the loop between batches: a
     clean stop, one ``stopped`` line and exit status 0, like the other roles."""
-    import signal
-
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals(asyncio.Event())
         alerter = Alerter(settings, rules, metrics=RoleMetrics("alerter", stall_after_s=settings.stall_after_s))
         await alerter.run(stop=stop)
         log.info("stopped: %s", ", ".join(f"{n} {what}" for what, n in alerter.counts.items()))

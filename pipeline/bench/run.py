@@ -7,9 +7,13 @@ over that same input, each the median of ``repeats``:
 
 1. bare aiokafka: read the raw topics and orjson-parse every value;
 2. bare Faust: an agent loop over the raw topics doing nothing per event;
-3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O);
+3. the lifecycle alone (``apply_job`` + ``evict``, pure Python, no I/O), and the worker's
+   own work per raw record (``StreamCore.process`` without Kafka, in CPU seconds:
+   ``core_stage``), what the worker pays on top of Faust's consumer;
 4. normalize alone, per vendor (parse included);
-5. the worker: raw topics -> jobs.* topics (``worker_stages.worker_rate``);
+5. the worker: raw topics -> jobs.* topics (``worker_stages.worker_rate``), and beside it
+   the peer: the same normalize + lifecycle as a quix-streams application with its own
+   consumer, RocksDB state and changelog (``quix_peer``; only with the ``bench`` extra);
 6. the sink alone: jobs.* -> committed DuckDB rows, against a bare aiokafka loop over the
    same jobs.* records (``sink_stages``);
 7. end to end: raw in Kafka -> rows visible over Quack, one worker and one sink;
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +38,7 @@ from typing import Any
 import orjson
 
 from pipeline import catalog
-from pipeline.bench import sink_stages, stages, worker_stages
+from pipeline.bench import core_stage, sink_stages, stages, worker_stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
 
@@ -58,6 +63,11 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, fr
     say("lifecycle alone ...")
     results["lifecycle_eps"] = statistics.median(stages.lifecycle_rate(sample) for _ in range(repeats))
 
+    say("the worker's own work alone (StreamCore, no Kafka, CPU time) ...")
+    messages = core_stage.raw_messages(sample)
+    results["core_eps"] = statistics.median(core_stage.core_rate(messages) for _ in range(repeats))
+    del messages
+
     with EmbeddedBroker() as broker:
         asyncio.run(catalog.apply(broker.bootstrap))
         say(f"loading {events:,} documents into the raw topics ...")
@@ -73,6 +83,15 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, fr
         )
         say("bare faust agent loop ...")
         results["bare_faust_eps"] = statistics.median(stages.bare_faust(broker.bootstrap, loaded) for _ in range(repeats))
+        if stages.has_quix():
+            say("the peer: normalize + lifecycle as a quix-streams application ...")
+            try:
+                results["quix_peer_eps"] = statistics.median(
+                    stages.quix_peer(broker.bootstrap, loaded) for _ in range(repeats))
+            except (stages.BenchError, subprocess.TimeoutExpired) as exc:  # the peer's failure is not the worker's
+                results["quix_peer_error"] = " ".join(str(exc).split())[:300]
+        else:
+            results["quix_peer_error"] = "quixstreams is not installed (pip install 'jobstream[bench]')"
         say("the worker: raw -> jobs.* ...")
         raw_records, output_events = worker_stages.expected_events(documents(events, seed=seed))
         results["worker_eps"] = statistics.median(
@@ -108,10 +127,13 @@ def table(results: dict[str, Any]) -> list[str]:
         ("bare aiokafka + orjson", results.get("bare_aiokafka_eps"), None, ""),
         ("bare faust agent loop", bare_faust, bare_kafka, "of bare aiokafka"),
         ("lifecycle alone", results.get("lifecycle_eps"), None, ""),
+        ("worker's own work (no Kafka, CPU)", results.get("core_eps"), None, ""),
         ("normalize alone (all vendors)", results.get("normalize_eps"), None, ""),
     ]
     rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]
     rows.append(("worker (raw -> jobs.*)", results.get("worker_eps"), bare_faust, "of bare faust (target 0.75x)"))
+    rows.append(("quix-streams peer (normalize+lifecycle)", results.get("quix_peer_eps"), bare_kafka,
+                 "of bare aiokafka"))
     rows += [
         ("bare aiokafka over jobs.* + orjson", results.get("bare_aiokafka_jobs_eps"), None, ""),
         ("sink (jobs.* -> committed rows)", results.get("sink_rows_per_s"), results.get("bare_aiokafka_jobs_eps"),
@@ -124,6 +146,11 @@ def table(results: dict[str, Any]) -> list[str]:
             continue
         ratio = f"{rate / base:.2f}x {label}" if base else ""
         lines.append(f"{name:<34} {rate:>12,.0f}  {ratio}")
+    if results.get("quix_peer_eps") and results.get("worker_eps"):
+        lines.append(f"worker / quix-streams peer: {results['worker_eps'] / results['quix_peer_eps']:.2f}x "
+                     "(the peer sends no outputs and keeps no clock: a best case for it)")
+    elif results.get("quix_peer_error"):
+        lines.append(f"quix-streams peer: not measured: {results['quix_peer_error']}")
     if results.get("sink_rows_per_s") and bare_kafka:
         lines.append(f"sink / bare aiokafka over the raw topics (stage 1, timed earlier in the run): "
                      f"{results['sink_rows_per_s'] / bare_kafka:.2f}x")

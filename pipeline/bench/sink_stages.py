@@ -49,13 +49,14 @@ from typing import Any
 
 import duckdb
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline import catalog, vendors
 from pipeline.bench.stages import BenchError, log_tail as _tail, stop_process
 from pipeline.bench.workload import Document, documents
-from pipeline.broker import free_port
+from pipeline.ops import ports
+from pipeline.kafka import clients
 from pipeline.settings import Settings
 from pipeline.sink import quack
 from pipeline.sink.consumer import TOPICS, consume
@@ -109,9 +110,9 @@ def jobs_partitions() -> list[TopicPartition]:
 
 async def jobs_ends(bootstrap: str) -> dict[Position, int]:
     """The next offset of every ``jobs.*`` partition. Tansu's ListOffsets can answer short
-    (DESIGN.md), so this reads on from there until each position meets the highwater
+    (docs/design.md, "Tansu"), so this reads on from there until each position meets the highwater
     that fetch responses report (which is right)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
+    consumer = clients.consumer(bootstrap, fetch_max_wait_ms=50)
     await consumer.start()
     try:
         partitions = jobs_partitions()
@@ -169,8 +170,9 @@ def running(bootstrap: str, folder: Path, name: str) -> Iterator[Live]:
     ends of the ``jobs.*`` topics, then ``pipeline worker`` with a new app id."""
     db = folder / f"{name}.duckdb"
     new_file(db, asyncio.run(jobs_ends(bootstrap)))
-    token, port = uuid.uuid4().hex, free_port()
+    token = uuid.uuid4().hex
     logs = folder / name
+    reported = logs / "sink.ports"
     logs.mkdir()
     processes: list[subprocess.Popen] = []
     client = duckdb.connect()
@@ -178,15 +180,16 @@ def running(bootstrap: str, folder: Path, name: str) -> Iterator[Live]:
         with open(logs / "sink.log", "wb") as log:
             sink = subprocess.Popen(
                 [sys.executable, "-P", "-m", "pipeline", "sink", "--bootstrap", bootstrap, "--db", str(db),
-                 "--quack-host", "localhost", "--quack-port", str(port)],
-                env={**os.environ, quack.TOKEN_ENV: token}, stdout=log, stderr=subprocess.STDOUT,
+                 "--quack-host", "localhost"],
+                env={**os.environ, quack.TOKEN_ENV: token, ports.ANY_ENV: "quack", ports.REPORT_ENV: str(reported)},
+                stdout=log, stderr=subprocess.STDOUT,
             )
         processes.append(sink)
         quack.load_extensions(client)
-        address = quack.uri("localhost", port)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
-            try:
+            try:  # the sink binds a Quack port of its choosing and reports it
+                address = quack.uri("localhost", ports.reported(reported).get("quack", 0))
                 quack.query(client, address, token, "SELECT 1")
                 break
             except duckdb.Error:
@@ -355,7 +358,7 @@ def _p99(values: list[float]) -> float:
 async def _events_created(bootstrap: str, since: dict[Position, int], ids: set[str]) -> dict[str, float]:
     """When the worker created the ``jobs.events`` record of each of ``ids`` (epoch seconds)."""
     ends = await jobs_ends(bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = clients.consumer(bootstrap)
     await consumer.start()
     try:
         remaining = {TopicPartition(t, p): end for (t, p), end in ends.items() if t == catalog.EVENTS and end > since[(t, p)]}
@@ -410,8 +413,7 @@ async def bare_jobs(bootstrap: str, start: dict[Position, int], end: dict[Positi
     """The bare loop over the same records: ``getmany`` + ``orjson.loads``, fetch sizes as
     the sink's; returns (records, seconds), timed like ``sink_alone`` (client start included)."""
     began = time.perf_counter()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    consumer = clients.consumer(bootstrap, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     try:
         remaining = {TopicPartition(*p): offset for p, offset in end.items() if offset > start.get(p, 0)}

@@ -19,11 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline.errors import JobstreamError
 from pipeline import catalog, lifecycle, vendors
 from pipeline.bench.workload import Document
+from pipeline.kafka import clients
 from pipeline.model import JobEvent
 from pipeline.sources import RawProducer, records_for
 from pipeline.vendors import Context
@@ -68,8 +69,7 @@ async def load(bootstrap: str, docs: Iterable[Document], *, progress=None) -> in
 
 async def bare_aiokafka(bootstrap: str, count: int, timeout_s: float = 600) -> float:
     """Read the raw topics from the start and orjson-parse every value: events/s."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = clients.consumer(bootstrap, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
         partitions = [
@@ -111,6 +111,31 @@ def bare_faust(bootstrap: str, count: int, timeout_s: float = 600) -> float:
     if events == 0 or seconds <= 0:
         raise BenchError(f"too few events to time the bare faust loop ({count} came in one batch): use more --events")
     return events / seconds
+
+
+def quix_peer(bootstrap: str, count: int, timeout_s: float = 600) -> float:
+    """The peer (``quix_peer``): normalize + lifecycle as a quix-streams application in
+    its own process, over the same topics: raw records/s. Needs the ``bench`` extra."""
+    app_id = f"jobstream-bench-quix-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "pipeline.bench.quix_peer", "--bootstrap", bootstrap,
+         "--count", str(count), "--app-id", app_id],
+        capture_output=True, text=True, timeout=timeout_s,
+    )
+    match = re.search(r"quix-peer: (\d+) records in ([\d.]+) s", result.stdout + result.stderr)
+    if result.returncode != 0 or match is None:
+        raise BenchError(f"the quix-streams peer failed (exit {result.returncode}): {result.stderr.strip()[-500:]}")
+    records, seconds = int(match.group(1)), float(match.group(2))
+    if records == 0 or seconds <= 0:
+        raise BenchError("too few records to time the quix-streams peer: use more --events")
+    return records / seconds
+
+
+def has_quix() -> bool:
+    """Whether the peer can run here (quix-streams is an optional extra, ``bench``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("quixstreams") is not None
 
 
 def normalize_rates(docs: list[Document]) -> dict[str, float]:

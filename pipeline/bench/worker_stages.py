@@ -32,12 +32,13 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline import catalog, vendors
 from pipeline.bench.stages import BenchError, log_tail as _tail, stop_process
 from pipeline.bench.workload import T0, Document
 from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import clients
 from pipeline.model import RawEnvelope, encode_envelope
 from pipeline.sources import records_for
 from pipeline.vendors import Context
@@ -66,9 +67,8 @@ class Outputs:
     by what it expects, so earlier repeats' records are never counted twice."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=50,
+        self._consumer = clients.consumer(
+            bootstrap, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=50,
         )
         self.seen = 0
 
@@ -184,8 +184,7 @@ def running_run(number: int) -> tuple[bytes, bytes]:
 
 
 async def _load_runs(bootstrap: str, runs: int, progress: Callable[[int], None]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                                linger_ms=20, max_batch_size=256 * 1024)
+    producer = clients.producer(bootstrap, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     topic = catalog.raw_topic("truenas")
     try:
@@ -231,7 +230,7 @@ async def _state_stage(bootstrap: str, runs: int, folder: Path, say: Callable[[s
         launched = time.perf_counter()
         worker = start_worker(bootstrap, app_id, datadir, "rocksdb://", log)
         try:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+            producer = clients.producer(bootstrap)
             await producer.start()
             try:
                 await producer.send_and_wait(catalog.raw_topic("truenas"), probe_value, key=probe_key)

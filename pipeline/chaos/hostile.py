@@ -28,19 +28,18 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from pipeline import catalog
+from pipeline.kafka import clients
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.settings import Settings
 from pipeline.stream.core import StreamCore
 from pipeline.stream.records import Message
-from pipeline.vendors import VENDOR_NAMES
+from pipeline.vendors import VENDOR_NAMES, registry
 
 DEEP = 10_000
 BIG_STRING = 600_000  # bytes: fits a default 1 MB produce request with its envelope
@@ -88,10 +87,9 @@ class Sent:
 def sample_documents() -> dict[str, list[Any]]:
     """Valid documents per vendor (the package's samples): the seeds of every mutation."""
     docs: dict[str, list[Any]] = {}
-    root = resources.files("pipeline") / "samples"
     for vendor in VENDOR_NAMES:
         found: list[Any] = []
-        for item in sorted((root / vendor).iterdir(), key=lambda p: p.name):
+        for item in sorted(registry.by_name(vendor).sample_folder().iterdir(), key=lambda p: p.name):
             text = item.read_text()
             if item.name.endswith(".jsonl"):
                 found += [orjson.loads(line) for line in text.splitlines() if line.strip()]
@@ -282,8 +280,7 @@ class _Judge:
 
 async def send_records(bootstrap: str, records: Iterator[BadRecord], sent: Sent) -> None:
     """Produce every record (acks=all) and note the dead-letter id each must become."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                                max_request_size=2 * 1024 * 1024, linger_ms=20, client_id="jobstream-chaos-hostile")
+    producer = clients.producer(bootstrap, max_request_size=2 * 1024 * 1024, linger_ms=20, client_id="jobstream-chaos-hostile")
     await producer.start()
     try:
         pending = []

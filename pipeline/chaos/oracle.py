@@ -30,14 +30,15 @@ from pathlib import Path
 
 import duckdb
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline import catalog
 from pipeline.alerts import logic
 from pipeline.alerts.records import decode_transition
 from pipeline.alerts.rules import Rule
+from pipeline.kafka import clients
+from pipeline.kafka.reading import read_to_end
 from pipeline.settings import Settings
-from pipeline.sources import read_to_end
 from pipeline.stream.core import StreamCore
 from pipeline.stream.records import Message
 
@@ -115,8 +116,7 @@ def _expect(expected: Expected, topic: str, value: bytes | None, single: tuple[R
 
 async def read_raw(bootstrap: str, *, timeout_s: float = 120.0) -> dict[tuple[str, int], list[Message]]:
     """Every record of every raw topic, up to its end, by partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+    consumer = clients.consumer(bootstrap, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in catalog.raw_topics() for p in range(catalog.topic(t).partitions)]

@@ -37,7 +37,7 @@ import duckdb
 from pipeline import catalog, vendors
 from pipeline.alerts import rules as alert_rules
 from pipeline.alerts.receiver import LocalReceiver
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker
 from pipeline.chaos import hostile, oracle
 from pipeline.chaos.scenario import (
     ALERTER, INGESTORS, SECOND_WORKER, SIMULATORS, SINK, WORKER, ChaosOptions, Fault, plan,
@@ -90,11 +90,11 @@ bodies, duplicates, reordering; TrueNAS dropped connections and middleware resta
 3% of the pull simulators' answers hang twice as long as the ingestors wait."""
 
 
-def chaos_roles(bootstrap: str, options: ChaosOptions, receiver_url: str, quack_port: int) -> list[Role]:
+def chaos_roles(bootstrap: str, options: ChaosOptions, receiver_url: str) -> list[Role]:
     """The demo's roles, fed the run's duration and seed, with client timeouts added to
     the vendor faults, plus a second worker in the same group."""
     demo_options = demo.DemoOptions(duration_s=options.duration_s, run_dir=options.run_dir, db=options.db_path)
-    roles = [_with_timeouts(role, options.seed) for role in demo.roles(bootstrap, demo_options, receiver_url, quack_port)]
+    roles = [_with_timeouts(role, options.seed) for role in demo.roles(bootstrap, demo_options, receiver_url)]
     config = options.run_dir / "ingest.toml"  # written by demo.roles: the ingestors give up on a call sooner
     config.write_text(re.sub(r"^(\[\w+\])$", rf"\1\ntimeout_s = {CLIENT_TIMEOUT_S}", config.read_text(), flags=re.M))
     worker = next(r for r in roles if r.name == WORKER)
@@ -137,10 +137,14 @@ class _Run:
         self.receiver = LocalReceiver()
         self.supervisor = Supervisor(options.run_dir / "logs",
                                      env={k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")})
-        self.quack_port = free_port()
         self.roles: dict[str, Role] = {}
         self.down: dict[str, float] = {}  # role -> when to start it again
         self.stopped: list[str] = []  # roles that exited on their own with one clear line
+
+    @property
+    def quack_port(self) -> int:
+        """The port the sink's Quack endpoint reported (0 while it has not yet)."""
+        return self.supervisor.ports(SINK).get("quack", 0)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.began
@@ -150,7 +154,7 @@ class _Run:
         self.receiver.start()
         asyncio.run(catalog.apply(self.broker.bootstrap))
         self.say(f"broker {self.broker.bootstrap}; logs in {self.options.run_dir / 'logs'}")
-        for role in chaos_roles(self.broker.bootstrap, self.options, self.receiver.url, self.quack_port):
+        for role in chaos_roles(self.broker.bootstrap, self.options, self.receiver.url):
             self.roles[role.name] = role
             self.supervisor.start(role)
         self.say(f"  started {len(self.roles)} roles")
@@ -161,7 +165,7 @@ class _Run:
         sent = hostile.Sent()
         asyncio.run(hostile.send_records(self.broker.bootstrap, generator.records(self.options.bad_inputs), sent))
         sent.tolerated = generator.tolerated
-        url = f"http://{_option(self.roles['qlik-cloud-receiver'], '--listen')}/"
+        url = f"http://127.0.0.1:{self.supervisor.listen_port('webhook')}/"
         asyncio.run(hostile.send_webhooks(url, generator.webhooks(demo.DEMO_SECRET, WEBHOOKS), sent))
         self.say(f"  hostile: {len(sent.dead_letter_ids)} raw records, {sent.webhooks} webhooks "
                  f"({generator.tolerated} generated documents the vendor modules accept were not sent)")

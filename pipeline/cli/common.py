@@ -81,8 +81,9 @@ def root(
 ) -> None:
     """Jobstream: the vendors' job events -> Kafka -> one lifecycle history in DuckDB."""
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# emoji=False: rich would print "a:b:c" paths and URLs with ":smile:"-like parts as emoji.
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
 
 BootstrapOpt = Annotated[
     Optional[str],
@@ -120,7 +121,11 @@ def exit_on_sigterm() -> None:
 def load_settings(**overrides: object) -> Settings:
     """The settings every command reads (environment, then its flags); a ``SettingsError``
     (every problem at once) reaches the guard."""
-    return Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
+    from pipeline.kafka import clients
+
+    settings = Settings.from_env().with_overrides(stale_after_defaults=vendors.stale_after_defaults(), **overrides)
+    clients.configure(settings)  # Kafka security for every client of this process, checked now
+    return settings
 
 
 

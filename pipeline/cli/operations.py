@@ -58,6 +58,7 @@ def run_pipeline(
     config: Annotated[Path, typer.Option("--config", "-c", help="The TOML file: [pipeline] settings, [run], one table per role (see jobstream.example.toml).")] = Path("jobstream.toml"),
     bootstrap: BootstrapOpt = None,
     state_file: Annotated[Optional[Path], typer.Option(help="Where the roles' pids, metrics ports and restarts are kept for `pipeline status` (env JOBSTREAM_RUN_STATE_FILE; default data/run/state.json).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Check the whole configuration (every role's, Apprise URLs, the sink's database) and exit: 0 and one line when it would start, 2 and a line per problem when not.")] = False,
 ) -> None:
     """Run the production roles against a Kafka, each as its own process, until Ctrl-C / SIGTERM.
 
@@ -65,13 +66,25 @@ def run_pipeline(
     checked before anything starts (one line per problem); secrets only from the
     environment or files. A role that exits non-zero is restarted with a backoff (status 2,
     a configuration error, stops the run instead); each
-    role serves /metrics and /healthz on its own port, printed at start.
+    role serves /metrics and /healthz on its own port, printed at start. A role's exit is
+    said with its last error line; one that fails the same way 5 times in a row stops the
+    run with that line. SIGTERM or Ctrl-C stops every role within 30 s and exits 0; a second
+    run on the same configuration (state file) is refused.
     """
     from pipeline.run import production
 
+    from pipeline.ops.stopping import raise_on_stop_signals
+
     plan = production.load_plan(config, roles or [], {"bootstrap": bootstrap, "run_state_file": state_file})
-    exit_on_sigterm()
-    code = production.run(plan, say=lambda line: out.print(line, markup=False))
+    if check:
+        out.print(f"{config}: configuration OK for {', '.join(role.name for role in plan.roles)} (nothing started)", markup=False)
+        return
+    from pipeline.ops.logs import stamp
+    from pipeline.run.lock import run_lock
+
+    with run_lock(Path(plan.settings.run_state_file)):  # a second run on this configuration: one line
+        raise_on_stop_signals()  # a requested stop (systemctl stop, docker stop, Ctrl-C) exits 0
+        code = production.run(plan, say=lambda line: out.print(stamp(line), markup=False))
     if code:
         raise typer.Exit(code)
 

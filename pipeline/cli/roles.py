@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +12,8 @@ import typer
 from pipeline.cli.common import (
     BootstrapOpt, DbOpt, MetricsPortOpt, app, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, JobstreamError
+from pipeline.kafka import clients
 
 
 @app.command()
@@ -25,7 +26,7 @@ def worker(
     app_id: Annotated[Optional[str], typer.Option(help="Consumer group / Faust app id (default jobstream).")] = None,
     tansu: Annotated[Optional[bool], typer.Option("--tansu/--no-tansu", help="Work around the embedded broker's ListOffsets bug.")] = None,
     send_timeout: Annotated[Optional[float], typer.Option(help="Seconds Kafka has to acknowledge a batch's records before the worker exits 70 (default 30).")] = None,
-    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    loglevel: Annotated[Optional[str], typer.Option(help="Faust log level (default: JOBSTREAM_LOG_LEVEL, else warning).")] = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Run the stream worker: raw.<vendor> -> normalize + lifecycle -> jobs.* topics."""
@@ -38,7 +39,9 @@ def worker(
         metrics_port=metrics_port,
     )
     check_worker(settings)
-    run_worker(settings, loglevel=loglevel)
+    from pipeline.ops.logs import LEVEL_ENV
+
+    run_worker(settings, loglevel=loglevel or os.environ.get(LEVEL_ENV, "").strip().lower() or "warning")
 
 
 
@@ -46,7 +49,7 @@ def worker(
 def alert(
     rules: Annotated[Optional[Path], typer.Option("--rules", "-r", help="Rules file (TOML). Default: the rules shipped with the package (see --show-rules).")] = None,
     bootstrap: BootstrapOpt = None,
-    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL for rules that name none (repeatable; env JOBSTREAM_ALERT_URLS). Example: json://host:8080/hook, mailto://user:pass@smtp.example.com?to=ops@example.com.")] = None,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="Apprise URL without credentials for rules that name none (repeatable), e.g. json://host:8080/hook; a URL with a token or password is refused here (ps shows command lines): put it in env JOBSTREAM_ALERT_URLS.")] = None,
     group: Annotated[Optional[str], typer.Option(help="Consumer group (default jobstream-alerts).")] = None,
     show_rules: Annotated[bool, typer.Option("--show-rules", help="Print the rules (URLs shown by scheme only) and exit.")] = False,
     metrics_port: MetricsPortOpt = None,
@@ -61,8 +64,14 @@ def alert(
     from pipeline.alerts import rules as rules_module
     from pipeline.alerts import service
 
+    from pipeline.alerts.delivery import carries_secrets, scheme_of
+
+    for given in url or ():  # a command line is visible to every user of the machine (ps, /proc)
+        if carries_secrets(given):
+            raise ConfigError(f"--url: the {scheme_of(given)}:// URL carries a token or password, which a command line "
+                              "shows to every user (ps); give it in JOBSTREAM_ALERT_URLS or a rules file instead")
     settings = load_settings(bootstrap=bootstrap, alert_group=group, metrics_port=metrics_port)
-    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_urls)
+    extra = tuple(url or ()) or rules_module.split_urls(settings.alert_url_text())
     rule_set = rules_module.load(rules, extra_urls=extra)
     if show_rules:
         for line in rules_module.describe(rule_set):
@@ -70,7 +79,9 @@ def alert(
         return
     if settings.alert_delivery_attempts < 1:
         raise ConfigError("JOBSTREAM_ALERT_DELIVERY_ATTEMPTS must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from pipeline.ops.logs import setup_logging
+
+    setup_logging(level=logging.INFO)
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
     quiet_kafka_logs()
     exit_on_sigterm()
@@ -80,6 +91,8 @@ def alert(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    except JobstreamError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit; the supervisor restarts it
         raise fail(f"the alerter stopped: {type(exc).__name__}: {exc}") from None
 
@@ -112,16 +125,18 @@ def sink(
                              pg_host=pg_host, pg_port=pg_port, metrics_port=metrics_port)
     quiet_kafka_logs()
     try:
+        from pipeline.ops.logs import stamp
+
         if lake:
             from pipeline.sink.lake_role import lake_sink_from_cli
-            lake_sink_from_cli(settings, lake, data_path, group, echo=lambda line: out.print(line, markup=False))
+            lake_sink_from_cli(settings, lake, data_path, group, echo=lambda line: out.print(stamp(line), markup=False))
         else:
-            run_sink(settings, echo=lambda line: out.print(line, markup=False))
+            run_sink(settings, echo=lambda line: out.print(stamp(line), markup=False))
     except SinkError as exc:
         raise fail(str(exc)) from None
     except (OSError, ConnectionError) as exc:
-        raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc})") from None
+        raise fail(clients.unreachable(settings, exc)) from None
     except Exception as exc:  # noqa: BLE001 - aiokafka's connection errors; one line, no traceback
         if type(exc).__module__.startswith("aiokafka"):
-            raise fail(f"cannot reach Kafka at {settings.bootstrap} ({exc or type(exc).__name__})") from None
+            raise fail(clients.unreachable(settings, exc)) from None
         raise

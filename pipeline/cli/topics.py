@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline import catalog
+from pipeline.kafka import clients
 from pipeline.cli.common import (
     BootstrapOpt, app, err, exit_on_sigterm, fail, load_settings, out, quiet_kafka_logs, topics_app,
 )
@@ -43,14 +44,14 @@ def topics_apply(
     quiet_kafka_logs()
     try:
         report = asyncio.run(asyncio.wait_for(
-            catalog.apply(settings.bootstrap, timeout=timeout, partitions=settings.partitions),
+            catalog.apply(settings, timeout=timeout, partitions=settings.partitions,
+                          replication_factor=settings.replication_factor, min_insync_replicas=settings.min_insync_replicas),
             timeout + 5,
         ))
     except catalog.CatalogError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
-        reason = str(exc) or type(exc).__name__
-        raise fail(f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s ({reason})") from None
+        raise fail(clients.unreachable(settings, exc, within_s=timeout)) from None
     for name in report.created:
         out.print(f"created  {name}")
     for name in report.present:

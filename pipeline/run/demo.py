@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import threading
 import time
@@ -29,11 +28,13 @@ from typing import Any
 
 import duckdb
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline import catalog
 from pipeline.alerts.receiver import LocalReceiver
-from pipeline.broker import EmbeddedBroker, free_port
+from pipeline.broker import EmbeddedBroker
+from pipeline.ops import ports
+from pipeline.kafka import clients
 from pipeline.model import UTC
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, Usage, read_usage
 from pipeline.sources import RawProducer, records_for
@@ -67,15 +68,6 @@ class DemoResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _port_open(port: int) -> Callable[[], bool]:
-    def probe() -> bool:
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    return probe
-
-
 CLOCK_FACTOR = 30
 """Vendor seconds per real second in the demo: a one-minute demo shows half an hour of
 vendor life (and 240 s stale timeouts happen within seconds)."""
@@ -85,16 +77,22 @@ def _toml_value(value: object) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
-def _pull_config(path: Path, ports: dict[str, int]) -> Path:
+def _pull_config(path: Path) -> Path:
     """The pull ingestors' TOML, one table per pull vendor from its declared demo config
-    (passwords come from the environment, as in production)."""
+    (passwords come from the environment, as in production; each base URL too, since only
+    its simulator knows its port once it listens: ``pull_base_url_env``)."""
     tables = []
     for vendor in registry.of_kind("pull"):
-        lines = [f"[{vendor.name}]", f'base_url = "http://127.0.0.1:{ports[vendor.command]}"']
-        lines += [f"{key} = {_toml_value(value)}" for key, value in vendor.demo_config]
+        lines = [f"[{vendor.name}]", *(f"{key} = {_toml_value(value)}" for key, value in vendor.demo_config)]
         tables.append("\n".join(lines) + "\n")
     path.write_text("\n".join(tables))
     return path
+
+
+def pull_base_url_env(vendor_name: str, simulator_alias: str) -> dict[str, str]:
+    """The ingestor's ``base_url`` (its variable wins over the file): the port its simulator
+    reported, filled in by the supervisor when the ingestor starts."""
+    return {f"JOBSTREAM_{vendor_name.upper()}_BASE_URL": f"http://127.0.0.1:{{port:{simulator_alias}}}"}
 
 
 PULL_FAULTS = {vendor.command: vendor.demo_faults for vendor in registry.of_kind("pull")}
@@ -104,38 +102,35 @@ PULL_SECRETS = {name: value for vendor in registry.of_kind("pull") for name, val
 """The simulators' own demo credentials (pipeline/vendors/*/simulator.py)."""
 
 
-def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: int) -> list[Role]:
-    """Every process of the demo, in start order (readiness probes where others depend)."""
+def roles(bootstrap: str, options: DemoOptions, receiver_url: str) -> list[Role]:
+    """Every process of the demo, in start order (readiness probes where others depend).
+    Every listener binds a port of its own choosing and reports it (``pipeline/ops/ports.py``);
+    a role that needs another's port names it ``{port:<alias>}``, filled in at its start."""
     pull_vendors = registry.of_kind("pull")
-    ports: dict[str, int] = {}
-
-    def port(name: str) -> int:
-        return ports.setdefault(name, free_port())
-
-    for vendor in pull_vendors:
-        port(vendor.command)
-    context = DemoContext(bootstrap, port, options.duration_s, CLOCK_FACTOR)
+    context = DemoContext(bootstrap, lambda alias: f"{{port:{alias}}}", options.duration_s, CLOCK_FACTOR)
     push = [
         Role(process.name, [*PIPELINE, *process.args], env=dict(process.env), one_shot=process.one_shot,
-             ready=_port_open(process.ready_port) if process.ready_port is not None else None)
+             ready_port="listen" if process.listens_as else None, listens_as=process.listens_as)
         for vendor in registry.of_kind("push") if vendor.demo_processes
         for process in registry.load(vendor.demo_processes)(context)
     ]
-    config = _pull_config(options.run_dir / "ingest.toml", ports)
+    config = _pull_config(options.run_dir / "ingest.toml")
     pull: list[Role] = []
     # one vendor timeline for the pull simulators and their ingestors: it reaches now at the demo's end
     timeline = {TIMELINE_ENV: Timeline.starting_now(CLOCK_FACTOR, options.duration_s).text()}
-    for vendor in (pull_vendor.command for pull_vendor in pull_vendors):
-        pull.append(Role(f"{vendor}-simulator", [
-            *PIPELINE, "simulate", vendor, "--port", str(ports[vendor]), "--clock-factor", str(CLOCK_FACTOR),
-            "--faults", PULL_FAULTS[vendor], "--groups", "4",
-        ], ready=_port_open(ports[vendor]), env=timeline))
-        pull.append(Role(f"{vendor}-ingestor", [*PIPELINE, "ingest", vendor, "--config", str(config),
-                                                "--bootstrap", bootstrap], env={**PULL_SECRETS, **timeline}))
+    for vendor in pull_vendors:
+        command = vendor.command
+        pull.append(Role(f"{command}-simulator", [
+            *PIPELINE, "simulate", command, "--port", f"{{listen:{command}}}", "--clock-factor", str(CLOCK_FACTOR),
+            "--faults", PULL_FAULTS[command], "--groups", "4",
+        ], ready_port="listen", listens_as=command, env=timeline))
+        pull.append(Role(f"{command}-ingestor", [*PIPELINE, "ingest", command, "--config", str(config),
+                                                 "--bootstrap", bootstrap],
+                         env={**PULL_SECRETS, **timeline, **pull_base_url_env(vendor.name, command)}))
     return [
         Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
-                      "--quack-host", "127.0.0.1", "--quack-port", str(quack_port)],
-             ready=_port_open(quack_port), ready_timeout_s=60),
+                      "--quack-host", "127.0.0.1"],
+             env={ports.ANY_ENV: "quack"}, ready_port="quack", ready_timeout_s=60),
         # Vendor clocks run CLOCK_FACTOR times faster than the ingestors' receive clock: the
         # worker is told to trust vendor times that far ahead (a setting, 5 min by default).
         Role("worker", [*PIPELINE, "worker", "--bootstrap", bootstrap, "--store", "memory://", "--tansu",
@@ -148,12 +143,14 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str, quack_port: i
 
 
 def with_metrics_ports(demo_roles: list[Role]) -> list[Role]:
-    """Each pipeline role (not the simulators) with a free port for /metrics and /healthz."""
-    return [
-        role if role.name.endswith("-simulator")
-        else replace(role, env={**role.env, "JOBSTREAM_METRICS_PORT": str(free_port())})
-        for role in demo_roles
-    ]
+    """Each pipeline role (not the simulators) serving /metrics and /healthz on a port of
+    its own choosing, which it reports (``Supervisor.ports``)."""
+
+    def any_port(role: Role) -> Role:
+        wanted = ",".join(filter(None, [role.env.get(ports.ANY_ENV), "metrics"]))
+        return replace(role, env={**role.env, ports.ANY_ENV: wanted})
+
+    return [role if role.name.endswith("-simulator") else any_port(role) for role in demo_roles]
 
 
 HOSTILE: dict[str, list[Any]] = {vendor.name: list(vendor.hostile) for vendor in registry.vendors()}
@@ -184,7 +181,7 @@ class _Tally:
         self._thread.join(timeout=10)
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = clients.consumer(self.bootstrap)
         await consumer.start()
         try:
             topics = [*catalog.raw_topics(), catalog.EVENTS, catalog.DEADLETTER]
@@ -287,7 +284,6 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     options.run_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTREAM_")}
     problems: list[str] = []
-    quack_port = free_port()
     broker = EmbeddedBroker(log=options.run_dir / "broker.log").start()
     receiver = LocalReceiver().start()
     tally = _Tally(broker.bootstrap)
@@ -296,17 +292,14 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     try:
         asyncio.run(catalog.apply(broker.bootstrap))
         say(f"broker {broker.bootstrap}; logs in {options.run_dir / 'logs'}; database {options.db_path}")
-        metrics_ports: dict[str, str] = {}
-        for role in with_metrics_ports(roles(broker.bootstrap, options, receiver.url, quack_port)):
+        for role in with_metrics_ports(roles(broker.bootstrap, options, receiver.url)):
             supervisor.start(role)
-            port = role.env.get("JOBSTREAM_METRICS_PORT")
-            if role.name in ("worker", "sink") and port:
-                metrics_ports[role.name] = port
-            say(f"  started {role.name}" + (f" (metrics http://127.0.0.1:{port}/metrics)" if port else ""))
+            say(f"  started {role.name}")
         from pipeline.sink import quack
 
-        live = quack.uri("127.0.0.1", quack_port)
-        progress = _Progress(live, quack.token_file_for(options.db_path), metrics_ports)
+        live = quack.uri("127.0.0.1", supervisor.ports("sink")["quack"])
+        progress = _Progress(live, quack.token_file_for(options.db_path),
+                             lambda name: supervisor.ports(name).get("metrics") if name in ("worker", "sink") else None)
         say(f'live SQL while it runs: {installed_command("pipeline")} sql --db {options.db_path} --quack {live} "FROM active_runs"')
         tally.start()
         asyncio.run(_send_hostile(broker.bootstrap))
@@ -353,10 +346,10 @@ class _Progress:
     query over the sink's live Quack endpoint, on one connection kept open) and the worker's
     and sink's consumer lag (their own /metrics). Both cheap enough for every few seconds."""
 
-    def __init__(self, quack_address: str, token_file: Path, metrics_ports: dict[str, str]) -> None:
+    def __init__(self, quack_address: str, token_file: Path, metrics_port: Callable[[str], int | None]) -> None:
         self.quack_address = quack_address
         self.token_file = token_file
-        self.metrics_ports = metrics_ports
+        self.metrics_port = metrics_port
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def in_duckdb(self) -> Counter[str]:
@@ -382,7 +375,11 @@ class _Progress:
         from prometheus_client.parser import text_string_to_metric_families
 
         found: dict[str, int | None] = {}
-        for role, port in self.metrics_ports.items():
+        for role in ("worker", "sink"):
+            port = self.metrics_port(role)
+            if port is None:
+                found[role] = None
+                continue
             try:
                 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
             except OSError:

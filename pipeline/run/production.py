@@ -14,7 +14,8 @@ process whose settings arrive as ``JOBSTREAM_*`` variables, with a metrics port 
 A role that exits non-zero is started again after a backoff (1 s, doubling to
 ``restart_backoff_max_s``; reset after a minute of good running), except on status 2, a
 configuration error that no restart heals: that stops the run with the role's error line. Ctrl-C or SIGTERM stops
-every role, newest first, and nothing is left running. The state (each role's pid, metrics
+every role at once within one deadline (``STOP_GRACE_S``), nothing is left running, and the exit status is 0 (a
+requested stop, which systemd must not mark failed). The state (each role's pid, metrics
 port, restarts, last exit) is in ``run_state_file`` for ``pipeline status``.
 """
 
@@ -22,7 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -30,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import EXIT_CONFIG, ConfigError
-from pipeline.broker import free_port
+from pipeline.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, ConfigError
+from pipeline.ops import ports
+from pipeline.ops.stopping import hold_stop_signals
 from pipeline.run.supervisor import Role, Supervisor
 from pipeline.vendors import registry
 from pipeline.settings import ENV_PREFIX, Settings, SettingsError
@@ -43,6 +48,12 @@ PUSH_INGESTORS = {vendor.command: vendor.name for vendor in registry.of_kind("pu
 ROLE_NAMES = (*CORE_ROLES, *PUSH_INGESTORS, *PULL_INGESTORS)
 CONFIG_ERROR_EXIT = EXIT_CONFIG  # a role's command exits so on a configuration error: never restarted
 GOOD_RUN_S = 60.0  # a role that ran this long before exiting restarts after the shortest backoff
+SAME_FAILURES_STOP = 5
+"""A role that exits this many times in a row with the same error line stops the run with
+that line: a restart does not heal it (a full disk, offsets Kafka no longer holds)."""
+STOP_GRACE_S = 30.0
+"""Every role gets SIGTERM at once and this long before SIGKILL: above the worker's own 15 s
+grace, well below systemd's default 90 s stop timeout (deploy/systemd/jobstream.service)."""
 
 
 class RunConfigError(ConfigError):
@@ -87,6 +98,7 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
         settings = Settings.from_file_and_env(table, env, file=config).with_overrides(**overrides)
     except SettingsError as exc:
         problems += str(exc).splitlines()
+    checked = settings or _without_wrong_values(table, env, config, overrides)
     options = _options(_table(document, "run", problems), problems)
     roles = list(chosen) or list(options.roles) or [
         *CORE_ROLES, *(r for r, section in {**PUSH_INGESTORS, **PULL_INGESTORS}.items() if section in document)
@@ -95,17 +107,33 @@ def load_plan(config: Path, chosen: Sequence[str], overrides: Mapping[str, Any],
     roles = [r for r in dict.fromkeys(roles) if r in ROLE_NAMES]
     argv: dict[str, list[str]] = {}
     for role in roles:
-        argv[role] = _command(role, config, document, settings, env, problems)
+        argv[role] = _command(role, config, document, checked, env, problems)
     if problems or settings is None:
         raise RunConfigError(problems)
-    ports = _ports(options.metrics_port, len(roles))
     child_env = children_env(table, env, overrides)
     return RunPlan(
         settings=settings, options=options, env=child_env,
-        roles=tuple(
-            Role(name, argv[name], env={f"{ENV_PREFIX}METRICS_PORT": str(port)}) for name, port in zip(roles, ports)
-        ),
+        roles=tuple(Role(name, argv[name], env=_metrics_env(options.metrics_port, i)) for i, name in enumerate(roles)),
     )
+
+
+def _without_wrong_values(table: Mapping[str, Any], env: Mapping[str, str], config: Path,
+                          overrides: Mapping[str, Any]) -> Settings | None:
+    """The settings without the ``[pipeline]`` values that are wrong, so that one wrong value
+    does not hide the roles' own checks (each problem is said once, by ``load_plan``)."""
+
+    def valid(name: str, value: Any) -> bool:
+        try:
+            Settings.from_file_and_env({name: value}, env, file=config)
+        except SettingsError:
+            return False
+        return True
+
+    try:
+        return Settings.from_file_and_env({k: v for k, v in table.items() if valid(k, v)}, env,
+                                          file=config).with_overrides(**overrides)
+    except SettingsError:
+        return None
 
 
 def _read_document(config: Path) -> dict[str, Any]:
@@ -163,6 +191,8 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
     if role == "worker":
         return [*PIPELINE, "worker"]
     if role == "sink":
+        if settings is not None:
+            problems += sink_problems(Path(settings.db_path))
         return [*PIPELINE, "sink"]
     if role == "alerter":
         return _alerter(_table(document, "alerter", problems), settings, env, problems)
@@ -175,6 +205,7 @@ def _command(role: str, config: Path, document: Mapping[str, Any], settings: Set
         except SourceConfigError as exc:
             problems += str(exc).splitlines()
         return [*PIPELINE, "ingest", role, "--config", str(config)]
+    import pipeline.cli  # noqa: F401 - first: a vendor's commands module imports the CLI, which imports it back
     section = PUSH_INGESTORS[role]
     vendor = registry.by_name(section)
     assert vendor.run_command is not None, f"push vendor {section} declares no run_command"
@@ -188,15 +219,55 @@ def _alerter(table: Mapping[str, Any], settings: Settings | None, env: Mapping[s
     problems += [f"[alerter] {k}: unknown setting (known: rules)" for k in table if k != "rules"]
     rules = Path(str(table["rules"])) if "rules" in table else None
     if settings is not None:
+        from pipeline.alerts.delivery import DeliveryError, open_channel
+
         try:
-            rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_urls), env=dict(env))
-        except rules_module.RulesError as exc:
+            loaded = rules_module.load(rules, extra_urls=rules_module.split_urls(settings.alert_url_text()), env=dict(env))
+        except (rules_module.RulesError, SettingsError) as exc:
             problems.append(f"alerter: {exc}")
+        else:  # a URL Apprise cannot use made the alerter exit 1 and restart forever
+            urls = dict.fromkeys(url for rule in loaded.rules for url in rule.urls)
+            for number, url in enumerate(urls, 1):
+                try:
+                    open_channel(url, f"alerter: Apprise URL {number} of {len(urls)}")
+                except DeliveryError as exc:
+                    problems.append(str(exc))
     return [*PIPELINE, "alert", *(["--rules", str(rules)] if rules else [])]
 
 
-def _ports(first: int, count: int) -> list[int]:
-    return [first + i for i in range(count)] if first else [free_port() for _ in range(count)]
+def sink_problems(db_path: Path) -> list[str]:
+    """What the sink would die of at once, checked before anything starts: a database whose
+    folder cannot be written, or that another process holds (DuckDB's one-process lock)."""
+    import duckdb
+
+    folder = db_path.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # the sink creates the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        return [f"sink: db_path {db_path}: {folder} is not a folder"]
+    try:  # by trying (os.access says yes to root, even in /proc)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return [f"sink: db_path {db_path}: the folder {folder} is not writable (DuckDB writes a WAL beside the file)"]
+    if db_path.exists():
+        try:
+            duckdb.connect(str(db_path), read_only=True).close()
+        except duckdb.Error as exc:
+            return [f"sink: db_path {db_path} cannot be opened: {' '.join(str(exc).split())[:300]}"]
+    return []
+
+
+def _metrics_env(first: int, index: int) -> dict[str, str]:
+    """Role ``index``'s metrics port: ``first + index``, or (``first`` 0) one it binds
+    itself and reports (``pipeline/ops/ports.py``): never a port picked here and bound there."""
+    return {f"{ENV_PREFIX}METRICS_PORT": str(first + index)} if first else {ports.ANY_ENV: "metrics"}
+
+
+def metrics_port(role: Role, supervisor: Supervisor) -> int | None:
+    """The role's metrics port: the fixed one, else the one it reported (None until it did)."""
+    fixed = role.env.get(f"{ENV_PREFIX}METRICS_PORT")
+    return int(fixed) if fixed else supervisor.ports(role.name).get("metrics")
 
 
 def children_env(table: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[str, Any]) -> dict[str, str]:
@@ -242,14 +313,16 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
     failures: dict[str, int] = {}
     due: dict[str, float] = {}
     last_exit: dict[str, int] = {}
+    same = SameFailures(SAME_FAILURES_STOP)
     finished: set[str] = set()
     result = 0
     try:
         for role in plan.roles:
             process = supervisor.start(role)
             started[role.name] = time.monotonic()
-            say(f"started {role.name} (pid {process.pid}, metrics http://{plan.settings.metrics_host}:"
-                f"{role.env[ENV_PREFIX + 'METRICS_PORT']}/metrics, log {plan.options.log_dir / (role.name + '.log')})")
+            port = metrics_port(role, supervisor)
+            metrics = f"http://{plan.settings.metrics_host}:{port}/metrics" if port else "on a port it reports (pipeline status)"
+            say(f"started {role.name} (pid {process.pid}, metrics {metrics}, log {plan.options.log_dir / (role.name + '.log')})")
         write_state(state_file, plan, supervisor, last_exit, due)
         while True:
             time.sleep(tick_s)
@@ -269,27 +342,54 @@ def run(plan: RunPlan, say: Callable[[str], None] = print, *, tick_s: float = 0.
                     result = CONFIG_ERROR_EXIT
                     raise _StopRun
                 if role.name not in due:
+                    line = error_line(plan.options.log_dir / (role.name + ".log"))
+                    if same.failed(role.name, code, line):
+                        say(f"{role.name} exited with status {code} {SAME_FAILURES_STOP} times in a row with the same error "
+                            f"(a restart does not heal it; stopping the run): {line}")
+                        result = EXIT_FAILED
+                        raise _StopRun
                     quick = now - started[role.name] < GOOD_RUN_S
                     failures[role.name] = failures.get(role.name, 0) + 1 if quick else 1
                     delay = backoff_s(failures[role.name], plan.options.restart_backoff_max_s)
                     due[role.name] = now + delay
                     last_exit[role.name] = code
-                    say(f"{role.name} exited with status {code}; restart {restarts + 1} in {delay:.0f} s")
+                    say(f"{role.name} exited with status {code}: {line}; restart {restarts + 1} in {delay:.0f} s")
                 elif now >= due[role.name]:
                     del due[role.name]
                     process = supervisor.restart(role.name)
                     started[role.name] = now
                     say(f"restarted {role.name} (pid {process.pid})")
             write_state(state_file, plan, supervisor, last_exit, due)
-    except KeyboardInterrupt:
-        say("stopping (Ctrl-C) ...")
+    except KeyboardInterrupt as stop:
+        say(f"stopping ({'SIGTERM' if getattr(stop, 'signum', None) == signal.SIGTERM else 'Ctrl-C'}) ...")
     except _StopRun:
         say("stopping every role ...")
     finally:
-        statuses = supervisor.stop(grace_s=20)
+        hold_stop_signals()
+        statuses = supervisor.stop(grace_s=STOP_GRACE_S)
         state_file.unlink(missing_ok=True)
         say("stopped: " + ", ".join(f"{name} {code}" for name, code in statuses.items()))
     return result
+
+
+class SameFailures:
+    """Counts each role's exits in a row with the same error line (digits aside: offsets and
+    times differ between tries). A lost broker (exit 69) is an outage a restart outlives: never counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._last: dict[str, tuple[str, int]] = {}
+
+    def failed(self, role: str, code: int, line: str) -> bool:
+        """Record one exit; True when it is the ``limit``-th in a row with the same line."""
+        if code == EXIT_UNAVAILABLE:
+            self._last.pop(role, None)
+            return False
+        shape = re.sub(r"\d+", "#", line)
+        previous, count = self._last.get(role, ("", 0))
+        count = count + 1 if previous == shape else 1
+        self._last[role] = (shape, count)
+        return count >= self.limit
 
 
 class _StopRun(Exception):
@@ -314,7 +414,7 @@ def write_state(path: Path, plan: RunPlan, supervisor: Supervisor, last_exit: Ma
         running = process.poll() is None
         roles[role.name] = {
             "pid": process.pid, "state": "running" if running else "restarting" if role.name in due else "exited",
-            "metrics_port": int(role.env[ENV_PREFIX + "METRICS_PORT"]), "restarts": restarts,
+            "metrics_port": metrics_port(role, supervisor), "restarts": restarts,
             "last_exit": last_exit.get(role.name),
         }
     settings = plan.settings

@@ -4,7 +4,7 @@ moved, read from Kafka itself (so it works for any deployment of the roles).
 For each role's consumer group: its state and member count (DescribeGroups), its
 committed offset per partition (OffsetFetch through a consumer that only *assigns*, so
 it never joins or disturbs the group), the partition's end (the fetch high-water mark,
-which Tansu answers right, unlike ListOffsets: DESIGN.md) and the Kafka timestamp of the
+which Tansu answers right, unlike ListOffsets: docs/design.md, "Tansu") and the Kafka timestamp of the
 last record the group consumed: "last moved" without asking the role.
 """
 
@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import catalog
+from pipeline.kafka import clients
+from pipeline.kafka.compat import refresh_metadata
+from pipeline.kafka.reading import highwaters
 from pipeline.model import UTC
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ class PartitionStatus:
 
 async def gather(bootstrap: str, roles: Sequence[RoleGroup], *, timeout_s: float = 10.0) -> list[PartitionStatus]:
     """The status of every partition of every role's topics."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = clients.admin(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         # One group per request: Tansu answers a DescribeGroups for two live groups with
@@ -80,10 +82,7 @@ async def gather(bootstrap: str, roles: Sequence[RoleGroup], *, timeout_s: float
 
 
 async def _partitions(bootstrap: str, role: RoleGroup, state: str, members: int, timeout_s: float) -> list[PartitionStatus]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=role.group, enable_auto_commit=False,
-        request_timeout_ms=int(timeout_s * 1000),
-    )
+    consumer = clients.consumer(bootstrap, group_id=role.group, request_timeout_ms=int(timeout_s * 1000))
     await consumer.start()
     try:
         tps = [
@@ -125,7 +124,7 @@ async def _partitions(bootstrap: str, role: RoleGroup, state: str, members: int,
 
 
 async def _fetch_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+    await refresh_metadata(consumer)
     return consumer.partitions_for_topic(topic) or set()
 
 
@@ -166,17 +165,10 @@ async def _ends(bootstrap: str, tps: list[TopicPartition], timeout_s: float) -> 
     """Each partition's end, from a fetch's high-water mark (right on Tansu)."""
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = clients.consumer(bootstrap)
     await consumer.start()
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        pending = set(tps)
-        while pending and asyncio.get_running_loop().time() < deadline:
-            await consumer.getmany(*pending, timeout_ms=300, max_records=1)
-            pending = {tp for tp in pending if consumer.highwater(tp) is None}
-        return {tp: consumer.highwater(tp) or 0 for tp in tps}
+        return await highwaters(consumer, tps, timeout_s=timeout_s)
     finally:
         await consumer.stop()
 
@@ -240,9 +232,11 @@ async def run_state_lines(path: Path, *, timeout_s: float = 2.0) -> list[str]:
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for name, role in state.get("roles", {}).items():
-            address = f"{host}:{role['metrics_port']}"
+            address = f"{host}:{role['metrics_port']}" if role.get("metrics_port") else "(not reported yet)"
             health, partitions = "no answer", {}
             try:
+                if not role.get("metrics_port"):
+                    raise aiohttp.ClientError(address)
                 async with session.get(f"http://{address}/healthz") as response:
                     body = await response.json()
                     problems = body.get("problems") or {}

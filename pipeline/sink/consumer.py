@@ -55,7 +55,10 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
-from pipeline.run.health import RoleMetrics, observe_fetch, operate
+from pipeline.kafka import clients
+from pipeline.ops import ports
+from pipeline.ops.health import RoleMetrics, observe_fetch
+from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.sink import endpoint, pgwire, quack
 from pipeline.sink.lake import Fenced
@@ -94,10 +97,9 @@ async def consume(
     ``metrics``, counts each committed batch there). With ``group`` the sink is one of a
     consumer group writing a lake (``lake.py``'s protocol): it owns what the group assigns
     it, claims those partitions' offsets from the lake and seeks to them."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
+    consumer = clients.consumer(
+        settings,
         group_id=group,
-        enable_auto_commit=False,
         auto_offset_reset="none",  # a stored offset Kafka no longer has is an error, never a silent jump
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
@@ -315,13 +317,16 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
     try:
         token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
         where = "JOBSTREAM_QUACK_TOKEN" if os.environ.get(quack.TOKEN_ENV) else str(token_file)
-        if settings.quack_port or settings.pg_port:
+        any_quack_port = ports.wants_any("quack")  # the starter asked for a port of its choosing
+        if settings.quack_port or any_quack_port or settings.pg_port:
             token = quack.resolve_token(token_file)
-        if settings.quack_port:
+        if settings.quack_port or any_quack_port:
             try:
-                server = quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token)
+                server = (quack.QuackServer.start_on_any_port(writer.connection, settings.quack_host, token) if any_quack_port
+                          else quack.QuackServer.start(writer.connection, settings.quack_host, settings.quack_port, token))
             except quack.QuackError as exc:
                 raise SinkError(str(exc)) from None
+            ports.report("quack", server.port)
             echo(f"sink: live SQL on {server.uri} (token in {where})")
         if settings.pg_port:
             postgres = start_postgres(settings, writer, token, hardened=server is not None)
@@ -330,7 +335,7 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
         if server is not None or postgres is not None:
             endpoint.publish(settings.db_path, endpoint.Endpoint(
                 os.getpid(),
-                quack.uri(endpoint.client_host(settings.quack_host), settings.quack_port) if server else "",
+                quack.uri(endpoint.client_host(settings.quack_host), server.port) if server else "",
                 postgres.uri if postgres else None,
             ))
         echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")
@@ -341,7 +346,7 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
-            operations = asyncio.ensure_future(operate(metrics, settings))
+            operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
             try:
                 return await consume(settings, writer, stop=stop, metrics=metrics)
             finally:

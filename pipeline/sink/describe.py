@@ -28,11 +28,11 @@ class Relation:
 _TERMINAL = "SUCCEEDED, FAILED, CANCELED or SKIPPED"
 
 COMMON_COLUMNS: dict[str, str] = {
-    "vendor": "Vendor: qlik_cloud, qlik_qrs, zuora, truenas or informatica.",
+    "vendor": "Vendor: the name of its package under pipeline/vendors/ (one per vendor, e.g. 'qlik_qrs').",
     "source": "The vendor instance: tenant, host or server the run was read from.",
     "job_key": "The job: stable id of what runs repeatedly, '<vendor>:<source>:<vendor's job id>'.",
     "job_name": "The job's human name (task, app, method, object or publication name), from its latest event that has one; NULL when no event names it.",
-    "run_key": "The run: one execution of a job, '<job_key>/<vendor's run id>'; retries of a run share it.",
+    "run_key": "The run: one execution of a job, '<vendor>:<source>:<vendor's run id>' (not prefixed by its job_key: join job_runs for that); retries of a run share it.",
     "attempt": "Attempt number within the run, from 1; a retry opens the next.",
     "state": "Canonical state: PENDING, RUNNING, STALE, SUCCEEDED, FAILED, CANCELED or SKIPPED.",
     "native_state": "The vendor's own state text, as reported.",

@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 from collections.abc import Callable
 
-from pipeline.run.health import RoleMetrics, operate
+from pipeline.ops.health import RoleMetrics
+from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.sink.consumer import SinkStats, consume
 from pipeline.sink.lake import LakeTarget, LakeWriter
@@ -31,7 +32,7 @@ def run_lake_sink(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
-            operations = asyncio.ensure_future(operate(metrics, settings))
+            operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
             try:
                 return await consume(settings, writer, stop=stop, metrics=metrics, group=group)
             finally:

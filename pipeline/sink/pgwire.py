@@ -40,6 +40,8 @@ from typing import Any
 
 import duckdb
 
+from pipeline.errors import JobstreamError
+
 SSL_REQUEST = 80877103
 GSS_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
@@ -425,7 +427,7 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__((config.host, config.port), _Handler)
 
 
-class PgWireError(RuntimeError):
+class PgWireError(JobstreamError, RuntimeError):
     """The Postgres endpoint cannot start; one line for the user."""
 
 

@@ -1,7 +1,7 @@
 """Live SQL over Quack, DuckDB's client-server protocol: everything Quack-specific is here.
 
 Quack was beta in DuckDB 1.5 and is stable in 2.0; moving to 2.0 builds is one change to
-this module. Facts it relies on (DESIGN.md, and measured with duckdb 1.5.5):
+this module. Facts it relies on (docs/design.md, "DuckDB and Quack", and measured with duckdb 1.5.5):
 
 - Extensions load by path from the PyPI wheels ``duckdb-extension-httpfs`` and
   ``duckdb-extension-quack`` (never ``INSTALL``), httpfs first on both sides.
@@ -35,6 +35,9 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.errors import JobstreamError
+from pipeline.ops import ports
+
 DUCKDB_VERSION = "v1.5.5"
 SCHEME = "quack:"
 TOKEN_ENV = "JOBSTREAM_QUACK_TOKEN"
@@ -66,7 +69,7 @@ END
 """
 
 
-class QuackError(RuntimeError):
+class QuackError(JobstreamError, RuntimeError):
     """Quack cannot serve or attach; the message is one line for the user."""
 
 
@@ -172,6 +175,28 @@ class QuackServer:
             text = " ".join(str(exc).split())
             raise QuackError(f"cannot serve live SQL on {uri(host, port)}: {text}") from None
         return cls(server, address)
+
+    @classmethod
+    def start_on_any_port(cls, con: duckdb.DuckDBPyConnection, host: str, token: str) -> "QuackServer":
+        """``start`` on a port of its own choosing: Quack refuses port 0, so a candidate is
+        tried and, when another process took it meanwhile, the next (``ops/ports.py``)."""
+
+        def attempt(port: int) -> "QuackServer":
+            try:
+                return cls.start(con, host, port, token)
+            except QuackError as exc:
+                if "Failed to bind" in str(exc):
+                    raise ports.PortTaken(str(exc)) from None
+                raise
+
+        try:
+            return ports.first_free(attempt, host)
+        except ports.PortTaken as exc:
+            raise QuackError(str(exc)) from None
+
+    @property
+    def port(self) -> int:
+        return int(self.uri.rsplit(":", 1)[1])
 
     def stop(self) -> None:
         try:

@@ -1,4 +1,5 @@
-"""Contract-v1 records (docs/records.md) -> rows for the sink's tables. Pure, no I/O.
+"""Contract-v1 records (``pipeline/contract.py``, docs/records.md) -> rows for the sink's
+tables. Pure, no I/O.
 
 ``BatchBuilder`` validates the Kafka records of one batch as they are fetched (``add``)
 and keeps, per table, the JSON of the records that count, deduplicated within the batch:
@@ -22,148 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import accumulate
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 import orjson
 import pyarrow as pa
 
 from pipeline import catalog, reason_codes
-
-SCHEMA_VERSION = 1
-"""The contract version this sink reads; records.md says readers refuse higher ones."""
-
-MAX_DEAD_VALUE = 256 * 1024
-
-
-Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-Time = Annotated[datetime, msgspec.Meta(tz=True)]
-"""Bounded like the DuckDB columns they fill, so a record msgspec accepts always casts
-(and times must say their zone: records.md writes them in UTC)."""
-
-
-class _Versioned(msgspec.Struct, kw_only=True, gc=False):
-    schema_version: int
-
-
-class RawRef(msgspec.Struct, kw_only=True, gc=False):
-    topic: str
-    partition: Int32
-    offset: Int64
-
-
-class EventRecord(msgspec.Struct, kw_only=True, gc=False):
-    schema_version: int
-    event_id: str
-    vendor: str
-    source: str
-    job_key: str
-    run_key: str
-    native_state: str
-    state: str
-    occurred_at: Time
-    attempt: Int32 | None = None
-    received_at: Time | None = None
-    started_at: Time | None = None
-    finished_at: Time | None = None
-    progress: float | None = None
-    rows: Int64 | None = None
-    counts: msgspec.Raw = msgspec.Raw(b"{}")
-    error_code: str | None = None
-    error_message: str | None = None
-    parent_run_key: str | None = None
-    raw_ref: RawRef | None = None
-    attrs: msgspec.Raw = msgspec.Raw(b"{}")
-    late: bool = False
-    skewed: bool = False
-
-
-class TransitionRecord(msgspec.Struct, kw_only=True, gc=False):
-    schema_version: int
-    transition_id: str
-    vendor: str
-    job_key: str
-    run_key: str
-    attempt: Int32
-    from_state: str | None
-    to_state: str
-    at: Time
-    cause: str
-    event_id: str | None = None
-    late: bool = False
-    duplicate: bool = False
-    illegal: bool = False
-
-
-class RunRecord(msgspec.Struct, kw_only=True, gc=False):
-    schema_version: int
-    run_key: str
-    job_key: str
-    vendor: str
-    version: Int64
-    state: str
-    attempt: Int32
-    source: str | None = None
-    parent_run_key: str | None = None
-    retries: Int32 = 0
-    first_event_at: Time | None = None
-    last_event_at: Time | None = None
-    current_at: Time | None = None
-    queued_at: Time | None = None
-    started_at: Time | None = None
-    finished_at: Time | None = None
-    duration_s: float | None = None
-    queue_s: float | None = None
-    native_state: str | None = None
-    progress: float | None = None
-    rows: Int64 | None = None
-    stale_episodes: Int32 = 0
-    reactivations: Int32 = 0
-    events: Int64 = 0
-    last_error_code: str | None = None
-    last_error_message: str | None = None
-    last_error_at: Time | None = None
-    deadline: Time | None = None
-    left_open: bool = False
-
-
-class DeadLetterRecord(msgspec.Struct, kw_only=True, gc=False):
-    schema_version: int
-    dead_letter_id: str
-    at: Time | None
-    stage: str
-    error_type: str
-    reason: str
-    topic: str | None = None
-    partition: Int32 | None = None
-    offset: Int64 | None = None
-    vendor: str | None = None
-    key_b64: str | None = None
-    value_b64: str | None = None
-    value_size: Int64 | None = None
-    value_preview: str | None = None
-    reason_code: str | None = None
-
-
-class AlertRecord(msgspec.Struct, kw_only=True, gc=False):
-    schema_version: int
-    alert_id: str
-    rule: str
-    status: str
-    at: Time | None = None
-    reason: str | None = None
-    vendor: str | None = None
-    source: str | None = None
-    job_key: str | None = None
-    run_key: str | None = None
-    attempt: Int32 | None = None
-    transition_id: str | None = None
-    state: str | None = None
-    delivered_at: Time | None = None
-    channels: list[str] = []
-    message: str | None = None
-
+from pipeline.contract import DEAD_LETTER_MAX_BYTES, RECORDS, SCHEMA_VERSION, DeadLetter, SinkEvent, Versioned
 
 TOPIC_TABLES: dict[str, str] = {
     catalog.EVENTS: "job_events",
@@ -174,14 +41,8 @@ TOPIC_TABLES: dict[str, str] = {
 }
 """Which table each consumed topic fills."""
 
-_DECODERS = {
-    catalog.EVENTS: msgspec.json.Decoder(EventRecord),
-    catalog.TRANSITIONS: msgspec.json.Decoder(TransitionRecord),
-    catalog.RUNS: msgspec.json.Decoder(RunRecord),
-    catalog.DEADLETTER: msgspec.json.Decoder(DeadLetterRecord),
-    catalog.ALERTS: msgspec.json.Decoder(AlertRecord),
-}
-_version_decoder = msgspec.json.Decoder(_Versioned)
+_DECODERS = {topic: msgspec.json.Decoder(record) for topic, record in {**RECORDS, catalog.EVENTS: SinkEvent}.items()}
+_version_decoder = msgspec.json.Decoder(Versioned)
 
 _FINAL_ALERT_STATUSES = frozenset({"delivered", "suppressed", "failed"})
 
@@ -320,7 +181,7 @@ ARROW_CHUNK = 8192
 """Rows per Arrow record batch: DuckDB parses the JSON of several batches in parallel."""
 
 
-def _with_reason_code(letter: DeadLetterRecord, data: bytes) -> bytes:
+def _with_reason_code(letter: DeadLetter, data: bytes) -> bytes:
     """A dead letter from a writer that sets no ``reason_code`` (older than the field)
     gets the code the worker would have given it; dead letters are few, so the copy is cheap."""
     document = orjson.loads(data)
@@ -380,7 +241,7 @@ def sink_dead_letter(record: KafkaRecord, exc: Exception) -> list[Any]:
         datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc) if record.timestamp >= 0 else None,
         "sink", error_type, reason, record.topic, record.partition, record.offset, None,
         None if record.key is None else base64.b64encode(record.key).decode(),
-        base64.b64encode(value).decode() if len(value) <= MAX_DEAD_VALUE else None,
+        base64.b64encode(value).decode() if len(value) <= DEAD_LETTER_MAX_BYTES else None,
         len(value), value[:200].decode("utf-8", "replace"), SCHEMA_VERSION, reason_codes.derive(error_type, reason),
     ]
 

@@ -22,9 +22,10 @@ import pyarrow as pa
 
 from pipeline import reason_codes
 from pipeline.sink import describe
+from pipeline.errors import JobstreamError
 
 
-class SchemaError(RuntimeError):
+class SchemaError(JobstreamError, RuntimeError):
     """The file's schema cannot be used by this version of jobstream."""
 
 

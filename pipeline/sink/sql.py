@@ -17,10 +17,11 @@ from typing import Any
 import duckdb
 import orjson
 
+from pipeline.errors import JobstreamError
 from pipeline.sink import endpoint, quack
 
 
-class SqlError(RuntimeError):
+class SqlError(JobstreamError, RuntimeError):
     """The query cannot run; the message is one line for the user."""
 
 

@@ -20,11 +20,12 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
+from pipeline.errors import JobstreamError
 from pipeline.sink import schema
 from pipeline.sink.records import SELECT_ROWS, Batch
 
 
-class SinkError(RuntimeError):
+class SinkError(JobstreamError, RuntimeError):
     """The database cannot be opened or written; the message is one line for the user."""
 
 

@@ -38,7 +38,7 @@ supervisor restarts it and the table above applies.
 The table is written through its store and changelog directly rather than
 ``table[key] = value``, and outputs and changelog records are sent as one Kafka batch per
 topic-partition (``batches.py``) rather than through Faust's producer: Faust's
-per-message send path costs ~100 us a record (DESIGN.md), and the changelog record must
+per-message send path costs ~100 us a record (docs/design.md, "Faust"), and the changelog record must
 go to the source partition, which ``take_events`` batches cannot get from
 ``table[key]``. Recovery, standbys and partition ownership are still Faust's own.
 """
@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -59,7 +60,10 @@ import faust
 from faust.types import TP
 
 from pipeline import catalog
-from pipeline.run.health import RoleMetrics, observe_batch, operate
+from pipeline.kafka import clients
+from pipeline.errors import EXIT_CONFIG
+from pipeline.ops.health import MetricsPortTaken, RoleMetrics, observe_batch
+from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
 from pipeline.stream.batches import BatchSender
@@ -88,17 +92,18 @@ SEND_BATCH_BYTES = 1_000_000
 """The largest Kafka batch the worker builds (Kafka's default limit is 1 MB a batch)."""
 
 
-def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.App:
+def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening: socket.socket | None = None) -> faust.App:
     """The Faust app with its agent and table, configured from ``settings``; with
     ``metrics``, each batch is counted there and /metrics, /healthz and the broker watch
-    run beside the agent (pipeline/run/health.py)."""
+    run beside the agent (pipeline/ops/)."""
     faust_compat.check_version()
     datadir = Path(settings.datadir)
     datadir.mkdir(parents=True, exist_ok=True)
     partitions = settings.partitions or catalog.topic(catalog.raw_topics()[0]).partitions
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        **clients.faust_options(settings),
+        topic_replication_factor=catalog.changelog_replication(settings.replication_factor),
         store=settings.store,
         datadir=str(datadir),
         topic_partitions=partitions,
@@ -107,7 +112,6 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 4, 0.5),
         consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
         producer_request_timeout=settings.send_timeout_s,
         topic_disable_leader=True,
         web_enabled=False,
@@ -119,6 +123,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     table = app.Table(
         TABLE_NAME, default=None, key_type=bytes, value_type=bytes, partitions=partitions,
         options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
+        extra_topic_configs=catalog.changelog_config(settings.min_insync_replicas),
     )
     raw = app.topic(
         *catalog.raw_topics(), key_type=bytes, value_type=bytes,
@@ -128,7 +133,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     faults = Injector(Faults.from_env())
     shell = _Shell(app, table, settings, faults)
     continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
-    probe = GapProbe(settings.bootstrap, timeout_s=settings.send_timeout_s)
+    probe = GapProbe(clients.connection(settings), timeout_s=settings.send_timeout_s)
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
@@ -156,7 +161,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None) -> faust.
     if metrics is not None:
         @app.task
         async def _operations(app: faust.App) -> None:
-            await operate(metrics, settings)
+            await operate(metrics, settings, listening=listening)
 
     @app.on_partitions_assigned.connect
     async def _assigned(app: faust.App, assigned: set, **kwargs: Any) -> None:
@@ -240,12 +245,9 @@ class _Shell:
 
     async def _batch_sender(self) -> BatchSender:
         if self._sender is None:
-            from aiokafka import AIOKafkaProducer
-
             settings = self.settings
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap, acks="all", enable_idempotence=False,
-                client_id=f"{settings.app_id}-worker", linger_ms=0, max_batch_size=SEND_BATCH_BYTES,
+            self._producer = clients.producer(
+                settings, client_id=f"{settings.app_id}-worker", linger_ms=0, max_batch_size=SEND_BATCH_BYTES,
                 max_request_size=settings.max_record_bytes + 48_576,
                 request_timeout_ms=int(settings.send_timeout_s * 1000),
             )
@@ -298,11 +300,11 @@ class _Shell:
     async def _end_with_single_record_batches(self, changelog: str, partitions: set[int]) -> None:
         """Tansu answers ListOffsets with the last batch's base offset + 1, so a changelog
         whose last batch holds several records is recovered short of its tail
-        (DESIGN.md). Ending each written partition with a batch of one record (a
+        (docs/design.md, "Tansu"). Ending each written partition with a batch of one record (a
         tombstone for a key that never exists) makes that answer right; one record per
         partition and batch instead of every record alone. Never done on real Kafka."""
         if self._barrier_producer is None:
-            self._barrier_producer = _SingleRecordProducer(self.settings.bootstrap)
+            self._barrier_producer = _SingleRecordProducer(clients.connection(self.settings))
             await self._barrier_producer.start()
         futures = [
             await self._barrier_producer.send(changelog, TANSU_BARRIER_KEY, None, partition, None, None)
@@ -314,13 +316,8 @@ class _Shell:
 class _SingleRecordProducer:
     """An aiokafka producer with Faust's ``send`` signature and one record per batch."""
 
-    def __init__(self, bootstrap: str) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-            max_batch_size=1, linger_ms=0, client_id="jobstream-changelog",
-        )
+    def __init__(self, connection: clients.Connection) -> None:
+        self._producer = clients.producer(connection, max_batch_size=1, linger_ms=0, client_id="jobstream-changelog")
 
     async def start(self) -> None:
         await self._producer.start()
@@ -394,8 +391,12 @@ def _die(exc: BaseException) -> None:
 
 def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until it is stopped (Ctrl-C, SIGTERM)."""
+    metrics = RoleMetrics("worker", stall_after_s=settings.stall_after_s)
     try:
-        app = create_app(settings, RoleMetrics("worker", stall_after_s=settings.stall_after_s))
+        app = create_app(settings, metrics, bind(metrics, settings))
+    except MetricsPortTaken as exc:
+        print(exc, file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CONFIG) from None
     except faust_compat.UnsupportedFaust as exc:
         print(f"pipeline worker: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -1,7 +1,7 @@
 """Send many records as one Kafka batch per topic-partition.
 
 Faust's ``producer.send`` costs ~30-100 us a record (a future, a callback, a metadata
-check, a lookup of the partition's open batch, each time: DESIGN.md); the worker sends a
+check, a lookup of the partition's open batch, each time: docs/design.md, "Faust"); the worker sends a
 few thousand records per consumed batch. aiokafka's batch API (``create_batch``,
 ``BatchBuilder.append``, ``send_batch``) does the per-record work in its C record builder
 and leaves one future per batch. Records without a partition go where aiokafka's default

@@ -17,12 +17,14 @@ from typing import Any
 
 import faust
 
+from pipeline.errors import JobstreamError
+
 KNOWN_VERSIONS = ("0.15.",)
 _COMMITTED = "_committed_offset"
 """faust-streaming releases whose ``_current_event`` is a ContextVar of a weakref."""
 
 
-class UnsupportedFaust(RuntimeError):
+class UnsupportedFaust(JobstreamError, RuntimeError):
     """The installed faust-streaming is one this adapter was not checked against."""
 
 

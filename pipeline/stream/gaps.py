@@ -14,7 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.kafka import clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +101,22 @@ class GapProbe:
     with the worker's isolation level: what it is handed is what Faust should have
     handed over. One consumer, started at the first probe and reused."""
 
-    def __init__(self, bootstrap: str, *, isolation_level: str = "read_uncommitted", timeout_s: float = 30.0,
-                 client_options: dict[str, Any] | None = None) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, connection: "clients.ConnectionLike", *, isolation_level: str = "read_uncommitted",
+                 timeout_s: float = 30.0, client_options: dict[str, Any] | None = None) -> None:
+        self._connection = connection
         self._isolation_level = isolation_level
         self._timeout_s = timeout_s
         self._options = client_options or {}
         self._consumer: Any = None
 
     async def look(self, skip: Skip) -> Verdict:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
+
+        from pipeline.kafka import clients
 
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                isolation_level=self._isolation_level, auto_offset_reset="earliest",
+            self._consumer = clients.consumer(
+                self._connection, isolation_level=self._isolation_level, auto_offset_reset="earliest",
                 client_id="jobstream-gap-probe", **self._options,
             )
             await self._consumer.start()

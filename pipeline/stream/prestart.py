@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pipeline import catalog
 from pipeline.errors import ConfigError, JobstreamError
-from pipeline.settings import Settings, host_port
+from pipeline.kafka import clients
+from pipeline.settings import Settings
 
 
 class WorkerCannotStart(JobstreamError):
@@ -19,16 +20,18 @@ class WorkerCannotStart(JobstreamError):
 
 def check_worker(settings: Settings) -> None:
     """Raise the first reason the worker cannot start with ``settings``; create its datadir."""
-    from pipeline.broker import kafka_api_versions
+    from pipeline.kafka.probes import any_broker_answers
 
-    if not any(kafka_api_versions(*host_port(address), timeout=5) for address in settings.bootstrap.split(",")):
+    if not any_broker_answers(settings.bootstrap, timeout=5, tls=settings.kafka_security().ssl_context()):
         raise WorkerCannotStart(f"cannot reach Kafka at {settings.bootstrap} (no broker answered within 5 s)")
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level
     kafka_log.setLevel(logging.CRITICAL)  # for the check only: the worker itself logs what its clients say
     try:
-        problems = asyncio.run(catalog.raw_partition_problems(settings.bootstrap, settings.partitions))
+        problems = asyncio.run(catalog.raw_partition_problems(settings, settings.partitions))
     except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        if settings.security_protocol != "PLAINTEXT":  # a refused certificate or password says so
+            raise WorkerCannotStart(clients.unreachable(settings, exc)) from None
         raise WorkerCannotStart(f"cannot read the raw topics from {settings.bootstrap}: {exc or type(exc).__name__}") from None
     finally:
         kafka_log.setLevel(level)

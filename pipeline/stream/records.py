@@ -1,6 +1,7 @@
 """The worker's wire records: what goes in (``Message``), what comes out (``Output``) and
-how each ``jobs.*`` value is encoded, exactly as docs/records.md says (contract version
-``SCHEMA_VERSION``). Pure: no Kafka, no state.
+how each ``jobs.*`` value is encoded, as ``pipeline/contract.py`` declares them (fast byte
+paths for events, transitions and runs; ``tests/test_contract.py`` decodes what they write
+with the contract's structs). Pure: no Kafka, no state.
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from pipeline import catalog, lifecycle, reason_codes
+from pipeline.contract import DEAD_LETTER_MAX_BYTES, SCHEMA_VERSION, DeadLetter
 from pipeline.model import JobEvent, encode_event
 
-SCHEMA_VERSION = 1
-
-# A dead letter must fit in one produce request (1 MB by default) or it would stop the
-# partition it was meant to unblock: beyond this the original bytes stay in the raw topic,
-# found by topic/partition/offset.
-DEAD_LETTER_MAX_BYTES = 256 * 1024
 RECORD_OVERHEAD_BYTES = 512
 """What a record costs beyond its key and value in a produce request (a generous bound)."""
 
@@ -52,26 +48,6 @@ class Output(NamedTuple):
     @property
     def size(self) -> int:
         return len(self.key or b"") + len(self.value or b"") + RECORD_OVERHEAD_BYTES
-
-
-class DeadLetter(msgspec.Struct, kw_only=True):
-    """What ``jobs.deadletter`` holds: the original bytes and why they were refused."""
-
-    dead_letter_id: str
-    at: datetime | None
-    stage: str  # decode | normalize | lifecycle | expiry | size | partition
-    error_type: str
-    reason: str
-    topic: str
-    partition: int
-    offset: int
-    vendor: str | None
-    key_b64: str | None
-    value_b64: str | None
-    value_size: int | None
-    value_preview: str | None
-    schema_version: int = SCHEMA_VERSION
-    reason_code: str | None = None  # the cause without its variable parts (pipeline/reason_codes.py)
 
 
 _json = msgspec.json.Encoder()
@@ -126,6 +102,7 @@ def dead_letter(
         value_size=None if value is None else len(value),
         value_preview=None if value is None else value[:200].decode("utf-8", "replace"),
         reason_code=reason_code or reason_codes.derive(error_type, reason),
+        schema_version=SCHEMA_VERSION,
     )
     return Output(catalog.DEADLETTER, record.dead_letter_id.encode(), _json.encode(record))
 

@@ -96,6 +96,12 @@ class PartitionClock:
             self._due[key] = due
             heapq.heappush(self._heap, (due, key))
 
+    def due_now(self) -> bool:
+        """Whether a job may be due (the earliest entry's time was reached): the
+        common answer, no, without a loop."""
+        heap, watermark = self._heap, self.watermark
+        return bool(heap) and watermark is not None and heap[0][0] <= watermark
+
     def pop_due(self) -> bytes | None:
         """The next job key whose time the watermark reached, or None."""
         heap, watermark = self._heap, self.watermark

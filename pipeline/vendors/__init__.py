@@ -38,9 +38,16 @@ class UnknownVendor(KeyError):
 
 def get(name: str) -> ModuleType:
     """The vendor module called ``name``."""
-    if name not in VENDOR_NAMES:
-        raise UnknownVendor(name)
-    return importlib.import_module(f"pipeline.vendors.{name}.normalize")
+    module = _MODULES.get(name)
+    if module is None:
+        if name not in VENDOR_NAMES:
+            raise UnknownVendor(name)
+        module = _MODULES[name] = importlib.import_module(f"pipeline.vendors.{name}.normalize")
+    return module
+
+
+_MODULES: dict[str, ModuleType] = {}
+"""Vendor modules imported so far: ``normalize`` runs once per raw record."""
 
 
 def normalize(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[JobEvent]:

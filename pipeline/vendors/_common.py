@@ -82,6 +82,24 @@ def parse_time(value: Any, *, tz: tzinfo = UTC, field: str = "time") -> datetime
             raise Rejected(f"{field} epoch milliseconds out of range: {value!r}") from None
     if not isinstance(value, str):
         raise Rejected(f"{field} is not a time: {type(value).__name__}")
+    cached = _PARSED_TIMES.get((value, tz))
+    if cached is not None:
+        return cached
+    parsed = _parse_text_time(value, tz, field)
+    if len(_PARSED_TIMES) >= _MAX_PARSED_TIMES:
+        _PARSED_TIMES.clear()
+    _PARSED_TIMES[(value, tz)] = parsed
+    return parsed
+
+
+# Text times already parsed, by (text, zone of naive times): a run's documents repeat
+# its start and activity times poll after poll, and a look-up costs a tenth of a parse.
+# Only successes are kept; cleared whole when full, so memory stays bounded.
+_PARSED_TIMES: dict[tuple[str, tzinfo], datetime] = {}
+_MAX_PARSED_TIMES = 16_384
+
+
+def _parse_text_time(value: str, tz: tzinfo, field: str) -> datetime:
     text = value.strip()
     slashed = _SLASHED.match(text)
     if slashed:  # Qlik-Cli prints "2020/03/03 19:45" (no seconds, no zone)

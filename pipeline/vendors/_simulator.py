@@ -23,6 +23,7 @@ from aiohttp import web
 
 from pipeline.errors import ConfigError
 from pipeline.model import UTC
+from pipeline.ops import ports
 from pipeline.vendors._common import Timeline, timeline_from_env
 
 _ARRIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("simulated_request_arrived", default=None)
@@ -241,6 +242,7 @@ class Simulator:
 async def serve_forever(simulator: Simulator, port: int, announce: Callable[[str], None], host: str = "127.0.0.1") -> None:
     """Run a simulator until cancelled (``pipeline simulate``)."""
     url = await simulator.start(port, host=host)
+    ports.report("listen", int(url.rsplit(":", 1)[1]))
     announce(url)
     try:
         await asyncio.Event().wait()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from importlib import resources
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import cache
 from collections.abc import Callable
@@ -31,22 +33,25 @@ def load(reference: str) -> Any:
 @dataclass(frozen=True, slots=True)
 class DemoProcess:
     """One process a push vendor adds to ``pipeline demo``: ``pipeline <args>`` with ``env``;
-    ``ready_port``: others start once it listens there; ``one_shot``: it ends by itself."""
+    ``listens_as``: it listens on a port of its own choosing (give it ``{listen:<alias>}``),
+    others start once it does and name that port ``DemoContext.port(alias)``; ``one_shot``:
+    it ends by itself."""
 
     name: str
     args: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
-    ready_port: int | None = None
+    listens_as: str | None = None
     one_shot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class DemoContext:
-    """What a vendor's demo processes are built from: the broker, a free port per name
-    (the same port for the same name), the demo's length and its vendor clock factor."""
+    """What a vendor's demo processes are built from: the broker, the port a process that
+    ``listens_as`` an alias reported (a placeholder the supervisor fills in when the process
+    that needs it starts), the demo's length and its vendor clock factor."""
 
     bootstrap: str
-    port: Callable[[str], int]
+    port: Callable[[str], str]
     duration_s: float
     clock_factor: int
 
@@ -114,6 +119,12 @@ class Vendor:
 
     def normalizer(self) -> Any:
         return importlib.import_module(f"{PACKAGE}.{self.name}.normalize")
+
+    def sample_folder(self) -> Path:
+        """Its bundled sample documents: the package's own ``samples/`` folder, else
+        ``pipeline/samples/<name>/`` (where the first vendors keep theirs)."""
+        own = Path(str(resources.files(f"{PACKAGE}.{self.name}") / "samples"))
+        return own if own.is_dir() else Path(str(resources.files("pipeline") / "samples" / self.name))
 
 
 @cache

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.alerts.receivers import SmtpReceiver, WebhookReceiver
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def test_help_explains_the_command() -> None:
 
 
 def test_show_rules_names_schemes_never_urls() -> None:
-    result = runner.invoke(app, ["alert", "--show-rules", "--url", "json://user:Sup3rS3cret@hooks.example.com/x"])
+    result = runner.invoke(app, ["alert", "--show-rules"], env={"JOBSTREAM_ALERT_URLS": "json://user:Sup3rS3cret@hooks.example.com/x"})
     assert result.exit_code == 0, result.output
     assert "run-failed" in result.output and "json" in result.output
     assert "Sup3rS3cret" not in result.output

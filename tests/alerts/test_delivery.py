@@ -4,7 +4,7 @@ are retried a bounded number of times, and secrets never show in a reason."""
 from __future__ import annotations
 
 from pipeline.alerts import delivery
-from tests.alerts.receivers import SmtpReceiver, WebhookReceiver
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 
 async def test_webhook_gets_the_alert_id_as_header_and_field(webhook: WebhookReceiver) -> None:

@@ -8,7 +8,7 @@ from pipeline.alerts import limits, logic
 from pipeline.alerts.delivery import scheme_of
 from pipeline.alerts.records import decode_transition
 from pipeline.alerts.rules import parse
-from tests.alerts.builders import T0, transition
+from tests.support.alerts import T0, transition
 
 RULES = parse(
     """

@@ -9,7 +9,7 @@ import msgspec
 from pipeline.alerts import logic
 from pipeline.alerts.records import decode_dead_letter, decode_run, decode_transition
 from pipeline.alerts.rules import parse
-from tests.alerts.builders import T0, dead_letter_record, minutes, run_snapshot, transition
+from tests.support.alerts import T0, dead_letter_record, minutes, run_snapshot, transition
 
 JOB = "zuora:acme:bi-export"
 

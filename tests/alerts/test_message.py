@@ -10,7 +10,7 @@ import msgspec
 from pipeline.alerts import logic, message
 from pipeline.alerts.records import decode_run, decode_transition
 from pipeline.alerts.rules import parse
-from tests.alerts.builders import T0, run_snapshot, transition
+from tests.support.alerts import T0, run_snapshot, transition
 
 RULES = parse('[[rules]]\nname = "run-failed"\nkind = "failed"\nurls = ["json://h/x"]', source="test")
 JOB = "zuora:acme:bi-export"

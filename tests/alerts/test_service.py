@@ -28,9 +28,9 @@ from pipeline.alerts.service import Alerter
 from pipeline.broker import EmbeddedBroker
 from pipeline.model import UTC
 from pipeline.settings import Settings
-from tests.alerts.builders import dead_letter_record, run_snapshot, transition
-from tests.alerts.receivers import SmtpReceiver, WebhookReceiver
-from tests.integration.kafka import collect, decode
+from tests.support.alerts import dead_letter_record, run_snapshot, transition
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
+from tests.support.kafka import collect, decode
 
 pytestmark = pytest.mark.integration
 

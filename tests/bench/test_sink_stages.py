@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from pipeline import catalog
 from pipeline.bench.sink_stages import jobs_partitions, jobs_ends, new_file, sink_alone
-from tests.sink.contract import Story, produce
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """The bench workload: deterministic, every document accepted by its vendor's normalizer,
-all five vendors with retries, stale episodes and drains in it."""
+every vendor with retries, stale episodes and drains in it."""
 
 from __future__ import annotations
 

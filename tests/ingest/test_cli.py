@@ -3,17 +3,9 @@ for every mistake a user can make, and secrets never echoed."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.support.processes import pipeline
 
 
-def pipeline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_a_secret_written_in_the_config_file_is_refused_without_echoing_it(tmp_path):

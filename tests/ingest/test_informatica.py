@@ -14,7 +14,8 @@ from pipeline.vendors import Context
 from pipeline.vendors._simulator import Faults
 from pipeline.vendors.informatica.ingest import InformaticaSettings, InformaticaSource, content_hash
 from pipeline.vendors.informatica.simulator import InformaticaSimulator, RateLimit, scenario
-from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
+from tests.support.ingest import past_clock, raw_records, wait_for
+from tests.support.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +123,7 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
         cursors = CursorStore(broker.bootstrap)
         await cursors.start()
         key = f"informatica:{source}"
-        first = await IngestProcess(["informatica"], config, broker.bootstrap, tmp_path / "first.log", env).start()
+        first = IngestProcess(["informatica"], config, broker.bootstrap, tmp_path / "first.log", env).start()
         try:
             async def some_progress() -> bool:
                 assert first.alive(), first.text()
@@ -131,10 +132,10 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
 
             await wait_for(some_progress, timeout=60, what="a stored cursor with events")
         finally:
-            await first.kill()
+            await first.kill_async()
         stored = await cursors.load(key)
         calls_before = len(sim.calls)
-        second = await IngestProcess(["informatica"], config, broker.bootstrap, tmp_path / "second.log", env).start()
+        second = IngestProcess(["informatica"], config, broker.bootstrap, tmp_path / "second.log", env).start()
         try:
             async def complete() -> bool:
                 assert second.alive(), second.text()
@@ -143,7 +144,7 @@ async def test_sigkill_in_the_middle_resumes_from_the_stored_cursor(broker, tmp_
 
             await wait_for(complete, timeout=90, what="every final state after the restart", every=1.0)
         finally:
-            assert await second.terminate() == 0, second.text()
+            assert await second.stop_async() == 0, second.text()
             await cursors.stop()
     resumed = [c.body for c in sim.calls[calls_before:] if c.body]
     assert resumed[0]["timeframe"]["fromDate"] >= stored["from"], "the restart did not resume from the stored cursor"

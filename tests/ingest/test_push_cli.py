@@ -17,14 +17,18 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["ingest", "truenas", "--url", "http://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"}, "must start with ws:// or wss://"),
-    (["ingest", "truenas", "--url", "ws://nas/api/current"], {}, "no API key"),
-    (["ingest", "truenas", "--url", "ws://nas/api/current", "--host", "a:b"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"}, "without ':'"),
-    (["ingest", "truenas", "--url", "ws://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+    (["ingest", "truenas", "--url", "wss://nas/api/current"], {}, "no API key"),
+    (["ingest", "truenas", "--url", "wss://nas/api/current", "--host", "a:b"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"}, "without ':'"),
+    (["ingest", "truenas", "--url", "wss://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+    (["ingest", "truenas", "--url", "ws://nas/api/current"], {"JOBSTREAM_TRUENAS_API_KEY": "k-12345"},
+     "TrueNAS revokes an API key sent over an unencrypted connection; use wss://, or pass --allow-plain-ws"),
     (["ingest", "qlik-cloud", "--listen", "nowhere"], {}, "is not HOST:PORT"),
-    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0"], {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "abc"}, "shorter than 4"),
+    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0"], {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "abcd-15-chars.."}, "shorter than 16"),
+    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0"], {}, "no webhook secret: set JOBSTREAM_QLIK_WEBHOOK_SECRET"),
+    (["ingest", "qlik-cloud", "--listen", "0.0.0.0:0", "--no-signature"], {}, "--no-signature is for local tests"),
     (["simulate", "truenas", "--listen", "127.0.0.1:0"], {}, "no API key to accept"),
-    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/c.pem"], {}, "go together"),
-    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], {},
+    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/c.pem"], {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "a-webhook-secret-of-24ch"}, "go together"),
+    (["ingest", "qlik-cloud", "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], {"JOBSTREAM_QLIK_WEBHOOK_SECRET": "a-webhook-secret-of-24ch"},
      "cannot load the TLS certificate and key"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(args, env, message):
@@ -67,9 +71,9 @@ def test_secrets_come_from_the_environment_or_a_file_and_never_show_in_a_repr(tm
 
     key_file = tmp_path / "key"
     key_file.write_text("file-key-7890\n")
-    settings = Settings.from_env({"JOBSTREAM_QLIK_WEBHOOK_SECRET": "env-secret-1234",
+    settings = Settings.from_env({"JOBSTREAM_QLIK_WEBHOOK_SECRET": "env-secret-12345678",
                                   "JOBSTREAM_TRUENAS_API_KEY_FILE": str(key_file)})
-    assert settings.qlik_secret() == "env-secret-1234"
+    assert settings.qlik_secret() == "env-secret-12345678"
     assert settings.truenas_key() == "file-key-7890"
-    assert "env-secret-1234" not in repr(settings) and "file-key-7890" not in repr(settings)
+    assert "env-secret-12345678" not in repr(settings) and "file-key-7890" not in repr(settings)
     assert Settings.from_env({}).qlik_secret() is None

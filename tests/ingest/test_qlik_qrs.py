@@ -15,7 +15,8 @@ from pipeline.vendors._common import parse_time
 from pipeline.vendors._simulator import Faults
 from pipeline.vendors.qlik_qrs.ingest import QrsSettings, QrsSource
 from pipeline.vendors.qlik_qrs.simulator import EMPTY_GUID, QrsSimulator, scenario
-from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
+from tests.support.ingest import past_clock, raw_records, wait_for
+from tests.support.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
 
@@ -104,13 +105,13 @@ async def test_start_task_follows_the_session_to_its_end_and_refuses_the_empty_g
         config = tmp_path / "qrs.toml"
         config.write_text(config_text(sim, source))
         task = "22222222-2222-4222-8222-000000000001"
-        run = await IngestProcess(["qlik-qrs", "--start-task", task], config, broker.bootstrap, tmp_path / "start.log", {}).start()
-        assert await asyncio.wait_for(run.process.wait(), 60) == 0, run.text()
-        refused = await IngestProcess(["qlik-qrs", "--start-task", disabled], config, broker.bootstrap, tmp_path / "off.log", {}).start()
-        assert await asyncio.wait_for(refused.process.wait(), 60) == 1
+        run = IngestProcess(["qlik-qrs", "--start-task", task], config, broker.bootstrap, tmp_path / "start.log", {}).start()
+        assert await run.exited(60) == 0, run.text()
+        refused = IngestProcess(["qlik-qrs", "--start-task", disabled], config, broker.bootstrap, tmp_path / "off.log", {}).start()
+        assert await refused.exited(60) == 1
         assert "did not start task" in refused.text() and "Traceback" not in refused.text()
-        unknown = await IngestProcess(["qlik-qrs", "--start-task", "nope"], config, broker.bootstrap, tmp_path / "nope.log", {}).start()
-        assert await asyncio.wait_for(unknown.process.wait(), 60) == 1
+        unknown = IngestProcess(["qlik-qrs", "--start-task", "nope"], config, broker.bootstrap, tmp_path / "nope.log", {}).start()
+        assert await unknown.exited(60) == 1
         assert "knows no task" in unknown.text()
     found = await raw_records(broker.bootstrap, "qlik_qrs", source)
     starts = [p for _, p in found if isinstance(p, dict) and "value" in p]
@@ -128,7 +129,7 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
         config.write_text(config_text(sim, source))
         cursors = CursorStore(broker.bootstrap)
         await cursors.start()
-        first = await IngestProcess(["qlik-qrs"], config, broker.bootstrap, tmp_path / "first.log", {}).start()
+        first = IngestProcess(["qlik-qrs"], config, broker.bootstrap, tmp_path / "first.log", {}).start()
         second = None
         try:
             await wait_for(_after(sim, 21), timeout=30, what="vendor second 21 (a retry running)")
@@ -144,10 +145,10 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
                 return frozen <= got and cursor is not None and datetime.fromisoformat(cursor["mark"]) >= latest
 
             await wait_for(caught_up, timeout=30, what="the stored cursor to cover the frozen results")
-            await first.kill()
+            await first.kill_async()
             before = len(await raw_records(broker.bootstrap, "qlik_qrs", source))
             calls = len(sim.calls)
-            second = await IngestProcess(["qlik-qrs"], config, broker.bootstrap, tmp_path / "second.log", {}).start()
+            second = IngestProcess(["qlik-qrs"], config, broker.bootstrap, tmp_path / "second.log", {}).start()
 
             async def polled_twice() -> bool:
                 assert second.alive(), second.text()
@@ -164,9 +165,9 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
             await wait_for(complete, timeout=60, what="every final result after the restart", every=1.0)
         finally:
             if first.alive():
-                await first.kill()
+                await first.kill_async()
             if second is not None:
-                assert await second.terminate() == 0, second.text()
+                assert await second.stop_async() == 0, second.text()
             await cursors.stop()
 
 
@@ -208,3 +209,37 @@ async def test_client_certificate_auth_over_tls(tmp_path):
                     await r.read()
     finally:
         await sim.stop()
+
+
+class NewestFirstQrs(QrsSimulator):
+    """QRS promises no order in a list answer; this one lists the newest change first."""
+
+    def shaped(self, items: list[Any]) -> list[Any]:
+        return sorted(items, key=lambda item: item["modifiedDate"], reverse=True)
+
+
+async def test_a_poll_sends_a_sessions_results_in_the_order_qrs_changed_them():
+    """A reload failed and then succeeded on retry before the first poll, and QRS listed
+    the success first. Sent in the answer's order, the worker (which numbers results of
+    one execution by arrival, lifecycle R15) took the failed attempt for a late copy:
+    one attempt, no failure, the run's start from the failed attempt (issue 33, seen on a
+    10-minute demo)."""
+    from pipeline import lifecycle
+    from pipeline.vendors import Context
+    from pipeline.vendors.qlik_qrs.normalize import normalize
+
+    retried_reload = [session for session in scenario(1) if session.task_name == "Reload HR"]
+    sim = NewestFirstQrs(retried_reload, clock=past_clock(1.0))
+    sim.clock.freeze(60.0)
+    async with sim:
+        settings = QrsSettings(base_url=sim.base_url, source="order", lookback_s=3 * 3600, timeout_s=5.0)
+        async with aiohttp.ClientSession() as http:
+            source = QrsSource(settings, http)
+            poll = await source.poll(source.initial_cursor())
+    results = [r.payload for r in poll.records if r.payload.get("schemaPath") == "ExecutionResult"]
+    assert [r["status"] for r in results] == [8, 7]  # FinishedFail, then FinishedSuccess
+    run = None
+    for record in poll.records:
+        for event in normalize(record.payload, Context(source="order", received_at=record.received_at)):
+            run, _ = lifecycle.apply(run, event)
+    assert run is not None and (run.state.name, run.attempt, run.retries) == ("SUCCEEDED", 2, 1)

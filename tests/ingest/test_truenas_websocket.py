@@ -21,7 +21,7 @@ from pipeline.push import KafkaLink
 from pipeline.sources import Backoff, CursorStore, TerminalError
 from pipeline.vendors.truenas.ingest import JobBook, TruenasConfig, TruenasIngestor, check_url
 from pipeline.vendors.truenas.simulator import MiddlewareSimulator
-from tests.integration.kafka import collect
+from tests.support.kafka import collect
 
 API_KEY = "1-simulated-api-key-abcdef"
 

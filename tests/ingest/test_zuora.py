@@ -15,7 +15,8 @@ from pipeline.sources import Backoff, CursorStore, TerminalError, run_source
 from pipeline.vendors._simulator import Faults
 from pipeline.vendors.zuora.ingest import ZuoraApi, ZuoraSettings, ZuoraSource, cancel, fingerprint
 from pipeline.vendors.zuora.simulator import STATUS_PATH, Activity, ScriptedToken, ZuoraSimulator, scenario
-from tests.ingest.helpers import IngestProcess, past_clock, raw_records, wait_for
+from tests.support.ingest import past_clock, raw_records, wait_for
+from tests.support.processes import IngestProcess
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +140,7 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
         cursors = CursorStore(broker.bootstrap)
         await cursors.start()
         key = f"zuora:{source}"
-        first = await IngestProcess(["zuora"], config, broker.bootstrap, tmp_path / "first.log", env).start()
+        first = IngestProcess(["zuora"], config, broker.bootstrap, tmp_path / "first.log", env).start()
         second = None
         try:
             await wait_for(lambda: _after(sim, 250), timeout=30, what="vendor second 250 (tokens stale)")
@@ -152,10 +153,10 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
                 return cursor is not None and {k: v["fp"] for k, v in cursor["tasks"].items()} == frozen
 
             await wait_for(caught_up, timeout=30, what="the stored cursor to match the frozen queues")
-            await first.kill()
+            await first.kill_async()
             before = len(await raw_records(broker.bootstrap, "zuora", source))
             calls = len(sim.calls)
-            second = await IngestProcess(["zuora"], config, broker.bootstrap, tmp_path / "second.log", env).start()
+            second = IngestProcess(["zuora"], config, broker.bootstrap, tmp_path / "second.log", env).start()
 
             async def polled_twice() -> bool:
                 assert second.alive(), second.text()
@@ -172,9 +173,9 @@ async def test_sigkill_then_restart_resends_nothing_the_stored_cursor_covers(bro
             await wait_for(back_completed, timeout=60, what="the stale token to come back and complete", every=1.0)
         finally:
             if first.alive():
-                await first.kill()
+                await first.kill_async()
             if second is not None:
-                assert await second.terminate() == 0, second.text()
+                assert await second.stop_async() == 0, second.text()
             await cursors.stop()
     assert "revpro-password" not in first.text() + second.text()
 

@@ -41,7 +41,7 @@ def test_topics_apply_is_idempotent_and_reports_mismatches(broker):
 
 async def test_faust_worker_with_its_table_turns_a_raw_message_into_events(broker, worker):
     """The session worker (a Faust agent + changelog-backed table) answers a probe."""
-    from tests.integration.kafka import wait_until_processing
+    from tests.support.kafka import wait_until_processing
 
     seconds = await wait_until_processing(broker.bootstrap, source="stack-probe", timeout=60)
     assert seconds < 60

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.model import UTC
 from pipeline import catalog
-from tests.integration.kafka import collect, dead_letters_of, decode, produce, send_documents, transitions_of
+from tests.support.kafka import collect, dead_letters_of, decode, produce, send_documents, transitions_of
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaProducer
 from pipeline import catalog
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.stream.state import decode_entry
-from tests.integration.kafka import WorkerProcess, collect, dead_letters_of, decode, transitions_of
+from tests.support.kafka import collect, dead_letters_of, decode, transitions_of
+from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.stream import faults
-from tests.integration.kafka import WorkerProcess, collect, decode
+from tests.support.kafka import collect, decode
+from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

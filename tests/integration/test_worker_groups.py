@@ -19,7 +19,8 @@ import pytest
 
 from pipeline import catalog
 from pipeline.model import UTC
-from tests.integration.kafka import WorkerProcess, collect, decode, send_documents
+from tests.support.kafka import collect, decode, send_documents
+from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

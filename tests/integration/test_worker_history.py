@@ -16,8 +16,9 @@ import pytest
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
 from pipeline.model import UTC
-from tests.integration.kafka import WorkerProcess, collect, decode
-from tests.test_backfill import pipeline
+from tests.support.kafka import collect, decode
+from tests.support.processes import WorkerProcess
+from tests.support.processes import pipeline
 
 pytestmark = pytest.mark.integration
 

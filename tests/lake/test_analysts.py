@@ -17,8 +17,8 @@ from pipeline import catalog
 from pipeline.sink import check, describe, lake as lake_module, lake_sql, schema
 from pipeline.sink.lake import LakeWriter
 from pipeline.sink.records import KafkaRecord, decode_batch
-from tests.sink.contract import KEY_FIELDS, T0, Story, iso
-from tests.sink.test_commit_protocol import stream_of
+from tests.support.records import KEY_FIELDS, T0, Story, iso
+from tests.support.sink_story import stream_of
 
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")

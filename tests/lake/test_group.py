@@ -18,9 +18,9 @@ import pytest
 
 from pipeline.sink import lake as lake_module
 from pipeline.sink.lake import LakeTarget
-from tests.lake.test_protocol import SESSION_TIMEOUT_S
-from tests.sink.contract import Story, produce
-from tests.sink.test_commit_protocol import EXPECTED, sink_until_complete, story_complete, story_rows, stream_of
+from tests.support.lake import SESSION_TIMEOUT_S
+from tests.support.records import Story, produce
+from tests.support.sink_story import EXPECTED, sink_until_complete, story_complete, story_rows, stream_of
 
 pytestmark = pytest.mark.integration
 

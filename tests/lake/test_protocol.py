@@ -20,12 +20,11 @@ from pipeline.settings import Settings
 from pipeline.sink import lake as lake_module
 from pipeline.sink.consumer import consume
 from pipeline.sink.lake import LakeTarget, LakeWriter
-from tests.sink.contract import Story, produce
-from tests.sink.test_commit_protocol import EXPECTED, sink_until_complete, story_complete, story_rows, stream_of
+from tests.support.records import Story, produce
+from tests.support.lake import SESSION_TIMEOUT_S
+from tests.support.sink_story import EXPECTED, sink_until_complete, story_complete, story_rows, stream_of
 
 pytestmark = pytest.mark.integration
-
-SESSION_TIMEOUT_S = 3
 
 
 @pytest.fixture(scope="module")

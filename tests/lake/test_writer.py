@@ -11,7 +11,7 @@ from pipeline import catalog
 from pipeline.sink import schema
 from pipeline.sink.lake import Fenced, LakeWriter, for_lake
 from pipeline.sink.records import KafkaRecord, decode_batch
-from tests.sink.contract import Story
+from tests.support.records import Story
 
 
 def batch_of(story: Story, topic: str, partition: int, first_offset: int, records: list[dict]):

@@ -86,16 +86,14 @@ def test_the_tally_counts_an_event_emitted_again_once_as_duckdb_keeps_it():
 def test_progress_reads_the_lag_from_a_roles_metrics(tmp_path):
     from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-    from pipeline.broker import free_port
-
     registry = CollectorRegistry()
     lag = Gauge("jobstream_consumer_lag", "lag", ["role", "topic", "partition"], registry=registry)
     lag.labels("worker", "raw.zuora", "0").set(4)
     lag.labels("worker", "raw.zuora", "1").set(6)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    try:
-        progress = demo._Progress("quack:127.0.0.1:9", tmp_path / "no-token", {"worker": str(port), "sink": str(free_port())})
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    port = server.server_address[1]
+    try:  # the sink has reported no metrics port yet
+        progress = demo._Progress("quack:127.0.0.1:9", tmp_path / "no-token", {"worker": port}.get)
         assert progress.lag() == {"worker": 10, "sink": None}
         assert progress.in_duckdb() == {}  # no token file: nothing to ask yet
     finally:

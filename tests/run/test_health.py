@@ -6,7 +6,7 @@ import aiohttp
 import orjson
 
 from pipeline.broker import free_port
-from pipeline.run.health import RoleMetrics, serve
+from pipeline.ops.health import RoleMetrics, serve
 
 
 class _Clock:

@@ -19,9 +19,9 @@ import pytest
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker, free_port
-from pipeline.run.health import EXIT_BROKER_LOST
-from tests.integration.kafka import send_documents, truenas_probe
-from tests.sink.contract import Story, produce
+from pipeline.ops.runtime import EXIT_BROKER_LOST
+from tests.support.kafka import send_documents, truenas_probe
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ async def test_sink_metrics_move_with_its_batches(broker, tmp_path):
         text = await wait_for_metrics(
             port, lambda t: metric(t, "jobstream_records_in_total", role="sink", topic=catalog.EVENTS) >= before + 5, sink, log,
         )
-        assert metric(text, "jobstream_records_out_total", role="sink", topic="job_events") >= 5
+        assert metric(text, "jobstream_rows_written_total", role="sink", table="job_events") >= 5
         assert metric(text, "jobstream_batch_seconds_count", role="sink") >= 1
         assert re.search(r'jobstream_consumer_lag\{partition="\d+",role="sink",topic="jobs.events"\} 0.0', text)
         assert metric(text, "jobstream_broker_reachable", role="sink") == 1
@@ -121,11 +121,11 @@ async def test_pull_ingestor_counts_its_polls(broker, tmp_path):
                       "--metrics-port", str(port)], ingest_log)
     try:
         text = await wait_for_metrics(
-            port, lambda t: metric(t, "jobstream_polls_total", role="qlik-qrs-ingestor", outcome="ok") >= 2
-            and metric(t, "jobstream_records_out_total", role="qlik-qrs-ingestor", topic="raw.qlik_qrs") > 0,
+            port, lambda t: metric(t, "jobstream_polls_total", role="qlik-qrs", outcome="ok") >= 2
+            and metric(t, "jobstream_records_out_total", role="qlik-qrs", topic="raw.qlik_qrs") > 0,
             ingestor, ingest_log,
         )
-        assert metric(text, "jobstream_last_success_timestamp_seconds", role="qlik-qrs-ingestor") > time.time() - 60
+        assert metric(text, "jobstream_last_success_timestamp_seconds", role="qlik-qrs") > time.time() - 60
         status, _ = await scrape(port, "/healthz")
         assert status == 200
     finally:
@@ -232,9 +232,9 @@ async def test_push_receiver_counts_deliveries_kafka_acknowledged(broker, tmp_pa
         )
         assert await asyncio.wait_for(sender.wait(), 60) == 0
         text = await wait_for_metrics(
-            port, lambda t: metric(t, "jobstream_polls_total", role="qlik-cloud-ingestor", outcome="ok") >= 4, receiver, log,
+            port, lambda t: metric(t, "jobstream_polls_total", role="qlik-cloud", outcome="ok") >= 4, receiver, log,
         )
-        assert metric(text, "jobstream_records_out_total", role="qlik-cloud-ingestor", topic="raw.qlik_cloud") >= 4
-        assert metric(text, "jobstream_polls_total", role="qlik-cloud-ingestor", outcome="error") == 0
+        assert metric(text, "jobstream_records_out_total", role="qlik-cloud", topic="raw.qlik_cloud") >= 4
+        assert metric(text, "jobstream_polls_total", role="qlik-cloud", outcome="error") == 0
     finally:
         stop(receiver)

@@ -3,8 +3,6 @@ check with its count, exit 1 when one fails; run on a demo database."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -12,12 +10,11 @@ import pytest
 
 from pipeline import catalog
 from pipeline.sink.writer import DuckDBWriter
-from tests.sink.contract import Story
-from tests.sink.test_views import qrs_retried_run, write
+from tests.support.records import Story
+from tests.support.records import qrs_retried_run, write
+from tests.support.processes import pipeline
 
 
-def pipeline(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pipeline import catalog
 from pipeline.settings import Settings
 from pipeline.sink.consumer import consume
 from pipeline.sink.writer import DuckDBWriter
-from tests.sink.contract import Story, produce
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

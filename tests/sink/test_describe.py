@@ -80,7 +80,7 @@ def test_pipeline_sql_describe_lists_the_catalog_and_one_relations_columns(descr
 def test_describe_answers_from_the_live_sink_over_quack(broker, tmp_path):
     """While the sink holds the file, the catalog comes over Quack: the server runs the
     catalog query (a client's duckdb_tables() does not list an attached Quack catalog)."""
-    from tests.sink.contract import SinkProcess
+    from tests.support.processes import SinkProcess
 
     sink = SinkProcess(broker.bootstrap, tmp_path / "live.duckdb", token=None).start()
     try:
@@ -104,3 +104,56 @@ def pipeline_sql_live(sink, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "pipeline", "sql", "--db", str(sink.db), "--quack", sink.uri, *args],
         capture_output=True, text=True, timeout=60, env=env,
     )
+
+
+def _sample_events() -> list:
+    """Every vendor's sample documents, normalized (the keys the worker really stores)."""
+    from pipeline import vendors
+    from pipeline.vendors import Rejected, registry
+
+    events = []
+    for vendor in registry.vendors():
+        for path in sorted(vendor.sample_folder().glob("*")):
+            pieces = path.read_bytes().splitlines() if path.suffix == ".jsonl" else [path.read_bytes()]
+            for piece in filter(None, pieces):
+                try:
+                    events += vendors.normalize(vendor.name, piece)
+                except Rejected:
+                    pass
+    return events
+
+
+def _described_shape(comment: str, event) -> str:
+    """The quoted key shape of a comment as a pattern: <job_key> is the event's job key,
+    <vendor> its vendor, any other <...> one or more characters."""
+    import re
+
+    shape = re.search(r"'(<.*?>)'", comment)
+    assert shape, f"no quoted key shape in {comment!r}"
+    pattern = ""
+    for literal, name in re.findall(r"([^<]*)(?:<([^>]*)>)?", shape.group(1)):
+        pattern += re.escape(literal)
+        if name == "job_key":
+            pattern += re.escape(event.job_key)
+        elif name == "vendor":
+            pattern += re.escape(event.vendor)
+        elif name:
+            pattern += ".+"
+    return pattern
+
+
+def test_the_described_key_shapes_are_the_keys_the_normalizers_make():
+    """An analyst parses keys by the catalog's words: run_key was described as
+    '<job_key>/<run id>', which no vendor's run key is (a 10-minute demo, issue 33)."""
+    import re
+
+    from pipeline.sink import describe
+    from pipeline.vendors import registry
+
+    events = _sample_events()
+    assert {event.vendor for event in events} == {vendor.name for vendor in registry.vendors()}
+    for column in ("job_key", "run_key"):
+        comment = describe.COMMON_COLUMNS[column]
+        wrong = [getattr(event, column) for event in events
+                 if not re.fullmatch(_described_shape(comment, event), getattr(event, column))]
+        assert not wrong, f"{column} described as {comment!r}, but the normalizers make {sorted(set(wrong))[:3]}"

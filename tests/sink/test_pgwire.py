@@ -17,7 +17,8 @@ import pytest
 from pipeline import catalog
 from pipeline.broker import free_port
 from pipeline.sink import endpoint, quack
-from tests.sink.contract import SinkProcess, Story, produce
+from tests.support.processes import SinkProcess
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

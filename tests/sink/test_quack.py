@@ -15,11 +15,10 @@ import orjson
 import pytest
 
 from pipeline import catalog
-from pipeline.broker import free_port
 from pipeline.sink import quack
 from pipeline.sink.records import KafkaRecord, decode_batch
 from pipeline.sink.writer import DuckDBWriter
-from tests.sink.contract import Story
+from tests.support.records import Story
 
 TOKEN = "quack-test-token"
 CLI = Path(sys.executable).parent / "duckdb"
@@ -35,7 +34,7 @@ def write_events(writer: DuckDBWriter, story: Story, first: int, count: int) -> 
 @pytest.fixture
 def served(tmp_path):
     writer = DuckDBWriter(tmp_path / "live.duckdb").open()
-    server = quack.QuackServer.start(writer.connection, "localhost", free_port(), TOKEN)
+    server = quack.QuackServer.start_on_any_port(writer.connection, "localhost", TOKEN)
     yield writer, server
     server.stop()
     writer.close()

@@ -8,7 +8,7 @@ import orjson
 
 from pipeline import catalog
 from pipeline.sink.records import KafkaRecord, decode_batch
-from tests.sink.contract import Story
+from tests.support.records import Story
 
 
 def kept(batch, table: str) -> list[dict]:

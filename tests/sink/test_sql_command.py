@@ -18,7 +18,8 @@ import pytest
 
 from pipeline import catalog
 from pipeline.sink import endpoint, quack
-from tests.sink.contract import SinkProcess, Story, produce
+from tests.support.processes import SinkProcess
+from tests.support.records import Story, produce
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,8 @@ import pytest
 from pipeline import catalog
 from pipeline.sink.records import KafkaRecord, decode_batch
 from pipeline.sink.writer import DuckDBWriter
-from tests.sink.contract import T0, Story, iso
+from tests.support.records import T0, Story, iso, qrs_retried_run, write
 
-
-def write(writer: DuckDBWriter, records: list[tuple[str, dict]]) -> None:
-    writer.write(decode_batch([
-        KafkaRecord(topic, 0, offset, 0, b"k", orjson.dumps(value)) for offset, (topic, value) in enumerate(records)
-    ]))
 
 
 @pytest.fixture
@@ -167,24 +162,6 @@ def test_a_stale_run_that_comes_back_as_a_new_attempt_ended_its_episode_retried(
         (1, "RETRIED"), (2, "SUCCEEDED"),
     ]
 
-
-def qrs_retried_run(s: Story) -> list[tuple[str, dict]]:
-    """A QRS task that fails after 10 s and succeeds on retry in 28 s (the simulator's 'Reload HR')."""
-    at = [T0 + timedelta(seconds=n) for n in (0, 10, 12, 40)]
-    attempt2 = {"attempt": 2}
-    return [
-        (catalog.EVENTS, s.event("hr", "r", 1, "RUNNING", at=at[0], attempt=1, started_at=iso(at[0]))),
-        (catalog.EVENTS, s.event("hr", "r", 2, "FAILED", at=at[1], attempt=1, started_at=iso(at[0]), finished_at=iso(at[1]),
-                                 error_code="TaskFailed", error_message="reload failed")),
-        (catalog.EVENTS, s.event("hr", "r", 3, "RUNNING", at=at[2], attempt=2, started_at=iso(at[2]))),
-        (catalog.EVENTS, s.event("hr", "r", 4, "SUCCEEDED", at=at[3], attempt=2, started_at=iso(at[2]), finished_at=iso(at[3]))),
-        (catalog.TRANSITIONS, s.transition("hr", "r", 1, None, "RUNNING", at=at[0])),
-        (catalog.TRANSITIONS, s.transition("hr", "r", 2, "RUNNING", "FAILED", at=at[1])),
-        (catalog.TRANSITIONS, {**s.transition("hr", "r", 3, "FAILED", "RUNNING", at=at[2], cause="retry"), **attempt2}),
-        (catalog.TRANSITIONS, {**s.transition("hr", "r", 4, "RUNNING", "SUCCEEDED", at=at[3]), **attempt2}),
-        (catalog.RUNS, s.run("hr", "r", 4, "SUCCEEDED", at=at[3], attempt=2, retries=1, started_at=iso(at[0]),
-                             finished_at=iso(at[3]), duration_s=40.0, last_error_code="TaskFailed")),
-    ]
 
 
 def test_job_attempts_show_each_attempt_and_failed_attempts_count_beside_runs(db):

@@ -16,7 +16,7 @@ from pipeline import catalog
 from pipeline.sink import schema
 from pipeline.sink.records import KafkaRecord, decode_batch
 from pipeline.sink.writer import DuckDBWriter, SinkError
-from tests.sink.contract import Story
+from tests.support.records import Story
 
 
 def batch_of(*items: tuple[str, int, dict | bytes], partition: int = 0):
@@ -218,19 +218,20 @@ def test_the_alerters_own_records_land_in_alerts_and_dead_letters(writer):
     contract: its encoder's output is what the sink reads."""
     from datetime import datetime, timezone
 
+    from pipeline import contract
     from pipeline.alerts import records as alerting
 
     at = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
-    fired = alerting.Alert(
+    fired = contract.Alert(
         alert_id="a1", rule="run_failed", status="fired", reason=None, vendor="zuora", source="s",
         job_key="zuora:s:j", run_key="zuora:s:j/r", attempt=1, transition_id="t1", state="FAILED", at=at,
-        delivered_at=None, channels=["slack"], message="run failed",
+        delivered_at=None, channels=["slack"], message="run failed", schema_version=contract.SCHEMA_VERSION,
     )
     delivered = msgspec.structs.replace(fired, status="delivered", delivered_at=at)
-    letter = alerting.DeadLetter(
+    letter = contract.DeadLetter(
         dead_letter_id="jobs.transitions:0:7", at=at, stage="alerts", error_type="DecodeError", reason="not JSON",
         topic="jobs.transitions", partition=0, offset=7, vendor=None, key_b64=None, value_b64="eA==", value_size=1,
-        value_preview="x",
+        value_preview="x", schema_version=contract.SCHEMA_VERSION,
     )
     writer.write(batch_of(
         (catalog.ALERTS, 0, alerting.encode(fired)), (catalog.ALERTS, 1, alerting.encode(delivered)),

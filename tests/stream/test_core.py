@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 
 from pipeline import catalog
-from pipeline.model import UTC, RawEnvelope, encode_envelope
-from pipeline.settings import Settings
-from pipeline.stream.core import StreamCore
+from pipeline.model import RawEnvelope, encode_envelope
 from pipeline.stream.records import Message
 from pipeline.stream.state import decode_entry
-
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-TOPIC = catalog.raw_topic("truenas")
-
-
-class Harness:
-    """A StreamCore over a dict store; ``restart()`` keeps the store, drops the rest."""
-
-    def __init__(self, **settings: object) -> None:
-        self.settings = Settings(**settings)
-        self.store: dict[bytes, bytes] = {}
-        self.restart()
-
-    def restart(self) -> None:
-        self.core = StreamCore(self.settings, self.store.get, lambda: list(self.store.items()))
-
-    def feed(self, messages: list[Message]) -> list[tuple[str, bytes | None, dict]]:
-        batch = self.core.process(messages)
-        for key, (_partition, value) in batch.writes.items():
-            if value is None:
-                self.store.pop(key, None)
-            else:
-                self.store[key] = value
-        return [(o.topic, o.key, msgspec.json.decode(o.value)) for o in batch.outputs]
-
-
-def truenas_job(job_id: int, state: str, *, method: str = "pool.scrub", finished: datetime | None = None,
-                percent: float | None = None) -> dict:
-    job = {"id": job_id, "method": method, "state": state,
-           "time_started": {"$date": int(T0.timestamp() * 1000)},
-           "progress": {"percent": percent, "description": None, "extra": None}}
-    if finished is not None:
-        job["time_finished"] = {"$date": int(finished.timestamp() * 1000)}
-    return job
-
-
-def message(offset: int, payload: object, *, at: datetime, key: bytes | None = None, partition: int = 0,
-            topic: str = TOPIC) -> Message:
-    value = encode_envelope(RawEnvelope(vendor="truenas", source="nas1", received_at=at, payload=payload))
-    return Message(topic, partition, offset, key if key is not None else b"truenas:nas1:pool.scrub", value)
-
-
-def transitions(outputs: list) -> list[tuple[str, str | None, str, str]]:
-    return [
-        (t["run_key"].rsplit(":", 1)[-1], t["from_state"], t["to_state"], t["cause"])
-        for topic, _key, t in outputs if topic == catalog.TRANSITIONS
-    ]
+from tests.support.stream import T0, TOPIC, Harness, message, transitions, truenas_job
 
 
 def story() -> list[Message]:

@@ -14,7 +14,7 @@ from pipeline import catalog
 from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.stream.records import Message
 from pipeline.stream.state import CLOCK_KEY_PREFIX, decode_entry
-from tests.stream.test_core import T0, TOPIC, Harness, message, transitions, truenas_job
+from tests.support.stream import T0, TOPIC, Harness, message, transitions, truenas_job
 
 KEY = b"truenas:nas1:pool.scrub"
 ZUORA = catalog.raw_topic("zuora")

@@ -14,7 +14,7 @@ from pipeline import catalog
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.stream.records import Message
 from pipeline.stream.state import decode_entry
-from tests.stream.test_core import Harness
+from tests.support.stream import Harness
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 QRS = catalog.raw_topic("qlik_qrs")

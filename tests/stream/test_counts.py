@@ -17,7 +17,7 @@ from pipeline.lifecycle import JobState
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.stream.core import Message, decode_entry
 from pipeline.vendors import Context
-from tests.stream.test_core import Harness
+from tests.support.stream import Harness
 
 NOON = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 NODATE = "1753-01-01T00:00:00.000Z"

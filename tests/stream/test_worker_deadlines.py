@@ -22,7 +22,8 @@ from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.stream.app import EXIT_UNEXPECTED, SHUTDOWN_GRACE_S
-from tests.integration.kafka import WorkerProcess, truenas_probe
+from tests.support.kafka import truenas_probe
+from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from pipeline.vendors import Rejected, registry
 
 REGISTERED = registry.vendors()
 IDS = [vendor.name for vendor in REGISTERED]
-SAMPLES = Path(vendors.__file__).parent.parent / "samples"
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -47,8 +46,8 @@ def test_states_table_covers_native_states(vendor):
 
 @pytest.mark.parametrize("vendor", REGISTERED, ids=IDS)
 def test_samples_normalize(vendor):
-    files = sorted((SAMPLES / vendor.name).glob("*"))
-    assert files, f"no samples in pipeline/samples/{vendor.name}/"
+    files = sorted(vendor.sample_folder().glob("*"))
+    assert files, f"no samples in {vendor.sample_folder()}"
     events: list[JobEvent] = []
     for path in files:
         pieces = path.read_bytes().splitlines() if path.suffix == ".jsonl" else [path.read_bytes()]

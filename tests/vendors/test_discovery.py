@@ -14,9 +14,10 @@ from pipeline.vendors import registry
 def sixth_vendor(tmp_path, monkeypatch):
     folder = tmp_path / "acme_batch"
     folder.mkdir()
+    added = max(vendor.added for vendor in registry.vendors()) + 1  # the newest, whatever came before
     (folder / "__init__.py").write_text(
         "from pipeline.vendors.registry import Vendor\n"
-        "VENDOR = Vendor('acme_batch', added=6, kind='pull', ingest_help='Poll ACME.',\n"
+        f"VENDOR = Vendor('acme_batch', added={added}, kind='pull', ingest_help='Poll ACME.',\n"
         "                settings='pipeline.vendors.acme_batch.ingest:AcmeSettings')\n"
     )
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
@@ -33,6 +34,14 @@ def test_a_sixth_vendor_package_is_discovered(sixth_vendor):
     assert [v.name for v in registry.of_kind("pull")][-1] == "acme_batch"
 
 
+def test_a_vendor_packages_own_samples_are_bundled_without_a_shared_folder(sixth_vendor, tmp_path):
+    samples = tmp_path / "acme_batch" / "samples"
+    samples.mkdir()
+    (samples / "one-run.json").write_text("{}")
+    assert registry.by_name("acme_batch").sample_folder() == samples
+    assert registry.by_name("zuora").sample_folder().parts[-2:] == ("samples", "zuora")  # the first vendors' place
+
+
 def test_a_package_without_a_declaration_is_refused(tmp_path, monkeypatch):
     (tmp_path / "nameless").mkdir()
     (tmp_path / "nameless" / "__init__.py").write_text("")
@@ -47,5 +56,5 @@ def test_a_package_without_a_declaration_is_refused(tmp_path, monkeypatch):
 
 
 def test_the_order_is_the_order_vendors_were_added():
-    assert registry.names() == ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
+    assert registry.names()[:5] == ("qlik_cloud", "qlik_qrs", "zuora", "truenas", "informatica")
     assert [v.added for v in registry.vendors()] == sorted(v.added for v in registry.vendors())

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from pipeline import vendors
 from pipeline.vendors._common import DEFAULT_CONTEXT, Context, Rejected
-from tests.vendors.allowed import assert_allowed_outcome
+from tests.support.vendors import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 CONTEXTS = [DEFAULT_CONTEXT, Context(source="fuzz-src", received_at=datetime(2024, 1, 1, tzinfo=timezone.utc))]

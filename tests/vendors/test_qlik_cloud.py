@@ -17,7 +17,7 @@ from pipeline.model import JobEvent, State, encode_event
 from pipeline.vendors import keyed_documents
 from pipeline.vendors.qlik_cloud import normalize as qlik_cloud
 from pipeline.vendors._common import Context, Rejected
-from tests.vendors.allowed import assert_allowed_outcome
+from tests.support.vendors import assert_allowed_outcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qlik_cloud"
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)

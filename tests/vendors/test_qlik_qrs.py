@@ -16,7 +16,7 @@ from pipeline.model import JobEvent, State, encode_event
 from pipeline.vendors import keyed_documents
 from pipeline.vendors.qlik_qrs import normalize as qlik_qrs
 from pipeline.vendors._common import Context, Rejected
-from tests.vendors.allowed import assert_allowed_outcome
+from tests.support.vendors import assert_allowed_outcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qlik_qrs"
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)

@@ -16,7 +16,7 @@ from pipeline import vendors
 from pipeline.model import JobEvent, State, encode_event
 from pipeline.vendors.truenas import normalize as truenas
 from pipeline.vendors._common import Context, Rejected
-from tests.vendors.allowed import assert_allowed_outcome
+from tests.support.vendors import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "truenas"
 RECEIVED = datetime(2024, 5, 2, 9, 30, tzinfo=timezone.utc)

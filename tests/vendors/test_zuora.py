@@ -17,14 +17,14 @@ from pipeline import vendors
 from pipeline.model import JobEvent, State
 from pipeline.vendors.zuora import normalize as zuora
 from pipeline.vendors._common import Context, Rejected
-from tests.vendors.allowed import assert_allowed_outcome
+from tests.support.vendors import assert_allowed_outcome
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "zuora"
 SEED = next(pathlib.Path("/work/shared/seeds").glob("002_*.txt"), None)
 RECEIVED = datetime(2019, 5, 2, 12, 0, tzinfo=timezone.utc)
 CTX = Context(source="acme-prod", received_at=RECEIVED)
 
-# The statuses Zuora documents (DESIGN "Vendor facts"); page numbers stand for any n.
+# The statuses Zuora documents (docs/design.md, "Vendor facts"); page numbers stand for any n.
 DOCUMENTED_IN_PROGRESS = [
     "ADDED-TO-QUEUE",
     "META-DATA-SCANNED",

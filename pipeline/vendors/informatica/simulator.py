@@ -1,6 +1,6 @@
 """Informatica Cloud Integration Hub events API, simulated over real HTTP.
 
-Speaks what the CIH REST API reference documents (DESIGN.md "Vendor protocols", the
+Speaks what the CIH REST API reference documents (docs/design.md, "Vendor protocols", the
 Japanese seed): ``POST /dih-console/api/v1/events`` with Basic auth and the JSON body
 ``{applicationName, topicName, pubSubName, timeframe: {range, fromDate, toDate},
 firstResult, maxResults, useExactMatch, eventType, eventStatus}``, answering a list of

@@ -25,24 +25,37 @@ def ingest(
     tls_cert: Annotated[Optional[Path], typer.Option(help="Serve https with this certificate chain (PEM; env JOBSTREAM_WEBHOOK_TLS_CERT). Qlik Cloud delivers only to https URLs: this, or a TLS proxy in front.")] = None,
     tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM; env JOBSTREAM_WEBHOOK_TLS_KEY).")] = None,
     metrics_port: MetricsPortOpt = None,
+    no_signature: Annotated[bool, typer.Option("--no-signature", help="Accept unsigned deliveries: local tests only (loopback --listen); without it, no secret means no start.")] = False,
+    header_timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds a client has to send a request's headers (default 10).")] = None,
+    body_timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds a client has to send the body (default 10; then 408).")] = None,
+    max_connections: Annotated[Optional[int], typer.Option(min=1, help="Open connections at most; more are closed at once (default 256).")] = None,
+    rate_per_client: Annotated[Optional[float], typer.Option(min=0, help="Requests a second per client address, bursts of twice that (default 20; then 429; 0: no limit).")] = None,
+    max_event_age: Annotated[Optional[float], typer.Option(min=0, help="Refuse an event whose own time is older than this many seconds (default 604800, 7 days; 0: no limit).")] = None,
 ) -> None:
     """Receive Qlik Cloud webhooks (reload finished) into raw.qlik_cloud.
 
-    Verifies Qlik-Signature (HMAC-SHA256 of the body with the webhook secret) when a
-    secret is configured; answers 200 only after Kafka acknowledged the event, 503 when
-    it did not (Qlik delivers again), 401/413/415/400 with a reason for bad requests.
+    Refuses to start without the webhook secret (JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE] or
+    --secret-file; --no-signature for local tests only). Verifies Qlik-Signature (HMAC-SHA256
+    of the body with the secret); answers 200 only after Kafka acknowledged the event, 503
+    when it did not (Qlik delivers again), 401/408/413/415/400/422/429 with a reason for bad
+    requests. A slow client is cut off, connections and each client's rate are bounded, an
+    event older than --max-event-age is refused and the same bytes delivered again are
+    acknowledged without a second record. Refusals are counted by reason in /metrics
+    (jobstream_webhook_refusals_total) and logged at most once per reason every 10 s.
     GET /healthz answers 200 while Kafka is reachable.
     """
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
     from pipeline.vendors.qlik_cloud import ingest
 
     host, port = parse_listen(listen)
     settings = load_settings(bootstrap=bootstrap, qlik_webhook_secret_file=secret_file, webhook_max_body_bytes=max_body,
                              webhook_tls_cert=tls_cert, webhook_tls_key=tls_key, metrics_port=metrics_port)
+    guard_config = {"header_timeout_s": header_timeout, "body_timeout_s": body_timeout, "max_connections": max_connections,
+                    "requests_per_s_per_client": rate_per_client, "max_event_age_s": max_event_age}
     try:
-        settings.qlik_secret()
-        asyncio.run(run_with_operations("qlik-cloud-ingestor", settings,
-                                        lambda: ingest.run(settings, host=host, port=port, source=source)))
+        ingest.required_secret(settings, host, no_signature)
+        asyncio.run(run_with_operations("qlik-cloud-ingestor", settings, lambda: ingest.run(
+            settings, host=host, port=port, source=source, no_signature=no_signature, guard_config=guard_config)))
     except OSError as exc:
         raise fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
@@ -81,17 +94,27 @@ def simulate(
 def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: list[str]) -> list[str]:
     """``pipeline run``: its ``[qlik_cloud]`` table checked as ``ingest qlik-cloud`` will, and
     that command's arguments."""
-    allowed = {"listen", "source"}
+    limits = {"header_timeout_s": "--header-timeout", "body_timeout_s": "--body-timeout", "max_connections": "--max-connections",
+              "requests_per_s_per_client": "--rate-per-client", "max_event_age_s": "--max-event-age"}
+    allowed = {"listen", "source", *limits}
     problems += [f"[qlik_cloud] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
+    listen = str(table.get("listen", "127.0.0.1:8780"))
     if settings is not None:
-        from pipeline.vendors.qlik_cloud.ingest import server_tls
+        from pipeline.vendors.qlik_cloud.ingest import required_secret, server_tls
 
-        for check in (settings.qlik_secret, lambda: server_tls(settings)):
+        host = listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+        for check in (lambda: required_secret(settings, host, False), lambda: server_tls(settings)):
             try:
                 check()
             except SettingsError as exc:
                 problems.append(f"qlik-cloud: {exc}")
-    arguments = ["--listen", str(table.get("listen", "127.0.0.1:8780"))]
+    arguments = ["--listen", listen]
+    for key, flag in limits.items():
+        if key in table:
+            if isinstance(table[key], bool) or not isinstance(table[key], (int, float)) or table[key] < 0:
+                problems.append(f"[qlik_cloud] {key} = {table[key]!r}: must be a number >= 0")
+            else:
+                arguments += [flag, str(table[key])]
     return arguments + (["--source", str(table["source"])] if "source" in table else [])
 
 
@@ -103,7 +126,10 @@ def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
     port = demo.port("webhook")
     return [
         DemoProcess("qlik-cloud-receiver", ("ingest", "qlik-cloud", "--bootstrap", demo.bootstrap,
-                                            "--listen", f"127.0.0.1:{port}"), env=VENDOR.demo_secrets, ready_port=port),
+                                            "--listen", "127.0.0.1:{listen:webhook}",
+                                            "--rate-per-client", "0"),  # its own sender (and chaos's hostile one) on loopback
+                    env=VENDOR.demo_secrets,
+                    listens_as="webhook"),
         DemoProcess("qlik-cloud-simulator", ("simulate", "qlik-cloud", "--url", f"http://127.0.0.1:{port}/",
                                              "--events", str(max(int(demo.duration_s), 20)), "--clock", "60"),
                     env=VENDOR.demo_secrets, one_shot=True),

@@ -25,6 +25,7 @@ topic every few seconds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import hmac
 import logging
@@ -38,7 +39,9 @@ import orjson
 from aiohttp import web
 
 from pipeline.model import UTC
+from pipeline.ops import ports
 from pipeline.push import KafkaLink, KafkaUnavailable
+from pipeline.vendors.qlik_cloud import guard
 from pipeline.sources import Record, Redactor, records_for
 from pipeline.vendors import Context
 
@@ -69,12 +72,14 @@ def signature_matches(secret: str, body: bytes, header: str) -> bool:
 
 
 class BadRequest(Exception):
-    """A request refused before anything reached Kafka: an HTTP status and one line."""
+    """A request refused before anything reached Kafka: an HTTP status, one line, and the
+    reason's code for the refusal counter."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, code: str = "bad_request") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -89,13 +94,14 @@ def payload_of(headers: Mapping[str, str], content_type: str, body: bytes) -> An
     may carry credentials of proxies on the way).
     """
     if content_type and not _is_json_type(content_type):
-        raise BadRequest(415, f"content type {content_type[:80]!r} is not JSON (send application/json or application/cloudevents+json)")
+        raise BadRequest(415, f"content type {content_type[:80]!r} is not JSON (send application/json or application/cloudevents+json)",
+                         "not_json")
     if not body.strip():
-        raise BadRequest(400, "empty body: a Qlik Cloud event is a JSON object")
+        raise BadRequest(400, "empty body: a Qlik Cloud event is a JSON object", "not_json")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(400, f"body is not valid JSON: {exc}") from None
+        raise BadRequest(400, f"body is not valid JSON: {exc}", "not_json") from None
     attributes = {name.lower(): value for name, value in headers.items() if name.lower().startswith("ce-")}
     if not attributes:
         return data
@@ -106,9 +112,20 @@ def payload_of(headers: Mapping[str, str], content_type: str, body: bytes) -> An
 
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
+    """What the receiver accepts. ``secret`` None only with ``--no-signature`` (local tests).
+    A slow client is cut off (headers, then body), connections and each client's request
+    rate are bounded, an event older than ``max_event_age_s`` is refused and a delivery
+    already acknowledged (same bytes) is acknowledged again without a second record."""
+
     secret: str | None
     max_body_bytes: int = 262_144
     heartbeat_every_s: float = 5.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 256
+    requests_per_s_per_client: float = 20.0
+    max_event_age_s: float = 7 * 86_400.0
+    remembered_deliveries: int = 100_000
 
 
 class Receiver:
@@ -119,7 +136,15 @@ class Receiver:
         self.config = config
         self.redact = redact or Redactor([config.secret])
         self.accepted = 0
-        self.refused = 0
+        self.refusals: collections.Counter[str] = collections.Counter()
+        self._counter = refusal_counter()
+        self._log = guard.BoundedLog(log)
+        self._rates = guard.ClientRates(config.requests_per_s_per_client)
+        self._delivered = guard.Remembered(config.remembered_deliveries)
+
+    @property
+    def refused(self) -> int:
+        return sum(self.refusals.values())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_body_bytes)
@@ -132,19 +157,38 @@ class Receiver:
             await self.link.connect()
         except KafkaUnavailable as exc:
             return web.json_response({"status": "kafka unavailable", "reason": self.redact(str(exc))}, status=503)
-        return web.json_response({"status": "ok", "accepted": self.accepted, "refused": self.refused})
+        return web.json_response({"status": "ok", "accepted": self.accepted, "refused": self.refused,
+                                  "refusals": dict(self.refusals)})
+
+    def refuse(self, reason: str, remote: str | None, line: str = "") -> None:
+        """Count a refusal by reason (and in /metrics); say it at a bounded rate."""
+        self.refusals[reason] += 1
+        if self._counter is not None:
+            self._counter.labels(reason).inc()
+        self._log.warning(reason, "refused a delivery from %s: %s", remote, line or reason)
 
     async def receive(self, request: web.Request) -> web.Response:
         received_at = datetime.now(UTC)
+        now = asyncio.get_running_loop().time()
+        if not self._rates.allow(guard.client_of(request.remote, request.headers.get("X-Forwarded-For")), now):
+            self.refuse("rate_limited", request.remote)
+            return web.json_response({"error": "too many requests from this client"}, status=429,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
             body = await self._body(request)
             self._verify(request, body)
             content_type = request.content_type if "Content-Type" in request.headers else ""
             payload = payload_of(request.headers, content_type, body)
+            too_old = guard.too_old(guard.event_time(payload), received_at, self.config.max_event_age_s)
+            if too_old:
+                raise BadRequest(422, too_old, "too_old")
         except BadRequest as exc:
-            self.refused += 1
-            log.warning("refused a delivery from %s: %d %s", request.remote, exc.status, exc.reason)
+            self.refuse(exc.code, request.remote, f"{exc.status} {exc.reason}")
             return web.json_response({"error": exc.reason}, status=exc.status)
+        digest = hashlib.sha256(body).digest()
+        if digest in self._delivered:
+            self.refuse("replayed", request.remote, "the same bytes were acknowledged before; not written again")
+            return web.json_response({"accepted": 0, "duplicate": True})
         records = records_for(VENDOR, payload, Context(received_at=received_at))
         try:
             report = await self.link.send(records)
@@ -155,28 +199,31 @@ class Receiver:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         if report.too_large:
-            self.refused += 1
+            self.refuse("too_large", request.remote, report.too_large[0][1])
             return web.json_response({"error": report.too_large[0][1]}, status=413)
+        self._delivered.add(digest)
         self.accepted += 1
         return web.json_response({"accepted": report.sent, "keyed": _keyed(records)})
 
     async def _body(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise BadRequest(413, f"body of {request.content_length:,} bytes exceeds the {limit:,}-byte limit")
+            raise BadRequest(413, f"body of {request.content_length:,} bytes exceeds the {limit:,}-byte limit", "too_large")
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), self.config.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
-            raise BadRequest(413, f"body exceeds the {limit:,}-byte limit") from None
+            raise BadRequest(413, f"body exceeds the {limit:,}-byte limit", "too_large") from None
+        except asyncio.TimeoutError:
+            raise BadRequest(408, f"the body did not arrive within {self.config.body_timeout_s:g} s", "slow_body") from None
 
     def _verify(self, request: web.Request, body: bytes) -> None:
         if self.config.secret is None:
             return
         header = request.headers.get(SIGNATURE_HEADER)
         if not header:
-            raise BadRequest(401, f"missing {SIGNATURE_HEADER} header")
+            raise BadRequest(401, f"missing {SIGNATURE_HEADER} header", "unsigned")
         if not signature_matches(self.config.secret, body, header):
-            raise BadRequest(401, f"{SIGNATURE_HEADER} does not match the body")
+            raise BadRequest(401, f"{SIGNATURE_HEADER} does not match the body", "bad_signature")
 
     async def heartbeats(self, stop: asyncio.Event) -> None:
         """A heartbeat every few seconds while running; an outage is only logged."""
@@ -189,6 +236,28 @@ class Receiver:
                 await asyncio.wait_for(stop.wait(), self.config.heartbeat_every_s)
             except asyncio.TimeoutError:
                 pass
+
+
+class _RefusalCounter:
+    """``jobstream_webhook_refusals_total{role, reason}`` in the role's /metrics registry."""
+
+    def __init__(self, metrics: Any) -> None:
+        from prometheus_client import Counter
+
+        self.role = metrics.role
+        self.counter = Counter("jobstream_webhook_refusals", "Webhook deliveries refused, by reason",
+                               ["role", "reason"], registry=metrics.registry)
+
+    def labels(self, reason: str) -> Any:
+        return self.counter.labels(self.role, reason)
+
+
+def refusal_counter() -> _RefusalCounter | None:
+    """The refusal counter beside the role's other metrics (None outside a role runtime)."""
+    from pipeline.sources import SOURCE_METRICS
+
+    metrics = SOURCE_METRICS.get()
+    return None if metrics is None else _RefusalCounter(metrics)
 
 
 def _keyed(records: list[Record]) -> int:
@@ -207,13 +276,17 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Listen until ``stop`` is set; ``ready`` gets the bound port (0 picks a free one)."""
-    runner = web.AppRunner(receiver.app(), access_log=None)
+    # aiohttp closes a connection that has not completed a request's headers within its
+    # keep-alive timeout (counted from the connection's start): the header timeout.
+    runner = web.AppRunner(receiver.app(), access_log=None, keepalive_timeout=receiver.config.header_timeout_s)
     await runner.setup()
+    guard.bound_connections(runner, receiver.config.max_connections, lambda: receiver.refuse("too_many_connections", None))
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     heartbeats = None
     try:
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
+        ports.report("listen", bound)
         if ready is not None and not ready.done():
             ready.set_result(bound)
         heartbeats = asyncio.create_task(receiver.heartbeats(stop))
@@ -239,19 +312,39 @@ def server_tls(settings: "Settings") -> ssl.SSLContext | None:
         raise SettingsError(f"cannot load the TLS certificate and key: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-async def run(settings: "Settings", *, host: str, port: int, source: str) -> None:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def required_secret(settings: "Settings", host: str, no_signature: bool) -> str | None:
+    """The webhook secret, or ``SettingsError``: without one the receiver does not start
+    (anyone could write events), unless ``--no-signature`` on a loopback address (local tests)."""
+    secret = settings.qlik_secret()
+    if secret is not None or no_signature and host in LOOPBACK:
+        return secret
+    if no_signature:
+        raise SettingsError(f"--no-signature is for local tests: listen on 127.0.0.1, not {host}")
+    raise SettingsError("no webhook secret: set JOBSTREAM_QLIK_WEBHOOK_SECRET or JOBSTREAM_QLIK_WEBHOOK_SECRET_FILE "
+                        "(the secret of the webhook in Qlik Cloud), or pass --no-signature for a local test")
+
+
+async def run(settings: "Settings", *, host: str, port: int, source: str, no_signature: bool = False,
+              guard_config: "dict[str, float] | None" = None) -> None:
     """``pipeline ingest qlik-cloud``: receive until SIGINT/SIGTERM (https with a cert)."""
+    from dataclasses import replace
+
     from pipeline.push import log_to_stderr, stop_on_signals
 
-    secret = settings.qlik_secret()
+    secret = required_secret(settings, host, no_signature)
     context = server_tls(settings)
     redact = Redactor([secret])
     log_to_stderr(redact)
     if secret is None:
-        log.warning("no webhook secret configured (JOBSTREAM_QLIK_WEBHOOK_SECRET[_FILE]): deliveries are not verified")
+        log.warning("--no-signature: deliveries are not verified (local tests only)")
     link = KafkaLink(settings.bootstrap, VENDOR, source, ack_timeout_s=settings.kafka_ack_timeout_s,
                      client_id="jobstream-ingest-qlik-cloud")
-    receiver = Receiver(link, ReceiverConfig(secret, settings.webhook_max_body_bytes, settings.heartbeat_every_s), redact)
+    config = replace(ReceiverConfig(secret, settings.webhook_max_body_bytes, settings.heartbeat_every_s),
+                     **{k: v for k, v in (guard_config or {}).items() if v is not None})
+    receiver = Receiver(link, config, redact)
     stop = asyncio.Event()
     stop_on_signals(stop)
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -165,7 +165,7 @@ def delivery_plan(events: list[dict[str, Any]], faults: Faults) -> list[tuple[di
 
 
 class WebhookSender:
-    """Delivers events to a webhook URL, retrying 5xx and connection failures."""
+    """Delivers events to a webhook URL, retrying 5xx, 429 and connection failures."""
 
     def __init__(
         self, url: str, *, secret: str | None, clock: float = 1.0, max_attempts: int = 8,
@@ -191,7 +191,7 @@ class WebhookSender:
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 status = 0
             report.statuses[status] = report.statuses.get(status, 0) + 1
-            if status and status < 500:
+            if status and status < 500 and status != 429:  # 429: the receiver's rate limit, retried after Retry-After
                 return status
             if attempt < self.max_attempts:
                 report.retries += 1

@@ -6,8 +6,9 @@ Every request carries a fresh 16-character ``xrfkey`` as query parameter and
 ``ca_file``) the client certificate authenticates, as QRS on port 4242 requires.
 
 A poll reads ``/qrs/executionresult/full?filter=modifiedDate ge '<mark - overlap>'``
-and sends each result not sent yet at its modifiedDate, one record per result (so the
-worker's lifecycle numbers the retries: several results of one session are retries),
+and sends each result not sent yet at its modifiedDate, one record per result, in
+modifiedDate order (so the worker's lifecycle numbers the retries: several results of
+one session are retries, in the order QRS changed them, whatever the answer's order),
 then ``/qrs/executionsession/full`` and sends each session whose modifiedDate changed.
 A session that left the list has ended; its outcome is in its results (the normalizer
 turns no "vanished" record into an event, so none is sent). The cursor holds the
@@ -167,7 +168,8 @@ class QrsSource:
         ctx = Context(source=self.source, received_at=received_at)
         stamps = [(r["id"], parse_time(r["modifiedDate"], field="modifiedDate") or received_at) for r in results]
         new, watermark = watermark.admit(stamps, self.settings.overlap_s)
-        records = [record for index in new for record in records_for(VENDOR, results[index], ctx)]
+        records = [record for result in in_change_order([results[index] for index in new], received_at)
+                   for record in records_for(VENDOR, result, ctx)]
         known: dict[str, str] = cursor["sessions"]
         current = {session["id"]: session for session in sessions}
         for session_id, session in current.items():
@@ -179,6 +181,14 @@ class QrsSource:
                     "sessions": {i: s["modifiedDate"] for i, s in current.items()}},
             next_in_s=self.settings.poll_interval_s,
         )
+
+
+def in_change_order(results: list[dict[str, Any]], received_at: datetime) -> list[dict[str, Any]]:
+    """Execution results by modifiedDate (stable; none: when received). QRS lists in no
+    promised order, and the worker numbers the results of one execution as retries in
+    arrival order (lifecycle R7, R15): a success sent before the failure it retried made
+    the failure a late copy (one attempt, no failure)."""
+    return sorted(results, key=lambda result: parse_time(result["modifiedDate"], field="modifiedDate") or received_at)
 
 
 async def run(settings: QrsSettings, bootstrap: str, *, stop: asyncio.Event, start_task: str | None = None) -> None:
@@ -240,5 +250,6 @@ async def start_and_follow(
         results = await retried("results", lambda: api.entities(
             "/qrs/executionresult/full", "QRS execution results", f"executionID eq {guid}",
         ))
-        await producer.send(records_for(VENDOR, results, ctx()))
+        context = ctx()
+        await producer.send(records_for(VENDOR, in_change_order(results, context.received_at), context))
         log.info("execution session %s ended with %d result(s)", guid, len(results))

@@ -1,8 +1,8 @@
 """Qlik Sense Repository Service (QRS), simulated over real HTTP (plain HTTP: the
 real service listens on https://host:4242 with client certificates).
 
-Speaks what the QRS API reference and its public clients do (DESIGN.md "Vendor
-protocols", the "Task: Start" seed): every request carries the ``X-Qlik-Xrfkey`` header
+Speaks what the QRS API reference and its public clients do (docs/design.md,
+"Vendor protocols", the "Task: Start" seed): every request carries the ``X-Qlik-Xrfkey`` header
 and the ``xrfkey`` query parameter with the same 16 characters [A-Za-z0-9] (else 403),
 and ``X-Qlik-User: UserDirectory=...; UserId=...`` (else 403). Endpoints:
 ``GET /qrs/executionresult/full`` and ``GET /qrs/executionsession/full`` with

@@ -24,7 +24,8 @@ def ingest(
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env JOBSTREAM_TRUENAS_API_KEY or JOBSTREAM_TRUENAS_API_KEY_FILE).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Host name in the records' source (default: the URL's host).")] = None,
     ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the NAS's certificate (env JOBSTREAM_TRUENAS_CA_FILE).")] = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS).")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Do not verify the TLS certificate (self-signed NAS; warned: prefer --ca-file).")] = False,
+    allow_plain_ws: Annotated[bool, typer.Option("--allow-plain-ws", help="Accept a ws:// URL to another host (a TLS tunnel carries it). Without it, ws:// is refused except to this machine: TrueNAS revokes an API key used over an unencrypted connection.")] = False,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Follow TrueNAS middleware jobs (core.get_jobs) into raw.truenas.
@@ -35,11 +36,11 @@ def ingest(
     The API key's user must see every job (full or read-only admin): middlewared shows
     other users only their own.
     """
-    from pipeline.run.health import run_with_operations
+    from pipeline.ops.runtime import run_with_operations
     from pipeline.vendors.truenas import ingest
 
     try:
-        ingest.check_url(url)
+        ingest.check_url(url, allow_plain=allow_plain_ws)
         if host is not None:
             ingest.check_host(host)
     except ValueError as exc:
@@ -106,11 +107,12 @@ def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: 
     API key, CA file), and that command's arguments."""
     from pipeline.vendors.truenas.ingest import check_host, check_url
 
-    allowed = {"url", "host", "insecure"}
+    allowed = {"url", "host", "insecure", "allow_plain_ws"}
     problems += [f"[truenas] {k}: unknown setting (known: {', '.join(sorted(allowed))})" for k in table if k not in allowed]
     if "url" not in table:
         problems.append("[truenas] url is required (wss://NAS/api/current)")
-    for check, key in ((check_url, "url"), (check_host, "host")):
+    allow_plain = table.get("allow_plain_ws") is True
+    for check, key in ((lambda url: check_url(url, allow_plain=allow_plain), "url"), (check_host, "host")):
         if key in table:
             try:
                 check(str(table[key]))
@@ -124,7 +126,7 @@ def run_arguments(table: dict[str, Any], settings: "Settings | None", problems: 
     arguments = ["--url", str(table.get("url", ""))]
     if "host" in table:
         arguments += ["--host", str(table["host"])]
-    return arguments + (["--insecure"] if table.get("insecure") is True else [])
+    return arguments + (["--insecure"] if table.get("insecure") is True else []) + (["--allow-plain-ws"] if allow_plain else [])
 
 
 def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
@@ -134,9 +136,9 @@ def demo_processes(demo: "DemoContext") -> list["DemoProcess"]:
 
     port = demo.port("truenas")
     return [
-        DemoProcess("truenas-simulator", ("simulate", "truenas", "--listen", f"127.0.0.1:{port}",
+        DemoProcess("truenas-simulator", ("simulate", "truenas", "--listen", "127.0.0.1:{listen:truenas}",
                                           "--clock", str(demo.clock_factor), "--every", "40", "--drop-every", "900",
-                                          "--restart-every", "1500"), env=VENDOR.demo_secrets, ready_port=port),
+                                          "--restart-every", "1500"), env=VENDOR.demo_secrets, listens_as="truenas"),
         DemoProcess("truenas-ingestor", ("ingest", "truenas", "--bootstrap", demo.bootstrap,
                                          "--url", f"ws://127.0.0.1:{port}/api/current"), env=VENDOR.demo_secrets),
     ]

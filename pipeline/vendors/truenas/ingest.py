@@ -498,13 +498,25 @@ class TruenasConfig:
         return self.host or (urlsplit(self.url).hostname or "truenas").replace(":", "_")
 
 
-def check_url(url: str) -> str:
-    """A usable websocket URL, or ValueError with what is wrong."""
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def check_url(url: str, *, allow_plain: bool = False) -> str:
+    """A usable websocket URL, or ValueError with what is wrong. Plain ``ws://`` only to this
+    machine (or with ``allow_plain``): TrueNAS revokes an API key used over an unencrypted
+    connection, so one wrong URL would burn the key."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"--url {url!r} must start with ws:// or wss://")
     if not parts.hostname:
         raise ValueError(f"--url {url!r} has no host")
+    if parts.scheme == "ws" and not allow_plain and not is_loopback(parts.hostname):
+        raise ValueError(f"--url {url!r}: TrueNAS revokes an API key sent over an unencrypted connection; use wss://, "
+                         "or pass --allow-plain-ws (allow_plain_ws = true) when a TLS tunnel carries it")
     path = parts.path.rstrip("/")
     if not (path.endswith("/api/current") or path.endswith("/websocket") or "/api/v" in path):
         raise ValueError(f"--url {url!r} should end with /api/current (or /websocket for the legacy API)")
@@ -724,6 +736,18 @@ class TruenasIngestor:
         self._saved_cursor = cursor
 
 
+def config_warnings(config: TruenasConfig) -> list[str]:
+    """What works but should not be left so (pure)."""
+    warnings = []
+    if config.username == "root":
+        warnings.append("the API key belongs to root: give the ingestor a read-only admin user of its own "
+                        "(--username, JOBSTREAM_TRUENAS_USERNAME)")
+    if not config.verify_tls:
+        warnings.append("the NAS's TLS certificate is not verified (--insecure, insecure = true): anyone on the path "
+                        "can take the API key; give the NAS's CA with --ca-file instead")
+    return warnings
+
+
 async def run(settings: "Settings", config: TruenasConfig) -> IngestStats:
     """``pipeline ingest truenas``: follow the middleware until SIGINT/SIGTERM.
 
@@ -739,6 +763,8 @@ async def run(settings: "Settings", config: TruenasConfig) -> IngestStats:
     stop_on_signals(stop)
     log.info("following %s (%s API) -> raw.truenas at %s", config.url, "legacy" if config.legacy else "current",
              settings.bootstrap)
+    for warning in config_warnings(config):
+        log.warning(warning)
     cursors = await _started_cursors(settings, stop, redact)
     ingestor = TruenasIngestor(config, link, cursors, redact=redact)
     try:

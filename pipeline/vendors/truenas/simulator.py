@@ -33,6 +33,8 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from pipeline.ops import ports
+
 COLLECTION = "core.get_jobs"
 OUTCOMES = ("SUCCESS", "FAILED", "ABORTED")
 METHODS = ("pool.scrub.scrub", "replication.run", "cloudsync.sync", "pool.dataset.snapshot_task.run", "update.download")
@@ -413,7 +415,7 @@ async def run(*, host: str, port: int, api_key: str, username: str, clock: float
     from pipeline.push import stop_on_signals
 
     simulator = MiddlewareSimulator(api_key=api_key, username=username, clock=clock)
-    await simulator.start(host, port)
+    ports.report("listen", await simulator.start(host, port))
     stop = asyncio.Event()
     stop_on_signals(stop)
     simulator.workload(every_s=every_s)

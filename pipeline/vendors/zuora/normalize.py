@@ -151,7 +151,10 @@ def status_key(status: str) -> tuple[str, int | None]:
 
 def canonical_state(queue: str | None, status: str) -> tuple[State, str | None]:
     """The canonical state and error code of a task in ``queue`` showing ``status``."""
-    key, _ = status_key(status)
+    return _canonical_state_of_key(queue, status_key(status)[0])
+
+
+def _canonical_state_of_key(queue: str | None, key: str) -> tuple[State, str | None]:
     final = FINAL_STATES.get(key)
     if final is not None:
         return final, None
@@ -251,8 +254,8 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
         status = ""
     if not isinstance(status, str):
         raise Rejected(f"task {task_id[:60]}: status must be a string, got {type(status).__name__}")
-    state, error_code = canonical_state(queue, status)
-    _, page = status_key(status)
+    key, page = status_key(status)
+    state, error_code = _canonical_state_of_key(queue, key)
 
     config = _object(task, "query_config", task_id)
     view = config.get("object_name")
@@ -270,7 +273,7 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
     if occurred_at is None:
         raise Rejected(f"task {task_id[:60]} has no activity time and the context no received_at")
     finished_at = occurred_at if state.terminal else None
-    if status_key(status)[0] not in FINAL_STATES:
+    if key not in FINAL_STATES:
         if queue == "stale" and last_activity is not None:
             occurred_at = last_activity + STALE_IDLE  # Zuora's own rule dates it
             if observed is not None and observed < occurred_at:

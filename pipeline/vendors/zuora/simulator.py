@@ -1,6 +1,6 @@
 """Zuora RevPro BI Views v2 activity monitoring, simulated over real HTTP.
 
-Speaks what the BI Views documentation says (the seed, DESIGN.md "Vendor protocols"):
+Speaks what the BI Views documentation says (the seed, docs/design.md, "Vendor protocols"):
 ``POST /api/integration/v1/authenticate`` with Basic auth and ``role`` / ``clientname``
 headers answers the token in a response header (name configurable, default ``token``;
 valid 30 minutes of vendor time), which every other call sends back; a tenant without

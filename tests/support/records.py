@@ -8,30 +8,25 @@ broker only ever look at their own rows.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from pipeline import catalog
-from pipeline.broker import free_port
-from pipeline.sink import quack
+from pipeline.kafka import clients
+from pipeline.sink.records import KafkaRecord, decode_batch
+from pipeline.sink.writer import DuckDBWriter
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
+def iso(at: datetime | None) -> str | None:
+    """A time as records.md writes it (RFC 3339, UTC, ``Z``), or None."""
+    return None if at is None else at.isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -108,7 +103,7 @@ KEY_FIELDS = {
 
 async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | bytes]], *, key: bytes | None = None) -> None:
     """Send ``(topic, record)`` pairs in order, keyed as records.md says; bytes go as they are."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+    producer = clients.producer(bootstrap, linger_ms=5)
     await producer.start()
     try:
         sent = []
@@ -121,86 +116,26 @@ async def produce(bootstrap: str, records: list[tuple[str, dict[str, Any] | byte
     finally:
         await producer.stop()
 
+def write(writer: DuckDBWriter, records: list[tuple[str, dict]]) -> None:
+    writer.write(decode_batch([
+        KafkaRecord(topic, 0, offset, 0, b"k", orjson.dumps(value)) for offset, (topic, value) in enumerate(records)
+    ]))
 
-class SinkProcess:
-    """``pipeline sink`` in a subprocess with its own file, Quack port and token."""
 
-    def __init__(self, bootstrap: str, db: Path, *, token: str | None = "test-token-1234", env: dict[str, str] | None = None) -> None:
-        self.db = db
-        self.env = env or {}
-        self.port = free_port()
-        self.token = token
-        self.log = db.with_suffix(".log")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.args = [
-            sys.executable, "-m", "pipeline", "sink", "--bootstrap", bootstrap, "--db", str(db),
-            "--quack-port", str(self.port),
-        ]
-
-    @property
-    def uri(self) -> str:
-        return quack.uri("localhost", self.port)
-
-    def start(self) -> "SinkProcess":
-        env = {k: v for k, v in os.environ.items() if k != quack.TOKEN_ENV} | self.env
-        if self.token is not None:
-            env[quack.TOKEN_ENV] = self.token
-        with open(self.log, "ab") as output:
-            self.process = subprocess.Popen(self.args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=env)
-        return self
-
-    def connect(self, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
-        """A client attached over Quack, once the sink serves."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the sink exited with {self.process.returncode}: {self.tail()}")
-            con = duckdb.connect()
-            try:
-                token = self.token or quack.read_token(quack.token_file_for(self.db), env={}) or "none"
-                quack.attach(con, self.uri, token)
-                return con
-            except duckdb.Error:
-                con.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def wait_for(self, sql: str, expected: Any, timeout: float = 60.0) -> None:
-        """Poll ``sql`` over Quack until it answers ``expected`` (an exact value, or a
-        predicate on the answer), with a deadline."""
-        accept = expected if callable(expected) else (lambda got: got == expected)
-        con = self.connect()
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                got = con.execute(sql).fetchone()[0]
-                if accept(got):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{sql} answered {got!r}, not {expected!r}, within {timeout:.0f} s; {self.tail()}")
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"the sink exited with {self.process.returncode}: {self.tail()}")
-                time.sleep(0.05)
-        finally:
-            con.close()
-
-    def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+def qrs_retried_run(s: Story) -> list[tuple[str, dict]]:
+    """A QRS task that fails after 10 s and succeeds on retry in 28 s (the simulator's 'Reload HR')."""
+    at = [T0 + timedelta(seconds=n) for n in (0, 10, 12, 40)]
+    attempt2 = {"attempt": 2}
+    return [
+        (catalog.EVENTS, s.event("hr", "r", 1, "RUNNING", at=at[0], attempt=1, started_at=iso(at[0]))),
+        (catalog.EVENTS, s.event("hr", "r", 2, "FAILED", at=at[1], attempt=1, started_at=iso(at[0]), finished_at=iso(at[1]),
+                                 error_code="TaskFailed", error_message="reload failed")),
+        (catalog.EVENTS, s.event("hr", "r", 3, "RUNNING", at=at[2], attempt=2, started_at=iso(at[2]))),
+        (catalog.EVENTS, s.event("hr", "r", 4, "SUCCEEDED", at=at[3], attempt=2, started_at=iso(at[2]), finished_at=iso(at[3]))),
+        (catalog.TRANSITIONS, s.transition("hr", "r", 1, None, "RUNNING", at=at[0])),
+        (catalog.TRANSITIONS, s.transition("hr", "r", 2, "RUNNING", "FAILED", at=at[1])),
+        (catalog.TRANSITIONS, {**s.transition("hr", "r", 3, "FAILED", "RUNNING", at=at[2], cause="retry"), **attempt2}),
+        (catalog.TRANSITIONS, {**s.transition("hr", "r", 4, "RUNNING", "SUCCEEDED", at=at[3]), **attempt2}),
+        (catalog.RUNS, s.run("hr", "r", 4, "SUCCEEDED", at=at[3], attempt=2, retries=1, started_at=iso(at[0]),
+                             finished_at=iso(at[3]), duration_s=40.0, last_error_code="TaskFailed")),
+    ]

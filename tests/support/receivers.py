@@ -1,10 +1,11 @@
 """Real receivers for alert deliveries: the package's aiohttp webhook endpoint and an
-aiosmtpd SMTP server, each on a free 127.0.0.1 port in its own thread (so a test, the
+aiosmtpd SMTP server, each on a 127.0.0.1 port it binds itself, in its own thread (so a test, the
 alerter in a task or the alerter in a subprocess can all reach them)."""
 
 from __future__ import annotations
 
 import email
+import errno
 import threading
 import time
 from email.message import Message
@@ -13,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from pipeline.alerts.receiver import Delivery, LocalReceiver
-from pipeline.broker import free_port
+from pipeline.ops import ports
 
 WebhookReceiver = LocalReceiver
 __all__ = ["Delivery", "SmtpReceiver", "WebhookReceiver"]
@@ -38,11 +39,8 @@ class SmtpReceiver:
 
     def __init__(self) -> None:
         self.mailbox = _Mailbox()
-        self.port = free_port()
-        self.controller = Controller(
-            self.mailbox, hostname="127.0.0.1", port=self.port,
-            authenticator=self._authenticate, auth_require_tls=False,
-        )
+        self.port = 0
+        self.controller: Controller | None = None
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         ok = (
@@ -59,11 +57,26 @@ class SmtpReceiver:
         )
 
     def start(self) -> "SmtpReceiver":
-        self.controller.start()
+        """Listen on a candidate port; aiosmtpd cannot bind port 0 (it connects to its own
+        port to check it is up), so a port taken meanwhile means the next candidate."""
+        ports.first_free(self._start_on)
         return self
 
+    def _start_on(self, port: int) -> None:
+        controller = Controller(
+            self.mailbox, hostname="127.0.0.1", port=port, authenticator=self._authenticate, auth_require_tls=False,
+        )
+        try:
+            controller.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ports.PortTaken(str(exc)) from None
+            raise
+        self.controller, self.port = controller, port
+
     def stop(self) -> None:
-        self.controller.stop()
+        if self.controller is not None:
+            self.controller.stop()
 
     def messages(self) -> list[Message]:
         with self.mailbox.lock:

@@ -1,6 +1,6 @@
 """Metrics and health for every long-running role, on one port: ``/metrics`` (Prometheus
 text format, prometheus-client) and ``/healthz`` (JSON; 200 when healthy, 503 with the
-reasons when not).
+reasons when not). ``pipeline/ops/runtime.py`` serves them beside a role's loop.
 
 A role creates one ``RoleMetrics``, counts what it does (records in and out, dead
 letters, batch latency, deliveries), reports each consumed partition's position and
@@ -9,39 +9,27 @@ for ``stall_after_s`` makes the role unhealthy: the failure users of Faust compl
 about most (an agent that stops silently) shows up here and in ``pipeline status``.
 
 The roles' loops call one hook per batch (``observe_batch`` for the Faust worker,
-``observe_fetch`` for aiokafka consumers, ``RoleMetrics.polled`` for ingestors) and run
-``operate`` beside their loop: the server (when ``metrics_port`` is set) and the broker
-watch, which makes a consumer role whose brokers are all gone exit 69 instead of
-reconnecting forever. This module imports nothing above ``settings`` and ``sources``, so
-the worker and the sink may take a ``RoleMetrics`` without importing the supervisor.
+``observe_fetch`` for aiokafka consumers, ``RoleMetrics.polled`` for ingestors).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import sys
+import platform
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector, generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pipeline import catalog
-from pipeline.broker import kafka_api_versions
-from pipeline.settings import host_port
-from pipeline.sources import SOURCE_METRICS
-
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
-
-T = TypeVar("T")
-EXIT_BROKER_LOST = 69  # EX_UNAVAILABLE: a supervisor restarts the role
+from pipeline.errors import ConfigError
 
 
 @dataclass(slots=True)
@@ -61,6 +49,10 @@ class RoleMetrics:
         self._started = clock()
         self._positions: dict[tuple[str, int], _Position] = {}
         self._problems: dict[str, str] = {}
+        self._success_within_s: float | None = None
+        self._last_success: float | None = None
+        self._next_poll_in_s = 0.0
+        self._last_error: str | None = None
         self.registry = CollectorRegistry()
         self.records_in = Counter("jobstream_records_in", "Records consumed", ["role", "topic"], registry=self.registry)
         self.records_out = Counter("jobstream_records_out", "Records produced or written", ["role", "topic"], registry=self.registry)
@@ -81,6 +73,10 @@ class RoleMetrics:
             "jobstream_last_success_timestamp_seconds", "Unix time of the last poll or push Kafka acknowledged", ["role"],
             registry=self.registry,
         )
+        self.rows_written = Counter("jobstream_rows_written", "Rows the sink wrote, by table", ["role", "table"], registry=self.registry)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes ...
+        PlatformCollector(registry=self.registry)
+        Info("jobstream_build", "The running code's versions", registry=self.registry).info(build_info())
         self.broker_reachable = Gauge("jobstream_broker_reachable", "1 when a broker answered the last probe", ["role"], registry=self.registry)
 
     # -- one call per batch or poll: the hooks the roles' loops use --------------------
@@ -98,13 +94,29 @@ class RoleMetrics:
         if newest_at is not None:
             self.freshness_seconds.labels(self.role).set(max(time.time() - newest_at, 0.0))
 
-    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0) -> None:
-        """One poll (or push delivery) of an ingestor: ok means Kafka acknowledged it."""
+    def expect_success_within(self, seconds: float) -> None:
+        """An ingestor: unhealthy when no poll or push was acknowledged by Kafka for
+        ``seconds`` beyond the wait its last poll planned (a hung vendor, a Kafka that
+        does not acknowledge: either stops every success)."""
+        self._success_within_s = seconds
+
+    def polled(self, ok: bool, *, topic: str | None = None, sent: int = 0, next_in_s: float = 0.0,
+               error: str | None = None) -> None:
+        """One poll (or push delivery) of an ingestor: ok means Kafka acknowledged it;
+        ``next_in_s``, when the next poll is planned; ``error``, why it failed."""
         self.polls.labels(self.role, "ok" if ok else "error").inc()
         if ok:
-            self.last_success.labels(self.role).set(time.time())
+            self.acknowledged()
+            self._next_poll_in_s = next_in_s
             if topic is not None and sent:
                 self.records_out.labels(self.role, topic).inc(sent)
+        elif error:
+            self._last_error = error
+
+    def acknowledged(self) -> None:
+        """Kafka acknowledged what an ingestor wrote (a poll's records, a heartbeat)."""
+        self._last_success = self._clock()
+        self.last_success.labels(self.role).set(time.time())
 
     def position(self, topic: str, partition: int, offset: int, highwater: int) -> None:
         """Where the role is in one partition (``offset``: the next it will read)."""
@@ -132,6 +144,11 @@ class RoleMetrics:
     def health(self) -> tuple[bool, dict[str, object]]:
         now = self._clock()
         problems = dict(self._problems)
+        if self._success_within_s is not None:
+            since = now - (self._last_success if self._last_success is not None else self._started)
+            if since > self._success_within_s + self._next_poll_in_s:
+                what = "no poll or push acknowledged by Kafka" + (" since the start" if self._last_success is None else "")
+                problems["ingest"] = f"{what} for {since:.0f} s" + (f" (last error: {self._last_error})" if self._last_error else "")
         partitions = {}
         for (topic, partition), pos in sorted(self._positions.items()):
             lag = max(pos.highwater - pos.offset, 0)
@@ -192,90 +209,46 @@ def observe_fetch(
         end = highwater(tp)
         nxt = records[-1].offset + 1
         metrics.position(tp.topic, tp.partition, nxt, nxt if end is None else end)
-    metrics.batch(seconds=seconds, records_in=records_in, records_out=rows_out,
+    metrics.batch(seconds=seconds, records_in=records_in,
                   dead_letters={"sink": dead_letters} if dead_letters else None,
                   newest_at=None if newest is None else newest / 1000)
+    for table, rows in rows_out.items():
+        metrics.rows_written.labels(metrics.role, table).inc(rows)
 
 
-async def watch_broker(
-    bootstrap: str, metrics: RoleMetrics, *, lost_after_s: float, every_s: float = 2.0,
-    on_lost: Callable[[str], None] | None = None,
-    probe: Callable[[str], Awaitable[bool]] | None = None,
-) -> None:
-    """Probe the brokers every ``every_s`` (an ApiVersions request on a connection of its
-    own: Kafka clients hide a dead broker behind endless reconnects). Unreachable: /healthz
-    says so at once; for ``lost_after_s`` (0: never) ``on_lost`` is called with one line
-    (default: print it and exit 69). Runs until cancelled."""
-    probe = probe or _any_broker_answers
-    on_lost = on_lost or _exit_broker_lost
-    lost_since: float | None = None
-    while True:
-        reachable = await probe(bootstrap)
-        metrics.broker_reachable.labels(metrics.role).set(1 if reachable else 0)
-        now = time.monotonic()
-        if reachable:
-            lost_since = None
-            metrics.problem("broker", None)
-        else:
-            lost_since = now if lost_since is None else lost_since
-            metrics.problem("broker", f"no broker of {bootstrap} answered for {now - lost_since:.0f} s")
-            if lost_after_s and now - lost_since >= lost_after_s:
-                on_lost(
-                    f"pipeline {metrics.role}: no Kafka broker at {bootstrap} answered for {lost_after_s:g} s "
-                    f"(JOBSTREAM_BROKER_LOST_EXIT_S); exit {EXIT_BROKER_LOST} so a supervisor restarts it"
-                )
-                return
-        await asyncio.sleep(every_s)
+def build_info() -> dict[str, str]:
+    """What ``jobstream_build_info`` reports: Jobstream's version and its stack's."""
+    from importlib import metadata
+
+    info = {"python": platform.python_version()}
+    for name, label in (("jobstream", "version"), ("faust-streaming", "faust"), ("aiokafka", "aiokafka"), ("duckdb", "duckdb")):
+        try:
+            info[label] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[label] = "unknown"
+    return info
 
 
-async def _any_broker_answers(bootstrap: str) -> bool:
-    for address in bootstrap.split(","):
-        host, port = host_port(address)
-        if await asyncio.to_thread(kafka_api_versions, host, port, 2.0):
-            return True
-    return False
+class MetricsPortTaken(ConfigError):
+    """The metrics port cannot be bound (another process has it): the role must not start
+    without its metrics and, above all, without the broker watch that runs beside them."""
 
 
-def _exit_broker_lost(line: str) -> None:
-    print(line, file=sys.__stderr__, flush=True)
-    logging.shutdown()
-    os._exit(EXIT_BROKER_LOST)
-
-
-async def operate(metrics: RoleMetrics, settings: "Settings", *, watch: bool = True) -> None:
-    """What every long-running role runs beside its loop, until cancelled: the /metrics and
-    /healthz server when ``metrics_port`` is set, and (``watch``) the broker watch."""
-    runner = None
+def bind_metrics(role: str, host: str, port: int) -> socket.socket:
+    """The metrics port, bound and listening now, at the role's start (``serve`` takes it
+    later): a taken port is one line and exit 2 there, not a task that dies unseen."""
     try:
-        if settings.metrics_port:
-            runner = await serve(metrics, settings.metrics_host, settings.metrics_port)
-            print(f"pipeline {metrics.role}: metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics",
-                  file=sys.__stderr__, flush=True)
-        if watch:
-            await watch_broker(settings.bootstrap, metrics, lost_after_s=settings.broker_lost_exit_s)
-        await asyncio.Event().wait()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+        return socket.create_server((host, port))
+    except OSError as exc:
+        raise MetricsPortTaken(
+            f"pipeline {role}: cannot serve metrics on {host}:{port} ({exc.strerror or exc}); another process "
+            "listens there: choose another port (--metrics-port, JOBSTREAM_METRICS_PORT)"
+        ) from None
 
 
-async def run_with_operations(role: str, settings: "Settings", main: Callable[[], Awaitable[T]], *, watch: bool = False) -> T:
-    """Run an ingestor's ``main`` with its metrics: /metrics and /healthz served beside it,
-    and its polls and pushes counted (``sources.SOURCE_METRICS``). Ingestors keep running
-    without Kafka (they back off, or answer 503), so no broker watch unless ``watch``."""
-    metrics = RoleMetrics(role, stall_after_s=settings.stall_after_s)
-    token = SOURCE_METRICS.set(metrics)
-    operations = asyncio.ensure_future(operate(metrics, settings, watch=watch))
-    try:
-        return await main()
-    finally:
-        operations.cancel()
-        await asyncio.gather(operations, return_exceptions=True)
-        SOURCE_METRICS.reset(token)
-
-
-async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:
-    """Serve ``/metrics`` and ``/healthz``; returns the runner (``await runner.cleanup()``)."""
+async def serve(metrics: RoleMetrics, host: str, port: int, *, listening: socket.socket | None = None) -> web.AppRunner:
+    """Serve ``/metrics`` and ``/healthz`` (on ``listening`` when the port was bound
+    already); returns the runner (``await runner.cleanup()``)."""
 
     async def metrics_page(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -291,5 +264,6 @@ async def serve(metrics: RoleMetrics, host: str, port: int) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    site = web.SockSite(runner, listening) if listening is not None else web.TCPSite(runner, host, port)
+    await site.start()
     return runner

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import clients
 from pipeline.model import UTC, RawEnvelope, encode_envelope
+from tests.support.processes import WorkerProcess
 
 
 async def produce(bootstrap: str, vendor: str, items: list[tuple[str | None, Any]], *, source: str = "test") -> None:
@@ -28,7 +25,7 @@ async def produce(bootstrap: str, vendor: str, items: list[tuple[str | None, Any
 
     A payload of type ``bytes`` is sent as it is (to test poison messages).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    producer = clients.producer(bootstrap)
     await producer.start()
     try:
         topic = catalog.raw_topic(vendor)
@@ -51,10 +48,7 @@ async def collect(
     """Read ``topic`` from the start until ``count`` records match ``want``, then on to
     the end of every partition as it was at that moment (its fetch highwater), so an
     extra match already written is caught too. Never waits for quiet."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        group_id=None, enable_auto_commit=False,
-    )
+    consumer = clients.consumer(bootstrap, topic, auto_offset_reset="earliest")
     await consumer.start()
     found: list[tuple[bytes | None, bytes]] = []
     deadline = time.monotonic() + timeout
@@ -77,74 +71,6 @@ async def collect(
 
 def decode(value: bytes) -> dict[str, Any]:
     return msgspec.json.decode(value)
-
-
-class WorkerProcess:
-    """``pipeline worker`` in a subprocess, with its log kept for failures."""
-
-    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path, *, store: str = "memory://", **env: str) -> None:
-        self.log = log
-        self.args = [
-            sys.executable, "-m", "pipeline", "worker", "--bootstrap", bootstrap,
-            "--store", store, "--tansu", "--app-id", app_id, "--datadir", str(datadir),
-            "--loglevel", "warning",
-        ]
-        self.env = {**os.environ, **env}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "WorkerProcess":
-        with open(self.log, "ab") as output:
-            self.process = subprocess.Popen(
-                self.args, stdout=output, stderr=output, stdin=subprocess.DEVNULL, env=self.env,
-            )
-        return self
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    async def ready_from_log(self, timeout: float = 120.0) -> float:
-        """Wait for Faust's "Worker ready" line (needs --loglevel info); return seconds.
-
-        For workers beside the session worker, which would answer a probe for them.
-        """
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited with status {self.process.returncode}")
-            if self.log.exists() and "Worker ready" in self.log.read_text(errors="replace"):
-                return time.monotonic() - started
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"the worker was not ready within {timeout:.0f} s")
-
-    async def ready(self, bootstrap: str, timeout: float = 120.0) -> float:
-        """Wait until the worker processes a probe; fail at once if it exits."""
-        probe = asyncio.ensure_future(
-            wait_until_processing(bootstrap, source=f"probe-{uuid.uuid4().hex[:8]}", timeout=timeout)
-        )
-        while not probe.done():
-            if self.process is not None and self.process.poll() is not None:
-                probe.cancel()
-                raise RuntimeError(f"the worker exited with status {self.process.returncode}")
-            await asyncio.sleep(0.2)
-        return probe.result()
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def truenas_probe(job_id: int) -> dict[str, Any]:

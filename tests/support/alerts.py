@@ -7,12 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.model import UTC
+from tests.support.records import iso
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def transition(

@@ -1,0 +1,28 @@
+"""What the bench prints for the stages of issue 39: the worker's own work and the peer."""
+
+from __future__ import annotations
+
+from pipeline.bench.run import table
+
+MEASURED = {"bare_aiokafka_eps": 100_000.0, "bare_faust_eps": 8_000.0, "worker_eps": 4_000.0, "core_eps": 9_000.0}
+
+
+def test_the_peer_is_shown_against_bare_aiokafka_and_the_worker_against_the_peer():
+    lines = table({**MEASURED, "quix_peer_eps": 5_000.0})
+    assert any(line.startswith("worker's own work (no Kafka, CPU)") and "9,000" in line for line in lines)
+    assert any(line.startswith("quix-streams peer") and "0.05x of bare aiokafka" in line for line in lines)
+    assert any(line.startswith("worker / quix-streams peer: 0.80x") for line in lines)
+
+
+def test_a_peer_that_could_not_run_says_why():
+    lines = table({**MEASURED, "quix_peer_error": "quixstreams is not installed (pip install 'jobstream[bench]')"})
+    assert "quix-streams peer: not measured: quixstreams is not installed (pip install 'jobstream[bench]')" in lines
+    assert not any(line.startswith("quix-streams peer (") for line in lines)
+
+
+def test_the_peer_keeps_the_jobs_own_bytes_and_quixs_json_apart():
+    from pipeline.bench.quix_peer import _dumps, _loads
+
+    job = b"{\x92\xa4job"  # msgpack that could pass for the start of JSON
+    assert _loads(_dumps(job)) == job
+    assert _loads(_dumps({"offset": 3})) == {"offset": 3}
