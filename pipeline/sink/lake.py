@@ -147,10 +147,21 @@ def load_extensions(con: duckdb.DuckDBPyConnection) -> None:
 def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, alias: str = ALIAS, *, read_only: bool = False) -> None:
     """Load the extensions and attach the lake as ``alias`` (one line on failure)."""
     load_extensions(con)
-    try:
-        con.execute(target.attach_sql(alias, read_only=read_only))
-    except duckdb.Error as exc:
-        raise SinkError(explain(target, exc)) from None
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            con.execute(target.attach_sql(alias, read_only=read_only))
+            return
+        except duckdb.Error as exc:
+            if not _initialized_meanwhile(exc) or attempt + 1 == COMMIT_ATTEMPTS:
+                raise SinkError(explain(target, exc)) from None
+
+
+def _initialized_meanwhile(exc: BaseException) -> bool:
+    """Two sinks attaching a new lake at once both create its catalog tables; the one that
+    loses gets PostgreSQL's duplicate key (its transaction rolled back) and attaches again,
+    finding the lake the other created."""
+    text = str(exc)
+    return "Failed to initialize DuckLake" in text and ("duplicate key" in text or "already exists" in text)
 
 
 def connect(target: LakeTarget, *, threads: int | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:

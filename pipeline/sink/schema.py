@@ -535,7 +535,10 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = LATEST, adapt: Callable[
                 )
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.TransactionException:
+                    pass  # a COMMIT that failed (a lake's conflict) ended the transaction: its error is the one to raise
                 raise
             applied.append(migration.version)
     return applied

@@ -4,6 +4,8 @@ keeping the highest version whoever wrote it (pipeline/sink/lake.py)."""
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 import pytest
 
@@ -125,3 +127,27 @@ def test_append_rows_another_sink_committed_during_the_transaction_are_not_writt
     finally:
         a.close()
         b.close()
+
+
+def test_sinks_opening_a_new_lake_at_once_all_open_it(lake):
+    """Both create the catalog's tables; the loser of PostgreSQL's race attaches again."""
+    opened: list[LakeWriter | BaseException] = []
+    together = threading.Barrier(4)
+
+    def open_one() -> None:
+        together.wait()
+        try:
+            opened.append(LakeWriter(lake).open())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            opened.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    failed = [o for o in opened if isinstance(o, BaseException)]
+    for writer in opened:
+        if isinstance(writer, LakeWriter):
+            writer.close()
+    assert len(opened) == 4 and not failed, [str(f) for f in failed]
