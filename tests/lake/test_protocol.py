@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
-import duckdb
 import pytest
 
 from pipeline.settings import Settings
@@ -22,7 +19,7 @@ from pipeline.sink.consumer import consume
 from pipeline.sink.lake import LakeTarget, LakeWriter
 from tests.support.records import Story, produce
 from tests.support.lake import SESSION_TIMEOUT_S
-from tests.support.sink_story import EXPECTED, sink_until_complete, story_complete, story_rows, stream_of
+from tests.support.sink_story import sink_until_complete, story_complete, story_rows, stream_of
 
 pytestmark = pytest.mark.integration
 

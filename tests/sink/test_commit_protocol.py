@@ -18,7 +18,7 @@ from pipeline.sink.consumer import consume
 from pipeline.sink.writer import DuckDBWriter, SinkError
 from tests.support.processes import SinkProcess
 from tests.support.records import Story, produce
-from tests.support.sink_story import EXPECTED, sink_until_complete, story_complete, story_rows, stream_of
+from tests.support.sink_story import EXPECTED, sink_until_complete, story_rows, stream_of
 
 pytestmark = pytest.mark.integration
 
