@@ -138,6 +138,8 @@ def table(results: dict[str, Any]) -> list[str]:
         ("bare aiokafka over jobs.* + orjson", results.get("bare_aiokafka_jobs_eps"), None, ""),
         ("sink (jobs.* -> committed rows)", results.get("sink_rows_per_s"), results.get("bare_aiokafka_jobs_eps"),
          "of bare aiokafka over them (target 0.5x, 100k)"),
+        ("sink on a lake, 1 sink", results.get("lake_1_sink_rows_per_s"), results.get("sink_rows_per_s"), "of the sink on a file"),
+        ("sink on a lake, 2 sinks (group)", results.get("lake_2_sink_rows_per_s"), results.get("sink_rows_per_s"), "of the sink on a file"),
         ("end to end (raw -> visible)", results.get("end_to_end_eps"), bare_faust, "of bare faust (target 0.6x)"),
     ]
     lines = [f"{'stage':<34} {'events/s':>12}  ratio"]
@@ -154,6 +156,8 @@ def table(results: dict[str, Any]) -> list[str]:
     if results.get("sink_rows_per_s") and bare_kafka:
         lines.append(f"sink / bare aiokafka over the raw topics (stage 1, timed earlier in the run): "
                      f"{results['sink_rows_per_s'] / bare_kafka:.2f}x")
+    if results.get("lake_error"):
+        lines.append(f"sink on a lake: not measured: {results['lake_error']}")
     if results.get("freshness_p99_s") is not None:
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s, acknowledged -> visible over Quack: "
                      f"p50 {results['freshness_p50_s']:.2f} s, p99 {results['freshness_p99_s']:.2f} s (target <= 2); "

@@ -2,7 +2,7 @@
 
 One module per command group, each thin (parse, call, print): ``topics`` (topics, broker),
 ``documents`` (normalize, replay, ingest file), ``insight`` (report, explain), ``vendors`` (ingest/simulate per vendor from
-the registry, zuora cancel), ``roles`` (worker, alert, sink), ``sinkops`` (rebase-offsets), ``sql``, ``operations`` (demo,
+the registry, zuora cancel), ``roles`` (worker, alert, sink), ``sinkops`` (rebase-offsets), ``sql``, ``lake`` (lake-compact), ``operations`` (demo,
 run, status, chaos, bench). ``common`` holds the app, the options, and the one mapping of a
 ``JobstreamError`` to its one-line message and exit code (``pipeline.errors``).
 
@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["app", "load_settings", "main"]
 
-_COMMAND_MODULES = ("documents", "insight", "operations", "roles", "sinkops", "sql", "topics", "vendors")
+_COMMAND_MODULES = ("documents", "insight", "lake", "operations", "roles", "sinkops", "sql", "topics", "vendors")
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ def demo(
     db: Annotated[Optional[Path], typer.Option("--db", help="The DuckDB file to write (default: jobstream.duckdb in the run folder).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Folder for the database and every role's log (default: a new folder under ~/.local/share/jobstream).")] = None,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep everything up for live queries until Ctrl-C.")] = False,
+    lake: Annotated[bool, typer.Option("--lake", help="Two sinks of one consumer group write a DuckLake (a throwaway PostgreSQL catalog, Debian's postgresql package) instead of one sink the file.")] = False,
 ) -> None:
     """Run the whole pipeline on this machine: broker, simulators, ingestors, worker, sink, alerter.
 
@@ -39,12 +40,17 @@ def demo(
     from pipeline.run import demo as demo_module
 
     folder = run_dir or demo_module.default_run_dir()
-    options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running)
+    options = demo_module.DemoOptions(duration_s=duration, run_dir=folder, db=db, keep_running=keep_running, lake=lake)
     # Ctrl-C must stop it even when started in the background from a script (`&`), where
     # the shell makes SIGINT ignored and Python keeps that.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     exit_on_sigterm()
-    result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
+    from pipeline.sink.scratch_postgres import PostgresUnavailable
+
+    try:
+        result = demo_module.run(options, say=lambda line: out.print(line, markup=False))
+    except PostgresUnavailable as exc:
+        raise fail(f"pipeline demo --lake: {exc}") from None
     for line in demo_module.report(options, result):
         out.print(line, markup=False)
     if result.problems:

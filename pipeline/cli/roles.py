@@ -108,6 +108,9 @@ def sink(
     pg_host: Annotated[Optional[str], typer.Option(help="Address the Postgres endpoint listens on (default localhost).")] = None,
     pg_port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port of live SQL over the PostgreSQL wire (default 0: off).")] = None,
     metrics_port: MetricsPortOpt = None,
+    lake: Annotated[Optional[str], typer.Option(envvar="JOBSTREAM_LAKE", help="Write a DuckLake instead of --db: its PostgreSQL catalog as a libpq string or URI ('dbname=lake host=/run/postgresql'). Several sinks of one --group share it (pipeline/sink/lake.py).")] = None,
+    data_path: Annotated[Optional[str], typer.Option(envvar="JOBSTREAM_LAKE_DATA_PATH", help="With --lake: where its Parquet files go (needed the first time; later the lake remembers it).")] = None,
+    group: Annotated[Optional[str], typer.Option(help="With --lake: the sinks' consumer group (default jobstream-lake-sink).")] = None,
 ) -> None:
     """Write the jobs.* topics into DuckDB, exactly once, and serve it for live SQL.
 
@@ -123,7 +126,11 @@ def sink(
     try:
         from pipeline.ops.logs import stamp
 
-        run_sink(settings, echo=lambda line: out.print(stamp(line), markup=False))
+        if lake:
+            from pipeline.sink.lake_role import lake_sink_from_cli
+            lake_sink_from_cli(settings, lake, data_path, group, echo=lambda line: out.print(stamp(line), markup=False))
+        else:
+            run_sink(settings, echo=lambda line: out.print(stamp(line), markup=False))
     except JobstreamError:  # the guard prints it (SinkError included)
         raise
     except (OSError, ConnectionError) as exc:

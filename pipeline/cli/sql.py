@@ -12,6 +12,8 @@ from pipeline.cli.common import DbOpt, app, err, load_settings, out
 from pipeline.errors import EXIT_FAILED, ConfigError
 from pipeline.settings import Settings
 
+LakeOpt = Annotated[Optional[str], typer.Option("--lake", envvar="JOBSTREAM_LAKE", help="Read the DuckLake with this PostgreSQL catalog (libpq string or URI) instead of the file.")]
+
 
 @app.command()
 def sql(
@@ -22,6 +24,7 @@ def sql(
     attach: Annotated[bool, typer.Option("--attach", help="Print the duckdb command line that attaches the live database (or opens the file read-only when no sink answers), and exit.")] = False,
     rotate_token: Annotated[bool, typer.Option("--rotate-token", help="Write a new live SQL token to the token file (the sink serves it from its next start), and exit.")] = False,
     describe: Annotated[bool, typer.Option("--describe", help="Describe the catalog: every table and view, or the columns of the one named instead of a query (pipeline sql --describe jobs).")] = False,
+    lake: LakeOpt = None,
 ) -> None:
     """Run one read-only query: over Quack when the sink runs, else on the file (read-only).
 
@@ -33,6 +36,10 @@ def sql(
 
     from pipeline.sink import quack, sql as sql_module
 
+    if lake:
+        from pipeline.sink.lake_cli import run_sql
+
+        return run_sql(lake, query, output=output, attach=attach, describe=describe)
     settings = load_settings(db_path=db)
     address = sql_module.live_address(settings.db_path, quack_uri, quack.uri(settings.quack_host, settings.quack_port))
     token_file = settings.quack_token_file or quack.token_file_for(settings.db_path)
@@ -77,13 +84,18 @@ def sql(
 
 
 @app.command()
-def check(db: DbOpt = None) -> None:
+def check(db: DbOpt = None, lake: LakeOpt = None) -> None:
     """Data tests on the analytics file: uniqueness, not-null, relationships, accepted values and the views reconciled (one line per check; exit 1 when one fails)."""
     from pipeline.sink import check as check_module
 
     settings = load_settings(db_path=db)
-    outcomes = check_module.check_file(settings.db_path)
-    sys.stdout.write(check_module.report(outcomes, str(settings.db_path)))
+    if lake:
+        from pipeline.sink.lake_cli import run_checks
+
+        outcomes, source = run_checks(lake)
+    else:
+        outcomes, source = check_module.check_file(settings.db_path), str(settings.db_path)
+    sys.stdout.write(check_module.report(outcomes, source))
     if not all(o.passed for o in outcomes):
         raise typer.Exit(EXIT_FAILED)
 

@@ -54,6 +54,7 @@ class DemoOptions:
     run_dir: Path = Path("jobstream-demo")
     db: Path | None = None
     keep_running: bool = False
+    lake: bool = False  # two sinks into a DuckLake with a throwaway PostgreSQL catalog (demo_lake.py)
 
     @property
     def db_path(self) -> Path:
@@ -102,7 +103,7 @@ PULL_SECRETS = {name: value for vendor in registry.of_kind("pull") for name, val
 """The simulators' own demo credentials (pipeline/vendors/*/simulator.py)."""
 
 
-def roles(bootstrap: str, options: DemoOptions, receiver_url: str) -> list[Role]:
+def roles(bootstrap: str, options: DemoOptions, receiver_url: str, sinks: list[Role] | None = None) -> list[Role]:
     """Every process of the demo, in start order (readiness probes where others depend).
     Every listener binds a port of its own choosing and reports it (``pipeline/ops/ports.py``);
     a role that needs another's port names it ``{port:<alias>}``, filled in at its start."""
@@ -127,10 +128,11 @@ def roles(bootstrap: str, options: DemoOptions, receiver_url: str) -> list[Role]
         pull.append(Role(f"{command}-ingestor", [*PIPELINE, "ingest", command, "--config", str(config),
                                                  "--bootstrap", bootstrap],
                          env={**PULL_SECRETS, **timeline, **pull_base_url_env(vendor.name, command)}))
+    file_sink = Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
+                              "--quack-host", "127.0.0.1"],
+                     env={ports.ANY_ENV: "quack"}, ready_port="quack", ready_timeout_s=60)
     return [
-        Role("sink", [*PIPELINE, "sink", "--bootstrap", bootstrap, "--db", str(options.db_path),
-                      "--quack-host", "127.0.0.1"],
-             env={ports.ANY_ENV: "quack"}, ready_port="quack", ready_timeout_s=60),
+        *(sinks if sinks is not None else [file_sink]),
         # Vendor clocks run CLOCK_FACTOR times faster than the ingestors' receive clock: the
         # worker is told to trust vendor times that far ahead (a setting, 5 min by default).
         Role("worker", [*PIPELINE, "worker", "--bootstrap", bootstrap, "--store", "memory://", "--tansu",
@@ -289,18 +291,30 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     tally = _Tally(broker.bootstrap)
     supervisor = Supervisor(options.run_dir / "logs", env=env)
     usage: dict[str, Usage] = {}
+    numbers: dict[str, Any] = {}
+    lake = None
     try:
         asyncio.run(catalog.apply(broker.bootstrap))
-        say(f"broker {broker.bootstrap}; logs in {options.run_dir / 'logs'}; database {options.db_path}")
-        for role in with_metrics_ports(roles(broker.bootstrap, options, receiver.url)):
+        if options.lake:
+            from pipeline.run.demo_lake import DemoLake, LakeProgress
+
+            lake = DemoLake.start(options.run_dir)
+        where = f"the lake {lake.target.catalog} ({lake.data_path})" if lake else f"database {options.db_path}"
+        say(f"broker {broker.bootstrap}; logs in {options.run_dir / 'logs'}; {where}")
+        for role in with_metrics_ports(roles(broker.bootstrap, options, receiver.url,
+                                             lake.sinks(PIPELINE, broker.bootstrap) if lake else None)):
             supervisor.start(role)
             say(f"  started {role.name}")
-        from pipeline.sink import quack
+        if lake:
+            progress: Any = LakeProgress(lake.target)
+            say(f'live SQL while it runs: {installed_command("pipeline")} sql --lake "{lake.target.catalog}" "FROM active_runs"')
+        else:
+            from pipeline.sink import quack
 
-        live = quack.uri("127.0.0.1", supervisor.ports("sink")["quack"])
-        progress = _Progress(live, quack.token_file_for(options.db_path),
-                             lambda name: supervisor.ports(name).get("metrics") if name in ("worker", "sink") else None)
-        say(f'live SQL while it runs: {installed_command("pipeline")} sql --db {options.db_path} --quack {live} "FROM active_runs"')
+            live = quack.uri("127.0.0.1", supervisor.ports("sink")["quack"])
+            progress = _Progress(live, quack.token_file_for(options.db_path),
+                                 lambda name: supervisor.ports(name).get("metrics") if name in ("worker", "sink") else None)
+            say(f'live SQL while it runs: {installed_command("pipeline")} sql --db {options.db_path} --quack {live} "FROM active_runs"')
         tally.start()
         asyncio.run(_send_hostile(broker.bootstrap))
         deadline = None if options.keep_running else began + options.duration_s
@@ -328,7 +342,15 @@ def run(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
         tally.stop()
         receiver.stop()
         broker.stop()
-    numbers = summary(options.db_path) if options.db_path.is_file() else {}
+        if lake is not None:
+            try:
+                from pipeline.run.demo_lake import summary as lake_summary
+
+                numbers = lake_summary(lake.target, SUMMARY_QUERIES)
+            finally:
+                lake.stop()
+    if lake is None and options.db_path.is_file():
+        numbers = summary(options.db_path)
     return DemoResult(summary=numbers, usage=usage, wall_s=time.monotonic() - began, problems=problems)
 
 
@@ -416,7 +438,8 @@ def default_run_dir() -> Path:
 
 def report(options: DemoOptions, result: DemoResult) -> list[str]:
     """The closing summary (each block one SQL query on the file) and what to run next."""
-    lines = ["", f"demo ran {result.wall_s:.0f} s; summary from {options.db_path}:"]
+    source = f"the lake written by two sinks ({options.run_dir / 'lake-data'})" if options.lake else options.db_path
+    lines = ["", f"demo ran {result.wall_s:.0f} s; summary from {source}:"]
     for name, (columns, rows) in result.summary.items():
         lines.append(f"  {name}:")
         lines.extend(small_table(columns, rows))
@@ -424,6 +447,9 @@ def report(options: DemoOptions, result: DemoResult) -> list[str]:
         lines.append("  roles (CPU s, peak RSS MB):")
         lines.extend(f"    {name}: {u.cpu_s:.1f} s, {u.peak_rss_mb:.0f} MB" for name, u in sorted(result.usage.items()))
     pipeline, duckdb_cli = installed_command("pipeline"), installed_command("duckdb")
+    if options.lake:
+        return [*lines, "", "the lake's catalog was a throwaway PostgreSQL, stopped with the demo (its Parquet files stay);",
+                "query it live: pipeline demo --lake --keep-running (it prints the pipeline sql --lake line)"]
     lines += [
         "",
         "query it:",

@@ -47,11 +47,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
 from pipeline.kafka import clients
@@ -60,6 +61,7 @@ from pipeline.ops.health import RoleMetrics, observe_fetch
 from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
 from pipeline.sink import endpoint, pgwire, quack
+from pipeline.sink.lake import Fenced
 from pipeline.sink.records import TOPIC_TABLES, Batch, BatchBuilder
 from pipeline.sink.writer import DuckDBWriter, SinkError, SinkWriter
 
@@ -89,36 +91,67 @@ async def consume(
     stop: asyncio.Event,
     on_commit: Callable[[Batch], None] | None = None,
     metrics: RoleMetrics | None = None,
+    group: str | None = None,
 ) -> SinkStats:
     """Steps 2 to 5 until ``stop`` is set; returns what was written (and, with
-    ``metrics``, counts each committed batch there)."""
+    ``metrics``, counts each committed batch there). With ``group`` the sink is one of a
+    consumer group writing a lake (``lake.py``'s protocol): it owns what the group assigns
+    it, claims those partitions' offsets from the lake and seeks to them."""
     consumer = clients.consumer(
         settings,
+        group_id=group,
         auto_offset_reset="none",  # a stored offset Kafka no longer has is an error, never a silent jump
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
         fetch_max_wait_ms=settings.sink_fetch_wait_ms,
+        **({} if group is None else {
+            "session_timeout_ms": int(settings.session_timeout_s * 1000),
+            "heartbeat_interval_ms": max(100, int(settings.session_timeout_s * 1000) // 3),
+            "max_poll_interval_ms": 600_000,
+        }),
     )
     stats = SinkStats()
     writing: asyncio.Future[None] | None = None
+    generation = 0  # moves at every revocation or fencing: a batch built before is dropped
     try:
         await consumer.start()
         partitions = await _partitions(consumer)
-        consumer.assign(partitions)
-        stored = writer.read_offsets()
-        for tp in partitions:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
+        if group is None:
+            consumer.assign(partitions)
+            await _seek_to_stored(consumer, partitions, writer.read_offsets())
+        else:
+            async def revoked() -> None:
+                nonlocal generation
+                generation += 1
+                if writing is not None:
+                    await asyncio.wait([writing])  # its outcome is raised in the loop
+
+            async def assigned(owned: set[TopicPartition]) -> None:
+                nonlocal generation
+                generation += 1
+                # No await before every partition has a position: aiokafka's fetcher would
+                # look for offsets committed in Kafka (there are none) and fail the fetch.
+                stored = writer.claim([(tp.topic, tp.partition) for tp in owned])
+                await _seek_to_stored(consumer, sorted(owned), stored)
+                print(f"sink: owns {len(owned)} partitions: {', '.join(f'{t}:{p}' for t, p in sorted(owned))}",
+                      file=sys.stderr, flush=True)
+
+            consumer.subscribe(list(TOPICS), listener=_GroupListener(revoked, assigned))
 
         stale_counted_at = float("-inf")
 
         async def write(batch: Batch, fetched: dict) -> None:
-            nonlocal stale_counted_at
+            nonlocal stale_counted_at, generation
             started = time.monotonic()
-            await asyncio.to_thread(writer.write, batch)
+            try:
+                await asyncio.to_thread(writer.write, batch)
+            except Fenced as exc:
+                generation += 1
+                print(f"sink: {exc}; reading the partitions again from the lake", file=sys.stderr, flush=True)
+                owned = consumer.assignment()
+                stored = writer.claim([(tp.topic, tp.partition) for tp in owned])
+                await _seek_to_stored(consumer, sorted(owned), stored)
+                return
             stats.batches += 1
             stats.records += batch.records
             stats.rows += batch.rows
@@ -135,10 +168,20 @@ async def consume(
                     metrics.stale_runs.labels(metrics.role).set(await asyncio.to_thread(writer.stale_runs))
 
         building = BatchBuilder()
+        built_in = generation
         fetched_into: dict[TopicPartition, list] = {}  # the batch's records per partition, for the metrics
         interval = settings.sink_commit_interval_ms / 1000
         next_write_at = 0.0
         while not stop.is_set():
+            if built_in != generation:
+                # Partitions moved (or this sink was fenced): the batch being built is
+                # dropped and every owned partition read again from what the lake holds.
+                if writing is not None:
+                    await writing
+                    writing = None
+                building, fetched_into, built_in = BatchBuilder(), {}, generation
+                await _seek_to_stored(consumer, sorted(consumer.assignment()), writer.claimed())
+                continue
             try:
                 fetched = await consumer.getmany(
                     timeout_ms=_poll_ms(building.records, writing, next_write_at),
@@ -153,7 +196,7 @@ async def consume(
                 await writing  # raises what the write raised
                 writing = None
             if not fetched and not building.records:
-                await _refuse_positions_past_the_end(consumer, partitions)
+                await _refuse_positions_past_the_end(consumer, sorted(consumer.assignment()))
                 continue
             if not building.records:
                 continue
@@ -163,6 +206,8 @@ async def consume(
                 if writing is not None:
                     await writing
                     writing = None
+            if built_in != generation:
+                continue
             next_write_at = time.monotonic() + interval
             writing = asyncio.ensure_future(write(building.build(), fetched_into))
             building, fetched_into = BatchBuilder(), {}
@@ -174,6 +219,34 @@ async def consume(
             await asyncio.wait([writing])
         await consumer.stop()
     return stats
+
+
+class _GroupListener(ConsumerRebalanceListener):
+    """Step 2 of the lake's protocol, run by aiokafka around each rebalance."""
+
+    def __init__(self, revoked: Callable[[], Awaitable[None]], assigned: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self._revoked()
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self._assigned(set(assigned))
+
+
+async def _seek_to_stored(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], stored: dict) -> None:
+    """Seek to the stored offsets, the others to the beginning: every position is set
+    before the first await (``seek_to_beginning`` marks all its partitions, then waits)."""
+    beginning = []
+    for tp in partitions:
+        offset = stored.get((tp.topic, tp.partition))
+        if offset is None:
+            beginning.append(tp)
+        else:
+            consumer.seek(tp, offset)
+    if beginning:
+        await consumer.seek_to_beginning(*beginning)
 
 
 def _poll_ms(waiting: int, writing: asyncio.Future[None] | None, next_write_at: float) -> int:

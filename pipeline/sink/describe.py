@@ -211,12 +211,15 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def comment_sql(columns: dict[str, list[str]]) -> str:
+def comment_sql(columns: dict[str, list[str]], *, view_columns: bool = True) -> str:
     """``COMMENT ON`` every relation of ``CATALOG`` and every column of it in ``columns``
-    (relation -> its column names, as the file has them)."""
+    (relation -> its column names, as the file has them); without ``view_columns`` the
+    columns of views are left out (DuckLake 1.5.5 comments only a table's columns)."""
     statements = []
     for name, relation in CATALOG.items():
         statements.append(f"COMMENT ON {relation.kind} {name} IS {_quoted(relation.text)};")
+        if relation.kind == "VIEW" and not view_columns:
+            continue
         for column in columns.get(name, []):
             text = relation.columns.get(column) or COMMON_COLUMNS.get(column)
             if text is None:
@@ -235,7 +238,8 @@ def apply_comments(con) -> None:
     columns: dict[str, list[str]] = {}
     for table, column in rows:
         columns.setdefault(table, []).append(column)
-    con.execute(comment_sql(columns))
+    kind = con.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+    con.execute(comment_sql(columns, view_columns=kind != "ducklake"))
 
 
 _RELATIONS = """

@@ -510,8 +510,10 @@ def version_of(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT coalesce(max(version), 0) FROM jobstream_schema").fetchone()[0]
 
 
-def migrate(con: duckdb.DuckDBPyConnection, upto: int = LATEST) -> list[int]:
-    """Apply the missing migrations (up to ``upto``); return the versions applied."""
+def migrate(con: duckdb.DuckDBPyConnection, upto: int = LATEST, adapt: Callable[[str], str] = str) -> list[int]:
+    """Apply the missing migrations (up to ``upto``); return the versions applied.
+    ``adapt`` rewrites each statement text for another target (``sink/lake.py``: DuckLake
+    has no PRIMARY KEY), so both targets share one list of migrations."""
     current = version_of(con)
     if current > LATEST:
         raise SchemaError(
@@ -523,9 +525,9 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = LATEST) -> list[int]:
         if current < migration.version <= upto:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute("CREATE TABLE IF NOT EXISTS jobstream_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ, why VARCHAR)")
+                con.execute(adapt("CREATE TABLE IF NOT EXISTS jobstream_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ, why VARCHAR)"))
                 if migration.sql:
-                    con.execute(migration.sql)
+                    con.execute(adapt(migration.sql))
                 if migration.then is not None:
                     migration.then(con)
                 con.execute(
@@ -533,7 +535,10 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: int = LATEST) -> list[int]:
                 )
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.TransactionException:
+                    pass  # a COMMIT that failed (a lake's conflict) ended the transaction: its error is the one to raise
                 raise
             applied.append(migration.version)
     return applied

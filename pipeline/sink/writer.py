@@ -120,12 +120,7 @@ class DuckDBWriter:
         )
         try:
             con.execute("BEGIN TRANSACTION")
-            for table, rows in batch.tables.items():
-                con.register("b", rows)
-                try:
-                    self._write_table(con, table)
-                finally:
-                    con.unregister("b")
+            write_tables(con, batch)
             con.register("o", offsets)
             con.execute('INSERT OR REPLACE INTO kafka_offsets SELECT topic, "partition", next_offset, now() FROM o')
             con.unregister("o")
@@ -141,25 +136,6 @@ class DuckDBWriter:
         """The one instant the batch becomes durable (the commit protocol's step 5)."""
         con.execute("COMMIT")
 
-    @staticmethod
-    def _write_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
-        rows = SELECT_ROWS[table]
-        if table in _APPEND_IDS:
-            target, key = _APPEND_IDS[table]
-            con.execute(
-                f"INSERT INTO {target} BY NAME SELECT * FROM ({rows}) AS b "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{key} = b.{key})"
-            )
-            return
-        key, newer = _NEWER[table]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE batch_rows AS {rows}")
-        con.execute(f"DELETE FROM {table} t USING batch_rows b WHERE t.{key} = b.{key} AND ({newer})")
-        con.execute(
-            f"INSERT INTO {table} BY NAME SELECT * FROM batch_rows b "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = b.{key})"
-        )
-        con.execute("DROP TABLE batch_rows")
-
     def close(self) -> None:
         if self._con is not None:
             try:
@@ -167,6 +143,36 @@ class DuckDBWriter:
             except duckdb.Error:
                 pass
             self._con = None
+
+
+def write_tables(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """The batch's rows into their tables, inside the caller's transaction (both targets:
+    this file and the lake, ``lake.py``)."""
+    for table, rows in batch.tables.items():
+        con.register("b", rows)
+        try:
+            _write_table(con, table)
+        finally:
+            con.unregister("b")
+
+
+def _write_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    rows = SELECT_ROWS[table]
+    if table in _APPEND_IDS:
+        target, key = _APPEND_IDS[table]
+        con.execute(
+            f"INSERT INTO {target} BY NAME SELECT * FROM ({rows}) AS b "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{key} = b.{key})"
+        )
+        return
+    key, newer = _NEWER[table]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE batch_rows AS {rows}")
+    con.execute(f"DELETE FROM {table} t USING batch_rows b WHERE t.{key} = b.{key} AND ({newer})")
+    con.execute(
+        f"INSERT INTO {table} BY NAME SELECT * FROM batch_rows b "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = b.{key})"
+    )
+    con.execute("DROP TABLE batch_rows")
 
 
 def explain(path: Path, exc: BaseException) -> str:

@@ -40,3 +40,5 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
     assert "end to end (raw -> visible)" in result.stdout and "freshness at 2,000 raw records/s" in result.stdout
     assert "of bare faust (target 0.75x)" in result.stdout and "worker with 2,000 runs (RocksDB): peak RSS" in result.stdout
     assert "loading 3,000 documents" in result.stderr
+    assert results["lake_1_sink_rows_per_s"] > 0 and results["lake_2_sink_rows_per_s"] > 0, results.get("lake_error")
+    assert "sink on a lake, 2 sinks (group)" in result.stdout

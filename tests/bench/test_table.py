@@ -26,3 +26,11 @@ def test_the_peer_keeps_the_jobs_own_bytes_and_quixs_json_apart():
     job = b"{\x92\xa4job"  # msgpack that could pass for the start of JSON
     assert _loads(_dumps(job)) == job
     assert _loads(_dumps({"offset": 3})) == {"offset": 3}
+
+
+def test_the_lake_stages_are_shown_against_the_sink_on_a_file_or_say_why_not():
+    lines = table({**MEASURED, "sink_rows_per_s": 20_000.0, "lake_1_sink_rows_per_s": 5_000.0, "lake_2_sink_rows_per_s": 6_000.0})
+    assert any(line.startswith("sink on a lake, 1 sink") and "0.25x of the sink on a file" in line for line in lines)
+    assert any(line.startswith("sink on a lake, 2 sinks (group)") and "0.30x of the sink on a file" in line for line in lines)
+    missing = table({**MEASURED, "lake_error": "no PostgreSQL server found (initdb, pg_ctl): apt-get install postgresql"})
+    assert "sink on a lake: not measured: no PostgreSQL server found (initdb, pg_ctl): apt-get install postgresql" in missing

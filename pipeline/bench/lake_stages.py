@@ -1,0 +1,100 @@
+"""The lake's stages of ``pipeline bench`` (issue 37): the ``jobs.*`` records stage 6 timed
+into a file, now through the sink's group loop into a DuckLake with a PostgreSQL catalog
+(a throwaway server, ``pipeline/sink/scratch_postgres.py``): one sink, then two sinks of
+one group in this process, each lake new and starting at the same offsets as stage 6.
+
+Each is timed from the start of its loop (the group join included, as a restarted
+deployment pays it) to the commit that brought the last partition to the end; beside it,
+the commits the lake's counter row made repeat after a conflict (``lake.py``: every commit
+of every sink updates that row, so the sinks' commits are serialized by design).
+Freshness on the lake is not measured here."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.bench.stages import BenchError
+from pipeline.settings import Settings
+from pipeline.sink.consumer import consume
+from pipeline.sink.lake import LakeTarget, LakeWriter
+from pipeline.sink.records import Batch
+from pipeline.sink.scratch_postgres import PostgresUnavailable, ScratchPostgres
+
+Position = tuple[str, int]
+
+
+def new_lake(postgres: ScratchPostgres, folder: Path, name: str, start: dict[Position, int]) -> LakeTarget:
+    """A lake whose offsets say ``start`` (one committed batch of no rows)."""
+    postgres.create_database(name)
+    data = folder / name
+    data.mkdir()
+    target = LakeTarget(postgres.conninfo(name), f"{data}/")
+    writer = LakeWriter(target).open()
+    try:
+        writer.claim(start)
+        writer.write(Batch(next_offsets=dict(start)))
+    finally:
+        writer.close()
+    return target
+
+
+async def sinks_in_a_group(bootstrap: str, target: LakeTarget, sinks: int, end: dict[Position, int],
+                           timeout_s: float) -> tuple[int, float, int]:
+    """``sinks`` group loops on one lake until every partition committed up to ``end``;
+    returns (records committed, seconds, commits repeated after a conflict)."""
+    group = f"bench-lake-{uuid.uuid4().hex[:8]}"
+    reached: dict[Position, int] = {}
+    stop = asyncio.Event()
+    counted = {"records": 0, "last": 0.0}
+
+    def committed(batch: Batch) -> None:
+        counted["records"] += batch.records
+        counted["last"] = time.perf_counter()
+        reached.update(batch.next_offsets)
+        if all(reached.get(p, 0) >= offset for p, offset in end.items()):
+            stop.set()
+
+    writers = [LakeWriter(target).open() for _ in range(sinks)]
+    settings = Settings(bootstrap=bootstrap, session_timeout_s=6)
+    try:
+        began = time.perf_counter()
+        loops = [consume(settings, writer, stop=stop, on_commit=committed, group=group) for writer in writers]
+        await asyncio.wait_for(asyncio.gather(*loops), timeout_s)
+    except asyncio.TimeoutError:
+        raise BenchError(f"{sinks} lake sink(s) committed {counted['records']:,} records in {timeout_s:.0f} s "
+                         "and had not reached the end") from None
+    finally:
+        for writer in writers:
+            writer.close()
+    return counted["records"], counted["last"] - began, sum(writer.conflicts for writer in writers)
+
+
+def run_stages(bootstrap: str, start: dict[Position, int], end: dict[Position, int], timeout_s: float,
+               say: Callable[[str], None] = print) -> dict[str, Any]:
+    """One sink on a lake, then two; ``lake_error`` instead when there is no PostgreSQL."""
+    try:
+        postgres = ScratchPostgres.start()
+    except PostgresUnavailable as exc:
+        return {"lake_error": str(exc)}
+    folder = Path(tempfile.mkdtemp(prefix="jobstream-bench-lake-"))
+    results: dict[str, Any] = {}
+    try:
+        for sinks in (1, 2):
+            say(f"the sink on a lake (PostgreSQL catalog), {sinks} sink(s) of one group, over the same jobs.* records ...")
+            target = new_lake(postgres, folder, f"lake{sinks}", start)
+            records, seconds, conflicts = asyncio.run(sinks_in_a_group(bootstrap, target, sinks, end, timeout_s))
+            results[f"lake_{sinks}_sink_rows_per_s"] = records / seconds
+            results[f"lake_{sinks}_sink_conflicts"] = conflicts
+    except BenchError as exc:
+        results["lake_error"] = str(exc)
+    finally:
+        postgres.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return results
