@@ -36,7 +36,7 @@ OWN_FIELDS: Mapping[str, tuple[str, ...]] = {
     "sink": (
         "db_path", "quack_host", "quack_port", "quack_token_file", "pg_host", "pg_port", "pg_password_file",
         "pg_tls_cert", "pg_tls_key", "live_query_timeout_s", "sink_batch_max", "sink_fetch_wait_ms",
-        "sink_commit_interval_ms", "sink_threads",
+        "sink_commit_interval_ms", "sink_threads", "session_timeout_s",
     ),
     "alerter": (
         "alert_group", "alert_urls", "alert_urls_file", "alert_delivery_attempts", "alert_retry_base_s",
