@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import os
 import re
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -195,6 +196,13 @@ def _redacted(catalog: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", catalog)
 
 
+def conflict_pause(attempt: int) -> float:
+    """Seconds before repeating a conflicting commit: doubling from 10 ms to 1 s, with full
+    jitter, so two sinks that conflicted do not repeat in step and conflict again (CI: a
+    sink gave up after 20 repeats 10-200 ms apart while the other kept committing)."""
+    return random.uniform(0.0, min(1.0, 0.01 * 2 ** attempt))
+
+
 def is_conflict(exc: BaseException) -> bool:
     return "conflict" in str(exc).lower()
 
@@ -293,7 +301,7 @@ class LakeWriter:
                 _rollback(con)
                 if is_conflict(exc) and attempt + 1 < COMMIT_ATTEMPTS:
                     self.conflicts += 1
-                    time.sleep(0.01 * (attempt + 1))
+                    time.sleep(conflict_pause(attempt))
                     continue
                 raise SinkError(explain(self.target, exc) + "; the batch was not committed") from None
             for tp, offset in batch.next_offsets.items():
