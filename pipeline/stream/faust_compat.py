@@ -72,8 +72,9 @@ def current_event(event: Any) -> Iterator[None]:
 def committed_offset(app: faust.App, tp: Any) -> int | None:
     """The next offset of ``tp`` as Faust's consumer last committed or sought it (its
     private ``_committed_offset``), or None when it has none. Faust's ``perform_seek``
-    stores a committed 0 as None, so None means "0 or nothing committed": the caller
-    checks from the log start then (gaps.Continuity). A consumer without the attribute
+    stores a committed 0 as None, and in a rebalance its cache can lag the group, so None
+    means "not known here": the caller asks the broker (gaps.GapProbe.committed) and checks
+    from the log start only when the group has nothing committed. A consumer without the attribute
     is refused, never read as "nothing committed" (that would switch the check off)."""
     offsets = getattr(app.consumer, _COMMITTED, None)
     if offsets is None:

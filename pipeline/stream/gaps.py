@@ -12,7 +12,6 @@ its own: nothing there is a hole (go on), records there were skipped (heal: seek
 from __future__ import annotations
 
 import asyncio
-
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Skip:
     """A record at ``offset`` of ``tp`` when ``expected`` was next (None: nothing
-    committed that Faust tells apart from 0, so the range starts at the log start).
+    committed that Faust tells apart from 0; the shell asks the broker for the group's
+    offset, and only when it has none either does the range start at the log start).
     ``leftover``: the partition was sought back to ``expected`` and this is a record
     prefetched before that, already known to come early."""
 
