@@ -29,7 +29,11 @@ Commit protocol of ``pipeline sink --lake`` (one pass per batch, per sink):
    sink (this one was fenced: the batch is dropped, its partitions claimed and sought
    again); (5b) count the commit in ``lake_commits``, insert the rows (anti-join on ids, highest
    version wins) and replace the partitions' rows of ``kafka_offsets``; (5c) COMMIT. A commit conflict rolls back and
-   repeats 5a-5c on the newer snapshot.
+   repeats 5a-5c on the newer snapshot. The transaction holds the sinks' commit lock
+   (``CommitLock``, an advisory lock in the catalog's PostgreSQL): shared on a first attempt,
+   exclusive on a repeat, so a repeat commits alone and no sink starves behind another's
+   back-to-back commits; a lock not given within COMMIT_LOCK_WAIT (its holder paused or hung)
+   is gone without, and the conflicts alone keep the lake right.
 
 Every commit also updates the one row of ``lake_commits`` (a delete and an insert in
 DuckLake), so any two overlapping commits conflict and the later one is repeated after the
@@ -53,9 +57,8 @@ from __future__ import annotations
 
 import os
 import re
-import random
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +78,14 @@ COMMIT_ATTEMPTS = 20
 COMMITS_TABLE = "lake_commits"
 COMMITS_COMMENT = ("The lake sinks' commit counter: every batch's transaction updates its one row, so any two "
                    "overlapping commits conflict and the later one is repeated (pipeline/sink/lake.py).")
+
+COMMIT_LOCK_KEY = 0x6A6F6273747265  # "jobstre"
+"""The PostgreSQL advisory lock (in the catalog's database) the sinks' commits take (``CommitLock``)."""
+
+COMMIT_LOCK_WAIT = "10s"
+"""How long a commit waits for its turn (PostgreSQL ``lock_timeout``) before it goes on
+without one, optimistically as the snapshot isolation allows: a sink paused or hung inside
+its transaction (a zombie) holds its turn, and must not stop the group for longer."""
 
 _OFFSETS_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("next_offset", pa.int64())])
 
@@ -196,15 +207,75 @@ def _redacted(catalog: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", catalog)
 
 
-def conflict_pause(attempt: int) -> float:
-    """Seconds before repeating a conflicting commit: doubling from 10 ms to 1 s, with full
-    jitter, so two sinks that conflicted do not repeat in step and conflict again (CI: a
-    sink gave up after 20 repeats 10-200 ms apart while the other kept committing)."""
-    return random.uniform(0.0, min(1.0, 0.01 * 2 ** attempt))
-
-
 def is_conflict(exc: BaseException) -> bool:
     return "conflict" in str(exc).lower()
+
+
+class CommitLock:
+    """Whose turn it is to commit to the lake: a PostgreSQL advisory lock in the catalog's
+    database, held by a transaction of a connection of its own for as long as one lake
+    transaction lasts (a killed sink's session ends, and its lock with it).
+
+    Optimistic commits alone starved a sink: while another committed small batches back to
+    back, every longer transaction of the first overlapped one of those commits and
+    conflicted, however long it paused between repeats (the full suite, ``jobs.deadletter``
+    thousands deep). So a first attempt takes the lock shared (sinks still commit side by
+    side), and a repeat after a conflict takes it exclusive: it waits for the commits in
+    flight, the shared requests made after it queue behind it (PostgreSQL grants in
+    order), and it commits alone."""
+
+    ALIAS = "lake_turn"
+
+    def __init__(self, target: LakeTarget) -> None:
+        self.target = target
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self.waited_out = 0
+        """Turns not given within COMMIT_LOCK_WAIT (the commit went on without one)."""
+
+    def open(self) -> "CommitLock":
+        con = duckdb.connect(config={"threads": 1})
+        try:
+            load_extensions(con)
+            con.execute(f"ATTACH {_literal(self.target.catalog)} AS {self.ALIAS} (TYPE postgres)")
+        except duckdb.Error as exc:
+            con.close()
+            raise SinkError(explain(self.target, exc)) from None
+        self._con = con
+        return self
+
+    @contextmanager
+    def turn(self, *, alone: bool) -> Iterator[None]:
+        """Hold the lock (exclusive when ``alone``) for the body, or go on without it
+        when it is not given within COMMIT_LOCK_WAIT."""
+        con = self._con
+        if con is None:
+            raise SinkError("the lake writer is not open")
+        function = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+        timeout = _literal(f"SET LOCAL lock_timeout = {_literal(COMMIT_LOCK_WAIT)}")
+        take = _literal(f"SELECT {function}({COMMIT_LOCK_KEY})::text AS taken")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CALL postgres_execute('{self.ALIAS}', {timeout})")
+            con.execute(f"FROM postgres_query('{self.ALIAS}', {take})").fetchall()
+        except duckdb.Error as exc:
+            _rollback(con)
+            if "lock timeout" not in str(exc).lower():
+                raise SinkError(explain(self.target, exc)) from None
+            self.waited_out += 1
+            yield
+            return
+        try:
+            yield
+        finally:
+            _rollback(con)  # ends the PostgreSQL transaction: the lock is released
+
+    def close(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
+            self._con = None
 
 
 class LakeWriter:
@@ -214,6 +285,7 @@ class LakeWriter:
         self.target = target
         self.threads = threads if threads else max(1, (os.cpu_count() or 2) - 1)
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = CommitLock(target)
         self._claimed: dict[tuple[str, int], int | None] = {}
         self.conflicts = 0
         """Commits repeated after a conflict (for the bench and the tests)."""
@@ -227,6 +299,7 @@ class LakeWriter:
     def open(self) -> "LakeWriter":
         self._con = connect(self.target, threads=self.threads)
         try:
+            self._lock.open()
             self._migrate()
         except BaseException:
             self.close()
@@ -276,6 +349,11 @@ class LakeWriter:
     def stale_runs(self) -> int:
         return self.connection.execute("SELECT count(*) FROM job_runs WHERE state = 'STALE'").fetchone()[0]
 
+    @property
+    def turns_waited_out(self) -> int:
+        """Commits that went on without their turn (``CommitLock``): a sink held it past COMMIT_LOCK_WAIT."""
+        return self._lock.waited_out
+
     def write(self, batch: Batch) -> None:
         """Step 5, repeated on a commit conflict; ``Fenced`` when a partition moved."""
         con = self.connection
@@ -283,27 +361,29 @@ class LakeWriter:
             [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.next_offsets.items()],
             schema=_OFFSETS_SCHEMA,
         )
+        alone = False
         for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                con.execute("BEGIN TRANSACTION")
-                con.execute(f"UPDATE {COMMITS_TABLE} SET commits = commits + 1, committed_at = now()")
-                self._fence(con, batch)
-                write_tables(con, batch)
-                con.register("o", offsets)
-                con.execute('DELETE FROM kafka_offsets k USING o WHERE k.topic = o.topic AND k."partition" = o."partition"')
-                con.execute('INSERT INTO kafka_offsets SELECT topic, "partition", next_offset, now() FROM o')
-                con.unregister("o")
-                self._commit(con)
-            except Fenced:
-                _rollback(con)
-                raise
-            except duckdb.Error as exc:
-                _rollback(con)
-                if is_conflict(exc) and attempt + 1 < COMMIT_ATTEMPTS:
-                    self.conflicts += 1
-                    time.sleep(conflict_pause(attempt))
-                    continue
-                raise SinkError(explain(self.target, exc) + "; the batch was not committed") from None
+            with self._lock.turn(alone=alone):
+                try:
+                    con.execute("BEGIN TRANSACTION")
+                    con.execute(f"UPDATE {COMMITS_TABLE} SET commits = commits + 1, committed_at = now()")
+                    self._fence(con, batch)
+                    write_tables(con, batch)
+                    con.register("o", offsets)
+                    con.execute('DELETE FROM kafka_offsets k USING o WHERE k.topic = o.topic AND k."partition" = o."partition"')
+                    con.execute('INSERT INTO kafka_offsets SELECT topic, "partition", next_offset, now() FROM o')
+                    con.unregister("o")
+                    self._commit(con)
+                except Fenced:
+                    _rollback(con)
+                    raise
+                except duckdb.Error as exc:
+                    _rollback(con)
+                    if is_conflict(exc) and attempt + 1 < COMMIT_ATTEMPTS:
+                        self.conflicts += 1
+                        alone = True
+                        continue
+                    raise SinkError(explain(self.target, exc) + "; the batch was not committed") from None
             for tp, offset in batch.next_offsets.items():
                 self._claimed[tp] = offset
             return
@@ -321,6 +401,7 @@ class LakeWriter:
         con.execute("COMMIT")
 
     def close(self) -> None:
+        self._lock.close()
         if self._con is not None:
             try:
                 self._con.close()

@@ -49,7 +49,7 @@ def run_lake_sink(
 
         stats = asyncio.run(main())
         echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters"
-             f" ({writer.conflicts} commits repeated after a conflict)")
+             f" ({writer.conflicts} commits repeated after a conflict, {writer.turns_waited_out} without their turn)")
         return stats
     finally:
         if postgres is not None:

@@ -22,6 +22,10 @@ def batch_of(story: Story, topic: str, partition: int, first_offset: int, record
     ])
 
 
+LONG_BATCH = 3000
+"""Dead letters in one batch: a transaction several times longer than a one-row commit."""
+
+
 class PausedBeforeCommit(LakeWriter):
     """A writer that lets ``meanwhile`` run between its inserts and its COMMIT, once:
     another sink committing inside this one's transaction."""
@@ -151,3 +155,42 @@ def test_sinks_opening_a_new_lake_at_once_all_open_it(lake):
         if isinstance(writer, LakeWriter):
             writer.close()
     assert len(opened) == 4 and not failed, [str(f) for f in failed]
+
+
+def test_a_sink_with_long_commits_gets_its_turn_while_another_commits_back_to_back(lake):
+    """Found in the full suite (thousands of dead letters in ``jobs.deadletter``): while one
+    sink committed small batches back to back, every transaction of the other overlapped one
+    of its commits, conflicted, and it gave up after COMMIT_ATTEMPTS repeats, however long
+    it paused between them. Its repeat now waits for the others' commits and goes alone."""
+    story = Story()
+    busy, slow = LakeWriter(lake, threads=1).open(), LakeWriter(lake, threads=1).open()
+    busy.claim([(catalog.EVENTS, 0)])
+    slow.claim([(catalog.DEADLETTER, 0)])
+    stop, committed, failed = threading.Event(), threading.Semaphore(0), []
+
+    def commit_back_to_back() -> None:
+        offset = 0
+        try:
+            while not stop.is_set():
+                busy.write(batch_of(story, catalog.EVENTS, 0, offset, [story.event("busy", "r", offset, "RUNNING")]))
+                offset += 1
+                committed.release()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=commit_back_to_back)
+    thread.start()
+    try:
+        assert committed.acquire(timeout=60)
+        slow.write(batch_of(story, catalog.DEADLETTER, 0, 0, [story.dead_letter(n) for n in range(LONG_BATCH)]))
+    finally:
+        stop.set()
+        thread.join(60)
+        busy.close()
+    try:
+        assert not failed, [str(f) for f in failed]
+        assert slow.conflicts > 0  # the situation arose: its first transaction overlapped a commit
+        count = slow.connection.execute("SELECT count(*) FROM dead_letters WHERE dead_letter_id LIKE ?", [f"%{story.source}%"])
+        assert count.fetchone()[0] == LONG_BATCH
+    finally:
+        slow.close()
