@@ -11,7 +11,8 @@ import pytest
 
 from pipeline import catalog
 from pipeline.sink import schema
-from pipeline.sink.lake import Fenced, LakeWriter, for_lake
+from pipeline.sink import lake as lake_module
+from pipeline.sink.lake import CommitLock, Fenced, LakeWriter, for_lake
 from pipeline.sink.records import KafkaRecord, decode_batch
 from tests.support.records import Story
 
@@ -194,3 +195,20 @@ def test_a_sink_with_long_commits_gets_its_turn_while_another_commits_back_to_ba
         assert count.fetchone()[0] == LONG_BATCH
     finally:
         slow.close()
+
+
+def test_a_sink_holding_its_turn_delays_another_commit_only_until_the_lock_wait_runs_out(lake, monkeypatch):
+    """A sink paused or hung inside its transaction (a zombie) keeps the commit lock; the
+    others go on without their turn after COMMIT_LOCK_WAIT, as optimistic commits."""
+    monkeypatch.setattr(lake_module, "COMMIT_LOCK_WAIT", "1s")
+    story = Story()
+    holder, other = CommitLock(lake).open(), LakeWriter(lake).open()
+    try:
+        other.claim([(catalog.EVENTS, 0)])
+        with holder.turn(alone=True):
+            other.write(batch_of(story, catalog.EVENTS, 0, 0, [story.event("a", "r", 1, "RUNNING")]))
+        assert (other.turns_waited_out, other.conflicts) == (1, 0)
+        assert other.connection.execute("SELECT count(*) FROM job_events WHERE source = ?", [story.source]).fetchone()[0] == 1
+    finally:
+        holder.close()
+        other.close()
