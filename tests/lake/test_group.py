@@ -33,6 +33,11 @@ and runs on the other topics, as the session broker holds after the rest of the 
 run: both sinks then commit rows all the time, in full batches."""
 
 
+CATCH_UP_S = 300.0
+"""How long the sinks may take to reach a test's own records behind that backlog (batches
+of 20 on a loaded 2-core machine: a sink alone read 8,880 records in 90 s)."""
+
+
 def produce_backlog(bootstrap: str) -> None:
     others = [Story() for _ in range(BACKLOG // 50)]
     records = [(catalog.DEADLETTER, Story().dead_letter(n)) for n in range(BACKLOG)]
@@ -127,12 +132,12 @@ def test_sigkill_of_one_lake_sink_of_two_while_the_other_goes_on(broker, lake, t
         second.wait_until("the group split between the two", lambda: (second.owned() or 0) > 0 and first.owned() < ALL_PARTITIONS)
         asyncio.run(produce(broker.bootstrap, records[:half]))
         events = f"SELECT count(*) FROM job_events WHERE source = '{story.source}'"
-        wait_for_lake(lake, lambda con: con.execute(events).fetchone()[0] > 0, [first, second])
+        wait_for_lake(lake, lambda con: con.execute(events).fetchone()[0] > 0, [first, second], timeout=CATCH_UP_S)
         first.kill()  # SIGKILL, its partitions mid-stream
         assert first.process.returncode == -9
         asyncio.run(produce(broker.bootstrap, records[half:]))  # the group goes on without it
         second.wait_until("the survivor taking every partition", lambda: second.owned() == ALL_PARTITIONS)
-        wait_for_lake(lake, lambda con: story_complete(con, story), [second])
+        wait_for_lake(lake, lambda con: story_complete(con, story), [second], timeout=CATCH_UP_S)
     finally:
         if first.process is not None:
             first.stop()
@@ -162,7 +167,7 @@ def test_partitions_moving_between_sinks_mid_stream_leave_no_row_twice_and_the_h
         assert first.stop() == 0, first.tail()  # leaves the group: its partitions move to the second
         asyncio.run(produce(broker.bootstrap, stream_of(stories[5])))
         second.wait_until("the second sink taking every partition", lambda: second.owned() == ALL_PARTITIONS)
-        wait_for_lake(lake, lambda con: all(story_complete(con, s) for s in stories), [second])
+        wait_for_lake(lake, lambda con: all(story_complete(con, s) for s in stories), [second], timeout=CATCH_UP_S)
     finally:
         first.stop()
         if second.process is not None:
