@@ -294,6 +294,26 @@ async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     return [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t))]
 
 
+def consume_until_signalled(settings: Settings, writer: SinkWriter, *, group: str | None = None) -> SinkStats:
+    """``consume`` until SIGINT or SIGTERM, with the role's metrics served meanwhile: the
+    loop of ``pipeline sink``, on a file or (with ``group``) on the lake (``lake_role.py``)."""
+
+    async def main() -> SinkStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
+        operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
+        try:
+            return await consume(settings, writer, stop=stop, metrics=metrics, group=group)
+        finally:
+            operations.cancel()
+            await asyncio.gather(operations, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
 def start_postgres(settings: Settings, writer: DuckDBWriter, token: str, *, hardened: bool, port: int | None = None) -> pgwire.PgServer:
     """The Postgres endpoint beside Quack (on ``port``, default the setting's; 0 lets the
     kernel choose); without Quack it locks the database's file access and configuration
@@ -343,20 +363,7 @@ def run_sink(settings: Settings, *, echo: Callable[[str], None] = print) -> Sink
             ))
         echo(f"sink: writing {settings.db_path} from {settings.bootstrap}")
 
-        async def main() -> SinkStats:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
-            operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
-            try:
-                return await consume(settings, writer, stop=stop, metrics=metrics)
-            finally:
-                operations.cancel()
-                await asyncio.gather(operations, return_exceptions=True)
-
-        stats = asyncio.run(main())
+        stats = consume_until_signalled(settings, writer)
         echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters")
         return stats
     finally:

@@ -63,11 +63,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from pipeline.sink import quack, schema
 from pipeline.sink.records import Batch
-from pipeline.sink.writer import SinkError, write_tables
+from pipeline.sink.writer import BatchWriter, SinkError, close_quietly, offsets_table, rollback, write_tables
 
 ALIAS = "lake"
 """The name the lake is attached under (and made the default catalog) in the sink."""
@@ -86,9 +85,6 @@ COMMIT_LOCK_WAIT = "10s"
 """How long a commit waits for its turn (PostgreSQL ``lock_timeout``) before it goes on
 without one, optimistically as the snapshot isolation allows: a sink paused or hung inside
 its transaction (a zombie) holds its turn, and must not stop the group for longer."""
-
-_OFFSETS_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("next_offset", pa.int64())])
-
 
 class Fenced(SinkError):
     """Another sink wrote a partition this one claimed: its batch was not committed."""
@@ -258,7 +254,7 @@ class CommitLock:
             con.execute(f"CALL postgres_execute('{self.ALIAS}', {timeout})")
             con.execute(f"FROM postgres_query('{self.ALIAS}', {take})").fetchall()
         except duckdb.Error as exc:
-            _rollback(con)
+            rollback(con)
             if "lock timeout" not in str(exc).lower():
                 raise SinkError(explain(self.target, exc)) from None
             self.waited_out += 1
@@ -267,34 +263,23 @@ class CommitLock:
         try:
             yield
         finally:
-            _rollback(con)  # ends the PostgreSQL transaction: the lock is released
+            rollback(con)  # ends the PostgreSQL transaction: the lock is released
 
     def close(self) -> None:
-        if self._con is not None:
-            try:
-                self._con.close()
-            except duckdb.Error:
-                pass
-            self._con = None
+        close_quietly(self._con)
+        self._con = None
 
 
-class LakeWriter:
+class LakeWriter(BatchWriter):
     """One sink's writer into the shared lake (``SinkWriter``), fenced per partition."""
 
     def __init__(self, target: LakeTarget, threads: int | None = None) -> None:
+        super().__init__(threads)
         self.target = target
-        self.threads = threads if threads else max(1, (os.cpu_count() or 2) - 1)
-        self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = CommitLock(target)
         self._claimed: dict[tuple[str, int], int | None] = {}
         self.conflicts = 0
         """Commits repeated after a conflict (for the bench and the tests)."""
-
-    @property
-    def connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            raise SinkError("the lake writer is not open")
-        return self._con
 
     def open(self) -> "LakeWriter":
         self._con = connect(self.target, threads=self.threads)
@@ -328,12 +313,8 @@ class LakeWriter:
             con.execute(f"COMMENT ON TABLE {COMMITS_TABLE} IS {_literal(COMMITS_COMMENT)}")
             con.execute("COMMIT")
         except BaseException:
-            _rollback(con)
+            rollback(con)
             raise
-
-    def read_offsets(self) -> dict[tuple[str, int], int]:
-        rows = self.connection.execute('SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall()
-        return {(topic, partition): offset for topic, partition, offset in rows}
 
     def claim(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Step 2: the stored offsets of newly assigned partitions, remembered as what
@@ -346,9 +327,6 @@ class LakeWriter:
         """The offset each owned partition holds in the lake, as this sink last saw or wrote it."""
         return {tp: offset for tp, offset in self._claimed.items() if offset is not None}
 
-    def stale_runs(self) -> int:
-        return self.connection.execute("SELECT count(*) FROM job_runs WHERE state = 'STALE'").fetchone()[0]
-
     @property
     def turns_waited_out(self) -> int:
         """Commits that went on without their turn (``CommitLock``): a sink held it past COMMIT_LOCK_WAIT."""
@@ -357,10 +335,7 @@ class LakeWriter:
     def write(self, batch: Batch) -> None:
         """Step 5, repeated on a commit conflict; ``Fenced`` when a partition moved."""
         con = self.connection
-        offsets = pa.Table.from_pylist(
-            [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.next_offsets.items()],
-            schema=_OFFSETS_SCHEMA,
-        )
+        offsets = offsets_table(batch)
         alone = False
         for attempt in range(COMMIT_ATTEMPTS):
             with self._lock.turn(alone=alone):
@@ -375,10 +350,10 @@ class LakeWriter:
                     con.unregister("o")
                     self._commit(con)
                 except Fenced:
-                    _rollback(con)
+                    rollback(con)
                     raise
                 except duckdb.Error as exc:
-                    _rollback(con)
+                    rollback(con)
                     if is_conflict(exc) and attempt + 1 < COMMIT_ATTEMPTS:
                         self.conflicts += 1
                         alone = True
@@ -396,22 +371,6 @@ class LakeWriter:
             where = ", ".join(f"{t}:{p} (expected {self._claimed.get((t, p))}, found {stored.get((t, p))})" for t, p in moved)
             raise Fenced(f"another sink committed {where}: this batch was dropped")
 
-    def _commit(self, con: duckdb.DuckDBPyConnection) -> None:
-        """The one instant the batch becomes durable (step 5c)."""
-        con.execute("COMMIT")
-
     def close(self) -> None:
         self._lock.close()
-        if self._con is not None:
-            try:
-                self._con.close()
-            except duckdb.Error:
-                pass
-            self._con = None
-
-
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
+        super().close()

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 from pathlib import Path
 from collections.abc import Callable
 
-from pipeline.ops.health import RoleMetrics
-from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
-from pipeline.sink.consumer import SinkStats, consume
+from pipeline.sink.consumer import SinkStats, consume_until_signalled
 from pipeline.sink import lake_pgwire, pgwire, quack
 from pipeline.sink.lake import LakeTarget, LakeWriter
 from pipeline.sink.lake_pgwire import LakeEndpoint
@@ -33,21 +29,7 @@ def run_lake_sink(
             echo(f"sink: the lake over Postgres on {postgres.uri} (password: {settings.pg_password_file or quack.TOKEN_ENV})")
         echo(f"sink: writing the lake {target.catalog} ({target.data_path or 'its stored data path'}) "
              f"from {settings.bootstrap} in group {group}")
-
-        async def main() -> SinkStats:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            metrics = RoleMetrics("sink", stall_after_s=settings.stall_after_s)
-            operations = asyncio.ensure_future(operate(metrics, settings, listening=bind(metrics, settings)))
-            try:
-                return await consume(settings, writer, stop=stop, metrics=metrics, group=group)
-            finally:
-                operations.cancel()
-                await asyncio.gather(operations, return_exceptions=True)
-
-        stats = asyncio.run(main())
+        stats = consume_until_signalled(settings, writer, group=group)
         echo(f"sink: stopped after {stats.records} records, {stats.rows} rows, {stats.dead_letters} dead letters"
              f" ({writer.conflicts} commits repeated after a conflict, {writer.turns_waited_out} without their turn)")
         return stats

@@ -71,16 +71,36 @@ crash replays up to 64 MB of WAL."""
 _OFFSETS_SCHEMA = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("next_offset", pa.int64())])
 
 
-class DuckDBWriter:
-    """Single writer of one DuckDB file (DuckDB allows one process per file).
+def offsets_table(batch: Batch) -> pa.Table:
+    """The batch's next offset per (topic, partition), as an Arrow table to register."""
+    return pa.Table.from_pylist(
+        [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.next_offsets.items()],
+        schema=_OFFSETS_SCHEMA,
+    )
 
-    DuckDB gets one core less than the machine has: the consumer loop's Python thread
-    needs the other, and on the 2-core machine here one DuckDB thread wrote 1.4-2x more
-    rows/s than two (scripts/bench_sink.py).
-    """
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        self.path = Path(path)
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """End a failed transaction; one that is already gone is no error."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def close_quietly(con: duckdb.DuckDBPyConnection | None) -> None:
+    if con is not None:
+        try:
+            con.close()
+        except duckdb.Error:
+            pass
+
+
+class BatchWriter:
+    """What both targets' writers share (this file's and the lake's, ``lake.py``): one
+    DuckDB connection, the stored offsets and the stale-run count read from it, and the
+    one instant a batch becomes durable."""
+
+    def __init__(self, threads: int | None = None) -> None:
         self.threads = threads if threads else max(1, (os.cpu_count() or 2) - 1)
         self._con: duckdb.DuckDBPyConnection | None = None
 
@@ -89,6 +109,34 @@ class DuckDBWriter:
         if self._con is None:
             raise SinkError("the writer is not open")
         return self._con
+
+    def read_offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.connection.execute('SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall()
+        return {(topic, partition): offset for topic, partition, offset in rows}
+
+    def stale_runs(self) -> int:
+        return self.connection.execute("SELECT count(*) FROM job_runs WHERE state = 'STALE'").fetchone()[0]
+
+    def _commit(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The one instant the batch becomes durable (the commit protocol's step 5)."""
+        con.execute("COMMIT")
+
+    def close(self) -> None:
+        close_quietly(self._con)
+        self._con = None
+
+
+class DuckDBWriter(BatchWriter):
+    """Single writer of one DuckDB file (DuckDB allows one process per file).
+
+    DuckDB gets one core less than the machine has: the consumer loop's Python thread
+    needs the other, and on the 2-core machine here one DuckDB thread wrote 1.4-2x more
+    rows/s than two (scripts/bench_sink.py).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        super().__init__(threads)
+        self.path = Path(path)
 
     def open(self) -> "DuckDBWriter":
         if self.path.exists() and self.path.is_dir():
@@ -105,44 +153,18 @@ class DuckDBWriter:
             raise SinkError(explain(self.path, exc)) from None
         return self
 
-    def read_offsets(self) -> dict[tuple[str, int], int]:
-        rows = self.connection.execute('SELECT topic, "partition", next_offset FROM kafka_offsets').fetchall()
-        return {(topic, partition): offset for topic, partition, offset in rows}
-
-    def stale_runs(self) -> int:
-        return self.connection.execute("SELECT count(*) FROM job_runs WHERE state = 'STALE'").fetchone()[0]
-
     def write(self, batch: Batch) -> None:
         con = self.connection
-        offsets = pa.Table.from_pylist(
-            [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in batch.next_offsets.items()],
-            schema=_OFFSETS_SCHEMA,
-        )
         try:
             con.execute("BEGIN TRANSACTION")
             write_tables(con, batch)
-            con.register("o", offsets)
+            con.register("o", offsets_table(batch))
             con.execute('INSERT OR REPLACE INTO kafka_offsets SELECT topic, "partition", next_offset, now() FROM o')
             con.unregister("o")
             self._commit(con)
         except duckdb.Error as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
+            rollback(con)
             raise SinkError(explain(self.path, exc) + "; the batch was not committed") from None
-
-    def _commit(self, con: duckdb.DuckDBPyConnection) -> None:
-        """The one instant the batch becomes durable (the commit protocol's step 5)."""
-        con.execute("COMMIT")
-
-    def close(self) -> None:
-        if self._con is not None:
-            try:
-                self._con.close()
-            except duckdb.Error:
-                pass
-            self._con = None
 
 
 def write_tables(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:

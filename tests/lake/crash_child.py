@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 
 from pipeline.settings import Settings
 from pipeline.sink.consumer import consume
 from pipeline.sink.lake import LakeTarget, LakeWriter
+from tests.support.crash import CrashesAt, die
 
 
-def die() -> None:
-    print("dying", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class CrashingLakeWriter(LakeWriter):
+class CrashingLakeWriter(CrashesAt, LakeWriter):
     def __init__(self, target: LakeTarget, point: str) -> None:
         super().__init__(target)
         self.point = point
@@ -34,18 +29,6 @@ class CrashingLakeWriter(LakeWriter):
         if self.point == "after_assign":
             die()
         return stored
-
-    def write(self, batch):
-        if self.point == "before_write":
-            die()
-        super().write(batch)
-
-    def _commit(self, con):
-        if self.point == "before_commit":
-            die()
-        super()._commit(con)
-        if self.point == "after_commit":
-            die()
 
 
 def main() -> None:

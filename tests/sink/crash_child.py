@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
 from pipeline.settings import Settings
 from pipeline.sink.consumer import consume
 from pipeline.sink.writer import DuckDBWriter
+from tests.support.crash import CrashesAt, die
 
 
-def die() -> None:
-    print("dying", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class CrashingWriter(DuckDBWriter):
+class CrashingWriter(CrashesAt, DuckDBWriter):
     def __init__(self, path: Path, point: str) -> None:
         super().__init__(path)
         self.point = point
@@ -34,18 +29,6 @@ class CrashingWriter(DuckDBWriter):
         if self.point == "after_assign":
             asyncio.get_running_loop().call_soon(die)  # at consume()'s next await: before any fetch
         return offsets
-
-    def write(self, batch):
-        if self.point == "before_write":
-            die()
-        super().write(batch)
-
-    def _commit(self, con):
-        if self.point == "before_commit":
-            die()
-        super()._commit(con)
-        if self.point == "after_commit":
-            die()
 
 
 def main() -> None:
