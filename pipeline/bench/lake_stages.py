@@ -141,4 +141,5 @@ def freshness_stages(bootstrap: str, postgres: ScratchPostgres | None, folder: P
             for writer in writers:
                 writer.close()
         results.update(sink_freshness.as_results(f"lake_{sinks}_sink", measured, rate))
+        results[f"lake_{sinks}_sink_freshness_conflicts"] = sum(writer.conflicts for writer in writers)
     return results

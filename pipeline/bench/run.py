@@ -194,6 +194,10 @@ def sink_table(results: dict[str, Any]) -> list[str]:
         if rate is None and p99 is None:
             continue
         lines.append(f"  {name:<30} {_or_dash(rate, '{:,.0f}'):>10} {_or_dash(p50, '{:.2f}'):>7} {_or_dash(p99, '{:.2f}'):>7}")
+    repeated = [f"{results[f'lake_{n}_sink_freshness_conflicts']} with {n} sink(s)" for n in (1, 2)
+                if results.get(f"lake_{n}_sink_freshness_conflicts") is not None]
+    if repeated:
+        lines.append(f"  lake commits repeated after a conflict while freshness was measured: {', '.join(repeated)}")
     if results.get("sink_freshness_error"):
         lines.append(f"  (not measured further: {results['sink_freshness_error']})")
     return lines

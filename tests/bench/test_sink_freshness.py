@@ -33,3 +33,5 @@ def test_each_sink_stage_reports_its_freshness_over_copies_of_the_workers_events
     for prefix in ("sink", "lake_1_sink", "lake_2_sink"):
         assert results[f"{prefix}_freshness_events"] == 300, prefix
         assert 0 < results[f"{prefix}_freshness_p50_s"] <= results[f"{prefix}_freshness_p99_s"] <= results[f"{prefix}_freshness_max_s"]
+    assert results["lake_1_sink_freshness_conflicts"] == 0  # one sink has nobody to conflict with
+    assert results["lake_2_sink_freshness_conflicts"] >= 0
