@@ -352,7 +352,15 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
     options.run_dir.mkdir(parents=True, exist_ok=True)
     options = replace(options, run_dir=options.run_dir.resolve())  # the lake's data path is absolute
     chaos = _Run(options, say)
-    result = chaos.result
+    try:
+        return _run(chaos)
+    finally:  # also when the run itself fails: no scratch PostgreSQL is left running
+        if chaos.lake is not None:
+            chaos.lake.stop()
+
+
+def _run(chaos: _Run) -> ChaosResult:
+    options, say, result = chaos.options, chaos.say, chaos.result
     raw: dict = {}
     sent = hostile.Sent()
     expected: oracle.Expected | None = None
@@ -388,12 +396,8 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
         chaos.supervisor.stop(grace_s=15)
         chaos.receiver.stop()
         chaos.broker.stop()
-    try:
-        if expected is not None and (chaos.lake is not None or options.db_path.is_file()):
-            _judge(chaos, expected, sent, raw, before)
-    finally:
-        if chaos.lake is not None:
-            chaos.lake.stop()
+    if expected is not None and (chaos.lake is not None or options.db_path.is_file()):
+        _judge(chaos, expected, sent, raw, before)
     result.wall_s = chaos.elapsed()
     return result
 
