@@ -158,6 +158,7 @@ def table(results: dict[str, Any]) -> list[str]:
                      f"{results['sink_rows_per_s'] / bare_kafka:.2f}x")
     if results.get("lake_error"):
         lines.append(f"sink on a lake: not measured: {results['lake_error']}")
+    lines += sink_table(results)
     if results.get("freshness_p99_s") is not None:
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s, acknowledged -> visible over Quack: "
                      f"p50 {results['freshness_p50_s']:.2f} s, p99 {results['freshness_p99_s']:.2f} s (target <= 2); "
@@ -173,6 +174,37 @@ def table(results: dict[str, Any]) -> list[str]:
                      f"{'unknown' if rss is None else f'{rss:,.0f} MB'} (target <= 500), "
                      f"restart-to-ready {results['restart_to_ready_s']:.1f} s (target <= 30)")
     return lines
+
+
+SINK_STAGES = (("one sink on a file", "sink_rows_per_s", "sink"),
+               ("one sink on a lake", "lake_1_sink_rows_per_s", "lake_1_sink"),
+               ("two sinks on a lake (group)", "lake_2_sink_rows_per_s", "lake_2_sink"))
+
+
+def sink_table(results: dict[str, Any]) -> list[str]:
+    """The three sink stages side by side: rows/s and freshness (acknowledged -> visible in SQL)."""
+    if results.get("sink_freshness_rate") is None:
+        error = results.get("sink_freshness_error")
+        return [f"sink freshness: not measured: {error}"] if error else []
+    lines = [f"sink stages, freshness at {results['sink_freshness_rate']:,} jobs.events records/s "
+             "(acknowledged -> visible in SQL):",
+             f"  {'stage':<30} {'records/s':>10} {'p50 s':>7} {'p99 s':>7}"]
+    for name, rate_key, prefix in SINK_STAGES:
+        rate, p50, p99 = results.get(rate_key), results.get(f"{prefix}_freshness_p50_s"), results.get(f"{prefix}_freshness_p99_s")
+        if rate is None and p99 is None:
+            continue
+        lines.append(f"  {name:<30} {_or_dash(rate, '{:,.0f}'):>10} {_or_dash(p50, '{:.2f}'):>7} {_or_dash(p99, '{:.2f}'):>7}")
+    repeated = [f"{results[f'lake_{n}_sink_freshness_conflicts']} with {n} sink(s)" for n in (1, 2)
+                if results.get(f"lake_{n}_sink_freshness_conflicts") is not None]
+    if repeated:
+        lines.append(f"  lake commits repeated after a conflict while freshness was measured: {', '.join(repeated)}")
+    if results.get("sink_freshness_error"):
+        lines.append(f"  (not measured further: {results['sink_freshness_error']})")
+    return lines
+
+
+def _or_dash(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
 
 
 def write(results: dict[str, Any], out: Path) -> None:

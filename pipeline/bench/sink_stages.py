@@ -470,7 +470,7 @@ def run_stages(bootstrap: str, *, events: int, seed: int, repeats: int, rate: in
         results["bare_aiokafka_jobs_eps"] = statistics.median(bare_rates)
         from pipeline.bench import lake_stages
 
-        results.update(lake_stages.run_stages(bootstrap, start, end, timeout_s, say))
+        results.update(lake_stages.run_stages(bootstrap, start, end, timeout_s, say, rate=rate, seconds=seconds))
 
         for n in range(2, repeats + 1):
             say(f"end to end, repeat {n} of {repeats} ...")

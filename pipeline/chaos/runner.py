@@ -14,6 +14,13 @@
 6. Separately: restart the broker under the worker and sink (it loses everything); they
    must stop with a clear line and leave the tables as they were.
 
+With ``--lake`` (``ChaosOptions.lake``), two sinks of one consumer group write a DuckLake
+whose catalog is a scratch PostgreSQL (as ``pipeline demo --lake``), the plan kills the
+two in turn (never both at once), and every count and the verdict are read from the lake.
+A lake sink that stops on its own with one clear line (e.g. a commit that kept
+conflicting) is restarted like any role and named in the report; nothing of its batch can
+be lost, since its offsets are committed in the same lake transaction as its rows.
+
 The last line: ``reliability: faults=N restarts=N bad_inputs=N lost=N duplicated=N``.
 """
 
@@ -40,13 +47,16 @@ from pipeline.alerts.receiver import LocalReceiver
 from pipeline.broker import EmbeddedBroker
 from pipeline.chaos import hostile, oracle
 from pipeline.chaos.scenario import (
-    ALERTER, INGESTORS, SECOND_WORKER, SIMULATORS, SINK, WORKER, ChaosOptions, Fault, plan,
+    ALERTER, INGESTORS, LAKE_SINKS, SECOND_WORKER, SIMULATORS, SINK, WORKER, ChaosOptions, Fault, plan,
 )
 from pipeline.run import demo
+from pipeline.run.demo_lake import DemoLake
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, tail
 from pipeline.settings import Settings
 from pipeline.model import UTC
-from pipeline.sink import quack
+from pipeline.sink import lake as lake_target, quack
+from pipeline.sink.scratch_postgres import PostgresUnavailable
+from pipeline.sink.writer import SinkError
 from pipeline.vendors.qlik_cloud.simulator import reload_events
 from pipeline.vendors import registry
 
@@ -90,11 +100,13 @@ bodies, duplicates, reordering; TrueNAS dropped connections and middleware resta
 3% of the pull simulators' answers hang twice as long as the ingestors wait."""
 
 
-def chaos_roles(bootstrap: str, options: ChaosOptions, receiver_url: str) -> list[Role]:
+def chaos_roles(bootstrap: str, options: ChaosOptions, receiver_url: str, lake: DemoLake | None = None) -> list[Role]:
     """The demo's roles, fed the run's duration and seed, with client timeouts added to
-    the vendor faults, plus a second worker in the same group."""
+    the vendor faults, plus a second worker in the same group; with ``lake``, its two
+    sinks instead of the file's."""
     demo_options = demo.DemoOptions(duration_s=options.duration_s, run_dir=options.run_dir, db=options.db_path)
-    roles = [_with_timeouts(role, options.seed) for role in demo.roles(bootstrap, demo_options, receiver_url)]
+    sinks = lake.sinks(demo.PIPELINE, bootstrap) if lake is not None else None
+    roles = [_with_timeouts(role, options.seed) for role in demo.roles(bootstrap, demo_options, receiver_url, sinks)]
     config = options.run_dir / "ingest.toml"  # written by demo.roles: the ingestors give up on a call sooner
     config.write_text(re.sub(r"^(\[\w+\])$", rf"\1\ntimeout_s = {CLIENT_TIMEOUT_S}", config.read_text(), flags=re.M))
     worker = next(r for r in roles if r.name == WORKER)
@@ -140,6 +152,12 @@ class _Run:
         self.roles: dict[str, Role] = {}
         self.down: dict[str, float] = {}  # role -> when to start it again
         self.stopped: list[str] = []  # roles that exited on their own with one clear line
+        self.lake: DemoLake | None = None  # with options.lake: the catalog server and data folder
+        self.sink_conflict_exits = 0  # lake sinks that stopped on a commit that kept conflicting
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        return LAKE_SINKS if self.options.lake else (SINK,)
 
     @property
     def quack_port(self) -> int:
@@ -154,7 +172,10 @@ class _Run:
         self.receiver.start()
         asyncio.run(catalog.apply(self.broker.bootstrap))
         self.say(f"broker {self.broker.bootstrap}; logs in {self.options.run_dir / 'logs'}")
-        for role in chaos_roles(self.broker.bootstrap, self.options, self.receiver.url):
+        if self.options.lake:
+            self.lake = DemoLake.start(self.options.run_dir)
+            self.say(f"lake: catalog {self.lake.target.catalog}, data {self.lake.data_path}; sinks {', '.join(LAKE_SINKS)}")
+        for role in chaos_roles(self.broker.bootstrap, self.options, self.receiver.url, self.lake):
             self.roles[role.name] = role
             self.supervisor.start(role)
         self.say(f"  started {len(self.roles)} roles")
@@ -184,8 +205,9 @@ class _Run:
                     self._restart(name)
             while pending and pending[0].at_s <= now:
                 fault = pending.pop(0)
-                if fault.role in self.down:
-                    pending = sorted([*pending, replace(fault, at_s=self.down[fault.role] + 0.5)])
+                waits_for = [name for name in self._exclusive(fault.role) if name in self.down]
+                if waits_for:
+                    pending = sorted([*pending, replace(fault, at_s=max(self.down[n] for n in waits_for) + 0.5)])
                     continue
                 self._kill(fault, now)
             self._restart_crashed()
@@ -196,6 +218,12 @@ class _Run:
             time.sleep(0.2)
         for name in list(self.down):
             self._restart(name)
+
+    def _exclusive(self, role: str) -> tuple[str, ...]:
+        """The roles that must be up before ``role`` is killed: itself (a fault for a role
+        still down waits until it is back) and, for a lake sink, the other one (one sink
+        of the group always goes on)."""
+        return self.sinks if role in LAKE_SINKS and self.options.lake else (role,)
 
     def _kill(self, fault: Fault, now: float) -> None:
         self.supervisor.kill(fault.role)
@@ -224,6 +252,9 @@ class _Run:
                 self.result.checks["qlik cloud sender"] = line.splitlines()[-1].strip()
                 continue
             self.say(f"{self.elapsed():5.0f}s  ! {line}")
+            if name in LAKE_SINKS and "conflict" in line.lower():
+                self.sink_conflict_exits += 1
+                self.result.checks["lake sinks stopped on a commit conflict, restarted"] = str(self.sink_conflict_exits)
             if "Traceback" in line:
                 self.result.problems.append(f"{name} exited on its own with a traceback: {line.splitlines()[0]}")
             else:
@@ -245,23 +276,34 @@ class _Run:
         self.stop(*SIMULATORS, *INGESTORS)
         self.say(f"{self.elapsed():5.0f}s  simulators and ingestors stopped; reading the raw topics back")
 
+    def live_counts(self, expected: oracle.Expected) -> dict[str, int]:
+        """Distinct ids per table as the live sink serves them: the file's over Quack, the
+        lake's from its latest snapshot (attached read-only, as an analyst does)."""
+        if self.lake is not None:
+            con = lake_target.connect(self.lake.target, read_only=True)
+            try:
+                return oracle.live_counts(con, "", expected.alert_rules)
+            finally:
+                con.close()
+        token = quack.read_token(quack.token_file_for(self.options.db_path))
+        con = duckdb.connect()
+        try:
+            quack.attach(con, quack.uri("127.0.0.1", self.quack_port), token or "")
+            return oracle.live_counts(con, "jobs.", expected.alert_rules)
+        finally:
+            con.close()
+
     def wait_for_sink(self, expected: oracle.Expected) -> None:
-        """Until the live sink (over Quack) holds as many distinct rows as the replay, or
+        """Until the live sink (the lake) holds as many distinct rows as the replay, or
         the catch-up time ends (then the comparison names what is missing)."""
         want = expected.counts()
-        token = quack.read_token(quack.token_file_for(self.options.db_path))
         deadline = time.monotonic() + self.options.catch_up_s
         have: dict[str, int] = {}
         while time.monotonic() < deadline:
             self._restart_crashed()
             try:
-                con = duckdb.connect()
-                try:
-                    quack.attach(con, quack.uri("127.0.0.1", self.quack_port), token or "")
-                    have = oracle.live_counts(con, "jobs.", expected.alert_rules)
-                finally:
-                    con.close()
-            except (duckdb.Error, quack.QuackError) as exc:
+                have = self.live_counts(expected)
+            except (duckdb.Error, quack.QuackError, SinkError) as exc:
                 have = {"error": str(exc).splitlines()[0]}  # type: ignore[dict-item]
             if all(have.get(name, -1) >= count for name, count in want.items()):
                 self.say(f"{self.elapsed():5.0f}s  the sink holds every expected row: {want}")
@@ -284,13 +326,14 @@ class _Run:
             self.supervisor.start(self.roles[name])
         deadline = time.monotonic() + 90
         gone: dict[str, str] = {}
-        while time.monotonic() < deadline and len(gone) < 2:
+        watched = (WORKER, *self.sinks)
+        while time.monotonic() < deadline and len(gone) < len(watched):
             for line in self.supervisor.exited():
                 name = line.split(" exited with status", 1)[0]
-                if name in (WORKER, SINK) and name not in gone:
+                if name in watched and name not in gone:
                     gone[name] = line
             time.sleep(0.5)
-        missing = [name for name in (WORKER, SINK) if name not in gone]
+        missing = [name for name in watched if name not in gone]
         if missing:
             return f"{' and '.join(missing)} kept running on the empty broker for 90 s without a word"
         unclear = [name for name, line in gone.items() if "Traceback" in tail(self.options.run_dir / "logs" / f"{name}.log", 3)]
@@ -307,8 +350,17 @@ def _clip(text: str, limit: int = 160) -> str:
 
 def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResult:
     options.run_dir.mkdir(parents=True, exist_ok=True)
+    options = replace(options, run_dir=options.run_dir.resolve())  # the lake's data path is absolute
     chaos = _Run(options, say)
-    result = chaos.result
+    try:
+        return _run(chaos)
+    finally:  # also when the run itself fails: no scratch PostgreSQL is left running
+        if chaos.lake is not None:
+            chaos.lake.stop()
+
+
+def _run(chaos: _Run) -> ChaosResult:
+    options, say, result = chaos.options, chaos.say, chaos.result
     raw: dict = {}
     sent = hostile.Sent()
     expected: oracle.Expected | None = None
@@ -317,7 +369,7 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
         chaos.start_all()
         with ThreadPoolExecutor(1, thread_name_prefix="chaos-hostile") as pool:
             sending = pool.submit(chaos.send_hostile)  # while the faults happen
-            chaos.inject(plan(options.seed, options.duration_s))
+            chaos.inject(plan(options.seed, options.duration_s, lake=options.lake))
             sent = sending.result()
         result.bad_inputs = sent.count
         result.problems += [f"webhook {line}" for line in sent.webhook_problems]
@@ -333,6 +385,9 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
     except RoleFailed as exc:
         result.problems.append(f"a role would not start: {str(exc).splitlines()[0]}")
         expected = None
+    except PostgresUnavailable as exc:
+        result.problems.append(f"the lake's catalog would not start: {exc}")
+        expected = None
     except KeyboardInterrupt:
         say("stopping (Ctrl-C): no verdict")
         result.problems.append("interrupted before the verdict")
@@ -341,27 +396,25 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResul
         chaos.supervisor.stop(grace_s=15)
         chaos.receiver.stop()
         chaos.broker.stop()
-    if expected is not None and options.db_path.is_file():
+    if expected is not None and (chaos.lake is not None or options.db_path.is_file()):
         _judge(chaos, expected, sent, raw, before)
     result.wall_s = chaos.elapsed()
     return result
 
 
 def _snapshot(chaos: _Run, expected: oracle.Expected) -> dict[str, int] | None:
-    token = quack.read_token(quack.token_file_for(chaos.options.db_path))
-    con = duckdb.connect()
     try:
-        quack.attach(con, quack.uri("127.0.0.1", chaos.quack_port), token or "")
-        return oracle.live_counts(con, "jobs.", expected.alert_rules)
-    except (duckdb.Error, quack.QuackError):
+        return chaos.live_counts(expected)
+    except (duckdb.Error, quack.QuackError, SinkError):
         return None
-    finally:
-        con.close()
 
 
 def _judge(chaos: _Run, expected: oracle.Expected, sent: hostile.Sent, raw: dict, before: dict | None) -> None:
     result = chaos.result
-    con = duckdb.connect(str(chaos.options.db_path), read_only=True)
+    if chaos.lake is not None:
+        con = lake_target.connect(chaos.lake.target, read_only=True)
+    else:
+        con = duckdb.connect(str(chaos.options.db_path), read_only=True)
     try:
         verdict = oracle.compare(expected, con)
         if verdict.problems:  # keep the input, so the difference can be replayed at leisure

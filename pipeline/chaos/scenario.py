@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.run.demo_lake import SINKS as LAKE_SINKS
 from pipeline.vendors import registry
 
 WORKER = "worker"
@@ -33,6 +34,9 @@ class ChaosOptions:
     catch_up_s: float = 240.0
     """How long the sink may take, after the sources stop, to hold every expected row."""
     broker_restart: bool = True
+    lake: bool = False
+    """Two sinks of one group write a DuckLake (a scratch PostgreSQL catalog, as ``pipeline
+    demo --lake``) instead of one sink the file; the verdict is read from the lake."""
 
     @property
     def db_path(self) -> Path:
@@ -50,13 +54,17 @@ class Fault:
     why: str
 
 
-def plan(seed: int, duration_s: float) -> list[Fault]:
+def plan(seed: int, duration_s: float, *, lake: bool = False) -> list[Fault]:
     """The kills of one run (issue 22 points 1, 2, 3 and 6), sorted by time.
 
     Scaled with the duration: the worker every ~20 s (at least 3 times), the sink every
     ~30 s (at least twice), each ingestor and the alerter every ~90 s (at least once);
     the second worker once, for good, in the first half. Kills land in the first 85% of
     the run so every restarted role has time to catch up while faults still happen.
+
+    With ``lake``, the sink kills are of the two lake sinks instead, in turn, every ~8 s
+    (at least 4): one is killed while the other goes on (``runner`` never has both down),
+    so its partitions move to the survivor mid-batch and back when it returns.
     """
     rng = random.Random(seed)
     start, end = 0.1 * duration_s, 0.85 * duration_s
@@ -66,8 +74,13 @@ def plan(seed: int, duration_s: float) -> list[Fault]:
 
     faults = [Fault(at, WORKER, round(rng.uniform(0.5, 3.0), 1), "worker killed at a random point")
               for at in times(max(3, int(duration_s / 20)))]
-    faults += [Fault(at, SINK, round(rng.uniform(0.5, 3.0), 1), "sink killed mid-batch")
-               for at in times(max(2, int(duration_s / 30)))]
+    if lake:
+        faults += [Fault(at, LAKE_SINKS[n % len(LAKE_SINKS)], round(rng.uniform(0.5, 3.0), 1),
+                         "a lake sink killed mid-batch; the other takes its partitions")
+                   for n, at in enumerate(times(max(4, int(duration_s / 8))))]
+    else:
+        faults += [Fault(at, SINK, round(rng.uniform(0.5, 3.0), 1), "sink killed mid-batch")
+                   for at in times(max(2, int(duration_s / 30)))]
     for role in (*INGESTORS, ALERTER):
         faults += [Fault(at, role, round(rng.uniform(0.5, 4.0), 1), f"{role} killed; restarts from its cursor or offsets")
                    for at in times(max(1, int(duration_s / 90)))]

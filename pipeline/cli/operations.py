@@ -102,6 +102,7 @@ def chaos(
     seed: Annotated[int, typer.Option(help="Seeds the fault plan and the hostile inputs: the same seed, the same kills and inputs.")] = 1,
     bad_inputs: Annotated[int, typer.Option(min=1, help="Hostile records produced into the raw topics.")] = 10_000,
     run_dir: Annotated[Optional[Path], typer.Option(help="Folder for the database and every role's log (default: a new folder under ~/.local/share/jobstream).")] = None,
+    lake: Annotated[bool, typer.Option("--lake", help="Two sinks of one consumer group write a DuckLake (a throwaway PostgreSQL catalog, as `pipeline demo --lake`), killed in turn; the verdict is read from the lake.")] = False,
 ) -> None:
     """Run the pipeline under crashes, vendor faults and hostile input, then check nothing was lost.
 
@@ -117,7 +118,7 @@ def chaos(
     from pipeline.chaos import runner
     from pipeline.chaos.scenario import ChaosOptions
 
-    options = ChaosOptions(seed=seed, bad_inputs=bad_inputs, run_dir=run_dir or runner.default_run_dir())
+    options = ChaosOptions(seed=seed, bad_inputs=bad_inputs, run_dir=run_dir or runner.default_run_dir(), lake=lake)
     if soak is not None:
         options = dataclasses.replace(options, duration_s=soak * 60, catch_up_s=max(options.catch_up_s, soak * 30))
     exit_on_sigterm()
@@ -191,7 +192,8 @@ def bench(
     normalize alone per vendor, the worker (raw -> jobs.*), the sink alone (against a bare
     loop over the same jobs.* records), end to end (a worker and a sink, rows counted over
     Quack), freshness at a steady --freshness-rate (raw acknowledged -> visible over Quack),
-    and the worker's peak RSS and restart-to-ready with --state-runs runs in its table.
+    the sink on a lake (one sink, two of a group) with the three sink stages' freshness at
+    the same rate (jobs.events acknowledged -> visible in SQL), and the worker's peak RSS and restart-to-ready with --state-runs runs in its table.
     Ratios, not absolute numbers, are what compares across days on a shared machine.
     """
     from pipeline.bench import run as bench_run

@@ -42,3 +42,9 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
     assert "loading 3,000 documents" in result.stderr
     assert results["lake_1_sink_rows_per_s"] > 0 and results["lake_2_sink_rows_per_s"] > 0, results.get("lake_error")
     assert "sink on a lake, 2 sinks (group)" in result.stdout
+    assert results["sink_freshness_rate"] == 2000, results.get("sink_freshness_error")
+    for stage in ("sink", "lake_1_sink", "lake_2_sink"):  # the three sink stages' freshness, same run
+        assert 0 < results[f"{stage}_freshness_p50_s"] <= results[f"{stage}_freshness_p99_s"], stage
+        assert results[f"{stage}_freshness_events"] == 4000, stage
+    table = result.stdout[result.stdout.index("sink stages, freshness at 2,000 jobs.events records/s"):]
+    assert all(name in table for name in ("one sink on a file", "one sink on a lake", "two sinks on a lake (group)"))

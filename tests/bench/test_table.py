@@ -34,3 +34,16 @@ def test_the_lake_stages_are_shown_against_the_sink_on_a_file_or_say_why_not():
     assert any(line.startswith("sink on a lake, 2 sinks (group)") and "0.30x of the sink on a file" in line for line in lines)
     missing = table({**MEASURED, "lake_error": "no PostgreSQL server found (initdb, pg_ctl): apt-get install postgresql"})
     assert "sink on a lake: not measured: no PostgreSQL server found (initdb, pg_ctl): apt-get install postgresql" in missing
+
+
+def test_the_three_sink_stages_show_rows_per_second_beside_their_freshness_or_say_why_not():
+    fresh = {f"{stage}_freshness_{q}_s": value for stage, p50, p99 in (("sink", 0.1, 0.3), ("lake_1_sink", 0.5, 1.25),
+                                                                       ("lake_2_sink", 0.75, 2.5))
+             for q, value in (("p50", p50), ("p99", p99))}
+    lines = table({**MEASURED, "sink_rows_per_s": 20_000.0, "lake_1_sink_rows_per_s": 5_000.0,
+                   "lake_2_sink_rows_per_s": 6_000.0, "sink_freshness_rate": 2000, **fresh})
+    assert "sink stages, freshness at 2,000 jobs.events records/s (acknowledged -> visible in SQL):" in lines
+    assert any(line.split() == ["one", "sink", "on", "a", "file", "20,000", "0.10", "0.30"] for line in lines)
+    assert any(line.split() == ["two", "sinks", "on", "a", "lake", "(group)", "6,000", "0.75", "2.50"] for line in lines)
+    failed = table({**MEASURED, "sink_freshness_error": "sink freshness: only 3 of 4 rows became visible"})
+    assert "sink freshness: not measured: sink freshness: only 3 of 4 rows became visible" in failed

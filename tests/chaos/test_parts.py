@@ -150,3 +150,17 @@ def test_the_replay_runs_the_lifecycle_with_the_settings_pipeline_worker_builds(
     assert {v: replay.stale_after(v) for v in VENDOR_NAMES} == {v: worker.stale_after(v) for v in VENDOR_NAMES}
     assert replay.max_clock_skew == worker.max_clock_skew
     assert replay.stale_after("zuora").total_seconds() == 600
+
+
+def test_a_lake_plan_kills_the_two_lake_sinks_in_turn_and_never_the_file_sink():
+    from pipeline.chaos.scenario import LAKE_SINKS
+
+    faults = plan(7, 75, lake=True)
+    assert faults == plan(7, 75, lake=True)
+    kills = Counter(f.role for f in faults)
+    assert kills[SINK] == 0 and kills[LAKE_SINKS[0]] >= 2 and kills[LAKE_SINKS[1]] >= 2
+    sinks = [f.role for f in faults if f.role in LAKE_SINKS]
+    assert all(a != b for a, b in zip(sinks, sinks[1:]))  # in turn: the other one goes on
+    assert all(f.down_s is not None for f in faults if f.role in LAKE_SINKS)
+    assert kills[WORKER] >= 3 and kills[SECOND_WORKER] == 1  # the other roles' faults stay
+    assert plan(7, 75) == plan(7, 75, lake=False)
