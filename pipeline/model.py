@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
+import orjson
 
 UTC = timezone.utc
 
@@ -122,6 +123,8 @@ _MAX_NATIVE_STATE, _MAX_ERROR_CODE, _MAX_ERROR_MESSAGE = (
     MAX_TEXT_LENGTHS[name] for name in ("native_state", "error_code", "error_message")
 )
 MAX_ATTRS_BYTES = 16 * 1024
+MAX_INTEGER = 2**63 - 1
+"""attempt, rows and counts fit DuckDB's BIGINT and the state encoder (orjson: 64 bits)."""
 """``attrs`` as a whole, JSON-encoded: vendor extras, not documents."""
 
 
@@ -183,9 +186,9 @@ class JobEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
             and (self.received_at is None or (type(self.received_at) is datetime and self.received_at.tzinfo is UTC))
             and (self.started_at is None or (type(self.started_at) is datetime and self.started_at.tzinfo is UTC))
             and (self.finished_at is None or (type(self.finished_at) is datetime and self.finished_at.tzinfo is UTC))
-            and (self.attempt is None or (type(self.attempt) is int and self.attempt >= 1))
+            and (self.attempt is None or (type(self.attempt) is int and 1 <= self.attempt <= MAX_INTEGER))
             and (self.progress is None or (type(self.progress) in (int, float) and 0 <= self.progress <= 100))
-            and (self.rows is None or (type(self.rows) is int and self.rows >= 0))
+            and (self.rows is None or (type(self.rows) is int and 0 <= self.rows <= MAX_INTEGER))
         )
 
     def _validate(self) -> None:
@@ -204,8 +207,8 @@ class JobEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
             value = getattr(self, name)
             if isinstance(value, str) and len(value) > limit:
                 raise InvalidEvent(f"{name} is {len(value)} characters long (at most {limit})")
-        if self.attrs and len(_event_encoder.encode(self.attrs)) > MAX_ATTRS_BYTES:
-            raise InvalidEvent(f"attrs take more than {MAX_ATTRS_BYTES} bytes as JSON")
+        if self.attrs:
+            _check_attrs(self.attrs)
         for name in _TIME_FIELDS:
             value = getattr(self, name)
             if value is None:
@@ -218,25 +221,35 @@ class JobEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
             if normalized is not value:
                 msgspec.structs.force_setattr(self, name, normalized)
         if self.attempt is not None and (
-            type(self.attempt) is not int or self.attempt < 1
+            type(self.attempt) is not int or not 1 <= self.attempt <= MAX_INTEGER
         ):
-            raise InvalidEvent(f"attempt must be an integer >= 1, got {self.attempt!r}")
+            raise InvalidEvent(f"attempt must be an integer in 1..2**63-1, got {self.attempt!r:.40}")
         if self.progress is not None:
             if type(self.progress) not in (int, float) or not 0 <= self.progress <= 100:
                 raise InvalidEvent(f"progress must be a number in 0..100, got {self.progress!r}")
-        if self.rows is not None and (type(self.rows) is not int or self.rows < 0):
-            raise InvalidEvent(f"rows must be a non-negative integer, got {self.rows!r}")
+        if self.rows is not None and (type(self.rows) is not int or not 0 <= self.rows <= MAX_INTEGER):
+            raise InvalidEvent(f"rows must be an integer in 0..2**63-1, got {self.rows!r:.40}")
         self._check_counts()
 
     def _check_attrs_and_counts(self) -> None:
-        if self.attrs and len(_event_encoder.encode(self.attrs)) > MAX_ATTRS_BYTES:
-            raise InvalidEvent(f"attrs take more than {MAX_ATTRS_BYTES} bytes as JSON")
+        if self.attrs:
+            _check_attrs(self.attrs)
         self._check_counts()
 
     def _check_counts(self) -> None:
         for key, count in self.counts.items():
-            if type(count) is not int or count < 0:
-                raise InvalidEvent(f"counts[{key!r}] must be a non-negative integer, got {count!r}")
+            if type(count) is not int or not 0 <= count <= MAX_INTEGER:
+                raise InvalidEvent(f"counts[{key!r}] must be an integer in 0..2**63-1, got {count!r:.40}")
+
+
+def _check_attrs(attrs: dict[str, Any]) -> None:
+    """Encoded as the worker's state store encodes them (orjson: integers of 64 bits at most)."""
+    try:
+        size = len(orjson.dumps(attrs))
+    except (OverflowError, TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidEvent(f"attrs cannot be written as JSON: {str(exc)[:80]}") from None
+    if size > MAX_ATTRS_BYTES:
+        raise InvalidEvent(f"attrs take more than {MAX_ATTRS_BYTES} bytes as JSON")
 
 
 class RawEnvelope(msgspec.Struct, frozen=True, gc=False, kw_only=True):

@@ -151,6 +151,21 @@ def test_counts_must_be_non_negative_integers(bad: object):
     assert event(counts={"inserted": 0}).counts == {"inserted": 0}
 
 
+@pytest.mark.parametrize("field", ["attempt", "rows", "counts"])
+@pytest.mark.parametrize("huge", [2**63, 10**308])
+def test_integers_beyond_a_bigint_are_refused(field: str, huge: int):
+    """Before: accepted, then the worker's state encoder (orjson, 64-bit) raised OverflowError."""
+    with pytest.raises(InvalidEvent, match=field):
+        event(**({"counts": {"inserted": huge}} if field == "counts" else {field: huge}))
+    biggest = 2**63 - 1
+    assert event(**({"counts": {"inserted": biggest}} if field == "counts" else {field: biggest})) is not None
+
+
+def test_attrs_with_an_integer_json_cannot_carry_are_refused():
+    with pytest.raises(InvalidEvent, match="attrs"):
+        event(attrs={"n": 2**64})
+
+
 # --- ids --------------------------------------------------------------------------------------
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pathlib
 from datetime import timedelta
 
 import msgspec
+import orjson
 
 from pipeline import catalog
 from pipeline.model import RawEnvelope, encode_envelope
 from pipeline.stream.records import Message
 from pipeline.stream.state import decode_entry
 from tests.support.stream import T0, TOPIC, Harness, message, transitions, truenas_job
+
+
+INFORMATICA_SEED = pathlib.Path(__file__).parents[1] / "vendors/fixtures/informatica/seed_publication_with_child.json"
 
 
 def story() -> list[Message]:
@@ -239,3 +244,20 @@ def test_an_event_applied_under_a_runs_other_name_sends_that_runs_snapshot():
     assert named["run_key"].endswith(":result:result-1") and named["events"] == 1
     snapshots = [r for t, _k, r in second if t == catalog.RUNS]
     assert [(r["run_key"], r["events"], r["version"]) for r in snapshots] == [(named["run_key"], 2, 2)]
+
+
+def test_a_count_no_64_bit_integer_holds_is_a_dead_letter_and_the_worker_goes_on():
+    """Chaos seed 3: ``targetSuccessCount: 1e308`` in an Informatica child event was accepted,
+    then the state encoder raised OverflowError out of ``StreamCore.process`` (a crash loop)."""
+    seed = orjson.loads(INFORMATICA_SEED.read_bytes())
+    huge = {**seed, "targetSuccessCount": 1e308}
+    topic = catalog.raw_topic("informatica")
+
+    def raw(offset: int, payload: dict) -> Message:
+        value = encode_envelope(RawEnvelope(vendor="informatica", source="org", received_at=T0, payload=payload))
+        return Message(topic, 0, offset, b"informatica:org:app/pub", value)
+
+    outputs = Harness().feed([raw(0, huge), raw(1, seed)])
+    dead = [v for t, _k, v in outputs if t == catalog.DEADLETTER]
+    assert [d["stage"] for d in dead] == ["normalize"] and "2**63-1" in dead[0]["reason"]
+    assert any(t == catalog.EVENTS for t, *_ in outputs), "the good record after it was not applied"

@@ -142,9 +142,10 @@ class InformaticaSource(HttpPoller):
                 event_id = str(record.payload.get("eventId")) if isinstance(record.payload, dict) else None
                 digest = content_hash(record.payload)
                 if event_id is not None:
-                    if digest in (seen.get(event_id), kept.get(event_id)):
+                    unchanged = digest in (seen.get(event_id), kept.get(event_id))
+                    kept[event_id] = digest  # remembered while the window reads it, sent or not
+                    if unchanged:
                         continue  # sent before, or twice in this answer (nested and top-level)
-                    kept[event_id] = digest
                 records.append(record)
         # Keep the hashes of every event the next window will read again.
         next_from = oldest_open
