@@ -47,10 +47,10 @@ from pipeline.alerts.receiver import LocalReceiver
 from pipeline.broker import EmbeddedBroker
 from pipeline.chaos import hostile, oracle
 from pipeline.chaos.scenario import (
-    ALERTER, INGESTORS, LAKE_SINKS, SECOND_WORKER, SIMULATORS, SINK, WORKER, ChaosOptions, Fault, plan,
+    ALERTER, INGESTORS, SECOND_WORKER, SIMULATORS, SINK, WORKER, ChaosOptions, Fault, plan,
 )
 from pipeline.run import demo
-from pipeline.run.demo_lake import DemoLake
+from pipeline.run.demo_lake import SINKS as LAKE_SINKS, DemoLake
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, tail
 from pipeline.settings import Settings
 from pipeline.model import UTC
@@ -369,7 +369,7 @@ def _run(chaos: _Run) -> ChaosResult:
         chaos.start_all()
         with ThreadPoolExecutor(1, thread_name_prefix="chaos-hostile") as pool:
             sending = pool.submit(chaos.send_hostile)  # while the faults happen
-            chaos.inject(plan(options.seed, options.duration_s, lake=options.lake))
+            chaos.inject(plan(options.seed, options.duration_s, lake_sinks=LAKE_SINKS if options.lake else ()))
             sent = sending.result()
         result.bad_inputs = sent.count
         result.problems += [f"webhook {line}" for line in sent.webhook_problems]

@@ -12,7 +12,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.run.demo_lake import SINKS as LAKE_SINKS
 from pipeline.vendors import registry
 
 WORKER = "worker"
@@ -54,7 +53,7 @@ class Fault:
     why: str
 
 
-def plan(seed: int, duration_s: float, *, lake: bool = False) -> list[Fault]:
+def plan(seed: int, duration_s: float, *, lake_sinks: tuple[str, ...] = ()) -> list[Fault]:
     """The kills of one run (issue 22 points 1, 2, 3 and 6), sorted by time.
 
     Scaled with the duration: the worker every ~20 s (at least 3 times), the sink every
@@ -62,7 +61,7 @@ def plan(seed: int, duration_s: float, *, lake: bool = False) -> list[Fault]:
     the second worker once, for good, in the first half. Kills land in the first 85% of
     the run so every restarted role has time to catch up while faults still happen.
 
-    With ``lake``, the sink kills are of the two lake sinks instead, in turn, every ~8 s
+    With ``lake_sinks`` (the lake demo's role names), the sink kills are of them instead, in turn, every ~8 s
     (at least 4): one is killed while the other goes on (``runner`` never has both down),
     so its partitions move to the survivor mid-batch and back when it returns.
     """
@@ -74,8 +73,8 @@ def plan(seed: int, duration_s: float, *, lake: bool = False) -> list[Fault]:
 
     faults = [Fault(at, WORKER, round(rng.uniform(0.5, 3.0), 1), "worker killed at a random point")
               for at in times(max(3, int(duration_s / 20)))]
-    if lake:
-        faults += [Fault(at, LAKE_SINKS[n % len(LAKE_SINKS)], round(rng.uniform(0.5, 3.0), 1),
+    if lake_sinks:
+        faults += [Fault(at, lake_sinks[n % len(lake_sinks)], round(rng.uniform(0.5, 3.0), 1),
                          "a lake sink killed mid-batch; the other takes its partitions")
                    for n, at in enumerate(times(max(4, int(duration_s / 8))))]
     else:

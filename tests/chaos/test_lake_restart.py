@@ -10,7 +10,8 @@ import sys
 import time
 
 from pipeline.chaos import runner
-from pipeline.chaos.scenario import LAKE_SINKS, ChaosOptions
+from pipeline.chaos.scenario import ChaosOptions
+from pipeline.run.demo_lake import SINKS as LAKE_SINKS
 from pipeline.run.supervisor import Role
 
 GIVES_UP_ONCE = """

@@ -14,6 +14,7 @@ from pipeline import catalog
 from pipeline.alerts import rules
 from pipeline.chaos import hostile, oracle
 from pipeline.chaos.scenario import ALERTER, INGESTORS, SECOND_WORKER, SINK, WORKER, plan
+from pipeline.run.demo_lake import SINKS as LAKE_SINKS
 from pipeline.settings import Settings
 from pipeline.sink.schema import migrate
 from pipeline.stream.records import Message
@@ -153,14 +154,12 @@ def test_the_replay_runs_the_lifecycle_with_the_settings_pipeline_worker_builds(
 
 
 def test_a_lake_plan_kills_the_two_lake_sinks_in_turn_and_never_the_file_sink():
-    from pipeline.chaos.scenario import LAKE_SINKS
-
-    faults = plan(7, 75, lake=True)
-    assert faults == plan(7, 75, lake=True)
+    faults = plan(7, 75, lake_sinks=LAKE_SINKS)
+    assert faults == plan(7, 75, lake_sinks=LAKE_SINKS)
     kills = Counter(f.role for f in faults)
     assert kills[SINK] == 0 and kills[LAKE_SINKS[0]] >= 2 and kills[LAKE_SINKS[1]] >= 2
     sinks = [f.role for f in faults if f.role in LAKE_SINKS]
     assert all(a != b for a, b in zip(sinks, sinks[1:]))  # in turn: the other one goes on
     assert all(f.down_s is not None for f in faults if f.role in LAKE_SINKS)
     assert kills[WORKER] >= 3 and kills[SECOND_WORKER] == 1  # the other roles' faults stay
-    assert plan(7, 75) == plan(7, 75, lake=False)
+    assert plan(7, 75) == plan(7, 75, lake_sinks=())
