@@ -27,7 +27,7 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
         pytest.fail(f"pipeline bench did not finish in 270 s; its progress:\n{progress}")
     assert result.returncode == 0, result.stdout + result.stderr
     results = orjson.loads(out.read_bytes())
-    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "core_eps", "normalize_eps", "worker_eps",
+    for name in ("bare_aiokafka_eps", "bare_faust_eps", "lifecycle_eps", "core_eps", "normalize_eps", "worker_eps", "two_workers_eps",
                  "sink_rows_per_s", "bare_aiokafka_jobs_eps", "end_to_end_eps", "worker_peak_rss_mb", "restart_to_ready_s"):
         assert results[name] > 0, name
     assert 0 < results["freshness_p50_s"] <= results["freshness_p99_s"] <= results["freshness_max_s"]
@@ -42,3 +42,4 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
     assert "loading 3,000 documents" in result.stderr
     assert results["lake_1_sink_rows_per_s"] > 0 and results["lake_2_sink_rows_per_s"] > 0, results.get("lake_error")
     assert "sink on a lake, 2 sinks (group)" in result.stdout
+    assert "2 workers, one group" in result.stdout and "of one worker" in result.stdout
