@@ -65,7 +65,7 @@ from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_INTERNAL, EXIT_SIGTERM
 from pipeline.ops.health import MetricsPortTaken, RoleMetrics, observe_batch
 from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
-from pipeline.stream import faust_compat
+from pipeline.stream import collector, faust_compat
 from pipeline.stream.batches import BatchSender
 from pipeline.stream.core import StreamCore
 from pipeline.stream.faults import Faults, Injector
@@ -408,6 +408,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
         raise SystemExit(EXIT_CONFIG) from None
     loop = "uvloop" if _has_uvloop() else "asyncio"
     worker = _Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
+    collector.tune()  # fewer collections per record (collector.py says how much)
     worker.execute_from_commandline()
 
 
