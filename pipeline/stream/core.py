@@ -228,7 +228,7 @@ class StreamCore:
             self._process_one(message, pending, runs, batch)
         # jobs.runs is compacted: only each run's latest snapshot of the batch matters.
         for run_key, (run, partition) in runs.items():
-            batch.outputs.append(Output(catalog.RUNS, run_key.encode(), run_record(run), partition))
+            batch.outputs.append(_output(Output, (catalog.RUNS, run_key.encode(), run_record(run), partition)))
         for key, entry in pending.items():
             self._uncache(key)
             if entry is None:
@@ -456,7 +456,7 @@ class StreamCore:
             event.run_key not in before.runs and lifecycle.evicted_state(before, event) is not None
         )
         # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
-        staged.outputs.append(Output(catalog.EVENTS, key, event_record(event, late=late, skewed=skewed), partition))
+        staged.outputs.append(_output(Output, (catalog.EVENTS, key, event_record(event, late=late, skewed=skewed), partition)))
         self._emit(staged.outputs, staged.runs, job, transitions, partition, lifecycle.run_of(job, event))
         kept = self._evict(job, watermark or _EPOCH)  # before any trusted time (watermark None) by count alone
         if len(kept.runs) < len(job.runs):
@@ -540,7 +540,7 @@ class StreamCore:
         if transitions:
             key = job.job_key.encode()
             for transition in transitions:
-                outputs.append(Output(catalog.TRANSITIONS, key, transition_record(transition), partition))
+                outputs.append(_output(Output, (catalog.TRANSITIONS, key, transition_record(transition), partition)))
         if run is not None:
             run_key = run.run_key
             runs.pop(run_key, None)
@@ -548,5 +548,9 @@ class StreamCore:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+_output = tuple.__new__
+"""Builds an ``Output`` from all four fields without the NamedTuple's Python-level
+``__new__`` (a frame per record; the hot paths make one to three records per event)."""
 
 __all__ = ["Batch", "Entry", "Message", "Output", "StreamCore", "decode_entry", "encode_entry"]
