@@ -107,6 +107,9 @@ class StreamCore:
         self._deleted: dict[bytes, int] = {}  # this batch's tombstones -> their partition
         self._left: list[tuple[lifecycle.RunState, lifecycle.Transition]] = []  # runs ``_shrunk`` made leave open
         self._vendor_of_topic = {catalog.raw_topic(v): v for v in vendors.VENDOR_NAMES}
+        # The vendor's own function, guarded here as ``vendors.normalize`` guards it: two
+        # Python frames fewer per raw record.
+        self._normalize_of = {v: vendors.get(v).normalize for v in vendors.VENDOR_NAMES}
         self._stale_after = {v: settings.stale_after(v) for v in vendors.VENDOR_NAMES}
         self._tz = {v: settings.tz(v) for v in vendors.VENDOR_NAMES}
         self._skew = settings.max_clock_skew
@@ -318,9 +321,12 @@ class StreamCore:
             raw_ref=RawRef(message.topic, message.partition, message.offset), tz=self._tz[vendor],
         )
         try:
-            events = vendors.normalize(vendor, envelope.payload, ctx)
+            events = self._normalize_of[vendor](envelope.payload, ctx)
         except Rejected as exc:
             batch.outputs.append(dead_letter(message, "normalize", "Rejected", exc.reason, vendor))
+            return
+        except Exception as exc:  # noqa: BLE001 - one document must never stop the stream
+            batch.outputs.append(dead_letter(message, "normalize", "Rejected", vendors.as_rejected(exc).reason, vendor))
             return
         if not events:
             return
