@@ -90,7 +90,8 @@ def make_event_id(vendor: str, *parts: object) -> str:
             (vendor + "\x1f").encode("utf-8", "surrogatepass"), digest_size=16,
         )
     digest = seeded.copy()
-    digest.update("\x1f".join(["" if p is None else str(p) for p in parts]).encode("utf-8", "surrogatepass"))
+    text = "\x1f".join(map(str, parts)) if None not in parts else "\x1f".join(["" if p is None else str(p) for p in parts])
+    digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 

@@ -21,6 +21,7 @@ from pipeline.bench.workload import Document
 from pipeline.model import RawEnvelope, encode_envelope
 from pipeline.settings import Settings
 from pipeline.sources import records_for
+from pipeline.stream import collector
 from pipeline.stream.core import StreamCore
 from pipeline.stream.records import Message
 from pipeline.vendors import Context
@@ -51,17 +52,22 @@ def core_rate(messages: list[Message], settings: Settings | None = None) -> floa
     """Raw records per CPU second through ``StreamCore.process`` (a fresh core and table).
 
     CPU time of this process, not wall time: on a machine shared with other work the
-    cost per record is what stays comparable from one run to the next."""
+    cost per record is what stays comparable from one run to the next. The garbage
+    collector is set as the worker sets it (``collector.tune``)."""
     settings = settings or Settings()
     table: dict[bytes, bytes] = {}
     core = StreamCore(settings, lookup=table.get, entries=table.items)
     size = settings.batch_max
-    started = time.process_time()
-    for begin in range(0, len(messages), size):
-        batch = core.process(messages[begin:begin + size])
-        for key, (_partition, value) in batch.writes.items():
-            if value is None:
-                table.pop(key, None)
-            else:
-                table[key] = value
-    return len(messages) / (time.process_time() - started)
+    thresholds = collector.tune()
+    try:
+        started = time.process_time()
+        for begin in range(0, len(messages), size):
+            batch = core.process(messages[begin:begin + size])
+            for key, (_partition, value) in batch.writes.items():
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
+        return len(messages) / (time.process_time() - started)
+    finally:
+        collector.restore(thresholds)

@@ -14,6 +14,7 @@ over that same input, each the median of ``repeats``:
 5. the worker: raw topics -> jobs.* topics (``worker_stages.worker_rate``), and beside it
    the peer: the same normalize + lifecycle as a quix-streams application with its own
    consumer, RocksDB state and changelog (``quix_peer``; only with the ``bench`` extra);
+   then two workers in one consumer group over the same input, against one;
 6. the sink alone: jobs.* -> committed DuckDB rows, against a bare aiokafka loop over the
    same jobs.* records (``sink_stages``);
 7. end to end: raw in Kafka -> rows visible over Quack, one worker and one sink;
@@ -96,6 +97,9 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, fr
         raw_records, output_events = worker_stages.expected_events(documents(events, seed=seed))
         results["worker_eps"] = statistics.median(
             worker_stages.worker_rate(broker.bootstrap, raw_records, output_events, repeats=repeats))
+        say("two workers in one group: raw -> jobs.* ...")
+        results["two_workers_eps"] = statistics.median(
+            worker_stages.worker_rate(broker.bootstrap, raw_records, output_events, repeats=repeats, workers=2))
         results.update(sink_stages.run_stages(broker.bootstrap, events=events, seed=seed, repeats=repeats,
                                               rate=freshness_rate, seconds=freshness_seconds, say=say))
     if state_runs:
@@ -132,6 +136,7 @@ def table(results: dict[str, Any]) -> list[str]:
     ]
     rows += [(f"  normalize {v}", r, None, "") for v, r in results.get("normalize_eps_by_vendor", {}).items()]
     rows.append(("worker (raw -> jobs.*)", results.get("worker_eps"), bare_faust, "of bare faust (target 0.75x)"))
+    rows.append(("2 workers, one group", results.get("two_workers_eps"), results.get("worker_eps"), "of one worker"))
     rows.append(("quix-streams peer (normalize+lifecycle)", results.get("quix_peer_eps"), bare_kafka,
                  "of bare aiokafka"))
     rows += [

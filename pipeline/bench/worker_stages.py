@@ -1,5 +1,6 @@
-"""The worker's stages of ``pipeline bench``: its throughput (stage 5) and its size and
-restart time with a large table (stage 9).
+"""The worker's stages of ``pipeline bench``: its throughput (stage 5), the same with two
+workers in one consumer group (stage 5b), and its size and restart time with a large
+table (stage 9).
 
 Both run the real ``pipeline worker`` as a subprocess, exactly as deployed (uvloop, the
 Tansu workarounds on, since the broker is the embedded one), and watch its output topic
@@ -11,6 +12,11 @@ Tansu workarounds on, since the broker is the embedded one), and watch its outpu
   first batch). The records seen in that first fetch are not counted either; the rate is
   given in raw records per second, like the baselines: output events counted, scaled by
   raw records per output event of the whole input.
+- stage 5b (``worker_rate`` with ``workers=2``): two ``pipeline worker`` processes with
+  one app id (one consumer group, each its own data directory) started together over
+  the same raw topics, timed the same way: how a user scales before anything else. The
+  group's first join and any rebalance while the second worker comes up are inside the
+  timing, as they are for a user who starts a second worker.
 - stage 9 (``state_stage``): on a broker of its own, ``runs`` distinct RUNNING runs (20
   per job) go through a worker with the RocksDB store; then the worker is stopped and
   started again. It reports the worker's peak RSS (the kernel's high-water mark,
@@ -64,7 +70,9 @@ class Outputs:
     """A consumer of every ``jobs.events`` partition from its start, counting what arrives.
 
     One instance serves all repeats of a stage: each repeat waits for the count to grow
-    by what it expects, so earlier repeats' records are never counted twice."""
+    by what it expects, so earlier repeats' records are never counted twice. A stage that
+    follows another on the same broker first reads past what is there (``skip_existing``):
+    the earlier stage's records would otherwise arrive as its first fetch."""
 
     def __init__(self, bootstrap: str) -> None:
         self._consumer = clients.consumer(
@@ -77,12 +85,34 @@ class Outputs:
         partitions = [TopicPartition(catalog.EVENTS, p) for p in range(catalog.topic(catalog.EVENTS).partitions)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
+        self._partitions = partitions
         return self
+
+    async def skip_existing(self, timeout_s: float = 120) -> int:
+        """Read every record already in ``jobs.events`` (not counted): until a fetch
+        brings nothing and each partition's position has reached the fetch highwater
+        (``end_offsets`` is wrong on Tansu for batches of several records)."""
+        skipped = 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batches = await self._consumer.getmany(timeout_ms=300, max_records=20_000)
+            arrived = sum(len(records) for records in batches.values())
+            skipped += arrived
+            if not arrived and await self._caught_up():
+                return skipped
+        raise BenchError(f"could not read past the {skipped:,} jobs.events records already there within {timeout_s:.0f} s")
+
+    async def _caught_up(self) -> bool:
+        for tp in self._partitions:
+            high = self._consumer.highwater(tp)
+            if high is None or await self._consumer.position(tp) < high:
+                return False
+        return True
 
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def until(self, count: int, worker: subprocess.Popen, deadline: float,
+    async def until(self, count: int, workers: list[subprocess.Popen], deadline: float,
                     key: bytes | None = None) -> tuple[float, int, float]:
         """Read until ``count`` records arrived in total (or one with ``key``); returns
         (time of the first fetch that brought any, records in it, time of the last)."""
@@ -90,8 +120,9 @@ class Outputs:
         first_count = 0
         last_at = time.perf_counter()
         while self.seen < count:
-            if worker.poll() is not None:
-                raise BenchError(f"the worker exited with status {worker.returncode} after {self.seen:,} events")
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise BenchError(f"a worker exited with status {worker.returncode} after {self.seen:,} events")
             if time.monotonic() > deadline:
                 raise BenchError(f"the worker gave {self.seen:,} of {count:,} events before the deadline")
             batches = await self._consumer.getmany(timeout_ms=200, max_records=20_000)
@@ -131,33 +162,37 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 async def _worker_rate_once(bootstrap: str, outputs: Outputs, raw_records: int, events: int,
-                            timeout_s: float, folder: Path) -> float:
+                            timeout_s: float, folder: Path, workers: int) -> float:
     app_id = f"jobstream-bench-worker-{uuid.uuid4().hex[:8]}"
-    log = folder / f"{app_id}.log"
+    logs = [folder / f"{app_id}-{number}.log" for number in range(workers)]
     target = outputs.seen + events
-    worker = start_worker(bootstrap, app_id, folder / app_id, "memory://", log)
+    processes = [start_worker(bootstrap, app_id, folder / f"{app_id}-{number}", "memory://", log)
+                 for number, log in enumerate(logs)]
     try:
-        first_at, first_count, last_at = await outputs.until(target, worker, time.monotonic() + timeout_s)
+        first_at, first_count, last_at = await outputs.until(target, processes, time.monotonic() + timeout_s)
     except BenchError as exc:
-        raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None
+        raise BenchError(f"{exc}; the workers' logs end: {' | '.join(_tail(log) for log in logs)}") from None
     finally:
-        stop_process(worker)
+        for process in processes:
+            stop_process(process)
     counted = events - first_count
     if counted <= 0 or last_at <= first_at:
         raise BenchError("too few events to time the worker (all came in one fetch): use more --events")
     return counted / (last_at - first_at) * raw_records / events
 
 
-def worker_rate(bootstrap: str, raw_records: int, events: int, *, repeats: int = 3,
+def worker_rate(bootstrap: str, raw_records: int, events: int, *, repeats: int = 3, workers: int = 1,
                 timeout_s: float = 900) -> list[float]:
-    """Stage 5: raw records per second through ``pipeline worker``, once per repeat, each
-    with a new app id (a new consumer group and table: the whole input again)."""
+    """Stage 5 (5b with ``workers=2``): raw records per second through ``workers``
+    ``pipeline worker`` processes in one group, once per repeat, each with a new app id
+    (a new consumer group and table: the whole input again)."""
     folder = Path(tempfile.mkdtemp(prefix="jobstream-bench-worker-"))
 
     async def measure() -> list[float]:
         outputs = await Outputs(bootstrap).start()
         try:
-            return [await _worker_rate_once(bootstrap, outputs, raw_records, events, timeout_s, folder)
+            await outputs.skip_existing()
+            return [await _worker_rate_once(bootstrap, outputs, raw_records, events, timeout_s, folder, workers)
                     for _ in range(repeats)]
         finally:
             await outputs.stop()
@@ -215,7 +250,7 @@ async def _state_stage(bootstrap: str, runs: int, folder: Path, say: Callable[[s
             step = max(runs // 10, 1)
             for target in [*range(step, runs, step), runs]:
                 if outputs.seen < target:
-                    await outputs.until(target, worker, time.monotonic() + timeout_s)
+                    await outputs.until(target, [worker], time.monotonic() + timeout_s)
                     say(f"    {outputs.seen:,} of {runs:,} runs out ({time.perf_counter() - began:.0f} s)")
             first_rss = peak_rss_mb(worker.pid)
             fill_eps = runs / (time.perf_counter() - began)
@@ -236,7 +271,7 @@ async def _state_stage(bootstrap: str, runs: int, folder: Path, say: Callable[[s
                 await producer.send_and_wait(catalog.raw_topic("truenas"), probe_value, key=probe_key)
             finally:
                 await producer.stop()
-            _, _, ready_at = await outputs.until(runs + 1, worker, time.monotonic() + timeout_s, key=probe_key)
+            _, _, ready_at = await outputs.until(runs + 1, [worker], time.monotonic() + timeout_s, key=probe_key)
             second_rss = peak_rss_mb(worker.pid)
         except BenchError as exc:
             raise BenchError(f"{exc}; its log ends: {_tail(log)}") from None

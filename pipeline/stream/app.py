@@ -65,7 +65,7 @@ from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_INTERNAL, EXIT_SIGTERM
 from pipeline.ops.health import MetricsPortTaken, RoleMetrics, observe_batch
 from pipeline.ops.runtime import bind, operate
 from pipeline.settings import Settings
-from pipeline.stream import faust_compat
+from pipeline.stream import collector, faust_compat
 from pipeline.stream.batches import BatchSender
 from pipeline.stream.core import StreamCore
 from pipeline.stream.faults import Faults, Injector
@@ -147,8 +147,8 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
                         await asyncio.sleep(0)
                     _refuse_recreated_topics(core, app, events)
                 batch = core.process(
-                    Message(e.message.topic, e.message.partition, e.message.offset,
-                            e.message.key, e.message.value, _timestamp_ms(e.message.timestamp))
+                    _message(Message, (e.message.topic, e.message.partition, e.message.offset,
+                                       e.message.key, e.message.value, _timestamp_ms(e.message.timestamp)))
                     for e in events
                 )
                 await _within(settings.send_timeout_s, "step 2 (sending the outputs)", shell.send(batch.outputs))
@@ -376,6 +376,11 @@ def _refuse_recreated_topics(core: StreamCore, app: faust.App, events: list) -> 
         os._exit(EXIT_RECREATED)
 
 
+_message = tuple.__new__
+"""Builds a ``Message`` from all six fields without the NamedTuple's Python-level
+``__new__`` (a frame per consumed record)."""
+
+
 def _timestamp_ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 
@@ -408,6 +413,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning") -> None:
         raise SystemExit(EXIT_CONFIG) from None
     loop = "uvloop" if _has_uvloop() else "asyncio"
     worker = _Worker(app, loglevel=loglevel, loop=_make_loop(loop), quiet=True)
+    collector.tune()  # fewer collections per record (collector.py says how much)
     worker.execute_from_commandline()
 
 

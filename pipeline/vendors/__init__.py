@@ -28,7 +28,7 @@ from pipeline.vendors.registry import names
 VENDOR_NAMES: tuple[str, ...] = names()
 """Every vendor package's name, discovered (``registry.vendors()``)."""
 
-__all__ = ["VENDOR_NAMES", "Context", "Rejected", "get", "normalize", "keyed_documents", "stale_after_defaults"]
+__all__ = ["VENDOR_NAMES", "Context", "Rejected", "as_rejected", "get", "normalize", "keyed_documents", "stale_after_defaults"]
 
 
 class UnknownVendor(KeyError):
@@ -61,10 +61,16 @@ def normalize(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[Job
         return module.normalize(doc, ctx)
     except Rejected:
         raise
-    except RecursionError:
-        raise Rejected("document nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - the guard is the point
-        raise Rejected(f"unexpected {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise as_rejected(exc) from None
+
+
+def as_rejected(exc: Exception) -> Rejected:
+    """What ``normalize`` raises for a failure inside a vendor module that is not a
+    ``Rejected`` (the stream calls the vendor's function directly and uses this too)."""
+    if isinstance(exc, RecursionError):
+        return Rejected("document nested too deeply")
+    return Rejected(f"unexpected {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def keyed_documents(vendor: str, doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[tuple[str, Any]]:

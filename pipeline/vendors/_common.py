@@ -69,6 +69,10 @@ def parse_time(value: Any, *, tz: tzinfo = UTC, field: str = "time") -> datetime
     epoch milliseconds ints and the ``{"$date": ms}`` wrapper. Naive times are read
     in ``tz``.
     """
+    if type(value) is str:  # the common case first: a text time parsed before
+        cached = _PARSED_TIMES.get((value, tz))
+        if cached is not None:
+            return cached
     if value is None or value == "":
         return None
     if isinstance(value, dict) and "$date" in value:
@@ -196,6 +200,9 @@ def clean_text(text: str) -> str:
 def identifier(value: Any, field: str, *, numbers: bool = False) -> str:
     """A required identifier: non-empty text of at most ``MAX_ID`` characters (an
     integer too, as text, when ``numbers``), or a one-line ``Rejected``."""
+    if (type(value) is str and 0 < len(value) <= MAX_ID and value.isascii() and value.isprintable()
+            and value[0] != " " and value[-1] != " "):
+        return value  # one clean line already (the only ASCII printable space is " "): most ids
     if value is None or value == "":
         raise Rejected(f"missing required field {field!r}")
     kinds = (str, int) if numbers else str

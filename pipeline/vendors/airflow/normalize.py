@@ -111,12 +111,12 @@ _MAX_TEXT = 500
 def normalize(doc: Any, ctx: Context = DEFAULT_CONTEXT) -> list[JobEvent]:
     """One JobEvent per DAG run, task instance or relevant audit-log entry in ``doc``."""
     source = source_of(ctx)
-    return [_event(item, source, ctx) for item in _items(_parsed(doc))]
+    return [_event(item, kind, source, ctx) for item, kind in _kinds(_parsed(doc))]
 
 
 def split(doc: Any) -> list[dict[str, Any]]:
     """One piece per run document (each concerns one job)."""
-    return _items(_parsed(doc))
+    return [item for item, _kind in _kinds(_parsed(doc))]
 
 
 def kind_of(item: dict[str, Any]) -> str:
@@ -157,7 +157,8 @@ def _parsed(doc: Any) -> Any:
     return doc
 
 
-def _items(doc: Any) -> list[dict[str, Any]]:
+def _kinds(doc: Any) -> list[tuple[dict[str, Any], str]]:
+    """Each item of ``doc`` with its ``kind_of`` (asked once: all are checked before any is normalized)."""
     if isinstance(doc, list):
         items = doc
     elif isinstance(doc, dict):
@@ -172,15 +173,15 @@ def _items(doc: Any) -> list[dict[str, Any]]:
             items = [doc]
     else:
         raise Rejected(f"an Airflow document must be a JSON object or list, got {type(doc).__name__}")
+    kinds = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise Rejected(f"item {index} must be an object, got {type(item).__name__}")
-        kind_of(item)
-    return items
+        kinds.append((item, kind_of(item)))
+    return kinds
 
 
-def _event(item: dict[str, Any], source: str, ctx: Context) -> JobEvent:
-    kind = kind_of(item)
+def _event(item: dict[str, Any], kind: str, source: str, ctx: Context) -> JobEvent:
     if kind == "event_log":
         return _log_event(item, source, ctx)
     if kind == "task_instance":
@@ -241,6 +242,8 @@ def _attrs(item: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     for name in fields:
         value = item.get(name)
+        if value is None:  # absent or null: most of the fields named, checked first
+            continue
         if isinstance(value, str) and value:
             attrs[name] = _short(value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 2**53:
