@@ -207,6 +207,14 @@ def is_conflict(exc: BaseException) -> bool:
     return "conflict" in str(exc).lower()
 
 
+def is_compacted_away(exc: BaseException) -> bool:
+    """A data file the transaction's snapshot listed was deleted under it: housekeeping
+    (``lake-compact`` with a ``--keep`` shorter than the transaction) replaced it. The same
+    batch on a new snapshot reads the merged file instead."""
+    text = str(exc)
+    return "No such file or directory" in text and "ducklake-" in text and ".parquet" in text
+
+
 class CommitLock:
     """Whose turn it is to commit to the lake: a PostgreSQL advisory lock in the catalog's
     database, held by a transaction of a connection of its own for as long as one lake
@@ -354,7 +362,7 @@ class LakeWriter(BatchWriter):
                     raise
                 except duckdb.Error as exc:
                     rollback(con)
-                    if is_conflict(exc) and attempt + 1 < COMMIT_ATTEMPTS:
+                    if (is_conflict(exc) or is_compacted_away(exc)) and attempt + 1 < COMMIT_ATTEMPTS:
                         self.conflicts += 1
                         alone = True
                         continue

@@ -6,9 +6,12 @@ snapshots, while the sinks go on writing.
    new snapshot; the old files are scheduled for deletion, not deleted.
 2. ``ducklake_expire_snapshots(older_than => now() - keep)``: time travel before ``keep``
    is given up.
-3. ``ducklake_cleanup_old_files(older_than => now() - keep)`` and
-   ``ducklake_delete_orphaned_files`` (files of transactions that never committed, such
-   as a sink killed before its COMMIT): only files scheduled longer than ``keep`` ago.
+3. ``ducklake_cleanup_old_files(older_than => now() - keep)``: only files scheduled
+   longer than ``keep`` ago; and ``ducklake_delete_orphaned_files`` (files of
+   transactions that never committed, such as a sink killed before its COMMIT), only
+   those older than ``ORPHAN_AGE`` at least, whatever ``keep``: a sink's transaction in
+   flight has written files the catalog does not list yet, and deleting them made its
+   COMMIT list files that no longer exist (found with ``--keep 0`` while a sink wrote).
 
 Not ``ducklake_flush_inlined_data``: it takes PostgreSQL's exclusive lock on the catalog's
 inlined-rows tables, so it waits behind any reader whose open transaction read them (a
@@ -35,6 +38,9 @@ from pipeline.sink import lake
 from pipeline.sink.writer import SinkError
 
 ATTEMPTS = 20
+ORPHAN_AGE = timedelta(minutes=10)
+"""Files no snapshot lists are deleted only past this age: far above a sink's longest
+transaction (the commit turn's wait, ``lake.COMMIT_LOCK_WAIT``, and its repeats)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +87,11 @@ def compact(target: lake.LakeTarget, keep: timedelta) -> Housekeeping:
         before = shape(con)
         started = time.perf_counter()
         older = f"now() - INTERVAL '{int(keep.total_seconds())} seconds'"
+        orphaned = f"now() - INTERVAL '{int(max(keep, ORPHAN_AGE).total_seconds())} seconds'"
         _repeated(con, f"CALL ducklake_merge_adjacent_files('{lake.ALIAS}')")
         _repeated(con, f"CALL ducklake_expire_snapshots('{lake.ALIAS}', older_than => {older})")
         _repeated(con, f"CALL ducklake_cleanup_old_files('{lake.ALIAS}', older_than => {older})")
-        _repeated(con, f"CALL ducklake_delete_orphaned_files('{lake.ALIAS}', older_than => {older})")
+        _repeated(con, f"CALL ducklake_delete_orphaned_files('{lake.ALIAS}', older_than => {orphaned})")
         seconds = time.perf_counter() - started
         return Housekeeping(before, shape(con), seconds)
     finally:

@@ -137,3 +137,34 @@ def test_the_command_prints_the_shape_before_and_after(lake):
     unreachable = subprocess.run([sys.executable, "-m", "pipeline", "lake-compact", "--lake", lake.catalog.replace("dbname=", "dbname=nosuch")],
                                  capture_output=True, text=True, timeout=120)
     assert unreachable.returncode != 0 and "Traceback" not in unreachable.stderr and "does not exist" in unreachable.stderr
+
+
+def test_a_sink_committing_back_to_back_through_compaction_with_nothing_kept_loses_no_batch(lake):
+    """``lake-compact --keep 0`` deletes replaced files at once, also those a sink's open
+    transaction listed: its commit failed ("No such file or directory") and the sink
+    exited. It now repeats the batch on the new snapshot."""
+    written(lake, 40)
+    busy = LakeWriter(lake, threads=1).open()
+    stop, committed, failed = threading.Event(), threading.Semaphore(0), []
+
+    def commit_back_to_back() -> None:
+        offset = 10_000
+        try:
+            while not stop.is_set():
+                write_story(busy, Story(), first_offset=offset)
+                offset += 1000
+                committed.release()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=commit_back_to_back)
+    thread.start()
+    try:
+        assert committed.acquire(timeout=60)
+        rounds = [compact(lake, timedelta(0)) for _ in range(3)]  # even the files a sink's open snapshot lists go
+    finally:
+        stop.set()
+        thread.join(60)
+        busy.close()
+    assert not failed, [str(f) for f in failed]
+    assert rounds[0].after.data_files < rounds[0].before.data_files
