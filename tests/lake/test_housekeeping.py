@@ -15,7 +15,7 @@ import duckdb
 from pipeline.sink import lake as lake_module, lake_sql
 from pipeline.sink.lake import LakeTarget, LakeWriter
 from pipeline.sink.lake_housekeeping import Housekeeping, compact, shape
-from tests.support.lake import analyst, write_story
+from tests.support.lake import analyst, committing_back_to_back, write_story
 from tests.support.records import Story
 
 TABLES = ("job_events", "job_transitions", "job_runs", "dead_letters", "alerts")
@@ -145,26 +145,13 @@ def test_a_sink_committing_back_to_back_through_compaction_with_nothing_kept_los
     exited. It now repeats the batch on the new snapshot."""
     written(lake, 40)
     busy = LakeWriter(lake, threads=1).open()
-    stop, committed, failed = threading.Event(), threading.Semaphore(0), []
+    def one_story(n: int) -> None:
+        write_story(busy, Story(), first_offset=10_000 + 1000 * n)
 
-    def commit_back_to_back() -> None:
-        offset = 10_000
-        try:
-            while not stop.is_set():
-                write_story(busy, Story(), first_offset=offset)
-                offset += 1000
-                committed.release()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=commit_back_to_back)
-    thread.start()
     try:
-        assert committed.acquire(timeout=60)
-        rounds = [compact(lake, timedelta(0)) for _ in range(3)]  # even the files a sink's open snapshot lists go
+        with committing_back_to_back(one_story) as failed:
+            rounds = [compact(lake, timedelta(0)) for _ in range(3)]  # even the files a sink's open snapshot lists go
     finally:
-        stop.set()
-        thread.join(60)
         busy.close()
     assert not failed, [str(f) for f in failed]
     assert rounds[0].after.data_files < rounds[0].before.data_files

@@ -14,6 +14,7 @@ from pipeline.sink import schema
 from pipeline.sink import lake as lake_module
 from pipeline.sink.lake import CommitLock, Fenced, LakeWriter, for_lake
 from pipeline.sink.records import KafkaRecord, decode_batch
+from tests.support.lake import committing_back_to_back
 from tests.support.records import Story
 
 
@@ -167,26 +168,14 @@ def test_a_sink_with_long_commits_gets_its_turn_while_another_commits_back_to_ba
     busy, slow = LakeWriter(lake, threads=1).open(), LakeWriter(lake, threads=1).open()
     busy.claim([(catalog.EVENTS, 0)])
     slow.claim([(catalog.DEADLETTER, 0)])
-    stop, committed, failed = threading.Event(), threading.Semaphore(0), []
 
-    def commit_back_to_back() -> None:
-        offset = 0
-        try:
-            while not stop.is_set():
-                busy.write(batch_of(story, catalog.EVENTS, 0, offset, [story.event("busy", "r", offset, "RUNNING")]))
-                offset += 1
-                committed.release()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            failed.append(exc)
+    def one_event(offset: int) -> None:
+        busy.write(batch_of(story, catalog.EVENTS, 0, offset, [story.event("busy", "r", offset, "RUNNING")]))
 
-    thread = threading.Thread(target=commit_back_to_back)
-    thread.start()
     try:
-        assert committed.acquire(timeout=60)
-        slow.write(batch_of(story, catalog.DEADLETTER, 0, 0, [story.dead_letter(n) for n in range(LONG_BATCH)]))
+        with committing_back_to_back(one_event) as failed:
+            slow.write(batch_of(story, catalog.DEADLETTER, 0, 0, [story.dead_letter(n) for n in range(LONG_BATCH)]))
     finally:
-        stop.set()
-        thread.join(60)
         busy.close()
     try:
         assert not failed, [str(f) for f in failed]

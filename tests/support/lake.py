@@ -4,6 +4,9 @@ into a lake as one batch, and an analyst's plain DuckDB session on it."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import duckdb
@@ -44,3 +47,29 @@ def analyst(target) -> duckdb.DuckDBPyConnection:
     lake_module.load_extensions(con)
     con.execute(target.attach_sql("analytics", read_only=True))
     return con
+
+
+@contextmanager
+def committing_back_to_back(commit: Callable[[int], None]) -> Iterator[list[BaseException]]:
+    """``commit(n)`` for n = 0, 1, ... in a thread, one right after the other, from before the
+    body (the first commit is waited for) until it ends; yields the thread's failures."""
+    stop, committed, failed = threading.Event(), threading.Semaphore(0), []
+
+    def run() -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                commit(n)
+                n += 1
+                committed.release()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert committed.acquire(timeout=60), failed
+        yield failed
+    finally:
+        stop.set()
+        thread.join(60)
