@@ -19,6 +19,7 @@ over that same input, each the median of ``repeats``:
    same jobs.* records (``sink_stages``);
 7. end to end: raw in Kafka -> rows visible over Quack, one worker and one sink;
 8. freshness under a steady ``freshness_rate`` raw records/s, acknowledged -> visible;
+   then again at ``site_rate`` (200 a second: what a large site really produces);
 9. the worker's peak RSS and restart-to-ready with ``state_runs`` runs in its RocksDB
    table, on a broker of its own (``worker_stages.state_stage``; 0 skips it).
 
@@ -48,7 +49,7 @@ SAMPLE_FOR_PURE_STAGES = 50_000
 
 
 def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, freshness_rate: int = 2000,
-        freshness_seconds: float = 20.0,
+        freshness_seconds: float = 20.0, site_rate: int = 200,
         say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every stage; returns the JSON-ready numbers."""
     results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats}
@@ -101,7 +102,8 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, fr
         results["two_workers_eps"] = statistics.median(
             worker_stages.worker_rate(broker.bootstrap, raw_records, output_events, repeats=repeats, workers=2))
         results.update(sink_stages.run_stages(broker.bootstrap, events=events, seed=seed, repeats=repeats,
-                                              rate=freshness_rate, seconds=freshness_seconds, say=say))
+                                              rate=freshness_rate, seconds=freshness_seconds, site_rate=site_rate,
+                                              say=say))
     if state_runs:
         say(f"the worker with {state_runs:,} runs in its table (RocksDB): peak RSS, restart-to-ready ...")
         results.update(worker_stages.state_stage(state_runs, say=say))
@@ -173,6 +175,13 @@ def table(results: dict[str, Any]) -> list[str]:
                          "the delay is the backlog that builds up)")
     elif results.get("freshness_error"):
         lines.append(f"freshness at {results['freshness_rate']:,} raw records/s: not measured: {results['freshness_error']}")
+    if results.get("site_freshness_p99_s") is not None:
+        lines.append(f"freshness at {results['site_freshness_rate']:,} raw records/s (a large site's rate): "
+                     f"p50 {results['site_freshness_p50_s']:.2f} s, p99 {results['site_freshness_p99_s']:.2f} s; "
+                     f"of it the worker's p99 {results['site_freshness_worker_p99_s']:.2f} s")
+    elif results.get("site_freshness_error"):
+        lines.append(f"freshness at {results['site_freshness_rate']:,} raw records/s: not measured: "
+                     f"{results['site_freshness_error']}")
     if results.get("restart_to_ready_s") is not None:
         rss = results.get("worker_peak_rss_mb")
         lines.append(f"worker with {results['state_runs']:,} runs (RocksDB): peak RSS "

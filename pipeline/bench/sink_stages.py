@@ -236,7 +236,8 @@ def end_to_end_rate(live: Live, expected_rows: int, raw_records: int, timeout_s:
 
 def freshness(live: Live, bootstrap: str, docs: Iterable[Document], known: set[str], rate: int, seconds: float) -> dict[str, Any]:
     """Stage 8: send ``rate * seconds`` raw records continuing the workload, paced, and
-    measure each new event's acknowledged -> visible over Quack."""
+    measure each new event's acknowledged -> visible over Quack. ``known`` (the event ids
+    already visible) grows by the ones sent, for a next measurement on the same sink."""
     planned: list[tuple[Document, Record, list[str]]] = []
     fresh: set[str] = set()
     for doc, record in itertools.islice(_raw_records(docs), int(rate * seconds)):
@@ -245,6 +246,7 @@ def freshness(live: Live, bootstrap: str, docs: Iterable[Document], known: set[s
         planned.append((doc, record, ids))
     if not fresh:
         raise BenchError("freshness: the records to send carry no new events")
+    known.update(fresh)
     received = {i: record.received_at for _, record, ids in planned for i in ids}  # job_events.received_at
     acked: dict[int, tuple[float, float]] = {}  # (perf_counter, wall clock) of the acknowledgement
     schedule = {"started": 0.0}  # record n is due at started + n / rate
@@ -438,8 +440,9 @@ async def bare_jobs(bootstrap: str, start: dict[Position, int], end: dict[Positi
 
 
 def run_stages(bootstrap: str, *, events: int, seed: int, repeats: int, rate: int, seconds: float,
-               say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Stages 7 and 8, then 6, on a broker whose raw topics hold ``documents(events, seed)``."""
+               site_rate: int = 0, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Stages 7 and 8, then 6, on a broker whose raw topics hold ``documents(events, seed)``;
+    with ``site_rate``, freshness a second time at that rate (keys ``site_freshness_*``)."""
     results: dict[str, Any] = {}
     raw_records, ids = workload_events(documents(events, seed=seed))
     timeout_s = max(120.0, raw_records / 200)
@@ -453,7 +456,14 @@ def run_stages(bootstrap: str, *, events: int, seed: int, repeats: int, rate: in
             say(f"freshness: {rate:,} raw records/s for {seconds:g} s while the worker and the sink run ...")
             # The workload's next documents: new runs and later events of runs under way.
             later = itertools.islice(documents(events + int(rate * seconds), seed=seed), events, None)
-            results.update(freshness(live, bootstrap, later, ids, rate, seconds))
+            known = set(ids)
+            results.update(freshness(live, bootstrap, later, known, rate, seconds))
+            if site_rate:
+                say(f"freshness again at {site_rate:,} raw records/s (a large site's rate) for {seconds:g} s ...")
+                sent = events + int(rate * seconds)  # at most one document per raw record went out
+                later = itertools.islice(documents(sent + int(site_rate * seconds), seed=seed), sent, None)
+                site = freshness(live, bootstrap, later, known, site_rate, seconds)
+                results.update({f"site_{name}": value for name, value in site.items()})
         end = asyncio.run(jobs_ends(bootstrap))
 
         say(f"the sink alone over the {sum(end[p] - start.get(p, 0) for p in end):,} jobs.* records that worker wrote, "

@@ -184,6 +184,7 @@ def bench(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the numbers as JSON here.")] = None,
     freshness_rate: Annotated[int, typer.Option(min=1, help="Raw records per second sent while freshness is measured.")] = 2000,
     freshness_seconds: Annotated[float, typer.Option(min=1, help="How long freshness is measured.")] = 20.0,
+    site_rate: Annotated[int, typer.Option(min=0, help="Freshness measured again at this rate (raw records/s; a large site's); 0 skips it.")] = 200,
     state_runs: Annotated[int, typer.Option(min=0, help="Runs in the worker's table for its peak RSS and restart-to-ready (RocksDB, a broker of its own; minutes at 1,000,000); 0 skips it.")] = 1_000_000,
 ) -> None:
     """Measure each stage against its bare baseline, in one run on the embedded broker.
@@ -191,7 +192,8 @@ def bench(
     Today: bare aiokafka + orjson, the bare Faust agent loop, the lifecycle alone,
     normalize alone per vendor, the worker (raw -> jobs.*), the sink alone (against a bare
     loop over the same jobs.* records), end to end (a worker and a sink, rows counted over
-    Quack), freshness at a steady --freshness-rate (raw acknowledged -> visible over Quack),
+    Quack), freshness at a steady --freshness-rate (raw acknowledged -> visible over Quack)
+    and again at --site-rate,
     the sink on a lake (one sink, two of a group) with the three sink stages' freshness at
     the same rate (jobs.events acknowledged -> visible in SQL), and the worker's peak RSS and restart-to-ready with --state-runs runs in its table.
     Ratios, not absolute numbers, are what compares across days on a shared machine.
@@ -200,7 +202,7 @@ def bench(
 
     quiet_kafka_logs()
     results = bench_run.run(events, repeats=repeats, seed=seed, state_runs=state_runs, freshness_rate=freshness_rate,
-                            freshness_seconds=freshness_seconds, say=lambda line: err.print(line, markup=False))
+                            freshness_seconds=freshness_seconds, site_rate=site_rate, say=lambda line: err.print(line, markup=False))
     for line in bench_run.table(results):
         out.print(line, markup=False)
     if out_file is not None:

@@ -34,6 +34,9 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
         assert results[name] > 0, name
     assert 0 < results["freshness_p50_s"] <= results["freshness_p99_s"] <= results["freshness_max_s"]
     assert results["freshness_events"] > 0 and results["freshness_raw_records"] == 4000
+    assert 0 < results["site_freshness_p50_s"] <= results["site_freshness_p99_s"], results.get("site_freshness_error")
+    assert results["site_freshness_rate"] == 200 and results["site_freshness_raw_records"] == 400
+    assert "freshness at 200 raw records/s (a large site's rate)" in result.stdout
     assert results["sink_records"] >= results["sink_stored_rows"] > 0
     assert results["state_runs"] == 2000
     assert set(results["normalize_eps_by_vendor"]) == set(VENDORS)  # every vendor that declares a bench

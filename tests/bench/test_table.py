@@ -47,3 +47,14 @@ def test_the_three_sink_stages_show_rows_per_second_beside_their_freshness_or_sa
     assert any(line.split() == ["two", "sinks", "on", "a", "lake", "(group)", "6,000", "0.75", "2.50"] for line in lines)
     failed = table({**MEASURED, "sink_freshness_error": "sink freshness: only 3 of 4 rows became visible"})
     assert "sink freshness: not measured: sink freshness: only 3 of 4 rows became visible" in failed
+
+
+def test_freshness_at_a_sites_rate_is_shown_beside_the_2000_per_second_one_or_says_why_not():
+    measured = {**MEASURED, "freshness_rate": 2000, "freshness_p50_s": 1.5, "freshness_p99_s": 3.25,
+                "freshness_worker_p50_s": 1.0, "freshness_worker_p99_s": 2.5}
+    lines = table({**measured, "site_freshness_rate": 200, "site_freshness_p50_s": 0.4, "site_freshness_p99_s": 0.9,
+                   "site_freshness_worker_p99_s": 0.3})
+    assert "freshness at 200 raw records/s (a large site's rate): p50 0.40 s, p99 0.90 s; of it the worker's p99 0.30 s" in lines
+    assert any(line.startswith("freshness at 2,000 raw records/s") and "p99 3.25 s" in line for line in lines)
+    failed = table({**measured, "site_freshness_rate": 200, "site_freshness_error": "only 3 of 4 events became visible"})
+    assert "freshness at 200 raw records/s: not measured: only 3 of 4 events became visible" in failed
