@@ -69,15 +69,6 @@ class _Overlay(dict):
         return self.base[key]
 
 
-@dataclass(slots=True)
-class _Staged:
-    """One message's effects, kept or dropped as a whole."""
-
-    entries: dict[bytes, Entry] = field(default_factory=dict)
-    outputs: list[Output] = field(default_factory=list)
-    runs: dict[str, tuple[lifecycle.RunState, int]] = field(default_factory=dict)
-
-
 class StreamCore:
     """Normalize + lifecycle + expiry for the raw partitions one worker owns.
 
@@ -385,36 +376,67 @@ class StreamCore:
     ) -> Output | None:
         """One event of ``message`` through the lifecycle, kept whole or dropped whole:
         then the dead letter that says why is returned (with ``applied``, the caller's
-        to send) or sent (without)."""
-        vendor = event.vendor
+        to send) or sent (without). ``applied``: the keys the message's earlier events
+        already moved to its offset.
+
+        One Python frame per event: the outputs and run snapshots are built in locals and
+        reach ``batch`` and ``runs`` only once the event was applied whole and fits."""
+        partition = message.partition
+        key = event.job_key.encode()
         try:
-            staged = self._apply(event, message, clock, pending, received, trusted_until, applied or frozenset())
+            entry = self._stored(key, pending)
+            if entry is not None and message.offset <= entry.offset and not (
+                message.offset == entry.offset and applied is not None and key in applied
+            ):
+                return None  # applied before a restart: its state is stored, its outputs were sent
+            watermark = clock.watermark
+            before = None if entry is None else entry.job
+            skewed = event.occurred_at > trusted_until
+            applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
+            job, transitions = lifecycle.apply_job(before, applied_event, stale_after=self._stale_after[event.vendor])
+            # The event record is flagged late when its run had left the state (R14, R20);
+            # asked only of a late record (the memory look-up hashes every name of the run).
+            late = bool(transitions) and transitions[0].late and before is not None and (
+                event.run_key not in before.runs and lifecycle.evicted_state(before, event) is not None
+            )
+            # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
+            outputs = [_output(Output, (catalog.EVENTS, key, event_record(event, late=late, skewed=skewed), partition))]
+            for transition in transitions:
+                outputs.append(_output(Output, (catalog.TRANSITIONS, key, transition_record(transition), partition)))
+            run = lifecycle.run_of(job, event)  # R17: the run the lifecycle filed the event under
+            snapshots = [] if run is None else [(run, partition)]
+            kept = self._evict(job, watermark or _EPOCH)  # before any trusted time (watermark None) by count alone
+            if len(kept.runs) < len(job.runs):  # R21: the record and last snapshot of each run that left open
+                for left_run, transition in lifecycle.left_open(job, kept, applied_event.occurred_at):
+                    outputs.append(Output(catalog.TRANSITIONS, left_run.job_key.encode(), transition_record(transition), partition))
+                    snapshots.append((left_run, partition))
+            job = kept
+            stored = Entry(partition, message.offset, job, watermark, clock.source)
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
             # Nothing of the message is kept: a redelivery gives the same dead letter.
-            failure = dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), vendor)
+            failure = dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), event.vendor)
         else:
             largest = 0  # Output.size, inlined: this runs for every event
-            for output in staged.outputs:
+            for output in outputs:
                 size = len(output.key or b"") + len(output.value or b"")
                 if size > largest:
                     largest = size
             too_big = largest + RECORD_OVERHEAD_BYTES
             if too_big <= self.settings.max_record_bytes:
-                for key, entry in staged.entries.items():
-                    pending[key] = entry
-                    if applied is not None:
-                        applied.add(key)
-                    job = entry.job
-                    clock.schedule(key, self._due_of[job.vendor](job))
-                batch.outputs.extend(staged.outputs)
-                for run_key, snapshot in staged.runs.items():
+                pending[key] = stored
+                if applied is not None:
+                    applied.add(key)
+                clock.schedule(key, self._due_of[job.vendor](job))
+                batch.outputs.extend(outputs)
+                for snapshot in snapshots:  # jobs.runs keeps each run's latest snapshot of the batch
+                    run_key = snapshot[0].run_key
                     runs.pop(run_key, None)
                     runs[run_key] = snapshot
                 return None
             failure = dead_letter(
                 message, "size", "RecordTooLarge",
                 f"an output record would take {too_big} bytes, more than the {self.settings.max_record_bytes} "
-                "a produce request may carry; the message's effects were dropped", vendor,
+                "a produce request may carry; the message's effects were dropped", event.vendor,
             )
         if applied is not None:
             return failure
@@ -434,42 +456,6 @@ class StreamCore:
             if received > bound:
                 return bound
         return received
-
-    def _apply(
-        self, event: JobEvent, message: Message, clock: PartitionClock,
-        pending: dict[bytes, Entry | None], received: datetime, trusted_until: datetime,
-        applied: set[bytes] = frozenset(),  # type: ignore[assignment]
-    ) -> _Staged:
-        """One event of a message through the lifecycle, staged: the caller keeps all of
-        it or, if anything raises or does not fit, none of it. ``applied``: the keys the
-        message's earlier events already moved to its offset."""
-        staged = _Staged()
-        watermark = clock.watermark
-        partition = message.partition
-        key = event.job_key.encode()
-        entry = self._stored(key, pending)
-        if entry is not None and message.offset <= entry.offset and not (
-            message.offset == entry.offset and key in applied
-        ):
-            return staged  # applied before a restart: its state is stored, its outputs were sent
-        before = None if entry is None else entry.job
-        skewed = event.occurred_at > trusted_until
-        applied_event = lifecycle.trusted(event, received, trusted_until) if skewed else event
-        job, transitions = lifecycle.apply_job(before, applied_event, stale_after=self._stale_after[event.vendor])
-        # The event record is flagged late when its run had left the state (R14, R20);
-        # asked only of a late record (the memory look-up hashes every name of the run).
-        late = bool(transitions) and transitions[0].late and before is not None and (
-            event.run_key not in before.runs and lifecycle.evicted_state(before, event) is not None
-        )
-        # The snapshot first: a run that leaves right away still ends complete in jobs.runs.
-        staged.outputs.append(_output(Output, (catalog.EVENTS, key, event_record(event, late=late, skewed=skewed), partition)))
-        self._emit(staged.outputs, staged.runs, job, transitions, partition, lifecycle.run_of(job, event))
-        kept = self._evict(job, watermark or _EPOCH)  # before any trusted time (watermark None) by count alone
-        if len(kept.runs) < len(job.runs):
-            self._left_open(staged.outputs, staged.runs, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
-        job = kept
-        staged.entries[key] = Entry(partition, message.offset, job, watermark, clock.source)
-        return staged
 
     def _advance(
         self, clock: PartitionClock, at: datetime, message: Message, pending: dict[bytes, Entry | None],
