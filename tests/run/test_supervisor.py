@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.run import supervisor
 from pipeline.run.supervisor import Role, RoleFailed, Supervisor, read_usage
 
 PY = sys.executable
@@ -52,18 +53,25 @@ def _sleeper(marker: Path, order_log: Path, name: str) -> list[str]:
     return [PY, "-c", code]
 
 
-def test_roles_start_when_ready_and_stop_newest_first(tmp_path):
+def test_roles_start_when_ready_and_stop_newest_first(tmp_path, monkeypatch):
     order = tmp_path / "order.log"
+    signalled: list[tuple[int, int]] = []
+    real_signal = supervisor._signal
+    monkeypatch.setattr(supervisor, "_signal", lambda process, sig: (signalled.append((process.pid, sig)),
+                                                                     real_signal(process, sig)))
     with Supervisor(tmp_path / "run") as sup:
+        pids = {}
         for name in ("first", "second"):
             marker = tmp_path / f"{name}.ready"
-            sup.start(Role(name, _sleeper(marker, order, name), ready=marker.exists, ready_timeout_s=20))
+            pids[name] = sup.start(Role(name, _sleeper(marker, order, name), ready=marker.exists, ready_timeout_s=20)).pid
         assert sup.exited() == []
         usage = sup.usage()
         assert set(usage) == {"first", "second"} and all(u.peak_rss_mb > 1 for u in usage.values())
         statuses = sup.stop(grace_s=10)
     assert statuses == {"second": 0, "first": 0}
-    assert order.read_text().split() == ["second", "first"]
+    # SIGTERM goes out newest first; which child handles it first is the scheduler's choice.
+    assert signalled[:2] == [(pids["second"], signal.SIGTERM), (pids["first"], signal.SIGTERM)]
+    assert sorted(order.read_text().split()) == ["first", "second"]  # both stopped on SIGTERM
     assert "started first" in (tmp_path / "run" / "first.log").read_text()
 
 
