@@ -404,12 +404,10 @@ class StreamCore:
             for transition in transitions:
                 outputs.append(_output(Output, (catalog.TRANSITIONS, key, transition_record(transition), partition)))
             run = lifecycle.run_of(job, event)  # R17: the run the lifecycle filed the event under
-            snapshots = [] if run is None else [(run, partition)]
+            snapshots = {} if run is None else {run.run_key: (run, partition)}
             kept = self._evict(job, watermark or _EPOCH)  # before any trusted time (watermark None) by count alone
-            if len(kept.runs) < len(job.runs):  # R21: the record and last snapshot of each run that left open
-                for left_run, transition in lifecycle.left_open(job, kept, applied_event.occurred_at):
-                    outputs.append(Output(catalog.TRANSITIONS, left_run.job_key.encode(), transition_record(transition), partition))
-                    snapshots.append((left_run, partition))
+            if len(kept.runs) < len(job.runs):
+                self._left_open(outputs, snapshots, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
             job = kept
             stored = Entry(partition, message.offset, job, watermark, clock.source)
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
@@ -428,8 +426,7 @@ class StreamCore:
                     applied.add(key)
                 clock.schedule(key, self._due_of[job.vendor](job))
                 batch.outputs.extend(outputs)
-                for snapshot in snapshots:  # jobs.runs keeps each run's latest snapshot of the batch
-                    run_key = snapshot[0].run_key
+                for run_key, snapshot in snapshots.items():  # jobs.runs keeps each run's latest snapshot of the batch
                     runs.pop(run_key, None)
                     runs[run_key] = snapshot
                 return None
