@@ -454,14 +454,14 @@ def run_stages(bootstrap: str, *, events: int, seed: int, repeats: int, rate: in
         with running(bootstrap, folder, "e2e-1") as live:
             e2e.append(end_to_end_rate(live, len(ids), raw_records, timeout_s))
             say(f"freshness: {rate:,} raw records/s for {seconds:g} s while the worker and the sink run ...")
-            # The workload's next documents: new runs and later events of runs under way.
-            later = itertools.islice(documents(events + int(rate * seconds), seed=seed), events, None)
+            # The workload's next documents: new runs and later events of runs under way. Each
+            # measurement sends at most one document per raw record, the second goes on from
+            # the document after the first one's last.
+            later = itertools.islice(documents(events + int((rate + site_rate) * seconds), seed=seed), events, None)
             known = set(ids)
             results.update(freshness(live, bootstrap, later, known, rate, seconds))
             if site_rate:
                 say(f"freshness again at {site_rate:,} raw records/s (a large site's rate) for {seconds:g} s ...")
-                sent = events + int(rate * seconds)  # at most one document per raw record went out
-                later = itertools.islice(documents(sent + int(site_rate * seconds), seed=seed), sent, None)
                 site = freshness(live, bootstrap, later, known, site_rate, seconds)
                 results.update({f"site_{name}": value for name, value in site.items()})
         end = asyncio.run(jobs_ends(bootstrap))
