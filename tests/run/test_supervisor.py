@@ -57,8 +57,12 @@ def test_roles_start_when_ready_and_stop_newest_first(tmp_path, monkeypatch):
     order = tmp_path / "order.log"
     signalled: list[tuple[int, int]] = []
     real_signal = supervisor._signal
-    monkeypatch.setattr(supervisor, "_signal", lambda process, sig: (signalled.append((process.pid, sig)),
-                                                                     real_signal(process, sig)))
+
+    def recording(process, sig):
+        signalled.append((process.pid, sig))
+        real_signal(process, sig)
+
+    monkeypatch.setattr(supervisor, "_signal", recording)
     with Supervisor(tmp_path / "run") as sup:
         pids = {}
         for name in ("first", "second"):
