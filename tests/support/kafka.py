@@ -156,17 +156,21 @@ async def transitions_of(bootstrap: str, vendor: str, source: str, *, count: int
     return runs
 
 
-async def dead_letters_of(bootstrap: str, vendor: str, *, source: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+async def dead_letters_of(
+    bootstrap: str, vendor: str, *, source: str, count: int, timeout: float = 30.0,
+    where: Callable[[dict[str, Any]], bool] = lambda _letter: True,
+) -> list[dict[str, Any]]:
     """The dead letters of raw messages keyed ``vendor:source:...`` (a dead letter's own
-    key is its id; the raw key is in ``key_b64``)."""
+    key is its id; the raw key is in ``key_b64``) for which ``where`` holds."""
     prefix = f"{vendor}:{source}:".encode()
 
     def of_source(_key: bytes | None, value: bytes) -> bool:
         try:
-            raw_key = decode(value).get("key_b64")
+            letter = decode(value)
         except msgspec.DecodeError:  # another test's bytes on the topic
             return False
-        return raw_key is not None and base64.b64decode(raw_key).startswith(prefix)
+        raw_key = letter.get("key_b64")
+        return raw_key is not None and base64.b64decode(raw_key).startswith(prefix) and where(letter)
 
     found = await collect(bootstrap, catalog.DEADLETTER, of_source, count=count, timeout=timeout)
     letters = {}
