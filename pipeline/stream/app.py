@@ -100,7 +100,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
     datadir = Path(settings.datadir)
     datadir.mkdir(parents=True, exist_ok=True)
     partitions = settings.partitions or catalog.topic(catalog.raw_topics()[0]).partitions
-    app = faust.App(
+    app = faust_compat.App(
         settings.app_id,
         **clients.faust_options(settings),
         topic_replication_factor=catalog.changelog_replication(settings.replication_factor),

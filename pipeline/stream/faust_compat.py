@@ -6,18 +6,35 @@ private context variable (``faust.streams._current_event``); ``take_events`` bat
 have none. ``current_event`` sets it around one write. Its shape is checked for the
 faust-streaming versions below; any other version is refused at start with one line,
 instead of corrupting the store later.
+
+``App`` is Faust's app with one change to its consumer's fetch loop (``drain_messages``):
+Faust hands each fetched record to its conductor through ``wait_first(callback(message),
+suspend_flow.wait())``, four asyncio tasks and an ``asyncio.wait`` per record, most of
+Faust's own cost per record (docs/design.md, "Worker cost"). Here the callback runs in the
+fetch loop's own task and only a callback that must wait (a full stream buffer, flow
+suspended) goes on as Faust runs it. The loop is a copy of Faust's, used only while the
+installed Faust's loop is the one it was copied from (``DRAIN_FINGERPRINT``).
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import contextlib
+import hashlib
+import inspect
+import logging
+import textwrap
+import types
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, cast
 
 import faust
 
 from pipeline.errors import JobstreamError
+
+log = logging.getLogger("pipeline.worker")
 
 KNOWN_VERSIONS = ("0.15.",)
 _COMMITTED = "_committed_offset"
@@ -101,3 +118,137 @@ def drop_early(app: faust.App, events: list[Any]) -> None:
         event.message.acked = True
         if unacked is not None:
             unacked.discard(event.message)
+
+
+DRAIN_FINGERPRINT = "534d036692b697d3"
+"""``fingerprint`` of faust-streaming 0.15.3's ``Consumer._drain_messages``, the loop
+``drain_messages`` copies (its syntax tree: comments and layout do not count)."""
+
+
+def fingerprint(function: Any) -> str:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+def draining_supported(consumer: type | None = None) -> bool:
+    """Whether the installed Faust's fetch loop is the one ``drain_messages`` copies."""
+    if consumer is None:
+        from faust.transport.consumer import Consumer as consumer
+    try:
+        return fingerprint(consumer._drain_messages) == DRAIN_FINGERPRINT
+    except (OSError, TypeError, SyntaxError):  # no source to compare (a frozen or compiled install)
+        return False
+
+
+class App(faust.App):
+    """Faust's app whose consumer delivers records with ``drain_messages``."""
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        if draining_supported(type(consumer)):
+            consumer._drain_messages = types.MethodType(drain_messages, consumer)
+        else:
+            log.warning("jobstream: faust-streaming %s has a fetch loop this worker does not know: using Faust's own "
+                        "(correct, about four asyncio tasks more per record)", faust.__version__)
+        return consumer
+
+
+async def deliver(consumer: Any, delivery: Coroutine[Any, Any, Any]) -> None:
+    """Run ``delivery`` (Faust's callback for one record) to its end in this task when it
+    never has to wait; if it waits, go on as Faust's loop does: in a task of its own,
+    raced against ``suspend_flow`` and the consumer stopping or crashing."""
+    try:
+        waiting = delivery.send(None)
+    except StopIteration:
+        return
+    await consumer.wait_first(_go_on(delivery, waiting), consumer.suspend_flow.wait())
+
+
+async def _go_on(delivery: Coroutine[Any, Any, Any], waiting: Any) -> Any:
+    """Drive ``delivery`` on from where it first waited on ``waiting`` (what it yielded),
+    as an asyncio task would: resumed once that future is done, cancelled with it."""
+    while True:
+        try:
+            if waiting is None:  # a bare yield (asyncio.sleep(0))
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # received, as a task's step does
+                await waiting
+        except asyncio.CancelledError:
+            if waiting is None or not waiting.cancelled():  # cancelled here, not through its future
+                try:
+                    waiting = delivery.throw(asyncio.CancelledError())
+                except StopIteration as stop:
+                    return stop.value
+                continue
+        except BaseException:  # noqa: BLE001 - the future's own error: ``delivery`` reads it when resumed
+            pass
+        try:
+            waiting = delivery.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - the worker's fetch loop
+    """faust-streaming 0.15.3's ``Consumer._drain_messages`` (BSD-3-Clause), but each record
+    through ``deliver`` instead of ``wait_first`` (the module docstring says why)."""
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = cast(Any, getmany(timeout=1.0))
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset:
+                            if acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        await deliver(self, callback(message))
+                        set_read_offset(tp, offset)
+                unset_flag(flag_consumer_fetching)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)

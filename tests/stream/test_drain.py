@@ -1,0 +1,190 @@
+"""faust_compat.App's fetch loop: a record's delivery runs in the loop's own task unless
+it must wait, and then behaves as Faust's (raced against suspend_flow, cancelled with it)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.model import UTC
+from pipeline.settings import Settings
+from pipeline.stream import faust_compat
+from pipeline.stream.app import create_app
+from tests.support.kafka import produce
+
+
+class _Consumer:
+    """What ``deliver`` uses of Faust's consumer: ``wait_first`` as mode's Service has it."""
+
+    def __init__(self) -> None:
+        self.suspend_flow = asyncio.Event()
+        self.stopped = asyncio.Event()
+
+    async def wait_first(self, *coros):
+        futures = [asyncio.ensure_future(c if asyncio.iscoroutine(c) else c) for c in coros]
+        futures.append(asyncio.ensure_future(self.stopped.wait()))
+        try:
+            done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                if future.exception() is not None:
+                    future.result()
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+
+def _tasks_created(loop: asyncio.AbstractEventLoop) -> list[int]:
+    created = [0]
+    default = loop.get_task_factory()
+
+    def factory(loop, coro, **kwargs):
+        created[0] += 1
+        return default(loop, coro, **kwargs) if default else asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    return created
+
+
+async def test_a_delivery_that_never_waits_runs_in_the_callers_task():
+    delivered = []
+
+    async def on_message(n):
+        delivered.append(n)
+
+    loop = asyncio.get_running_loop()
+    created = _tasks_created(loop)
+    try:
+        for n in range(1000):
+            await faust_compat.deliver(_Consumer(), on_message(n))
+    finally:
+        loop.set_task_factory(None)
+    assert delivered == list(range(1000))
+    assert created[0] == 0  # Faust's wait_first: four tasks per record
+
+
+async def test_a_delivery_that_waits_goes_on_and_gets_the_futures_result():
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    got = []
+
+    async def on_message():
+        got.append(await ready)
+        await asyncio.sleep(0)  # a bare yield as well
+        got.append("end")
+
+    delivering = asyncio.ensure_future(faust_compat.deliver(_Consumer(), on_message()))
+    await asyncio.sleep(0.01)
+    assert not delivering.done() and got == []
+    ready.set_result("value")
+    await asyncio.wait_for(delivering, 5)
+    assert got == ["value", "end"]
+
+
+async def test_the_delivery_reads_an_error_of_the_future_it_waited_on():
+    loop = asyncio.get_running_loop()
+    failing = loop.create_future()
+    seen = []
+
+    async def on_message():
+        try:
+            await failing
+        except KeyError as exc:
+            seen.append(exc.args[0])
+
+    delivering = asyncio.ensure_future(faust_compat.deliver(_Consumer(), on_message()))
+    await asyncio.sleep(0.01)
+    failing.set_exception(KeyError("lost"))
+    await asyncio.wait_for(delivering, 5)
+    assert seen == ["lost"]
+
+
+async def test_suspended_flow_cancels_a_waiting_delivery_as_faust_does():
+    consumer = _Consumer()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+    queue.put_nowait("full")
+    outcome = []
+
+    async def on_message():
+        try:
+            await queue.put("next")  # the stream's buffer is full: this waits
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    delivering = asyncio.ensure_future(faust_compat.deliver(consumer, on_message()))
+    await asyncio.sleep(0.01)
+    consumer.suspend_flow.set()  # a rebalance: Faust stops waiting for the callback
+    await asyncio.wait_for(delivering, 5)
+    await asyncio.sleep(0.01)
+    assert outcome == ["cancelled"]
+    assert queue.qsize() == 1 and not queue._putters  # the cancelled put left nothing behind
+
+
+async def test_an_error_of_the_delivery_reaches_the_fetch_loop():
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    async def fails_at_once():
+        raise ValueError("bad at once")
+
+    async def fails_later():
+        await ready
+        raise ValueError("bad later")
+
+    with pytest.raises(ValueError, match="bad at once"):
+        await faust_compat.deliver(_Consumer(), fails_at_once())
+    delivering = asyncio.ensure_future(faust_compat.deliver(_Consumer(), fails_later()))
+    await asyncio.sleep(0.01)
+    ready.set_result(None)
+    with pytest.raises(ValueError, match="bad later"):
+        await asyncio.wait_for(delivering, 5)
+
+
+def test_the_installed_faust_has_the_fetch_loop_that_was_copied():
+    from faust.transport.consumer import Consumer
+
+    assert faust_compat.draining_supported(Consumer)
+
+    class Changed(Consumer):
+        async def _drain_messages(self, fetcher):
+            await fetcher.something_else()
+
+    assert not faust_compat.draining_supported(Changed)
+
+
+def test_the_workers_consumer_uses_the_cheaper_loop_and_falls_back_when_faust_changed(tmp_path, monkeypatch, caplog):
+    app = create_app(Settings(store="memory://", datadir=tmp_path / "w", app_id=f"drain-{uuid.uuid4().hex[:6]}"))
+    assert app.consumer._drain_messages.__func__ is faust_compat.drain_messages
+    monkeypatch.setattr(faust_compat, "DRAIN_FINGERPRINT", "another faust")
+    other = create_app(Settings(store="memory://", datadir=tmp_path / "o", app_id=f"drain-{uuid.uuid4().hex[:6]}"))
+    assert getattr(other.consumer._drain_messages, "__func__", None) is not faust_compat.drain_messages
+    assert "has a fetch loop this worker does not know" in caplog.text
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_a_real_worker_creates_almost_no_tasks_per_record(broker, tmp_path):
+    """Faust's own loop: four tasks per record (12,208 for 3,000 records, start-up included,
+    when this was written); the worker's: 208, nearly all of them start-up's."""
+    source = f"drain-{uuid.uuid4().hex[:8]}"
+    started = {"$date": int(datetime.now(UTC).timestamp() * 1000)}
+    asyncio.run(produce(broker.bootstrap, "truenas", [
+        (f"truenas:{source}:pool.scrub", {"id": n, "method": "pool.scrub", "state": "RUNNING", "time_started": started})
+        for n in range(3000)
+    ], source=source))
+    script = Path(__file__).with_name("task_counting_worker.py")
+    done = subprocess.run(
+        [sys.executable, str(script), broker.bootstrap, str(tmp_path / "w"), f"drain-{uuid.uuid4().hex[:8]}", "3000"],
+        capture_output=True, text=True, timeout=200, cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records, tasks = map(int, done.stdout.split())
+    assert records >= 3000
+    assert tasks < records / 4, f"{tasks} tasks for {records} records"  # start-up's own tasks included
