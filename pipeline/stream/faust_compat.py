@@ -12,8 +12,13 @@ Faust hands each fetched record to its conductor through ``wait_first(callback(m
 suspend_flow.wait())``, four asyncio tasks and an ``asyncio.wait`` per record, most of
 Faust's own cost per record (docs/design.md, "Worker cost"). Here the callback runs in the
 fetch loop's own task and only a callback that must wait (a full stream buffer, flow
-suspended) goes on as Faust runs it. The loop is a copy of Faust's, used only while the
-installed Faust's loop is the one it was copied from (``DRAIN_FINGERPRINT``).
+suspended) goes on as Faust runs it. While the app is rebalancing (from a revocation to
+"Worker ready", recovery and the seek to committed offsets included) every record goes
+Faust's own way: delivered inline, the records fetched while recovery sought the stream
+partitions went through in one go and all but one never reached the batches (a restarted
+worker went silent; docs/design.md, "Worker cost"). The loop is a copy of
+Faust's, used only while the installed Faust's loop is the one it was copied from
+(``DRAIN_FINGERPRINT``).
 """
 
 from __future__ import annotations
@@ -191,7 +196,8 @@ async def _go_on(delivery: Coroutine[Any, Any, Any], waiting: Any) -> Any:
 
 async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - the worker's fetch loop
     """faust-streaming 0.15.3's ``Consumer._drain_messages`` (BSD-3-Clause), but each record
-    through ``deliver`` instead of ``wait_first`` (the module docstring says why)."""
+    through ``deliver`` instead of ``wait_first`` outside a rebalance (the module docstring
+    says why)."""
     from faust.transport.consumer import CONSUMER_FETCHING
 
     callback = self.callback
@@ -206,6 +212,7 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
+    app = self.app
 
     yield_every = 100
     num_since_yield = 0
@@ -234,7 +241,10 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
                             if self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                        await deliver(self, callback(message))
+                        if app.rebalancing:  # Faust's own way until "Worker ready" (docstring)
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        else:
+                            await deliver(self, callback(message))
                         set_read_offset(tp, offset)
                 unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:

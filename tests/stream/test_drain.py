@@ -4,11 +4,14 @@ it must wait, and then behaves as Faust's (raced against suspend_flow, cancelled
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import uuid
+from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -145,6 +148,54 @@ async def test_an_error_of_the_delivery_reaches_the_fetch_loop():
     ready.set_result(None)
     with pytest.raises(ValueError, match="bad later"):
         await asyncio.wait_for(delivering, 5)
+
+
+class _FetchingConsumer(_Consumer):
+    """What ``drain_messages`` uses of Faust's consumer: one fetch of ``records``, then
+    the fetcher stops; ``wait_first`` calls are counted (Faust's way of delivering)."""
+
+    consumer_stopped_errors = (ConnectionError,)
+
+    def __init__(self, records: list[tuple[str, int]], *, rebalancing: bool) -> None:
+        super().__init__()
+        self.app = SimpleNamespace(rebalancing=rebalancing, topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._stopped = asyncio.Event()
+        self._read_offset: dict = defaultdict(lambda: None)  # as Faust's: None until read
+        self.log = logging.getLogger("test_drain")
+        self._commit_every = None
+        self.should_stop = False
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        self.records = records
+        self.delivered: list[int] = []
+        self.waited_first = 0
+
+    async def callback(self, message) -> None:
+        self.delivered.append(message.offset)
+
+    async def getmany(self, timeout: float):
+        for tp, offset in self.records:
+            yield tp, SimpleNamespace(offset=offset, topic=tp)
+        self.fetcher._stopped.set()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait_first(self, *coros):
+        self.waited_first += 1
+        await super().wait_first(*coros)
+
+
+@pytest.mark.parametrize("rebalancing", [False, True])
+async def test_during_a_rebalance_every_record_goes_fausts_own_way(rebalancing):
+    """Inline delivery of records fetched while recovery seeks the stream partitions lost
+    all but one of them (docs/design.md, "Worker cost"): until "Worker ready" each record
+    goes through ``wait_first`` as in Faust's loop."""
+    consumer = _FetchingConsumer([("raw.truenas", offset) for offset in range(5)], rebalancing=rebalancing)
+    await asyncio.wait_for(faust_compat.drain_messages(consumer, consumer.fetcher), 5)
+    assert consumer.delivered == [0, 1, 2, 3, 4]
+    assert consumer.waited_first == (5 if rebalancing else 0)
 
 
 def test_the_installed_faust_has_the_fetch_loop_that_was_copied():
