@@ -27,11 +27,11 @@ class _Consumer:
 
     def __init__(self) -> None:
         self.suspend_flow = asyncio.Event()
-        self.stopped = asyncio.Event()
+        self._stopped = asyncio.Event()  # mode's Service name: drain_messages reads it too
 
     async def wait_first(self, *coros):
         futures = [asyncio.ensure_future(c if asyncio.iscoroutine(c) else c) for c in coros]
-        futures.append(asyncio.ensure_future(self.stopped.wait()))
+        futures.append(asyncio.ensure_future(self._stopped.wait()))
         try:
             done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
             for future in done:
@@ -161,7 +161,6 @@ class _FetchingConsumer(_Consumer):
         self.app = SimpleNamespace(rebalancing=rebalancing, topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
         self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
         self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
-        self._stopped = asyncio.Event()
         self._read_offset: dict = defaultdict(lambda: None)  # as Faust's: None until read
         self.log = logging.getLogger("test_drain")
         self._commit_every = None
