@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from pipeline import catalog
+from pipeline import catalog, compiled
 from pipeline.bench import core_stage, sink_stages, stages, worker_stages
 from pipeline.bench.workload import documents
 from pipeline.broker import EmbeddedBroker
@@ -52,7 +52,8 @@ def run(events: int, *, repeats: int = 3, seed: int = 1, state_runs: int = 0, fr
         freshness_seconds: float = 20.0, site_rate: int = 200,
         say: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every stage; returns the JSON-ready numbers."""
-    results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats}
+    results: dict[str, Any] = {"events": events, "seed": seed, "repeats": repeats, "hot_modules": compiled.summary()}
+    say(results["hot_modules"])  # the worker's rows depend on it: pure Python is ~1.4x the CPU (docs/design.md)
     sample = list(itertools.islice(documents(events, seed=seed), min(events, SAMPLE_FOR_PURE_STAGES)))
 
     say(f"normalize alone over {len(sample):,} documents ...")
@@ -150,6 +151,8 @@ def table(results: dict[str, Any]) -> list[str]:
         ("end to end (raw -> visible)", results.get("end_to_end_eps"), bare_faust, "of bare faust (target 0.6x)"),
     ]
     lines = [f"{'stage':<34} {'events/s':>12}  ratio"]
+    if results.get("hot_modules"):
+        lines.insert(0, results["hot_modules"])
     for name, rate, base, label in rows:
         if rate is None:
             continue
