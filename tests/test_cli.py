@@ -249,3 +249,4 @@ def test_help_reads_as_sentences_flags_take_no_value_and_there_is_a_version():
                 assert len(line) + 1 + len(following.split()[0]) > 70, f"{command}: a line ends early: {line!r}"
     version = _pipeline("--version")
     assert version.returncode == 0 and version.stdout.startswith("pipeline (jobstream) ")
+    assert version.stdout.splitlines()[1].startswith("hot modules pure Python: 0 of")  # the editable install

@@ -30,7 +30,10 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
+        from pipeline import compiled
+
         print(f"pipeline (jobstream) {version('jobstream')}")
+        print(compiled.summary())  # the worker's CPU per record depends on it (docs/design.md, "Compiled hot modules")
         raise typer.Exit()
 
 

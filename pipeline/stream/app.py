@@ -59,7 +59,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from pipeline import catalog
+from pipeline import catalog, compiled
 from pipeline.kafka import clients
 from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_INTERNAL, EXIT_SIGTERM
 from pipeline.ops.health import MetricsPortTaken, RoleMetrics, observe_batch
@@ -130,6 +130,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
         key_serializer="raw", value_serializer="raw",
     )
     core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: table.data.items())
+    log.info("jobstream: %s", compiled.summary())
     faults = Injector(Faults.from_env())
     shell = _Shell(app, table, settings, faults)
     continuity = Continuity(lambda tp: faust_compat.committed_offset(app, tp))
