@@ -4,10 +4,10 @@ in ``topics/`` (pyproject.toml's package-dir maps it). Everything else is in pyp
 
 And the optional compiled build of the worker's hot modules (``pipeline/compiled.py``
 lists them): a wheel build (``pip install .``) compiles each with Cython, as it is; a
-module that cannot be compiled (no C compiler, no Python headers) is installed as pure
-Python, with a warning, and the package works the same. Editable installs stay pure
-Python: a compiled module in the source tree would shadow every later edit of its .py
-file. ``JOBSTREAM_PURE_PYTHON=1`` skips compiling.
+module that cannot be compiled (no C compiler, no Python headers, Cython refuses it) is
+installed as pure Python, with a warning, and the package works the same. Editable
+installs stay pure Python: a compiled module in the source tree would shadow every later
+edit of its .py file. ``JOBSTREAM_PURE_PYTHON=1`` skips compiling.
 """
 
 import os
@@ -32,6 +32,7 @@ class OptionalBuildExt(build_ext):
             self.extensions = []
 
     def run(self):
+        self._remove_earlier_builds()
         if not self.extensions:
             return
         from Cython.Build import cythonize
@@ -39,6 +40,7 @@ class OptionalBuildExt(build_ext):
         try:
             translated = cythonize(
                 self.extensions, build_dir=os.path.join(self.build_temp, "cython"), quiet=True,
+                exclude_failures=True,  # a module Cython refuses stays pure Python, the others compile
                 # Plain Python semantics: annotations are not enforced as C types.
                 compiler_directives={"language_level": 3, "annotation_typing": False},
             )
@@ -47,11 +49,25 @@ class OptionalBuildExt(build_ext):
             self.extensions = []
             return
         sources = {ext.name: ext.sources for ext in translated}
+        kept = []
         for ext in self.extensions:  # the C files, on the Extensions setuptools already prepared
-            ext.sources = sources[ext.name]
+            if ext.name in sources:
+                ext.sources = sources[ext.name]
+                kept.append(ext)
+            else:
+                print(f"jobstream: {ext.name} stays pure Python (Cython could not translate it)", file=sys.stderr)
+        self.extensions = kept
         if not self.parallel:
-            self.parallel = os.cpu_count() or 1
+            self.parallel = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         super().run()
+
+    def _remove_earlier_builds(self):
+        """A compiled module an earlier build left in ``build/`` would be installed beside
+        the .py and shadow it: gone before anything is compiled (or nothing is)."""
+        for ext in self.distribution.ext_modules or ():
+            earlier = os.path.join(self.build_lib, self.get_ext_filename(ext.name))
+            if os.path.exists(earlier):
+                os.remove(earlier)
 
     def _pure_reason(self):
         if os.environ.get("JOBSTREAM_PURE_PYTHON", "") not in ("", "0"):

@@ -2,9 +2,8 @@
 
 A wheel build (``pip install .``) compiles these modules with Cython when it can
 (``setup.py``): the same source, about 1.4x fewer CPU seconds per raw record for the
-worker's own work (docs/design.md, "Compiled hot modules"). Without Cython or a C
-compiler, and always for an editable install, they stay pure Python: same behaviour,
-slower. ``setup.py`` reads this file with ``runpy`` before the package is installed, so it
+worker's own work (docs/design.md, "Compiled hot modules"). Without a C compiler, and
+always for an editable install, they stay pure Python: same outputs, slower. ``setup.py`` reads this file with ``runpy`` before the package is installed, so it
 imports nothing of the package.
 """
 
@@ -51,6 +50,8 @@ def compiled() -> dict[str, bool]:
 def summary() -> str:
     """One line for people: how many hot modules run compiled."""
     status = compiled()
+    if not status:
+        return "hot modules: none found beside the package (their .py files are missing): compiled or not, unknown"
     count = sum(status.values())
     if count == len(status):
         return f"hot modules compiled (Cython): {count} of {len(status)}"
