@@ -3,8 +3,9 @@
 A wheel build (``pip install .``) compiles these modules with Cython when it can
 (``setup.py``): the same source, about 1.4x fewer CPU seconds per raw record for the
 worker's own work (docs/design.md, "Compiled hot modules"). Without a C compiler, and
-always for an editable install, they stay pure Python: same outputs, slower. ``setup.py`` reads this file with ``runpy`` before the package is installed, so it
-imports nothing of the package.
+always for an editable install, they stay pure Python: same outputs, slower. ``setup.py``
+reads this file with ``runpy`` before the package is installed, so it imports nothing of
+the package.
 """
 
 from __future__ import annotations
@@ -56,6 +57,6 @@ def summary() -> str:
     if count == len(status):
         return f"hot modules compiled (Cython): {count} of {len(status)}"
     if count == 0:
-        return f"hot modules pure Python: 0 of {len(status)} compiled (editable install, or no Cython/C compiler at build)"
+        return f"hot modules pure Python: 0 of {len(status)} compiled (an editable install, JOBSTREAM_PURE_PYTHON=1, or no C compiler at build)"
     pure = ", ".join(name for name, done in status.items() if not done)
     return f"hot modules compiled (Cython): {count} of {len(status)}; pure Python: {pure}"
