@@ -72,6 +72,7 @@ _RANGES: dict[str, _Range] = {
     "standby_replicas": _Range(0, 100),
     "batch_max": _Range(1, 1_000_000),
     "batch_within_s": _Range(0, 60, open_low=True),
+    "fetch_wait_ms": _Range(0, 60_000),
     "entry_cache_bytes": _Range(0, 100 * 1024**3),
     "send_timeout_s": _Range(0, 600, open_low=True),
     "alert_delivery_attempts": _Range(1, 100),
@@ -135,6 +136,10 @@ class Settings:
     # added at most 0.2 s of latency.
     batch_max: int = 2000
     batch_within_s: float = 0.2
+    # How long the worker's fetch may wait at the broker for records (Faust hard-codes
+    # 1,500 ms). Tansu answers a waiting fetch after a share of its wait, not when records
+    # arrive, so that wait was most of the worker's latency (docs/design.md, "Tansu").
+    fetch_wait_ms: int = 100
     # The table entries the worker keeps decoded in memory, bounded by their encoded size
     # (their Python objects take about 5 times as much): a bound in entries let a table of
     # 1,000,000 runs take over 1 GB.

@@ -29,8 +29,8 @@ _STALE = ("stale_after_s", "stale_after_by_vendor", "stale_after_defaults")
 OWN_FIELDS: Mapping[str, tuple[str, ...]] = {
     "worker": (
         "app_id", "store", "datadir", "partitions", *_STALE, "run_retention_s", "stale_retention_s", "vendor_tz",
-        "tansu", "session_timeout_s", "standby_replicas", "batch_max", "batch_within_s", "entry_cache_bytes",
-        "send_timeout_s", "max_clock_skew_s", "max_finished_runs", "max_runs_per_job", "evicted_memory",
+        "tansu", "session_timeout_s", "standby_replicas", "batch_max", "batch_within_s", "fetch_wait_ms",
+        "entry_cache_bytes", "send_timeout_s", "max_clock_skew_s", "max_finished_runs", "max_runs_per_job", "evicted_memory",
         "forget_after_s", "max_entry_bytes", "max_record_bytes", "replication_factor", "min_insync_replicas",
     ),
     "sink": (

@@ -102,6 +102,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
     partitions = settings.partitions or catalog.topic(catalog.raw_topics()[0]).partitions
     app = faust_compat.App(
         settings.app_id,
+        fetch_wait_ms=settings.fetch_wait_ms,
         **clients.faust_options(settings),
         topic_replication_factor=catalog.changelog_replication(settings.replication_factor),
         store=settings.store,

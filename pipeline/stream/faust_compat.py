@@ -146,7 +146,12 @@ def draining_supported(consumer: type | None = None) -> bool:
 
 
 class App(faust.App):
-    """Faust's app whose consumer delivers records with ``drain_messages``."""
+    """Faust's app whose consumer delivers records with ``drain_messages`` and whose
+    fetches wait at most ``fetch_wait_ms`` at the broker (``with_fetch_wait``)."""
+
+    def __init__(self, *args: Any, fetch_wait_ms: int | None = None, **options: Any) -> None:
+        self.fetch_wait_ms = fetch_wait_ms
+        super().__init__(*args, **options)
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
@@ -155,7 +160,32 @@ class App(faust.App):
         else:
             log.warning("jobstream: faust-streaming %s has a fetch loop this worker does not know: using Faust's own "
                         "(correct, about four asyncio tasks more per record)", faust.__version__)
+        if self.fetch_wait_ms is not None:
+            with_fetch_wait(consumer, self.fetch_wait_ms)
         return consumer
+
+
+def with_fetch_wait(consumer: Any, wait_ms: int) -> None:
+    """Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting;
+    this sets the consumer's wait before it starts (aiokafka hands it to its fetcher at
+    ``start``). Where Faust's consumer thread or aiokafka's consumer do not have the
+    attributes this relies on, Faust's 1,500 ms stays, with a warning."""
+    thread = getattr(consumer, "_thread", None)
+    create = getattr(thread, "_create_worker_consumer", None)
+    if create is None:
+        log.warning("jobstream: faust-streaming %s builds its consumer another way: fetches wait Faust's 1,500 ms",
+                    faust.__version__)
+        return
+
+    def create_with_wait(transport: Any) -> Any:
+        kafka_consumer = create(transport)
+        if hasattr(kafka_consumer, "_fetch_max_wait_ms"):
+            kafka_consumer._fetch_max_wait_ms = wait_ms
+        else:
+            log.warning("jobstream: this aiokafka consumer has no fetch wait to set: fetches wait Faust's 1,500 ms")
+        return kafka_consumer
+
+    thread._create_worker_consumer = create_with_wait
 
 
 async def deliver(consumer: Any, delivery: Coroutine[Any, Any, Any]) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import faust
 import pytest
 
+from pipeline.settings import Settings
 from pipeline.stream import faust_compat
+from pipeline.stream.app import create_app
 
 
 def test_the_installed_faust_is_accepted():
@@ -65,3 +70,36 @@ def test_committed_offset_reads_an_offset_and_none_for_faust_s_zero():
 
     assert faust_compat.committed_offset(App(), "a") == 7
     assert faust_compat.committed_offset(App(), "b") is None  # 0 or nothing: gaps.Continuity checks from the log start
+
+
+def _kafka_consumer_of(settings):
+    """The aiokafka consumer the worker's Faust consumer thread builds at start, built
+    the way ``on_start`` builds it (not started: no broker needed)."""
+    app = create_app(settings)
+    thread = app.consumer._thread
+    return thread._create_consumer(loop=asyncio.get_running_loop())
+
+
+async def test_the_worker_s_fetches_wait_the_setting_not_faust_s_1500_ms(tmp_path):
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; Tansu answers a waiting fetch after a share
+    of its wait, not when records arrive, so that wait was most of the worker's latency at 200 records/s."""
+    settings = Settings(bootstrap="127.0.0.1:1", store="memory://", datadir=tmp_path, app_id="fetch-wait")
+    assert settings.fetch_wait_ms == 100
+    assert _kafka_consumer_of(settings)._fetch_max_wait_ms == 100
+    other = Settings(bootstrap="127.0.0.1:1", store="memory://", datadir=tmp_path, app_id="fetch-wait-2",
+                     fetch_wait_ms=750)
+    assert _kafka_consumer_of(other)._fetch_max_wait_ms == 750
+
+
+async def test_without_a_fetch_wait_faust_s_own_stays():
+    app = faust_compat.App("fetch-wait-none", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    kafka = app.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
+    assert kafka._fetch_max_wait_ms == 1500, f"faust-streaming {faust.__version__} no longer waits 1,500 ms"
+
+
+def test_a_faust_that_builds_its_consumer_another_way_keeps_its_wait_with_a_warning(caplog):
+    class Consumer:
+        _thread = object()  # no _create_worker_consumer
+
+    faust_compat.with_fetch_wait(Consumer(), 100)
+    assert "fetches wait Faust's 1,500 ms" in caplog.text
