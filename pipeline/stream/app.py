@@ -11,7 +11,8 @@ Per batch of consumed messages (numbered, the order is the guarantee):
    changelog's offset marker. The changelog goes first: the local store is never ahead
    of it, so every owner of a partition (this one after a restart, the next one, a
    standby) recovers the same state.
-4. Only then does the batch return to Faust, which acks its offsets; commits follow.
+4. Only then is the batch acknowledged (when the agent asks for the next one:
+   ``faust_compat.Handoff``); Faust's commits follow.
 
 | killed after step | what the restart sees |
 |---|---|
@@ -103,6 +104,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
     app = faust_compat.App(
         settings.app_id,
         fetch_wait_ms=settings.fetch_wait_ms,
+        handoff=faust_compat.Handoff(catalog.raw_topics(), capacity=settings.batch_max * 4),
         **clients.faust_options(settings),
         topic_replication_factor=catalog.changelog_replication(settings.replication_factor),
         store=settings.store,
@@ -139,7 +141,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
 
     @app.agent(raw, name="lifecycle")
     async def lifecycle_agent(stream: faust.StreamT) -> None:
-        async for events in _or_die(stream.take_events(settings.batch_max, within=settings.batch_within_s)):
+        async for events in _or_die(faust_compat.batches(app, stream, settings.batch_max, settings.batch_within_s)):
             started = time.monotonic()
             try:
                 events = await _continuous(app, continuity, probe, faults.hide(events))

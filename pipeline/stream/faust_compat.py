@@ -19,20 +19,26 @@ partitions went through in one go and all but one never reached the batches (a r
 worker went silent; docs/design.md, "Worker cost"). The loop is a copy of
 Faust's, used only while the installed Faust's loop is the one it was copied from
 (``DRAIN_FINGERPRINT``).
+
+The worker's own records (the raw topics) do not go through the conductor at all: the
+loop puts them into a ``Handoff``, which the agent reads in batches, doing per batch what
+Faust's stream does per record (docs/design.md, "Faust").
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import collections
 import contextlib
 import hashlib
 import inspect
 import logging
 import textwrap
+import time
 import types
 import weakref
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import Any, cast
 
 import faust
@@ -147,16 +153,22 @@ def draining_supported(consumer: type | None = None) -> bool:
 
 class App(faust.App):
     """Faust's app whose consumer delivers records with ``drain_messages`` and whose
-    fetches wait at most ``fetch_wait_ms`` at the broker (``with_fetch_wait``)."""
+    fetches wait at most ``fetch_wait_ms`` at the broker (``with_fetch_wait``). With
+    ``handoff`` (a ``Handoff``), the records of its topics go from the fetch loop to that
+    handoff in place of Faust's conductor and streams."""
 
-    def __init__(self, *args: Any, fetch_wait_ms: int | None = None, **options: Any) -> None:
+    def __init__(self, *args: Any, fetch_wait_ms: int | None = None, handoff: "Handoff | None" = None,
+                 **options: Any) -> None:
         self.fetch_wait_ms = fetch_wait_ms
+        self.handoff = handoff
         super().__init__(*args, **options)
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
         if draining_supported(type(consumer)):
             consumer._drain_messages = types.MethodType(drain_messages, consumer)
+            if self.handoff is not None:
+                self.handoff.install(self, consumer)
         else:
             log.warning("jobstream: faust-streaming %s has a fetch loop this worker does not know: using Faust's own "
                         "(correct, about four asyncio tasks more per record)", faust.__version__)
@@ -186,6 +198,140 @@ def with_fetch_wait(consumer: Any, wait_ms: int) -> None:
         return kafka_consumer
 
     thread._create_worker_consumer = create_with_wait
+
+
+HANDOFF = "_jobstream_handoff"
+"""The attribute of Faust's consumer that holds its ``Handoff`` (``drain_messages`` reads it)."""
+
+
+class Delivered:
+    """A handed-off record in the worker's batches: ``.message`` as Faust's events have it
+    (the checks and the RocksDB store's partition read ``event.message``)."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+class Handoff:
+    """The records of ``topics``, from Faust's fetch loop to the worker's agent in batches,
+    past Faust's conductor, channel, stream and event per record (about 90 us a record,
+    more than the worker's own work: docs/design.md, "Faust").
+
+    What Faust's stream does for a record is done here, per batch:
+
+    - Records fetched before a rebalance are never handed over: the handoff is one of the
+      queues ``app.flow_control`` clears when it suspends the flow, the fetch loop holds a
+      record while the flow is suspended, and records taken while it is suspended, or of
+      an older consumer generation, are dropped as Faust's stream drops them. Faust's
+      recovery seeks the partitions to their committed offsets before the flow resumes,
+      so they come again.
+    - A record handed over is tracked (``track_message``: a rebalance or a stop waits for
+      it) and acknowledged once the agent asks for the next batch (commits then pass it);
+      never when the agent fails.
+
+    A batch closes at ``max_`` records or ``within`` seconds after its first record
+    arrived. (Faust's ``take_events`` waits ``within`` after the previous batch, even when
+    records are already waiting: at 2,000 records/s its batches came every ``within`` plus
+    the time to process one.) At ``capacity`` records waiting, the fetch loop waits."""
+
+    def __init__(self, topics: Iterable[str], capacity: int) -> None:
+        self.topics = frozenset(topics)
+        self.capacity = capacity
+        self._records: collections.deque[Any] = collections.deque()
+        self._first_at = 0.0
+        self._batch_max = capacity
+        self._arrived = asyncio.Event()
+        self._full_batch = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._app: Any = None
+        self._consumer: Any = None
+
+    @property
+    def installed(self) -> bool:
+        return self._consumer is not None
+
+    def install(self, app: Any, consumer: Any) -> None:
+        """Take over the records of ``topics`` from ``consumer``'s fetch loop."""
+        self._app, self._consumer = app, consumer
+        setattr(consumer, HANDOFF, self)
+        app.flow_control.manage_queue(self)  # a WeakSet: the app holds the handoff
+
+    def clear(self) -> None:
+        """Drop every record waiting, when flow control suspends the flow (a rebalance).
+        Flow control also clears its queues when it resumes the flow, after recovery has
+        sought the partitions to their committed offsets: the records here then were
+        fetched after that seek, and dropping them lost them (a worker restarted after
+        SIGKILL stayed silent: ``test_worker_groups``), so they are kept."""
+        if self._app is not None and self._app.flow_control.is_active():
+            return
+        self._records.clear()
+        self._room.set()
+
+    def put(self, message: Any) -> bool:
+        """Add one fetched record; True when the handoff is now full."""
+        records = self._records
+        if not records:
+            self._first_at = time.monotonic()
+            self._arrived.set()
+        records.append(message)
+        waiting = len(records)
+        if waiting >= self._batch_max:
+            self._full_batch.set()
+        if waiting >= self.capacity:
+            self._room.clear()
+            return True
+        return False
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    async def batches(self, max_: int, within: float) -> AsyncIterator[list[Delivered]]:
+        """The agent's batches, each acknowledged when the next one is asked for."""
+        records = self._records
+        self._batch_max = max_
+        while True:
+            while not records:
+                self._arrived.clear()
+                await self._arrived.wait()
+            left = self._first_at + within - time.monotonic()
+            if left > 0 and len(records) < max_:
+                self._full_batch.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full_batch.wait(), left)
+            taken = [records.popleft() for _ in range(min(max_, len(records)))]
+            if len(records) < self.capacity:
+                self._room.set()
+            kept = self._current(taken)
+            if not kept:
+                continue
+            track = self._consumer.track_message
+            for message in kept:
+                track(message)
+            yield [Delivered(message) for message in kept]
+            ack = self._consumer.ack
+            for message in kept:
+                ack(message)
+
+    def _current(self, taken: list[Any]) -> list[Any]:
+        """The records Faust's stream would deliver: none while the flow is suspended,
+        only the current consumer generation's."""
+        app = self._app
+        if not taken or not app.flow_control.is_active():
+            return []
+        generation = app.consumer_generation_id
+        return [message for message in taken if message.generation_id == generation]
+
+
+def batches(app: Any, stream: Any, max_: int, within: float) -> AsyncIterator[Any]:
+    """The agent's batches: from the app's handoff when its consumer has one, else
+    Faust's own ``take_events`` (an unknown Faust: the fetch loop is Faust's)."""
+    handoff = getattr(app, "handoff", None)
+    if handoff is not None and handoff.installed:
+        return handoff.batches(max_, within)
+    return stream.take_events(max_, within=within)
 
 
 async def deliver(consumer: Any, delivery: Coroutine[Any, Any, Any]) -> None:
@@ -227,7 +373,7 @@ async def _go_on(delivery: Coroutine[Any, Any, Any], waiting: Any) -> Any:
 async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - the worker's fetch loop
     """faust-streaming 0.15.3's ``Consumer._drain_messages`` (BSD-3-Clause), but each record
     through ``deliver`` instead of ``wait_first`` outside a rebalance (the module docstring
-    says why)."""
+    says why), and a record of a handed-off topic into the ``Handoff``."""
     from faust.transport.consumer import CONSUMER_FETCHING
 
     callback = self.callback
@@ -247,6 +393,9 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
     yield_every = 100
     num_since_yield = 0
     sleep = asyncio.sleep
+    handoff = getattr(self, HANDOFF, None)
+    handed_topics = handoff.topics if handoff is not None else frozenset()
+    flow_control = app.flow_control if handoff is not None else None
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -271,7 +420,14 @@ async def drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover -
                             if self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                        if app.rebalancing:  # Faust's own way until "Worker ready" (docstring)
+                        if message.topic in handed_topics:
+                            if not flow_control.is_active():
+                                # A rebalance: held until the flow resumes (its clearing done), as
+                                # Faust's stream buffer holds it; dropped if the consumer stops its flow.
+                                await self.wait_first(flow_control.acquire(), self.suspend_flow.wait())
+                            if not self.suspend_flow.is_set() and handoff.put(message):
+                                await self.wait_first(handoff.room(), self.suspend_flow.wait())  # full
+                        elif app.rebalancing:  # Faust's own way until "Worker ready" (docstring)
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         else:
                             await deliver(self, callback(message))

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from mode.utils.queues import FlowControlEvent
 
 from pipeline.model import UTC
 from pipeline.settings import Settings
@@ -195,6 +196,40 @@ async def test_during_a_rebalance_every_record_goes_fausts_own_way(rebalancing):
     await asyncio.wait_for(faust_compat.drain_messages(consumer, consumer.fetcher), 5)
     assert consumer.delivered == [0, 1, 2, 3, 4]
     assert consumer.waited_first == (5 if rebalancing else 0)
+
+
+async def test_records_of_handed_off_topics_go_to_the_handoff_and_others_to_faust():
+    consumer = _FetchingConsumer([("raw.truenas", 0), ("other", 1), ("raw.truenas", 2)], rebalancing=False)
+    consumer.app.flow_control = FlowControlEvent(initially_suspended=False)
+    handoff = faust_compat.Handoff(["raw.truenas"], capacity=10)
+    setattr(consumer, faust_compat.HANDOFF, handoff)
+    await asyncio.wait_for(faust_compat.drain_messages(consumer, consumer.fetcher), 5)
+    assert consumer.delivered == [1]
+    assert [m.offset for m in handoff._records] == [0, 2]
+
+
+async def test_the_fetch_loop_holds_a_record_while_flow_control_is_suspended():
+    """As Faust's stream buffer holds it: put once the flow resumes (after recovery's
+    seek and clearing), dropped when the consumer stops its flow meanwhile."""
+    consumer = _FetchingConsumer([("raw.truenas", 0)], rebalancing=True)
+    consumer.app.flow_control = FlowControlEvent(initially_suspended=True)
+    handoff = faust_compat.Handoff(["raw.truenas"], capacity=10)
+    setattr(consumer, faust_compat.HANDOFF, handoff)
+    draining = asyncio.ensure_future(faust_compat.drain_messages(consumer, consumer.fetcher))
+    await asyncio.sleep(0.05)
+    assert not draining.done() and not handoff._records
+    consumer.app.flow_control.resume()
+    await asyncio.wait_for(draining, 5)
+    assert [m.offset for m in handoff._records] == [0]
+
+    stopped = _FetchingConsumer([("raw.truenas", 1)], rebalancing=True)
+    stopped.app.flow_control = FlowControlEvent(initially_suspended=True)
+    setattr(stopped, faust_compat.HANDOFF, handoff)
+    draining = asyncio.ensure_future(faust_compat.drain_messages(stopped, stopped.fetcher))
+    await asyncio.sleep(0.05)
+    stopped.suspend_flow.set()  # the consumer stops its flow: a revocation
+    await asyncio.wait_for(draining, 5)
+    assert [m.offset for m in handoff._records] == [0]
 
 
 def test_the_installed_faust_has_the_fetch_loop_that_was_copied():
