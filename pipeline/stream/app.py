@@ -40,8 +40,10 @@ The table is written through its store and changelog directly rather than
 ``table[key] = value``, and outputs and changelog records are sent as one Kafka batch per
 topic-partition (``batches.py``) rather than through Faust's producer: Faust's
 per-message send path costs ~100 us a record (docs/design.md, "Faust"), and the changelog record must
-go to the source partition, which ``take_events`` batches cannot get from
-``table[key]``. Recovery, standbys and partition ownership are still Faust's own.
+go to the source partition, which batches (no current event) cannot get from
+``table[key]``. For the same reason the raw records reach the agent through
+``faust_compat.Handoff``, not Faust's per-record stream. Recovery, standbys, partition
+ownership and commits are still Faust's own.
 """
 
 from __future__ import annotations
