@@ -72,7 +72,7 @@ _RANGES: dict[str, _Range] = {
     "standby_replicas": _Range(0, 100),
     "batch_max": _Range(1, 1_000_000),
     "batch_within_s": _Range(0, 60, open_low=True),
-    "fetch_wait_ms": _Range(0, 60_000),
+    "fetch_wait_ms": _Range(1, 60_000),  # 0 would poll the broker without a pause
     "entry_cache_bytes": _Range(0, 100 * 1024**3),
     "send_timeout_s": _Range(0, 600, open_low=True),
     "alert_delivery_attempts": _Range(1, 100),

@@ -85,16 +85,23 @@ async def test_the_worker_s_fetches_wait_the_setting_not_faust_s_1500_ms(tmp_pat
     of its wait, not when records arrive, so that wait was most of the worker's latency at 200 records/s."""
     settings = Settings(bootstrap="127.0.0.1:1", store="memory://", datadir=tmp_path, app_id="fetch-wait")
     assert settings.fetch_wait_ms == 100
-    assert _kafka_consumer_of(settings)._fetch_max_wait_ms == 100
     other = Settings(bootstrap="127.0.0.1:1", store="memory://", datadir=tmp_path, app_id="fetch-wait-2",
                      fetch_wait_ms=750)
-    assert _kafka_consumer_of(other)._fetch_max_wait_ms == 750
+    for given, expected in ((settings, 100), (other, 750)):
+        kafka = _kafka_consumer_of(given)
+        try:
+            assert kafka._fetch_max_wait_ms == expected
+        finally:
+            await kafka.stop()
 
 
 async def test_without_a_fetch_wait_faust_s_own_stays():
     app = faust_compat.App("fetch-wait-none", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
     kafka = app.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
-    assert kafka._fetch_max_wait_ms == 1500, f"faust-streaming {faust.__version__} no longer waits 1,500 ms"
+    try:
+        assert kafka._fetch_max_wait_ms == 1500, f"faust-streaming {faust.__version__} no longer waits 1,500 ms"
+    finally:
+        await kafka.stop()
 
 
 def test_a_faust_that_builds_its_consumer_another_way_keeps_its_wait_with_a_warning(caplog):

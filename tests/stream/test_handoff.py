@@ -26,15 +26,16 @@ class Consumer:
 
 
 def _installed(capacity: int = 100) -> tuple[faust_compat.Handoff, SimpleNamespace, Consumer]:
-    app = SimpleNamespace(flow_control=FlowControlEvent(initially_suspended=False), consumer_generation_id=1)
+    app = SimpleNamespace(flow_control=FlowControlEvent(initially_suspended=False), consumer_generation_id=1,
+                          monitor=SimpleNamespace(stream_inbound_time={}))
     consumer = Consumer()
     handoff = faust_compat.Handoff(["raw.a"], capacity=capacity)
     handoff.install(app, consumer)
     return handoff, app, consumer
 
 
-def _message(offset: int, generation: int = 1) -> SimpleNamespace:
-    return SimpleNamespace(topic="raw.a", offset=offset, generation_id=generation)
+def _message(offset: int, generation: int = 1, partition: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(topic="raw.a", offset=offset, generation_id=generation, tp=("raw.a", partition))
 
 
 async def _next(batches, timeout: float = 10.0) -> list[int]:
@@ -57,7 +58,7 @@ async def test_the_window_counts_from_the_first_record_not_from_the_request(monk
     """Faust's take_events waits ``within`` after the previous batch even with records
     waiting; here records that waited their window while a batch was processed go at once."""
     clock = [1000.0]
-    monkeypatch.setattr(faust_compat.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(faust_compat, "time", SimpleNamespace(monotonic=lambda: clock[0]))  # not the loop's clock
     handoff, _, _ = _installed()
     batches = handoff.batches(100, within=600)
     handoff.put(_message(0))
@@ -83,12 +84,23 @@ async def test_records_taken_while_the_flow_is_suspended_or_of_an_older_generati
     handoff.put(_message(3))
     waiting = asyncio.ensure_future(anext(batches))
     await asyncio.sleep(0.05)
-    assert not waiting.done()  # the suspended flow's records went nowhere
-    app.flow_control.resume()  # clears the handoff, as it clears Faust's stream buffers
-    handoff.put(_message(2))
+    assert not waiting.done()  # taken while suspended: dropped, untracked
+    assert not handoff._records and consumer.tracked == [1]
+    app.flow_control.resume()
+    handoff.put(_message(2))  # fetched again after recovery's seek
     handoff.put(_message(3))
     assert [d.message.offset for d in await asyncio.wait_for(waiting, 10)] == [2, 3]
     assert consumer.tracked == [1, 2, 3]
+
+
+async def test_each_batch_marks_its_partitions_as_delivering_for_faust_s_livelock_check():
+    """Faust's stream records ``monitor.stream_inbound_time`` per event; without it Faust logs
+    an ERROR ("has not started processing") for every partition behind its high-water mark."""
+    handoff, app, _ = _installed()
+    handoff.put(_message(0, partition=0))
+    handoff.put(_message(1, partition=2))
+    assert await _next(handoff.batches(2, within=600)) == [0, 1]
+    assert set(app.monitor.stream_inbound_time) == {("raw.a", 0), ("raw.a", 2)}
 
 
 async def test_a_suspended_flow_clears_the_waiting_records_and_frees_the_fetch_loop():
