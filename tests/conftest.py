@@ -1,5 +1,5 @@
-"""Shared fixtures. The integration tests share one embedded broker and one worker
-per session: Tansu starts in ~0.1 s, a Faust worker in ~6 s."""
+"""Shared fixtures. The integration tests share one embedded broker per test process
+(per session; ``-n 2`` makes two): Tansu starts in ~0.1 s, a Faust worker in ~6 s."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from pipeline.broker import EmbeddedBroker
 from tests.support.demo import DemoRun, shared_demo
 
 pytest_plugins = ["tests.support.kafka", "tests.support.ports"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist, the tests that read the shared demo run in one process: the demo
+    (about 90 s) then runs once, not once per process."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if {"demo_run", "demo_db"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("demo"))
 
 
 @pytest.fixture(scope="session")
