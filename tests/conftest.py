@@ -15,22 +15,13 @@ pytest_plugins = ["tests.support.kafka", "tests.support.ports"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist, tests that share an expensive fixture run in one process: the
-    shared demo's readers (the demo takes about 90 s), and a file's tests that use one of its
-    module fixtures (a wheel build, a TLS broker): each then runs once, not once per process."""
+    """With pytest-xdist, the tests that read the shared demo run in one process: the demo
+    (about 90 s) then runs once, not once per process."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if {"demo_run", "demo_db"} & names:
+        if {"demo_run", "demo_db"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("demo"))
-        elif _uses_a_module_fixture(item, names):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-
-def _uses_a_module_fixture(item: pytest.Item, names: set[str]) -> bool:
-    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    return any(defs and defs[-1].scope == "module" for name, defs in definitions.items() if name in names)
 
 
 @pytest.fixture(scope="session")

@@ -88,11 +88,8 @@ class RenderedPage(HTMLParser):
         return [value for column, value in self.cells.get(table, []) if column == name]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def rendered(demo_db, tmp_path_factory) -> tuple[RenderedPage, Path, Path]:
-    """The report of the shared demo, rendered once. Session scope, not module: with
-    pytest-xdist a process may run other files between this module's tests, and a module
-    fixture would make and render the page again (twice in a CI run)."""
     folder = tmp_path_factory.mktemp("page")
     page = folder / "report.html"
     made = pipeline("report", "--db", str(demo_db), "--since", "all", "--out", str(page))
