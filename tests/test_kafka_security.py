@@ -137,6 +137,10 @@ async def test_backfill_worker_and_sink_run_over_tls(tls_broker, tmp_path):
 
 
 async def test_clients_from_a_connection_carry_its_tls(tls_broker):
+    # The topics are created here, not left to the test above: under pytest-xdist the two
+    # may run in different processes, each with its own TLS broker.
+    applied = run_pipeline("topics", "apply", "-b", tls_broker.bootstrap, env=tls_broker.env())
+    assert applied.returncode == 0, applied.stderr
     security = Settings.from_env(tls_broker.env()).kafka_security()
     consumer = clients.consumer(clients.Connection(tls_broker.bootstrap, security))
     await consumer.start()
