@@ -91,7 +91,7 @@ _RANGES: dict[str, _Range] = {
     "pg_port": _Range(0, 65535),
     "live_query_timeout_s": _Range(0, 86400, open_low=True),
     "sink_batch_max": _Range(1, 1_000_000),
-    "sink_fetch_wait_ms": _Range(0, 60_000),
+    "sink_fetch_wait_ms": _Range(1, 60_000),  # as fetch_wait_ms: 0 would poll the broker without a pause
     "sink_commit_interval_ms": _Range(0, 60_000),
     "sink_threads": _Range(1, 1024),
 

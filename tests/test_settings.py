@@ -63,6 +63,8 @@ def test_bootstrap_without_a_port_means_9092(value, address):
         ({"JOBSTREAM_STORE": "bogus://"}, "JOBSTREAM_STORE='bogus://': unknown table store"),
         ({"JOBSTREAM_BOOTSTRAP": "host:port"}, "is not HOST"),
         ({"JOBSTREAM_SEND_TIMEOUT_S": "0"}, "JOBSTREAM_SEND_TIMEOUT_S"),
+        ({"JOBSTREAM_FETCH_WAIT_MS": "0"}, "JOBSTREAM_FETCH_WAIT_MS=0: .*at least 1"),
+        ({"JOBSTREAM_SINK_FETCH_WAIT_MS": "0"}, "JOBSTREAM_SINK_FETCH_WAIT_MS=0: .*at least 1"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
