@@ -165,7 +165,7 @@ CATALOG: dict[str, Relation] = {
     }),
     "job_attempts": Relation("VIEW", "One row per attempt of a run (run_key, attempt): its outcome, times, queue time and error, from job_transitions and job_events.", {
         "outcome": _TERMINAL + " (the attempt's first terminal state); RETRIED when a later attempt opened before it reported one; else the current state (PENDING, RUNNING or STALE).",
-        "queued_at": "When the attempt was first seen waiting (PENDING) (UTC), or NULL.",
+        "queued_at": "When the attempt was first seen waiting (PENDING), at or before its start (UTC), or NULL.",
         "started_at": "When the attempt started (UTC): its reported start or first RUNNING time; when never seen running, the last time it was seen waiting (start_observed false).",
         "start_observed": "False when started_at is the last time seen waiting, because the vendor never showed the start.",
         "finished_at": "When the attempt ended (UTC): the reported end of its terminal event; NULL for attempts without an outcome.",

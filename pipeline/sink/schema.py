@@ -480,6 +480,26 @@ WHERE state IN ('PENDING', 'RUNNING', 'STALE') AND NOT coalesce(left_open, false
 """
 
 
+
+def _attempts_view_queued_before_start() -> str:
+    """Migration 5's ``job_attempts`` with an attempt's ``queued_at`` only when it waited at
+    or before its start (R3, as the run's own): a PENDING after the start (an Airflow sensor
+    rescheduled mid-try) is not queue time, and ``queue_s`` was negative for it."""
+    start = _ATTEMPTS.index("CREATE OR REPLACE VIEW job_attempts AS")
+    end = _ATTEMPTS.index("FROM timed;", start) + len("FROM timed;")
+    view = _ATTEMPTS[start:end]
+    queued = (
+        "queued AS (\n"
+        "    SELECT * REPLACE (CASE WHEN start_at IS NULL OR queued_at <= start_at THEN queued_at END AS queued_at)\n"
+        "    FROM timed\n"
+        ")\nSELECT vendor,"
+    )
+    assert view.count(")\nSELECT vendor,") == 1 and view.endswith("FROM timed;")
+    return view.replace(")\nSELECT vendor,", "),\n" + queued).removesuffix("FROM timed;") + "FROM queued;\n"
+
+
+_ATTEMPTS_QUEUED_BEFORE_START = _attempts_view_queued_before_start()
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables and the sink's offsets", _TABLES),
     Migration(2, "alerts (the alerter's jobs.alerts records, latest status per alert)", _ALERTS),
@@ -494,6 +514,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               "", then=describe.apply_comments),
     Migration(7, "runs that left the worker's state still open (left_open, lifecycle R21) are not active",
               _LEFT_OPEN, then=describe.apply_comments),
+    Migration(8, "an attempt's queue time counts only waiting at or before its start (never negative)",
+              _ATTEMPTS_QUEUED_BEFORE_START, then=describe.apply_comments),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -201,6 +201,44 @@ def test_job_attempts_queue_time_and_a_start_never_reported(db):
     ).fetchall() == [("SUCCEEDED", at[0], at[1], False, at[2], 5.0, 25.0)]
 
 
+def test_an_attempt_that_waits_after_it_started_has_no_queue_time(db):
+    """An Airflow sensor in reschedule mode runs, waits (up_for_reschedule: PENDING) and
+    succeeds in one try: waiting after the start is not queue time (R3), so the attempt's
+    queue time is unknown, never negative (a demo run's ``pipeline check`` found -32 s)."""
+    s = Story(vendor="airflow")
+    at = [T0 + timedelta(seconds=n) for n in (0, 32, 62)]
+    write(db, [
+        (catalog.EVENTS, s.event("m", "r", 1, "RUNNING", at=at[0], started_at=iso(at[0]), attempt=1)),
+        (catalog.EVENTS, s.event("m", "r", 2, "PENDING", at=at[1], attempt=1)),
+        (catalog.EVENTS, s.event("m", "r", 3, "SUCCEEDED", at=at[2], started_at=iso(at[2] - timedelta(seconds=2)),
+                                 finished_at=iso(at[2]), attempt=1)),
+        (catalog.TRANSITIONS, s.transition("m", "r", 1, None, "RUNNING", at=at[0])),
+        (catalog.TRANSITIONS, s.transition("m", "r", 2, "RUNNING", "PENDING", at=at[1])),
+        (catalog.TRANSITIONS, s.transition("m", "r", 3, "PENDING", "SUCCEEDED", at=at[2])),
+    ])
+    assert db.connection.execute(
+        "SELECT outcome, queued_at, started_at, start_observed, finished_at, queue_s, duration_s FROM job_attempts"
+    ).fetchall() == [("SUCCEEDED", None, at[0], True, at[2], None, 62.0)]
+
+
+def test_an_attempt_that_waited_before_and_after_its_start_queues_from_the_first_wait(db):
+    s = Story(vendor="airflow")
+    at = [T0 + timedelta(seconds=n) for n in (0, 4, 30, 50)]
+    write(db, [
+        (catalog.EVENTS, s.event("m", "r", 1, "PENDING", at=at[0], attempt=1)),
+        (catalog.EVENTS, s.event("m", "r", 2, "RUNNING", at=at[1], started_at=iso(at[1]), attempt=1)),
+        (catalog.EVENTS, s.event("m", "r", 3, "PENDING", at=at[2], attempt=1)),
+        (catalog.EVENTS, s.event("m", "r", 4, "SUCCEEDED", at=at[3], finished_at=iso(at[3]), attempt=1)),
+        (catalog.TRANSITIONS, s.transition("m", "r", 1, None, "PENDING", at=at[0])),
+        (catalog.TRANSITIONS, s.transition("m", "r", 2, "PENDING", "RUNNING", at=at[1])),
+        (catalog.TRANSITIONS, s.transition("m", "r", 3, "RUNNING", "PENDING", at=at[2])),
+        (catalog.TRANSITIONS, s.transition("m", "r", 4, "PENDING", "SUCCEEDED", at=at[3])),
+    ])
+    assert db.connection.execute(
+        "SELECT queued_at, started_at, queue_s, duration_s FROM job_attempts"
+    ).fetchall() == [(at[0], at[1], 4.0, 46.0)]
+
+
 def test_counts_and_sums_in_every_view_are_bigint_never_hugeint(db):
     """Issue 33 case 7: DuckDB's sum of integers is HUGEINT, which reaches pandas and Arrow
     as decimal objects; a notebook wants int64."""
