@@ -17,7 +17,12 @@ import pytest
 
 from pipeline import compiled, vendors
 
-pytestmark = pytest.mark.timeout(1800)  # a wheel build with the fixture: minutes of gcc on a busy 2-core machine
+pytestmark = [
+    pytest.mark.timeout(1800),  # a wheel build with the fixture: minutes of gcc on a busy 2-core machine
+    # Under pytest-xdist, one process builds the compiled wheel for every test that uses it:
+    # spread over two processes, each built its own (CI: 174 and 172 s of setup side by side).
+    pytest.mark.xdist_group("wheel"),
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST = ROOT / "tests" / "support" / "core_digest.py"
