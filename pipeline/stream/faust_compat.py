@@ -305,6 +305,8 @@ class Handoff:
             if len(records) < self.capacity:
                 self._room.set()
             kept = self._current(taken)
+            if len(kept) < len(taken):
+                _log_dropped(taken, kept)
             if not kept:
                 continue
             track = self._consumer.track_message
@@ -333,6 +335,20 @@ class Handoff:
             return []
         generation = app.consumer_generation_id
         return [message for message in taken if message.generation_id == generation]
+
+
+def _log_dropped(taken: list[Any], kept: list[Any]) -> None:
+    """One line per batch that lost records to a rebalance: which partitions and offsets
+    were dropped, to be fetched again after recovery's seek (if a partition then stays
+    silent, this is where to look)."""
+    kept_ids = {id(message) for message in kept}
+    spans: dict[Any, list[int]] = {}
+    for message in taken:
+        if id(message) not in kept_ids:
+            span = spans.setdefault(message.tp, [message.offset, message.offset])
+            span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    log.info("jobstream: handoff dropped %d records fetched before a rebalance (%s)", len(taken) - len(kept),
+             ", ".join(f"{tp.topic}[{tp.partition}] {low}-{high}" for tp, (low, high) in sorted(spans.items())))
 
 
 def batches(app: Any, stream: Any, max_: int, within: float) -> AsyncIterator[Any]:

@@ -4,9 +4,11 @@ with what Faust's stream does per record (drop across rebalances, track, acknowl
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 
 import pytest
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent
 
 from pipeline.stream import faust_compat
@@ -35,7 +37,7 @@ def _installed(capacity: int = 100) -> tuple[faust_compat.Handoff, SimpleNamespa
 
 
 def _message(offset: int, generation: int = 1, partition: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(topic="raw.a", offset=offset, generation_id=generation, tp=("raw.a", partition))
+    return SimpleNamespace(topic="raw.a", offset=offset, generation_id=generation, tp=TP("raw.a", partition))
 
 
 async def _next(batches, timeout: float = 10.0) -> list[int]:
@@ -73,7 +75,8 @@ async def test_a_lone_record_goes_when_its_window_ends():
     assert await _next(batches) == [7]
 
 
-async def test_records_taken_while_the_flow_is_suspended_or_of_an_older_generation_are_dropped_untracked():
+async def test_records_taken_while_the_flow_is_suspended_or_of_an_older_generation_are_dropped_untracked(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.worker")
     handoff, app, consumer = _installed()
     batches = handoff.batches(2, within=600)
     handoff.put(_message(0, generation=0))
@@ -91,6 +94,11 @@ async def test_records_taken_while_the_flow_is_suspended_or_of_an_older_generati
     handoff.put(_message(3))
     assert [d.message.offset for d in await asyncio.wait_for(waiting, 10)] == [2, 3]
     assert consumer.tracked == [1, 2, 3]
+    dropped = [r.getMessage() for r in caplog.records if "handoff dropped" in r.getMessage()]
+    assert dropped == [
+        "jobstream: handoff dropped 1 records fetched before a rebalance (raw.a[0] 0-0)",
+        "jobstream: handoff dropped 2 records fetched before a rebalance (raw.a[0] 2-3)",
+    ]
 
 
 async def test_each_batch_marks_its_partitions_as_delivering_for_faust_s_livelock_check():
