@@ -165,7 +165,7 @@ from datetime import datetime, timedelta
 import msgspec
 from msgspec.structs import replace
 
-from pipeline.model import JobEvent, State
+from pipeline.model import JobEvent, State, iso_time
 
 DEFAULT_STALE_AFTER = timedelta(seconds=240)
 RECENT_EVENT_IDS = 8
@@ -358,7 +358,7 @@ def expire(
         return run, []
     updated = replace(run, state=_STALE, stale_episodes=run.stale_episodes + 1, deadline=None)
     transition = Transition(
-        transition_id=_transition_id(run.run_key, due.isoformat(), state, _STALE, Cause.STALE_TIMEOUT, ""),
+        transition_id=_transition_id(run.run_key, iso_time(due), state, _STALE, Cause.STALE_TIMEOUT, ""),
         vendor=run.vendor,
         job_key=run.job_key,
         run_key=run.run_key,

@@ -74,6 +74,18 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def iso_time(value: datetime) -> str:
+    """``value.isoformat()``. A UTC time (every time a JobEvent holds) goes through
+    msgspec's RFC 3339 writer, the same text but ~4x cheaper than ``isoformat``'s
+    printf and offset call: vendors hash one into nearly every event id."""
+    if value.tzinfo is UTC and type(value) is datetime:
+        return _time_encoder.encode(value)[1:-2].decode() + "+00:00"  # '"...Z"' -> '...+00:00'
+    return value.isoformat()
+
+
+_time_encoder = msgspec.json.Encoder()
+
+
 def make_event_id(vendor: str, *parts: object) -> str:
     """Deterministic id: the same vendor event always gives the same id.
 

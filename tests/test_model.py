@@ -25,6 +25,7 @@ from pipeline.model import (
     decode_event,
     encode_envelope,
     encode_event,
+    iso_time,
     make_event_id,
     utc,
 )
@@ -192,6 +193,20 @@ def test_event_ids_read_none_as_an_empty_part():
 
 def test_event_ids_survive_unpaired_surrogates():
     assert make_event_id("v", "\ud800") == make_event_id("v", "\ud800")
+
+
+@given(st.datetimes(timezones=st.just(UTC)) | st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=2))])))
+def test_iso_time_is_isoformat(value: datetime):
+    assert iso_time(value) == value.isoformat()
+
+
+@pytest.mark.parametrize("value", [
+    datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(999, 1, 2, 3, 4, 5, 60, tzinfo=UTC), datetime(2026, 1, 1, fold=1, tzinfo=UTC),
+    datetime(2026, 1, 1, 12, tzinfo=ZoneInfo("Europe/Paris")), datetime(2026, 1, 1),
+])
+def test_iso_time_is_isoformat_at_the_edges(value: datetime):
+    assert iso_time(value) == value.isoformat()
 
 
 # --- JSON -------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.model import JobEvent, State, make_event_id
+from pipeline.model import JobEvent, State, iso_time, make_event_id
 from pipeline.vendors._common import (
     DEFAULT_CONTEXT,
     Context,
@@ -274,7 +274,7 @@ def _task_event(item: dict[str, Any], source: str, ctx: Context) -> JobEvent:
     attrs = {"job_name": f"{dag_id}.{task_id}", **_attrs(item, TASK_ATTRS), "map_index": map_index,
              "try_number": try_number, "kind": "task_instance"}
     return JobEvent(
-        event_id=make_event_id(VENDOR, source, run_key, try_number, native, occurred_at.isoformat()),
+        event_id=make_event_id(VENDOR, source, run_key, try_number, native, iso_time(occurred_at)),
         vendor=VENDOR, source=source, job_key=f"{VENDOR}:{source}:{dag_id}.{task_id}", run_key=run_key,
         native_state=native, state=state, occurred_at=occurred_at,
         attempt=try_number if try_number else None, received_at=ctx.received_at,
@@ -299,7 +299,7 @@ def _dag_run_event(item: dict[str, Any], source: str, ctx: Context) -> JobEvent:
     occurred_at = _occurred(times, ctx, "DAG run")
     run_key = run_key_of(source, dag_id, run_id)
     return JobEvent(
-        event_id=make_event_id(VENDOR, source, run_key, native, occurred_at.isoformat()),
+        event_id=make_event_id(VENDOR, source, run_key, native, iso_time(occurred_at)),
         vendor=VENDOR, source=source, job_key=f"{VENDOR}:{source}:{dag_id}", run_key=run_key,
         native_state=native, state=state, occurred_at=occurred_at, received_at=ctx.received_at,
         started_at=times.get("start_date") if state is not State.PENDING else None,

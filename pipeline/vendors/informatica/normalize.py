@@ -55,7 +55,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.model import InvalidEvent, JobEvent, State, make_event_id
+from pipeline.model import InvalidEvent, JobEvent, State, iso_time, make_event_id
 from pipeline.vendors._common import (
     DEFAULT_CONTEXT,
     Context,
@@ -270,7 +270,7 @@ def _run_events(node: _Node, source: str, ctx: Context) -> list[JobEvent]:
             occurred_at = (completed if state.terminal else None) or _latest(latest_time, created) or ctx.received_at
         if occurred_at is None:
             raise Rejected(f"event {event_id} has no time and the context no received_at")
-        identity = make_event_id(VENDOR, source, event_id, _status_key(step.native), occurred_at.isoformat())
+        identity = make_event_id(VENDOR, source, event_id, _status_key(step.native), iso_time(occurred_at))
         if identity in planned:
             continue
         attrs = dict(base_attrs)

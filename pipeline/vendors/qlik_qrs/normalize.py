@@ -114,7 +114,7 @@ import re
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from pipeline.model import UTC, JobEvent, State, make_event_id
+from pipeline.model import UTC, JobEvent, State, iso_time, make_event_id
 from pipeline.vendors._common import (
     clean_text,
     identifier,
@@ -608,8 +608,8 @@ def _start_event(fields: dict[str, Any], ctx: Context) -> JobEvent:
     )
     if session_id == EMPTY_GUID:
         return JobEvent(
-            event_id=make_event_id(VENDOR, source, "start-refused", task_id, occurred_at.isoformat()),
-            run_key=f"{VENDOR}:{source}:not-started:{task_id}:{occurred_at.isoformat()}",
+            event_id=make_event_id(VENDOR, source, "start-refused", task_id, iso_time(occurred_at)),
+            run_key=f"{VENDOR}:{source}:not-started:{task_id}:{iso_time(occurred_at)}",
             native_state="StartRefused",
             state=RECORD_STATES["StartRefused"],
             finished_at=occurred_at,
@@ -690,7 +690,7 @@ def _time(value: Any, field: str, tz: tzinfo = UTC) -> datetime | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return iso_time(value) if value is not None else None
 
 
 def _guid_ident(value: Any, field: str) -> str:

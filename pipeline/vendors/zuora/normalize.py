@@ -75,7 +75,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.model import JobEvent, State, make_event_id
+from pipeline.model import JobEvent, State, iso_time, make_event_id
 from pipeline.vendors._common import (
     DEFAULT_CONTEXT,
     Context,
@@ -311,7 +311,7 @@ def _event(task: dict[str, Any], queue: str | None, source: str, ctx: Context) -
             status,
             rows,
             last_page_rows,
-            last_activity.isoformat() if last_activity else None,
+            iso_time(last_activity) if last_activity else None,
             message,
         ),
         vendor=VENDOR,
