@@ -14,6 +14,7 @@ from tests.support.demo import DemoRun, shared_demo
 pytest_plugins = ["tests.support.kafka", "tests.support.ports"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With pytest-xdist, the tests that read the shared demo run in one process: the demo
     (about 90 s) then runs once, not once per process."""
