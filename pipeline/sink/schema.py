@@ -480,7 +480,6 @@ WHERE state IN ('PENDING', 'RUNNING', 'STALE') AND NOT coalesce(left_open, false
 """
 
 
-
 def _attempts_view_queued_before_start() -> str:
     """Migration 5's ``job_attempts`` with an attempt's ``queued_at`` only when it waited at
     or before its start (R3, as the run's own): a PENDING after the start (an Airflow sensor
@@ -494,11 +493,12 @@ def _attempts_view_queued_before_start() -> str:
         "    FROM timed\n"
         ")\nSELECT vendor,"
     )
-    assert view.count(")\nSELECT vendor,") == 1 and view.endswith("FROM timed;")
+    assert view.count(")\nSELECT vendor,") == 1  # the slice ends with "FROM timed;" by construction
     return view.replace(")\nSELECT vendor,", "),\n" + queued).removesuffix("FROM timed;") + "FROM queued;\n"
 
 
 _ATTEMPTS_QUEUED_BEFORE_START = _attempts_view_queued_before_start()
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "fact tables and the sink's offsets", _TABLES),
