@@ -165,6 +165,8 @@ class App(faust.App):
 
     def _new_consumer(self) -> Any:
         consumer = super()._new_consumer()
+        if self.handoff is not None:
+            seek_uncommitted_to_start(consumer, self.handoff.topics)
         if draining_supported(type(consumer)):
             consumer._drain_messages = types.MethodType(drain_messages, consumer)
             if self.handoff is not None:
@@ -175,6 +177,37 @@ class App(faust.App):
         if self.fetch_wait_ms is not None:
             with_fetch_wait(consumer, self.fetch_wait_ms)
         return consumer
+
+
+def seek_uncommitted_to_start(consumer: Any, topics: Iterable[str]) -> None:
+    """Make Faust's "seek to committed offsets" also rewind the partitions of ``topics``
+    that have nothing committed, to their start.
+
+    Faust drops records it fetched while the flow is stopped or the generation changed
+    (``Consumer.getmany``) and relies on ``perform_seek`` (recovery, and getmany itself) to
+    fetch them again. aiokafka's ``seek_to_committed`` seeks only partitions with a
+    committed offset above 0; one with none stays where the fetcher left it, past the
+    dropped records, and a worker of a group that has not committed there yet stays silent
+    about them until another record comes to that partition (docs/design.md, "Faust").
+    Records read again are skipped as applied (the failure table in ``app.py``)."""
+    names = frozenset(topics)
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek_to_committed_or_start() -> Any:
+        committed = await seek_to_committed()
+        rewound = sorted((tp for tp, offset in committed.items()
+                          if tp.topic in names and (offset is None or offset <= 0)))
+        for tp in rewound:
+            await consumer.seek(tp, 0)
+        if rewound:
+            by_topic: dict[str, list[str]] = {}
+            for tp in rewound:
+                by_topic.setdefault(tp.topic, []).append(str(tp.partition))
+            log.info("jobstream: nothing committed yet for %s: read from their start",
+                     "; ".join(f"{topic} {','.join(partitions)}" for topic, partitions in by_topic.items()))
+        return committed
+
+    consumer.seek_to_committed = seek_to_committed_or_start
 
 
 def with_fetch_wait(consumer: Any, wait_ms: int) -> None:

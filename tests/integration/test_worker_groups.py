@@ -135,3 +135,43 @@ async def test_two_workers_share_the_partitions_and_emit_what_one_worker_emits(b
     # The session worker alone and the pair together each emitted every transition once.
     assert len(ids) == 2 * len(jobs)
     assert set(ids.values()) == {2}
+
+
+async def test_aiokafka_s_seek_to_committed_leaves_a_partition_with_nothing_committed_where_it_was(broker):
+    """Why the worker rewinds such partitions itself (``faust_compat.seek_uncommitted_to_start``):
+    Faust's recovery "seeks to the committed offsets" through aiokafka's ``seek_to_committed``,
+    which moves only partitions with a committed offset. Records of a group that has not
+    committed yet, fetched and then dropped by Faust in a rebalance, are not fetched again."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"seek-premise-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for n in range(3):
+            await producer.send_and_wait(topic, b"%d" % n, partition=0)
+    finally:
+        await producer.stop()
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=f"{topic}-group",
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        fetched: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(fetched) < 3 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
+                fetched.extend(record.offset for record in records)
+        assert fetched == [0, 1, 2]
+        assert await consumer.seek_to_committed() == {tp: None}
+        assert await consumer.position(tp) == 3, "aiokafka now rewinds it: the worker's own rewind may go"
+    finally:
+        await consumer.stop()

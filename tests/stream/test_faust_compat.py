@@ -110,3 +110,65 @@ def test_a_faust_that_builds_its_consumer_another_way_keeps_its_wait_with_a_warn
 
     faust_compat.with_fetch_wait(Consumer(), 100)
     assert "fetches wait Faust's 1,500 ms" in caplog.text
+
+
+class _ThreadAfterAFetch:
+    """Faust's consumer thread as aiokafka leaves it: ``seek_to_committed`` seeks only the
+    partitions with a committed offset above 0 and reports every assigned one."""
+
+    def __init__(self, committed):
+        self.committed = committed
+        self.seeks = []
+
+    async def seek_to_committed(self):
+        for tp, offset in self.committed.items():
+            if offset and offset > 0:
+                self.seek(tp, offset)
+        return dict(self.committed)
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.topic, tp.partition, offset))
+
+
+async def test_faust_s_seek_to_committed_also_rewinds_raw_partitions_with_nothing_committed():
+    """Faust drops records fetched while its flow is stopped and counts on this seek to
+    fetch them again; a raw partition without a committed offset was left past them (a
+    worker silent after a rebalance). Changelog partitions are recovery's, never moved here."""
+    app = faust_compat.App(
+        "seek-uncommitted", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False,
+        handoff=faust_compat.Handoff(["raw.truenas", "raw.zuora"], capacity=10),
+    )
+    consumer = app.consumer
+    tp = consumer._new_topicpartition
+    thread = consumer._thread = _ThreadAfterAFetch({
+        tp("raw.truenas", 0): None, tp("raw.truenas", 1): 7, tp("raw.zuora", 3): 0,
+        tp("seek-uncommitted-lifecycle-changelog", 0): None,
+    })
+    await consumer.perform_seek()
+    assert sorted(thread.seeks) == [("raw.truenas", 0, 0), ("raw.truenas", 1, 7), ("raw.zuora", 3, 0)]
+    assert consumer._read_offset[tp("raw.truenas", 0)] is None  # any offset is read again
+    assert consumer._read_offset[tp("raw.truenas", 1)] == 7
+
+
+async def test_without_a_handoff_faust_s_seek_is_left_as_it_is():
+    app = faust_compat.App("seek-plain", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    consumer = app.consumer
+    tp = consumer._new_topicpartition
+    thread = consumer._thread = _ThreadAfterAFetch({tp("raw.truenas", 0): None, tp("raw.truenas", 1): 7})
+    await consumer.perform_seek()
+    assert thread.seeks == [("raw.truenas", 1, 7)]
+
+
+async def test_the_rewind_is_one_log_line_per_seek(caplog):
+    app = faust_compat.App(
+        "seek-log", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False,
+        handoff=faust_compat.Handoff(["raw.truenas", "raw.zuora"], capacity=10),
+    )
+    consumer = app.consumer
+    tp = consumer._new_topicpartition
+    consumer._thread = _ThreadAfterAFetch({tp("raw.truenas", 2): None, tp("raw.truenas", 0): None,
+                                           tp("raw.zuora", 1): 0, tp("raw.zuora", 3): 4})
+    with caplog.at_level("INFO", logger="pipeline.worker"):
+        await consumer.perform_seek()
+    lines = [r.getMessage() for r in caplog.records if "nothing committed" in r.getMessage()]
+    assert lines == ["jobstream: nothing committed yet for raw.truenas 0,2; raw.zuora 1: read from their start"]
