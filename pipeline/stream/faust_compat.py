@@ -197,9 +197,8 @@ def seek_uncommitted_to_start(consumer: Any, topics: Iterable[str]) -> None:
         committed = await seek_to_committed()
         rewound = sorted((tp for tp, offset in committed.items()
                           if tp.topic in names and (offset is None or offset <= 0)))
-        for tp in rewound:
-            await consumer.seek(tp, 0)
         if rewound:
+            await consumer.seek_wait({tp: 0 for tp in rewound})  # in the consumer's thread, as recovery seeks
             by_topic: dict[str, list[str]] = {}
             for tp in rewound:
                 by_topic.setdefault(tp.topic, []).append(str(tp.partition))

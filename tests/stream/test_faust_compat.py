@@ -129,6 +129,10 @@ class _ThreadAfterAFetch:
     def seek(self, tp, offset):
         self.seeks.append((tp.topic, tp.partition, offset))
 
+    async def seek_wait(self, partitions):
+        for tp, offset in partitions.items():
+            self.seek(tp, offset)
+
 
 async def test_faust_s_seek_to_committed_also_rewinds_raw_partitions_with_nothing_committed():
     """Faust drops records fetched while its flow is stopped and counts on this seek to
