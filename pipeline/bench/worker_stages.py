@@ -46,6 +46,7 @@ from pipeline.bench.workload import T0, Document
 from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import clients
 from pipeline.model import RawEnvelope, encode_envelope
+from pipeline.settings import Settings
 from pipeline.sources import records_for
 from pipeline.vendors import Context
 
@@ -177,7 +178,8 @@ async def _worker_rate_once(bootstrap: str, outputs: Outputs, raw_records: int, 
             stop_process(process)
     counted = events - first_count
     if counted <= 0 or last_at <= first_at:
-        raise BenchError("too few events to time the worker (all came in one fetch): use more --events")
+        raise BenchError(f"too few events to time the worker (all came in one fetch; its batches hold up to "
+                         f"{Settings.from_env().batch_max:,} records): use more --events, a few batches' worth")
     return counted / (last_at - first_at) * raw_records / events
 
 

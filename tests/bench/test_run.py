@@ -3,6 +3,7 @@ not its speed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -22,8 +23,8 @@ def test_a_small_run_reports_every_measured_stage(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "pipeline", "bench", "--events", "3000", "--repeats", "1", "--freshness-seconds", "2",
              "--state-runs", "2000", "--out", str(out)],
-            capture_output=True, text=True, timeout=540,
-        )  # 3,000 documents: several batches, as the loops are timed after their first
+            capture_output=True, text=True, timeout=540, env=os.environ | {"JOBSTREAM_BATCH_MAX": "1000"},
+        )  # 3,000 documents in batches of 1,000: several batches, as the loops are timed after their first
     except subprocess.TimeoutExpired as stuck:
         progress = stuck.stderr.decode(errors="replace") if isinstance(stuck.stderr, bytes) else stuck.stderr
         pytest.fail(f"pipeline bench did not finish in 540 s; its progress:\n{progress}")
