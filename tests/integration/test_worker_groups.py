@@ -16,6 +16,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline import catalog
 from pipeline.model import UTC
@@ -141,10 +143,7 @@ async def test_aiokafka_s_seek_to_committed_leaves_a_partition_with_nothing_comm
     """Why the worker rewinds such partitions itself (``faust_compat.seek_uncommitted_to_start``):
     Faust's recovery "seeks to the committed offsets" through aiokafka's ``seek_to_committed``,
     which moves only partitions with a committed offset. Records of a group that has not
-    committed yet, fetched and then dropped by Faust in a rebalance, are not fetched again."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
+    committed yet, fetched and then dropped by Faust in a rebalance, are not fetched again by it."""
     topic = f"seek-premise-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
     await admin.start()
