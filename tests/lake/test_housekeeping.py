@@ -11,10 +11,13 @@ import threading
 from datetime import timedelta
 
 import duckdb
+import pytest
 
 from pipeline.sink import lake as lake_module, lake_sql
 from pipeline.sink.lake import LakeTarget, LakeWriter
+from pipeline.sink import lake_housekeeping as housekeeping
 from pipeline.sink.lake_housekeeping import Housekeeping, compact, shape
+from pipeline.sink.writer import SinkError
 from tests.support.lake import analyst, committing_back_to_back, write_story
 from tests.support.records import Story
 
@@ -155,3 +158,33 @@ def test_a_sink_committing_back_to_back_through_compaction_with_nothing_kept_los
         busy.close()
     assert not failed, [str(f) for f in failed]
     assert rounds[0].after.data_files < rounds[0].before.data_files
+
+
+class _Connection:
+    """A connection whose first ``failures`` statements fail with ``error`` (the race with a
+    sink's deletion cannot be timed from a test: it was seen once in CI)."""
+
+    def __init__(self, error: duckdb.Error, failures: int) -> None:
+        self.error, self.failures, self.statements = error, failures, []
+
+    def execute(self, sql: str) -> None:
+        self.statements.append(sql)
+        if len(self.statements) <= self.failures:
+            raise self.error
+
+
+def test_a_step_that_met_a_file_deleted_under_it_is_repeated_on_a_new_snapshot():
+    gone = duckdb.IOException(
+        "Failed to get files scheduled for deletion from DuckLake: Cannot open file "
+        '"/tmp/lake/main/job_events/ducklake-0193.parquet": No such file or directory'
+    )
+    con = _Connection(gone, failures=2)
+    housekeeping._repeated(con, "CALL ducklake_delete_orphaned_files('lake')")
+    assert len(con.statements) == 3
+
+
+def test_a_step_that_fails_otherwise_stops_with_the_step_named_and_is_not_repeated():
+    con = _Connection(duckdb.IOException("Could not write file: disk full"), failures=1)
+    with pytest.raises(SinkError, match="ducklake_cleanup_old_files: Could not write file: disk full"):
+        housekeeping._repeated(con, "CALL ducklake_cleanup_old_files('lake')")
+    assert len(con.statements) == 1
