@@ -97,9 +97,12 @@ async def wait_until_processing(bootstrap: str, source: str, timeout: float = 12
 
 @pytest.fixture(scope="session")
 def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> WorkerProcess:
-    """One worker for the session's scenario tests (each test uses its own sources)."""
+    """One worker for the session's scenario tests (each test uses its own sources). At
+    INFO, so a test that waits in vain can show its joins, seeks and dropped fetches."""
     folder = tmp_path_factory.mktemp("worker")
-    process = WorkerProcess(broker.bootstrap, "jobstream-test", folder / "data", folder / "worker.log").start()
+    process = WorkerProcess(
+        broker.bootstrap, "jobstream-test", folder / "data", folder / "worker.log", loglevel="info",
+    ).start()
     try:
         asyncio.run(process.ready(broker.bootstrap))
     except (TimeoutError, RuntimeError) as exc:

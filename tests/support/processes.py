@@ -80,10 +80,13 @@ class RoleProcess:
 class WorkerProcess(RoleProcess):
     """``pipeline worker`` (Tansu workarounds on)."""
 
-    def __init__(self, bootstrap: str, app_id: str, datadir: Path, log: Path, *, store: str = "memory://", **env: str) -> None:
+    def __init__(
+        self, bootstrap: str, app_id: str, datadir: Path, log: Path, *, store: str = "memory://",
+        loglevel: str = "warning", **env: str,
+    ) -> None:
         super().__init__(
             ["worker", "--bootstrap", bootstrap, "--store", store, "--tansu", "--app-id", app_id,
-             "--datadir", str(datadir), "--loglevel", "warning"],
+             "--datadir", str(datadir), "--loglevel", loglevel],
             log, env,
         )
 
