@@ -16,10 +16,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 
 from pipeline import catalog
+from pipeline.kafka import clients
 from pipeline.model import UTC
 from tests.support.kafka import collect, decode, send_documents
 from tests.support.processes import WorkerProcess
@@ -145,13 +146,13 @@ async def test_aiokafka_s_seek_to_committed_leaves_a_partition_with_nothing_comm
     which moves only partitions with a committed offset. Records of a group that has not
     committed yet, fetched and then dropped by Faust in a rebalance, are not fetched again by it."""
     topic = f"seek-premise-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin = clients.admin(broker.bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 1, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False)
+    producer = clients.producer(broker.bootstrap)
     await producer.start()
     try:
         for n in range(3):
@@ -159,8 +160,8 @@ async def test_aiokafka_s_seek_to_committed_leaves_a_partition_with_nothing_comm
     finally:
         await producer.stop()
     tp = TopicPartition(topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=f"{topic}-group",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = clients.consumer(broker.bootstrap, group_id=f"{topic}-group", enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign([tp])
