@@ -49,10 +49,18 @@ def run_snapshot(
     }
 
 
+FAKE_OFFSETS = 1 << 40
+"""Where the offsets of made-up dead letters start: far beyond any offset a test broker
+reaches. A dead letter's id is its raw record's place (``raw.zuora:0:2``) and a sink keeps
+the first row per id, so a made-up ``raw.zuora:0:2`` on the session broker once hid the real
+dead letter of the record at that place from another test's sink (tests/integration/test_explain.py)."""
+
+
 def dead_letter_record(n: int, at: datetime, vendor: str | None = "zuora") -> dict[str, Any]:
+    offset = FAKE_OFFSETS + n
     return {
-        "dead_letter_id": f"raw.zuora:0:{n}", "at": iso(at), "stage": "normalize", "error_type": "InvalidDocument",
-        "reason": "status field missing", "topic": "raw.zuora", "partition": 0, "offset": n, "vendor": vendor,
+        "dead_letter_id": f"raw.zuora:0:{offset}", "at": iso(at), "stage": "normalize", "error_type": "InvalidDocument",
+        "reason": "status field missing", "topic": "raw.zuora", "partition": 0, "offset": offset, "vendor": vendor,
         "key_b64": None, "value_b64": "e30=", "value_size": 2, "value_preview": "{}", "schema_version": 1,
     }
 
