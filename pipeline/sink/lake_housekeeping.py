@@ -28,7 +28,8 @@ its own, ``lake.py``), and so is one that met a file gone under it: with ``--kee
 sink committing back to back, a step read a file another round or a sink's abandoned
 transaction had just deleted ("Failed to get files scheduled for deletion from DuckLake:
 Cannot open file ... No such file or directory", seen once in CI); on a new snapshot the file
-is no longer listed.
+is no longer listed. Both are the sink's own repeat conditions (``lake.is_conflict``,
+``lake.is_compacted_away``).
 """
 from __future__ import annotations
 
@@ -79,14 +80,9 @@ def _repeated(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             con.execute(sql)
             return
         except duckdb.Error as exc:
-            if not (lake.is_conflict(exc) or _file_gone(exc)) or attempt + 1 == ATTEMPTS:
+            if not (lake.is_conflict(exc) or lake.is_compacted_away(exc)) or attempt + 1 == ATTEMPTS:
                 raise SinkError(f"housekeeping of the lake failed at {sql.split('(')[0]}: {' '.join(str(exc).split())}") from None
             time.sleep(0.05 * (attempt + 1))
-
-
-def _file_gone(exc: BaseException) -> bool:
-    """A file the step's snapshot listed was deleted before the step read it."""
-    return "No such file or directory" in str(exc)
 
 
 def compact(target: lake.LakeTarget, keep: timedelta) -> Housekeeping:
