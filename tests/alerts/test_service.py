@@ -240,8 +240,8 @@ async def test_dead_letters_over_the_limit_in_one_minute(broker: EmbeddedBroker,
     # a minute of its own, hours back (other tests' dead letters carry their real times)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     minute = now - timedelta(hours=3, minutes=uuid.uuid4().int % 120)
-    letters = [(catalog.DEADLETTER, record["dead_letter_id"], record)
-               for record in (dead_letter_record(n, minute + timedelta(seconds=n)) for n in range(4))]
+    made_up = [dead_letter_record(n, minute + timedelta(seconds=n)) for n in range(4)]
+    letters = [(catalog.DEADLETTER, record["dead_letter_id"], record) for record in made_up]
     await produce(broker.bootstrap, letters)
     rules = f'[defaults]\nurls = ["{webhook.url}"]\n[[rules]]\nname = "dead"\nkind = "dead_letters"\nper_minute = 3\n'
     wanted = records.alert_id("dead", minute.isoformat())
