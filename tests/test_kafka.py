@@ -17,6 +17,7 @@ from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import clients, probes
 from pipeline.kafka.reading import highwaters, partitions_of, read_to_end
 from pipeline.settings import Settings, host_port
+from tests.support.kafka import group_members
 
 
 async def test_every_client_kind_takes_the_settings_or_an_address(broker):
@@ -118,3 +119,29 @@ async def test_producers_are_idempotent_where_the_broker_serves_init_producer_id
         assert clients.producer(serving)._txn_manager is not None  # enable_idempotence on
     assert clients.idempotent(Settings(bootstrap=broker.bootstrap, kafka_idempotence=True)) is True
     assert clients.idempotent(Settings(bootstrap=serving, kafka_idempotence=False)) is False
+
+
+async def test_a_group_member_leaves_its_group_when_it_stops_from_generation_0_too(broker):
+    """Tansu numbers a new group's first generation 0, and aiokafka leaves only from a
+    generation above 0: the stopped member stayed in the group until its session timed
+    out, and the next member's join waited for it (kafka/compat.py, ``leaves_its_group``)."""
+    topic, group = f"t.leave.{uuid.uuid4().hex[:8]}", f"t-leave-{uuid.uuid4().hex[:8]}"
+    admin = clients.admin(broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    consumer = clients.consumer(broker.bootstrap, topic, group_id=group, session_timeout_ms=10_000)
+    await consumer.start()
+    try:
+        async def joined() -> None:
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+
+        await asyncio.wait_for(joined(), 60)
+        assert consumer._coordinator.generation == 0  # the premise: what Tansu 0.6 answers a first join
+        assert len(await group_members(broker.bootstrap, group)) == 1
+    finally:
+        await consumer.stop()
+    assert await group_members(broker.bootstrap, group) == []

@@ -118,8 +118,12 @@ def producer(of: ConnectionLike, **options: Any) -> AIOKafkaProducer:
 
 
 def consumer(of: ConnectionLike, *topics: str, **options: Any) -> AIOKafkaConsumer:
-    """A consumer: no group and no auto-commit unless ``options`` say otherwise."""
-    return AIOKafkaConsumer(*topics, **{**connection_options(of), **CONSUMER_DEFAULTS, **options})
+    """A consumer: no group and no auto-commit unless ``options`` say otherwise. One in a
+    group leaves it when it stops, whatever the broker numbered its generation
+    (``compat.leaves_its_group``)."""
+    merged = {**connection_options(of), **CONSUMER_DEFAULTS, **options}
+    built = AIOKafkaConsumer(*topics, **merged)
+    return built if merged["group_id"] is None else compat.leaves_its_group(built)
 
 
 def admin(of: ConnectionLike, **options: Any) -> AIOKafkaAdminClient:

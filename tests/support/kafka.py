@@ -69,6 +69,19 @@ async def collect(
     return found
 
 
+async def group_members(bootstrap: str, group: str) -> list[str]:
+    """The member ids the broker lists for consumer group ``group``."""
+    admin = clients.admin(bootstrap)
+    await admin.start()
+    try:
+        [answer] = await admin.describe_consumer_groups([group])  # one group a request (docs/design.md, "Tansu")
+    finally:
+        await admin.close()
+    [(error_code, _group, _state, _protocol_type, _protocol, members)] = answer.groups
+    assert error_code == 0, f"DescribeGroups for {group} answered error {error_code}"
+    return [member[0] for member in members]
+
+
 def decode(value: bytes) -> dict[str, Any]:
     return msgspec.json.decode(value)
 
