@@ -38,12 +38,13 @@ import textwrap
 import time
 import types
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import Any, cast
 
 import faust
 
 from pipeline.errors import JobstreamError
+from pipeline.kafka import compat
 
 log = logging.getLogger("pipeline.worker")
 
@@ -176,6 +177,7 @@ class App(faust.App):
                         "(correct, about four asyncio tasks more per record)", faust.__version__)
         if self.fetch_wait_ms is not None:
             with_fetch_wait(consumer, self.fetch_wait_ms)
+        leaving_its_group(consumer)
         return consumer
 
 
@@ -214,22 +216,38 @@ def with_fetch_wait(consumer: Any, wait_ms: int) -> None:
     this sets the consumer's wait before it starts (aiokafka hands it to its fetcher at
     ``start``). Where Faust's consumer thread or aiokafka's consumer do not have the
     attributes this relies on, Faust's 1,500 ms stays, with a warning."""
-    thread = getattr(consumer, "_thread", None)
-    create = getattr(thread, "_create_worker_consumer", None)
-    if create is None:
-        log.warning("jobstream: faust-streaming %s builds its consumer another way: fetches wait Faust's 1,500 ms",
-                    faust.__version__)
-        return
 
-    def create_with_wait(transport: Any) -> Any:
-        kafka_consumer = create(transport)
+    def wait(kafka_consumer: Any) -> Any:
         if hasattr(kafka_consumer, "_fetch_max_wait_ms"):
             kafka_consumer._fetch_max_wait_ms = wait_ms
         else:
             log.warning("jobstream: this aiokafka consumer has no fetch wait to set: fetches wait Faust's 1,500 ms")
         return kafka_consumer
 
-    thread._create_worker_consumer = create_with_wait
+    _on_created(consumer, wait, "fetches wait Faust's 1,500 ms")
+
+
+def leaving_its_group(consumer: Any) -> None:
+    """Faust's aiokafka consumer leaves its group when the worker stops, from generation 0
+    too (``kafka.compat.leaves_its_group``: Tansu's first generation), so a restarted
+    worker does not wait for its own old session to time out."""
+    _on_created(consumer, compat.leaves_its_group,
+                "a stopped worker stays in a Tansu group until its session times out")
+
+
+def _on_created(consumer: Any, adjust: Callable[[Any], Any], otherwise: str) -> None:
+    """Apply ``adjust`` to each aiokafka consumer Faust's consumer thread creates; where the
+    thread creates it another way, warn with ``otherwise`` (what then stays Faust's)."""
+    thread = getattr(consumer, "_thread", None)
+    create = getattr(thread, "_create_worker_consumer", None)
+    if create is None:
+        log.warning("jobstream: faust-streaming %s builds its consumer another way: %s", faust.__version__, otherwise)
+        return
+
+    def create_adjusted(transport: Any) -> Any:
+        return adjust(create(transport))
+
+    thread._create_worker_consumer = create_adjusted
 
 
 HANDOFF = "_jobstream_handoff"

@@ -22,7 +22,7 @@ from aiokafka.admin import NewTopic
 from pipeline import catalog
 from pipeline.kafka import clients
 from pipeline.model import UTC
-from tests.support.kafka import collect, decode, send_documents
+from tests.support.kafka import collect, decode, group_members, send_documents
 from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -175,3 +175,19 @@ async def test_aiokafka_s_seek_to_committed_leaves_a_partition_with_nothing_comm
         assert await consumer.position(tp) == 3, "aiokafka now rewinds it: the worker's own rewind may go"
     finally:
         await consumer.stop()
+
+
+async def test_a_worker_stopped_with_sigterm_leaves_its_group(broker, tmp_path):
+    """Tansu numbers a new group's first generation 0, from which aiokafka does not leave
+    (kafka/compat.py): a worker stopped by a deploy stayed in its group until its session
+    timed out, and its successor waited for it (restart to ready ~19 s instead of ~8)."""
+    app_id = f"jobstream-leave-{uuid.uuid4().hex[:6]}"
+    worker = start_worker(broker, tmp_path, app_id, "leaving")
+    try:
+        await worker.ready_from_log()
+        assert len(await group_members(broker.bootstrap, app_id)) == 1
+    finally:
+        code = await worker.stop_async()
+    assert code == 0, worker.tail()
+    assert await group_members(broker.bootstrap, app_id) == []
+    assert "LeaveGroup (generation 0)" in worker.text()  # kafka/compat.py's, not aiokafka's own
