@@ -150,14 +150,14 @@ def table(results: dict[str, Any]) -> list[str]:
         ("sink on a lake, 2 sinks (group)", results.get("lake_2_sink_rows_per_s"), results.get("sink_rows_per_s"), "of the sink on a file"),
         ("end to end (raw -> visible)", results.get("end_to_end_eps"), bare_faust, "of bare faust (target 0.6x)"),
     ]
-    lines = [f"{'stage':<34} {'events/s':>12}  ratio"]
+    rows = [row for row in rows if row[1] is not None]
+    width = max([len("stage"), *(len(name) for name, *_ in rows)])
+    lines = [f"{'stage':<{width}} {'events/s':>12}  ratio"]
     if results.get("hot_modules"):
         lines.insert(0, results["hot_modules"])
     for name, rate, base, label in rows:
-        if rate is None:
-            continue
         ratio = f"{rate / base:.2f}x {label}" if base else ""
-        lines.append(f"{name:<34} {rate:>12,.0f}  {ratio}")
+        lines.append(f"{name:<{width}} {rate:>12,.0f}  {ratio}")
     if results.get("quix_peer_eps") and results.get("worker_eps"):
         lines.append(f"worker / quix-streams peer: {results['worker_eps'] / results['quix_peer_eps']:.2f}x "
                      "(the peer sends no outputs and keeps no clock: a best case for it)")

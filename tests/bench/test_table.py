@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pipeline.bench.run import table
 
 MEASURED = {"bare_aiokafka_eps": 100_000.0, "bare_faust_eps": 8_000.0, "worker_eps": 4_000.0, "core_eps": 9_000.0}
@@ -65,3 +67,13 @@ def test_the_table_says_whether_the_hot_modules_ran_compiled():
     lines = table({**MEASURED, "hot_modules": "hot modules compiled (Cython): 12 of 12"})
     assert lines[0] == "hot modules compiled (Cython): 12 of 12"
     assert table(MEASURED)[0].startswith("stage")
+
+
+
+def test_every_rate_ends_in_the_header_s_column_however_long_a_stage_name():
+    lines = table({**MEASURED, "quix_peer_eps": 5_000.0, "normalize_eps_by_vendor": {"airflow": 40_000.0}})
+    header = next(line for line in lines if line.startswith("stage"))
+    column_end = header.index("events/s") + len("events/s")
+    rows = lines[lines.index(header) + 1:lines.index(header) + 7]
+    assert [row.split("  ")[0].strip() for row in rows][-1] == "quix-streams peer (normalize+lifecycle)"
+    assert [re.search(r"\d[\d,]*(?=  |$)", row).end() for row in rows] == [column_end] * len(rows)
