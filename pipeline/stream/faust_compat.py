@@ -18,7 +18,8 @@ Faust's own way: delivered inline, the records fetched while recovery sought the
 partitions went through in one go and all but one never reached the batches (a restarted
 worker went silent; docs/design.md, "Worker cost"). The loop is a copy of
 Faust's, used only while the installed Faust's loop is the one it was copied from
-(``DRAIN_FINGERPRINT``).
+(``DRAIN_FINGERPRINT``). Its table manager (``TableManager``) starts without Faust's
+one-second sleep, under the same kind of check.
 
 The worker's own records (the raw topics) do not go through the conductor at all: the
 loop puts them into a ``Handoff``, which the agent reads in batches, doing per batch what
@@ -42,6 +43,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterat
 from typing import Any, cast
 
 import faust
+import faust.tables
 
 from pipeline.errors import JobstreamError
 from pipeline.kafka import compat
@@ -162,6 +164,8 @@ class App(faust.App):
                  **options: Any) -> None:
         self.fetch_wait_ms = fetch_wait_ms
         self.handoff = handoff
+        if table_start_supported():
+            options = {"TableManager": TableManager, **options}
         super().__init__(*args, **options)
 
     def _new_consumer(self) -> Any:
@@ -179,6 +183,32 @@ class App(faust.App):
             with_fetch_wait(consumer, self.fetch_wait_ms)
         leaving_its_group(consumer)
         return consumer
+
+
+TABLE_START_FINGERPRINT = "0d1566ceb4f5fa15"
+"""``fingerprint`` of faust-streaming 0.15.3's ``TableManager.on_start``, which
+``TableManager.on_start`` repeats without its first line."""
+
+
+def table_start_supported() -> bool:
+    """Whether the installed Faust's table manager starts as ``TableManager`` assumes."""
+    try:
+        return fingerprint(faust.tables.TableManager.on_start) == TABLE_START_FINGERPRINT
+    except (OSError, TypeError, SyntaxError):  # no source to compare
+        return False
+
+
+class TableManager(faust.tables.TableManager):
+    """Faust's table manager without the one-second sleep its start begins with (time for
+    tables declared after the app starts; the worker declares its one table before): a
+    second off every worker's start and restart (docs/design.md, "Faust"). Faust names
+    this class a setting (``TableManager``) for such subclasses; ``App`` uses it only
+    while Faust's ``on_start`` is the one it repeats (``TABLE_START_FINGERPRINT``)."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 def seek_uncommitted_to_start(consumer: Any, topics: Iterable[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import faust
+import faust.tables
 import pytest
 
 from pipeline.settings import Settings
@@ -176,3 +177,31 @@ async def test_the_rewind_is_one_log_line_per_seek(caplog):
         await consumer.perform_seek()
     lines = [r.getMessage() for r in caplog.records if "nothing committed" in r.getMessage()]
     assert lines == ["jobstream: nothing committed yet for raw.truenas 0,2; raw.zuora 1: read from their start"]
+
+
+async def _started_steps(manager) -> list[str]:
+    steps: list[str] = []
+
+    async def step(name: str, *args) -> None:
+        steps.append(name if not args else f"{name}{args}")
+
+    manager.sleep = lambda seconds: step("sleep", seconds)
+    manager._update_channels = lambda: step("update_channels")
+    manager._recovery = type("Recovery", (), {"start": lambda self: step("recovery")})()
+    await manager.on_start()
+    return steps
+
+
+async def test_the_worker_s_tables_start_without_faust_s_one_second_sleep(tmp_path):
+    """Faust's table manager sleeps a second before it starts the tables (time for tables
+    declared late): every worker start and restart waited that second."""
+    app = create_app(Settings(bootstrap="localhost:1", datadir=str(tmp_path), store="memory://"))
+    assert type(app.tables) is faust_compat.TableManager
+    assert await _started_steps(app.tables) == ["update_channels", "recovery"]
+    assert await _started_steps(faust.tables.TableManager(app)) == ["sleep(1.0,)", "update_channels", "recovery"]
+
+
+def test_a_faust_whose_table_start_changed_keeps_its_own_table_manager(monkeypatch, tmp_path):
+    monkeypatch.setattr(faust_compat, "TABLE_START_FINGERPRINT", "0000000000000000")
+    app = create_app(Settings(bootstrap="localhost:1", datadir=str(tmp_path), store="memory://"))
+    assert type(app.tables) is faust.tables.TableManager
