@@ -20,16 +20,19 @@ from pipeline.settings import Settings, host_port
 from tests.support.kafka import group_members
 
 
+async def _create_topic(admin, topic: str, *, partitions: int) -> None:
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
 async def test_every_client_kind_takes_the_settings_or_an_address(broker):
     """Through the settings or an address, the clients reach the same broker."""
     settings = Settings(bootstrap=broker.bootstrap)
     topic = f"t.kafka.{uuid.uuid4().hex[:8]}"
-    admin = clients.admin(settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await _create_topic(clients.admin(settings), topic, partitions=1)
     producer = clients.producer(settings, client_id="jobstream-test")
     await producer.start()
     try:
@@ -61,12 +64,7 @@ async def test_a_topic_created_after_the_consumer_started_is_found_and_read_to_i
     consumer = clients.consumer(broker.bootstrap)
     await consumer.start()
     try:
-        admin = clients.admin(broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-        finally:
-            await admin.close()
+        await _create_topic(clients.admin(broker.bootstrap), topic, partitions=2)
         producer = clients.producer(broker.bootstrap)
         await producer.start()
         try:
@@ -126,12 +124,7 @@ async def test_a_group_member_leaves_its_group_when_it_stops_from_generation_0_t
     generation above 0: the stopped member stayed in the group until its session timed
     out, and the next member's join waited for it (kafka/compat.py, ``leaves_its_group``)."""
     topic, group = f"t.leave.{uuid.uuid4().hex[:8]}", f"t-leave-{uuid.uuid4().hex[:8]}"
-    admin = clients.admin(broker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await _create_topic(clients.admin(broker.bootstrap), topic, partitions=1)
     consumer = clients.consumer(broker.bootstrap, topic, group_id=group, session_timeout_ms=10_000)
     await consumer.start()
     try:
