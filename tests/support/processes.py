@@ -76,6 +76,18 @@ class RoleProcess:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.text().splitlines()[-lines:])
 
+    async def logged(self, line: str, timeout: float = 120.0) -> float:
+        """Wait until the role's log holds ``line``; return seconds. Fails at once if the
+        role exits, with its log's end after ``timeout``."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.args[0]} exited with status {self.process.returncode}:\n{self.tail()}")
+            if line in self.text():
+                return time.monotonic() - started
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.args[0]} did not log {line!r} within {timeout:.0f} s:\n{self.tail()}")
+
 
 class WorkerProcess(RoleProcess):
     """``pipeline worker`` (Tansu workarounds on)."""
@@ -95,14 +107,7 @@ class WorkerProcess(RoleProcess):
 
         For workers beside the session worker, which would answer a probe for them.
         """
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited with status {self.process.returncode}")
-            if "Worker ready" in self.text():
-                return time.monotonic() - started
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"the worker was not ready within {timeout:.0f} s")
+        return await self.logged("Worker ready", timeout)
 
     async def ready(self, bootstrap: str, timeout: float = 120.0) -> float:
         """Wait until the worker processes a probe; fail at once if it exits."""
