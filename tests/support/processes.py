@@ -28,6 +28,7 @@ class RoleProcess:
 
     def __init__(self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.args = [sys.executable, "-m", "pipeline", *args]
+        self.name = f"pipeline {args[0]}" if args else "pipeline"
         self.log = log
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -82,11 +83,11 @@ class RoleProcess:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.args[0]} exited with status {self.process.returncode}:\n{self.tail()}")
+                raise RuntimeError(f"{self.name} exited with status {self.process.returncode}:\n{self.tail()}")
             if line in self.text():
                 return time.monotonic() - started
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.args[0]} did not log {line!r} within {timeout:.0f} s:\n{self.tail()}")
+        raise TimeoutError(f"{self.name} did not log {line!r} within {timeout:.0f} s:\n{self.tail()}")
 
 
 class WorkerProcess(RoleProcess):
