@@ -181,17 +181,20 @@ async def test_worker_metrics_then_exit_69_when_its_broker_is_gone(tmp_path):
 
 
 async def test_sink_exits_69_when_its_broker_is_gone(tmp_path):
+    """The broker stops while the sink is consuming (it has written what was sent)."""
     private = EmbeddedBroker(log=tmp_path / "broker.log").start()
-    log = tmp_path / "sink.log"
+    log, report = tmp_path / "sink.log", tmp_path / "sink.ports"
     sink = None
     try:
         await catalog.apply(private.bootstrap)
         sink = start(["sink", "--bootstrap", private.bootstrap, "--db", str(tmp_path / "s.duckdb"), "--quack-port", "0"],
-                     log, JOBSTREAM_BROKER_LOST_EXIT_S="4")
-        deadline = time.monotonic() + 30
-        while "sink: writing" not in log.read_text() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1)  # its consumer is assigned and fetching
+                     log, JOBSTREAM_BROKER_LOST_EXIT_S="4", **report_env(report, "metrics"))
+        port = await asyncio.to_thread(reported_port, report, "metrics", sink)
+        story = Story()
+        await produce(private.bootstrap, [(catalog.EVENTS, story.event("j", "r", n, "RUNNING")) for n in range(3)])
+        await wait_for_metrics(  # its consumer is assigned and fetching
+            port, lambda t: metric(t, "jobstream_records_in_total", role="sink", topic=catalog.EVENTS) >= 3, sink, log,
+        )
         private.stop()
         code = await wait_exit(sink, 30)
         assert code == EXIT_BROKER_LOST, log.read_text()[-2000:]
