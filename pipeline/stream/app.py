@@ -151,6 +151,8 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
                 if not core.indexed:
                     for _ in core.index_steps():
                         await asyncio.sleep(0)
+                    log.info("jobstream: due index rebuilt from %d stored entries (%d decoded whole)",
+                             core.index_read, core.index_decoded)
                     _refuse_recreated_topics(core, app, events)
                 batch = core.process(
                     _message(Message, (e.message.topic, e.message.partition, e.message.offset,

@@ -36,7 +36,16 @@ from pipeline.stream.records import (
     run_record,
     transition_record,
 )
-from pipeline.stream.state import Entry, PartitionClock, clock_key, decode_entry, encode_entry, source_of
+from pipeline.stream.state import (
+    Entry,
+    PartitionClock,
+    clock_key,
+    decode_entry,
+    decode_head,
+    due_rules,
+    encode_entry,
+    source_of,
+)
 from pipeline.vendors import Context, Rejected
 
 
@@ -116,6 +125,18 @@ class StreamCore:
                        stale_retention=self._stale_retention, forget_after=self._forget_after)
             for v in vendors.VENDOR_NAMES
         }
+        # Each stored entry carries its job's next due and the tag of the rules it was
+        # computed under: a restart indexes entries of the same tag without decoding them.
+        self._due_rules = {
+            v: due_rules(v, self._stale_after[v], self._retention, self._stale_retention, self._forget_after)
+            for v in vendors.VENDOR_NAMES
+        }
+        self._vendor_of_rules = {tag: v for v, tag in self._due_rules.items()}
+        if len(self._vendor_of_rules) < len(self._due_rules):  # two vendors' tags collide: decode all
+            self._vendor_of_rules = {}
+        self.index_read = self.index_decoded = 0
+        """Entries the last index rebuild read, and of them decoded whole (their due was
+        not stored, or under other settings or rules)."""
         self._evict = partial(
             lifecycle.evict, retention=self._retention, stale_retention=self._stale_retention,
             max_finished=settings.max_finished_runs, max_runs=settings.max_runs_per_job,
@@ -151,22 +172,31 @@ class StreamCore:
         """Rebuild the index, yielding after every ``chunk`` entries so an event loop
         can run between them (the app awaits between steps)."""
         gained = self._to_index
-        seen = 0
+        vendor_of_rules = self._vendor_of_rules
+        seen = decoded = 0
         for key, data in self._entries():
-            entry = decode_entry(data)
-            if gained is None or entry.partition in gained:
-                job = entry.job
-                topic = catalog.raw_topic(job.vendor)
-                clock = self._clock(topic, entry.partition, source_of(entry))
-                if entry.watermark is not None:
-                    clock.advance(entry.watermark)
-                clock.schedule(key, self._next_due(job))
-                stored = self.stored_offsets.get((topic, entry.partition), -1)
-                if entry.offset > stored:
-                    self.stored_offsets[(topic, entry.partition)] = entry.offset
+            head = decode_head(data)
+            partition = head.partition
+            if gained is None or partition in gained:
+                vendor = vendor_of_rules.get(head.due_rules) if head.source else None
+                if vendor is None:  # stored without its due, or under other settings or rules
+                    entry = decode_entry(data)
+                    vendor, source, due = entry.job.vendor, source_of(entry), self._next_due(entry.job)
+                    decoded += 1
+                else:
+                    source, due = head.source, head.due
+                topic = catalog.raw_topic(vendor)
+                clock = self._clock(topic, partition, source)
+                if head.watermark is not None:
+                    clock.advance(head.watermark)
+                clock.schedule(key, due)
+                stored = self.stored_offsets.get((topic, partition), -1)
+                if head.offset > stored:
+                    self.stored_offsets[(topic, partition)] = head.offset
             seen += 1
             if seen % chunk == 0:
                 yield seen
+        self.index_read, self.index_decoded = seen, decoded
         self._indexed = True
         self._to_index = set()
 
@@ -208,6 +238,11 @@ class StreamCore:
 
     def _next_due(self, job: JobState) -> datetime | None:
         return self._due_of[job.vendor](job)
+
+    def _entry(self, partition: int, offset: int, job: JobState, watermark: datetime | None, source: str) -> Entry:
+        """The entry to store for ``job``, with its next due for a restart's index."""
+        vendor = job.vendor
+        return Entry(partition, offset, job, watermark, source, self._due_of[vendor](job), self._due_rules[vendor])
 
     # --- the batch ------------------------------------------------------------------
 
@@ -259,7 +294,7 @@ class StreamCore:
                 entry.job, count, entry.watermark or _EPOCH, max_evicted=self.settings.evicted_memory
             )
             self._left.extend(lifecycle.left_open(entry.job, job, entry.watermark or _EPOCH))
-            entry = Entry(entry.partition, entry.offset, job, entry.watermark, entry.source)
+            entry = self._entry(entry.partition, entry.offset, job, entry.watermark, entry.source)
             data = encode_entry(entry)
         return entry, data
 
@@ -302,7 +337,7 @@ class StreamCore:
             before = clock.watermark
             self._advance(clock, received, message, pending, runs, batch)
             if clock.watermark != before:  # stored, so a restart does not roll it back
-                pending[clock_key(message.topic, message.partition, envelope.source)] = Entry(
+                pending[clock_key(message.topic, message.partition, envelope.source)] = self._entry(
                     message.partition, message.offset, JobState(job_key="", vendor=vendor), clock.watermark,
                     envelope.source,
                 )
@@ -409,7 +444,7 @@ class StreamCore:
             if len(kept.runs) < len(job.runs):
                 self._left_open(outputs, snapshots, lifecycle.left_open(job, kept, applied_event.occurred_at), partition)
             job = kept
-            stored = Entry(partition, message.offset, job, watermark, clock.source)
+            stored = self._entry(partition, message.offset, job, watermark, clock.source)
         except Exception as exc:  # noqa: BLE001 - a lifecycle bug must not stop the partition
             # Nothing of the message is kept: a redelivery gives the same dead letter.
             failure = dead_letter(message, "lifecycle", type(exc).__name__, one_line(exc), event.vendor)
@@ -424,7 +459,7 @@ class StreamCore:
                 pending[key] = stored
                 if applied is not None:
                     applied.add(key)
-                clock.schedule(key, self._due_of[job.vendor](job))
+                clock.schedule(key, stored.due)
                 batch.outputs.extend(outputs)
                 for run_key, snapshot in snapshots.items():  # jobs.runs keeps each run's latest snapshot of the batch
                     runs.pop(run_key, None)
@@ -502,11 +537,13 @@ class StreamCore:
             if job.runs and lifecycle.forgettable(job, watermark, forget_after=self._forget_after):
                 # Not a tombstone: the forgotten job keeps its applied offset (a re-delivery
                 # is skipped) and seen_until (a late event does not reopen a run), R20.
-                pending[key] = Entry(entry.partition, entry.offset, lifecycle.forget(job), watermark, clock.source)
+                pending[key] = self._entry(entry.partition, entry.offset, lifecycle.forget(job), watermark, clock.source)
                 continue
-            if job is not old:
-                pending[key] = Entry(entry.partition, entry.offset, job, watermark, clock.source)
-            clock.schedule(key, self._due_of[job.vendor](job))
+            if job is old:
+                clock.schedule(key, due)
+            else:
+                stored = pending[key] = self._entry(entry.partition, entry.offset, job, watermark, clock.source)
+                clock.schedule(key, stored.due)
         for key, due in again:
             clock.schedule(key, due)
 

@@ -7,11 +7,12 @@ from datetime import datetime
 
 import msgspec
 
-from pipeline import catalog
+from pipeline import catalog, lifecycle
 from pipeline.model import UTC, RawEnvelope, encode_envelope
 from pipeline.settings import Settings
 from pipeline.stream.core import StreamCore
 from pipeline.stream.records import Message
+from pipeline.stream.state import Entry, decode_entry
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TOPIC = catalog.raw_topic("truenas")
@@ -35,7 +36,19 @@ class Harness:
                 self.store.pop(key, None)
             else:
                 self.store[key] = value
+                self.check_due(key, decode_entry(value))
         return [(o.topic, o.key, msgspec.json.decode(o.value)) for o in batch.outputs]
+
+
+    def check_due(self, key: bytes, entry: Entry) -> None:
+        """Every stored entry carries its job's next due under these settings (a restart
+        indexes it from there without decoding the job): recomputed here, as the oracle."""
+        vendor, settings = entry.job.vendor, self.settings
+        expected = lifecycle.next_due(
+            entry.job, stale_after=settings.stale_after(vendor), retention=settings.run_retention,
+            stale_retention=settings.stale_retention, forget_after=settings.forget_after,
+        )
+        assert entry.due == expected and entry.due_rules != 0, (key, entry.due, expected, entry.due_rules)
 
 
 def truenas_job(job_id: int, state: str, *, method: str = "pool.scrub", finished: datetime | None = None,
