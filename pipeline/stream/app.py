@@ -134,7 +134,7 @@ def create_app(settings: Settings, metrics: RoleMetrics | None = None, listening
         *catalog.raw_topics(), key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw",
     )
-    core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: table.data.items())
+    core = StreamCore(settings, lookup=lambda key: table.data.get(key), entries=lambda: faust_compat.stored_items(table.data))
     log.info("jobstream: %s", compiled.summary())
     faults = Injector(Faults.from_env())
     shell = _Shell(app, table, settings, faults)

@@ -1,11 +1,17 @@
-"""Issue 32.4: the RocksDB store must never get ahead of the changelog. The worker is
-killed between the two writes of step 3 (app.py's failure table, row 3a), restarted on
-its own datadir, then the partition moves to a new owner that recovers from the
-changelog alone: the new owner must see the run the first one applied."""
+"""The RocksDB store across restarts.
+
+Issue 32.4: the store must never get ahead of the changelog. The worker is killed between
+the two writes of step 3 (app.py's failure table, row 3a), restarted on its own datadir,
+then the partition moves to a new owner that recovers from the changelog alone: the new
+owner must see the run the first one applied.
+
+Issue 39: a restarted worker indexes its stored entries from the due each one carries,
+read from RocksDB as stored, and a run goes STALE on time from there."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -15,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline import catalog
 from pipeline.broker import EmbeddedBroker
-from pipeline.model import UTC, RawEnvelope, encode_envelope
+from pipeline.model import UTC, RawEnvelope, encode_envelope, heartbeat_key
 from pipeline.stream import faults
 from tests.support.kafka import collect, decode
 from tests.support.processes import WorkerProcess
@@ -25,12 +31,12 @@ pytestmark = pytest.mark.integration
 TOPIC = catalog.raw_topic("truenas")
 
 
-def update(source: str, method: str, state: str, started: datetime) -> tuple[bytes, bytes]:
+def update(source: str, method: str, state: str, started: datetime, received: datetime | None = None) -> tuple[bytes, bytes]:
     fields = {"id": 1, "method": method, "state": state, "time_started": {"$date": int(started.timestamp() * 1000)},
               "progress": {"percent": None, "description": None, "extra": None}}
     if state == "SUCCESS":
         fields["time_finished"] = {"$date": int((started + timedelta(seconds=30)).timestamp() * 1000)}
-    envelope = RawEnvelope(vendor="truenas", source=source, received_at=datetime.now(UTC), payload=fields)
+    envelope = RawEnvelope(vendor="truenas", source=source, received_at=received or datetime.now(UTC), payload=fields)
     return f"truenas:{source}:{method}".encode(), encode_envelope(envelope)
 
 
@@ -97,3 +103,27 @@ async def test_a_worker_killed_between_changelog_and_local_store_leaves_every_ow
         assert await moves(own_broker.bootstrap, key, 2) == [(None, "RUNNING"), ("RUNNING", "SUCCEEDED")], owner.tail()
     finally:
         owner.stop()
+
+
+async def test_a_restarted_worker_indexes_its_entries_from_their_stored_due_and_a_run_goes_stale_on_time(own_broker, tmp_path):
+    source = f"due-{uuid.uuid4().hex[:8]}"
+    started = datetime.now(UTC).replace(microsecond=0)
+    key, running = update(source, "pool.scrub", "RUNNING", started, received=started)
+    first = rocksdb_worker(own_broker, tmp_path / "a", tmp_path / "a.log", JOBSTREAM_STALE_AFTER_TRUENAS="60")
+    try:
+        await first.ready_from_log()
+        await produce(own_broker.bootstrap, [(key, running)])
+        assert await moves(own_broker.bootstrap, key, 1) == [(None, "RUNNING")]
+    finally:
+        assert first.stop() in (0, -15), first.tail()
+
+    again = rocksdb_worker(own_broker, tmp_path / "a", tmp_path / "a2.log", JOBSTREAM_STALE_AFTER_TRUENAS="60")
+    try:
+        await again.ready_from_log()
+        beat = RawEnvelope(vendor="truenas", source=source, received_at=started + timedelta(seconds=90), heartbeat=True)
+        await produce(own_broker.bootstrap, [(heartbeat_key(source), encode_envelope(beat))])
+        assert await moves(own_broker.bootstrap, key, 2) == [(None, "RUNNING"), ("RUNNING", "STALE")], again.tail()
+        rebuilt = re.search(r"due index rebuilt from (\d+) stored entries \((\d+) decoded whole\)", again.text())
+        assert rebuilt is not None and rebuilt.groups() == ("1", "0"), again.tail()
+    finally:
+        again.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.settings import Settings
 from pipeline.stream import faust_compat
-from pipeline.stream.app import create_app
+from pipeline.stream.app import TABLE_NAME, create_app
 
 
 def test_the_installed_faust_is_accepted():
@@ -205,3 +205,17 @@ def test_a_faust_whose_table_start_changed_keeps_its_own_table_manager(monkeypat
     monkeypatch.setattr(faust_compat, "TABLE_START_FINGERPRINT", "0000000000000000")
     app = create_app(Settings(bootstrap="localhost:1", datadir=str(tmp_path), store="memory://"))
     assert type(app.tables) is faust.tables.TableManager
+
+
+def test_the_worker_s_rocksdb_table_is_read_as_stored_not_through_faust_s_serializers(tmp_path):
+    """Faust's ``items()`` sends each key and value through its serializer registry; the
+    worker's table is raw on both sides, so its RocksDB store's own items are the bytes."""
+    rocksdb = create_app(Settings(bootstrap="localhost:1", datadir=str(tmp_path / "r"), store="rocksdb://"))
+    store = rocksdb.tables[TABLE_NAME].data
+    assert (store.key_serializer, store.value_serializer) == ("raw", "raw")
+    assert faust_compat.stored_items(store).__qualname__ == type(store)._iteritems.__qualname__
+
+    memory = create_app(Settings(bootstrap="localhost:1", datadir=str(tmp_path / "m"), store="memory://"))
+    store = memory.tables[TABLE_NAME].data
+    store[b"k"] = b"v"
+    assert list(faust_compat.stored_items(store)) == [(b"k", b"v")]
