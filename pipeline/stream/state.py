@@ -6,8 +6,8 @@ Pure data structures; ``StreamCore`` decides what goes in them.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,7 +41,8 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 
 class EntryHead(msgspec.Struct, array_like=True, gc=False):
     """An ``Entry`` with its job left encoded: what the due index needs, read without
-    building the job's runs (at 20 runs an entry, ~10x cheaper than ``decode_entry``)."""
+    building the job's runs (50,000 entries of 20 runs indexed in 0.3-0.6 s instead of
+    1.4-1.7 s, in process)."""
 
     partition: int
     offset: int
@@ -62,8 +63,8 @@ def due_rules(vendor: str, *settings: object) -> int:
     """A non-zero tag of the rules and ``settings`` (the vendor's stale timeout, retentions
     and forget time) a stored ``due`` was computed under: a restart with other settings or
     other rules decodes the job and computes its due again."""
-    text = "|".join(map(repr, (DUE_RULES_VERSION, vendor, *settings)))
-    return zlib.crc32(text.encode("utf-8", "surrogatepass")) or 1
+    text = "|".join(map(repr, (DUE_RULES_VERSION, vendor, *settings))).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1 or 1  # 63 bits: a msgpack int
 
 
 CLOCK_KEY_PREFIX = b"\x00clock\x1f"
