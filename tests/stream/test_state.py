@@ -16,6 +16,7 @@ import pipeline.lifecycle
 from pipeline.bench.core_stage import raw_messages
 from pipeline.bench.workload import documents
 from pipeline.model import RawEnvelope, decode_envelope, encode_envelope, heartbeat_key
+from pipeline.stream import state
 from pipeline.stream.records import Message
 from pipeline.stream.state import DUE_RULES_VERSION, decode_entry, decode_head, due_rules, encode_entry
 from tests.support.stream import T0, Harness, message, transitions, truenas_job
@@ -96,11 +97,13 @@ def test_other_settings_at_a_restart_decode_every_job_and_expire_by_the_new_ones
     assert ("1", "RUNNING", "STALE", "stale_timeout") in transitions(outputs)
 
 
-def test_the_due_rules_tag_names_vendor_settings_and_version():
+def test_the_due_rules_tag_names_vendor_settings_and_version(monkeypatch):
     tags = {due_rules(vendor, timedelta(seconds=240)) for vendor in ("truenas", "zuora", "airflow")}
     assert len(tags) == 3 and 0 not in tags
-    assert due_rules("truenas", timedelta(seconds=240)) != due_rules("truenas", timedelta(seconds=241))
-    assert due_rules("truenas", timedelta(seconds=240)) == due_rules("truenas", timedelta(seconds=240))
+    tag = due_rules("truenas", timedelta(seconds=240))
+    assert tag == due_rules("truenas", timedelta(seconds=240)) != due_rules("truenas", timedelta(seconds=241))
+    monkeypatch.setattr(state, "DUE_RULES_VERSION", DUE_RULES_VERSION + 1)
+    assert due_rules("truenas", timedelta(seconds=240)) != tag
 
 
 def test_the_head_reads_an_entry_as_decode_entry_does_but_leaves_the_job_encoded():
