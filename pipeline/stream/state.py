@@ -56,7 +56,8 @@ class EntryHead(msgspec.Struct, array_like=True, gc=False):
 DUE_RULES_VERSION = 1
 """Names the rules of ``lifecycle.next_due`` (and what it reads of a job): a change to them
 must move this number, or a restart would index stored entries at dues the new rules no
-longer give (``tests/stream/test_state.py`` fingerprints those functions to remind)."""
+longer give (``tests/stream/test_state.py`` fingerprints those functions to remind;
+docs/design.md, "Each stored entry carries its job's next due")."""
 
 
 def due_rules(vendor: str, *settings: object) -> int:
