@@ -57,7 +57,7 @@ DUE_RULES_VERSION = 1
 """Names the rules of ``lifecycle.next_due`` (and what it reads of a job): a change to them
 must move this number, or a restart would index stored entries at dues the new rules no
 longer give (``tests/stream/test_state.py`` fingerprints those functions to remind;
-docs/design.md, "Each stored entry carries its job's next due")."""
+docs/design.md, "Lifecycle and event time": each stored entry carries its job's next due)."""
 
 
 def due_rules(vendor: str, *settings: object) -> int:
